@@ -1,0 +1,339 @@
+//! Durable events (state transitions, in the log), transient events (never in
+//! the log), client commands and their outcomes.
+
+use crate::ids::{ClusterId, CommandId, EventIdx, FencingToken, NodeId, TaskId, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the event encoding. Bumped on any incompatible change; a node
+/// refuses entries, snapshots and peers of a version it cannot read.
+pub const EVENT_FORMAT_VERSION: u16 = 1;
+
+/// A committed event with its position in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub idx: EventIdx,
+    pub term: Term,
+    pub event: Event,
+}
+
+/// A durable event: a state transition, and nothing else (DESIGN invariant 5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The first entry of every master's term; changes nothing.
+    Noop,
+    /// The founder's first entry: the cluster id, and the founder as voter.
+    ClusterFounded {
+        cluster_id: ClusterId,
+        founder: NodeId,
+        addr: String,
+        at_ms: u64,
+    },
+    /// A node joined (or rejoined) and was given a Raft id.
+    NodeJoined {
+        node: NodeId,
+        addr: String,
+        at_ms: u64,
+    },
+    /// The master's failure detector changed its view of a node.
+    NodeLiveness { node: NodeId, liveness: Liveness },
+    /// A node left on purpose (`shoal leave`).
+    NodeLeft { node: NodeId },
+    /// A dead or departed node is removed from State (logged clean-up).
+    NodeForgotten { node: NodeId },
+    /// A node's role in Raft changed; mirrors a committed Raft conf change.
+    Membership { node: NodeId, role: Role },
+    /// A client command, stamped with the master's wall clock.
+    Command { cmd: Command, at_ms: u64 },
+    /// A key whose TTL ran out on the master's clock; ignored if the key
+    /// changed since (its version differs).
+    KvExpired { key: String, version: EventIdx },
+    /// A task granted to a node; the grant's index is its fencing token.
+    TaskGranted {
+        task: TaskId,
+        node: NodeId,
+        lease_ms: u64,
+    },
+    /// A lease the master saw lapse (TTL plus margin) without renewal.
+    TaskLeaseExpired { task: TaskId, token: FencingToken },
+    /// Finished tasks dropped after their retention (logged clean-up).
+    TasksForgotten { tasks: Vec<TaskId> },
+    /// A replica of a deployment placed on a node; the index is its token.
+    ReplicaPlaced {
+        deployment: String,
+        replica: u32,
+        node: NodeId,
+        port: u16,
+    },
+    /// A replica taken off its node (dead node, crash backoff, scale-down).
+    ReplicaUnplaced {
+        deployment: String,
+        replica: u32,
+        token: FencingToken,
+    },
+    /// Command outcomes older than the retry window are dropped.
+    OutcomesExpired { before_ms: u64 },
+}
+
+/// What a node is to Raft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Voter,
+    Learner,
+    Follower,
+}
+
+/// The failure detector's view of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+/// A client request, with the id the client minted for it. A retry carries
+/// the same id and gets the first outcome back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: CommandId,
+    pub op: Op,
+}
+
+/// The operations a command can ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    KvSet {
+        key: String,
+        value: String,
+    },
+    KvSetIfAbsent {
+        key: String,
+        value: String,
+        ttl_ms: Option<u64>,
+    },
+    KvCas {
+        key: String,
+        expected: Option<String>,
+        value: String,
+    },
+    KvIncrBy {
+        key: String,
+        by: i64,
+    },
+    KvDelete {
+        key: String,
+    },
+    SetAdd {
+        key: String,
+        member: String,
+    },
+    SetRemove {
+        key: String,
+        member: String,
+    },
+    ListPush {
+        key: String,
+        value: String,
+    },
+    LockAcquire {
+        name: String,
+        holder: String,
+        ttl_ms: u64,
+    },
+    LockKeepalive {
+        name: String,
+        token: FencingToken,
+    },
+    LockRelease {
+        name: String,
+        token: FencingToken,
+    },
+    TaskSubmit {
+        spec: TaskSpec,
+    },
+    TaskCancel {
+        task: TaskId,
+    },
+    TaskDelete {
+        task: TaskId,
+    },
+    /// A worker's report on a run it holds a lease for.
+    TaskReport {
+        task: TaskId,
+        token: FencingToken,
+        report: TaskReport,
+    },
+    Deploy {
+        name: String,
+        spec: InstanceSpec,
+        replicas: u32,
+    },
+    Undeploy {
+        name: String,
+    },
+    /// A worker's report on a replica it runs.
+    ReplicaReport {
+        deployment: String,
+        replica: u32,
+        token: FencingToken,
+        status: ReplicaStatus,
+    },
+}
+
+/// The outcome of a command, stored under its id (DESIGN invariant 6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// The value read or replaced.
+    Value(Option<String>),
+    /// The value after an increment.
+    Int(i64),
+    /// Whether a conditional write (set-if-absent, compare-and-set) took.
+    Applied(bool),
+    /// A lock grant.
+    Token(FencingToken),
+    /// The id of a created task.
+    Task(TaskId),
+    Rejected(Rejection),
+}
+
+/// Why a well-formed command was refused by State.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("key holds a value of another type")]
+    WrongType,
+    #[error("integer overflow")]
+    Overflow,
+    #[error("stale fencing token")]
+    StaleToken,
+    #[error("not found")]
+    NotFound,
+    #[error("lock is held by {holder}")]
+    LockHeld { holder: String },
+    #[error("task has not finished")]
+    NotFinished,
+    #[error("limit reached: {what}")]
+    Full { what: String },
+    #[error("invalid: {reason}")]
+    Invalid { reason: String },
+}
+
+/// What to run for a task or an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Runner {
+    /// A user command (remote execution; off unless the operator enables it).
+    Exec {
+        cmd: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    /// The built-in synthetic runner: `chunks` output lines every
+    /// `interval_ms`, then `exit_code`.
+    Synthetic {
+        chunks: u32,
+        interval_ms: u64,
+        exit_code: i32,
+    },
+}
+
+/// What a run needs from a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_milli: u32,
+    pub mem_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub runner: Runner,
+    pub timeout_ms: Option<u64>,
+    pub node: Option<NodeId>,
+    pub labels: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub runner: Runner,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskReport {
+    Running,
+    Finished { exit_code: i32, class: ExitClass },
+}
+
+/// How a run ended; only `Transient` failures are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExitClass {
+    Success,
+    Failed,
+    Transient,
+    Timeout,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplicaStatus {
+    Starting,
+    Running,
+    Crashed { exit_code: i32 },
+}
+
+/// Events that are not state transitions: they never enter the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransientEvent {
+    Heartbeat(Heartbeat),
+    Metrics(NodeMetrics),
+    OutputChunk(OutputChunk),
+    /// A command's outcome, sent to the client that asked.
+    Ack {
+        command: CommandId,
+        idx: EventIdx,
+        outcome: Outcome,
+    },
+}
+
+/// A node's periodic sign of life, also carrying its replication progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    pub cluster_id: Option<ClusterId>,
+    /// Random per process start: two live processes with one identity are
+    /// told apart by it.
+    pub incarnation: u64,
+    pub term: Term,
+    pub applied: EventIdx,
+    pub commit: EventIdx,
+    /// The lowest index this node can still serve from its log.
+    pub log_floor: EventIdx,
+    pub leader: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    pub node: NodeId,
+    pub cpu_free_milli: u32,
+    pub mem_free_bytes: u64,
+    pub running: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub stream: Stream,
+    pub seq: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
