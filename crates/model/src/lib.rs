@@ -6,11 +6,13 @@
 //! at no cost. The sequencer, the replicas, the snapshot codec and the
 //! simulator all build on these types.
 
+mod entry;
 mod event;
 mod hash;
 mod ids;
 mod state;
 
+pub use entry::*;
 pub use event::*;
 pub use hash::StateHash;
 pub use ids::*;

@@ -193,6 +193,69 @@ pub struct State {
     hash: StateHash,
 }
 
+/// Rebuilds a State from a snapshot's batches, hashing as it goes. Batches
+/// of one collection may come in any number; keys must not repeat.
+#[derive(Debug)]
+pub struct StateBuilder {
+    state: State,
+}
+
+impl StateBuilder {
+    pub fn new(index: EventIdx, term: Term, meta: Meta) -> Self {
+        let mut state = State::new();
+        state.set_meta(meta);
+        state.index = index;
+        state.term = term;
+        StateBuilder { state }
+    }
+
+    pub fn nodes(&mut self, batch: Vec<(NodeId, NodeInfo)>) {
+        let s = &mut self.state;
+        for (k, v) in batch {
+            put(&mut s.hash, &mut s.nodes, Family::Node, k, Some(v));
+        }
+    }
+
+    pub fn kv(&mut self, batch: Vec<(String, KvEntry)>) {
+        let s = &mut self.state;
+        for (k, v) in batch {
+            put(&mut s.hash, &mut s.kv, Family::Kv, k, Some(v));
+        }
+    }
+
+    pub fn tasks(&mut self, batch: Vec<(TaskId, Task)>) {
+        let s = &mut self.state;
+        for (k, v) in batch {
+            put(&mut s.hash, &mut s.tasks, Family::Task, k, Some(v));
+        }
+    }
+
+    pub fn deployments(&mut self, batch: Vec<(String, Deployment)>) {
+        let s = &mut self.state;
+        for (k, v) in batch {
+            put(
+                &mut s.hash,
+                &mut s.deployments,
+                Family::Deployment,
+                k,
+                Some(v),
+            );
+        }
+    }
+
+    pub fn outcomes(&mut self, batch: Vec<(CommandId, OutcomeRecord)>) {
+        let s = &mut self.state;
+        for (k, v) in batch {
+            s.outcome_age.insert((v.at_ms, v.idx), k.clone());
+            put(&mut s.hash, &mut s.outcomes, Family::Outcome, k, Some(v));
+        }
+    }
+
+    pub fn finish(self) -> State {
+        self.state
+    }
+}
+
 /// Inserts or removes one entry and keeps the State hash in step. Every
 /// change to a hashed collection goes through here.
 fn put<K, V>(
@@ -688,7 +751,7 @@ impl State {
                 }
                 let mut set = set.clone();
                 set.remove(member);
-                let entry = (!set.is_empty()).then(|| KvEntry {
+                let entry = (!set.is_empty()).then_some(KvEntry {
                     value: KvValue::Set(set),
                     version: idx,
                     ttl_ms: None,
