@@ -25,3 +25,6 @@ pub struct InvalidId {
     pub kind: &'static str,
     pub max: usize,
 }
+
+/// The persistent map State is made of, re-exported for its readers.
+pub use imbl;

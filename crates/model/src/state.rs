@@ -209,6 +209,10 @@ impl StateBuilder {
         StateBuilder { state }
     }
 
+    pub fn meta(&mut self, meta: Meta) {
+        self.state.set_meta(meta);
+    }
+
     pub fn nodes(&mut self, batch: Vec<(NodeId, NodeInfo)>) {
         let s = &mut self.state;
         for (k, v) in batch {

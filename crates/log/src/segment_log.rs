@@ -1,0 +1,613 @@
+//! Append-only segment files with a checksum per record.
+//!
+//! File layout: an 8-byte magic, a little-endian u16 format version, then
+//! records `[len: u32][crc32(payload): u32][payload]`, where the payload is a
+//! postcard `Record`. Segments are named by a sequence number; within one
+//! segment entry indices are consecutive. Raft may replace an uncommitted
+//! suffix: that starts a new segment, and replaying the segments in order
+//! (a later entry at an index replaces the earlier one) gives the same log.
+//! Each segment begins with the current hard state and membership, so old
+//! segments can be deleted without losing them.
+
+use serde::{Deserialize, Serialize};
+use shoal_model::{EventIdx, LogEntry};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tracing::warn;
+
+const MAGIC: &[u8; 8] = b"SHOALLOG";
+const FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: u64 = 10;
+const RECORD_HEADER_LEN: usize = 8;
+/// Larger than any entry a node accepts; a length above it is corruption.
+const MAX_RECORD_LEN: usize = 32 << 20;
+
+#[derive(Clone, Copy, Debug)]
+pub struct LogConfig {
+    /// A segment is closed once it passes this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Raft's persisted vote and term.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+/// Raft's persisted membership (voter and learner Raft ids).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Entry(LogEntry),
+    HardState(HardState),
+    Membership(MembershipRecord),
+    /// The log starts at this index; anything older was compacted into a
+    /// snapshot.
+    Floor(EventIdx),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log i/o on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} has log format version {found}; this node reads {supported}")]
+    Version {
+        path: PathBuf,
+        found: u16,
+        supported: u16,
+    },
+    #[error("entry {got} does not follow the log's last index {last}")]
+    NotContiguous { last: EventIdx, got: EventIdx },
+    #[error("entry {0} is below the log's first index")]
+    Compacted(EventIdx),
+    #[error("entry of {0} bytes is larger than a log record may be")]
+    TooLarge(usize),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What opening the log found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub entries: u64,
+    /// Where a torn or corrupt record was cut, and why.
+    pub cut: Option<(PathBuf, u64, String)>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    first: EventIdx,
+    /// Offset and length of each entry record, for `first + i`.
+    locs: Vec<(u64, u32)>,
+}
+
+impl Segment {
+    fn last(&self) -> Option<EventIdx> {
+        (!self.locs.is_empty()).then(|| EventIdx(self.first.0 + self.locs.len() as u64 - 1))
+    }
+}
+
+/// The durable log. Appends are buffered; `sync` makes them durable.
+#[derive(Debug)]
+pub struct DurableLog {
+    dir: PathBuf,
+    cfg: LogConfig,
+    segments: Vec<Segment>,
+    /// The active segment's file; `None` only inside `open`.
+    file: Option<File>,
+    file_len: u64,
+    buf: Vec<u8>,
+    first: EventIdx,
+    last: EventIdx,
+    hard_state: HardState,
+    membership: MembershipRecord,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.seg"))
+}
+
+fn encode_record(rec: &Record, out: &mut Vec<u8>) -> Result<(), LogError> {
+    let payload = postcard::to_allocvec(rec).expect("records serialize into a Vec");
+    if payload.len() > MAX_RECORD_LEN {
+        return Err(LogError::TooLarge(payload.len()));
+    }
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Parses the record at `pos`, or says why it is not a whole, valid record.
+fn parse_record(bytes: &[u8], pos: usize) -> Result<(Record, usize), String> {
+    let rest = &bytes[pos..];
+    if rest.len() < RECORD_HEADER_LEN {
+        return Err(format!("torn record header ({} bytes)", rest.len()));
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len > MAX_RECORD_LEN {
+        return Err(format!("record length {len} is impossible"));
+    }
+    if rest.len() < RECORD_HEADER_LEN + len {
+        return Err(format!(
+            "torn record: {} of {len} bytes",
+            rest.len() - RECORD_HEADER_LEN
+        ));
+    }
+    let payload = &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    let rec = postcard::from_bytes(payload).map_err(|e| format!("undecodable record: {e}"))?;
+    Ok((rec, RECORD_HEADER_LEN + len))
+}
+
+impl DurableLog {
+    /// Opens (or creates) the log in `dir`, cutting a torn or corrupt tail.
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<(DurableLog, Recovery), LogError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut seqs: Vec<u64> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+
+        let mut log = Replay::default();
+        let mut recovery = Recovery::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut stop_at = None;
+        for (n, &seq) in seqs.iter().enumerate() {
+            let path = segment_path(dir, seq);
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_err(&path))?;
+            if bytes.len() < HEADER_LEN as usize || &bytes[..8] != MAGIC {
+                // A segment whose header never reached the disk holds nothing.
+                recovery.cut = Some((path.clone(), 0, "missing segment header".into()));
+                stop_at = Some(n);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                break;
+            }
+            let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+            if version != FORMAT_VERSION {
+                return Err(LogError::Version {
+                    path,
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            let mut seg = Segment {
+                seq,
+                path: path.clone(),
+                first: log.last.next(),
+                locs: Vec::new(),
+            };
+            let mut pos = HEADER_LEN as usize;
+            while pos < bytes.len() {
+                match parse_record(&bytes, pos) {
+                    Ok((rec, len)) => {
+                        if let Err(reason) =
+                            log.replay(rec, &mut segments, &mut seg, pos as u64, len as u32)
+                        {
+                            recovery.cut = Some((path.clone(), pos as u64, reason));
+                            break;
+                        }
+                        pos += len;
+                    }
+                    Err(reason) => {
+                        recovery.cut = Some((path.clone(), pos as u64, reason));
+                        break;
+                    }
+                }
+            }
+            if let Some((_, at, reason)) = &recovery.cut {
+                warn!(segment = %path.display(), offset = at, reason = %reason, "cutting torn or corrupt log tail");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(*at).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
+                segments.push(seg);
+                stop_at = Some(n + 1);
+                break;
+            }
+            segments.push(seg);
+        }
+        if let Some(n) = stop_at {
+            for &seq in &seqs[n..] {
+                let path = segment_path(dir, seq);
+                if path.exists() {
+                    warn!(segment = %path.display(), "removing log segment after a corrupt record");
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+            }
+        }
+        recovery.entries = log.last.0.saturating_sub(log.first.0.saturating_sub(1));
+        if log.last < log.first {
+            recovery.entries = 0;
+        }
+
+        let next_seq = segments.last().map_or(0, |s| s.seq + 1);
+        let mut this = DurableLog {
+            dir: dir.to_owned(),
+            cfg,
+            segments,
+            file: None,
+            file_len: 0,
+            buf: Vec::new(),
+            first: log.first,
+            last: log.last,
+            hard_state: log.hard_state,
+            membership: log.membership,
+        };
+        // Appends always go to a fresh segment: a cut file is never written
+        // into again, so its good prefix stays as it was.
+        this.roll(next_seq)?;
+        Ok((this, recovery))
+    }
+
+    pub fn first_index(&self) -> EventIdx {
+        self.first
+    }
+
+    /// The last entry's index, or `first_index() - 1` when empty.
+    pub fn last_index(&self) -> EventIdx {
+        self.last
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn membership(&self) -> &MembershipRecord {
+        &self.membership
+    }
+
+    /// Appends entries; an entry at or below the last index replaces that
+    /// index and everything after it (Raft overwriting an uncommitted tail).
+    pub fn append(&mut self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let Some(head) = entries.first() else {
+            return Ok(());
+        };
+        if head.idx < self.first {
+            return Err(LogError::Compacted(head.idx));
+        }
+        if head.idx > self.last.next() {
+            return Err(LogError::NotContiguous {
+                last: self.last,
+                got: head.idx,
+            });
+        }
+        if head.idx <= self.last {
+            self.truncate_from(head.idx)?;
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if e.idx.0 != head.idx.0 + i as u64 {
+                return Err(LogError::NotContiguous {
+                    last: self.last,
+                    got: e.idx,
+                });
+            }
+            self.maybe_roll()?;
+            let offset = self.file_len + self.buf.len() as u64;
+            let before = self.buf.len();
+            encode_record(&Record::Entry(e.clone()), &mut self.buf)?;
+            let len = (self.buf.len() - before) as u32;
+            self.segments
+                .last_mut()
+                .expect("an active segment")
+                .locs
+                .push((offset, len));
+            self.last = e.idx;
+        }
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError> {
+        if hs != self.hard_state {
+            self.hard_state = hs;
+            encode_record(&Record::HardState(hs), &mut self.buf)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_membership(&mut self, m: MembershipRecord) -> Result<(), LogError> {
+        if m != self.membership {
+            encode_record(&Record::Membership(m.clone()), &mut self.buf)?;
+            self.membership = m;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered records and fsyncs them.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.flush()?;
+        let path = self.active_path();
+        match &self.file {
+            Some(f) => f.sync_data().map_err(io_err(&path)),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), LogError> {
+        if !self.buf.is_empty() {
+            let path = self.active_path();
+            let file = self.file.as_mut().expect("an active segment");
+            file.write_all(&self.buf).map_err(io_err(&path))?;
+            self.file_len += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_else(|| self.dir.clone())
+    }
+
+    /// Reads entries `from..=to`, stopping early once `max_bytes` is passed
+    /// (at least one entry is returned if any is in range).
+    pub fn read(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        if from < self.first {
+            return Err(LogError::Compacted(from));
+        }
+        self.flush()?;
+        let to = to.min(self.last);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut idx = from;
+        while idx <= to {
+            let seg = self
+                .segments
+                .iter()
+                .rev()
+                .find(|s| s.first <= idx && s.last().is_some_and(|l| l >= idx))
+                .expect("every retained index lies in a segment");
+            let (offset, len) = seg.locs[(idx.0 - seg.first.0) as usize];
+            let mut rec = vec![0u8; len as usize];
+            let f = File::open(&seg.path).map_err(io_err(&seg.path))?;
+            f.read_exact_at(&mut rec, offset)
+                .map_err(io_err(&seg.path))?;
+            let entry = match parse_record(&rec, 0) {
+                Ok((Record::Entry(e), _)) => e,
+                Ok(_) | Err(_) => {
+                    return Err(LogError::Io {
+                        path: seg.path.clone(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("entry {idx} is unreadable"),
+                        ),
+                    })
+                }
+            };
+            bytes += len as usize;
+            out.push(entry);
+            if bytes >= max_bytes {
+                break;
+            }
+            idx = idx.next();
+        }
+        Ok(out)
+    }
+
+    /// Drops whole segments that end below `floor` (a snapshot covers them).
+    pub fn compact(&mut self, floor: EventIdx) -> Result<(), LogError> {
+        let floor = floor.min(self.last.next());
+        if floor <= self.first {
+            return Ok(());
+        }
+        self.first = floor;
+        encode_record(&Record::Floor(floor), &mut self.buf)?;
+        let n = self.segments.len();
+        let mut keep = Vec::with_capacity(n);
+        for (i, seg) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+            let below = seg.last().is_none_or(|l| l < floor);
+            if below && i + 1 < n {
+                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            } else {
+                keep.push(seg);
+            }
+        }
+        self.segments = keep;
+        Ok(())
+    }
+
+    /// Empties the log so that it continues at `next` (after a snapshot was
+    /// installed that is newer than anything held here).
+    pub fn reset(&mut self, next: EventIdx) -> Result<(), LogError> {
+        self.sync()?;
+        let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
+        self.first = next;
+        self.last = next.prev();
+        for seg in std::mem::take(&mut self.segments) {
+            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        }
+        self.roll(next_seq)?;
+        self.sync()
+    }
+
+    fn truncate_from(&mut self, idx: EventIdx) -> Result<(), LogError> {
+        for seg in &mut self.segments {
+            if seg.first >= idx {
+                seg.locs.clear();
+            } else {
+                seg.locs.truncate((idx.0 - seg.first.0) as usize);
+            }
+        }
+        self.last = idx.prev();
+        // The replacement entries go to a new segment so that each segment
+        // keeps consecutive indices.
+        let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
+        self.roll(next_seq)
+    }
+
+    fn maybe_roll(&mut self) -> Result<(), LogError> {
+        if self.file_len + self.buf.len() as u64 >= self.cfg.segment_bytes {
+            let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
+            self.roll(next_seq)?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self, seq: u64) -> Result<(), LogError> {
+        self.sync()?;
+        let path = segment_path(&self.dir, seq);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        encode_record(&Record::Floor(self.first), &mut head)?;
+        encode_record(&Record::HardState(self.hard_state), &mut head)?;
+        encode_record(&Record::Membership(self.membership.clone()), &mut head)?;
+        file.write_all(&head).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        // Drop segments left with no entries; their other records are
+        // repeated at the head of the new one.
+        let last_seg = self.segments.len().saturating_sub(1);
+        let mut kept = Vec::new();
+        for (i, s) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+            if s.locs.is_empty() && i <= last_seg {
+                fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+            } else {
+                kept.push(s);
+            }
+        }
+        self.segments = kept;
+        self.segments.push(Segment {
+            seq,
+            path,
+            first: self.last.next(),
+            locs: Vec::new(),
+        });
+        self.file = Some(file);
+        self.file_len = head.len() as u64;
+        Ok(())
+    }
+}
+
+/// The log as the records on disk describe it.
+#[derive(Debug)]
+struct Replay {
+    first: EventIdx,
+    last: EventIdx,
+    hard_state: HardState,
+    membership: MembershipRecord,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay {
+            first: EventIdx(1),
+            last: EventIdx(0),
+            hard_state: HardState::default(),
+            membership: MembershipRecord::default(),
+        }
+    }
+}
+
+impl Replay {
+    fn replay(
+        &mut self,
+        rec: Record,
+        done: &mut [Segment],
+        seg: &mut Segment,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), String> {
+        match rec {
+            Record::HardState(hs) => self.hard_state = hs,
+            Record::Membership(m) => self.membership = m,
+            Record::Floor(f) => {
+                if f > self.first {
+                    self.first = f;
+                }
+                if self.last < f.prev() {
+                    // Everything held is older than the floor.
+                    self.last = f.prev();
+                    for s in done.iter_mut() {
+                        s.locs.clear();
+                    }
+                    seg.locs.clear();
+                    seg.first = f;
+                }
+            }
+            Record::Entry(e) => {
+                if self.last < self.first && e.idx > self.first {
+                    // The oldest retained entry of a compacted log.
+                    self.first = e.idx;
+                    self.last = e.idx.prev();
+                }
+                if e.idx > self.last.next() || e.idx < self.first {
+                    return Err(format!("entry {} does not follow {}", e.idx, self.last));
+                }
+                if e.idx <= self.last {
+                    for s in done.iter_mut() {
+                        if s.first >= e.idx {
+                            s.locs.clear();
+                        } else {
+                            s.locs.truncate((e.idx.0 - s.first.0) as usize);
+                        }
+                    }
+                }
+                if seg.locs.is_empty() {
+                    seg.first = e.idx;
+                } else if seg.first.0 + seg.locs.len() as u64 != e.idx.0 {
+                    return Err(format!("entry {} breaks its segment's sequence", e.idx));
+                }
+                seg.locs.push((offset, len));
+                self.last = e.idx;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The State snapshot codec.
+//!
+//! Layout (format version 1):
+//!
+//! ```text
+//! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
+//! zstd stream of frames: [len: u32 LE][postcard Batch] ... [End]
+//! ```
+//!
+//! Batches are sorted runs of one collection's entries, so the receiver
+//! rebuilds each map from ordered inserts while the bytes are still
+//! arriving. The SHA-256 of the whole byte string travels beside it (in the
+//! transfer offer, or in the file's trailer on disk) and is checked at the
+//! end, together with the state hash the header promises.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shoal_model::{
+    ClusterId, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId, NodeInfo, OutcomeRecord,
+    State, StateBuilder, StateHash, Task, TaskId, Term,
+};
+use std::io::Write;
+
+const MAGIC: &[u8; 8] = b"SHOALSNP";
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// Entries per batch: big enough to amortise framing, small enough that a
+/// batch is a modest allocation on both sides.
+const BATCH_ENTRIES: usize = 4096;
+const MAX_FRAME_LEN: usize = 64 << 20;
+const MAX_HEADER_LEN: usize = 64 << 10;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub index: EventIdx,
+    pub term: Term,
+    pub state_hash: StateHash,
+    pub cluster_id: Option<ClusterId>,
+    /// Entries in all collections, for progress reports.
+    pub entries: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Batch {
+    Meta(Meta),
+    Nodes(Vec<(NodeId, NodeInfo)>),
+    Kv(Vec<(String, KvEntry)>),
+    Tasks(Vec<(TaskId, Task)>),
+    Deployments(Vec<(String, Deployment)>),
+    Outcomes(Vec<(CommandId, OutcomeRecord)>),
+    End,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a shoal snapshot")]
+    BadMagic,
+    #[error("snapshot format version {found} is not readable by this node (reads {supported})")]
+    Version { found: u16, supported: u16 },
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot ended early")]
+    Truncated,
+    #[error("snapshot state hash {found} differs from its header's {expected}")]
+    StateHash {
+        expected: StateHash,
+        found: StateHash,
+    },
+}
+
+fn corrupt(e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Corrupt(e.to_string())
+}
+
+struct FrameWriter<W: Write> {
+    out: W,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> FrameWriter<W> {
+    fn frame(&mut self, batch: &Batch) -> std::io::Result<()> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0; 4]);
+        let body = postcard::to_extend(batch, std::mem::take(&mut self.scratch))
+            .expect("batches serialize into a Vec");
+        self.scratch = body;
+        let len = (self.scratch.len() - 4) as u32;
+        self.scratch[..4].copy_from_slice(&len.to_le_bytes());
+        self.out.write_all(&self.scratch)
+    }
+
+    fn batches<K: Ord + Clone, V: Clone>(
+        &mut self,
+        map: &shoal_model::imbl::OrdMap<K, V>,
+        wrap: fn(Vec<(K, V)>) -> Batch,
+    ) -> std::io::Result<()> {
+        let mut batch = Vec::with_capacity(BATCH_ENTRIES.min(map.len()));
+        for (k, v) in map {
+            batch.push((k.clone(), v.clone()));
+            if batch.len() == BATCH_ENTRIES {
+                self.frame(&wrap(std::mem::take(&mut batch)))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.frame(&wrap(batch))?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes State into a snapshot and returns the bytes with their SHA-256.
+/// Meant to run on a clone of State (O(1) to take) off the event loop.
+pub fn encode_snapshot(state: &State, zstd_level: i32) -> (Vec<u8>, [u8; 32]) {
+    let header = SnapshotHeader {
+        index: state.index(),
+        term: state.term(),
+        state_hash: state.hash(),
+        cluster_id: state.cluster_id().cloned(),
+        entries: (state.nodes().len()
+            + state.kv().len()
+            + state.tasks().len()
+            + state.deployments().len()
+            + state.outcomes().len()) as u64,
+    };
+    let head = postcard::to_allocvec(&header).expect("headers serialize into a Vec");
+    let mut out = Vec::with_capacity(1024 + state.kv().len() * 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    out.extend_from_slice(&head);
+    let encoder = zstd::stream::write::Encoder::new(out, zstd_level).expect("zstd encoder");
+    let mut w = FrameWriter {
+        out: encoder,
+        scratch: Vec::new(),
+    };
+    // Writing into memory cannot fail.
+    let write = |w: &mut FrameWriter<_>| -> std::io::Result<()> {
+        w.frame(&Batch::Meta(state.meta().clone()))?;
+        w.batches(state.nodes(), Batch::Nodes)?;
+        w.batches(state.kv(), Batch::Kv)?;
+        w.batches(state.tasks(), Batch::Tasks)?;
+        w.batches(state.deployments(), Batch::Deployments)?;
+        w.batches(state.outcomes(), Batch::Outcomes)?;
+        w.frame(&Batch::End)
+    };
+    write(&mut w).expect("encoding into memory");
+    let out = w.out.finish().expect("zstd finish into memory");
+    let sha: [u8; 32] = Sha256::digest(&out).into();
+    (out, sha)
+}
+
+enum Phase {
+    Header,
+    Body,
+    Done,
+}
+
+/// Decodes a snapshot incrementally: `push` the bytes as they arrive, then
+/// `finish` with the expected SHA-256.
+pub struct SnapshotDecoder {
+    phase: Phase,
+    sha: Sha256,
+    /// Undecoded input before the body starts.
+    head_buf: Vec<u8>,
+    header: Option<SnapshotHeader>,
+    zstd: zstd::stream::raw::Decoder<'static>,
+    /// Decompressed bytes not yet parsed into frames.
+    frames: Vec<u8>,
+    frames_pos: usize,
+    out_buf: Vec<u8>,
+    builder: Option<StateBuilder>,
+    received: u64,
+    decoded_entries: u64,
+}
+
+impl std::fmt::Debug for SnapshotDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotDecoder")
+            .field("header", &self.header)
+            .field("received", &self.received)
+            .field("decoded_entries", &self.decoded_entries)
+            .finish()
+    }
+}
+
+impl Default for SnapshotDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotDecoder {
+    pub fn new() -> Self {
+        SnapshotDecoder {
+            phase: Phase::Header,
+            sha: Sha256::new(),
+            head_buf: Vec::new(),
+            header: None,
+            zstd: zstd::stream::raw::Decoder::new().expect("zstd decoder"),
+            frames: Vec::new(),
+            frames_pos: 0,
+            out_buf: vec![0; 256 << 10],
+            builder: None,
+            received: 0,
+            decoded_entries: 0,
+        }
+    }
+
+    /// The header, once its bytes have arrived.
+    pub fn header(&self) -> Option<&SnapshotHeader> {
+        self.header.as_ref()
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn entries_decoded(&self) -> u64 {
+        self.decoded_entries
+    }
+
+    /// Feeds the next bytes of the snapshot.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.sha.update(bytes);
+        self.received += bytes.len() as u64;
+        if let Phase::Header = self.phase {
+            self.head_buf.extend_from_slice(bytes);
+            let b = &self.head_buf;
+            if b.len() < 14 {
+                return Ok(());
+            }
+            if &b[..8] != MAGIC {
+                return Err(SnapshotError::BadMagic);
+            }
+            let version = u16::from_le_bytes([b[8], b[9]]);
+            if version != SNAPSHOT_FORMAT_VERSION {
+                return Err(SnapshotError::Version {
+                    found: version,
+                    supported: SNAPSHOT_FORMAT_VERSION,
+                });
+            }
+            let len = u32::from_le_bytes(b[10..14].try_into().expect("4 bytes")) as usize;
+            if len > MAX_HEADER_LEN {
+                return Err(corrupt("header too long"));
+            }
+            if b.len() < 14 + len {
+                return Ok(());
+            }
+            let header: SnapshotHeader = postcard::from_bytes(&b[14..14 + len]).map_err(corrupt)?;
+            self.builder = Some(StateBuilder::new(
+                header.index,
+                header.term,
+                Meta::default(),
+            ));
+            self.header = Some(header);
+            self.phase = Phase::Body;
+            let rest = self.head_buf.split_off(14 + len);
+            self.head_buf = Vec::new();
+            return self.body(&rest);
+        }
+        self.body(bytes)
+    }
+
+    fn body(&mut self, mut input: &[u8]) -> Result<(), SnapshotError> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        if let Phase::Done = self.phase {
+            if input.is_empty() {
+                return Ok(());
+            }
+            return Err(corrupt("bytes after the end of the snapshot"));
+        }
+        while !input.is_empty() {
+            let mut inb = InBuffer::around(input);
+            let mut outb = OutBuffer::around(&mut self.out_buf[..]);
+            self.zstd.run(&mut inb, &mut outb).map_err(corrupt)?;
+            let (consumed, produced) = (inb.pos(), outb.pos());
+            self.frames.extend_from_slice(&self.out_buf[..produced]);
+            input = &input[consumed..];
+            self.parse_frames()?;
+            if consumed == 0 && produced == 0 {
+                break;
+            }
+        }
+        // Drain output zstd still holds.
+        loop {
+            let mut inb = InBuffer::around(&[][..]);
+            let mut outb = OutBuffer::around(&mut self.out_buf[..]);
+            self.zstd.run(&mut inb, &mut outb).map_err(corrupt)?;
+            let produced = outb.pos();
+            if produced == 0 {
+                break;
+            }
+            self.frames.extend_from_slice(&self.out_buf[..produced]);
+            self.parse_frames()?;
+        }
+        Ok(())
+    }
+
+    fn parse_frames(&mut self) -> Result<(), SnapshotError> {
+        loop {
+            let avail = &self.frames[self.frames_pos..];
+            if avail.len() < 4 {
+                break;
+            }
+            let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME_LEN {
+                return Err(corrupt("frame too long"));
+            }
+            if avail.len() < 4 + len {
+                break;
+            }
+            let batch: Batch = postcard::from_bytes(&avail[4..4 + len]).map_err(corrupt)?;
+            self.frames_pos += 4 + len;
+            if let Phase::Done = self.phase {
+                return Err(corrupt("frames after the end marker"));
+            }
+            let b = self
+                .builder
+                .as_mut()
+                .expect("builder exists in the body phase");
+            match batch {
+                Batch::Meta(m) => b.meta(m),
+                Batch::Nodes(v) => {
+                    self.decoded_entries += v.len() as u64;
+                    b.nodes(v)
+                }
+                Batch::Kv(v) => {
+                    self.decoded_entries += v.len() as u64;
+                    b.kv(v)
+                }
+                Batch::Tasks(v) => {
+                    self.decoded_entries += v.len() as u64;
+                    b.tasks(v)
+                }
+                Batch::Deployments(v) => {
+                    self.decoded_entries += v.len() as u64;
+                    b.deployments(v)
+                }
+                Batch::Outcomes(v) => {
+                    self.decoded_entries += v.len() as u64;
+                    b.outcomes(v)
+                }
+                Batch::End => self.phase = Phase::Done,
+            }
+        }
+        // Keep the unparsed remainder small and at the front.
+        if self.frames_pos > 0 && self.frames_pos * 2 >= self.frames.len() {
+            self.frames.drain(..self.frames_pos);
+            self.frames_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Checks the checksum and the state hash and returns State.
+    pub fn finish(self, expected_sha: &[u8; 32]) -> Result<State, SnapshotError> {
+        let sha: [u8; 32] = self.sha.finalize().into();
+        if &sha != expected_sha {
+            return Err(SnapshotError::Checksum);
+        }
+        if !matches!(self.phase, Phase::Done) {
+            return Err(SnapshotError::Truncated);
+        }
+        let header = self.header.expect("a finished snapshot has a header");
+        let state = self
+            .builder
+            .expect("a finished snapshot has a builder")
+            .finish();
+        if state.hash() != header.state_hash {
+            return Err(SnapshotError::StateHash {
+                expected: header.state_hash,
+                found: state.hash(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// Decodes a whole snapshot held in memory.
+pub fn decode_snapshot(bytes: &[u8], sha: &[u8; 32]) -> Result<State, SnapshotError> {
+    let mut d = SnapshotDecoder::new();
+    d.push(bytes)?;
+    d.finish(sha)
+}

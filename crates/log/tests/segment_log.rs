@@ -1,0 +1,211 @@
+use shoal_log::{DurableLog, HardState, LogConfig, MembershipRecord};
+use shoal_model::{EntryKind, EventIdx, LogEntry, Term};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn entry(idx: u64, term: u64) -> LogEntry {
+    LogEntry {
+        idx: EventIdx(idx),
+        term: Term(term),
+        kind: EntryKind::Normal,
+        data: format!("event-{idx}-{term}").into_bytes(),
+        context: vec![],
+    }
+}
+
+fn small() -> LogConfig {
+    LogConfig { segment_bytes: 512 }
+}
+
+fn read_all(log: &mut DurableLog) -> Vec<LogEntry> {
+    if log.last_index() < log.first_index() {
+        return vec![];
+    }
+    log.read(log.first_index(), log.last_index(), usize::MAX)
+        .unwrap()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn appends_survive_reopen_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let written: Vec<_> = (1..=100).map(|i| entry(i, 1)).collect();
+    {
+        let (mut log, rec) = DurableLog::open(dir.path(), small()).unwrap();
+        assert_eq!(rec.entries, 0);
+        for chunk in written.chunks(7) {
+            log.append(chunk).unwrap();
+        }
+        log.set_hard_state(HardState {
+            term: 3,
+            vote: 2,
+            commit: 90,
+        })
+        .unwrap();
+        log.set_membership(MembershipRecord {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+        })
+        .unwrap();
+        log.sync().unwrap();
+    }
+    assert!(segments(dir.path()).len() > 3, "small segments roll");
+    let (mut log, rec) = DurableLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.cut, None);
+    assert_eq!(rec.entries, 100);
+    assert_eq!(read_all(&mut log), written);
+    assert_eq!(
+        log.hard_state(),
+        HardState {
+            term: 3,
+            vote: 2,
+            commit: 90
+        }
+    );
+    assert_eq!(log.membership().voters, vec![1, 2, 3]);
+    // Range reads are bounded by bytes but return at least one entry.
+    let some = log.read(EventIdx(10), EventIdx(60), 100).unwrap();
+    assert!(!some.is_empty() && some.len() < 51);
+    assert_eq!(some[0], written[9]);
+}
+
+#[test]
+fn an_overwritten_suffix_stays_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+        log.append(&(1..=30).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        log.append(&(21..=25).map(|i| entry(i, 2)).collect::<Vec<_>>())
+            .unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.last_index(), EventIdx(25));
+    }
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    let all = read_all(&mut log);
+    assert_eq!(all.len(), 25);
+    assert!(all[..20].iter().all(|e| e.term == Term(1)));
+    assert!(all[20..].iter().all(|e| e.term == Term(2)));
+    assert!(log.append(&[entry(27, 2)]).is_err(), "a gap is refused");
+}
+
+#[test]
+fn compaction_and_reset_move_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+        log.append(&(1..=100).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        let before = segments(dir.path()).len();
+        log.compact(EventIdx(60)).unwrap();
+        log.sync().unwrap();
+        assert!(
+            segments(dir.path()).len() < before,
+            "old segments are deleted"
+        );
+        assert_eq!(log.first_index(), EventIdx(60));
+        assert!(log.read(EventIdx(10), EventIdx(20), usize::MAX).is_err());
+    }
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    assert_eq!(log.first_index(), EventIdx(60));
+    assert_eq!(
+        read_all(&mut log),
+        (60..=100).map(|i| entry(i, 1)).collect::<Vec<_>>()
+    );
+    log.reset(EventIdx(501)).unwrap();
+    log.append(&[entry(501, 4)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    assert_eq!(log.first_index(), EventIdx(501));
+    assert_eq!(read_all(&mut log), vec![entry(501, 4)]);
+}
+
+/// Writes `n` entries into a fresh log and returns the bytes of its last
+/// segment and where the last records start in it.
+fn last_segment(dir: &Path, n: u64) -> (PathBuf, Vec<u8>) {
+    let (mut log, _) = DurableLog::open(dir, LogConfig::default()).unwrap();
+    for i in 1..=n {
+        log.append(&[entry(i, 1)]).unwrap();
+    }
+    log.sync().unwrap();
+    let seg = segments(dir).pop().unwrap();
+    (seg.clone(), fs::read(seg).unwrap())
+}
+
+fn copy_log(from: &Path, to: &Path) {
+    for p in segments(from) {
+        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_every_offset() {
+    let src = tempfile::tempdir().unwrap();
+    let n = 20;
+    let (seg, bytes) = last_segment(src.path(), n);
+    let written: Vec<_> = (1..=n).map(|i| entry(i, 1)).collect();
+    // The last three records: about 3 * 30 bytes.
+    let start = bytes.len() - 100;
+    for cut in start..bytes.len() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_log(src.path(), dir.path());
+        let target = dir.path().join(seg.file_name().unwrap());
+        fs::write(&target, &bytes[..cut]).unwrap();
+        let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+        let got = read_all(&mut log);
+        // A cut on a record boundary leaves nothing torn to report.
+        assert!(
+            got.len() < n as usize && got.len() >= n as usize - 6,
+            "cut {cut} of {}: {} entries",
+            bytes.len(),
+            got.len()
+        );
+        assert_eq!(
+            got[..],
+            written[..got.len()],
+            "a prefix survives (cut {cut})"
+        );
+        // The log keeps working after the cut.
+        let next = log.last_index().next();
+        log.append(&[entry(next.0, 2)]).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (mut log, rec) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(rec.cut, None);
+        assert_eq!(read_all(&mut log).last().unwrap(), &entry(next.0, 2));
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_tail_is_detected_at_every_offset() {
+    let src = tempfile::tempdir().unwrap();
+    let n = 20;
+    let (seg, bytes) = last_segment(src.path(), n);
+    let written: Vec<_> = (1..=n).map(|i| entry(i, 1)).collect();
+    let start = bytes.len() - 100;
+    for at in start..bytes.len() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_log(src.path(), dir.path());
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x5a;
+        fs::write(dir.path().join(seg.file_name().unwrap()), &bad).unwrap();
+        let (mut log, rec) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+        let got = read_all(&mut log);
+        assert!(rec.cut.is_some(), "flip at {at} detected");
+        assert_eq!(
+            got[..],
+            written[..got.len()],
+            "only whole, valid records survive (flip {at})"
+        );
+    }
+}

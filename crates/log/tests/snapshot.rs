@@ -1,0 +1,176 @@
+use proptest::prelude::*;
+use shoal_log::{decode_snapshot, encode_snapshot, SnapshotDecoder, SnapshotError, SnapshotStore};
+use shoal_model::*;
+
+fn state_with(keys: usize) -> State {
+    let mut s = State::new();
+    let mut idx = 0;
+    let mut next = |s: &mut State, event: Event| {
+        idx += 1;
+        s.apply(&Envelope {
+            idx: EventIdx(idx),
+            term: Term(2),
+            event,
+        })
+        .unwrap();
+    };
+    next(
+        &mut s,
+        Event::ClusterFounded {
+            cluster_id: ClusterId::from("c"),
+            founder: NodeId::from("n1"),
+            addr: "a".into(),
+            at_ms: 5,
+        },
+    );
+    next(
+        &mut s,
+        Event::NodeJoined {
+            node: NodeId::from("n2"),
+            addr: "b".into(),
+            at_ms: 6,
+        },
+    );
+    for i in 0..keys {
+        let op = match i % 4 {
+            0 => Op::KvSet {
+                key: format!("key-{i:08}"),
+                value: "v".repeat(i % 50),
+            },
+            1 => Op::KvIncrBy {
+                key: format!("ctr-{}", i % 7),
+                by: i as i64,
+            },
+            2 => Op::SetAdd {
+                key: format!("set-{}", i % 5),
+                member: format!("m{i}"),
+            },
+            _ => Op::LockAcquire {
+                name: format!("lock-{i}"),
+                holder: "h".into(),
+                ttl_ms: 100,
+            },
+        };
+        next(
+            &mut s,
+            Event::Command {
+                cmd: Command {
+                    id: CommandId(format!("c{i}")),
+                    op,
+                },
+                at_ms: i as u64,
+            },
+        );
+    }
+    s
+}
+
+#[test]
+fn a_snapshot_round_trips_state_and_hash() {
+    let s = state_with(10_000);
+    let (bytes, sha) = encode_snapshot(&s, 1);
+    let d = decode_snapshot(&bytes, &sha).unwrap();
+    assert_eq!(d.index(), s.index());
+    assert_eq!(d.term(), s.term());
+    assert_eq!(d.hash(), s.hash());
+    assert_eq!(d.recompute_hash(), s.hash());
+    assert_eq!(d.kv(), s.kv());
+    assert_eq!(d.outcomes(), s.outcomes());
+    assert_eq!(d.nodes(), s.nodes());
+    assert_eq!(d.meta(), s.meta());
+}
+
+#[test]
+fn decoded_state_keeps_applying_like_the_original() {
+    let mut a = state_with(300);
+    let (bytes, sha) = encode_snapshot(&a, 3);
+    let mut b = decode_snapshot(&bytes, &sha).unwrap();
+    for i in 0..50u64 {
+        let env = Envelope {
+            idx: a.index().next(),
+            term: Term(3),
+            event: Event::OutcomesExpired { before_ms: i * 10 },
+        };
+        a.apply(&env).unwrap();
+        b.apply(&env).unwrap();
+        assert_eq!(a.hash(), b.hash());
+    }
+}
+
+#[test]
+fn corruption_truncation_and_versions_fail_cleanly() {
+    let s = state_with(500);
+    let (bytes, sha) = encode_snapshot(&s, 1);
+    // Every flipped byte is caught, by the decoder or by the checksum.
+    for at in (0..bytes.len()).step_by(7) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x01;
+        assert!(
+            decode_snapshot(&bad, &sha).is_err(),
+            "flip at {at} accepted"
+        );
+    }
+    let cut = &bytes[..bytes.len() / 2];
+    let sha_cut: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(cut).into()
+    };
+    assert!(matches!(
+        decode_snapshot(cut, &sha_cut),
+        Err(SnapshotError::Truncated)
+    ));
+    let mut newer = bytes.clone();
+    newer[8] = 9;
+    assert!(matches!(
+        decode_snapshot(&newer, &sha),
+        Err(SnapshotError::Version { found: 9, .. })
+    ));
+    assert!(matches!(
+        decode_snapshot(b"not a snapshot at all", &sha),
+        Err(SnapshotError::BadMagic)
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// However the bytes are split into chunks, decoding gives the same State.
+    #[test]
+    fn decoding_is_independent_of_chunking(sizes in prop::collection::vec(1usize..5000, 1..50)) {
+        let s = state_with(2000);
+        let (bytes, sha) = encode_snapshot(&s, 1);
+        let mut d = SnapshotDecoder::new();
+        let mut pos = 0;
+        let mut i = 0;
+        while pos < bytes.len() {
+            let n = sizes[i % sizes.len()].min(bytes.len() - pos);
+            d.push(&bytes[pos..pos + n]).unwrap();
+            pos += n;
+            i += 1;
+        }
+        prop_assert_eq!(d.entries_decoded(), d.header().unwrap().entries);
+        let got = d.finish(&sha).unwrap();
+        prop_assert_eq!(got.hash(), s.hash());
+    }
+}
+
+#[test]
+fn the_store_loads_the_newest_snapshot_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    assert!(store.load_latest().unwrap().is_none());
+    let old = state_with(10);
+    let new = state_with(20);
+    for s in [&old, &new] {
+        let (bytes, sha) = encode_snapshot(s, 1);
+        store.save(s.index(), &bytes, &sha).unwrap();
+    }
+    assert_eq!(store.load_latest().unwrap().unwrap().hash(), new.hash());
+    // Damage the newest: the older one is used.
+    let newest = dir.path().join(format!("{:020}.snap", new.index().0));
+    let mut b = std::fs::read(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&newest, b).unwrap();
+    assert_eq!(store.load_latest().unwrap().unwrap().hash(), old.hash());
+}
