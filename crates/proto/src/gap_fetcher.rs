@@ -1,0 +1,275 @@
+//! The gap fetcher (NACK): when the ordered buffer has a hole, ask a replica
+//! that holds the range for it, one-to-one.
+//!
+//! A new hole waits one short backoff first, since gossip may simply have
+//! reordered it. Once confirmed, ranges are requested as soon as a slot is
+//! free (several in flight, each bounded in entries, and the server bounds
+//! the reply in bytes), so a long tail streams at full speed. A request
+//! that times out doubles the backoff up to a cap; progress resets it.
+
+use shoal_model::{EventIdx, NodeId};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GapConfig {
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_in_flight: usize,
+    pub range_entries: u64,
+    pub request_timeout: Duration,
+}
+
+impl Default for GapConfig {
+    fn default() -> Self {
+        GapConfig {
+            base_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_in_flight: 4,
+            range_entries: 8192,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What this node knows of a peer's log, from its heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLog {
+    pub node: NodeId,
+    /// Lowest index it can serve.
+    pub floor: EventIdx,
+    /// Highest index it has applied.
+    pub applied: EventIdx,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GapAction {
+    Fetch {
+        peer: NodeId,
+        from: EventIdx,
+        to: EventIdx,
+    },
+    /// The hole starts below every holder's log: load a snapshot.
+    NeedSnapshot,
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    peer: NodeId,
+    from: EventIdx,
+    to: EventIdx,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+pub struct GapFetcher {
+    cfg: GapConfig,
+    backoff: Duration,
+    /// When the current hole was first seen.
+    gap_since: Option<Duration>,
+    /// No new request before this (after a timeout).
+    retry_at: Option<Duration>,
+    in_flight: Vec<InFlight>,
+    rr: usize,
+    timeouts: u64,
+}
+
+impl GapFetcher {
+    pub fn new(cfg: GapConfig) -> Self {
+        GapFetcher {
+            cfg,
+            backoff: cfg.base_backoff,
+            gap_since: None,
+            retry_at: None,
+            in_flight: Vec::new(),
+            rr: 0,
+            timeouts: 0,
+        }
+    }
+
+    pub fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
+    }
+
+    /// The buffer's next index moved forward.
+    pub fn on_progress(&mut self) {
+        self.backoff = self.cfg.base_backoff;
+        self.retry_at = None;
+    }
+
+    /// A reply (or refusal) arrived for the range starting at `from`.
+    pub fn on_reply(&mut self, peer: &NodeId, from: EventIdx) {
+        self.in_flight
+            .retain(|f| !(f.from == from && &f.peer == peer));
+    }
+
+    /// Forgets everything in flight (after a snapshot replaced the log).
+    pub fn reset(&mut self) {
+        self.in_flight.clear();
+        self.gap_since = None;
+        self.retry_at = None;
+        self.backoff = self.cfg.base_backoff;
+    }
+
+    /// Decides which ranges to request now. `gaps` are the buffer's holes
+    /// in order; `peers` what is known of the other replicas' logs.
+    pub fn plan(
+        &mut self,
+        now: Duration,
+        gaps: &[(EventIdx, EventIdx)],
+        peers: &[PeerLog],
+    ) -> Vec<GapAction> {
+        let before = self.in_flight.len();
+        self.in_flight.retain(|f| f.deadline > now);
+        if self.in_flight.len() < before {
+            self.timeouts += (before - self.in_flight.len()) as u64;
+            self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
+            self.retry_at = Some(now + self.backoff);
+        }
+        if gaps.is_empty() {
+            self.gap_since = None;
+            return Vec::new();
+        }
+        let since = *self.gap_since.get_or_insert(now);
+        if now < since + self.cfg.base_backoff || self.retry_at.is_some_and(|r| now < r) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &(gap_from, gap_to) in gaps {
+            let mut from = gap_from;
+            while from <= gap_to && self.in_flight.len() < self.cfg.max_in_flight {
+                let to = EventIdx((from.0 + self.cfg.range_entries - 1).min(gap_to.0));
+                if let Some(f) = self.in_flight.iter().find(|f| f.from <= to && f.to >= from) {
+                    from = f.to.next();
+                    continue;
+                }
+                let holders: Vec<&PeerLog> = peers
+                    .iter()
+                    .filter(|p| p.floor <= from && p.applied >= from)
+                    .collect();
+                if holders.is_empty() {
+                    if out.is_empty() && peers.iter().any(|p| p.applied >= from) {
+                        return vec![GapAction::NeedSnapshot];
+                    }
+                    return out;
+                }
+                let peer = holders[self.rr % holders.len()].node.clone();
+                self.rr = self.rr.wrapping_add(1);
+                self.in_flight.push(InFlight {
+                    peer: peer.clone(),
+                    from,
+                    to,
+                    deadline: now + self.cfg.request_timeout,
+                });
+                out.push(GapAction::Fetch { peer, from, to });
+                from = to.next();
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn peer(n: &str, floor: u64, applied: u64) -> PeerLog {
+        PeerLog {
+            node: NodeId::from(n),
+            floor: EventIdx(floor),
+            applied: EventIdx(applied),
+        }
+    }
+
+    fn gap(a: u64, b: u64) -> (EventIdx, EventIdx) {
+        (EventIdx(a), EventIdx(b))
+    }
+
+    #[test]
+    fn a_new_gap_waits_one_backoff_then_fetches_in_bounded_ranges() {
+        let mut g = GapFetcher::new(GapConfig {
+            range_entries: 100,
+            max_in_flight: 3,
+            ..Default::default()
+        });
+        let peers = [peer("a", 1, 1000), peer("b", 1, 1000)];
+        assert!(g.plan(ms(0), &[gap(10, 1000)], &peers).is_empty());
+        assert!(g.plan(ms(49), &[gap(10, 1000)], &peers).is_empty());
+        let acts = g.plan(ms(50), &[gap(10, 1000)], &peers);
+        assert_eq!(acts.len(), 3, "several in flight, no more than the cap");
+        let GapAction::Fetch { from, to, .. } = &acts[0] else {
+            panic!()
+        };
+        assert_eq!((*from, *to), (EventIdx(10), EventIdx(109)));
+        let peers_used: std::collections::BTreeSet<_> = acts
+            .iter()
+            .map(|a| match a {
+                GapAction::Fetch { peer, .. } => peer.clone(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(peers_used.len(), 2, "load spread over holders");
+        // A reply frees a slot, refilled at once: the gap is confirmed.
+        g.on_reply(&NodeId::from("a"), EventIdx(10));
+        g.on_progress();
+        let more = g.plan(ms(51), &[gap(110, 1000)], &peers);
+        assert_eq!(more.len(), 1);
+        assert!(matches!(&more[0], GapAction::Fetch { from, .. } if *from == EventIdx(310)));
+    }
+
+    #[test]
+    fn timeouts_back_off_exponentially_to_the_cap_and_progress_resets() {
+        let cfg = GapConfig {
+            request_timeout: ms(100),
+            max_in_flight: 1,
+            ..Default::default()
+        };
+        let mut g = GapFetcher::new(cfg);
+        let peers = [peer("a", 1, 100)];
+        g.plan(ms(0), &[gap(5, 6)], &peers);
+        let mut now = ms(50);
+        assert_eq!(g.plan(now, &[gap(5, 6)], &peers).len(), 1);
+        let mut backoffs = Vec::new();
+        for _ in 0..8 {
+            now += ms(100);
+            assert!(
+                g.plan(now, &[gap(5, 6)], &peers).is_empty(),
+                "timed out: waits the backoff"
+            );
+            backoffs.push(g.backoff());
+            now += g.backoff();
+            assert_eq!(g.plan(now, &[gap(5, 6)], &peers).len(), 1);
+        }
+        assert_eq!(backoffs[0], ms(100));
+        assert_eq!(backoffs[1], ms(200));
+        assert_eq!(*backoffs.last().unwrap(), Duration::from_secs(1));
+        g.on_progress();
+        assert_eq!(g.backoff(), ms(50));
+    }
+
+    #[test]
+    fn a_gap_below_every_log_asks_for_a_snapshot() {
+        let mut g = GapFetcher::new(GapConfig::default());
+        let peers = [peer("a", 500, 1000), peer("b", 800, 900)];
+        g.plan(ms(0), &[gap(10, 1000)], &peers);
+        assert_eq!(
+            g.plan(ms(60), &[gap(10, 1000)], &peers),
+            vec![GapAction::NeedSnapshot]
+        );
+        // Nobody has it yet: wait.
+        let mut g = GapFetcher::new(GapConfig::default());
+        g.plan(ms(0), &[gap(2000, 2001)], &peers);
+        assert!(g.plan(ms(60), &[gap(2000, 2001)], &peers).is_empty());
+    }
+}
