@@ -2,7 +2,9 @@
 //! that takes inputs (including `now`) and returns outputs. Async shells and
 //! the simulator drive them unchanged.
 
+pub mod consensus;
 pub mod gap_fetcher;
+pub mod log_store;
 pub mod ordered_buffer;
 pub mod snapshot_transfer;
 pub mod wire;

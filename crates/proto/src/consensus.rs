@@ -1,0 +1,666 @@
+//! Commit through Raft (TiKV's raft-rs), wrapped so that the node core and
+//! the simulator drive it the same way.
+//!
+//! The wrapper persists Raft's entries and hard state on the `LogStore`
+//! before any message that depends on them leaves, hands out only
+//! committed entries, and applies membership changes as they commit.
+//! Raft's log is not State: a lagging member that Raft catches up with a
+//! (data-less) snapshot reports `SnapshotInstalled`, and the replica loads
+//! State through the snapshot transfer, like any follower.
+//!
+//! Determinism: raft-rs draws election timeouts from a thread-local RNG.
+//! We pin its range to one value (twice the election ticks) and fire the
+//! election ourselves at a timeout drawn from our seeded RNG, redrawn each
+//! time Raft restarts its election clock, so a simulation replays exactly.
+
+use crate::log_store::LogStore;
+use crate::wire::Refusal;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState as PbHardState, Message,
+    Snapshot,
+};
+use raft::{RawNode, StateRole, Storage as _};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use shoal_log::{HardState, LogError, MembershipRecord};
+use shoal_model::{EntryKind, EventIdx, LogEntry, RaftId, Term};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use raft::storage::MemStorage;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RaftConfig {
+    /// Ticks without a leader before an election (randomised up to twice).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Raft entries kept in memory behind the applied index, for followers
+    /// that lag a little; older ones are served from the durable log.
+    pub keep_in_memory: u64,
+    pub max_msg_bytes: u64,
+    pub max_inflight: usize,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            keep_in_memory: 10_000,
+            max_msg_bytes: 1 << 20,
+            max_inflight: 256,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RaftOutput {
+    Send {
+        to: RaftId,
+        msg: Vec<u8>,
+    },
+    /// Newly committed entries, in order.
+    Committed(Vec<LogEntry>),
+    /// Raft skipped this member's log forward to `index`: State must be
+    /// brought there by the snapshot transfer.
+    SnapshotInstalled {
+        index: EventIdx,
+        term: Term,
+    },
+    LeaderChanged {
+        leader: Option<RaftId>,
+        term: Term,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("malformed raft message: {0}")]
+    Malformed(String),
+}
+
+/// Where a member's Raft log starts: an index and term already in State,
+/// with the membership at that index.
+#[derive(Clone, Debug, Default)]
+pub struct RaftBase {
+    pub index: EventIdx,
+    pub term: Term,
+    pub voters: Vec<RaftId>,
+    pub learners: Vec<RaftId>,
+}
+
+pub struct RaftCore {
+    raw: RawNode<MemStorage>,
+    cfg: RaftConfig,
+    rng: SmallRng,
+    /// Our election timeout in ticks, in `[election, 2 * election)`.
+    timeout: usize,
+    last_elapsed: usize,
+    leader: u64,
+    heard: BTreeMap<u64, Duration>,
+    now: Duration,
+    tick_len: Duration,
+}
+
+impl std::fmt::Debug for RaftCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCore")
+            .field("id", &self.raw.raft.id)
+            .field("term", &self.raw.raft.term)
+            .field("role", &self.raw.raft.state)
+            .field("leader", &self.leader)
+            .finish()
+    }
+}
+
+fn to_log_entry(e: &Entry) -> LogEntry {
+    LogEntry {
+        idx: EventIdx(e.index),
+        term: Term(e.term),
+        kind: match e.get_entry_type() {
+            EntryType::EntryNormal => EntryKind::Normal,
+            _ => EntryKind::ConfChange,
+        },
+        data: e.get_data().to_vec(),
+        context: e.get_context().to_vec(),
+    }
+}
+
+fn to_raft_entry(e: &LogEntry) -> Entry {
+    let mut r = Entry::default();
+    r.index = e.idx.0;
+    r.term = e.term.0;
+    r.set_entry_type(match e.kind {
+        EntryKind::Normal => EntryType::EntryNormal,
+        EntryKind::ConfChange => EntryType::EntryConfChange,
+    });
+    r.set_data(e.data.clone().into());
+    r.set_context(e.context.clone().into());
+    r
+}
+
+fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl RaftCore {
+    /// Starts a member from `base` plus whatever entries past it its log
+    /// holds (a restart), or from `base` alone (a new member).
+    pub fn start(
+        id: RaftId,
+        cfg: RaftConfig,
+        base: RaftBase,
+        log: &mut dyn LogStore,
+        seed: u64,
+        tick_len: Duration,
+    ) -> Result<Self, RaftError> {
+        let storage = MemStorage::new();
+        {
+            let mut w = storage.wl();
+            let cs = ConfState::from((
+                base.voters.iter().map(|r| r.0),
+                base.learners.iter().map(|r| r.0),
+            ));
+            if base.index.0 > 0 {
+                let mut snap = Snapshot::default();
+                let meta = snap.mut_metadata();
+                meta.index = base.index.0;
+                meta.term = base.term.0;
+                meta.set_conf_state(cs);
+                w.apply_snapshot(snap)?;
+            } else {
+                w.set_conf_state(cs);
+            }
+            // Entries past the base that the log still holds (uncommitted
+            // ones of a restarted voter).
+            let from = base.index.next().max(log.first_index());
+            if log.last_index() >= from && from == base.index.next() {
+                let tail = log.read(from, log.last_index(), usize::MAX)?;
+                let ents: Vec<Entry> = tail.iter().map(to_raft_entry).collect();
+                w.append(&ents)?;
+            }
+        }
+        let last = storage.last_index()?;
+        let hs = log.hard_state();
+        let mut pb = PbHardState::default();
+        pb.term = hs.term.max(base.term.0);
+        pb.vote = if hs.term >= base.term.0 { hs.vote } else { 0 };
+        pb.commit = hs.commit.max(base.index.0).min(last);
+        storage.wl().set_hardstate(pb);
+        let config = raft::Config {
+            id: id.0,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            min_election_tick: 2 * cfg.election_ticks,
+            max_election_tick: 2 * cfg.election_ticks + 1,
+            applied: base.index.0,
+            max_size_per_msg: cfg.max_msg_bytes,
+            max_inflight_msgs: cfg.max_inflight,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        config.validate()?;
+        let raw = RawNode::new(&config, storage, &discard_logger())?;
+        let mut core = RaftCore {
+            timeout: cfg.election_ticks,
+            last_elapsed: 0,
+            raw,
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            leader: 0,
+            heard: BTreeMap::new(),
+            now: Duration::ZERO,
+            tick_len,
+        };
+        core.reroll_timeout();
+        Ok(core)
+    }
+
+    pub fn id(&self) -> RaftId {
+        RaftId(self.raw.raft.id)
+    }
+
+    pub fn term(&self) -> Term {
+        Term(self.raw.raft.term)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader(&self) -> Option<RaftId> {
+        (self.raw.raft.leader_id != 0).then_some(RaftId(self.raw.raft.leader_id))
+    }
+
+    pub fn commit_index(&self) -> EventIdx {
+        EventIdx(self.raw.raft.raft_log.committed)
+    }
+
+    pub fn last_index(&self) -> EventIdx {
+        EventIdx(self.raw.raft.raft_log.last_index())
+    }
+
+    pub fn voters(&self) -> Vec<RaftId> {
+        let mut v: Vec<_> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .map(RaftId)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn learners(&self) -> Vec<RaftId> {
+        let mut v: Vec<_> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .map(RaftId)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// How far a member's log matches the leader's (leader only).
+    pub fn matched(&self, id: RaftId) -> Option<EventIdx> {
+        self.raw.raft.prs().get(id.0).map(|p| EventIdx(p.matched))
+    }
+
+    pub fn has_pending_conf_change(&self) -> bool {
+        self.raw.raft.has_pending_conf()
+    }
+
+    /// True while this leader has heard from a majority of voters within an
+    /// election timeout: otherwise a write cannot commit soon, and is
+    /// refused at once with `no quorum`.
+    pub fn quorum_recently_active(&self) -> bool {
+        let window = self.tick_len * self.cfg.election_ticks as u32;
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        let me = self.raw.raft.id;
+        let alive = voters
+            .iter()
+            .filter(|v| {
+                *v == me
+                    || self
+                        .heard
+                        .get(v)
+                        .is_some_and(|t| self.now.saturating_sub(*t) <= window)
+            })
+            .count();
+        alive * 2 > voters.len()
+    }
+
+    fn reroll_timeout(&mut self) {
+        let base = self.cfg.election_ticks;
+        self.timeout = base + self.rng.gen_range(0..base);
+    }
+
+    /// Redraws our timeout whenever Raft restarted its election clock.
+    fn after_op(&mut self) {
+        let elapsed = self.raw.raft.election_elapsed;
+        if elapsed < self.last_elapsed {
+            self.reroll_timeout();
+        }
+        self.last_elapsed = elapsed;
+    }
+
+    pub fn tick(&mut self, now: Duration) {
+        self.now = now;
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Leader && raft.election_elapsed + 1 >= self.timeout {
+            // Raft's own timeout is pinned at twice the election ticks:
+            // bring it to the edge so this tick starts the election.
+            raft.election_elapsed = 2 * self.cfg.election_ticks - 1;
+        }
+        self.raw.tick();
+        self.after_op();
+    }
+
+    pub fn campaign(&mut self) -> Result<(), RaftError> {
+        self.raw.campaign()?;
+        self.after_op();
+        Ok(())
+    }
+
+    /// Steps a message received from `from`. A message that claims another
+    /// sender, or does not parse, is an error for the caller to count.
+    pub fn step(&mut self, from: RaftId, bytes: &[u8], now: Duration) -> Result<(), RaftError> {
+        let msg =
+            Message::parse_from_bytes(bytes).map_err(|e| RaftError::Malformed(e.to_string()))?;
+        if msg.from != from.0 || msg.to != self.raw.raft.id {
+            return Err(RaftError::Malformed(format!(
+                "message from {} to {} arrived from {from}",
+                msg.from, msg.to
+            )));
+        }
+        self.now = now;
+        self.heard.insert(from.0, now);
+        let r = self.raw.step(msg);
+        self.after_op();
+        match r {
+            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Proposes an encoded event. Refused unless this node leads with a
+    /// recently active quorum.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), Refusal> {
+        if !self.is_leader() {
+            return Err(Refusal::NotMaster);
+        }
+        if !self.quorum_recently_active() {
+            return Err(Refusal::NoQuorum);
+        }
+        self.raw.propose(vec![], data).map_err(|_| Refusal::Busy)
+    }
+
+    /// Proposes one membership change; `context` is the encoded
+    /// `Event::Membership` the entry stands for.
+    pub fn propose_membership(
+        &mut self,
+        change: ConfChangeType,
+        node: RaftId,
+        context: Vec<u8>,
+    ) -> Result<(), Refusal> {
+        if !self.is_leader() {
+            return Err(Refusal::NotMaster);
+        }
+        if self.has_pending_conf_change() {
+            return Err(Refusal::Busy);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = node.0;
+        self.raw
+            .propose_conf_change(context, cc)
+            .map_err(|_| Refusal::Busy)
+    }
+
+    pub fn transfer_leader(&mut self, to: RaftId) {
+        self.raw.transfer_leader(to.0);
+        self.after_op();
+    }
+
+    /// Handles everything Raft has ready: persist, then send, then hand
+    /// out what committed.
+    pub fn drive(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
+        let mut out = Vec::new();
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            if let Some(ss) = rd.ss() {
+                if ss.leader_id != self.leader {
+                    self.leader = ss.leader_id;
+                    out.push(RaftOutput::LeaderChanged {
+                        leader: (ss.leader_id != 0).then_some(RaftId(ss.leader_id)),
+                        term: Term(self.raw.raft.term),
+                    });
+                }
+            }
+            // A leader may send before persisting (Raft thesis 10.2.1).
+            self.sends(rd.take_messages(), &mut out);
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+                let cs = snap.get_metadata().get_conf_state().clone();
+                self.raw.mut_store().wl().apply_snapshot(snap)?;
+                log.reset(EventIdx(index + 1))?;
+                log.set_membership(membership_of(&cs))?;
+                out.push(RaftOutput::SnapshotInstalled {
+                    index: EventIdx(index),
+                    term: Term(term),
+                });
+            }
+            let committed = rd.take_committed_entries();
+            self.commit(committed, log, &mut out)?;
+            if !rd.entries().is_empty() {
+                let ents: Vec<LogEntry> = rd.entries().iter().map(to_log_entry).collect();
+                log.append(&ents)?;
+                self.raw.mut_store().wl().append(rd.entries())?;
+            }
+            if let Some(hs) = rd.hs() {
+                self.raw.mut_store().wl().set_hardstate(hs.clone());
+                log.set_hard_state(HardState {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
+                })?;
+            }
+            log.sync()?;
+            self.sends(rd.take_persisted_messages(), &mut out);
+            let mut light = self.raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                self.raw
+                    .mut_store()
+                    .wl()
+                    .mut_hard_state()
+                    .set_commit(commit);
+                let mut hs = log.hard_state();
+                hs.commit = commit;
+                log.set_hard_state(hs)?;
+            }
+            self.sends(light.take_messages(), &mut out);
+            let committed = light.take_committed_entries();
+            self.commit(committed, log, &mut out)?;
+            self.raw.advance_apply();
+        }
+        self.after_op();
+        self.compact_memory()?;
+        Ok(out)
+    }
+
+    fn sends(&self, msgs: Vec<Message>, out: &mut Vec<RaftOutput>) {
+        for m in msgs {
+            let to = RaftId(m.to);
+            let msg = m.write_to_bytes().expect("raft messages encode");
+            out.push(RaftOutput::Send { to, msg });
+        }
+    }
+
+    fn commit(
+        &mut self,
+        entries: Vec<Entry>,
+        log: &mut dyn LogStore,
+        out: &mut Vec<RaftOutput>,
+    ) -> Result<(), RaftError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in &entries {
+            if e.get_entry_type() == EntryType::EntryConfChange {
+                let mut cc = ConfChange::default();
+                cc.merge_from_bytes(e.get_data())
+                    .map_err(|e| RaftError::Malformed(e.to_string()))?;
+                let cs = self.raw.apply_conf_change(&cc)?;
+                log.set_membership(membership_of(&cs))?;
+                self.raw.mut_store().wl().set_conf_state(cs);
+            }
+        }
+        out.push(RaftOutput::Committed(
+            entries.iter().map(to_log_entry).collect(),
+        ));
+        Ok(())
+    }
+
+    fn compact_memory(&mut self) -> Result<(), RaftError> {
+        let applied = self.raw.raft.raft_log.applied;
+        let first = self.raw.store().first_index()?;
+        if applied > first + 2 * self.cfg.keep_in_memory {
+            self.raw
+                .mut_store()
+                .wl()
+                .compact(applied - self.cfg.keep_in_memory)?;
+        }
+        Ok(())
+    }
+}
+
+fn membership_of(cs: &ConfState) -> MembershipRecord {
+    MembershipRecord {
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+    }
+}
+
+/// Membership change kinds, re-exported for the node core.
+pub use raft::eraftpb::ConfChangeType as MembershipChange;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_store::MemLog;
+    use shoal_model::{encode_event, Event};
+
+    struct Net {
+        nodes: Vec<(RaftCore, MemLog)>,
+        committed: Vec<Vec<LogEntry>>,
+        now: Duration,
+    }
+
+    impl Net {
+        fn new(n: u64) -> Net {
+            let voters: Vec<RaftId> = (1..=n).map(RaftId).collect();
+            let nodes = (1..=n)
+                .map(|i| {
+                    let mut log = MemLog::new();
+                    let base = RaftBase {
+                        voters: voters.clone(),
+                        ..Default::default()
+                    };
+                    let core = RaftCore::start(
+                        RaftId(i),
+                        RaftConfig::default(),
+                        base,
+                        &mut log,
+                        i,
+                        Duration::from_millis(100),
+                    )
+                    .unwrap();
+                    (core, log)
+                })
+                .collect();
+            Net {
+                nodes,
+                committed: vec![vec![]; n as usize],
+                now: Duration::ZERO,
+            }
+        }
+
+        fn pump(&mut self, down: &[usize]) {
+            let mut queue: Vec<(usize, RaftOutput)> = Vec::new();
+            for _ in 0..100 {
+                for (i, (core, log)) in self.nodes.iter_mut().enumerate() {
+                    if down.contains(&i) {
+                        continue;
+                    }
+                    for o in core.drive(log).unwrap() {
+                        queue.push((i, o));
+                    }
+                }
+                if queue.is_empty() {
+                    return;
+                }
+                for (from, o) in queue.drain(..) {
+                    match o {
+                        RaftOutput::Send { to, msg } => {
+                            let to = to.0 as usize - 1;
+                            if !down.contains(&to) {
+                                let now = self.now;
+                                self.nodes[to]
+                                    .0
+                                    .step(RaftId(from as u64 + 1), &msg, now)
+                                    .unwrap();
+                            }
+                        }
+                        RaftOutput::Committed(es) => self.committed[from].extend(es),
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        fn ticks(&mut self, n: usize, down: &[usize]) {
+            for _ in 0..n {
+                self.now += Duration::from_millis(100);
+                for (i, (core, _)) in self.nodes.iter_mut().enumerate() {
+                    if !down.contains(&i) {
+                        core.tick(self.now);
+                    }
+                }
+                self.pump(down);
+            }
+        }
+
+        fn leaders(&self, down: &[usize]) -> Vec<usize> {
+            (0..self.nodes.len())
+                .filter(|i| !down.contains(i) && self.nodes[*i].0.is_leader())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn three_voters_elect_one_leader_and_commit_with_a_majority() {
+        let mut net = Net::new(3);
+        net.ticks(40, &[]);
+        let leaders = net.leaders(&[]);
+        assert_eq!(leaders.len(), 1);
+        let l = leaders[0];
+        net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+        net.pump(&[]);
+        for c in &net.committed {
+            assert_eq!(c.len(), 2, "the leader's no-op and the proposal");
+        }
+        // The leader goes down: the other two elect a new one and go on.
+        let down = [l];
+        net.ticks(60, &down);
+        let leaders = net.leaders(&down);
+        assert_eq!(leaders.len(), 1);
+        let l2 = leaders[0];
+        assert!(net.nodes[l2].0.term() > net.nodes[l].0.term());
+        net.nodes[l2].0.propose(encode_event(&Event::Noop)).unwrap();
+        net.pump(&down);
+        let a = &net.committed[l2];
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[..2], net.committed[l][..2], "no committed entry changed");
+    }
+
+    #[test]
+    fn a_leader_without_quorum_refuses_writes() {
+        let mut net = Net::new(3);
+        net.ticks(40, &[]);
+        let l = net.leaders(&[])[0];
+        let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+        // Isolate the leader: it keeps ticking, hears nobody.
+        net.ticks(11, &others);
+        let r = net.nodes[l].0.propose(vec![]);
+        assert!(
+            matches!(r, Err(Refusal::NoQuorum) | Err(Refusal::NotMaster)),
+            "{r:?}"
+        );
+        // Before check-quorum steps it down, the refusal is `no quorum`.
+        let mut net = Net::new(3);
+        net.ticks(40, &[]);
+        let l = net.leaders(&[])[0];
+        let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+        net.now += Duration::from_secs(5);
+        net.nodes[l].0.now = net.now;
+        assert!(net.nodes[l].0.is_leader());
+        assert_eq!(net.nodes[l].0.propose(vec![]), Err(Refusal::NoQuorum));
+        let _ = others;
+    }
+}

@@ -1,0 +1,194 @@
+//! The log as the cores see it: the durable segment log on a real node, an
+//! in-memory log with a crash model in the simulator.
+
+use shoal_log::{DurableLog, HardState, LogError, MembershipRecord};
+use shoal_model::{EventIdx, LogEntry};
+
+pub trait LogStore {
+    /// Appends; an entry at or below the last index replaces the suffix.
+    fn append(&mut self, entries: &[LogEntry]) -> Result<(), LogError>;
+    fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError>;
+    fn set_membership(&mut self, m: MembershipRecord) -> Result<(), LogError>;
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<(), LogError>;
+    fn read(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogError>;
+    fn first_index(&self) -> EventIdx;
+    fn last_index(&self) -> EventIdx;
+    fn hard_state(&self) -> HardState;
+    fn membership(&self) -> MembershipRecord;
+    fn compact(&mut self, floor: EventIdx) -> Result<(), LogError>;
+    fn reset(&mut self, next: EventIdx) -> Result<(), LogError>;
+}
+
+impl LogStore for DurableLog {
+    fn append(&mut self, entries: &[LogEntry]) -> Result<(), LogError> {
+        DurableLog::append(self, entries)
+    }
+    fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError> {
+        DurableLog::set_hard_state(self, hs)
+    }
+    fn set_membership(&mut self, m: MembershipRecord) -> Result<(), LogError> {
+        DurableLog::set_membership(self, m)
+    }
+    fn sync(&mut self) -> Result<(), LogError> {
+        DurableLog::sync(self)
+    }
+    fn read(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        DurableLog::read(self, from, to, max_bytes)
+    }
+    fn first_index(&self) -> EventIdx {
+        DurableLog::first_index(self)
+    }
+    fn last_index(&self) -> EventIdx {
+        DurableLog::last_index(self)
+    }
+    fn hard_state(&self) -> HardState {
+        DurableLog::hard_state(self)
+    }
+    fn membership(&self) -> MembershipRecord {
+        DurableLog::membership(self).clone()
+    }
+    fn compact(&mut self, floor: EventIdx) -> Result<(), LogError> {
+        DurableLog::compact(self, floor)
+    }
+    fn reset(&mut self, next: EventIdx) -> Result<(), LogError> {
+        DurableLog::reset(self, next)
+    }
+}
+
+/// An in-memory log. `crash` drops what was written since the last `sync`,
+/// as a power cut would.
+#[derive(Clone, Debug, Default)]
+pub struct MemLog {
+    durable: MemLogState,
+    live: MemLogState,
+}
+
+#[derive(Clone, Debug)]
+struct MemLogState {
+    first: EventIdx,
+    entries: Vec<LogEntry>,
+    hard_state: HardState,
+    membership: MembershipRecord,
+}
+
+impl Default for MemLogState {
+    fn default() -> Self {
+        MemLogState {
+            first: EventIdx(1),
+            entries: Vec::new(),
+            hard_state: HardState::default(),
+            membership: MembershipRecord::default(),
+        }
+    }
+}
+
+impl MemLogState {
+    fn last(&self) -> EventIdx {
+        EventIdx(self.first.0 + self.entries.len() as u64 - 1)
+    }
+}
+
+impl MemLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses unsynced writes.
+    pub fn crash(&mut self) {
+        self.live = self.durable.clone();
+    }
+}
+
+impl LogStore for MemLog {
+    fn append(&mut self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let Some(head) = entries.first() else {
+            return Ok(());
+        };
+        let s = &mut self.live;
+        if head.idx < s.first {
+            return Err(LogError::Compacted(head.idx));
+        }
+        if head.idx > s.last().next() {
+            return Err(LogError::NotContiguous {
+                last: s.last(),
+                got: head.idx,
+            });
+        }
+        s.entries.truncate((head.idx.0 - s.first.0) as usize);
+        s.entries.extend_from_slice(entries);
+        Ok(())
+    }
+    fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError> {
+        self.live.hard_state = hs;
+        Ok(())
+    }
+    fn set_membership(&mut self, m: MembershipRecord) -> Result<(), LogError> {
+        self.live.membership = m;
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), LogError> {
+        self.durable = self.live.clone();
+        Ok(())
+    }
+    fn read(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        let s = &self.live;
+        if from < s.first {
+            return Err(LogError::Compacted(from));
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut i = from;
+        while i <= to.min(s.last()) {
+            let e = &s.entries[(i.0 - s.first.0) as usize];
+            bytes += e.size_hint();
+            out.push(e.clone());
+            if bytes >= max_bytes {
+                break;
+            }
+            i = i.next();
+        }
+        Ok(out)
+    }
+    fn first_index(&self) -> EventIdx {
+        self.live.first
+    }
+    fn last_index(&self) -> EventIdx {
+        self.live.last()
+    }
+    fn hard_state(&self) -> HardState {
+        self.live.hard_state
+    }
+    fn membership(&self) -> MembershipRecord {
+        self.live.membership.clone()
+    }
+    fn compact(&mut self, floor: EventIdx) -> Result<(), LogError> {
+        let s = &mut self.live;
+        let floor = floor.min(s.last().next());
+        if floor > s.first {
+            s.entries.drain(..(floor.0 - s.first.0) as usize);
+            s.first = floor;
+        }
+        Ok(())
+    }
+    fn reset(&mut self, next: EventIdx) -> Result<(), LogError> {
+        self.live.entries.clear();
+        self.live.first = next;
+        self.sync()
+    }
+}
