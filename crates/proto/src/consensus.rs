@@ -132,9 +132,11 @@ fn to_log_entry(e: &Entry) -> LogEntry {
 }
 
 fn to_raft_entry(e: &LogEntry) -> Entry {
-    let mut r = Entry::default();
-    r.index = e.idx.0;
-    r.term = e.term.0;
+    let mut r = Entry {
+        index: e.idx.0,
+        term: e.term.0,
+        ..Default::default()
+    };
     r.set_entry_type(match e.kind {
         EntryKind::Normal => EntryType::EntryNormal,
         EntryKind::ConfChange => EntryType::EntryConfChange,
@@ -187,11 +189,12 @@ impl RaftCore {
         }
         let last = storage.last_index()?;
         let hs = log.hard_state();
-        let mut pb = PbHardState::default();
-        pb.term = hs.term.max(base.term.0);
-        pb.vote = if hs.term >= base.term.0 { hs.vote } else { 0 };
-        pb.commit = hs.commit.max(base.index.0).min(last);
-        storage.wl().set_hardstate(pb);
+        storage.wl().set_hardstate(PbHardState {
+            term: hs.term.max(base.term.0),
+            vote: if hs.term >= base.term.0 { hs.vote } else { 0 },
+            commit: hs.commit.max(base.index.0).min(last),
+            ..Default::default()
+        });
         let config = raft::Config {
             id: id.0,
             election_tick: cfg.election_ticks,
