@@ -8,3 +8,5 @@ pub mod log_store;
 pub mod ordered_buffer;
 pub mod snapshot_transfer;
 pub mod wire;
+pub mod requests;
+pub mod sequencer;

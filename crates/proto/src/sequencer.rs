@@ -1,0 +1,127 @@
+//! The master's sequencer: command → validated → durable event. A command
+//! whose id State already holds gets its stored outcome back and produces
+//! no event; one already proposed in this term is not proposed twice.
+//! (If an old master's copy commits after all, `apply` sees the id and
+//! changes nothing: at most once, across master changes.)
+
+use crate::wire::Refusal;
+use shoal_model::{encode_event, validate_op, Command, CommandId, Event, EventIdx, Outcome, State};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sequenced {
+    /// Applied before: here is what it returned.
+    Known { idx: EventIdx, outcome: Outcome },
+    /// Propose these bytes.
+    Propose(Vec<u8>),
+    /// Already proposed and not yet applied.
+    InFlight,
+    Refused(Refusal),
+}
+
+#[derive(Debug)]
+pub struct Sequencer {
+    in_flight: BTreeMap<CommandId, Duration>,
+    max_in_flight: usize,
+    /// A proposal not applied after this long may have been dropped by
+    /// Raft; it may be proposed again (apply dedupes it if both commit).
+    stale_after: Duration,
+}
+
+impl Sequencer {
+    pub fn new(max_in_flight: usize, stale_after: Duration) -> Self {
+        Sequencer {
+            in_flight: BTreeMap::new(),
+            max_in_flight,
+            stale_after,
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn submit(&mut self, cmd: &Command, state: &State, wall_ms: u64, now: Duration) -> Sequenced {
+        if let Some(rec) = state.outcome(&cmd.id) {
+            return Sequenced::Known {
+                idx: rec.idx,
+                outcome: rec.outcome.clone(),
+            };
+        }
+        if let Err(reason) = validate_op(&cmd.op) {
+            return Sequenced::Refused(Refusal::Invalid(reason));
+        }
+        if let Some(at) = self.in_flight.get(&cmd.id) {
+            if now.saturating_sub(*at) < self.stale_after {
+                return Sequenced::InFlight;
+            }
+        }
+        let stale = self.stale_after;
+        self.in_flight.retain(|_, at| now.saturating_sub(*at) < stale);
+        if self.in_flight.len() >= self.max_in_flight {
+            return Sequenced::Refused(Refusal::Busy);
+        }
+        self.in_flight.insert(cmd.id.clone(), now);
+        Sequenced::Propose(encode_event(&Event::Command {
+            cmd: cmd.clone(),
+            at_ms: wall_ms,
+        }))
+    }
+
+    /// Raft refused the proposal: forget it so a retry may propose again.
+    pub fn not_proposed(&mut self, id: &CommandId) {
+        self.in_flight.remove(id);
+    }
+
+    pub fn on_applied(&mut self, id: &CommandId) {
+        self.in_flight.remove(id);
+    }
+
+    /// Leadership lost: nothing is in flight under this node any more.
+    pub fn clear(&mut self) {
+        self.in_flight.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::{decode_event, Envelope, Op, Term};
+
+    fn incr(id: &str) -> Command {
+        Command {
+            id: CommandId::from(id),
+            op: Op::KvIncrBy { key: "k".into(), by: 1 },
+        }
+    }
+
+    #[test]
+    fn a_command_is_proposed_once_and_a_known_one_returns_its_outcome() {
+        let mut s = State::new();
+        let mut q = Sequencer::new(10, Duration::from_secs(5));
+        let now = Duration::ZERO;
+        let Sequenced::Propose(bytes) = q.submit(&incr("a"), &s, 77, now) else { panic!() };
+        assert_eq!(q.submit(&incr("a"), &s, 77, now), Sequenced::InFlight);
+        let event = decode_event(&bytes).unwrap();
+        s.apply(&Envelope { idx: EventIdx(1), term: Term(1), event }).unwrap();
+        q.on_applied(&CommandId::from("a"));
+        assert_eq!(
+            q.submit(&incr("a"), &s, 78, now),
+            Sequenced::Known { idx: EventIdx(1), outcome: Outcome::Int(1) }
+        );
+        assert_eq!(q.in_flight(), 0);
+    }
+
+    #[test]
+    fn invalid_and_excess_commands_are_refused() {
+        let s = State::new();
+        let mut q = Sequencer::new(1, Duration::from_secs(5));
+        let bad = Command { id: CommandId::from("x"), op: Op::KvSet { key: String::new(), value: "v".into() } };
+        assert!(matches!(q.submit(&bad, &s, 0, Duration::ZERO), Sequenced::Refused(Refusal::Invalid(_))));
+        assert!(matches!(q.submit(&incr("a"), &s, 0, Duration::ZERO), Sequenced::Propose(_)));
+        assert_eq!(q.submit(&incr("b"), &s, 0, Duration::ZERO), Sequenced::Refused(Refusal::Busy));
+        // A stale proposal gives its slot up.
+        assert!(matches!(q.submit(&incr("b"), &s, 0, Duration::from_secs(6)), Sequenced::Propose(_)));
+    }
+}
