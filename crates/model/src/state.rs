@@ -188,6 +188,8 @@ pub struct State {
     tasks: OrdMap<TaskId, Task>,
     deployments: OrdMap<String, Deployment>,
     outcomes: OrdMap<CommandId, OutcomeRecord>,
+    /// Keys with a TTL, for the master's expiry tick. Derived from `kv`.
+    expiring: imbl::OrdSet<String>,
     /// Outcomes by age, for expiry and for the cap. Derived from `outcomes`.
     outcome_age: OrdMap<(u64, EventIdx), CommandId>,
     hash: StateHash,
@@ -221,9 +223,8 @@ impl StateBuilder {
     }
 
     pub fn kv(&mut self, batch: Vec<(String, KvEntry)>) {
-        let s = &mut self.state;
         for (k, v) in batch {
-            put(&mut s.hash, &mut s.kv, Family::Kv, k, Some(v));
+            self.state.kv_put(k, Some(v));
         }
     }
 
@@ -465,7 +466,7 @@ impl State {
                     .get(key)
                     .is_some_and(|e| e.version == *version && e.ttl_ms.is_some());
                 if expired {
-                    put(&mut self.hash, &mut self.kv, Family::Kv, key.clone(), None);
+                    self.kv_put(key.clone(), None);
                 }
             }
             Event::TaskGranted {
@@ -545,6 +546,21 @@ impl State {
             }
         }
         None
+    }
+
+    /// Keys that carry a TTL (locks and set-if-absent keys).
+    pub fn expiring(&self) -> &imbl::OrdSet<String> {
+        &self.expiring
+    }
+
+    /// Every change to `kv` goes through here, keeping `expiring` in step.
+    fn kv_put(&mut self, key: String, entry: Option<KvEntry>) -> Option<KvEntry> {
+        if entry.as_ref().is_some_and(|e| e.ttl_ms.is_some()) {
+            self.expiring.insert(key.clone());
+        } else {
+            self.expiring.remove(&key);
+        }
+        put(&mut self.hash, &mut self.kv, Family::Kv, key, entry)
     }
 
     fn set_meta(&mut self, meta: Meta) {
@@ -726,7 +742,7 @@ impl State {
                 Ok((Some(KvValue::Int(n)), ttl, Outcome::Int(n)))
             }),
             Op::KvDelete { key } => {
-                let old = put(&mut self.hash, &mut self.kv, Family::Kv, key.clone(), None);
+                let old = self.kv_put(key.clone(), None);
                 Outcome::Applied(old.is_some())
             }
             Op::SetAdd { key, member } => self.kv_write(key, idx, |cur| {
@@ -760,7 +776,7 @@ impl State {
                     version: idx,
                     ttl_ms: None,
                 });
-                put(&mut self.hash, &mut self.kv, Family::Kv, key.clone(), entry);
+                self.kv_put(key.clone(), entry);
                 Outcome::Applied(true)
             }
             Op::ListPush { key, value } => self.kv_write(key, idx, |cur| {
@@ -812,7 +828,7 @@ impl State {
             }),
             Op::LockRelease { name, token } => match self.kv.get(name).map(|e| &e.value) {
                 Some(KvValue::Lock { token: t, .. }) if t == token => {
-                    put(&mut self.hash, &mut self.kv, Family::Kv, name.clone(), None);
+                    self.kv_put(name.clone(), None);
                     Outcome::Done
                 }
                 _ => rejected(Rejection::StaleToken),
@@ -994,13 +1010,7 @@ impl State {
                     version: idx,
                     ttl_ms,
                 };
-                put(
-                    &mut self.hash,
-                    &mut self.kv,
-                    Family::Kv,
-                    key.to_owned(),
-                    Some(entry),
-                );
+                self.kv_put(key.to_owned(), Some(entry));
                 outcome
             }
         }

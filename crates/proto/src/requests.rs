@@ -67,9 +67,18 @@ impl Requests {
         self.waiting.is_empty()
     }
 
-    pub fn submit(&mut self, cmd: Command, reply: ReplyTo, state: &State, now: Duration) -> Vec<RequestAction> {
+    pub fn submit(
+        &mut self,
+        cmd: Command,
+        reply: ReplyTo,
+        state: &State,
+        now: Duration,
+    ) -> Vec<RequestAction> {
         if let Some(rec) = state.outcome(&cmd.id) {
-            return vec![RequestAction::Reply(reply, Ok((rec.idx, rec.outcome.clone())))];
+            return vec![RequestAction::Reply(
+                reply,
+                Ok((rec.idx, rec.outcome.clone())),
+            )];
         }
         if let Err(reason) = validate_op(&cmd.op) {
             return vec![RequestAction::Reply(reply, Err(Refusal::Invalid(reason)))];
@@ -107,18 +116,32 @@ impl Requests {
 
     /// State jumped (a snapshot): answer whatever it already holds.
     pub fn on_state_replaced(&mut self, state: &State) -> Vec<RequestAction> {
-        let done: Vec<CommandId> = self.waiting.keys().filter(|id| state.outcome(id).is_some()).cloned().collect();
+        let done: Vec<CommandId> = self
+            .waiting
+            .keys()
+            .filter(|id| state.outcome(id).is_some())
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for id in done {
             let rec = state.outcome(&id).expect("filtered above");
             let w = self.waiting.remove(&id).expect("filtered above");
-            out.extend(w.replies.into_iter().map(|to| RequestAction::Reply(to, Ok((rec.idx, rec.outcome.clone())))));
+            out.extend(
+                w.replies
+                    .into_iter()
+                    .map(|to| RequestAction::Reply(to, Ok((rec.idx, rec.outcome.clone())))),
+            );
         }
         out
     }
 
     /// The master refused the command.
-    pub fn on_refused(&mut self, id: &CommandId, refusal: Refusal, now: Duration) -> Vec<RequestAction> {
+    pub fn on_refused(
+        &mut self,
+        id: &CommandId,
+        refusal: Refusal,
+        now: Duration,
+    ) -> Vec<RequestAction> {
         match refusal {
             // Another node leads now, or soon: resend shortly.
             Refusal::NotMaster => {
@@ -128,7 +151,11 @@ impl Requests {
                 vec![]
             }
             refusal => match self.waiting.remove(id) {
-                Some(w) => w.replies.into_iter().map(|to| RequestAction::Reply(to, Err(refusal.clone()))).collect(),
+                Some(w) => w
+                    .replies
+                    .into_iter()
+                    .map(|to| RequestAction::Reply(to, Err(refusal.clone())))
+                    .collect(),
                 None => vec![],
             },
         }
@@ -155,7 +182,11 @@ impl Requests {
             } else {
                 Refusal::NoQuorum
             };
-            out.extend(w.replies.into_iter().map(|to| RequestAction::Reply(to, Err(why.clone()))));
+            out.extend(
+                w.replies
+                    .into_iter()
+                    .map(|to| RequestAction::Reply(to, Err(why.clone()))),
+            );
         }
         if master_known {
             for w in self.waiting.values_mut() {
@@ -175,7 +206,13 @@ mod tests {
     use shoal_model::{EventIdx, Op, Outcome};
 
     fn cmd(id: &str) -> Command {
-        Command { id: CommandId::from(id), op: Op::KvIncrBy { key: "k".into(), by: 1 } }
+        Command {
+            id: CommandId::from(id),
+            op: Op::KvIncrBy {
+                key: "k".into(),
+                by: 1,
+            },
+        }
     }
 
     fn ms(n: u64) -> Duration {
@@ -186,9 +223,17 @@ mod tests {
     fn waiters_are_answered_once_applied_and_retries_share_one_forward() {
         let s = State::new();
         let mut r = Requests::new(RequestConfig::default());
-        assert_eq!(r.submit(cmd("a"), 1, &s, ms(0)), vec![RequestAction::Forward(cmd("a"))]);
+        assert_eq!(
+            r.submit(cmd("a"), 1, &s, ms(0)),
+            vec![RequestAction::Forward(cmd("a"))]
+        );
         assert!(r.submit(cmd("a"), 2, &s, ms(10)).is_empty());
-        let res = CommandResult { id: CommandId::from("a"), outcome: Outcome::Int(1), idx: EventIdx(4), duplicate: false };
+        let res = CommandResult {
+            id: CommandId::from("a"),
+            outcome: Outcome::Int(1),
+            idx: EventIdx(4),
+            duplicate: false,
+        };
         let replies = r.on_applied(&res);
         assert_eq!(replies.len(), 2);
         assert!(replies.contains(&RequestAction::Reply(2, Ok((EventIdx(4), Outcome::Int(1))))));
@@ -201,10 +246,16 @@ mod tests {
         let mut r = Requests::new(RequestConfig::default());
         r.submit(cmd("a"), 1, &s, ms(0));
         assert!(r.on_tick(ms(400), true).is_empty());
-        assert_eq!(r.on_tick(ms(500), true), vec![RequestAction::Forward(cmd("a"))]);
+        assert_eq!(
+            r.on_tick(ms(500), true),
+            vec![RequestAction::Forward(cmd("a"))]
+        );
         // No master for the grace period: `no quorum`.
         assert!(r.on_tick(ms(2900), false).is_empty());
-        assert_eq!(r.on_tick(ms(3000), false), vec![RequestAction::Reply(1, Err(Refusal::NoQuorum))]);
+        assert_eq!(
+            r.on_tick(ms(3000), false),
+            vec![RequestAction::Reply(1, Err(Refusal::NoQuorum))]
+        );
         r.submit(cmd("b"), 2, &s, ms(0));
         assert_eq!(
             r.on_refused(&CommandId::from("b"), Refusal::NoQuorum, ms(1)),

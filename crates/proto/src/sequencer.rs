@@ -12,7 +12,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sequenced {
     /// Applied before: here is what it returned.
-    Known { idx: EventIdx, outcome: Outcome },
+    Known {
+        idx: EventIdx,
+        outcome: Outcome,
+    },
     /// Propose these bytes.
     Propose(Vec<u8>),
     /// Already proposed and not yet applied.
@@ -42,7 +45,13 @@ impl Sequencer {
         self.in_flight.len()
     }
 
-    pub fn submit(&mut self, cmd: &Command, state: &State, wall_ms: u64, now: Duration) -> Sequenced {
+    pub fn submit(
+        &mut self,
+        cmd: &Command,
+        state: &State,
+        wall_ms: u64,
+        now: Duration,
+    ) -> Sequenced {
         if let Some(rec) = state.outcome(&cmd.id) {
             return Sequenced::Known {
                 idx: rec.idx,
@@ -58,7 +67,8 @@ impl Sequencer {
             }
         }
         let stale = self.stale_after;
-        self.in_flight.retain(|_, at| now.saturating_sub(*at) < stale);
+        self.in_flight
+            .retain(|_, at| now.saturating_sub(*at) < stale);
         if self.in_flight.len() >= self.max_in_flight {
             return Sequenced::Refused(Refusal::Busy);
         }
@@ -92,7 +102,10 @@ mod tests {
     fn incr(id: &str) -> Command {
         Command {
             id: CommandId::from(id),
-            op: Op::KvIncrBy { key: "k".into(), by: 1 },
+            op: Op::KvIncrBy {
+                key: "k".into(),
+                by: 1,
+            },
         }
     }
 
@@ -101,14 +114,24 @@ mod tests {
         let mut s = State::new();
         let mut q = Sequencer::new(10, Duration::from_secs(5));
         let now = Duration::ZERO;
-        let Sequenced::Propose(bytes) = q.submit(&incr("a"), &s, 77, now) else { panic!() };
+        let Sequenced::Propose(bytes) = q.submit(&incr("a"), &s, 77, now) else {
+            panic!()
+        };
         assert_eq!(q.submit(&incr("a"), &s, 77, now), Sequenced::InFlight);
         let event = decode_event(&bytes).unwrap();
-        s.apply(&Envelope { idx: EventIdx(1), term: Term(1), event }).unwrap();
+        s.apply(&Envelope {
+            idx: EventIdx(1),
+            term: Term(1),
+            event,
+        })
+        .unwrap();
         q.on_applied(&CommandId::from("a"));
         assert_eq!(
             q.submit(&incr("a"), &s, 78, now),
-            Sequenced::Known { idx: EventIdx(1), outcome: Outcome::Int(1) }
+            Sequenced::Known {
+                idx: EventIdx(1),
+                outcome: Outcome::Int(1)
+            }
         );
         assert_eq!(q.in_flight(), 0);
     }
@@ -117,11 +140,29 @@ mod tests {
     fn invalid_and_excess_commands_are_refused() {
         let s = State::new();
         let mut q = Sequencer::new(1, Duration::from_secs(5));
-        let bad = Command { id: CommandId::from("x"), op: Op::KvSet { key: String::new(), value: "v".into() } };
-        assert!(matches!(q.submit(&bad, &s, 0, Duration::ZERO), Sequenced::Refused(Refusal::Invalid(_))));
-        assert!(matches!(q.submit(&incr("a"), &s, 0, Duration::ZERO), Sequenced::Propose(_)));
-        assert_eq!(q.submit(&incr("b"), &s, 0, Duration::ZERO), Sequenced::Refused(Refusal::Busy));
+        let bad = Command {
+            id: CommandId::from("x"),
+            op: Op::KvSet {
+                key: String::new(),
+                value: "v".into(),
+            },
+        };
+        assert!(matches!(
+            q.submit(&bad, &s, 0, Duration::ZERO),
+            Sequenced::Refused(Refusal::Invalid(_))
+        ));
+        assert!(matches!(
+            q.submit(&incr("a"), &s, 0, Duration::ZERO),
+            Sequenced::Propose(_)
+        ));
+        assert_eq!(
+            q.submit(&incr("b"), &s, 0, Duration::ZERO),
+            Sequenced::Refused(Refusal::Busy)
+        );
         // A stale proposal gives its slot up.
-        assert!(matches!(q.submit(&incr("b"), &s, 0, Duration::from_secs(6)), Sequenced::Propose(_)));
+        assert!(matches!(
+            q.submit(&incr("b"), &s, 0, Duration::from_secs(6)),
+            Sequenced::Propose(_)
+        ));
     }
 }
