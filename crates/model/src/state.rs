@@ -548,6 +548,11 @@ impl State {
         None
     }
 
+    /// Master clock of the oldest stored command outcome.
+    pub fn oldest_outcome_ms(&self) -> Option<u64> {
+        self.outcome_age.get_min().map(|((at, _), _)| *at)
+    }
+
     /// Keys that carry a TTL (locks and set-if-absent keys).
     pub fn expiring(&self) -> &imbl::OrdSet<String> {
         &self.expiring

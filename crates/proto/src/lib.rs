@@ -5,6 +5,7 @@
 pub mod consensus;
 pub mod gap_fetcher;
 pub mod log_store;
+pub mod node;
 pub mod ordered_buffer;
 pub mod requests;
 pub mod sequencer;
