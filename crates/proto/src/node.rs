@@ -1222,7 +1222,8 @@ impl<L: LogStore> Node<L> {
             Direct::Range(reply) => self.on_range(from, reply),
             Direct::SnapshotRequest(req) => {
                 let floor = self.log.first_index();
-                let acts = self.snap_server.on_request(from, req, floor);
+                let max_lag = self.cfg.snapshot_threshold / 2;
+                let acts = self.snap_server.on_request(from, req, self.state.index(), floor, max_lag);
                 self.serve(acts, out);
             }
             Direct::SnapshotChunk(chunk) => self.on_chunk(from, chunk, out),

@@ -55,14 +55,18 @@ impl SnapshotServer {
         self.cache.as_ref()
     }
 
-    /// Handles a chunk request. `log_floor` is the lowest index this node
-    /// can still serve by range: a cached snapshot older than that would
-    /// leave the receiver a hole, so a new one is built.
+    /// Handles a chunk request. A new transfer is served from the cache
+    /// while the cached snapshot is fresh: within `max_lag` of `current`
+    /// (this node's applied index), and not below `log_floor`, the lowest
+    /// index this node can still serve by range (older would leave the
+    /// receiver a hole). Otherwise a new one is built.
     pub fn on_request(
         &mut self,
         from: NodeId,
         req: SnapshotRequest,
+        current: EventIdx,
         log_floor: EventIdx,
+        max_lag: u64,
     ) -> Vec<ServeAction> {
         match req.index {
             Some(index) => match &self.cache {
@@ -74,10 +78,10 @@ impl SnapshotServer {
                 }],
             },
             None => {
-                if self
-                    .cache
-                    .as_ref()
-                    .is_some_and(|c| c.index.next() >= log_floor)
+                let fresh = |c: &EncodedSnapshot| {
+                    c.index.next() >= log_floor && current.0.saturating_sub(c.index.0) <= max_lag
+                };
+                if self.cache.as_ref().is_some_and(fresh)
                 {
                     return vec![self.chunk(from, req)];
                 }
@@ -469,7 +473,7 @@ mod tests {
             for ev in events.drain(..) {
                 match ev {
                     ReceiveEvent::Request { req, .. } => {
-                        let mut acts = server.on_request(me.clone(), req, EventIdx(1));
+                        let mut acts = server.on_request(me.clone(), req, s.index(), EventIdx(1), 100);
                         if acts == vec![ServeAction::Build] {
                             acts = server.on_built(built(s));
                         }
@@ -569,31 +573,27 @@ mod tests {
             offset: 0,
             len: 100,
         };
-        assert_eq!(
-            server.on_request(NodeId::from("a"), req(1), EventIdx(1)),
-            vec![ServeAction::Build]
-        );
-        assert!(server
-            .on_request(NodeId::from("b"), req(2), EventIdx(1))
-            .is_empty());
+        let at = EventIdx;
+        let a = NodeId::from("a");
+        assert_eq!(server.on_request(a.clone(), req(1), at(10), at(1), 100), vec![ServeAction::Build]);
+        assert!(server.on_request(NodeId::from("b"), req(2), at(10), at(1), 100).is_empty());
         let s = state(10);
         let sent = server.on_built(built(&s));
         assert_eq!(sent.len(), 2);
+        // Fresh enough: served from the cache.
+        let acts = server.on_request(NodeId::from("c"), req(3), at(50), at(1), 100);
+        assert!(matches!(&acts[0], ServeAction::Send { .. }));
         // The log moved past the cached snapshot: a new build is needed.
-        assert_eq!(
-            server.on_request(NodeId::from("c"), req(3), EventIdx(50)),
-            vec![ServeAction::Build]
-        );
+        let acts = server.on_request(NodeId::from("c"), req(3), at(50), at(50), 100);
+        assert_eq!(acts, vec![ServeAction::Build]);
+        // So is one that lags too far behind.
+        let mut other = SnapshotServer::default();
+        other.on_built(built(&s));
+        let acts = other.on_request(NodeId::from("d"), req(4), at(500), at(1), 100);
+        assert_eq!(acts, vec![ServeAction::Build]);
         // Resuming an old snapshot by index still works while it is cached.
-        let resume = SnapshotRequest {
-            session: 1,
-            index: Some(s.index()),
-            offset: 100,
-            len: 100,
-        };
-        assert!(matches!(
-            &server.on_request(NodeId::from("a"), resume, EventIdx(50))[0],
-            ServeAction::Send { .. }
-        ));
+        let resume = SnapshotRequest { session: 1, index: Some(s.index()), offset: 100, len: 100 };
+        let acts = server.on_request(a, resume, at(500), at(50), 100);
+        assert!(matches!(&acts[0], ServeAction::Send { .. }));
     }
 }

@@ -90,8 +90,8 @@ pub struct Sim {
     replies: BTreeMap<u64, CommandReply>,
     next_reply: u64,
     next_cmd: u64,
-    leaders: BTreeMap<Term, NodeId>,
-    hashes: BTreeMap<EventIdx, StateHash>,
+    leaders: BTreeMap<(Option<ClusterId>, Term), NodeId>,
+    hashes: BTreeMap<(Option<ClusterId>, EventIdx), StateHash>,
     /// Each running node's applied index, to check it never goes back.
     applied: BTreeMap<NodeId, EventIdx>,
     template: Box<dyn Fn(NodeId, u64) -> NodeConfig>,
@@ -456,12 +456,13 @@ impl Sim {
                 .is_master()
                 .then(|| node.raft().expect("a master runs raft").term());
             let (idx, hash) = (node.state().index(), node.state().hash());
+            let cluster = node.cluster().cloned();
             if let Some(term) = master_term {
-                let first = self.leaders.entry(term).or_insert_with(|| id.clone());
+                let first = self.leaders.entry((cluster.clone(), term)).or_insert_with(|| id.clone());
                 assert_eq!(first, &id, "seed {}: two masters in term {term}", self.seed);
             }
             if idx > EventIdx::ZERO {
-                let seen = *self.hashes.entry(idx).or_insert(hash);
+                let seen = *self.hashes.entry((cluster, idx)).or_insert(hash);
                 assert_eq!(
                     seen, hash,
                     "seed {}: {id} has another state at index {idx}",
@@ -513,6 +514,14 @@ impl Sim {
         live.iter()
             .filter_map(|n| self.node(n))
             .all(|n| n.state().index() == target && n.state().hash() == hash)
+    }
+
+    /// Like `converged`, within one group of nodes.
+    pub fn converged_group(&self, group: &[NodeId]) -> bool {
+        let nodes: Vec<_> = group.iter().filter_map(|n| self.node(n)).collect();
+        let Some(first) = nodes.first() else { return true };
+        let target = nodes.iter().map(|n| n.commit_index()).max().unwrap_or_default();
+        nodes.iter().all(|n| n.state().index() == target && n.state().hash() == first.state().hash() && target > EventIdx::ZERO)
     }
 
     pub fn state_of(&self, id: &NodeId) -> Option<&State> {
