@@ -67,11 +67,14 @@ impl LogStore for DurableLog {
 }
 
 /// An in-memory log. `crash` drops what was written since the last `sync`,
-/// as a power cut would.
+/// as a power cut would: entries past the synced length, and hard state or
+/// membership newer than the last sync.
 #[derive(Clone, Debug, Default)]
 pub struct MemLog {
-    durable: MemLogState,
     live: MemLogState,
+    synced_len: usize,
+    synced_hard_state: HardState,
+    synced_membership: MembershipRecord,
 }
 
 #[derive(Clone, Debug)]
@@ -106,7 +109,9 @@ impl MemLog {
 
     /// Loses unsynced writes.
     pub fn crash(&mut self) {
-        self.live = self.durable.clone();
+        self.live.entries.truncate(self.synced_len);
+        self.live.hard_state = self.synced_hard_state;
+        self.live.membership = self.synced_membership.clone();
     }
 }
 
@@ -125,8 +130,10 @@ impl LogStore for MemLog {
                 got: head.idx,
             });
         }
-        s.entries.truncate((head.idx.0 - s.first.0) as usize);
+        let keep = (head.idx.0 - s.first.0) as usize;
+        s.entries.truncate(keep);
         s.entries.extend_from_slice(entries);
+        self.synced_len = self.synced_len.min(keep);
         Ok(())
     }
     fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError> {
@@ -138,7 +145,9 @@ impl LogStore for MemLog {
         Ok(())
     }
     fn sync(&mut self) -> Result<(), LogError> {
-        self.durable = self.live.clone();
+        self.synced_len = self.live.entries.len();
+        self.synced_hard_state = self.live.hard_state;
+        self.synced_membership = self.live.membership.clone();
         Ok(())
     }
     fn read(
@@ -181,8 +190,10 @@ impl LogStore for MemLog {
         let s = &mut self.live;
         let floor = floor.min(s.last().next());
         if floor > s.first {
-            s.entries.drain(..(floor.0 - s.first.0) as usize);
+            let n = (floor.0 - s.first.0) as usize;
+            s.entries.drain(..n);
             s.first = floor;
+            self.synced_len = self.synced_len.saturating_sub(n);
         }
         Ok(())
     }
@@ -190,5 +201,52 @@ impl LogStore for MemLog {
         self.live.entries.clear();
         self.live.first = next;
         self.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::{EntryKind, Term};
+
+    fn e(i: u64) -> LogEntry {
+        LogEntry {
+            idx: EventIdx(i),
+            term: Term(1),
+            kind: EntryKind::Normal,
+            data: vec![],
+            context: vec![],
+        }
+    }
+
+    #[test]
+    fn a_crash_loses_only_unsynced_writes() {
+        let mut log = MemLog::new();
+        log.append(&[e(1), e(2)]).unwrap();
+        log.set_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit: 2,
+        })
+        .unwrap();
+        log.sync().unwrap();
+        log.append(&[e(3)]).unwrap();
+        log.set_hard_state(HardState {
+            term: 2,
+            vote: 2,
+            commit: 3,
+        })
+        .unwrap();
+        log.crash();
+        assert_eq!(log.last_index(), EventIdx(2));
+        assert_eq!(log.hard_state().term, 1);
+        log.compact(EventIdx(2)).unwrap();
+        log.append(&[e(3)]).unwrap();
+        log.sync().unwrap();
+        log.crash();
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (EventIdx(2), EventIdx(3))
+        );
     }
 }

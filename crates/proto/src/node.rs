@@ -666,7 +666,10 @@ impl<L: LogStore> Node<L> {
             };
             applied_any = true;
             self.metrics.events_applied += 1;
-            if !member {
+            // Raft writes a member's log; an entry that reached a member
+            // by gossip ahead of Raft is kept too, so that it survives a
+            // demotion or restart.
+            if !member || entry.idx > self.log.last_index() {
                 to_persist.push(entry);
             }
             self.after_apply(&env, out, &mut membership_changed);
@@ -677,7 +680,7 @@ impl<L: LogStore> Node<L> {
             }
         }
         if !to_persist.is_empty() {
-            if let Err(e) = self.persist_applied(to_persist) {
+            if let Err(e) = self.persist_applied(to_persist, member) {
                 tracing::warn!(error = %e, "could not persist applied entries");
             }
         }
@@ -719,7 +722,25 @@ impl<L: LogStore> Node<L> {
 
     /// A follower keeps the committed entries it applied, so that it can
     /// restart from its own disk and serve ranges to others.
-    fn persist_applied(&mut self, entries: Vec<LogEntry>) -> Result<(), shoal_log::LogError> {
+    fn persist_applied(
+        &mut self,
+        mut entries: Vec<LogEntry>,
+        member: bool,
+    ) -> Result<(), shoal_log::LogError> {
+        if member {
+            // Never reset or overwrite Raft's log: only extend it.
+            entries.retain(|e| e.idx > self.log.last_index());
+            let next = self.log.last_index().next();
+            let run = entries
+                .iter()
+                .enumerate()
+                .take_while(|(i, e)| e.idx.0 == next.0 + *i as u64)
+                .count();
+            entries.truncate(run);
+            if entries.is_empty() {
+                return Ok(());
+            }
+        }
         let first = entries[0].idx;
         let last = entries[entries.len() - 1].idx;
         if self.log.last_index().next() < first || self.log.first_index() > first {
@@ -1223,7 +1244,9 @@ impl<L: LogStore> Node<L> {
             Direct::SnapshotRequest(req) => {
                 let floor = self.log.first_index();
                 let max_lag = self.cfg.snapshot_threshold / 2;
-                let acts = self.snap_server.on_request(from, req, self.state.index(), floor, max_lag);
+                let acts =
+                    self.snap_server
+                        .on_request(from, req, self.state.index(), floor, max_lag);
                 self.serve(acts, out);
             }
             Direct::SnapshotChunk(chunk) => self.on_chunk(from, chunk, out),

@@ -31,7 +31,7 @@ impl Default for RequestConfig {
         RequestConfig {
             max_waiting: 10_000,
             resend_every: Duration::from_millis(500),
-            no_master_grace: Duration::from_secs(3),
+            no_master_grace: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
         }
     }
@@ -251,9 +251,9 @@ mod tests {
             vec![RequestAction::Forward(cmd("a"))]
         );
         // No master for the grace period: `no quorum`.
-        assert!(r.on_tick(ms(2900), false).is_empty());
+        assert!(r.on_tick(ms(4900), false).is_empty());
         assert_eq!(
-            r.on_tick(ms(3000), false),
+            r.on_tick(ms(5000), false),
             vec![RequestAction::Reply(1, Err(Refusal::NoQuorum))]
         );
         r.submit(cmd("b"), 2, &s, ms(0));

@@ -81,8 +81,7 @@ impl SnapshotServer {
                 let fresh = |c: &EncodedSnapshot| {
                     c.index.next() >= log_floor && current.0.saturating_sub(c.index.0) <= max_lag
                 };
-                if self.cache.as_ref().is_some_and(fresh)
-                {
+                if self.cache.as_ref().is_some_and(fresh) {
                     return vec![self.chunk(from, req)];
                 }
                 if self.waiting.len() >= MAX_WAITING {
@@ -473,7 +472,8 @@ mod tests {
             for ev in events.drain(..) {
                 match ev {
                     ReceiveEvent::Request { req, .. } => {
-                        let mut acts = server.on_request(me.clone(), req, s.index(), EventIdx(1), 100);
+                        let mut acts =
+                            server.on_request(me.clone(), req, s.index(), EventIdx(1), 100);
                         if acts == vec![ServeAction::Build] {
                             acts = server.on_built(built(s));
                         }
@@ -575,8 +575,13 @@ mod tests {
         };
         let at = EventIdx;
         let a = NodeId::from("a");
-        assert_eq!(server.on_request(a.clone(), req(1), at(10), at(1), 100), vec![ServeAction::Build]);
-        assert!(server.on_request(NodeId::from("b"), req(2), at(10), at(1), 100).is_empty());
+        assert_eq!(
+            server.on_request(a.clone(), req(1), at(10), at(1), 100),
+            vec![ServeAction::Build]
+        );
+        assert!(server
+            .on_request(NodeId::from("b"), req(2), at(10), at(1), 100)
+            .is_empty());
         let s = state(10);
         let sent = server.on_built(built(&s));
         assert_eq!(sent.len(), 2);
@@ -592,7 +597,12 @@ mod tests {
         let acts = other.on_request(NodeId::from("d"), req(4), at(500), at(1), 100);
         assert_eq!(acts, vec![ServeAction::Build]);
         // Resuming an old snapshot by index still works while it is cached.
-        let resume = SnapshotRequest { session: 1, index: Some(s.index()), offset: 100, len: 100 };
+        let resume = SnapshotRequest {
+            session: 1,
+            index: Some(s.index()),
+            offset: 100,
+            len: 100,
+        };
         let acts = server.on_request(a, resume, at(500), at(50), 100);
         assert!(matches!(&acts[0], ServeAction::Send { .. }));
     }

@@ -458,7 +458,10 @@ impl Sim {
             let (idx, hash) = (node.state().index(), node.state().hash());
             let cluster = node.cluster().cloned();
             if let Some(term) = master_term {
-                let first = self.leaders.entry((cluster.clone(), term)).or_insert_with(|| id.clone());
+                let first = self
+                    .leaders
+                    .entry((cluster.clone(), term))
+                    .or_insert_with(|| id.clone());
                 assert_eq!(first, &id, "seed {}: two masters in term {term}", self.seed);
             }
             if idx > EventIdx::ZERO {
@@ -519,9 +522,19 @@ impl Sim {
     /// Like `converged`, within one group of nodes.
     pub fn converged_group(&self, group: &[NodeId]) -> bool {
         let nodes: Vec<_> = group.iter().filter_map(|n| self.node(n)).collect();
-        let Some(first) = nodes.first() else { return true };
-        let target = nodes.iter().map(|n| n.commit_index()).max().unwrap_or_default();
-        nodes.iter().all(|n| n.state().index() == target && n.state().hash() == first.state().hash() && target > EventIdx::ZERO)
+        let Some(first) = nodes.first() else {
+            return true;
+        };
+        let target = nodes
+            .iter()
+            .map(|n| n.commit_index())
+            .max()
+            .unwrap_or_default();
+        nodes.iter().all(|n| {
+            n.state().index() == target
+                && n.state().hash() == first.state().hash()
+                && target > EventIdx::ZERO
+        })
     }
 
     pub fn state_of(&self, id: &NodeId) -> Option<&State> {
