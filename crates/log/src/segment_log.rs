@@ -535,6 +535,15 @@ impl DurableLog {
     }
 }
 
+impl Drop for DurableLog {
+    /// A clean shutdown keeps what was buffered; a crash loses only that.
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "log sync on close failed");
+        }
+    }
+}
+
 /// The log as the records on disk describe it.
 #[derive(Debug)]
 struct Replay {

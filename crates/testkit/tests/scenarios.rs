@@ -212,7 +212,6 @@ fn a_joiner_behind_a_long_history_catches_up_by_snapshot_plus_tail() {
 }
 
 #[test]
-#[ignore = "slow: 100k events; run with --ignored (CI runs it)"]
 fn a_joiner_behind_100k_events_catches_up_by_snapshot_plus_tail() {
     join_behind(7, 100_000);
 }
@@ -507,5 +506,39 @@ fn expiring_keys_and_locks_expire_on_the_masters_clock() {
         };
         assert!(t2 > t1);
         assert!(t2.0 > EventIdx::ZERO.0);
+    }
+}
+
+#[test]
+fn a_dead_voter_is_replaced_after_the_grace_period() {
+    for seed in seeds(20) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap().clone();
+        let victim = st.members(Role::Voter).into_iter().map(|(_, n)| n).find(|n| *n != m).unwrap();
+        sim.crash(&victim);
+        // Marked suspect, then dead, then replaced by a follower.
+        let ok = sim.run_until(secs(30), |s| {
+            s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
+                let voters: Vec<NodeId> = st.members(Role::Voter).into_iter().map(|(_, n)| n).collect();
+                voters.len() == 3 && !voters.contains(&victim)
+            })
+        });
+        assert!(ok, "seed {seed}: the dead voter was not replaced");
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap();
+        assert_eq!(st.nodes().get(&victim).unwrap().liveness, shoal_model::Liveness::Dead);
+        // The new voter set commits.
+        let via = ids.iter().find(|n| **n != victim).unwrap().clone();
+        assert!(matches!(write(&mut sim, &via, incr("after"), secs(10)), Some(Ok(_))), "seed {seed}");
+        sim.expect_converged(secs(10));
+        // The old voter returns: alive again, as a follower.
+        sim.restart(&victim);
+        let ok = sim.run_until(secs(20), |s| {
+            s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
+                st.nodes().get(&victim).is_some_and(|n| n.liveness == shoal_model::Liveness::Alive)
+            }) && s.converged()
+        });
+        assert!(ok, "seed {seed}: the old voter did not come back");
     }
 }
