@@ -75,7 +75,9 @@ fn snapshot(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n));
     g.bench_function("build", |b| b.iter(|| kv_state(n)));
     g.bench_function("encode", |b| b.iter(|| encode_snapshot(&state, 1)));
-    g.bench_function("decode", |b| b.iter(|| decode_snapshot(&bytes, &sha).unwrap()));
+    g.bench_function("decode", |b| {
+        b.iter(|| decode_snapshot(&bytes, &sha).unwrap())
+    });
     g.finish();
 }
 

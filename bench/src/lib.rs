@@ -3,8 +3,8 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_model::{
-    encode_event, Command, CommandId, EntryKind, Envelope, Event, EventIdx, KvEntry, KvValue, LogEntry, Meta, Op,
-    State, StateBuilder, Term,
+    encode_event, Command, CommandId, EntryKind, Envelope, Event, EventIdx, KvEntry, KvValue,
+    LogEntry, Meta, Op, State, StateBuilder, Term,
 };
 
 /// A 100-byte value that compresses about 2x: 50 random bytes in hex.
@@ -49,7 +49,10 @@ pub fn set_entries(from: u64, n: u64) -> Vec<LogEntry> {
             let event = Event::Command {
                 cmd: Command {
                     id: CommandId(format!("c{}", from + i)),
-                    op: Op::KvSet { key: key(i), value: value(&mut rng) },
+                    op: Op::KvSet {
+                        key: key(i),
+                        value: value(&mut rng),
+                    },
                 },
                 at_ms: 0,
             };
@@ -65,5 +68,8 @@ pub fn set_entries(from: u64, n: u64) -> Vec<LogEntry> {
 }
 
 pub fn envelopes(entries: &[LogEntry]) -> Vec<Envelope> {
-    entries.iter().map(|e| e.envelope().expect("valid entries")).collect()
+    entries
+        .iter()
+        .map(|e| e.envelope().expect("valid entries"))
+        .collect()
 }

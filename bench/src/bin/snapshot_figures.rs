@@ -9,7 +9,11 @@ use shoal_log::{encode_snapshot, SnapshotDecoder};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    let n: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let t = Instant::now();
     let state = kv_state(n);
     let build_s = t.elapsed().as_secs_f64();
@@ -32,7 +36,11 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(decoded.hash() == state.hash(), "decoded state differs");
     }
 
-    let raw: usize = state.kv().iter().map(|(k, v)| k.len() + v.value.as_text().map_or(0, |s| s.len())).sum();
+    let raw: usize = state
+        .kv()
+        .iter()
+        .map(|(k, v)| k.len() + v.value.as_text().map_or(0, |s| s.len()))
+        .sum();
     println!(
         "{}",
         serde_json::json!({

@@ -111,11 +111,19 @@ pub enum Input {
     /// The shell finished `Output::BuildSnapshot`.
     SnapshotBuilt {
         snap: EncodedSnapshot,
-        saved: bool,
+        save: Saved,
     },
     SnapshotBuildFailed {
         reason: String,
     },
+}
+
+/// What became of a build's `save` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    NotAsked,
+    Saved,
+    Failed,
 }
 
 #[derive(Debug)]
@@ -178,6 +186,16 @@ pub struct Status {
     pub commit_index: EventIdx,
     pub state_hash: StateHash,
     pub peers: Vec<NodeId>,
+}
+
+/// What this node knows of another from its heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSummary {
+    pub node: NodeId,
+    pub since_heard: Duration,
+    pub applied: EventIdx,
+    pub commit: EventIdx,
+    pub same_cluster: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -406,6 +424,20 @@ impl<L: LogStore> Node<L> {
             .collect()
     }
 
+    /// Every peer heard from, with how long ago.
+    pub fn peer_summaries(&self) -> Vec<PeerSummary> {
+        self.peers
+            .iter()
+            .map(|(n, p)| PeerSummary {
+                node: n.clone(),
+                since_heard: self.now.saturating_sub(p.last_seen),
+                applied: p.hb.applied,
+                commit: p.hb.commit,
+                same_cluster: p.cluster == self.cluster,
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> Status {
         let role = if self.is_master() {
             "master"
@@ -448,8 +480,11 @@ impl<L: LogStore> Node<L> {
                 let acts = self.requests.submit(cmd, reply, &self.state, self.now);
                 self.run_requests(acts, &mut out);
             }
-            Input::SnapshotBuilt { snap, saved } => {
-                if saved {
+            Input::SnapshotBuilt { snap, save } => {
+                if save == Saved::Failed {
+                    self.local_snapshot_building = false;
+                }
+                if save == Saved::Saved {
                     self.local_snapshot_building = false;
                     self.last_local_snapshot = snap.index;
                     let floor = EventIdx(snap.index.0.saturating_sub(self.cfg.log_retain) + 1);

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use shoal_log::{decode_snapshot, encode_snapshot};
 use shoal_model::{ClusterId, Command, CommandId, EventIdx, NodeId, Op, State, StateHash, Term};
 use shoal_proto::log_store::MemLog;
-use shoal_proto::node::{Input, Node, NodeConfig, Output};
+use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Gossip};
 use std::cmp::Reverse;
@@ -418,7 +418,10 @@ impl Sim {
                 Ok(f) => Input::Gossip(f),
                 Err(e) => panic!("seed {}: undecodable frame: {e}", self.seed),
             },
-            Payload::SnapshotBuilt(snap, saved) => Input::SnapshotBuilt { snap, saved },
+            Payload::SnapshotBuilt(snap, saved) => Input::SnapshotBuilt {
+                snap,
+                save: if saved { Saved::Saved } else { Saved::NotAsked },
+            },
         };
         let _ = d.from;
         self.input(&d.to, input);

@@ -4,7 +4,7 @@
 use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
 use shoal_model::{ClusterId, Command, CommandId, NodeId, Op, Outcome, State};
 use shoal_proto::log_store::LogStore;
-use shoal_proto::node::{Input, Node, NodeConfig, Output};
+use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,25 +28,58 @@ fn config(every: u64) -> NodeConfig {
 
 impl<'a> Disk<'a> {
     fn open(dir: &'a Path, cluster: Option<ClusterId>, every: u64) -> Disk<'a> {
-        let (log, recovery) = DurableLog::open(&dir.join("log"), LogConfig { segment_bytes: 4096 }).unwrap();
+        let (log, recovery) = DurableLog::open(
+            &dir.join("log"),
+            LogConfig {
+                segment_bytes: 4096,
+            },
+        )
+        .unwrap();
         assert!(recovery.cut.is_none());
-        let snapshot = SnapshotStore::open(&dir.join("snapshots")).unwrap().load_latest().unwrap();
-        let node = Node::new(config(every), log, snapshot, cluster.clone(), Duration::ZERO).unwrap();
-        Disk { dir, node, cluster, now: Duration::ZERO, replies: vec![] }
+        let snapshot = SnapshotStore::open(&dir.join("snapshots"))
+            .unwrap()
+            .load_latest()
+            .unwrap();
+        let node = Node::new(
+            config(every),
+            log,
+            snapshot,
+            cluster.clone(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        Disk {
+            dir,
+            node,
+            cluster,
+            now: Duration::ZERO,
+            replies: vec![],
+        }
     }
 
     fn feed(&mut self, input: Input) {
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
-            for o in self.node.handle(input, self.now, 1_000 + self.now.as_millis() as u64) {
+            for o in self
+                .node
+                .handle(input, self.now, 1_000 + self.now.as_millis() as u64)
+            {
                 match o {
                     Output::BuildSnapshot { state, save } => {
                         let (bytes, sha) = encode_snapshot(&state, 1);
                         if save {
-                            SnapshotStore::open(&self.dir.join("snapshots")).unwrap().save(state.index(), &bytes, &sha).unwrap();
+                            SnapshotStore::open(&self.dir.join("snapshots"))
+                                .unwrap()
+                                .save(state.index(), &bytes, &sha)
+                                .unwrap();
                         }
-                        let snap = EncodedSnapshot { index: state.index(), bytes: Arc::new(bytes), sha256: sha };
-                        queue.push(Input::SnapshotBuilt { snap, saved: save });
+                        let snap = EncodedSnapshot {
+                            index: state.index(),
+                            bytes: Arc::new(bytes),
+                            sha256: sha,
+                        };
+                        let save = if save { Saved::Saved } else { Saved::NotAsked };
+                        queue.push(Input::SnapshotBuilt { snap, save });
                     }
                     Output::ClusterAdopted(c) => self.cluster = Some(c),
                     Output::Reply { to, reply } => self.replies.push((to, reply.unwrap().1)),
@@ -78,27 +111,52 @@ fn a_node_restarts_from_its_snapshot_and_log_tail() {
         d.run(Duration::from_secs(3));
         assert!(d.node.is_master(), "a lone node founds its cluster");
         for i in 0..230u64 {
-            let cmd = Command { id: CommandId(format!("c{i}")), op: Op::KvIncrBy { key: format!("k{}", i % 7), by: 1 } };
+            let cmd = Command {
+                id: CommandId(format!("c{i}")),
+                op: Op::KvIncrBy {
+                    key: format!("k{}", i % 7),
+                    by: 1,
+                },
+            };
             d.feed(Input::Submit { cmd, reply: i });
             d.run(Duration::from_millis(20));
         }
         assert_eq!(d.replies.len(), 230);
-        assert!(d.node.log().first_index().0 > 1, "the log was compacted below a saved snapshot");
+        assert!(
+            d.node.log().first_index().0 > 1,
+            "the log was compacted below a saved snapshot"
+        );
         (d.state().hash(), d.state().index(), d.cluster.clone())
     };
     let mut d = Disk::open(tmp.path(), cluster.clone(), 50);
-    assert_eq!(d.state().index(), index, "snapshot plus tail reach the same index");
+    assert_eq!(
+        d.state().index(),
+        index,
+        "snapshot plus tail reach the same index"
+    );
     assert_eq!(d.state().hash(), hash);
     // Same identity, same cluster, and it goes on committing.
     d.run(Duration::from_secs(3));
     assert!(d.node.is_master());
     assert_eq!(d.node.cluster(), cluster.as_ref());
-    let cmd = Command { id: CommandId::from("after"), op: Op::KvIncrBy { key: "k0".into(), by: 1 } };
+    let cmd = Command {
+        id: CommandId::from("after"),
+        op: Op::KvIncrBy {
+            key: "k0".into(),
+            by: 1,
+        },
+    };
     d.feed(Input::Submit { cmd, reply: 999 });
     d.run(Duration::from_millis(200));
     assert_eq!(d.replies, vec![(999, Outcome::Int(34))]);
     // A retried command from before the restart returns its first outcome.
-    let cmd = Command { id: CommandId::from("c0"), op: Op::KvIncrBy { key: "k0".into(), by: 1 } };
+    let cmd = Command {
+        id: CommandId::from("c0"),
+        op: Op::KvIncrBy {
+            key: "k0".into(),
+            by: 1,
+        },
+    };
     d.feed(Input::Submit { cmd, reply: 1000 });
     assert_eq!(d.replies[1], (1000, Outcome::Int(1)));
 }

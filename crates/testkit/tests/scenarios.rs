@@ -515,28 +515,45 @@ fn a_dead_voter_is_replaced_after_the_grace_period() {
         let (mut sim, ids) = cluster(seed, 5);
         let m = sim.master().unwrap();
         let st = sim.state_of(&m).unwrap().clone();
-        let victim = st.members(Role::Voter).into_iter().map(|(_, n)| n).find(|n| *n != m).unwrap();
+        let victim = st
+            .members(Role::Voter)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| *n != m)
+            .unwrap();
         sim.crash(&victim);
         // Marked suspect, then dead, then replaced by a follower.
         let ok = sim.run_until(secs(30), |s| {
             s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
-                let voters: Vec<NodeId> = st.members(Role::Voter).into_iter().map(|(_, n)| n).collect();
+                let voters: Vec<NodeId> = st
+                    .members(Role::Voter)
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .collect();
                 voters.len() == 3 && !voters.contains(&victim)
             })
         });
         assert!(ok, "seed {seed}: the dead voter was not replaced");
         let m = sim.master().unwrap();
         let st = sim.state_of(&m).unwrap();
-        assert_eq!(st.nodes().get(&victim).unwrap().liveness, shoal_model::Liveness::Dead);
+        assert_eq!(
+            st.nodes().get(&victim).unwrap().liveness,
+            shoal_model::Liveness::Dead
+        );
         // The new voter set commits.
         let via = ids.iter().find(|n| **n != victim).unwrap().clone();
-        assert!(matches!(write(&mut sim, &via, incr("after"), secs(10)), Some(Ok(_))), "seed {seed}");
+        assert!(
+            matches!(write(&mut sim, &via, incr("after"), secs(10)), Some(Ok(_))),
+            "seed {seed}"
+        );
         sim.expect_converged(secs(10));
         // The old voter returns: alive again, as a follower.
         sim.restart(&victim);
         let ok = sim.run_until(secs(20), |s| {
             s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
-                st.nodes().get(&victim).is_some_and(|n| n.liveness == shoal_model::Liveness::Alive)
+                st.nodes()
+                    .get(&victim)
+                    .is_some_and(|n| n.liveness == shoal_model::Liveness::Alive)
             }) && s.converged()
         });
         assert!(ok, "seed {seed}: the old voter did not come back");

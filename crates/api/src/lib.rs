@@ -1,0 +1,403 @@
+//! shoal's HTTP API, served by every node from its local replica. Writes
+//! go to the master through the node; reads answer from this replica and
+//! carry the index they reflect.
+//!
+//! ```text
+//! GET  /v1/status            this node: role, master, term, indices, state hash, peers
+//! GET  /v1/nodes             the members in State, with what this node hears of them
+//! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
+//! GET  /v1/kv/{key}          a key's value and the index read at
+//! PUT  /v1/kv/{key}          set (body: the value)            Idempotency-Key honoured
+//! POST /v1/kv/{key}/incr     add `by` (query, default 1)       Idempotency-Key honoured
+//! GET  /metrics              Prometheus text format
+//! ```
+//!
+//! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_model::{CommandId, KvEntry, KvValue, Limits, NodeInfo, Op, Outcome, Rejection, State};
+use shoal_node::NodeHandle;
+use shoal_proto::wire::{CommandReply, Refusal};
+use std::fmt::Write as _;
+
+/// Request bodies larger than this are refused with 413.
+const MAX_BODY: usize = Limits::MAX_VALUE_LEN + 4096;
+
+pub fn router(node: NodeHandle) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/state", get(state))
+        .route("/v1/kv/{key}", get(kv_get).put(kv_set))
+        .route("/v1/kv/{key}/incr", post(kv_incr))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(node)
+}
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let (status, code) = match r {
+            Refusal::NoQuorum => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
+            Refusal::NotMaster => (StatusCode::SERVICE_UNAVAILABLE, "not_master"),
+            Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            Refusal::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, "not_joined"),
+        };
+        ApiError::new(status, code, r.to_string())
+    }
+}
+
+fn rejection(r: Rejection) -> ApiError {
+    let (status, code) = match r {
+        Rejection::WrongType => (StatusCode::CONFLICT, "wrong_type"),
+        Rejection::Overflow => (StatusCode::CONFLICT, "overflow"),
+        Rejection::StaleToken => (StatusCode::CONFLICT, "stale_token"),
+        Rejection::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        Rejection::LockHeld { .. } => (StatusCode::CONFLICT, "lock_held"),
+        Rejection::NotFinished => (StatusCode::CONFLICT, "not_finished"),
+        Rejection::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "full"),
+        Rejection::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+    };
+    ApiError::new(status, code, r.to_string())
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn status(AxState(node): AxState<NodeHandle>) -> Json<Value> {
+    let v = node.view();
+    let s = &v.status;
+    Json(json!({
+        "node_id": s.node_id,
+        "cluster_id": s.cluster_id,
+        "role": s.role,
+        "master_id": s.master_id,
+        "term": s.term,
+        "applied_index": s.applied_index,
+        "commit_index": s.commit_index,
+        "state_hash": s.state_hash.to_string(),
+        "peers": s.peers,
+        "lag": s.commit_index.0.saturating_sub(s.applied_index.0),
+        "events_per_sec": v.events_per_sec,
+        "listen": v.listen,
+        "uptime_s": v.started.elapsed().as_secs_f64(),
+    }))
+}
+
+fn node_json(id: &str, n: &NodeInfo) -> Value {
+    json!({
+        "node_id": id,
+        "raft_id": n.raft_id,
+        "addr": n.addr,
+        "role": format!("{:?}", n.role).to_lowercase(),
+        "liveness": format!("{:?}", n.liveness).to_lowercase(),
+    })
+}
+
+async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
+    let state = node.state().await.ok_or_else(stopped)?;
+    let view = node.view();
+    let nodes: Vec<Value> = state
+        .nodes()
+        .iter()
+        .map(|(id, n)| {
+            let mut v = node_json(id.as_str(), n);
+            if let Some(p) = view.peers.iter().find(|p| &p.node == id) {
+                v["last_heard_ms"] = json!(p.since_heard.as_millis() as u64);
+                v["applied_index"] = json!(p.applied);
+            } else if *id == view.status.node_id {
+                v["last_heard_ms"] = json!(0);
+                v["applied_index"] = json!(view.status.applied_index);
+            }
+            v["master"] = json!(view.status.master_id.as_ref() == Some(id));
+            v
+        })
+        .collect();
+    Ok(Json(json!({"index": state.index(), "nodes": nodes})))
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stopping",
+        "the node is stopping",
+    )
+}
+
+fn value_json(v: &KvValue) -> Value {
+    match v {
+        KvValue::Str(s) => json!(s),
+        KvValue::Int(n) => json!(n),
+        KvValue::Set(s) => json!({"set": s}),
+        KvValue::List(l) => json!({"list": l}),
+        KvValue::Lock { holder, token } => json!({"lock": {"holder": holder, "token": token}}),
+    }
+}
+
+fn entry_json(key: &str, e: &KvEntry) -> Value {
+    json!({"key": key, "value": value_json(&e.value), "version": e.version, "ttl_ms": e.ttl_ms})
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    limit: Option<usize>,
+}
+
+async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) -> ApiResult {
+    let s: State = node.state().await.ok_or_else(stopped)?;
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    let kv: Vec<Value> = s
+        .kv()
+        .iter()
+        .take(limit)
+        .map(|(k, e)| entry_json(k, e))
+        .collect();
+    let nodes: Vec<Value> = s
+        .nodes()
+        .iter()
+        .map(|(id, n)| node_json(id.as_str(), n))
+        .collect();
+    Ok(Json(json!({
+        "index": s.index(),
+        "term": s.term(),
+        "state_hash": s.hash().to_string(),
+        "cluster_id": s.cluster_id(),
+        "nodes": nodes,
+        "kv_total": s.kv().len(),
+        "kv": kv,
+        "tasks_total": s.tasks().len(),
+        "deployments_total": s.deployments().len(),
+    })))
+}
+
+async fn kv_get(AxState(node): AxState<NodeHandle>, Path(key): Path<String>) -> ApiResult {
+    let s = node.state().await.ok_or_else(stopped)?;
+    match s.kv().get(&key) {
+        Some(e) => {
+            let mut v = entry_json(&key, e);
+            v["index"] = json!(s.index());
+            Ok(Json(v))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key {key:?} at index {}", s.index()),
+        )),
+    }
+}
+
+fn command_id(headers: &HeaderMap) -> Result<Option<CommandId>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "Idempotency-Key must be text",
+                )
+            })?;
+            CommandId::parse(s)
+                .map(Some)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
+        }
+    }
+}
+
+fn committed(reply: CommandReply) -> ApiResult {
+    let (idx, outcome) = reply?;
+    let body = match outcome {
+        Outcome::Rejected(r) => return Err(rejection(r)),
+        Outcome::Done => json!({"index": idx}),
+        Outcome::Value(v) => json!({"index": idx, "value": v}),
+        Outcome::Int(n) => json!({"index": idx, "value": n}),
+        Outcome::Applied(b) => json!({"index": idx, "applied": b}),
+        Outcome::Token(t) => json!({"index": idx, "token": t}),
+        Outcome::Task(t) => json!({"index": idx, "task": t}),
+    };
+    Ok(Json(body))
+}
+
+async fn kv_set(
+    AxState(node): AxState<NodeHandle>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let value = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the value must be UTF-8 text",
+        )
+    })?;
+    let id = command_id(&headers)?;
+    committed(node.submit(Op::KvSet { key, value }, id).await)
+}
+
+#[derive(Deserialize)]
+struct IncrQuery {
+    by: Option<i64>,
+}
+
+async fn kv_incr(
+    AxState(node): AxState<NodeHandle>,
+    Path(key): Path<String>,
+    Query(q): Query<IncrQuery>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = command_id(&headers)?;
+    committed(
+        node.submit(
+            Op::KvIncrBy {
+                key,
+                by: q.by.unwrap_or(1),
+            },
+            id,
+        )
+        .await,
+    )
+}
+
+async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
+    let v = node.view();
+    let s = &v.status;
+    let m = &v.metrics;
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP shoal_{name} {help}\n# TYPE shoal_{name} {kind}\nshoal_{name} {value}"
+        );
+    };
+    put(
+        "applied_index",
+        "gauge",
+        "Index of the last event applied here.",
+        s.applied_index.0 as f64,
+    );
+    put(
+        "commit_index",
+        "gauge",
+        "Highest commit index this node knows of.",
+        s.commit_index.0 as f64,
+    );
+    put(
+        "lag_events",
+        "gauge",
+        "Committed events not yet applied here.",
+        s.commit_index.0.saturating_sub(s.applied_index.0) as f64,
+    );
+    put(
+        "events_per_second",
+        "gauge",
+        "Events applied per second, smoothed.",
+        v.events_per_sec,
+    );
+    put(
+        "term",
+        "gauge",
+        "Current Raft term as this node knows it.",
+        s.term.0 as f64,
+    );
+    put(
+        "peers",
+        "gauge",
+        "Peers heard from within the node timeout.",
+        s.peers.len() as f64,
+    );
+    put(
+        "is_master",
+        "gauge",
+        "1 on the master.",
+        if s.role == "master" { 1.0 } else { 0.0 },
+    );
+    put(
+        "events_applied_total",
+        "counter",
+        "Events applied since start.",
+        m.events_applied as f64,
+    );
+    put(
+        "nacks_sent_total",
+        "counter",
+        "Range fetches (NACKs) sent.",
+        m.nacks_sent as f64,
+    );
+    put(
+        "ranges_served_total",
+        "counter",
+        "Range fetches served.",
+        m.ranges_served as f64,
+    );
+    put(
+        "snapshot_bytes_sent_total",
+        "counter",
+        "Snapshot bytes sent.",
+        m.snapshot_bytes_sent as f64,
+    );
+    put(
+        "snapshot_bytes_received_total",
+        "counter",
+        "Snapshot bytes received.",
+        m.snapshot_bytes_received as f64,
+    );
+    put(
+        "snapshots_installed_total",
+        "counter",
+        "Snapshots loaded into State.",
+        m.snapshots_installed as f64,
+    );
+    put(
+        "leader_changes_total",
+        "counter",
+        "Leader changes seen.",
+        m.leader_changes as f64,
+    );
+    put(
+        "bad_messages_total",
+        "counter",
+        "Malformed or inconsistent messages dropped.",
+        m.bad_messages as f64,
+    );
+    put(
+        "foreign_messages_total",
+        "counter",
+        "Messages from other clusters dropped.",
+        m.foreign_messages as f64,
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,10 @@
+//! shoal's node runtime: the data directory, the durable log and snapshot
+//! store, the network actor, and the event loop that drives the node core.
+//! The binary starts it with `start`, serves the API from the returned
+//! `NodeHandle`, and stops it on a signal.
+
+mod data_dir;
+mod runtime;
+
+pub use data_dir::{default_data_dir, DataDir, DataDirError};
+pub use runtime::{start, NodeError, NodeHandle, NodeOptions, View};

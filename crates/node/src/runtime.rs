@@ -1,0 +1,546 @@
+//! The event loop: one task owns the node core and moves bytes and time
+//! between it, the network actor, the API and the snapshot builder.
+
+use crate::data_dir::{DataDir, DataDirError};
+use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
+use shoal_model::{Command, CommandId, NodeId, Op, State};
+use shoal_net::{NetCommand, NetConfig, NetEvent, NetHandle, Topic};
+use shoal_proto::node::{Input, Metrics, Node, NodeConfig, Output, PeerSummary, Saved, Status};
+use shoal_proto::snapshot_transfer::EncodedSnapshot;
+use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip, Refusal, MAX_MESSAGE_BYTES};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+/// How a node is started (`shoal up`).
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub listen: Vec<shoal_net::Addr>,
+    pub peers: Vec<shoal_net::Addr>,
+    pub mdns: bool,
+    pub cluster_key: Option<shoal_net::ClusterKey>,
+    pub voters: usize,
+    pub no_snapshot: bool,
+    pub node_timeout: Duration,
+    /// Show a progress bar while catching up (when stderr is a terminal).
+    pub progress_bar: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("log: {0}")]
+    Log(#[from] shoal_log::LogError),
+    #[error("snapshot store: {0}")]
+    Snapshots(std::io::Error),
+    #[error(transparent)]
+    Net(#[from] shoal_net::NetError),
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What the API reads without asking the loop: refreshed as the node runs.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub status: Status,
+    pub metrics: Metrics,
+    pub peers: Vec<PeerSummary>,
+    pub events_per_sec: f64,
+    pub listen: Vec<String>,
+    pub started: Instant,
+}
+
+#[derive(Debug)]
+enum Request {
+    Submit {
+        cmd: Command,
+        reply: oneshot::Sender<CommandReply>,
+    },
+    State(oneshot::Sender<State>),
+}
+
+/// A cloneable handle to a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Request>,
+    view: watch::Receiver<Arc<View>>,
+    stop: mpsc::Sender<()>,
+}
+
+/// Requests from API clients waiting at once; more are refused as busy.
+const MAX_REQUESTS: usize = 1024;
+
+impl NodeHandle {
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    pub fn view_receiver(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    /// Submits a command; `id` makes retries idempotent (a fresh one is
+    /// minted if none is given).
+    pub async fn submit(&self, op: Op, id: Option<CommandId>) -> CommandReply {
+        let id = id.unwrap_or_else(|| CommandId(format!("{:032x}", rand::random::<u128>())));
+        let (tx, rx) = oneshot::channel();
+        let req = Request::Submit {
+            cmd: Command { id, op },
+            reply: tx,
+        };
+        if self.tx.try_send(req).is_err() {
+            return Err(Refusal::Busy);
+        }
+        rx.await.unwrap_or(Err(Refusal::Timeout))
+    }
+
+    /// A copy of State (O(1): persistent maps).
+    pub async fn state(&self) -> Option<State> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::State(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the node to stop.
+    pub fn shutdown(&self) {
+        let _ = self.stop.try_send(());
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Opens the data directory, starts the network and the event loop.
+/// Returns once the node listens; the join handle ends when it stops.
+pub async fn start(
+    opts: NodeOptions,
+) -> Result<(NodeHandle, tokio::task::JoinHandle<Result<(), NodeError>>), NodeError> {
+    let dir = DataDir::open(&opts.data_dir)?;
+    let keypair = dir.identity()?;
+    let peer = keypair.public().to_peer_id();
+    let node_id = NodeId(peer.to_base58());
+    let (log, recovery) = DurableLog::open(&dir.log_dir(), LogConfig::default())?;
+    if let Some((path, offset, reason)) = &recovery.cut {
+        warn!(segment = %path.display(), offset, reason = %reason, "the log had a torn or corrupt tail; it was cut");
+    }
+    let store = SnapshotStore::open(&dir.snapshot_dir()).map_err(NodeError::Snapshots)?;
+    let snapshot = store.load_latest().map_err(NodeError::Snapshots)?;
+    let cluster = dir.cluster()?;
+    info!(node = %node_id, data_dir = %dir.root().display(), cluster = ?cluster.as_ref().map(|c| c.to_string()),
+        snapshot = ?snapshot.as_ref().map(|s| s.index().0), log_entries = recovery.entries, "starting");
+
+    let (net, mut net_rx) = shoal_net::spawn(
+        keypair,
+        NetConfig {
+            listen: opts.listen.clone(),
+            peers: opts.peers.clone(),
+            mdns: opts.mdns,
+            cluster_key: opts.cluster_key,
+            max_message_bytes: MAX_MESSAGE_BYTES + 1024,
+        },
+    )
+    .await?;
+    // The address peers reach us at, as recorded in State.
+    let mut listen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while listen.is_empty() && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), net_rx.recv()).await {
+            Ok(Some(NetEvent::Listening(a))) => listen.push(a),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => return Err(NodeError::Start("the network actor stopped".into())),
+        }
+    }
+    // Prefer an address other hosts can reach; a loopback-only node
+    // records its loopback address.
+    let addr = listen
+        .iter()
+        .find(|a| !a.to_string().starts_with("/ip4/127."))
+        .or(listen.first())
+        .map(|a| a.clone().with(shoal_net::Protocol::P2p(peer)).to_string())
+        .unwrap_or_default();
+
+    let started = Instant::now();
+    let mut cfg = NodeConfig::new(node_id.clone(), addr, rand::random());
+    cfg.voters = opts.voters.max(1);
+    cfg.no_snapshot = opts.no_snapshot;
+    cfg.node_timeout = opts.node_timeout;
+    let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO).map_err(NodeError::Start)?;
+
+    let (req_tx, req_rx) = mpsc::channel(MAX_REQUESTS);
+    let (stop_tx, stop_rx) = mpsc::channel(1);
+    let initial = View {
+        status: node.status(),
+        metrics: node.metrics().clone(),
+        peers: vec![],
+        events_per_sec: 0.0,
+        listen: listen.iter().map(|a| a.to_string()).collect(),
+        started,
+    };
+    let (view_tx, view_rx) = watch::channel(Arc::new(initial));
+    let (built_tx, built_rx) = mpsc::channel(4);
+    let event_loop = EventLoop {
+        node,
+        dir,
+        store: Arc::new(store),
+        net,
+        started,
+        replies: HashMap::new(),
+        next_reply: 1,
+        peer_ids: BTreeMap::new(),
+        view_tx,
+        listen: listen.iter().map(|a| a.to_string()).collect(),
+        rate: Rate::default(),
+        built_tx,
+        progress: Progress::new(opts.progress_bar),
+        bad_frames: 0,
+        send_overflow: 0,
+    };
+    let handle = NodeHandle {
+        tx: req_tx,
+        view: view_rx,
+        stop: stop_tx,
+    };
+    let task = tokio::spawn(event_loop.run(net_rx, req_rx, built_rx, stop_rx));
+    Ok((handle, task))
+}
+
+/// Events applied per second, smoothed.
+#[derive(Debug, Default)]
+struct Rate {
+    last: Option<(Instant, u64)>,
+    value: f64,
+}
+
+impl Rate {
+    fn update(&mut self, now: Instant, applied: u64) -> f64 {
+        match self.last {
+            None => self.last = Some((now, applied)),
+            Some((t, a)) => {
+                let dt = now.duration_since(t).as_secs_f64();
+                if dt >= 1.0 {
+                    let r = applied.saturating_sub(a) as f64 / dt;
+                    self.value = if self.value == 0.0 {
+                        r
+                    } else {
+                        0.5 * self.value + 0.5 * r
+                    };
+                    self.last = Some((now, applied));
+                }
+            }
+        }
+        self.value
+    }
+}
+
+/// Catch-up progress: a log line a second, and a bar on a terminal.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    enabled: bool,
+    last_log: Option<Instant>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").finish()
+    }
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Progress {
+            bar: None,
+            enabled,
+            last_log: None,
+        }
+    }
+
+    fn update(&mut self, received: u64, total: u64, entries: u64) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_log = Some(now);
+            info!(
+                received_bytes = received,
+                total_bytes = total,
+                entries,
+                "catching up by snapshot"
+            );
+        }
+        if self.enabled {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(total);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "catching up {bar:40} {bytes}/{total_bytes} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+            bar.set_length(total);
+            bar.set_position(received);
+            bar.set_message(format!("{entries} entries"));
+        }
+    }
+
+    fn finish(&mut self, index: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_with_message(format!("at index {index}"));
+        }
+        self.last_log = None;
+    }
+}
+
+struct EventLoop {
+    node: Node<DurableLog>,
+    dir: DataDir,
+    store: Arc<SnapshotStore>,
+    net: NetHandle,
+    started: Instant,
+    replies: HashMap<u64, oneshot::Sender<CommandReply>>,
+    next_reply: u64,
+    peer_ids: BTreeMap<NodeId, shoal_net::Peer>,
+    view_tx: watch::Sender<Arc<View>>,
+    listen: Vec<String>,
+    rate: Rate,
+    built_tx: mpsc::Sender<(EncodedSnapshot, Saved)>,
+    progress: Progress,
+    bad_frames: u64,
+    send_overflow: u64,
+}
+
+/// Events taken from the network per turn before the loop looks at its
+/// other inputs, so a flood cannot starve ticks or the API.
+const NET_BATCH: usize = 256;
+
+impl EventLoop {
+    async fn run(
+        mut self,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        mut req_rx: mpsc::Receiver<Request>,
+        mut built_rx: mpsc::Receiver<(EncodedSnapshot, Saved)>,
+        mut stop_rx: mpsc::Receiver<()>,
+    ) -> Result<(), NodeError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_view = Instant::now();
+        loop {
+            let outputs = tokio::select! {
+                _ = stop_rx.recv() => {
+                    info!("stopping");
+                    return Ok(());
+                }
+                ev = net_rx.recv() => {
+                    let Some(ev) = ev else { return Err(NodeError::Fatal("the network actor stopped".into())) };
+                    let mut out = self.on_net(ev);
+                    for _ in 0..NET_BATCH {
+                        match net_rx.try_recv() {
+                            Ok(ev) => out.extend(self.on_net(ev)),
+                            Err(_) => break,
+                        }
+                    }
+                    out
+                }
+                Some(req) = req_rx.recv() => self.on_request(req),
+                Some((snap, save)) = built_rx.recv() => self.input(Input::SnapshotBuilt { snap, save }),
+                _ = tick.tick() => self.input(Input::Tick),
+            };
+            self.outputs(outputs)?;
+            if last_view.elapsed() >= Duration::from_millis(50) {
+                last_view = Instant::now();
+                self.publish_view();
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Output> {
+        let now = self.now();
+        self.node.handle(input, now, wall_ms())
+    }
+
+    fn publish_view(&mut self) {
+        let status = self.node.status();
+        let eps = self.rate.update(Instant::now(), status.applied_index.0);
+        let view = View {
+            status,
+            metrics: self.node.metrics().clone(),
+            peers: self.node.peer_summaries(),
+            events_per_sec: eps,
+            listen: self.listen.clone(),
+            started: self.started,
+        };
+        self.view_tx.send_replace(Arc::new(view));
+    }
+
+    fn on_net(&mut self, ev: NetEvent) -> Vec<Output> {
+        match ev {
+            NetEvent::Direct { from, bytes } => match wire::decode::<Direct>(&bytes) {
+                Ok(frame) if frame.from.0 == from.to_base58() => self.input(Input::Direct(frame)),
+                Ok(frame) => {
+                    self.bad_frames += 1;
+                    warn!(peer = %from, claimed = %frame.from, "frame claims another sender; dropped");
+                    vec![]
+                }
+                Err(e) => {
+                    self.bad_frames += 1;
+                    warn!(peer = %from, error = %e, "undecodable frame; dropped");
+                    vec![]
+                }
+            },
+            NetEvent::Gossip { source, bytes } => match wire::decode::<Gossip>(&bytes) {
+                Ok(frame) if source.is_some_and(|s| frame.from.0 == s.to_base58()) => {
+                    self.input(Input::Gossip(frame))
+                }
+                Ok(_) => {
+                    self.bad_frames += 1;
+                    vec![]
+                }
+                Err(e) => {
+                    self.bad_frames += 1;
+                    warn!(error = %e, "undecodable gossip; dropped");
+                    vec![]
+                }
+            },
+            NetEvent::Listening(a) => {
+                self.listen.push(a.to_string());
+                vec![]
+            }
+            NetEvent::Connected(_) | NetEvent::Disconnected(_) => vec![],
+        }
+    }
+
+    fn on_request(&mut self, req: Request) -> Vec<Output> {
+        match req {
+            Request::Submit { cmd, reply } => {
+                let id = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(id, reply);
+                self.input(Input::Submit { cmd, reply: id })
+            }
+            Request::State(tx) => {
+                let _ = tx.send(self.node.state().clone());
+                vec![]
+            }
+        }
+    }
+
+    fn peer_id(&mut self, node: &NodeId) -> Option<shoal_net::Peer> {
+        if let Some(p) = self.peer_ids.get(node) {
+            return Some(*p);
+        }
+        let p: shoal_net::Peer = node.0.parse().ok()?;
+        // Bounded by the cluster's size.
+        if self.peer_ids.len() > 4096 {
+            self.peer_ids.clear();
+        }
+        self.peer_ids.insert(node.clone(), p);
+        Some(p)
+    }
+
+    fn outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
+        for o in outputs {
+            match o {
+                Output::Send { to, frame } => self.send(&to, &frame),
+                Output::Broadcast(frame) => {
+                    let topic = match frame.msg {
+                        Gossip::Committed(_) => Topic::Committed,
+                        Gossip::Transient(_) => Topic::Transient,
+                    };
+                    match wire::encode(&frame) {
+                        Ok(bytes) => {
+                            if !self.net.try_send(NetCommand::Publish { topic, bytes }) {
+                                self.send_overflow += 1;
+                            }
+                        }
+                        Err(e) => error!(error = %e, "could not encode a broadcast"),
+                    }
+                }
+                Output::Reply { to, reply } => {
+                    if let Some(tx) = self.replies.remove(&to) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Output::BuildSnapshot { state, save } => self.build_snapshot(*state, save),
+                Output::ClusterAdopted(c) => {
+                    info!(cluster = %c, "cluster id recorded");
+                    self.dir.set_cluster(&c)?;
+                }
+                Output::CatchUp {
+                    received,
+                    total,
+                    entries,
+                } => self.progress.update(received, total, entries),
+                Output::SnapshotInstalled { index } => {
+                    self.progress.finish(index.0);
+                    info!(index = %index, "state loaded from snapshot; fetching the tail");
+                }
+                Output::Fatal(why) => {
+                    error!(reason = %why, "stopping");
+                    return Err(NodeError::Fatal(why));
+                }
+            }
+        }
+        // Replies whose client went away are dropped; the map stays small.
+        if self.replies.len() > MAX_REQUESTS * 4 {
+            self.replies.retain(|_, tx| !tx.is_closed());
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
+        let Some(peer) = self.peer_id(to) else {
+            self.bad_frames += 1;
+            return;
+        };
+        match wire::encode(frame) {
+            Ok(bytes) => {
+                if !self.net.try_send(NetCommand::Send { to: peer, bytes }) {
+                    self.send_overflow += 1;
+                }
+            }
+            Err(e) => error!(error = %e, "could not encode a message"),
+        }
+    }
+
+    /// Encodes a snapshot on a blocking thread (off this loop) and, if
+    /// asked, saves it; the result comes back as `Input::SnapshotBuilt`.
+    fn build_snapshot(&self, state: State, save: bool) {
+        let store = self.store.clone();
+        let tx = self.built_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let (bytes, sha) = encode_snapshot(&state, 1);
+            let saved = match save {
+                false => Saved::NotAsked,
+                true => match store.save(state.index(), &bytes, &sha) {
+                    Ok(()) => Saved::Saved,
+                    Err(e) => {
+                        warn!(error = %e, "could not save a local snapshot");
+                        Saved::Failed
+                    }
+                },
+            };
+            let snap = EncodedSnapshot {
+                index: state.index(),
+                bytes: Arc::new(bytes),
+                sha256: sha,
+            };
+            let _ = tx.blocking_send((snap, saved));
+        });
+    }
+}
