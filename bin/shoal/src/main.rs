@@ -98,8 +98,15 @@ struct UpArgs {
     node_timeout: Duration,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Up(args) => up(args),
         Cmd::Status { api, json } => status(&api.api, json),

@@ -8,7 +8,7 @@ use shoal_net::{NetCommand, NetConfig, NetEvent, NetHandle, Topic};
 use shoal_proto::node::{Input, Metrics, Node, NodeConfig, Output, PeerSummary, Saved, Status};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip, Refusal, MAX_MESSAGE_BYTES};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -204,6 +204,7 @@ pub async fn start(
         progress: Progress::new(opts.progress_bar),
         bad_frames: 0,
         send_overflow: 0,
+        dialled: HashSet::new(),
     };
     let handle = NodeHandle {
         tx: req_tx,
@@ -319,6 +320,9 @@ struct EventLoop {
     progress: Progress,
     bad_frames: u64,
     send_overflow: u64,
+    /// Member addresses handed to the network actor (bounded by the
+    /// cluster's size).
+    dialled: HashSet<String>,
 }
 
 /// Events taken from the network per turn before the loop looks at its
@@ -336,6 +340,7 @@ impl EventLoop {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_view = Instant::now();
+        let mut last_dial = Instant::now();
         loop {
             let outputs = tokio::select! {
                 _ = stop_rx.recv() => {
@@ -362,6 +367,10 @@ impl EventLoop {
                 last_view = Instant::now();
                 self.publish_view();
             }
+            if last_dial.elapsed() >= Duration::from_secs(1) {
+                last_dial = Instant::now();
+                self.dial_members();
+            }
         }
     }
 
@@ -386,6 +395,36 @@ impl EventLoop {
             started: self.started,
         };
         self.view_tx.send_replace(Arc::new(view));
+    }
+
+    /// Every member's address is in State: dial them all (the actor keeps
+    /// redialling the ones that drop), so the mesh does not depend on the
+    /// peers a node happened to be started with.
+    fn dial_members(&mut self) {
+        let me = &self.node.status().node_id;
+        let addrs: Vec<String> = self
+            .node
+            .state()
+            .nodes()
+            .iter()
+            .filter(|(id, n)| {
+                *id != me && n.liveness != shoal_model::Liveness::Left && !n.addr.is_empty()
+            })
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        for addr in addrs {
+            if self.dialled.contains(&addr) {
+                continue;
+            }
+            match addr.parse::<shoal_net::Addr>() {
+                Ok(a) => {
+                    if self.net.try_send(NetCommand::Dial(a)) {
+                        self.dialled.insert(addr);
+                    }
+                }
+                Err(e) => warn!(addr = %addr, error = %e, "a member's address does not parse"),
+            }
+        }
     }
 
     fn on_net(&mut self, ev: NetEvent) -> Vec<Output> {
