@@ -302,6 +302,9 @@ pub enum TransientEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub node: NodeId,
+    /// Where the node listens, so that nodes which only hear it through
+    /// gossip can dial it.
+    pub addr: String,
     pub cluster_id: Option<ClusterId>,
     /// Random per process start: two live processes with one identity are
     /// told apart by it.

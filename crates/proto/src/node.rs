@@ -192,6 +192,7 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSummary {
     pub node: NodeId,
+    pub addr: String,
     pub since_heard: Duration,
     pub applied: EventIdx,
     pub commit: EventIdx,
@@ -430,6 +431,7 @@ impl<L: LogStore> Node<L> {
             .iter()
             .map(|(n, p)| PeerSummary {
                 node: n.clone(),
+                addr: p.hb.addr.clone(),
                 since_heard: self.now.saturating_sub(p.last_seen),
                 applied: p.hb.applied,
                 commit: p.hb.commit,
@@ -841,7 +843,17 @@ impl<L: LogStore> Node<L> {
             self.plan(out);
         }
         let master_known = self.master_alive();
-        let acts = self.requests.on_tick(now, master_known);
+        let mut acts = self.requests.on_tick(now, master_known);
+        // A master that has not heard from a majority cannot commit what
+        // waits here: say so now rather than at the time-out.
+        if self
+            .raft
+            .as_ref()
+            .is_some_and(|r| r.is_leader() && !r.quorum_recently_active())
+            && !self.requests.is_empty()
+        {
+            acts.extend(self.requests.fail_all(Refusal::NoQuorum));
+        }
         self.run_requests(acts, out);
         if let Some(rx) = self.snap_rx.as_mut() {
             let evs = rx.on_tick(now);
@@ -863,6 +875,7 @@ impl<L: LogStore> Node<L> {
     fn heartbeat(&mut self, out: &mut Vec<Output>) {
         let hb = Heartbeat {
             node: self.cfg.node.clone(),
+            addr: self.cfg.addr.clone(),
             cluster_id: self.cluster.clone(),
             incarnation: self.cfg.incarnation,
             term: self.raft.as_ref().map_or(self.leader_term, |r| r.term()),

@@ -161,6 +161,18 @@ impl Requests {
         }
     }
 
+    /// Fails every waiting command (this master lost its quorum).
+    pub fn fail_all(&mut self, why: Refusal) -> Vec<RequestAction> {
+        std::mem::take(&mut self.waiting)
+            .into_values()
+            .flat_map(|w| {
+                w.replies
+                    .into_iter()
+                    .map(|to| RequestAction::Reply(to, Err(why.clone())))
+            })
+            .collect()
+    }
+
     /// Resends and time-outs. `master_since` is how long a master has been
     /// known (None: none is).
     pub fn on_tick(&mut self, now: Duration, master_known: bool) -> Vec<RequestAction> {

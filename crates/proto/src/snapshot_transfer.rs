@@ -169,7 +169,7 @@ impl Default for ReceiveConfig {
             chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             window: 4,
             chunk_timeout: Duration::from_secs(2),
-            max_retries: 8,
+            max_retries: 3,
         }
     }
 }

@@ -1,0 +1,230 @@
+//! Real `shoal up` processes on loopback, driven through the HTTP API.
+//! Every wait is a bounded poll on a condition.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Proc {
+    pub name: String,
+    pub dir: PathBuf,
+    pub p2p: u16,
+    pub api: u16,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn new(root: &Path, name: &str, extra: Vec<String>) -> Proc {
+        Proc {
+            name: name.into(),
+            log: root.join(format!("{name}.log")),
+            dir: root.join(name),
+            p2p: free_port(),
+            api: free_port(),
+            extra,
+            child: None,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.p2p)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "--listen",
+                &self.addr(),
+                "--api",
+                &format!("127.0.0.1:{}", self.api),
+                "--no-mdns",
+            ])
+            .args(&self.extra)
+            .env("SHOAL_LOG", "info,libp2p=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start shoal");
+        self.child = Some(child);
+    }
+
+    /// kill -9, by PID.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, by PID, and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running (false once it exited).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let r = client().get(self.url(path)).send().ok()?;
+        r.json().ok()
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        self.get("/v1/status")
+    }
+
+    /// (HTTP status, body) of an increment.
+    pub fn incr(&self, key: &str) -> (u16, Value) {
+        match client()
+            .post(self.url(&format!("/v1/kv/{key}/incr")))
+            .send()
+        {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    pub fn set(&self, key: &str, value: &str) -> (u16, Value) {
+        match client()
+            .put(self.url(&format!("/v1/kv/{key}")))
+            .body(value.to_owned())
+            .send()
+        {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Polls `cond` every 100 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+pub fn field(v: &Option<Value>, name: &str) -> Value {
+    v.as_ref().map(|v| v[name].clone()).unwrap_or(Value::Null)
+}
+
+/// Starts `n` nodes: the first alone, the rest pointed at it.
+pub fn cluster(root: &Path, n: usize, extra: &[&str]) -> Vec<Proc> {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut procs: Vec<Proc> = (0..n)
+        .map(|i| Proc::new(root, &format!("n{}", i + 1), extra.clone()))
+        .collect();
+    let seed = procs[0].addr();
+    for p in procs.iter_mut().skip(1) {
+        p.extra.extend(["--peer".to_string(), seed.clone()]);
+    }
+    for p in procs.iter_mut() {
+        p.start();
+    }
+    procs
+}
+
+/// True when every listed node reports the same master, applied index and
+/// state hash, with the applied index at the commit index.
+pub fn agreed(procs: &[&Proc]) -> bool {
+    let st: Vec<Option<Value>> = procs.iter().map(|p| p.status()).collect();
+    if st.iter().any(|s| s.is_none()) {
+        return false;
+    }
+    let first = &st[0];
+    st.iter().all(|s| {
+        field(s, "master_id") == field(first, "master_id")
+            && !field(s, "master_id").is_null()
+            && field(s, "applied_index") == field(first, "applied_index")
+            && field(s, "state_hash") == field(first, "state_hash")
+            && field(s, "applied_index") == field(s, "commit_index")
+    })
+}
+
+/// Waits for the cluster to agree, or panics with every node's status and
+/// the tail of its log.
+pub fn expect_agreed(procs: &[&Proc], limit: Duration, what: &str) {
+    if wait_for(limit, || agreed(procs)) {
+        return;
+    }
+    let mut report = String::new();
+    for p in procs {
+        let log = p.log();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        report.push_str(&format!(
+            "\n--- {}: {:?}\n{}",
+            p.name,
+            p.status(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    panic!("{what}: no agreement within {limit:?}{report}");
+}

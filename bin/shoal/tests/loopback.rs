@@ -1,0 +1,314 @@
+//! End-to-end: real `shoal up` processes on 127.0.0.1, no simulator.
+//! The tests in this file run one at a time (each starts several nodes, and
+//! CI has two cores).
+
+mod cluster;
+
+use cluster::*;
+use serde_json::Value;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Waits until the cluster has its three voters (the master included).
+fn expect_voters(procs: &[Proc], n: usize) {
+    let ok = wait_for(secs(30), || {
+        procs
+            .iter()
+            .filter(|p| {
+                p.status()
+                    .is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
+            })
+            .count()
+            == n
+    });
+    let roles: Vec<Value> = procs.iter().map(|p| field(&p.status(), "role")).collect();
+    assert!(ok, "{n} voters expected: {roles:?}");
+}
+
+fn master_of(procs: &[Proc]) -> Option<usize> {
+    let id = procs.iter().find_map(|p| {
+        p.status()
+            .map(|s| s["master_id"].clone())
+            .filter(|m| !m.is_null())
+    })?;
+    procs
+        .iter()
+        .position(|p| p.status().is_some_and(|s| s["node_id"] == id))
+}
+
+#[test]
+fn three_nodes_form_one_cluster_with_one_master() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+    let statuses: Vec<Value> = procs.iter().map(|p| p.status().unwrap()).collect();
+    let masters = statuses.iter().filter(|s| s["role"] == "master").count();
+    assert_eq!(masters, 1, "{statuses:?}");
+    let voters = statuses.iter().filter(|s| s["role"] == "voter").count();
+    assert_eq!(voters, 2, "the other two are voters: {statuses:?}");
+    for s in &statuses {
+        assert_eq!(s["cluster_id"], statuses[0]["cluster_id"]);
+        assert_eq!(s["peers"].as_array().unwrap().len(), 2, "{s}");
+        for f in [
+            "node_id",
+            "cluster_id",
+            "role",
+            "master_id",
+            "term",
+            "applied_index",
+            "commit_index",
+            "state_hash",
+            "peers",
+        ] {
+            assert!(!s[f].is_null(), "status has {f}");
+        }
+    }
+    // The CLI reads the same thing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["status", "--json", "--api", &procs[1].url("")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["master_id"], statuses[0]["master_id"]);
+}
+
+#[test]
+fn ten_thousand_writes_then_a_fourth_node_joins_at_the_same_hash() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    // 10k writes through all three nodes, 24 clients at a time.
+    let urls: Vec<String> = procs.iter().map(|p| p.url("")).collect();
+    std::thread::scope(|s| {
+        for t in 0..24 {
+            let base = urls[t % 3].clone();
+            s.spawn(move || {
+                let c = client();
+                for i in 0..417 {
+                    let key = format!("k-{t:02}-{i:04}");
+                    let mut ok = false;
+                    for _ in 0..5 {
+                        let r = c
+                            .put(format!("{base}/v1/kv/{key}"))
+                            .body(format!("value {i} from client {t}"))
+                            .send();
+                        if r.is_ok_and(|r| r.status().is_success()) {
+                            ok = true;
+                            break;
+                        }
+                    }
+                    assert!(ok, "write {key} via {base}");
+                }
+            });
+        }
+    });
+    expect_agreed(&refs, secs(30), "after 10k writes");
+    let state = procs[0].get("/v1/state?limit=1").unwrap();
+    assert!(
+        state["kv_total"].as_u64().unwrap() >= 10_000,
+        "{}",
+        state["kv_total"]
+    );
+
+    let mut joiner = Proc::new(tmp.path(), "n4", vec!["--peer".into(), procs[2].addr()]);
+    joiner.start();
+    let all: Vec<&Proc> = procs.iter().chain(std::iter::once(&joiner)).collect();
+    expect_agreed(&all, secs(60), "after the join");
+    let log = joiner.log();
+    assert!(
+        log.contains("catching up by snapshot"),
+        "joined by snapshot:\n{log}"
+    );
+    let metrics = reqwest::blocking::get(joiner.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("shoal_snapshots_installed_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_killed_master_is_replaced_and_comes_back_as_itself() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+    for _ in 0..20 {
+        assert_eq!(procs[1].incr("c").0, 200);
+    }
+    let m = master_of(&procs).unwrap();
+    let old = procs[m].status().unwrap();
+    procs[m].kill();
+    let others: Vec<usize> = (0..3).filter(|i| *i != m).collect();
+    let elected = wait_for(secs(20), || {
+        others.iter().any(|i| {
+            procs[*i]
+                .status()
+                .is_some_and(|s| s["role"] == "master" && s["term"].as_u64() > old["term"].as_u64())
+        })
+    });
+    assert!(elected, "a new master within 20 s");
+    let (code, body) = procs[others[0]].incr("c");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["value"], 21);
+    assert!(body["index"].as_u64().unwrap() > old["applied_index"].as_u64().unwrap());
+    // The old master restarts with its identity and its log.
+    procs[m].start();
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "after the restart");
+    let back = procs[m].status().unwrap();
+    assert_eq!(back["node_id"], old["node_id"], "same node id");
+    assert_eq!(back["cluster_id"], old["cluster_id"]);
+    let log = procs[m].log();
+    assert!(
+        !log.contains("catching up by snapshot"),
+        "no reset: it resumed from its own log\n{log}"
+    );
+    assert_eq!(procs[m].get("/v1/kv/c").unwrap()["value"], 21);
+}
+
+#[test]
+fn without_a_majority_writes_fail_with_no_quorum_and_reads_still_answer() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+    assert_eq!(procs[0].set("k", "before").0, 200);
+    expect_agreed(&refs, secs(10), "first write");
+    procs[1].stop();
+    procs[2].stop();
+    let (code, body) = procs[0].incr("n");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "no_quorum", "{body}");
+    // The CLI says so and exits non-zero.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["kv", "incr", "n", "--api", &procs[0].url("")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no quorum"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Reads answer from the local replica.
+    assert_eq!(procs[0].get("/v1/kv/k").unwrap()["value"], "before");
+    procs[1].start();
+    procs[2].start();
+    let resumed = wait_for(secs(30), || procs[0].incr("n").0 == 200);
+    assert!(resumed, "writes resume once the voters are back");
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(20), "after the voters returned");
+}
+
+#[test]
+fn wrong_cluster_keys_and_other_clusters_stay_apart() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("cluster.key");
+    let other_key = tmp.path().join("other.key");
+    for k in [&key, &other_key] {
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster-key")
+            .arg(k)
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    let key_arg = key.to_string_lossy().to_string();
+    let procs = cluster(tmp.path(), 2, &["--cluster-key", &key_arg]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "keyed cluster");
+    let cluster_id = procs[0].status().unwrap()["cluster_id"].clone();
+
+    // The wrong key: it cannot connect, so it founds its own cluster.
+    let mut intruder = Proc::new(
+        tmp.path(),
+        "intruder",
+        vec![
+            "--cluster-key".into(),
+            other_key.to_string_lossy().into(),
+            "--peer".into(),
+            procs[0].addr(),
+        ],
+    );
+    intruder.start();
+    let founded = wait_for(secs(20), || {
+        intruder.status().is_some_and(|s| s["role"] == "master")
+    });
+    assert!(founded, "the intruder ends up alone");
+    let s = intruder.status().unwrap();
+    assert_ne!(s["cluster_id"], cluster_id);
+    assert!(s["peers"].as_array().unwrap().is_empty());
+    assert!(
+        procs[0].status().unwrap()["peers"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+
+    // Another cluster with the same key, founded apart, then introduced:
+    // the two see each other but never merge.
+    let mut other = Proc::new(tmp.path(), "other", vec!["--cluster-key".into(), key_arg]);
+    other.start();
+    assert!(wait_for(secs(20), || other
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    let other_id = other.status().unwrap()["cluster_id"].clone();
+    assert_ne!(other_id, cluster_id);
+    assert_eq!(other.incr("mine").0, 200);
+    other.stop();
+    other.extra.extend(["--peer".into(), procs[0].addr()]);
+    other.start();
+    let foreign = |p: &Proc| {
+        let m = reqwest::blocking::get(p.url("/metrics"))
+            .ok()
+            .and_then(|r| r.text().ok())
+            .unwrap_or_default();
+        m.lines()
+            .find_map(|l| l.strip_prefix("shoal_foreign_messages_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_for(secs(20), || foreign(&procs[0]) > 0.0
+            && foreign(&other) > 0.0),
+        "they hear each other"
+    );
+    assert_eq!(procs[0].incr("theirs").0, 200);
+    assert_eq!(other.status().unwrap()["cluster_id"], other_id);
+    assert_eq!(procs[1].status().unwrap()["cluster_id"], cluster_id);
+    assert_eq!(
+        procs[1].get("/v1/kv/mine").unwrap()["error"]["code"],
+        "not_found"
+    );
+    assert_eq!(
+        other.get("/v1/kv/theirs").unwrap()["error"]["code"],
+        "not_found"
+    );
+    let nodes = procs[0].get("/v1/nodes").unwrap();
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2, "{nodes}");
+}
