@@ -515,13 +515,11 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    debug!(peer = %peer_id, "disconnected");
-                    self.emit(NetEvent::Disconnected(peer_id));
-                }
+            } if self.connected.remove(&peer_id) => {
+                debug!(peer = %peer_id, "disconnected");
+                self.emit(NetEvent::Disconnected(peer_id));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {

@@ -60,7 +60,7 @@ pub struct View {
 #[derive(Debug)]
 enum Request {
     Submit {
-        cmd: Command,
+        cmd: Box<Command>,
         reply: oneshot::Sender<CommandReply>,
     },
     State(oneshot::Sender<State>),
@@ -92,7 +92,7 @@ impl NodeHandle {
         let id = id.unwrap_or_else(|| CommandId(format!("{:032x}", rand::random::<u128>())));
         let (tx, rx) = oneshot::channel();
         let req = Request::Submit {
-            cmd: Command { id, op },
+            cmd: Box::new(Command { id, op }),
             reply: tx,
         };
         if self.tx.try_send(req).is_err() {
@@ -470,7 +470,10 @@ impl EventLoop {
                 let id = self.next_reply;
                 self.next_reply += 1;
                 self.replies.insert(id, reply);
-                self.input(Input::Submit { cmd, reply: id })
+                self.input(Input::Submit {
+                    cmd: *cmd,
+                    reply: id,
+                })
             }
             Request::State(tx) => {
                 let _ = tx.send(self.node.state().clone());

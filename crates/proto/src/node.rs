@@ -745,10 +745,10 @@ impl<L: LogStore> Node<L> {
                     self.pending_joins.remove(node);
                 }
             }
-            Event::NodeLiveness { node, liveness } => {
-                if self.pending_liveness.get(node) == Some(liveness) {
-                    self.pending_liveness.remove(node);
-                }
+            Event::NodeLiveness { node, liveness }
+                if self.pending_liveness.get(node) == Some(liveness) =>
+            {
+                self.pending_liveness.remove(node);
             }
             Event::KvExpired { key, version } => {
                 self.pending_expiry.remove(&(key.clone(), *version));
@@ -1275,16 +1275,14 @@ impl<L: LogStore> Node<L> {
         let from = frame.from;
         match frame.msg {
             Direct::Raft(bytes) => {
+                // Not a member here yet, or an unknown sender: dropped, and
+                // Raft retries.
                 let rid = self.state.nodes().get(&from).map(|n| n.raft_id);
-                match (self.raft.as_mut(), rid) {
-                    (Some(raft), Some(rid)) => {
-                        if let Err(e) = raft.step(rid, &bytes, self.now) {
-                            self.metrics.bad_messages += 1;
-                            tracing::debug!(from = %from, error = %e, "raft message rejected");
-                        }
+                if let (Some(raft), Some(rid)) = (self.raft.as_mut(), rid) {
+                    if let Err(e) = raft.step(rid, &bytes, self.now) {
+                        self.metrics.bad_messages += 1;
+                        tracing::debug!(from = %from, error = %e, "raft message rejected");
                     }
-                    // Not a member here yet, or unknown sender: Raft retries.
-                    _ => {}
                 }
             }
             Direct::FetchRange(r) => self.serve_range(from, r, out),

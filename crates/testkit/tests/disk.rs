@@ -3,7 +3,6 @@
 
 use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
 use shoal_model::{ClusterId, Command, CommandId, NodeId, Op, Outcome, State};
-use shoal_proto::log_store::LogStore;
 use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use std::path::Path;

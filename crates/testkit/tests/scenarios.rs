@@ -451,9 +451,7 @@ fn a_command_retried_across_a_master_change_is_applied_once() {
 }
 
 fn write_cmd(sim: &mut Sim, via: &NodeId, cmd: Command) -> Option<shoal_proto::wire::CommandReply> {
-    if sim.node(via).is_none() {
-        return None;
-    }
+    sim.node(via)?;
     let h = sim.submit_cmd(via, cmd);
     sim.run_until(secs(10), |s| s.reply(h).is_some());
     sim.reply(h).cloned()
