@@ -1,0 +1,172 @@
+//! Catch-up benchmark: a 3-node cluster on loopback holds N events (N
+//! distinct keys, 100-byte values about 2x compressible); a fourth node
+//! starts empty and catches up. Prints one JSON object per mode:
+//! time from the joiner's process start until its applied index reaches the
+//! commit index the cluster had when it started (with equal state hash),
+//! snapshot bytes received, and the joiner's peak RSS.
+//!
+//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin catchup -- [N] [snapshot|replay|both]`
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use shoal_bench::{key, value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Node {
+    child: Child,
+    api: u16,
+    p2p: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
+    let (api, p2p) = (port(), port());
+    let mut cmd = Command::new(bin);
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}"), "--api", &format!("127.0.0.1:{api}"), "--no-mdns"])
+        .args(extra)
+        .env("SHOAL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(p) = peer {
+        cmd.args(["--peer", &format!("/ip4/127.0.0.1/tcp/{p}")]);
+    }
+    Ok(Node { child: cmd.spawn().with_context(|| format!("starting {}", bin.display()))?, api, p2p })
+}
+
+fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
+    c.get(format!("http://127.0.0.1:{api}/v1/status")).send().ok()?.json().ok()
+}
+
+fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
+fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
+    let text = c.get(format!("http://127.0.0.1:{api}/metrics")).send().and_then(|r| r.text()).unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+fn main() -> Result<()> {
+    let n: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
+    let mode = std::env::args().nth(2).unwrap_or_else(|| "both".into());
+    let bin = std::env::var("SHOAL_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
+    if !bin.exists() {
+        bail!("{} not found: cargo build --release -p shoal (or set SHOAL_BIN)", bin.display());
+    }
+    let tmp = tempfile::tempdir()?;
+    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
+    let rest: Vec<Node> = (2..=3).map(|i| start(&bin, &tmp.path().join(format!("n{i}")), Some(first.p2p), &[])).collect::<Result<_>>()?;
+    let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
+    let formed = wait(Duration::from_secs(60), || {
+        nodes.iter().filter(|n| status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")).count() == 3
+    });
+    if !formed {
+        bail!("the cluster did not form");
+    }
+
+    // Load N events: 64 clients over the three nodes.
+    let load = Instant::now();
+    let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+    let clients = 64u64;
+    std::thread::scope(|s| {
+        for t in 0..clients {
+            let api = apis[t as usize % 3];
+            s.spawn(move || {
+                let c = reqwest::blocking::Client::new();
+                let mut rng = SmallRng::seed_from_u64(t);
+                let mut i = t;
+                while i < n {
+                    let url = format!("http://127.0.0.1:{api}/v1/kv/{}", key(i));
+                    for _ in 0..10 {
+                        if c.put(&url).body(value(&mut rng)).send().is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                    }
+                    i += clients;
+                }
+            });
+        }
+    });
+    let load_s = load.elapsed().as_secs_f64();
+    let master = status(&c, first.api).context("status")?;
+    let target = master["commit_index"].as_u64().unwrap_or(0);
+    eprintln!("loaded {n} events in {load_s:.1} s ({:.0}/s); commit index {target}", n as f64 / load_s);
+
+    let modes: Vec<&str> = match mode.as_str() {
+        "both" => vec!["snapshot", "replay"],
+        m => vec![m],
+    };
+    for (i, m) in modes.iter().enumerate() {
+        let extra: &[&str] = if *m == "replay" { &["--no-snapshot"] } else { &[] };
+        let t0 = Instant::now();
+        let joiner = start(&bin, &tmp.path().join(format!("joiner{i}")), Some(first.p2p), extra)?;
+        let mut reached = None;
+        let ok = wait(Duration::from_secs(600), || {
+            let s = status(&c, joiner.api);
+            if s.as_ref().and_then(|s| s["applied_index"].as_u64()).is_some_and(|a| a >= target) {
+                reached = Some(t0.elapsed());
+                true
+            } else {
+                false
+            }
+        });
+        if !ok {
+            bail!("{m}: the joiner did not catch up");
+        }
+        let caught_up_s = reached.expect("set when ok").as_secs_f64();
+        // Equal state: both at one index, one hash.
+        let same = wait(Duration::from_secs(30), || {
+            let (a, b) = (status(&c, joiner.api), status(&c, first.api));
+            a.zip(b).is_some_and(|(a, b)| a["applied_index"] == b["applied_index"] && a["state_hash"] == b["state_hash"])
+        });
+        let snapshot_bytes = metric(&c, joiner.api, "shoal_snapshot_bytes_received_total");
+        let rss = peak_rss_kib(joiner.child.id());
+        println!(
+            "{}",
+            json!({
+                "mode": m,
+                "events": n,
+                "target_index": target,
+                "caught_up_s": caught_up_s,
+                "events_per_s": target as f64 / caught_up_s,
+                "equal_state_hash": same,
+                "snapshot_bytes": snapshot_bytes,
+                "joiner_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+                "load_s": load_s,
+            })
+        );
+        drop(joiner);
+    }
+    Ok(())
+}
