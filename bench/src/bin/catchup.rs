@@ -31,7 +31,11 @@ impl Drop for Node {
 }
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
@@ -40,19 +44,36 @@ fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<No
     cmd.arg("up")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}"), "--api", &format!("127.0.0.1:{api}"), "--no-mdns"])
+        .args([
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+            "--no-mdns",
+        ])
         .args(extra)
-        .env("SHOAL_LOG", "warn")
+        .env("SHOAL_LOG", "info,libp2p=warn")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.with_extension("log"))?);
     if let Some(p) = peer {
         cmd.args(["--peer", &format!("/ip4/127.0.0.1/tcp/{p}")]);
     }
-    Ok(Node { child: cmd.spawn().with_context(|| format!("starting {}", bin.display()))?, api, p2p })
+    Ok(Node {
+        child: cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+        api,
+        p2p,
+    })
 }
 
 fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
-    c.get(format!("http://127.0.0.1:{api}/v1/status")).send().ok()?.json().ok()
+    c.get(format!("http://127.0.0.1:{api}/v1/status"))
+        .send()
+        .ok()?
+        .json()
+        .ok()
 }
 
 fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -68,28 +89,65 @@ fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
 fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
-    let text = c.get(format!("http://127.0.0.1:{api}/metrics")).send().and_then(|r| r.text()).unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    let text = c
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn main() -> Result<()> {
-    let n: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let mode = std::env::args().nth(2).unwrap_or_else(|| "both".into());
-    let bin = std::env::var("SHOAL_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
+    let bin = std::env::var("SHOAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
     if !bin.exists() {
-        bail!("{} not found: cargo build --release -p shoal (or set SHOAL_BIN)", bin.display());
+        bail!(
+            "{} not found: cargo build --release -p shoal (or set SHOAL_BIN)",
+            bin.display()
+        );
     }
+    // Node logs land beside their data directories (DIR.log).
     let tmp = tempfile::tempdir()?;
-    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let keep = std::env::var_os("CATCHUP_KEEP").is_some();
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
-    let rest: Vec<Node> = (2..=3).map(|i| start(&bin, &tmp.path().join(format!("n{i}")), Some(first.p2p), &[])).collect::<Result<_>>()?;
+    let rest: Vec<Node> = (2..=3)
+        .map(|i| {
+            start(
+                &bin,
+                &tmp.path().join(format!("n{i}")),
+                Some(first.p2p),
+                &[],
+            )
+        })
+        .collect::<Result<_>>()?;
     let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
     let formed = wait(Duration::from_secs(60), || {
-        nodes.iter().filter(|n| status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")).count() == 3
+        nodes
+            .iter()
+            .filter(|n| {
+                status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
+            })
+            .count()
+            == 3
     });
     if !formed {
         bail!("the cluster did not form");
@@ -109,7 +167,11 @@ fn main() -> Result<()> {
                 while i < n {
                     let url = format!("http://127.0.0.1:{api}/v1/kv/{}", key(i));
                     for _ in 0..10 {
-                        if c.put(&url).body(value(&mut rng)).send().is_ok_and(|r| r.status().is_success()) {
+                        if c.put(&url)
+                            .body(value(&mut rng))
+                            .send()
+                            .is_ok_and(|r| r.status().is_success())
+                        {
                             break;
                         }
                     }
@@ -121,20 +183,35 @@ fn main() -> Result<()> {
     let load_s = load.elapsed().as_secs_f64();
     let master = status(&c, first.api).context("status")?;
     let target = master["commit_index"].as_u64().unwrap_or(0);
-    eprintln!("loaded {n} events in {load_s:.1} s ({:.0}/s); commit index {target}", n as f64 / load_s);
+    eprintln!(
+        "loaded {n} events in {load_s:.1} s ({:.0}/s); commit index {target}",
+        n as f64 / load_s
+    );
 
     let modes: Vec<&str> = match mode.as_str() {
         "both" => vec!["snapshot", "replay"],
         m => vec![m],
     };
     for (i, m) in modes.iter().enumerate() {
-        let extra: &[&str] = if *m == "replay" { &["--no-snapshot"] } else { &[] };
+        let extra: &[&str] = if *m == "replay" {
+            &["--no-snapshot"]
+        } else {
+            &[]
+        };
         let t0 = Instant::now();
-        let joiner = start(&bin, &tmp.path().join(format!("joiner{i}")), Some(first.p2p), extra)?;
+        let joiner = start(
+            &bin,
+            &tmp.path().join(format!("joiner{i}")),
+            Some(first.p2p),
+            extra,
+        )?;
         let mut reached = None;
         let ok = wait(Duration::from_secs(600), || {
             let s = status(&c, joiner.api);
-            if s.as_ref().and_then(|s| s["applied_index"].as_u64()).is_some_and(|a| a >= target) {
+            if s.as_ref()
+                .and_then(|s| s["applied_index"].as_u64())
+                .is_some_and(|a| a >= target)
+            {
                 reached = Some(t0.elapsed());
                 true
             } else {
@@ -148,7 +225,9 @@ fn main() -> Result<()> {
         // Equal state: both at one index, one hash.
         let same = wait(Duration::from_secs(30), || {
             let (a, b) = (status(&c, joiner.api), status(&c, first.api));
-            a.zip(b).is_some_and(|(a, b)| a["applied_index"] == b["applied_index"] && a["state_hash"] == b["state_hash"])
+            a.zip(b).is_some_and(|(a, b)| {
+                a["applied_index"] == b["applied_index"] && a["state_hash"] == b["state_hash"]
+            })
         });
         let snapshot_bytes = metric(&c, joiner.api, "shoal_snapshot_bytes_received_total");
         let rss = peak_rss_kib(joiner.child.id());
@@ -167,6 +246,10 @@ fn main() -> Result<()> {
             })
         );
         drop(joiner);
+    }
+    if keep {
+        let path = tmp.keep();
+        eprintln!("logs kept in {}", path.display());
     }
     Ok(())
 }

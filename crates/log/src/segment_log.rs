@@ -398,6 +398,7 @@ impl DurableLog {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut idx = from;
+        let mut open: Option<(u64, File)> = None;
         while idx <= to {
             let seg = self
                 .segments
@@ -405,29 +406,50 @@ impl DurableLog {
                 .rev()
                 .find(|s| s.first <= idx && s.last().is_some_and(|l| l >= idx))
                 .expect("every retained index lies in a segment");
-            let (offset, len) = seg.locs[(idx.0 - seg.first.0) as usize];
-            let mut rec = vec![0u8; len as usize];
-            let f = File::open(&seg.path).map_err(io_err(&seg.path))?;
-            f.read_exact_at(&mut rec, offset)
-                .map_err(io_err(&seg.path))?;
-            let entry = match parse_record(&rec, 0) {
-                Ok((Record::Entry(e), _)) => e,
-                Ok(_) | Err(_) => {
-                    return Err(LogError::Io {
-                        path: seg.path.clone(),
-                        source: io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("entry {idx} is unreadable"),
-                        ),
-                    })
+            // Read the run of this segment's records in one go.
+            let last_here = seg.last().expect("found by its last index").min(to);
+            let i0 = (idx.0 - seg.first.0) as usize;
+            let i1 = (last_here.0 - seg.first.0) as usize;
+            let mut n = 0;
+            let mut run = 0usize;
+            for &(_, len) in &seg.locs[i0..=i1] {
+                n += 1;
+                run += len as usize;
+                if bytes + run >= max_bytes {
+                    break;
                 }
-            };
-            bytes += len as usize;
-            out.push(entry);
+            }
+            // Other records (hard state, membership) may sit between
+            // entries: read the whole span, parse each entry at its offset.
+            let start = seg.locs[i0].0;
+            let (last_off, last_len) = seg.locs[i0 + n - 1];
+            let span = (last_off + last_len as u64 - start) as usize;
+            if open.as_ref().is_none_or(|(s, _)| *s != seg.seq) {
+                open = Some((seg.seq, File::open(&seg.path).map_err(io_err(&seg.path))?));
+            }
+            let f = &open.as_ref().expect("opened above").1;
+            let mut buf = vec![0u8; span];
+            f.read_exact_at(&mut buf, start)
+                .map_err(io_err(&seg.path))?;
+            for k in 0..n {
+                let unreadable = || LogError::Io {
+                    path: seg.path.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("entry {} is unreadable", idx.0 + k as u64),
+                    ),
+                };
+                let at = (seg.locs[i0 + k].0 - start) as usize;
+                match parse_record(&buf, at) {
+                    Ok((Record::Entry(e), _)) => out.push(e),
+                    _ => return Err(unreadable()),
+                }
+            }
+            bytes += run;
+            idx = EventIdx(idx.0 + n as u64);
             if bytes >= max_bytes {
                 break;
             }
-            idx = idx.next();
         }
         Ok(out)
     }

@@ -209,3 +209,36 @@ fn a_flipped_byte_in_the_tail_is_detected_at_every_offset() {
         );
     }
 }
+
+#[test]
+fn range_reads_skip_records_between_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+    let mut written = Vec::new();
+    for i in 1..=50 {
+        let e = entry(i, 1);
+        log.append(std::slice::from_ref(&e)).unwrap();
+        log.set_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit: i,
+        })
+        .unwrap();
+        written.push(e);
+    }
+    assert_eq!(
+        log.read(EventIdx(1), EventIdx(50), usize::MAX).unwrap(),
+        written
+    );
+    assert_eq!(
+        log.read(EventIdx(7), EventIdx(9), usize::MAX).unwrap(),
+        written[6..9].to_vec()
+    );
+    log.sync().unwrap();
+    drop(log);
+    let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(
+        log.read(EventIdx(20), EventIdx(50), usize::MAX).unwrap(),
+        written[19..].to_vec()
+    );
+}

@@ -62,8 +62,17 @@ impl Topic {
 
 #[derive(Debug)]
 pub enum NetCommand {
-    Send { to: PeerId, bytes: Vec<u8> },
-    Publish { topic: Topic, bytes: Vec<u8> },
+    /// A one-to-one frame; `addr` is where the peer listens, if known, so a
+    /// peer heard of only through gossip can be dialled for it.
+    Send {
+        to: PeerId,
+        addr: Option<Multiaddr>,
+        bytes: Vec<u8>,
+    },
+    Publish {
+        topic: Topic,
+        bytes: Vec<u8>,
+    },
     Dial(Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
 }
@@ -407,7 +416,12 @@ impl Actor {
 
     fn command(&mut self, cmd: NetCommand) {
         match cmd {
-            NetCommand::Send { to, bytes } => {
+            NetCommand::Send { to, addr, bytes } => {
+                if let Some(addr) = addr {
+                    if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
+                        self.remember(to, addr);
+                    }
+                }
                 let id = self.swarm.behaviour_mut().direct.send_request(&to, bytes);
                 self.pending.insert(id, to);
                 self.stats.sent += 1;

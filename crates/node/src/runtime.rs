@@ -205,6 +205,7 @@ pub async fn start(
         bad_frames: 0,
         send_overflow: 0,
         dialled: HashSet::new(),
+        addrs: BTreeMap::new(),
     };
     let handle = NodeHandle {
         tx: req_tx,
@@ -323,6 +324,7 @@ struct EventLoop {
     /// Member addresses handed to the network actor (bounded by the
     /// cluster's size).
     dialled: HashSet<String>,
+    addrs: BTreeMap<NodeId, shoal_net::Addr>,
 }
 
 /// Events taken from the network per turn before the loop looks at its
@@ -342,25 +344,39 @@ impl EventLoop {
         let mut last_view = Instant::now();
         let mut last_dial = Instant::now();
         loop {
-            let outputs = tokio::select! {
+            let mut inputs = Vec::new();
+            tokio::select! {
                 _ = stop_rx.recv() => {
                     info!("stopping");
                     return Ok(());
                 }
                 ev = net_rx.recv() => {
                     let Some(ev) = ev else { return Err(NodeError::Fatal("the network actor stopped".into())) };
-                    let mut out = self.on_net(ev);
-                    for _ in 0..NET_BATCH {
-                        match net_rx.try_recv() {
-                            Ok(ev) => out.extend(self.on_net(ev)),
-                            Err(_) => break,
-                        }
-                    }
-                    out
+                    inputs.extend(self.on_net(ev));
                 }
-                Some(req) = req_rx.recv() => self.on_request(req),
-                Some((snap, save)) = built_rx.recv() => self.input(Input::SnapshotBuilt { snap, save }),
-                _ = tick.tick() => self.input(Input::Tick),
+                Some(req) = req_rx.recv() => inputs.extend(self.on_request(req)),
+                Some((snap, save)) = built_rx.recv() => inputs.push(Input::SnapshotBuilt { snap, save }),
+                _ = tick.tick() => inputs.push(Input::Tick),
+            };
+            // Take whatever else is already waiting, so that it is handled
+            // as one batch (one Raft round, one fsync).
+            for _ in 0..NET_BATCH {
+                match net_rx.try_recv() {
+                    Ok(ev) => inputs.extend(self.on_net(ev)),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..NET_BATCH {
+                match req_rx.try_recv() {
+                    Ok(req) => inputs.extend(self.on_request(req)),
+                    Err(_) => break,
+                }
+            }
+            let outputs = if inputs.is_empty() {
+                Vec::new()
+            } else {
+                let now = self.now();
+                self.node.handle_all(inputs, now, wall_ms())
             };
             self.outputs(outputs)?;
             if last_view.elapsed() >= Duration::from_millis(50) {
@@ -376,11 +392,6 @@ impl EventLoop {
 
     fn now(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    fn input(&mut self, input: Input) -> Vec<Output> {
-        let now = self.now();
-        self.node.handle(input, now, wall_ms())
     }
 
     fn publish_view(&mut self) {
@@ -427,57 +438,57 @@ impl EventLoop {
         }
     }
 
-    fn on_net(&mut self, ev: NetEvent) -> Vec<Output> {
+    fn on_net(&mut self, ev: NetEvent) -> Option<Input> {
         match ev {
             NetEvent::Direct { from, bytes } => match wire::decode::<Direct>(&bytes) {
-                Ok(frame) if frame.from.0 == from.to_base58() => self.input(Input::Direct(frame)),
+                Ok(frame) if frame.from.0 == from.to_base58() => Some(Input::Direct(frame)),
                 Ok(frame) => {
                     self.bad_frames += 1;
                     warn!(peer = %from, claimed = %frame.from, "frame claims another sender; dropped");
-                    vec![]
+                    None
                 }
                 Err(e) => {
                     self.bad_frames += 1;
                     warn!(peer = %from, error = %e, "undecodable frame; dropped");
-                    vec![]
+                    None
                 }
             },
             NetEvent::Gossip { source, bytes } => match wire::decode::<Gossip>(&bytes) {
                 Ok(frame) if source.is_some_and(|s| frame.from.0 == s.to_base58()) => {
-                    self.input(Input::Gossip(frame))
+                    Some(Input::Gossip(frame))
                 }
                 Ok(_) => {
                     self.bad_frames += 1;
-                    vec![]
+                    None
                 }
                 Err(e) => {
                     self.bad_frames += 1;
                     warn!(error = %e, "undecodable gossip; dropped");
-                    vec![]
+                    None
                 }
             },
             NetEvent::Listening(a) => {
                 self.listen.push(a.to_string());
-                vec![]
+                None
             }
-            NetEvent::Connected(_) | NetEvent::Disconnected(_) => vec![],
+            NetEvent::Connected(_) | NetEvent::Disconnected(_) => None,
         }
     }
 
-    fn on_request(&mut self, req: Request) -> Vec<Output> {
+    fn on_request(&mut self, req: Request) -> Option<Input> {
         match req {
             Request::Submit { cmd, reply } => {
                 let id = self.next_reply;
                 self.next_reply += 1;
                 self.replies.insert(id, reply);
-                self.input(Input::Submit {
+                Some(Input::Submit {
                     cmd: *cmd,
                     reply: id,
                 })
             }
             Request::State(tx) => {
                 let _ = tx.send(self.node.state().clone());
-                vec![]
+                None
             }
         }
     }
@@ -545,14 +556,43 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Where a node listens, from State or from its heartbeats.
+    fn addr_of(&mut self, node: &NodeId) -> Option<shoal_net::Addr> {
+        if let Some(a) = self.addrs.get(node) {
+            return Some(a.clone());
+        }
+        let text = match self.node.state().nodes().get(node) {
+            Some(n) if !n.addr.is_empty() => n.addr.clone(),
+            _ => {
+                self.node
+                    .peer_summaries()
+                    .into_iter()
+                    .find(|p| &p.node == node)?
+                    .addr
+            }
+        };
+        let addr: shoal_net::Addr = text.parse().ok()?;
+        // Bounded by the cluster's size.
+        if self.addrs.len() > 4096 {
+            self.addrs.clear();
+        }
+        self.addrs.insert(node.clone(), addr.clone());
+        Some(addr)
+    }
+
     fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
         let Some(peer) = self.peer_id(to) else {
             self.bad_frames += 1;
             return;
         };
+        let addr = self.addr_of(to);
         match wire::encode(frame) {
             Ok(bytes) => {
-                if !self.net.try_send(NetCommand::Send { to: peer, bytes }) {
+                if !self.net.try_send(NetCommand::Send {
+                    to: peer,
+                    addr,
+                    bytes,
+                }) {
                     self.send_overflow += 1;
                 }
             }

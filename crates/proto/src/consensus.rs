@@ -431,6 +431,7 @@ impl RaftCore {
             }
             let committed = rd.take_committed_entries();
             self.commit(committed, log, &mut out)?;
+            let must_sync = rd.must_sync() || !rd.entries().is_empty() || !rd.snapshot().is_empty();
             if !rd.entries().is_empty() {
                 let ents: Vec<LogEntry> = rd.entries().iter().map(to_log_entry).collect();
                 log.append(&ents)?;
@@ -444,7 +445,11 @@ impl RaftCore {
                     commit: hs.commit,
                 })?;
             }
-            log.sync()?;
+            // Only what must be durable before the messages below leave
+            // costs an fsync.
+            if must_sync {
+                log.sync()?;
+            }
             self.sends(rd.take_persisted_messages(), &mut out);
             let mut light = self.raw.advance(rd);
             if let Some(commit) = light.commit_index() {

@@ -468,19 +468,36 @@ impl<L: LogStore> Node<L> {
     /// Handles one input at monotonic time `now`, with `wall_ms` the wall
     /// clock (stamped into commands this node sequences as master).
     pub fn handle(&mut self, input: Input, now: Duration, wall_ms: u64) -> Vec<Output> {
+        self.handle_all(vec![input], now, wall_ms)
+    }
+
+    /// Handles a batch of inputs that arrived together, then drives Raft
+    /// once: proposals from many clients share one fsync.
+    pub fn handle_all(&mut self, inputs: Vec<Input>, now: Duration, wall_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
         if self.fatal {
             return out;
         }
         self.now = now.max(self.now);
         self.wall_ms = wall_ms;
+        for input in inputs {
+            self.dispatch(input, &mut out);
+            if self.fatal {
+                return out;
+            }
+        }
+        self.settle(&mut out);
+        out
+    }
+
+    fn dispatch(&mut self, input: Input, out: &mut Vec<Output>) {
         match input {
-            Input::Tick => self.on_tick(&mut out),
-            Input::Direct(frame) => self.on_direct(frame, &mut out),
-            Input::Gossip(frame) => self.on_gossip(frame, &mut out),
+            Input::Tick => self.on_tick(out),
+            Input::Direct(frame) => self.on_direct(frame, out),
+            Input::Gossip(frame) => self.on_gossip(frame, out),
             Input::Submit { cmd, reply } => {
                 let acts = self.requests.submit(cmd, reply, &self.state, self.now);
-                self.run_requests(acts, &mut out);
+                self.run_requests(acts, out);
             }
             Input::SnapshotBuilt { snap, save } => {
                 if save == Saved::Failed {
@@ -495,16 +512,14 @@ impl<L: LogStore> Node<L> {
                     }
                 }
                 let acts = self.snap_server.on_built(snap);
-                self.serve(acts, &mut out);
+                self.serve(acts, out);
             }
             Input::SnapshotBuildFailed { reason } => {
                 self.local_snapshot_building = false;
                 let acts = self.snap_server.on_build_failed(&reason);
-                self.serve(acts, &mut out);
+                self.serve(acts, out);
             }
         }
-        self.settle(&mut out);
-        out
     }
 
     // ---- the steady part of every step ---------------------------------
