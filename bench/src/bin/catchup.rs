@@ -181,8 +181,12 @@ fn main() -> Result<()> {
         }
     });
     let load_s = load.elapsed().as_secs_f64();
-    let master = status(&c, first.api).context("status")?;
-    let target = master["commit_index"].as_u64().unwrap_or(0);
+    let target = nodes
+        .iter()
+        .filter_map(|n| status(&c, n.api))
+        .filter_map(|s| s["commit_index"].as_u64())
+        .max()
+        .context("no status")?;
     eprintln!(
         "loaded {n} events in {load_s:.1} s ({:.0}/s); commit index {target}",
         n as f64 / load_s

@@ -96,6 +96,10 @@ struct UpArgs {
     /// Silence after which a node is declared dead.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
+    /// Log entries kept below the newest local snapshot, so that a replica
+    /// behind by less can catch up by ranges.
+    #[arg(long, default_value_t = 50_000)]
+    log_retain: u64,
 }
 
 fn main() {
@@ -166,6 +170,7 @@ fn up(args: UpArgs) -> Result<()> {
         voters: args.voters,
         no_snapshot: args.no_snapshot,
         node_timeout: args.node_timeout,
+        log_retain: args.log_retain,
         progress_bar: std::io::stderr().is_terminal(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -26,6 +26,9 @@ pub struct NodeOptions {
     pub voters: usize,
     pub no_snapshot: bool,
     pub node_timeout: Duration,
+    /// Log entries kept below the newest local snapshot (ranges a lagging
+    /// replica can still fetch without a snapshot).
+    pub log_retain: u64,
     /// Show a progress bar while catching up (when stderr is a terminal).
     pub progress_bar: bool,
 }
@@ -174,6 +177,7 @@ pub async fn start(
     cfg.voters = opts.voters.max(1);
     cfg.no_snapshot = opts.no_snapshot;
     cfg.node_timeout = opts.node_timeout;
+    cfg.log_retain = opts.log_retain;
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO).map_err(NodeError::Start)?;
 
     let (req_tx, req_rx) = mpsc::channel(MAX_REQUESTS);

@@ -17,6 +17,9 @@ pub struct GapConfig {
     pub max_in_flight: usize,
     pub range_entries: u64,
     pub request_timeout: Duration,
+    /// How long a hole must find no holder before a snapshot is asked for:
+    /// a node that just started has not heard every peer's heartbeat yet.
+    pub snapshot_patience: Duration,
 }
 
 impl Default for GapConfig {
@@ -27,6 +30,7 @@ impl Default for GapConfig {
             max_in_flight: 4,
             range_entries: 8192,
             request_timeout: Duration::from_secs(2),
+            snapshot_patience: Duration::from_secs(1),
         }
     }
 }
@@ -155,7 +159,8 @@ impl GapFetcher {
                     .filter(|p| p.floor <= from && p.applied >= from)
                     .collect();
                 if holders.is_empty() {
-                    if out.is_empty() && peers.iter().any(|p| p.applied >= from) {
+                    let patient = now >= since + self.cfg.snapshot_patience;
+                    if out.is_empty() && patient && peers.iter().any(|p| p.applied >= from) {
                         return vec![GapAction::NeedSnapshot];
                     }
                     return out;
@@ -263,13 +268,69 @@ mod tests {
         let mut g = GapFetcher::new(GapConfig::default());
         let peers = [peer("a", 500, 1000), peer("b", 800, 900)];
         g.plan(ms(0), &[gap(10, 1000)], &peers);
-        assert_eq!(
-            g.plan(ms(60), &[gap(10, 1000)], &peers),
-            vec![GapAction::NeedSnapshot]
-        );
+        let early = g.plan(ms(60), &[gap(10, 1000)], &peers);
+        assert!(early.is_empty(), "patient: more peers may yet be heard");
+        let later = g.plan(ms(1000), &[gap(10, 1000)], &peers);
+        assert_eq!(later, vec![GapAction::NeedSnapshot]);
         // Nobody has it yet: wait.
         let mut g = GapFetcher::new(GapConfig::default());
         g.plan(ms(0), &[gap(2000, 2001)], &peers);
         assert!(g.plan(ms(60), &[gap(2000, 2001)], &peers).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_peers() -> impl Strategy<Value = Vec<PeerLog>> {
+        prop::collection::vec((0u64..300, 0u64..1200), 1..5).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (floor, applied))| PeerLog {
+                    node: NodeId(format!("p{i}")),
+                    floor: EventIdx(floor + 1),
+                    applied: EventIdx(applied),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever the gaps, peers and timing: requests stay within the
+        /// gaps, never overlap, never exceed the in-flight cap, and go to
+        /// a peer that holds their start.
+        #[test]
+        fn requests_are_bounded_and_well_aimed(
+            peers in arb_peers(),
+            steps in prop::collection::vec((1u64..200, 0u64..1000, 1u64..300, any::<bool>()), 1..60),
+        ) {
+            let cfg = GapConfig { range_entries: 64, max_in_flight: 3, ..GapConfig::default() };
+            let mut g = GapFetcher::new(cfg);
+            let mut now = Duration::ZERO;
+            let mut outstanding: Vec<(NodeId, EventIdx, EventIdx)> = Vec::new();
+            for (dt, start, len, reply) in steps {
+                now += Duration::from_millis(dt);
+                let gaps = vec![(EventIdx(start + 1), EventIdx(start + len))];
+                if reply {
+                    if let Some((p, f, _)) = outstanding.pop() {
+                        g.on_reply(&p, f);
+                        g.on_progress();
+                    }
+                }
+                for a in g.plan(now, &gaps, &peers) {
+                    if let GapAction::Fetch { peer, from, to } = a {
+                        prop_assert!(from >= gaps[0].0 && to <= gaps[0].1 && from <= to);
+                        prop_assert!(to.0 - from.0 < 64);
+                        let p = peers.iter().find(|p| p.node == peer).unwrap();
+                        prop_assert!(p.floor <= from && p.applied >= from);
+                        outstanding.push((peer, from, to));
+                    }
+                }
+                prop_assert!(g.in_flight() <= 3);
+                prop_assert!(g.backoff() <= Duration::from_secs(1));
+            }
+        }
     }
 }

@@ -166,3 +166,50 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use shoal_model::{decode_event, Envelope, Op, Term};
+
+    proptest! {
+        /// Under any interleaving of submissions, retries and commits, each
+        /// id is applied at most once and a known id never yields an event.
+        #[test]
+        fn every_id_is_applied_at_most_once(ops in prop::collection::vec((0u8..8, any::<bool>()), 1..200)) {
+            let mut s = State::new();
+            let mut q = Sequencer::new(64, Duration::from_secs(5));
+            let mut proposed: Vec<Vec<u8>> = Vec::new();
+            let mut applied = std::collections::BTreeMap::new();
+            for (i, (id, commit)) in ops.into_iter().enumerate() {
+                let cmd = Command { id: CommandId(format!("c{id}")), op: Op::KvIncrBy { key: "k".into(), by: 1 } };
+                let now = Duration::from_millis(i as u64);
+                match q.submit(&cmd, &s, 0, now) {
+                    Sequenced::Propose(bytes) => {
+                        prop_assert!(s.outcome(&cmd.id).is_none(), "a known id was proposed");
+                        proposed.push(bytes);
+                    }
+                    Sequenced::Known { .. } => prop_assert!(s.outcome(&cmd.id).is_some()),
+                    Sequenced::InFlight | Sequenced::Refused(_) => {}
+                }
+                if commit && !proposed.is_empty() {
+                    let event = decode_event(&proposed.remove(0)).unwrap();
+                    let r = s.apply(&Envelope { idx: s.index().next(), term: Term(1), event }).unwrap();
+                    let res = r.command.unwrap();
+                    q.on_applied(&res.id);
+                    if !res.duplicate {
+                        *applied.entry(res.id).or_insert(0) += 1;
+                    }
+                }
+            }
+            prop_assert!(applied.values().all(|n| *n == 1));
+            let total: i64 = applied.len() as i64;
+            let value = match s.kv().get("k").map(|e| &e.value) {
+                Some(shoal_model::KvValue::Int(n)) => *n,
+                _ => 0,
+            };
+            prop_assert_eq!(value, total);
+        }
+    }
+}
