@@ -128,14 +128,16 @@ fn main() -> Result<()> {
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
+    // The cluster keeps its whole log, so that the replay path can fetch it.
+    let retain = ["--log-retain", "100000000"];
+    let first = start(&bin, &tmp.path().join("n1"), None, &retain)?;
     let rest: Vec<Node> = (2..=3)
         .map(|i| {
             start(
                 &bin,
                 &tmp.path().join(format!("n{i}")),
                 Some(first.p2p),
-                &[],
+                &retain,
             )
         })
         .collect::<Result<_>>()?;
