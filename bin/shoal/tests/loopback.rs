@@ -35,6 +35,15 @@ fn expect_voters(procs: &[Proc], n: usize) {
     assert!(ok, "{n} voters expected: {roles:?}");
 }
 
+/// Three nodes, agreed on one master, with their three voters.
+fn formed(root: &std::path::Path) -> Vec<Proc> {
+    let procs = cluster(root, 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+    procs
+}
+
 fn master_of(procs: &[Proc]) -> Option<usize> {
     let id = procs.iter().find_map(|p| {
         p.status()
@@ -50,10 +59,7 @@ fn master_of(procs: &[Proc]) -> Option<usize> {
 fn three_nodes_form_one_cluster_with_one_master() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let procs = cluster(tmp.path(), 3, &[]);
-    let refs: Vec<&Proc> = procs.iter().collect();
-    expect_agreed(&refs, secs(30), "formation");
-    expect_voters(&procs, 3);
+    let procs = formed(tmp.path());
     let statuses: Vec<Value> = procs.iter().map(|p| p.status().unwrap()).collect();
     let masters = statuses.iter().filter(|s| s["role"] == "master").count();
     assert_eq!(masters, 1, "{statuses:?}");
@@ -149,10 +155,7 @@ fn ten_thousand_writes_then_a_fourth_node_joins_at_the_same_hash() {
 fn a_killed_master_is_replaced_and_comes_back_as_itself() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut procs = cluster(tmp.path(), 3, &[]);
-    let refs: Vec<&Proc> = procs.iter().collect();
-    expect_agreed(&refs, secs(30), "formation");
-    expect_voters(&procs, 3);
+    let mut procs = formed(tmp.path());
     for _ in 0..20 {
         assert_eq!(procs[1].incr("c").0, 200);
     }
@@ -193,11 +196,9 @@ fn a_killed_master_is_replaced_and_comes_back_as_itself() {
 fn without_a_majority_writes_fail_with_no_quorum_and_reads_still_answer() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut procs = cluster(tmp.path(), 3, &[]);
-    let refs: Vec<&Proc> = procs.iter().collect();
-    expect_agreed(&refs, secs(30), "formation");
-    expect_voters(&procs, 3);
+    let mut procs = formed(tmp.path());
     assert_eq!(procs[0].set("k", "before").0, 200);
+    let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, secs(10), "first write");
     procs[1].stop();
     procs[2].stop();
