@@ -399,5 +399,17 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         "Messages from other clusters dropped.",
         m.foreign_messages as f64,
     );
+    put(
+        "bad_frames_total",
+        "counter",
+        "Network frames that did not decode or claimed another sender.",
+        v.bad_frames as f64,
+    );
+    put(
+        "send_overflow_total",
+        "counter",
+        "Messages dropped at a full network queue.",
+        v.send_overflow as f64,
+    );
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -58,6 +58,11 @@ pub struct View {
     pub events_per_sec: f64,
     pub listen: Vec<String>,
     pub started: Instant,
+    /// Frames from the network that did not decode or lied about their
+    /// sender, dropped.
+    pub bad_frames: u64,
+    /// Messages dropped because the network actor's queue was full.
+    pub send_overflow: u64,
 }
 
 #[derive(Debug)]
@@ -189,6 +194,8 @@ pub async fn start(
         events_per_sec: 0.0,
         listen: listen.iter().map(|a| a.to_string()).collect(),
         started,
+        bad_frames: 0,
+        send_overflow: 0,
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (built_tx, built_rx) = mpsc::channel(4);
@@ -408,6 +415,8 @@ impl EventLoop {
             events_per_sec: eps,
             listen: self.listen.clone(),
             started: self.started,
+            bad_frames: self.bad_frames,
+            send_overflow: self.send_overflow,
         };
         self.view_tx.send_replace(Arc::new(view));
     }
