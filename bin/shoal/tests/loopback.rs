@@ -315,3 +315,24 @@ fn wrong_cluster_keys_and_other_clusters_stay_apart() {
     let nodes = procs[0].get("/v1/nodes").unwrap();
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2, "{nodes}");
 }
+
+#[test]
+fn a_second_process_on_one_data_directory_is_refused() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 1, &[]);
+    assert!(wait_for(secs(20), || procs[0]
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    let mut same = Proc::new(tmp.path(), "same", vec![]);
+    same.dir = procs[0].dir.clone();
+    same.start();
+    assert!(
+        wait_for(secs(10), || !same.running()),
+        "the second process exits"
+    );
+    let log = same.log();
+    assert!(log.contains("another shoal process is running on"), "{log}");
+    // The first one is unharmed.
+    assert_eq!(procs[0].incr("still-here").0, 200);
+}
