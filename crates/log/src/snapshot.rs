@@ -50,6 +50,20 @@ enum Batch {
     End,
 }
 
+impl Batch {
+    /// State entries this batch carries, for progress reports.
+    fn entries(&self) -> usize {
+        match self {
+            Batch::Meta(_) | Batch::End => 0,
+            Batch::Nodes(v) => v.len(),
+            Batch::Kv(v) => v.len(),
+            Batch::Tasks(v) => v.len(),
+            Batch::Deployments(v) => v.len(),
+            Batch::Outcomes(v) => v.len(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("not a shoal snapshot")]
@@ -319,28 +333,14 @@ impl SnapshotDecoder {
                 .builder
                 .as_mut()
                 .expect("builder exists in the body phase");
+            self.decoded_entries += batch.entries() as u64;
             match batch {
                 Batch::Meta(m) => b.meta(m),
-                Batch::Nodes(v) => {
-                    self.decoded_entries += v.len() as u64;
-                    b.nodes(v)
-                }
-                Batch::Kv(v) => {
-                    self.decoded_entries += v.len() as u64;
-                    b.kv(v)
-                }
-                Batch::Tasks(v) => {
-                    self.decoded_entries += v.len() as u64;
-                    b.tasks(v)
-                }
-                Batch::Deployments(v) => {
-                    self.decoded_entries += v.len() as u64;
-                    b.deployments(v)
-                }
-                Batch::Outcomes(v) => {
-                    self.decoded_entries += v.len() as u64;
-                    b.outcomes(v)
-                }
+                Batch::Nodes(v) => b.nodes(v),
+                Batch::Kv(v) => b.kv(v),
+                Batch::Tasks(v) => b.tasks(v),
+                Batch::Deployments(v) => b.deployments(v),
+                Batch::Outcomes(v) => b.outcomes(v),
                 Batch::End => self.phase = Phase::Done,
             }
         }

@@ -413,14 +413,21 @@ impl<L: LogStore> Node<L> {
         self.known_commit.max(raft_commit).max(self.state.index())
     }
 
+    /// Heard from within the node timeout.
+    fn heard(&self, p: &Peer) -> bool {
+        self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout
+    }
+
+    /// A live peer of this node's own cluster.
+    fn live_member(&self, p: &Peer) -> bool {
+        p.cluster == self.cluster && self.heard(p)
+    }
+
     /// Peers heard from within the node timeout.
     pub fn live_peers(&self) -> Vec<NodeId> {
         self.peers
             .iter()
-            .filter(|(_, p)| {
-                p.cluster == self.cluster
-                    && self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout
-            })
+            .filter(|(_, p)| self.live_member(p))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -879,10 +886,7 @@ impl<L: LogStore> Node<L> {
     fn master_alive(&self) -> bool {
         match &self.leader {
             Some(l) if *l == self.cfg.node => self.is_master(),
-            Some(l) => self
-                .peers
-                .get(l)
-                .is_some_and(|p| self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout),
+            Some(l) => self.peers.get(l).is_some_and(|p| self.heard(p)),
             None => false,
         }
     }
@@ -911,11 +915,10 @@ impl<L: LogStore> Node<L> {
         if self.now < self.started + self.cfg.discovery_window {
             return;
         }
-        let smaller_empty_peer = self.peers.iter().any(|(n, p)| {
-            p.cluster.is_none()
-                && *n < self.cfg.node
-                && self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout
-        });
+        let smaller_empty_peer = self
+            .peers
+            .iter()
+            .any(|(n, p)| p.cluster.is_none() && *n < self.cfg.node && self.heard(p));
         if smaller_empty_peer {
             return;
         }
@@ -1422,10 +1425,7 @@ impl<L: LogStore> Node<L> {
         let peers: Vec<PeerLog> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                p.cluster == self.cluster
-                    && self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout
-            })
+            .filter(|(_, p)| self.live_member(p))
             .map(|(n, p)| PeerLog {
                 node: n.clone(),
                 floor: p.hb.log_floor,
@@ -1483,8 +1483,7 @@ impl<L: LogStore> Node<L> {
             .peers
             .iter()
             .filter(|(n, p)| {
-                p.cluster == self.cluster
-                    && self.now.saturating_sub(p.last_seen) < self.cfg.node_timeout
+                self.live_member(p)
                     && p.hb.applied > self.state.index()
                     && p.hb.applied.0 + 1000 >= self.known_commit.0
                     && Some(*n) != self.leader.as_ref()
