@@ -336,3 +336,54 @@ fn a_second_process_on_one_data_directory_is_refused() {
     // The first one is unharmed.
     assert_eq!(procs[0].incr("still-here").0, 200);
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_copied_data_directory_is_refused_while_the_original_lives() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 2, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    assert_eq!(procs[0].incr("before").0, 200);
+    // Another "host" starts from a copy of the second node's disk.
+    let mut copy = Proc::new(tmp.path(), "copy", vec!["--peer".into(), procs[0].addr()]);
+    copy_dir(&procs[1].dir, &copy.dir);
+    copy.start();
+    assert!(
+        wait_for(secs(20), || !copy.running()),
+        "the copy exits: {}",
+        copy.log()
+    );
+    let log = copy.log();
+    assert!(
+        log.contains("another live process uses this node's identity")
+            && log.contains("reported by peer"),
+        "{log}"
+    );
+    // The original keeps its place; the cluster still writes.
+    assert!(procs[1].log().matches("refusing").count() == 0);
+    assert_eq!(procs[1].incr("after").0, 200);
+    let id = procs[1].status().unwrap()["node_id"].clone();
+    let nodes = procs[0].get("/v1/nodes").unwrap();
+    let me = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(me["liveness"], "alive", "{nodes}");
+}

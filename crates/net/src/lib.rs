@@ -14,6 +14,12 @@
 //! one-to-one messages go over a request-response protocol whose request is
 //! one opaque frame and whose response is an empty acknowledgement. Both
 //! protocols are versioned by name and capped at one message size.
+//!
+//! A third protocol greets every connected peer once a second with this
+//! process's incarnation, so two live processes sharing one identity are
+//! told apart and the later one refused (see `identity_watch`).
+
+pub mod identity_watch;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::transport::upgrade::Version;
@@ -33,6 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+pub use identity_watch::{IdentityWatch, Incarnation, Verdict};
+
 pub use libp2p::identity;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::pnet::PreSharedKey as ClusterKey;
@@ -40,6 +48,9 @@ pub use libp2p::{Multiaddr as Addr, PeerId as Peer};
 
 /// One-to-one protocol name; the version is part of it.
 pub const DIRECT_PROTOCOL: &str = "/shoal/direct/1";
+/// Greetings that carry a process's incarnation.
+pub const HELLO_PROTOCOL: &str = "/shoal/hello/1";
+const HELLO_EVERY: Duration = Duration::from_secs(1);
 pub const COMMITTED_TOPIC: &str = "shoal/1/committed";
 pub const TRANSIENT_TOPIC: &str = "shoal/1/transient";
 /// Commands and events waiting between the actor and the node.
@@ -90,6 +101,12 @@ pub enum NetEvent {
         bytes: Vec<u8>,
     },
     Listening(Multiaddr),
+    /// `reporter` hears another live process with this node's identity,
+    /// started before this one: this process must stop.
+    IdentityConflict {
+        reporter: PeerId,
+        other: Incarnation,
+    },
     Connected(PeerId),
     Disconnected(PeerId),
 }
@@ -101,6 +118,8 @@ pub struct NetConfig {
     pub mdns: bool,
     pub cluster_key: Option<PreSharedKey>,
     pub max_message_bytes: usize,
+    /// This process, as declared to peers in greetings.
+    pub incarnation: Incarnation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,10 +237,98 @@ impl request_response::Codec for FrameCodec {
     }
 }
 
+/// Greetings: a fixed 16-byte request, a tagged 17-byte reply.
+#[derive(Clone, Debug, Default)]
+pub struct HelloCodec;
+
+fn encode_incarnation(i: &Incarnation) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&i.nonce.to_le_bytes());
+    b[8..].copy_from_slice(&i.started_ms.to_le_bytes());
+    b
+}
+
+fn decode_incarnation(b: &[u8; 16]) -> Incarnation {
+    let word = |r: std::ops::Range<usize>| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[r]);
+        u64::from_le_bytes(w)
+    };
+    Incarnation {
+        nonce: word(0..8),
+        started_ms: word(8..16),
+    }
+}
+
+impl request_response::Codec for HelloCodec {
+    type Protocol = StreamProtocol;
+    type Request = Incarnation;
+    type Response = Verdict;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Incarnation>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut b = [0u8; 16];
+        io.read_exact(&mut b).await?;
+        Ok(decode_incarnation(&b))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Verdict>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut b = [0u8; 17];
+        io.read_exact(&mut b).await?;
+        match b[0] {
+            0 => Ok(Verdict::Ok),
+            1 => Ok(Verdict::Duplicate {
+                other: decode_incarnation(b[1..].try_into().expect("16 bytes")),
+            }),
+            t => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown greeting verdict {t}"),
+            )),
+        }
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Incarnation,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&encode_incarnation(&req)).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        v: Verdict,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        let mut b = [0u8; 17];
+        if let Verdict::Duplicate { other } = v {
+            b[0] = 1;
+            b[1..].copy_from_slice(&encode_incarnation(&other));
+        }
+        io.write_all(&b).await?;
+        io.close().await
+    }
+}
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     direct: request_response::Behaviour<FrameCodec>,
+    hello: request_response::Behaviour<HelloCodec>,
     identify: identify::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -291,6 +398,11 @@ fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, Ne
                     .with_request_timeout(Duration::from_secs(30))
                     .with_max_concurrent_streams(256),
             );
+            let hello = request_response::Behaviour::with_codec(
+                HelloCodec,
+                [(StreamProtocol::new(HELLO_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            );
             let identify =
                 identify::Behaviour::new(identify::Config::new("/shoal/id/1".into(), key.public()));
             let mdns = if cfg.mdns {
@@ -304,6 +416,7 @@ fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, Ne
             Ok(Behaviour {
                 gossipsub,
                 direct,
+                hello,
                 identify,
                 mdns: mdns.into(),
             })
@@ -347,6 +460,8 @@ pub async fn spawn(
         listen: Vec::new(),
         pending: HashMap::new(),
         stats: NetStats::default(),
+        incarnation: cfg.incarnation,
+        identities: IdentityWatch::default(),
     };
     for addr in cfg.peers {
         actor.redial.insert(
@@ -378,6 +493,8 @@ struct Actor {
     listen: Vec<Multiaddr>,
     pending: HashMap<OutboundRequestId, PeerId>,
     stats: NetStats,
+    incarnation: Incarnation,
+    identities: IdentityWatch<PeerId, Instant>,
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -390,6 +507,7 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 impl Actor {
     async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
         let mut redial_tick = tokio::time::interval(Duration::from_millis(250));
+        let mut hello_tick = tokio::time::interval(HELLO_EVERY);
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -401,6 +519,7 @@ impl Actor {
                 },
                 ev = self.swarm.select_next_some() => self.swarm_event(ev),
                 _ = redial_tick.tick() => self.redial(),
+                _ = hello_tick.tick() => self.greet_all(),
             }
         }
     }
@@ -448,6 +567,19 @@ impl Actor {
                 let _ = reply.send(self.listen.clone());
             }
         }
+    }
+
+    fn greet_all(&mut self) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for p in peers {
+            self.greet(p);
+        }
+        self.identities.forget_stale(Instant::now());
+    }
+
+    fn greet(&mut self, peer: PeerId) {
+        let inc = self.incarnation;
+        self.swarm.behaviour_mut().hello.send_request(&peer, inc);
     }
 
     fn redial(&mut self) {
@@ -517,6 +649,7 @@ impl Actor {
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
+                    self.greet(peer_id);
                 }
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
@@ -612,6 +745,34 @@ impl Actor {
                 debug!(peer = %peer, error = %error, "inbound failure");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Hello(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let verdict = self.identities.greet(&peer, request, Instant::now());
+                    if verdict != Verdict::Ok {
+                        warn!(peer = %peer, "two live processes share this peer's identity; refusing the later one");
+                    }
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .hello
+                        .send_response(channel, verdict);
+                }
+                request_response::Message::Response {
+                    response: Verdict::Duplicate { other },
+                    ..
+                } => self.emit(NetEvent::IdentityConflict {
+                    reporter: peer,
+                    other,
+                }),
+                request_response::Message::Response { .. } => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Hello(_)) => {}
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
             }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How a node is started (`shoal up`).
 #[derive(Clone, Debug)]
@@ -147,6 +147,11 @@ pub async fn start(
     info!(node = %node_id, data_dir = %dir.root().display(), cluster = ?cluster.as_ref().map(|c| c.to_string()),
         snapshot = ?snapshot.as_ref().map(|s| s.index().0), log_entries = recovery.entries, "starting");
 
+    let seed: u64 = rand::random();
+    let incarnation = shoal_net::Incarnation {
+        nonce: seed ^ 0x5eed,
+        started_ms: wall_ms(),
+    };
     let (net, mut net_rx) = shoal_net::spawn(
         keypair,
         NetConfig {
@@ -155,6 +160,7 @@ pub async fn start(
             mdns: opts.mdns,
             cluster_key: opts.cluster_key,
             max_message_bytes: MAX_MESSAGE_BYTES + 1024,
+            incarnation,
         },
     )
     .await?;
@@ -178,7 +184,9 @@ pub async fn start(
         .unwrap_or_default();
 
     let started = Instant::now();
-    let mut cfg = NodeConfig::new(node_id.clone(), addr, rand::random());
+    let mut cfg = NodeConfig::new(node_id.clone(), addr, seed);
+    debug_assert_eq!(cfg.incarnation, incarnation.nonce);
+    cfg.incarnation = incarnation.nonce;
     cfg.voters = opts.voters.max(1);
     cfg.no_snapshot = opts.no_snapshot;
     cfg.node_timeout = opts.node_timeout;
@@ -217,6 +225,7 @@ pub async fn start(
         send_overflow: 0,
         dialled: HashSet::new(),
         addrs: BTreeMap::new(),
+        fatal: None,
     };
     let handle = NodeHandle {
         tx: req_tx,
@@ -336,6 +345,8 @@ struct EventLoop {
     /// cluster's size).
     dialled: HashSet<String>,
     addrs: BTreeMap<NodeId, shoal_net::Addr>,
+    /// Set by a network event the node cannot go on after.
+    fatal: Option<String>,
 }
 
 /// Events taken from the network per turn before the loop looks at its
@@ -390,6 +401,10 @@ impl EventLoop {
                 self.node.handle_all(inputs, now, wall_ms())
             };
             self.outputs(outputs)?;
+            if let Some(why) = self.fatal.take() {
+                error!(reason = %why, "stopping");
+                return Err(NodeError::Fatal(why));
+            }
             if last_view.elapsed() >= Duration::from_millis(50) {
                 last_view = Instant::now();
                 self.publish_view();
@@ -482,6 +497,20 @@ impl EventLoop {
             },
             NetEvent::Listening(a) => {
                 self.listen.push(a.to_string());
+                None
+            }
+            NetEvent::IdentityConflict { reporter, other } => {
+                debug!(
+                    other_nonce = other.nonce,
+                    other_started_ms = other.started_ms,
+                    "identity conflict"
+                );
+                self.fatal = Some(format!(
+                    "another live process uses this node's identity ({}) and started before this one \
+                     (reported by peer {reporter}); refusing to go on. \
+                     Was the data directory copied? Give each host its own.",
+                    self.node.status().node_id
+                ));
                 None
             }
             NetEvent::Connected(_) | NetEvent::Disconnected(_) => None,

@@ -1,0 +1,193 @@
+//! Detects two live processes with one identity (a copied data directory).
+//!
+//! To libp2p both processes are one peer, so gossip and requests meant for
+//! one may reach the other. What does reach the right process is the reply
+//! to a request it sent itself: it travels back on the stream the request
+//! came on. So every node greets each peer it is connected to, once a
+//! second, with its incarnation (a nonce drawn at start) and its start
+//! time, and the peer answers each greeting with a verdict.
+//!
+//! Two incarnations of one peer are both live when each was heard after
+//! the other was first heard. A restart does not look like that: the old
+//! process is never heard again once the new one speaks. Of two live
+//! incarnations, the one started later (ties: the larger nonce) is told to
+//! stop; every observer reaches the same verdict because it compares the
+//! same declared values.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+/// What a node declares about its own process in each greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    pub nonce: u64,
+    pub started_ms: u64,
+}
+
+impl Incarnation {
+    /// The later of two processes; it is the one to refuse.
+    fn is_later_than(&self, other: &Incarnation) -> bool {
+        (self.started_ms, self.nonce) > (other.started_ms, other.nonce)
+    }
+}
+
+/// The reply to a greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Another live process has this identity and started first.
+    Duplicate {
+        other: Incarnation,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Heard<T> {
+    first: T,
+    last: T,
+}
+
+/// Forgotten after this long unheard; bounds memory to the live peers.
+pub const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// Per peer, the incarnations heard recently. `T` is the caller's clock.
+#[derive(Debug)]
+pub struct IdentityWatch<P, T> {
+    heard: HashMap<P, Vec<(Incarnation, Heard<T>)>>,
+}
+
+impl<P, T> Default for IdentityWatch<P, T> {
+    fn default() -> Self {
+        IdentityWatch {
+            heard: HashMap::new(),
+        }
+    }
+}
+
+impl<P: Eq + Hash + Clone, T: Copy + Ord + std::ops::Sub<Output = Duration>> IdentityWatch<P, T> {
+    /// Records a greeting from `peer` and returns the verdict for it.
+    pub fn greet(&mut self, peer: &P, inc: Incarnation, now: T) -> Verdict {
+        let list = self.heard.entry(peer.clone()).or_default();
+        list.retain(|(_, h)| now - h.last < FORGET_AFTER);
+        let me = match list.iter().position(|(i, _)| *i == inc) {
+            Some(p) => {
+                list[p].1.last = now;
+                list[p].1
+            }
+            None => {
+                let h = Heard {
+                    first: now,
+                    last: now,
+                };
+                list.push((inc, h));
+                h
+            }
+        };
+        for (other, h) in list.iter() {
+            let both_live = *other != inc && h.last > me.first && me.last > h.first;
+            if both_live && inc.is_later_than(other) {
+                return Verdict::Duplicate { other: *other };
+            }
+        }
+        Verdict::Ok
+    }
+
+    /// Drops what was heard of a peer no longer connected at all.
+    pub fn forget_stale(&mut self, now: T) {
+        self.heard.retain(|_, list| {
+            list.retain(|(_, h)| now - h.last < FORGET_AFTER);
+            !list.is_empty()
+        });
+    }
+
+    pub fn peers(&self) -> usize {
+        self.heard.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Ms(u64);
+    impl std::ops::Sub for Ms {
+        type Output = Duration;
+        fn sub(self, o: Ms) -> Duration {
+            Duration::from_millis(self.0.saturating_sub(o.0))
+        }
+    }
+
+    const A: Incarnation = Incarnation {
+        nonce: 7,
+        started_ms: 1_000,
+    };
+    const B: Incarnation = Incarnation {
+        nonce: 3,
+        started_ms: 2_000,
+    };
+
+    #[test]
+    fn a_restart_is_not_a_duplicate() {
+        let mut w = IdentityWatch::default();
+        for t in 0..5 {
+            assert_eq!(w.greet(&"x", A, Ms(t * 1000)), Verdict::Ok);
+        }
+        // The old process is never heard again once the new one speaks.
+        for t in 5..10 {
+            assert_eq!(w.greet(&"x", B, Ms(t * 1000 + 300)), Verdict::Ok);
+        }
+    }
+
+    #[test]
+    fn two_live_processes_refuse_the_later_one_only() {
+        let mut w = IdentityWatch::default();
+        assert_eq!(w.greet(&"x", A, Ms(0)), Verdict::Ok);
+        // The copy's first greeting: the original has not been heard since.
+        assert_eq!(w.greet(&"x", B, Ms(100)), Verdict::Ok);
+        // The original speaks again: both are live now. It stays.
+        assert_eq!(w.greet(&"x", A, Ms(1000)), Verdict::Ok);
+        assert_eq!(w.greet(&"x", B, Ms(1100)), Verdict::Duplicate { other: A });
+        assert_eq!(w.greet(&"x", A, Ms(2000)), Verdict::Ok);
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_who_was_heard_first() {
+        let mut w = IdentityWatch::default();
+        // The later-started process happens to be heard first here.
+        w.greet(&"x", B, Ms(0));
+        w.greet(&"x", A, Ms(100));
+        assert_eq!(w.greet(&"x", A, Ms(1100)), Verdict::Ok);
+        assert_eq!(w.greet(&"x", B, Ms(1000)), Verdict::Duplicate { other: A });
+    }
+
+    #[test]
+    fn a_start_time_tie_is_broken_by_the_nonce() {
+        let twin = Incarnation {
+            nonce: 9,
+            started_ms: A.started_ms,
+        };
+        let mut w = IdentityWatch::default();
+        w.greet(&"x", A, Ms(0));
+        w.greet(&"x", twin, Ms(10));
+        w.greet(&"x", A, Ms(20));
+        assert_eq!(w.greet(&"x", twin, Ms(30)), Verdict::Duplicate { other: A });
+        assert_eq!(w.greet(&"x", A, Ms(40)), Verdict::Ok);
+    }
+
+    #[test]
+    fn peers_are_independent_and_forgotten_when_silent() {
+        let mut w = IdentityWatch::default();
+        w.greet(&"x", A, Ms(0));
+        w.greet(&"y", B, Ms(10));
+        w.greet(&"x", A, Ms(20));
+        assert_eq!(w.greet(&"y", B, Ms(30)), Verdict::Ok);
+        assert_eq!(w.peers(), 2);
+        w.forget_stale(Ms(31_000));
+        assert_eq!(w.peers(), 0);
+        // A long-gone incarnation does not make a newcomer a duplicate.
+        w.greet(&"x", A, Ms(40_000));
+        assert_eq!(w.greet(&"x", B, Ms(100_000)), Verdict::Ok);
+    }
+}
