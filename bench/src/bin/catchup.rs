@@ -38,8 +38,13 @@ fn port() -> u16 {
         .port()
 }
 
+/// The API token every node of the benchmark cluster is started with.
+const TOKEN: &str = "catchup-benchmark-token";
+
 fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
     let (api, p2p) = (port(), port());
+    let token_file = dir.with_extension("token");
+    std::fs::write(&token_file, TOKEN)?;
     let mut cmd = Command::new(bin);
     cmd.arg("up")
         .arg("--data-dir")
@@ -52,6 +57,8 @@ fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<No
             "--no-mdns",
         ])
         .args(extra)
+        .arg("--api-token-file")
+        .arg(&token_file)
         .env("SHOAL_LOG", "info,libp2p=warn")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -170,6 +177,7 @@ fn main() -> Result<()> {
                     let url = format!("http://127.0.0.1:{api}/v1/kv/{}", key(i));
                     for _ in 0..10 {
                         if c.put(&url)
+                            .bearer_auth(TOKEN)
                             .body(value(&mut rng))
                             .send()
                             .is_ok_and(|r| r.status().is_success())

@@ -1,9 +1,14 @@
 //! The `shoal` binary: `shoal up` runs a node; the other commands talk to a
 //! node's HTTP API (`--api`, or `SHOAL_API`).
 
+mod client;
+mod kv;
+mod lock;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use client::{ApiArg, Client};
+use kv::KvCmd;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,34 +42,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Coordination key-value commands.
+    /// Coordination primitives: keys, counters, sets, lists, locks.
     Kv {
         #[command(subcommand)]
         op: KvCmd,
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Run a command while holding a cluster lock (its fencing token in
+    /// SHOAL_FENCING_TOKEN); exits with the command's status.
+    Lock {
+        #[command(flatten)]
+        args: lock::LockArgs,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
     ClusterKey { file: PathBuf },
-}
-
-#[derive(Args, Debug)]
-struct ApiArg {
-    /// The node's API, e.g. http://127.0.0.1:4101.
-    #[arg(
-        long,
-        env = "SHOAL_API",
-        default_value = "http://127.0.0.1:4101",
-        global = true
-    )]
-    api: String,
-}
-
-#[derive(Subcommand, Debug)]
-enum KvCmd {
-    Get { key: String },
-    Set { key: String, value: String },
-    Incr { key: String, by: Option<i64> },
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +87,10 @@ struct UpArgs {
     /// Catch up by replaying the log only, never by snapshot.
     #[arg(long)]
     no_snapshot: bool,
+    /// The file holding the API token that writes must carry (default:
+    /// DIR/api-token, generated on first start).
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
     /// Silence after which a node is declared dead.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
@@ -104,18 +102,23 @@ struct UpArgs {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Cmd::Up(args) => up(args),
-        Cmd::Status { api, json } => status(&api.api, json),
-        Cmd::Nodes { api, json } => nodes(&api.api, json),
-        Cmd::Kv { op, api } => kv(&api.api, op),
+        Cmd::Up(args) => up(args).map(|_| 0),
+        Cmd::Status { api, json } => status(&Client::new(&api)?, json).map(|_| 0),
+        Cmd::Nodes { api, json } => nodes(&Client::new(&api)?, json).map(|_| 0),
+        Cmd::Kv { op, api } => kv::run(&Client::new(&api)?, op),
+        Cmd::Lock { args, api } => lock::run(&Client::new(&api)?, args),
         Cmd::ClusterKey { file } => {
             if file.exists() {
                 bail!("{} exists; not overwriting a key", file.display());
@@ -127,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
                 file.display(),
                 file.display()
             );
-            Ok(())
+            Ok(0)
         }
     }
 }
@@ -161,8 +164,9 @@ fn up(args: UpArgs) -> Result<()> {
             )
         }
     };
+    let data_dir = args.data_dir.unwrap_or_else(shoal_node::default_data_dir);
     let opts = shoal_node::NodeOptions {
-        data_dir: args.data_dir.unwrap_or_else(shoal_node::default_data_dir),
+        data_dir: data_dir.clone(),
         listen,
         peers,
         mdns: !args.no_mdns,
@@ -178,11 +182,15 @@ fn up(args: UpArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let (node, task) = shoal_node::start(opts).await?;
+        let access = shoal_api::Access {
+            token: api_token(&data_dir, args.api_token_file.as_deref())?,
+            open_reads: args.api.ip().is_loopback(),
+        };
         let listener = tokio::net::TcpListener::bind(args.api)
             .await
             .with_context(|| format!("binding the API on {}", args.api))?;
         tracing::info!(api = %format!("http://{}", args.api), "api listening");
-        let app = shoal_api::router(node.clone());
+        let app = shoal_api::router(node.clone(), access);
         let api = tokio::spawn(async move { axum::serve(listener, app).await });
         let stop = node.clone();
         tokio::spawn(async move {
@@ -210,43 +218,8 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn client() -> Result<reqwest::blocking::Client> {
-    Ok(reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?)
-}
-
-fn base(api: &str) -> String {
-    let api = api.trim_end_matches('/');
-    if api.starts_with("http://") || api.starts_with("https://") {
-        api.to_owned()
-    } else {
-        format!("http://{api}")
-    }
-}
-
-/// Sends a request and returns the JSON body, or fails with the API's own
-/// error message (exit code 1).
-fn call(req: reqwest::blocking::RequestBuilder, api: &str) -> Result<Value> {
-    let resp = req
-        .send()
-        .map_err(|e| anyhow!("cannot reach the node at {api}: {e}"))?;
-    let code = resp.status();
-    let body: Value = resp.json().unwrap_or(Value::Null);
-    if code.is_success() {
-        return Ok(body);
-    }
-    let msg = body["error"]["message"]
-        .as_str()
-        .unwrap_or("request failed")
-        .to_owned();
-    let kind = body["error"]["code"].as_str().unwrap_or("error").to_owned();
-    bail!("{kind}: {msg}")
-}
-
-fn status(api: &str, json: bool) -> Result<()> {
-    let b = base(api);
-    let v = call(client()?.get(format!("{b}/v1/status")), &b)?;
+fn status(c: &Client, json: bool) -> Result<()> {
+    let v = c.get("/v1/status")?;
     if json {
         println!("{v}");
         return Ok(());
@@ -269,9 +242,8 @@ fn status(api: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn nodes(api: &str, json: bool) -> Result<()> {
-    let b = base(api);
-    let v = call(client()?.get(format!("{b}/v1/nodes")), &b)?;
+fn nodes(c: &Client, json: bool) -> Result<()> {
+    let v = c.get("/v1/nodes")?;
     if json {
         println!("{v}");
         return Ok(());
@@ -303,45 +275,26 @@ fn nodes(api: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn kv(api: &str, op: KvCmd) -> Result<()> {
-    let b = base(api);
-    let c = client()?;
-    match op {
-        KvCmd::Get { key } => {
-            let v = call(c.get(format!("{b}/v1/kv/{}", encode(&key))), &b)?;
-            match &v["value"] {
-                Value::String(s) => println!("{s}"),
-                other => println!("{other}"),
-            }
+/// The token API writes must carry: from `--api-token-file`, else the data
+/// directory's, generated (and shown once) on first start.
+fn api_token(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Result<String> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let t = t.trim();
+        if t.len() < 16 {
+            bail!(
+                "{}: an API token must be at least 16 characters",
+                f.display()
+            );
         }
-        KvCmd::Set { key, value } => {
-            let v = call(c.put(format!("{b}/v1/kv/{}", encode(&key))).body(value), &b)?;
-            println!("ok (index {})", v["index"]);
-        }
-        KvCmd::Incr { key, by } => {
-            let v = call(
-                c.post(format!(
-                    "{b}/v1/kv/{}/incr?by={}",
-                    encode(&key),
-                    by.unwrap_or(1)
-                )),
-                &b,
-            )?;
-            println!("{}", v["value"]);
-        }
+        return Ok(t.to_owned());
     }
-    Ok(())
-}
-
-/// Percent-encodes a key for a URL path segment.
-fn encode(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    let (token, new) = shoal_node::api_token(data_dir)?;
+    if new {
+        eprintln!(
+            "API token (shown once; kept in {}): {token}",
+            shoal_node::api_token_path(data_dir).display()
+        );
     }
-    out
+    Ok(token)
 }

@@ -100,10 +100,10 @@ fn ten_thousand_writes_then_a_fourth_node_joins_at_the_same_hash() {
     let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, secs(30), "formation");
     // 10k writes through all three nodes, 24 clients at a time.
-    let urls: Vec<String> = procs.iter().map(|p| p.url("")).collect();
+    let urls: Vec<(String, String)> = procs.iter().map(|p| (p.url(""), p.token())).collect();
     std::thread::scope(|s| {
         for t in 0..24 {
-            let base = urls[t % 3].clone();
+            let (base, token) = urls[t % 3].clone();
             s.spawn(move || {
                 let c = client();
                 for i in 0..417 {
@@ -112,6 +112,7 @@ fn ten_thousand_writes_then_a_fourth_node_joins_at_the_same_hash() {
                     for _ in 0..5 {
                         let r = c
                             .put(format!("{base}/v1/kv/{key}"))
+                            .bearer_auth(&token)
                             .body(format!("value {i} from client {t}"))
                             .send();
                         if r.is_ok_and(|r| r.status().is_success()) {
@@ -206,10 +207,7 @@ fn without_a_majority_writes_fail_with_no_quorum_and_reads_still_answer() {
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "no_quorum", "{body}");
     // The CLI says so and exits non-zero.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["kv", "incr", "n", "--api", &procs[0].url("")])
-        .output()
-        .unwrap();
+    let out = procs[0].cli(&["kv", "incr", "n"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no quorum"),

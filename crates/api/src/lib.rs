@@ -6,23 +6,44 @@
 //! GET  /v1/status            this node: role, master, term, indices, state hash, peers
 //! GET  /v1/nodes             the members in State, with what this node hears of them
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
-//! GET  /v1/kv/{key}          a key's value and the index read at
-//! PUT  /v1/kv/{key}          set (body: the value)            Idempotency-Key honoured
-//! POST /v1/kv/{key}/incr     add `by` (query, default 1)       Idempotency-Key honoured
 //! GET  /metrics              Prometheus text format
+//!
+//! GET    /v1/kv?prefix=P&limit=N          keys under a prefix
+//! GET    /v1/kv/{key}                     value, version, TTL, and the index read at
+//! GET    /v1/kv/{key}/range?start&stop    list elements (negative: from the end)
+//! PUT    /v1/kv/{key}                     set (body: the value)
+//! DELETE /v1/kv/{key}                     delete
+//! POST   /v1/kv/{key}/set-if-absent?ttl_ms=N   (body: the value) -> applied
+//! POST   /v1/kv/{key}/cas                 {"expected": V|null, "value": V} -> applied
+//! POST   /v1/kv/{key}/incr?by=N           -> the new value
+//! POST   /v1/kv/{key}/add | /remove       set member (body) -> applied
+//! POST   /v1/kv/{key}/push                list element (body) -> new length
+//! POST   /v1/kv/{key}/lock                {"holder": H, "ttl_ms": N} -> token
+//! POST   /v1/kv/{key}/keepalive | /unlock {"token": T}
 //! ```
+//!
+//! Reads take `?consistent=true` to go through the master (a committed
+//! barrier) instead of answering from this replica. Writes honour
+//! `Idempotency-Key` (a retry returns the first outcome) and
+//! `Shoal-Fence: LOCK:TOKEN` (applied only while that lock holds that
+//! token). Writes need `Authorization: Bearer TOKEN`; reads too unless the
+//! API listens on loopback only.
 //!
 //! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
+mod auth;
+mod kv;
+
+pub use auth::Access;
+
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{CommandId, KvEntry, KvValue, Limits, NodeInfo, Op, Outcome, Rejection, State};
+use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
 use shoal_node::NodeHandle;
 use shoal_proto::wire::{CommandReply, Refusal};
 use std::fmt::Write as _;
@@ -30,15 +51,18 @@ use std::fmt::Write as _;
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY: usize = Limits::MAX_VALUE_LEN + 4096;
 
-pub fn router(node: NodeHandle) -> Router {
+pub fn router(node: NodeHandle, access: Access) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/state", get(state))
-        .route("/v1/kv/{key}", get(kv_get).put(kv_set))
-        .route("/v1/kv/{key}/incr", post(kv_incr))
         .route("/metrics", get(metrics))
+        .merge(kv::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(access),
+            auth::check,
+        ))
         .with_state(node)
 }
 
@@ -51,7 +75,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -81,7 +105,7 @@ impl From<Refusal> for ApiError {
     }
 }
 
-fn rejection(r: Rejection) -> ApiError {
+pub(crate) fn rejection(r: Rejection) -> ApiError {
     let (status, code) = match r {
         Rejection::WrongType => (StatusCode::CONFLICT, "wrong_type"),
         Rejection::Overflow => (StatusCode::CONFLICT, "overflow"),
@@ -95,7 +119,7 @@ fn rejection(r: Rejection) -> ApiError {
     ApiError::new(status, code, r.to_string())
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 
 async fn status(AxState(node): AxState<NodeHandle>) -> Json<Value> {
     let v = node.view();
@@ -149,26 +173,12 @@ async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
     Ok(Json(json!({"index": state.index(), "nodes": nodes})))
 }
 
-fn stopped() -> ApiError {
+pub(crate) fn stopped() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "stopping",
         "the node is stopping",
     )
-}
-
-fn value_json(v: &KvValue) -> Value {
-    match v {
-        KvValue::Str(s) => json!(s),
-        KvValue::Int(n) => json!(n),
-        KvValue::Set(s) => json!({"set": s}),
-        KvValue::List(l) => json!({"list": l}),
-        KvValue::Lock { holder, token } => json!({"lock": {"holder": holder, "token": token}}),
-    }
-}
-
-fn entry_json(key: &str, e: &KvEntry) -> Value {
-    json!({"key": key, "value": value_json(&e.value), "version": e.version, "ttl_ms": e.ttl_ms})
 }
 
 #[derive(Deserialize)]
@@ -183,7 +193,7 @@ async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) 
         .kv()
         .iter()
         .take(limit)
-        .map(|(k, e)| entry_json(k, e))
+        .map(|(k, e)| kv::entry_json(k, e))
         .collect();
     let nodes: Vec<Value> = s
         .nodes()
@@ -203,41 +213,7 @@ async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) 
     })))
 }
 
-async fn kv_get(AxState(node): AxState<NodeHandle>, Path(key): Path<String>) -> ApiResult {
-    let s = node.state().await.ok_or_else(stopped)?;
-    match s.kv().get(&key) {
-        Some(e) => {
-            let mut v = entry_json(&key, e);
-            v["index"] = json!(s.index());
-            Ok(Json(v))
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no key {key:?} at index {}", s.index()),
-        )),
-    }
-}
-
-fn command_id(headers: &HeaderMap) -> Result<Option<CommandId>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let s = v.to_str().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    "Idempotency-Key must be text",
-                )
-            })?;
-            CommandId::parse(s)
-                .map(Some)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
-        }
-    }
-}
-
-fn committed(reply: CommandReply) -> ApiResult {
+pub(crate) fn committed(reply: CommandReply) -> ApiResult {
     let (idx, outcome) = reply?;
     let body = match outcome {
         Outcome::Rejected(r) => return Err(rejection(r)),
@@ -249,47 +225,6 @@ fn committed(reply: CommandReply) -> ApiResult {
         Outcome::Task(t) => json!({"index": idx, "task": t}),
     };
     Ok(Json(body))
-}
-
-async fn kv_set(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let value = String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "the value must be UTF-8 text",
-        )
-    })?;
-    let id = command_id(&headers)?;
-    committed(node.submit(Op::KvSet { key, value }, id).await)
-}
-
-#[derive(Deserialize)]
-struct IncrQuery {
-    by: Option<i64>,
-}
-
-async fn kv_incr(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    Query(q): Query<IncrQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let id = command_id(&headers)?;
-    committed(
-        node.submit(
-            Op::KvIncrBy {
-                key,
-                by: q.by.unwrap_or(1),
-            },
-            id,
-        )
-        .await,
-    )
 }
 
 async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {

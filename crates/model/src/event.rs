@@ -179,6 +179,33 @@ pub enum Op {
         token: FencingToken,
         status: ReplicaStatus,
     },
+    /// Changes nothing: its commit tells a reader that everything committed
+    /// before it is visible (a consistent read). Its outcome is not stored.
+    Barrier,
+    /// A key-value write applied only while lock `lock` is held with
+    /// `token`: a holder that lost its lock cannot write with it.
+    Fenced {
+        lock: String,
+        token: FencingToken,
+        op: Box<Op>,
+    },
+}
+
+impl Op {
+    /// Writes to one key-value entry (the ops a fence may guard).
+    pub fn is_kv_write(&self) -> bool {
+        matches!(
+            self,
+            Op::KvSet { .. }
+                | Op::KvSetIfAbsent { .. }
+                | Op::KvCas { .. }
+                | Op::KvIncrBy { .. }
+                | Op::KvDelete { .. }
+                | Op::SetAdd { .. }
+                | Op::SetRemove { .. }
+                | Op::ListPush { .. }
+        )
+    }
 }
 
 /// The outcome of a command, stored under its id (DESIGN invariant 6).

@@ -667,6 +667,14 @@ impl State {
             };
         }
         let outcome = self.apply_op(idx, &cmd.id, &cmd.op, at_ms);
+        if cmd.op == Op::Barrier {
+            return CommandResult {
+                id: cmd.id.clone(),
+                outcome,
+                idx,
+                duplicate: false,
+            };
+        }
         if self.outcomes.len() >= Limits::MAX_OUTCOMES {
             self.drop_oldest_outcome();
         }
@@ -966,6 +974,13 @@ impl State {
                 );
                 Outcome::Applied(old.is_some())
             }
+            Op::Barrier => Outcome::Done,
+            Op::Fenced { lock, token, op } => match self.kv.get(lock).map(|e| &e.value) {
+                Some(KvValue::Lock { token: t, .. }) if t == token => {
+                    self.apply_op(idx, id, op, at_ms)
+                }
+                _ => rejected(Rejection::StaleToken),
+            },
             Op::ReplicaReport {
                 deployment,
                 replica,
@@ -1096,7 +1111,15 @@ pub fn validate_op(op: &Op) -> Result<(), String> {
         | Op::ReplicaReport {
             deployment: name, ..
         } => check_key(name),
-        Op::TaskSubmit { .. }
+        Op::Fenced { lock, op, .. } => {
+            check_key(lock)?;
+            if !op.is_kv_write() {
+                return Err("a fence guards key-value writes only".into());
+            }
+            validate_op(op)
+        }
+        Op::Barrier
+        | Op::TaskSubmit { .. }
         | Op::TaskCancel { .. }
         | Op::TaskDelete { .. }
         | Op::TaskReport { .. } => Ok(()),

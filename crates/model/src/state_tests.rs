@@ -309,6 +309,63 @@ fn lock_tokens_fence_old_holders() {
 }
 
 #[test]
+fn fenced_writes_need_the_current_token_and_barriers_leave_no_trace() {
+    let mut s = founded();
+    let Outcome::Token(t1) = run(
+        &mut s,
+        Op::LockAcquire {
+            name: "L".into(),
+            holder: "a".into(),
+            ttl_ms: 1000,
+        },
+    ) else {
+        panic!("no token")
+    };
+    let fenced = |token, value: &str| Op::Fenced {
+        lock: "L".into(),
+        token,
+        op: Box::new(Op::KvSet {
+            key: "k".into(),
+            value: value.into(),
+        }),
+    };
+    assert_eq!(run(&mut s, fenced(t1, "one")), Outcome::Done);
+    assert_eq!(
+        run(&mut s, fenced(FencingToken(t1.0 + 99), "two")),
+        Outcome::Rejected(Rejection::StaleToken)
+    );
+    run(
+        &mut s,
+        Op::LockRelease {
+            name: "L".into(),
+            token: t1,
+        },
+    );
+    assert_eq!(
+        run(&mut s, fenced(t1, "three")),
+        Outcome::Rejected(Rejection::StaleToken)
+    );
+    assert_eq!(s.kv().get("k").unwrap().value, KvValue::Str("one".into()));
+    let guarded_lock = Op::Fenced {
+        lock: "L".into(),
+        token: t1,
+        op: Box::new(Op::LockRelease {
+            name: "M".into(),
+            token: t1,
+        }),
+    };
+    assert!(matches!(
+        run(&mut s, guarded_lock),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    let outcomes = s.outcomes().len();
+    let hash = s.hash();
+    assert_eq!(run(&mut s, Op::Barrier), Outcome::Done);
+    assert_eq!(s.outcomes().len(), outcomes);
+    assert_eq!(s.hash(), hash);
+}
+
+#[test]
 fn sets_and_lists_are_capped() {
     let mut s = founded();
     for i in 0..Limits::MAX_COLLECTION_LEN {
@@ -537,6 +594,12 @@ fn arb_op() -> impl Strategy<Value = Op> {
         }),
         (0u64..40).prop_map(|t| Op::TaskCancel {
             task: TaskId(format!("id{t}"))
+        }),
+        Just(Op::Barrier),
+        (arb_key(), 0u64..40, arb_key(), -5i64..5).prop_map(|(lock, t, key, by)| Op::Fenced {
+            lock,
+            token: FencingToken(t),
+            op: Box::new(Op::KvIncrBy { key, by })
         }),
     ]
 }

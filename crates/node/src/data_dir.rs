@@ -4,6 +4,7 @@
 //! DIR/lock           held (flock) while a process runs on this directory
 //! DIR/identity.key   the node's ed25519 key pair (protobuf), mode 0600
 //! DIR/cluster        the cluster id, once joined or founded
+//! DIR/api-token      the token API writes must carry, mode 0600
 //! DIR/log/           durable log segments
 //! DIR/snapshots/     local State snapshots
 //! ```
@@ -135,6 +136,30 @@ impl DataDir {
     }
 }
 
+/// The file holding a data directory's API token.
+pub fn api_token_path(root: &Path) -> PathBuf {
+    root.join("api-token")
+}
+
+/// The API token kept in `root`, if there is one.
+pub fn read_api_token(root: &Path) -> Option<String> {
+    let t = fs::read_to_string(api_token_path(root)).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// The data directory's API token, generated on first use; the flag says
+/// whether it was generated now (so it is shown once).
+pub fn api_token(root: &Path) -> Result<(String, bool), DataDirError> {
+    if let Some(t) = read_api_token(root) {
+        return Ok((t, false));
+    }
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&api_token_path(root), format!("{token}\n").as_bytes())?;
+    Ok((token, true))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = OpenOptions::new()
@@ -172,5 +197,9 @@ mod tests {
             "same identity after a restart"
         );
         assert_eq!(d.cluster().unwrap(), Some(ClusterId::from("abc")));
+        let (token, new) = api_token(dir.path()).unwrap();
+        assert!(new && token.len() == 48);
+        assert_eq!(api_token(dir.path()).unwrap(), (token.clone(), false));
+        assert_eq!(read_api_token(dir.path()), Some(token));
     }
 }

@@ -6,5 +6,7 @@
 mod data_dir;
 mod runtime;
 
-pub use data_dir::{default_data_dir, DataDir, DataDirError};
+pub use data_dir::{
+    api_token, api_token_path, default_data_dir, read_api_token, DataDir, DataDirError,
+};
 pub use runtime::{start, NodeError, NodeHandle, NodeOptions, View};

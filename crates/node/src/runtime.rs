@@ -3,7 +3,7 @@
 
 use crate::data_dir::{DataDir, DataDirError};
 use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
-use shoal_model::{Command, CommandId, NodeId, Op, State};
+use shoal_model::{Command, CommandId, EventIdx, NodeId, Op, State};
 use shoal_net::{NetCommand, NetConfig, NetEvent, NetHandle, Topic};
 use shoal_proto::node::{Input, Metrics, Node, NodeConfig, Output, PeerSummary, Saved, Status};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
@@ -114,6 +114,21 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Request::State(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// State once it has applied `idx`, or None if that takes longer than
+    /// `within` (or the node stops).
+    pub async fn state_at(&self, idx: EventIdx, within: Duration) -> Option<State> {
+        let mut rx = self.view.clone();
+        // The guard `wait_for` returns is not Send: drop it before awaiting.
+        let reached = matches!(
+            tokio::time::timeout(within, rx.wait_for(|v| v.status.applied_index >= idx)).await,
+            Ok(Ok(_))
+        );
+        if !reached {
+            return None;
+        }
+        self.state().await.filter(|s| s.index() >= idx)
     }
 
     /// Asks the node to stop.

@@ -124,26 +124,70 @@ impl Proc {
         self.get("/v1/status")
     }
 
-    /// (HTTP status, body) of an increment.
-    pub fn incr(&self, key: &str) -> (u16, Value) {
-        match client()
-            .post(self.url(&format!("/v1/kv/{key}/incr")))
-            .send()
-        {
+    /// The node's API token (generated into its data directory).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("api-token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// (HTTP status, body) of a write carrying this node's token.
+    pub fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut r = client()
+            .request(method, self.url(path))
+            .bearer_auth(self.token());
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_owned());
+        }
+        match r.send() {
             Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
             Err(e) => (0, Value::String(e.to_string())),
         }
     }
 
+    /// (HTTP status, body) of an increment.
+    pub fn incr(&self, key: &str) -> (u16, Value) {
+        self.write(
+            reqwest::Method::POST,
+            &format!("/v1/kv/{key}/incr"),
+            None,
+            &[],
+        )
+    }
+
     pub fn set(&self, key: &str, value: &str) -> (u16, Value) {
-        match client()
-            .put(self.url(&format!("/v1/kv/{key}")))
-            .body(value.to_owned())
-            .send()
-        {
-            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
-            Err(e) => (0, Value::String(e.to_string())),
-        }
+        self.write(
+            reqwest::Method::PUT,
+            &format!("/v1/kv/{key}"),
+            Some(value),
+            &[],
+        )
+    }
+
+    /// Runs the CLI against this node, with its token.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        // Options go before a `--` that starts a command to run.
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args[..split])
+            .arg("--api")
+            .arg(self.url(""))
+            .arg("--token-dir")
+            .arg(&self.dir)
+            .args(&args[split..])
+            .env_remove("SHOAL_TOKEN")
+            .env_remove("SHOAL_API")
+            .output()
+            .expect("run the shoal CLI")
     }
 }
 

@@ -1,0 +1,285 @@
+//! `shoal kv …`: the coordination primitives from the command line.
+
+use crate::client::{encode, Body, Client};
+use anyhow::Result;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Exit status of a conditional write that did not apply.
+pub const NOT_APPLIED: i32 = 2;
+
+#[derive(Subcommand, Debug)]
+pub enum KvCmd {
+    /// A key's value (read locally; --consistent goes through the master).
+    Get {
+        key: String,
+        #[arg(long)]
+        consistent: bool,
+        /// Print the whole answer (value, version, TTL, index) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a key.
+    Set {
+        key: String,
+        value: String,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
+    /// Set a key only if it is absent; exits 2 if it exists.
+    #[command(alias = "setnx")]
+    SetIfAbsent {
+        key: String,
+        value: String,
+        /// The key disappears this long after it was set.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
+    /// Compare-and-set; exits 2 if the current value differs.
+    Cas {
+        key: String,
+        value: String,
+        /// The value the key must hold now.
+        #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
+        expected: Option<String>,
+        /// The key must be absent now.
+        #[arg(long)]
+        absent: bool,
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
+    /// Add BY (default 1) to an integer key and print the new value.
+    Incr {
+        key: String,
+        #[arg(allow_negative_numbers = true)]
+        by: Option<i64>,
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
+    /// Delete a key.
+    #[command(alias = "del")]
+    Delete {
+        key: String,
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
+    /// Keys under a prefix.
+    #[command(alias = "ls")]
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        consistent: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a member to a set.
+    Sadd { key: String, member: String },
+    /// Remove a member from a set.
+    Srem { key: String, member: String },
+    /// A set's members.
+    Smembers {
+        key: String,
+        #[arg(long)]
+        consistent: bool,
+    },
+    /// Append to a list and print its new length.
+    Push { key: String, value: String },
+    /// List elements START..=STOP (negative: from the end).
+    Range {
+        key: String,
+        #[arg(default_value_t = 0, allow_negative_numbers = true)]
+        start: i64,
+        #[arg(default_value_t = -1, allow_negative_numbers = true)]
+        stop: i64,
+        #[arg(long)]
+        consistent: bool,
+    },
+    /// Take a lock for HOLDER and print its fencing token (see also `shoal lock`).
+    Lock {
+        name: String,
+        #[arg(long)]
+        holder: String,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Renew a lock's lease.
+    Keepalive { name: String, token: u64 },
+    /// Release a lock.
+    Unlock { name: String, token: u64 },
+}
+
+fn print_value(v: &Value) {
+    match v {
+        Value::String(s) => println!("{s}"),
+        other => println!("{other}"),
+    }
+}
+
+/// Prints a conditional write's result; its exit status says if it applied.
+fn applied(v: &Value) -> i32 {
+    let ok = v["applied"].as_bool() == Some(true);
+    println!("{ok}");
+    if ok {
+        0
+    } else {
+        NOT_APPLIED
+    }
+}
+
+fn q(consistent: bool) -> &'static str {
+    if consistent {
+        "?consistent=true"
+    } else {
+        ""
+    }
+}
+
+/// Runs one command; returns the process's exit status.
+pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
+    let k = |key: &str, rest: &str| format!("/v1/kv/{}{rest}", encode(key));
+    match cmd {
+        KvCmd::Get {
+            key,
+            consistent,
+            json,
+        } => {
+            let v = c.get(&k(&key, q(consistent)))?;
+            if json {
+                println!("{v}");
+            } else {
+                print_value(&v["value"]);
+            }
+        }
+        KvCmd::Set { key, value, fence } => {
+            let v = c.write(
+                Method::PUT,
+                &k(&key, ""),
+                Body::Text(value),
+                fence.as_deref(),
+            )?;
+            println!("ok (index {})", v["index"]);
+        }
+        KvCmd::SetIfAbsent {
+            key,
+            value,
+            ttl,
+            fence,
+        } => {
+            let rest = match ttl {
+                Some(t) => format!("/set-if-absent?ttl_ms={}", t.as_millis().max(1)),
+                None => "/set-if-absent".to_owned(),
+            };
+            let v = c.write(
+                Method::POST,
+                &k(&key, &rest),
+                Body::Text(value),
+                fence.as_deref(),
+            )?;
+            return Ok(applied(&v));
+        }
+        KvCmd::Cas {
+            key,
+            value,
+            expected,
+            absent,
+            fence,
+        } => {
+            let expected = if absent { None } else { expected };
+            let body = Body::Json(json!({"expected": expected, "value": value}));
+            let v = c.write(Method::POST, &k(&key, "/cas"), body, fence.as_deref())?;
+            return Ok(applied(&v));
+        }
+        KvCmd::Incr { key, by, fence } => {
+            let rest = format!("/incr?by={}", by.unwrap_or(1));
+            let v = c.write(Method::POST, &k(&key, &rest), Body::None, fence.as_deref())?;
+            println!("{}", v["value"]);
+        }
+        KvCmd::Delete { key, fence } => {
+            let v = c.write(Method::DELETE, &k(&key, ""), Body::None, fence.as_deref())?;
+            return Ok(applied(&v));
+        }
+        KvCmd::List {
+            prefix,
+            limit,
+            consistent,
+            json,
+        } => {
+            let mut path = format!("/v1/kv?prefix={}&limit={limit}", encode(&prefix));
+            if consistent {
+                path.push_str("&consistent=true");
+            }
+            let v = c.get(&path)?;
+            if json {
+                println!("{v}");
+            } else {
+                for e in v["keys"].as_array().into_iter().flatten() {
+                    let value = match &e["value"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    println!("{}\t{value}", e["key"].as_str().unwrap_or("?"));
+                }
+                if v["truncated"].as_bool() == Some(true) {
+                    eprintln!("(more keys; raise --limit)");
+                }
+            }
+        }
+        KvCmd::Sadd { key, member } => {
+            let v = c.write(Method::POST, &k(&key, "/add"), Body::Text(member), None)?;
+            return Ok(applied(&v));
+        }
+        KvCmd::Srem { key, member } => {
+            let v = c.write(Method::POST, &k(&key, "/remove"), Body::Text(member), None)?;
+            return Ok(applied(&v));
+        }
+        KvCmd::Smembers { key, consistent } => {
+            let v = c.get(&k(&key, q(consistent)))?;
+            for m in v["value"]["set"].as_array().into_iter().flatten() {
+                print_value(m);
+            }
+        }
+        KvCmd::Push { key, value } => {
+            let v = c.write(Method::POST, &k(&key, "/push"), Body::Text(value), None)?;
+            println!("{}", v["value"]);
+        }
+        KvCmd::Range {
+            key,
+            start,
+            stop,
+            consistent,
+        } => {
+            let mut path = k(&key, &format!("/range?start={start}&stop={stop}"));
+            if consistent {
+                path.push_str("&consistent=true");
+            }
+            let v = c.get(&path)?;
+            for item in v["items"].as_array().into_iter().flatten() {
+                print_value(item);
+            }
+        }
+        KvCmd::Lock { name, holder, ttl } => {
+            let body = Body::Json(json!({"holder": holder, "ttl_ms": ttl.as_millis() as u64}));
+            let v = c.write(Method::POST, &k(&name, "/lock"), body, None)?;
+            println!("{}", v["token"]);
+        }
+        KvCmd::Keepalive { name, token } => {
+            let body = Body::Json(json!({ "token": token }));
+            c.write(Method::POST, &k(&name, "/keepalive"), body, None)?;
+            println!("ok");
+        }
+        KvCmd::Unlock { name, token } => {
+            let body = Body::Json(json!({ "token": token }));
+            c.write(Method::POST, &k(&name, "/unlock"), body, None)?;
+            println!("ok");
+        }
+    }
+    Ok(0)
+}

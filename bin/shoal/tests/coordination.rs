@@ -1,0 +1,342 @@
+//! The coordination primitives end to end: real `shoal up` processes on
+//! 127.0.0.1, driven over HTTP and through the CLI.
+
+mod cluster;
+
+use cluster::*;
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn three(root: &std::path::Path) -> Vec<Proc> {
+    let procs = cluster(root, 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    procs
+}
+
+/// A write retried under one idempotency key until it is answered.
+fn retried(p: &Proc, method: Method, path: &str, body: Option<&str>, key: &str) -> Value {
+    for _ in 0..20 {
+        let (code, v) = p.write(method.clone(), path, body, &[("Idempotency-Key", key)]);
+        if code == 200 {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{path} via {} never answered", p.name);
+}
+
+#[test]
+fn concurrent_clients_through_different_nodes_see_atomic_primitives() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = three(tmp.path());
+
+    // Increments: 6 clients x 40 through all three nodes end on the exact
+    // sum, and every increment saw a different value.
+    let seen: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let (p, seen) = (&procs[t % 3], &seen);
+            s.spawn(move || {
+                for i in 0..40 {
+                    let v = retried(
+                        p,
+                        Method::POST,
+                        "/v1/kv/count/incr",
+                        None,
+                        &format!("inc-{t}-{i}"),
+                    );
+                    seen.lock().unwrap().push(v["value"].as_i64().unwrap());
+                }
+            });
+        }
+    });
+    let seen = seen.into_inner().unwrap();
+    let distinct: BTreeSet<i64> = seen.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        (1..=240).collect(),
+        "each increment saw its own value"
+    );
+    for p in &procs {
+        let v = p.get("/v1/kv/count?consistent=true").unwrap();
+        assert_eq!(v["value"], 240, "{}: {v}", p.name);
+    }
+
+    // Set-if-absent: 12 racers, exactly one winner, and its value stays.
+    let winners: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..12 {
+            let (p, winners) = (&procs[t % 3], &winners);
+            s.spawn(move || {
+                let me = format!("racer-{t}");
+                let v = retried(
+                    p,
+                    Method::POST,
+                    "/v1/kv/leader/set-if-absent",
+                    Some(&me),
+                    &format!("nx-{t}"),
+                );
+                if v["applied"] == true {
+                    winners.lock().unwrap().push(me);
+                }
+            });
+        }
+    });
+    let winners = winners.into_inner().unwrap();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let v = procs[2].get("/v1/kv/leader?consistent=true").unwrap();
+    assert_eq!(v["value"], winners[0].as_str());
+
+    // A retried command returns its first outcome, through another node.
+    let first = retried(&procs[0], Method::POST, "/v1/kv/r/incr", None, "retry-me");
+    retried(
+        &procs[1],
+        Method::POST,
+        "/v1/kv/r/incr",
+        None,
+        "someone-else",
+    );
+    let again = retried(&procs[2], Method::POST, "/v1/kv/r/incr", None, "retry-me");
+    assert_eq!(first["value"], 1);
+    assert_eq!(again, first, "same value, same index");
+    assert_eq!(
+        procs[0].get("/v1/kv/r?consistent=true").unwrap()["value"],
+        2
+    );
+
+    // A consistent read on a follower sees a write just made elsewhere.
+    let (code, w) = procs[0].set("fresh", "yes");
+    assert_eq!(code, 200, "{w}");
+    let v = procs[2].get("/v1/kv/fresh?consistent=true").unwrap();
+    assert_eq!(v["value"], "yes");
+    assert!(v["index"].as_u64() >= w["index"].as_u64());
+
+    // Writes need the token; reads on loopback do not.
+    let anon = client()
+        .post(procs[1].url("/v1/kv/count/incr"))
+        .send()
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+    let body: Value = anon.json().unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let wrong = client()
+        .put(procs[1].url("/v1/kv/count"))
+        .bearer_auth("not-the-token")
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert_eq!(procs[1].get("/v1/kv/count").unwrap()["value"], 240);
+}
+
+#[test]
+fn a_dead_holders_lock_is_reclaimed_after_its_ttl_and_its_token_is_refused() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = three(tmp.path());
+    // The holder: `shoal lock` running a command that records its token
+    // and pid, then waits.
+    let marker = tmp.path().join("held");
+    let script = format!(
+        "echo $SHOAL_FENCING_TOKEN $$ > {0}.tmp && mv {0}.tmp {0} && exec sleep 30",
+        marker.display()
+    );
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["lock", "L", "--ttl", "2s", "--api", &procs[1].url("")])
+        .arg("--token-dir")
+        .arg(&procs[1].dir)
+        .args(["--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(secs(20), || marker.exists()),
+        "the command runs under the lock"
+    );
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let mut parts = text.split_whitespace();
+    let old: u64 = parts.next().unwrap().parse().unwrap();
+    let sleeper: u32 = parts.next().unwrap().parse().unwrap();
+    let lock = |p: &Proc, who: &str| {
+        p.write(
+            Method::POST,
+            "/v1/kv/L/lock",
+            Some(&format!(r#"{{"holder":"{who}","ttl_ms":5000}}"#)),
+            &[("Content-Type", "application/json")],
+        )
+    };
+    let (code, v) = lock(&procs[0], "other");
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (409, "lock_held".into()),
+        "{v}"
+    );
+    // Its fenced writes go through while it holds the lock.
+    let fence = format!("L:{old}");
+    let (code, v) = procs[2].write(
+        Method::PUT,
+        "/v1/kv/guarded",
+        Some("old holder"),
+        &[("Shoal-Fence", &fence)],
+    );
+    assert_eq!(code, 200, "{v}");
+
+    // The holder dies (kill -9 of `shoal lock` and of its command).
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &sleeper.to_string()])
+        .status();
+
+    // Another client gets the lock once the lease ran out on the master.
+    let mut new = None;
+    assert!(
+        wait_for(secs(15), || {
+            let (code, v) = lock(&procs[0], "other");
+            if code == 200 {
+                new = v["token"].as_u64();
+            }
+            new.is_some()
+        }),
+        "the lock is reclaimed"
+    );
+    let new = new.unwrap();
+    assert!(new > old, "tokens grow: {old} then {new}");
+    // The old holder's token is refused now, for writes and for renewals.
+    let (code, v) = procs[2].write(
+        Method::PUT,
+        "/v1/kv/guarded",
+        Some("stale"),
+        &[("Shoal-Fence", &fence)],
+    );
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (409, "stale_token".into()),
+        "{v}"
+    );
+    let (code, v) = procs[1].write(
+        Method::POST,
+        "/v1/kv/L/keepalive",
+        Some(&format!(r#"{{"token":{old}}}"#)),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (409, "stale_token".into()),
+        "{v}"
+    );
+    let new_fence = format!("L:{new}");
+    let (code, _) = procs[0].write(
+        Method::PUT,
+        "/v1/kv/guarded",
+        Some("new holder"),
+        &[("Shoal-Fence", &new_fence)],
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        procs[1].get("/v1/kv/guarded?consistent=true").unwrap()["value"],
+        "new holder"
+    );
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 1, &[]);
+    let p = &procs[0];
+    assert!(wait_for(secs(20), || p
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+
+    let ok = |args: &[&str]| {
+        let o = p.cli(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    ok(&["kv", "set", "app/a", "1"]);
+    ok(&["kv", "set", "app/b", "2"]);
+    ok(&["kv", "set", "other", "3"]);
+    assert_eq!(ok(&["kv", "get", "app/a"]), "1");
+    assert_eq!(ok(&["kv", "get", "app/a", "--consistent"]), "1");
+    assert_eq!(ok(&["kv", "list", "app/"]), "app/a\t1\napp/b\t2");
+    assert_eq!(ok(&["kv", "incr", "n", "5"]), "5");
+    assert_eq!(ok(&["kv", "incr", "n", "-2"]), "3");
+    // Conditional writes exit 2 when they do not apply.
+    assert_eq!(ok(&["kv", "setnx", "once", "x", "--ttl", "1h"]), "true");
+    let again = p.cli(&["kv", "setnx", "once", "y"]);
+    assert_eq!(
+        (again.status.code(), stdout(&again)),
+        (Some(2), "false".into())
+    );
+    let cas = p.cli(&["kv", "cas", "once", "z", "--expected", "wrong"]);
+    assert_eq!(cas.status.code(), Some(2));
+    assert_eq!(ok(&["kv", "cas", "once", "z", "--expected", "x"]), "true");
+    assert_eq!(ok(&["kv", "cas", "new", "v", "--absent"]), "true");
+    assert_eq!(ok(&["kv", "sadd", "s", "m1"]), "true");
+    assert_eq!(ok(&["kv", "sadd", "s", "m2"]), "true");
+    assert_eq!(ok(&["kv", "srem", "s", "m1"]), "true");
+    assert_eq!(ok(&["kv", "smembers", "s"]), "m2");
+    for v in ["a", "b", "c"] {
+        ok(&["kv", "push", "q", v]);
+    }
+    assert_eq!(ok(&["kv", "range", "q", "1", "-1"]), "b\nc");
+    assert_eq!(ok(&["kv", "delete", "other"]), "true");
+    let gone = p.cli(&["kv", "get", "other"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not_found"));
+    // A wrong type is a clear error.
+    let wrong = p.cli(&["kv", "incr", "q"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong_type"));
+
+    // `shoal lock` runs the command with the token, passes its exit
+    // status on, and releases the lock.
+    let out = tmp.path().join("token");
+    let script = format!(
+        "echo $SHOAL_LOCK $SHOAL_FENCING_TOKEN > {}; exit 7",
+        out.display()
+    );
+    let o = p.cli(&["lock", "job", "--ttl", "3s", "--", "sh", "-c", &script]);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let token: u64 = seen.trim().strip_prefix("job ").unwrap().parse().unwrap();
+    assert!(token > 0);
+    let after = p.cli(&["kv", "get", "job"]);
+    assert!(!after.status.success(), "released: {}", stdout(&after));
+    // Without the token the CLI's writes are refused.
+    let anon = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["kv", "set", "x", "1", "--api", &p.url(""), "--token-dir"])
+        .arg(tmp.path().join("nowhere"))
+        .env_remove("SHOAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!anon.status.success());
+    assert!(String::from_utf8_lossy(&anon.stderr).contains("unauthorized"));
+}
