@@ -43,6 +43,17 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+fn error_of(resp: reqwest::blocking::Response) -> ApiError {
+    let body: Value = resp.json().unwrap_or(Value::Null);
+    ApiError {
+        code: body["error"]["code"].as_str().unwrap_or("error").to_owned(),
+        message: body["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_owned(),
+    }
+}
+
 /// Answers worth retrying with the same idempotency key: the command may
 /// or may not have been committed, and a retry returns its first outcome.
 fn retryable(code: &str) -> bool {
@@ -92,19 +103,23 @@ impl Client {
         let resp = req
             .send()
             .map_err(|e| anyhow!("cannot reach the node at {}: {e}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp.json().unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
+        if resp.status().is_success() {
+            return Ok(resp.json().unwrap_or(Value::Null));
         }
-        Err(ApiError {
-            code: body["error"]["code"].as_str().unwrap_or("error").to_owned(),
-            message: body["error"]["message"]
-                .as_str()
-                .unwrap_or("request failed")
-                .to_owned(),
+        Err(error_of(resp).into())
+    }
+
+    /// A long-lived response to read as it comes (server-sent events).
+    pub fn stream(&self, path: &str) -> Result<reqwest::blocking::Response> {
+        let resp = self
+            .request(Method::GET, path)
+            .timeout(Duration::from_secs(30 * 24 * 3600))
+            .send()
+            .map_err(|e| anyhow!("cannot reach the node at {}: {e}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
         }
-        .into())
+        Err(error_of(resp).into())
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {

@@ -4,6 +4,7 @@
 mod client;
 mod kv;
 mod lock;
+mod tasks;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +58,33 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Run a command (or the synthetic runner) on a node that fits, print
+    /// its output as it comes, and exit with its status.
+    Run {
+        #[command(flatten)]
+        args: tasks::RunArgs,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// A task's output, as kept by the cluster (bounded per task).
+    Logs {
+        task: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// The cluster's tasks.
+    Tasks {
+        #[command(flatten)]
+        api: ApiArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a task: SIGTERM to its process group, then SIGKILL.
+    Cancel {
+        task: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
     ClusterKey { file: PathBuf },
 }
@@ -91,6 +119,16 @@ struct UpArgs {
     /// DIR/api-token, generated on first start).
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// A label tasks can ask for (repeatable).
+    #[arg(long, value_name = "K=V")]
+    label: Vec<String>,
+    /// Run user commands sent by `shoal run` (remote execution). Allowed
+    /// only with --cluster-key, or on a single node listening on loopback.
+    #[arg(long)]
+    allow_exec: bool,
+    /// Between SIGTERM and SIGKILL when a run is cancelled or stopped.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    stop_grace: Duration,
     /// Silence after which a node is declared dead.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
@@ -119,6 +157,10 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Nodes { api, json } => nodes(&Client::new(&api)?, json).map(|_| 0),
         Cmd::Kv { op, api } => kv::run(&Client::new(&api)?, op),
         Cmd::Lock { args, api } => lock::run(&Client::new(&api)?, args),
+        Cmd::Run { args, api } => tasks::run(&Client::new(&api)?, args),
+        Cmd::Logs { task, api } => tasks::logs(&Client::new(&api)?, &task),
+        Cmd::Tasks { api, json } => tasks::list(&Client::new(&api)?, json),
+        Cmd::Cancel { task, api } => tasks::cancel(&Client::new(&api)?, &task),
         Cmd::ClusterKey { file } => {
             if file.exists() {
                 bail!("{} exists; not overwriting a key", file.display());
@@ -164,6 +206,18 @@ fn up(args: UpArgs) -> Result<()> {
             )
         }
     };
+    let labels = args
+        .label
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("--label {l}: expected K=V"))
+        })
+        .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
+    if args.allow_exec {
+        check_exec_allowed(&args, &listen)?;
+    }
     let data_dir = args.data_dir.unwrap_or_else(shoal_node::default_data_dir);
     let opts = shoal_node::NodeOptions {
         data_dir: data_dir.clone(),
@@ -176,6 +230,9 @@ fn up(args: UpArgs) -> Result<()> {
         node_timeout: args.node_timeout,
         log_retain: args.log_retain,
         progress_bar: std::io::stderr().is_terminal(),
+        labels,
+        allow_exec: args.allow_exec,
+        stop_grace: args.stop_grace,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -297,4 +354,26 @@ fn api_token(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Resu
         );
     }
     Ok(token)
+}
+
+/// Running user commands is remote execution: refused unless the cluster
+/// is closed by a key, or this is a single node nobody else can reach.
+fn check_exec_allowed(args: &UpArgs, listen: &[shoal_net::Addr]) -> Result<()> {
+    if args.cluster_key.is_some() {
+        return Ok(());
+    }
+    let loopback = listen.iter().all(|a| {
+        a.iter().any(|p| match p {
+            shoal_net::Protocol::Ip4(ip) => ip.is_loopback(),
+            shoal_net::Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    });
+    if loopback && args.peer.is_empty() && args.api.ip().is_loopback() {
+        return Ok(());
+    }
+    bail!(
+        "--allow-exec lets the cluster run commands on this host, so it needs --cluster-key FILE \
+         (only key holders can join), or a single node with --listen and --api on loopback and no --peer"
+    )
 }

@@ -19,22 +19,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Waits until the cluster has its three voters (the master included).
-fn expect_voters(procs: &[Proc], n: usize) {
-    let ok = wait_for(secs(30), || {
-        procs
-            .iter()
-            .filter(|p| {
-                p.status()
-                    .is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
-            })
-            .count()
-            == n
-    });
-    let roles: Vec<Value> = procs.iter().map(|p| field(&p.status(), "role")).collect();
-    assert!(ok, "{n} voters expected: {roles:?}");
-}
-
 /// Three nodes, agreed on one master, with their three voters.
 fn formed(root: &std::path::Path) -> Vec<Proc> {
     let procs = cluster(root, 3, &[]);

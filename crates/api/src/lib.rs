@@ -7,6 +7,7 @@
 //! GET  /v1/nodes             the members in State, with what this node hears of them
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /metrics              Prometheus text format
+//! /v1/tasks...              tasks and their output (see `tasks.rs`)
 //!
 //! GET    /v1/kv?prefix=P&limit=N          keys under a prefix
 //! GET    /v1/kv/{key}                     value, version, TTL, and the index read at
@@ -33,6 +34,7 @@
 
 mod auth;
 mod kv;
+mod tasks;
 
 pub use auth::Access;
 
@@ -58,6 +60,7 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .route("/v1/state", get(state))
         .route("/metrics", get(metrics))
         .merge(kv::routes())
+        .merge(tasks::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(access),

@@ -304,6 +304,21 @@ pub enum ExitClass {
     Cancelled,
 }
 
+/// The exit status a command uses to ask for a retry (sysexits' EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+impl ExitClass {
+    /// How a run's own exit status is classed: only EX_TEMPFAIL asks for
+    /// a retry.
+    pub fn of_exit_code(code: i32) -> ExitClass {
+        match code {
+            0 => ExitClass::Success,
+            EXIT_TEMPFAIL => ExitClass::Transient,
+            _ => ExitClass::Failed,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReplicaStatus {
     Starting,
@@ -349,7 +364,12 @@ pub struct NodeMetrics {
     pub node: NodeId,
     pub cpu_free_milli: u32,
     pub mem_free_bytes: u64,
+    /// Runs (tasks and replicas) under way on the node.
     pub running: u32,
+    /// The node's labels (`shoal up --label K=V`), matched by task specs.
+    pub labels: BTreeMap<String, String>,
+    /// Whether the node runs user commands (`--allow-exec`).
+    pub exec: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

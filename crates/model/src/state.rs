@@ -126,6 +126,8 @@ pub struct Task {
     pub status: TaskStatus,
     /// Runs started so far (1 after the first grant).
     pub attempt: u32,
+    /// The node of the latest grant: where its output was produced.
+    pub node: Option<NodeId>,
     pub submitted_at_ms: u64,
     /// Master clock of the last status change that came with a command.
     pub updated_at_ms: u64,
@@ -476,6 +478,7 @@ impl State {
             } => self.update_task(task, |t| {
                 if t.status == TaskStatus::Queued {
                     t.attempt += 1;
+                    t.node = Some(node.clone());
                     t.status = TaskStatus::Leased {
                         node: node.clone(),
                         token: FencingToken(idx.0),
@@ -858,6 +861,7 @@ impl State {
                     spec: spec.clone(),
                     status: TaskStatus::Queued,
                     attempt: 0,
+                    node: None,
                     submitted_at_ms: at_ms,
                     updated_at_ms: at_ms,
                 };

@@ -4,6 +4,7 @@
 //! `NodeHandle`, and stops it on a signal.
 
 mod data_dir;
+pub mod runner;
 mod runtime;
 
 pub use data_dir::{

@@ -2,17 +2,19 @@
 //! between it, the network actor, the API and the snapshot builder.
 
 use crate::data_dir::{DataDir, DataDirError};
+use crate::runner::{RunMsg, Runs};
 use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
-use shoal_model::{Command, CommandId, EventIdx, NodeId, Op, State};
+use shoal_model::{Command, CommandId, EventIdx, NodeId, Op, OutputChunk, State, TaskId};
 use shoal_net::{NetCommand, NetConfig, NetEvent, NetHandle, Topic};
 use shoal_proto::node::{Input, Metrics, Node, NodeConfig, Output, PeerSummary, Saved, Status};
+use shoal_proto::output::{OutputConfig, OutputHub};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip, Refusal, MAX_MESSAGE_BYTES};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 /// How a node is started (`shoal up`).
@@ -31,6 +33,12 @@ pub struct NodeOptions {
     pub log_retain: u64,
     /// Show a progress bar while catching up (when stderr is a terminal).
     pub progress_bar: bool,
+    /// Labels tasks can ask for (`--label K=V`).
+    pub labels: BTreeMap<String, String>,
+    /// Run user commands (`--allow-exec`); the synthetic runner always works.
+    pub allow_exec: bool,
+    /// Between SIGTERM and SIGKILL when a run is stopped.
+    pub stop_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +80,12 @@ enum Request {
         reply: oneshot::Sender<CommandReply>,
     },
     State(oneshot::Sender<State>),
+    /// A client follows a task's output: subscribe at the node running it.
+    WatchOutput(TaskId),
+    /// What this node keeps of a task's output.
+    ReadOutput(TaskId, oneshot::Sender<Vec<OutputChunk>>),
+    /// Whether some live node runs user commands.
+    ExecAvailable(oneshot::Sender<bool>),
 }
 
 /// A cloneable handle to a running node.
@@ -80,6 +94,7 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<View>>,
     stop: mpsc::Sender<()>,
+    output: broadcast::Sender<OutputChunk>,
 }
 
 /// Requests from API clients waiting at once; more are refused as busy.
@@ -129,6 +144,40 @@ impl NodeHandle {
             return None;
         }
         self.state().await.filter(|s| s.index() >= idx)
+    }
+
+    /// Live output chunks of every task this node hears of; call
+    /// `watch_output` (again every second or so) to hear a task's.
+    pub fn output(&self) -> broadcast::Receiver<OutputChunk> {
+        self.output.subscribe()
+    }
+
+    /// Asks for a task's output to be sent here for a few seconds.
+    pub fn watch_output(&self, task: &TaskId) {
+        let _ = self.tx.try_send(Request::WatchOutput(task.clone()));
+    }
+
+    /// What this node keeps of a task's output (bounded ring).
+    pub async fn read_output(&self, task: &TaskId) -> Vec<OutputChunk> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Request::ReadOutput(task.clone(), tx))
+            .await
+            .is_err()
+        {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Whether some live node of the cluster runs user commands.
+    pub async fn exec_available(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::ExecAvailable(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Asks the node to stop.
@@ -206,6 +255,8 @@ pub async fn start(
     cfg.no_snapshot = opts.no_snapshot;
     cfg.node_timeout = opts.node_timeout;
     cfg.log_retain = opts.log_retain;
+    cfg.labels = opts.labels.clone();
+    cfg.exec = opts.allow_exec;
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO).map_err(NodeError::Start)?;
 
     let (req_tx, req_rx) = mpsc::channel(MAX_REQUESTS);
@@ -222,6 +273,10 @@ pub async fn start(
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (built_tx, built_rx) = mpsc::channel(4);
+    let runs_dir = dir.root().join("runs");
+    Runs::kill_leftovers(&runs_dir);
+    let (run_tx, run_rx) = mpsc::channel(4096);
+    let (output_tx, _) = broadcast::channel(4096);
     let event_loop = EventLoop {
         node,
         dir,
@@ -241,13 +296,17 @@ pub async fn start(
         dialled: HashSet::new(),
         addrs: BTreeMap::new(),
         fatal: None,
+        runs: Runs::new(run_tx, runs_dir, opts.allow_exec, opts.stop_grace),
+        hub: OutputHub::new(OutputConfig::default()),
+        output_tx: output_tx.clone(),
     };
     let handle = NodeHandle {
         tx: req_tx,
         view: view_rx,
         stop: stop_tx,
+        output: output_tx,
     };
-    let task = tokio::spawn(event_loop.run(net_rx, req_rx, built_rx, stop_rx));
+    let task = tokio::spawn(event_loop.run(net_rx, req_rx, built_rx, stop_rx, run_rx));
     Ok((handle, task))
 }
 
@@ -362,6 +421,37 @@ struct EventLoop {
     addrs: BTreeMap<NodeId, shoal_net::Addr>,
     /// Set by a network event the node cannot go on after.
     fatal: Option<String>,
+    runs: Runs,
+    hub: OutputHub,
+    output_tx: broadcast::Sender<OutputChunk>,
+}
+
+/// How long a stopping node waits for its runs to be handed back.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// Output chunks sent in one message, by size.
+const OUTPUT_BATCH_BYTES: usize = 1 << 20;
+
+/// Free CPU (millicores: cores less the 1-minute load) and available
+/// memory of this host, from /proc; zeros where it cannot be read.
+fn host_capacity() -> (u32, u64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let cpu = ((cores - load).max(0.0) * 1000.0) as u32;
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024);
+    (cpu, mem)
 }
 
 /// Events taken from the network per turn before the loop looks at its
@@ -375,18 +465,27 @@ impl EventLoop {
         mut req_rx: mpsc::Receiver<Request>,
         mut built_rx: mpsc::Receiver<(EncodedSnapshot, Saved)>,
         mut stop_rx: mpsc::Receiver<()>,
+        mut run_rx: mpsc::Receiver<RunMsg>,
     ) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_view = Instant::now();
         let mut last_dial = Instant::now();
+        let mut last_metrics = Instant::now() - Duration::from_secs(60);
+        let mut draining: Option<Instant> = None;
         loop {
             let mut inputs = Vec::new();
             tokio::select! {
-                _ = stop_rx.recv() => {
-                    info!("stopping");
-                    return Ok(());
+                _ = stop_rx.recv(), if draining.is_none() => {
+                    if self.node.runs() == 0 {
+                        info!("stopping");
+                        return Ok(());
+                    }
+                    info!(runs = self.node.runs(), "stopping: handing back the runs under way first");
+                    draining = Some(Instant::now() + DRAIN_LIMIT);
+                    inputs.push(Input::Drain);
                 }
+                Some(msg) = run_rx.recv() => inputs.extend(self.on_run(msg)),
                 ev = net_rx.recv() => {
                     let Some(ev) = ev else { return Err(NodeError::Fatal("the network actor stopped".into())) };
                     inputs.extend(self.on_net(ev));
@@ -428,7 +527,138 @@ impl EventLoop {
                 last_dial = Instant::now();
                 self.dial_members();
             }
+            if last_metrics.elapsed() >= Duration::from_secs(2) {
+                last_metrics = Instant::now();
+                let (cpu_free_milli, mem_free_bytes) = host_capacity();
+                let now = self.now();
+                let out = self.node.handle(
+                    Input::LocalMetrics {
+                        cpu_free_milli,
+                        mem_free_bytes,
+                    },
+                    now,
+                    wall_ms(),
+                );
+                self.outputs(out)?;
+            }
+            if let Some(limit) = draining {
+                if self.node.drained() {
+                    info!("runs handed back; stopping");
+                    return Ok(());
+                }
+                if Instant::now() >= limit {
+                    warn!(
+                        runs = self.node.runs(),
+                        "stopping with runs not yet handed back; their leases will expire"
+                    );
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// A run's output or end. Output goes to this node's ring, its local
+    /// followers and the nodes subscribed to the task.
+    fn on_run(&mut self, msg: RunMsg) -> Option<Input> {
+        match msg {
+            RunMsg::Chunk(chunk) => {
+                self.on_chunk(chunk);
+                None
+            }
+            RunMsg::Exited {
+                token,
+                exit_code,
+                class,
+            } => Some(Input::RunExited {
+                token,
+                exit_code,
+                class,
+            }),
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: OutputChunk) {
+        let now = self.now();
+        let Some(subscribers) = self.hub.record(chunk.clone(), now) else {
+            return;
+        };
+        for node in subscribers {
+            let frame = self.direct_frame(Direct::Output(vec![chunk.clone()]));
+            self.send(&node, &frame);
+        }
+        let _ = self.output_tx.send(chunk);
+    }
+
+    fn direct_frame(&self, msg: Direct) -> Frame<Direct> {
+        Frame {
+            version: wire::PROTOCOL_VERSION,
+            cluster: self.node.cluster().cloned(),
+            from: self.node.status().node_id,
+            msg,
+        }
+    }
+
+    /// Output messages are the shell's: answered here, not by the core.
+    fn on_output_message(&mut self, from: NodeId, msg: Direct) {
+        match msg {
+            Direct::OutputSubscribe {
+                task,
+                attempt,
+                from_seq,
+            } => {
+                let now = self.now();
+                let backlog = self
+                    .hub
+                    .subscribe(&task, from.clone(), attempt, from_seq, now);
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                for c in backlog {
+                    bytes += c.data.len() + 64;
+                    batch.push(c);
+                    if bytes >= OUTPUT_BATCH_BYTES {
+                        let frame = self.direct_frame(Direct::Output(std::mem::take(&mut batch)));
+                        self.send(&from, &frame);
+                        bytes = 0;
+                    }
+                }
+                if !batch.is_empty() {
+                    let frame = self.direct_frame(Direct::Output(batch));
+                    self.send(&from, &frame);
+                }
+            }
+            Direct::Output(chunks) => {
+                for c in chunks.into_iter().take(4096) {
+                    self.on_chunk(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Subscribes to a task's output at the node that runs (or ran) it.
+    fn watch_output(&mut self, task: &TaskId) {
+        let Some(t) = self.node.state().tasks().get(task) else {
+            return;
+        };
+        let Some(node) = t.node.clone() else {
+            return;
+        };
+        if node == self.node.status().node_id {
+            return;
+        }
+        let attempt = t.attempt;
+        let from_seq = self.hub.next_seq(task, attempt);
+        // Earlier attempts' output: ask from the start of the first one
+        // this node has nothing of.
+        let (attempt, from_seq) = (1..=attempt)
+            .find(|a| self.hub.next_seq(task, *a) == 0)
+            .map_or((attempt, from_seq), |a| (a, 0));
+        let frame = self.direct_frame(Direct::OutputSubscribe {
+            task: task.clone(),
+            attempt,
+            from_seq,
+        });
+        self.send(&node, &frame);
     }
 
     fn now(&self) -> Duration {
@@ -484,6 +714,20 @@ impl EventLoop {
     fn on_net(&mut self, ev: NetEvent) -> Option<Input> {
         match ev {
             NetEvent::Direct { from, bytes } => match wire::decode::<Direct>(&bytes) {
+                Ok(frame)
+                    if frame.from.0 == from.to_base58()
+                        && matches!(
+                            frame.msg,
+                            Direct::OutputSubscribe { .. } | Direct::Output(_)
+                        ) =>
+                {
+                    if frame.cluster.as_ref() == self.node.cluster() {
+                        self.on_output_message(frame.from, frame.msg);
+                    } else {
+                        self.bad_frames += 1;
+                    }
+                    None
+                }
                 Ok(frame) if frame.from.0 == from.to_base58() => Some(Input::Direct(frame)),
                 Ok(frame) => {
                     self.bad_frames += 1;
@@ -547,6 +791,18 @@ impl EventLoop {
                 let _ = tx.send(self.node.state().clone());
                 None
             }
+            Request::WatchOutput(task) => {
+                self.watch_output(&task);
+                None
+            }
+            Request::ReadOutput(task, tx) => {
+                let _ = tx.send(self.hub.chunks(&task));
+                None
+            }
+            Request::ExecAvailable(tx) => {
+                let _ = tx.send(self.node.exec_available());
+                None
+            }
         }
     }
 
@@ -599,6 +855,36 @@ impl EventLoop {
                 Output::SnapshotInstalled { index } => {
                     self.progress.finish(index.0);
                     info!(index = %index, "state loaded from snapshot; fetching the tail");
+                }
+                Output::StartRun {
+                    task,
+                    token,
+                    attempt,
+                    spec,
+                } => {
+                    info!(task = %task, token = token.0, attempt, "starting a run");
+                    self.runs.start(task, token, attempt, spec.runner, vec![]);
+                }
+                Output::StartReplica {
+                    deployment,
+                    replica,
+                    token,
+                    port,
+                    restarts,
+                    spec,
+                } => {
+                    info!(deployment = %deployment, replica, port, restarts, "starting a replica");
+                    let env = vec![
+                        ("PORT".to_owned(), port.to_string()),
+                        ("SHOAL_DEPLOYMENT".to_owned(), deployment.clone()),
+                        ("SHOAL_REPLICA".to_owned(), replica.to_string()),
+                    ];
+                    let name = TaskId(format!("deploy:{deployment}/{replica}"));
+                    self.runs.start(name, token, restarts + 1, spec.runner, env);
+                }
+                Output::StopRun { token, reason } => {
+                    info!(token = token.0, ?reason, "stopping a run");
+                    self.runs.stop(token, reason);
                 }
                 Output::Fatal(why) => {
                     error!(reason = %why, "stopping");

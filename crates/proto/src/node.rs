@@ -14,6 +14,8 @@ use crate::consensus::{MembershipChange, RaftBase, RaftConfig, RaftCore, RaftOut
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
 use crate::log_store::LogStore;
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
+use crate::placement::{Placement, PlacementConfig};
+use crate::replicas::{ReplicaAction, ReplicaConfig, Replicas};
 use crate::requests::{ReplyTo, RequestAction, RequestConfig, Requests};
 use crate::sequencer::{Sequenced, Sequencer};
 use crate::snapshot_transfer::{
@@ -23,12 +25,14 @@ use crate::wire::{
     CommandReply, Direct, FetchRange, Frame, Gossip, RangeReply, Refusal, SnapshotChunk,
     PROTOCOL_VERSION, RANGE_MAX_BYTES,
 };
+use crate::worker::{StopReason, Worker, WorkerAction, WorkerConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_log::HardState;
 use shoal_model::{
-    encode_event, ClusterId, Command, CommandId, Envelope, Event, EventIdx, Heartbeat, Liveness,
-    LogEntry, NodeId, RaftId, Role, State, StateHash, Term, TransientEvent,
+    encode_event, ClusterId, Command, CommandId, Envelope, Event, EventIdx, ExitClass,
+    FencingToken, Heartbeat, InstanceSpec, Liveness, LogEntry, NodeId, NodeMetrics, Op, RaftId,
+    Role, State, StateHash, TaskId, TaskSpec, Term, TransientEvent,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -67,6 +71,15 @@ pub struct NodeConfig {
     pub receive: ReceiveConfig,
     pub buffer: BufferLimits,
     pub requests: RequestConfig,
+    /// How often this node gossips its capacity (for placement).
+    pub metrics_every: Duration,
+    /// This node's labels, matched by tasks that ask for some.
+    pub labels: BTreeMap<String, String>,
+    /// Whether this node runs user commands (`--allow-exec`).
+    pub exec: bool,
+    pub placement: PlacementConfig,
+    pub worker: WorkerConfig,
+    pub replicas: ReplicaConfig,
 }
 
 impl NodeConfig {
@@ -93,6 +106,12 @@ impl NodeConfig {
             receive: ReceiveConfig::default(),
             buffer: BufferLimits::default(),
             requests: RequestConfig::default(),
+            metrics_every: Duration::from_secs(1),
+            labels: BTreeMap::new(),
+            exec: false,
+            placement: PlacementConfig::default(),
+            worker: WorkerConfig::default(),
+            replicas: ReplicaConfig::default(),
         }
     }
 }
@@ -116,6 +135,19 @@ pub enum Input {
     SnapshotBuildFailed {
         reason: String,
     },
+    /// This host's free capacity, measured by the shell.
+    LocalMetrics {
+        cpu_free_milli: u32,
+        mem_free_bytes: u64,
+    },
+    /// A run started by `Output::StartRun` ended.
+    RunExited {
+        token: FencingToken,
+        exit_code: i32,
+        class: ExitClass,
+    },
+    /// Stop taking work and hand back what runs here (`shoal leave`).
+    Drain,
 }
 
 /// What became of a build's `save` request.
@@ -153,6 +185,29 @@ pub enum Output {
     /// A State arrived by snapshot and replaced the local one.
     SnapshotInstalled {
         index: EventIdx,
+    },
+    /// Start (or restart, after a crash) a replica of a deployment, with
+    /// `PORT` in its environment. It is stopped with `StopRun`.
+    StartReplica {
+        deployment: String,
+        replica: u32,
+        token: FencingToken,
+        port: u16,
+        restarts: u32,
+        spec: InstanceSpec,
+    },
+    /// Start a task's run: its process group gets the token and attempt.
+    StartRun {
+        task: TaskId,
+        token: FencingToken,
+        attempt: u32,
+        spec: TaskSpec,
+    },
+    /// Stop a run: SIGTERM to its group, a grace period, SIGKILL. Its end
+    /// comes back as `Input::RunExited`.
+    StopRun {
+        token: FencingToken,
+        reason: StopReason,
     },
     /// The node cannot go on (duplicate identity, unreadable log entry,
     /// failed storage); the shell logs it and exits.
@@ -235,6 +290,14 @@ pub struct Node<L: LogStore> {
     ttl_deadlines: BTreeMap<String, (EventIdx, Duration)>,
     pending_expiry: BTreeSet<(String, EventIdx)>,
     next_outcome_sweep: Duration,
+    placement: Placement,
+    // Worker side of tasks, on every node.
+    worker: Worker,
+    replicas: Replicas,
+    /// Placements may have changed: compare the replicas with State.
+    replicas_dirty: bool,
+    capacity: (u32, u64),
+    next_metrics: Duration,
     // Timers.
     started: Duration,
     now: Duration,
@@ -318,6 +381,7 @@ impl<L: LogStore> Node<L> {
             }
         }
         let rng = SmallRng::seed_from_u64(cfg.seed);
+        let applied_at_start = state.index();
         let mut node = Node {
             buffer: OrderedBuffer::new(state.index().next(), cfg.buffer),
             gaps: GapFetcher::new(cfg.gaps),
@@ -346,6 +410,12 @@ impl<L: LogStore> Node<L> {
             ttl_deadlines: BTreeMap::new(),
             pending_expiry: BTreeSet::new(),
             next_outcome_sweep: now,
+            placement: Placement::default(),
+            worker: Worker::new(cfg.worker, applied_at_start),
+            replicas: Replicas::new(cfg.replicas),
+            replicas_dirty: true,
+            capacity: (0, 0),
+            next_metrics: now,
             started: now,
             now,
             wall_ms: 0,
@@ -526,7 +596,130 @@ impl<L: LogStore> Node<L> {
                 let acts = self.snap_server.on_build_failed(&reason);
                 self.serve(acts, out);
             }
+            Input::LocalMetrics {
+                cpu_free_milli,
+                mem_free_bytes,
+            } => self.capacity = (cpu_free_milli, mem_free_bytes),
+            Input::RunExited {
+                token,
+                exit_code,
+                class,
+            } => {
+                if self.replicas.holds(token) {
+                    let acts = self.replicas.on_exit(token, exit_code, self.now);
+                    self.run_replicas(acts, out);
+                } else {
+                    let acts =
+                        self.worker
+                            .on_exit(token, exit_code, class, &self.state, &self.cfg.node);
+                    self.run_worker(acts, out);
+                }
+            }
+            Input::Drain => {
+                let acts = self.worker.drain();
+                self.run_worker(acts, out);
+            }
         }
+    }
+
+    // ---- tasks ----------------------------------------------------------
+
+    /// Runs under way on this node.
+    pub fn runs(&self) -> usize {
+        self.worker.running()
+    }
+
+    /// Every run handed back and reported (after `Input::Drain`).
+    pub fn drained(&self) -> bool {
+        self.worker.drained()
+    }
+
+    /// Whether some live node runs user commands.
+    pub fn exec_available(&self) -> bool {
+        self.cfg.exec
+            || self
+                .placement
+                .exec_available(&self.state, self.now, self.cfg.node_timeout * 3)
+    }
+
+    fn run_worker(&mut self, acts: Vec<WorkerAction>, out: &mut Vec<Output>) {
+        for a in acts {
+            match a {
+                WorkerAction::Start {
+                    task,
+                    token,
+                    attempt,
+                    spec,
+                } => out.push(Output::StartRun {
+                    task,
+                    token,
+                    attempt,
+                    spec,
+                }),
+                WorkerAction::Stop { token, reason } => out.push(Output::StopRun { token, reason }),
+                WorkerAction::Renew { leases, at } => {
+                    let at_ms = at.as_millis() as u64;
+                    match self.leader.clone() {
+                        Some(l) if l == self.cfg.node && self.leads_with_quorum() => {
+                            let me = self.cfg.node.clone();
+                            let tokens = self.placement.renew(&me, &leases, &self.state, self.now);
+                            self.worker.on_renewed(&tokens, at);
+                        }
+                        Some(l) => self.send(l, Direct::LeaseRenew { leases, at_ms }, out),
+                        None => {}
+                    }
+                }
+                WorkerAction::Report(cmd) => self.sequence(cmd, None, out),
+            }
+        }
+    }
+
+    fn run_replicas(&mut self, acts: Vec<ReplicaAction>, out: &mut Vec<Output>) {
+        for a in acts {
+            match a {
+                ReplicaAction::Start {
+                    deployment,
+                    replica,
+                    token,
+                    port,
+                    restarts,
+                    spec,
+                } => out.push(Output::StartReplica {
+                    deployment,
+                    replica,
+                    token,
+                    port,
+                    restarts,
+                    spec,
+                }),
+                ReplicaAction::Stop { token } => out.push(Output::StopRun {
+                    token,
+                    reason: StopReason::Cancelled,
+                }),
+                ReplicaAction::Report(cmd) => self.sequence(cmd, None, out),
+            }
+        }
+    }
+
+    fn leads_with_quorum(&self) -> bool {
+        self.raft
+            .as_ref()
+            .is_some_and(|r| r.is_leader() && r.quorum_recently_active())
+    }
+
+    fn publish_metrics(&mut self, out: &mut Vec<Output>) {
+        let m = NodeMetrics {
+            node: self.cfg.node.clone(),
+            cpu_free_milli: self.capacity.0,
+            mem_free_bytes: self.capacity.1,
+            running: (self.worker.running() + self.replicas.running()) as u32,
+            labels: self.cfg.labels.clone(),
+            exec: self.cfg.exec,
+        };
+        self.placement.on_metrics(m.clone(), self.now);
+        out.push(Output::Broadcast(
+            self.frame(Gossip::Transient(TransientEvent::Metrics(m))),
+        ));
     }
 
     // ---- the steady part of every step ---------------------------------
@@ -546,6 +739,12 @@ impl<L: LogStore> Node<L> {
         }
         self.plan_gaps(out);
         self.maybe_snapshot(out);
+        let acts = self.worker.sync(&self.cfg.node, &self.state, self.now);
+        self.run_worker(acts, out);
+        if std::mem::take(&mut self.replicas_dirty) && self.state.cluster_id().is_some() {
+            let acts = self.replicas.sync(&self.cfg.node, &self.state);
+            self.run_replicas(acts, out);
+        }
     }
 
     fn fail(&mut self, why: String, out: &mut Vec<Output>) {
@@ -677,6 +876,7 @@ impl<L: LogStore> Node<L> {
         self.dead_since.clear();
         self.ttl_deadlines.clear();
         self.pending_expiry.clear();
+        self.placement.reset();
         self.next_plan = self.now;
     }
 
@@ -775,6 +975,17 @@ impl<L: LogStore> Node<L> {
             Event::KvExpired { key, version } => {
                 self.pending_expiry.remove(&(key.clone(), *version));
             }
+            Event::TaskGranted { task, node, .. } if *node == self.cfg.node => {
+                self.worker.note_granted(task.clone());
+            }
+            Event::ReplicaPlaced { .. } | Event::ReplicaUnplaced { .. } => {
+                self.replicas_dirty = true;
+            }
+            Event::Command { cmd, .. }
+                if matches!(cmd.op, Op::Deploy { .. } | Op::Undeploy { .. }) =>
+            {
+                self.replicas_dirty = true;
+            }
             _ => {}
         }
     }
@@ -855,6 +1066,14 @@ impl<L: LogStore> Node<L> {
             self.next_heartbeat = now + self.cfg.heartbeat_every;
             self.heartbeat(out);
         }
+        if now >= self.next_metrics && self.cluster.is_some() {
+            self.next_metrics = now + self.cfg.metrics_every;
+            self.publish_metrics(out);
+        }
+        let acts = self.worker.tick(now);
+        self.run_worker(acts, out);
+        let acts = self.replicas.tick(now);
+        self.run_replicas(acts, out);
         if self.cluster.is_none() {
             self.discover(out);
         } else if now >= self.next_join && self.raft.is_none() {
@@ -988,6 +1207,20 @@ impl<L: LogStore> Node<L> {
         self.plan_liveness();
         self.plan_membership();
         self.plan_expiry();
+        let events = self.placement.plan(
+            &self.cfg.placement,
+            &self.state,
+            self.now,
+            self.leader_since,
+            self.cfg.node_timeout,
+        );
+        let settled = self.now.saturating_sub(self.leader_since) >= self.cfg.node_timeout;
+        let replica_events =
+            self.placement
+                .plan_replicas(&self.cfg.placement, &self.state, self.now, settled);
+        for e in events.iter().chain(&replica_events) {
+            let _ = self.propose(e);
+        }
         let _ = out;
     }
 
@@ -1213,6 +1446,13 @@ impl<L: LogStore> Node<L> {
             Gossip::Transient(TransientEvent::Heartbeat(hb)) => {
                 self.on_heartbeat(frame.from, frame.cluster, hb, out)
             }
+            Gossip::Transient(TransientEvent::Metrics(m)) => {
+                if m.node == frame.from {
+                    self.placement.on_metrics(m, self.now);
+                } else {
+                    self.metrics.bad_messages += 1;
+                }
+            }
             Gossip::Transient(_) => {}
         }
     }
@@ -1326,6 +1566,22 @@ impl<L: LogStore> Node<L> {
                 self.run_requests(acts, out);
             }
             Direct::Join { addr } => self.on_join(from, addr),
+            Direct::LeaseRenew { leases, at_ms } => {
+                // A master cut off from its quorum may be replaced at any
+                // moment: it renews nothing.
+                if self.leads_with_quorum() {
+                    let tokens = self.placement.renew(&from, &leases, &self.state, self.now);
+                    self.send(from, Direct::LeaseRenewed { tokens, at_ms }, out);
+                }
+            }
+            Direct::LeaseRenewed { tokens, at_ms } => {
+                if self.leader.as_ref() == Some(&from) {
+                    self.worker
+                        .on_renewed(&tokens, Duration::from_millis(at_ms));
+                }
+            }
+            // Task output is the shell's business; it does not reach here.
+            Direct::OutputSubscribe { .. } | Direct::Output(_) => {}
         }
     }
 
@@ -1572,6 +1828,8 @@ impl<L: LogStore> Node<L> {
         tracing::info!(node = %self.cfg.node, index = %index, "installed snapshot");
         self.metrics.snapshots_installed += 1;
         self.state = state;
+        self.worker.note_state_replaced();
+        self.replicas_dirty = true;
         self.buffer.fast_forward_to(index.next());
         self.gaps.reset();
         if self.raft.is_none() {

@@ -1,14 +1,15 @@
 //! Messages between nodes, and their versioned encoding.
 //!
 //! One-to-one messages (`Direct`) carry Raft traffic, range fetches,
-//! snapshot chunks and forwarded commands. Broadcast messages (`Gossip`)
+//! snapshot chunks, forwarded commands, lease renewals and task output. Broadcast messages (`Gossip`)
 //! carry committed entries and transient events. Every frame starts with the
 //! protocol version and the sender's cluster id; a node drops (and counts)
 //! frames of another version or another cluster.
 
 use serde::{Deserialize, Serialize};
 use shoal_model::{
-    ClusterId, Command, CommandId, EventIdx, LogEntry, NodeId, Outcome, TransientEvent,
+    ClusterId, Command, CommandId, EventIdx, FencingToken, LogEntry, NodeId, Outcome, OutputChunk,
+    TaskId, TransientEvent,
 };
 
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -53,6 +54,25 @@ pub enum Direct {
     Join {
         addr: String,
     },
+    /// A worker asks the master to renew its leases; `at_ms` (the worker's
+    /// clock) comes back in the answer.
+    LeaseRenew {
+        leases: Vec<(TaskId, FencingToken)>,
+        at_ms: u64,
+    },
+    LeaseRenewed {
+        tokens: Vec<FencingToken>,
+        at_ms: u64,
+    },
+    /// Send me a task's output from `from_seq` of `attempt` on, and what
+    /// follows, for a while.
+    OutputSubscribe {
+        task: TaskId,
+        attempt: u32,
+        from_seq: u64,
+    },
+    /// Output chunks of runs, to a subscriber.
+    Output(Vec<OutputChunk>),
 }
 
 /// Broadcast messages.

@@ -3,7 +3,9 @@
 //! virtual time. The network can drop, delay, duplicate and reorder
 //! messages, cut links, isolate nodes; nodes can be paused, resumed,
 //! crashed (losing what they had not fsynced) and restarted from their own
-//! log. Every message goes through the wire codec.
+//! log. Every message goes through the wire codec. Task runs are
+//! simulated: the synthetic runner's run ends after its chunks' time, a
+//! stopped run a moment after the stop; a crash ends its node's runs.
 //!
 //! After every step the simulator checks the invariants: at most one master
 //! per term, and two replicas at the same index have the same state hash
@@ -13,7 +15,10 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_log::{decode_snapshot, encode_snapshot};
-use shoal_model::{ClusterId, Command, CommandId, EventIdx, NodeId, Op, State, StateHash, Term};
+use shoal_model::{
+    ClusterId, Command, CommandId, EventIdx, ExitClass, FencingToken, NodeId, Op, Runner, State,
+    StateHash, TaskId, Term,
+};
 use shoal_proto::log_store::MemLog;
 use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
@@ -48,6 +53,25 @@ enum Payload {
     Direct(Vec<u8>),
     Gossip(Vec<u8>),
     SnapshotBuilt(EncodedSnapshot, bool),
+    /// A run ends; only delivered to the process that started it.
+    RunExited {
+        start: u64,
+        token: FencingToken,
+        exit_code: i32,
+        class: ExitClass,
+    },
+}
+
+/// A simulated run, as the shell would see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimRun {
+    pub node: NodeId,
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub attempt: u32,
+    pub started: Duration,
+    /// When its process ended (or its node crashed).
+    pub ended: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -97,6 +121,8 @@ pub struct Sim {
     template: Box<dyn Fn(NodeId, u64) -> NodeConfig>,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    /// Every run started, in order.
+    pub runs: Vec<SimRun>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -147,6 +173,34 @@ impl Sim {
             template,
             messages_sent: 0,
             messages_dropped: 0,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Runs of `task` that were under way at once (should be none unless
+    /// a node crashed, which the simulator counts as ending its runs).
+    pub fn overlapping_runs(&self, task: &TaskId) -> Vec<(SimRun, SimRun)> {
+        let runs: Vec<&SimRun> = self.runs.iter().filter(|r| &r.task == task).collect();
+        let mut out = Vec::new();
+        for (i, a) in runs.iter().enumerate() {
+            for b in &runs[i + 1..] {
+                if a.ended.is_none_or(|e| e > b.started) {
+                    out.push(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn end_run(&mut self, node: &NodeId, token: FencingToken) {
+        let now = self.now;
+        if let Some(r) = self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| &r.node == node && r.token == token && r.ended.is_none())
+        {
+            r.ended = Some(now);
         }
     }
 
@@ -204,6 +258,12 @@ impl Sim {
 
     /// Kills a node: what it had not fsynced is lost; messages to it vanish.
     pub fn crash(&mut self, id: &NodeId) {
+        let now = self.now;
+        for r in self.runs.iter_mut() {
+            if &r.node == id && r.ended.is_none() {
+                r.ended = Some(now);
+            }
+        }
         let sn = self.nodes.get_mut(id).expect("known node");
         self.applied.remove(id);
         if let Some(node) = sn.node.take() {
@@ -395,6 +455,105 @@ impl Sim {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
                 }
                 Output::CatchUp { .. } | Output::SnapshotInstalled { .. } => {}
+                Output::StartRun {
+                    task,
+                    token,
+                    attempt,
+                    spec,
+                } => {
+                    let start = self.nodes[&from].starts;
+                    self.runs.push(SimRun {
+                        node: from.clone(),
+                        task,
+                        token,
+                        attempt,
+                        started: self.now,
+                        ended: None,
+                    });
+                    let (after, exit_code) = match spec.runner {
+                        Runner::Synthetic {
+                            chunks,
+                            interval_ms,
+                            exit_code,
+                        } => (
+                            Duration::from_millis(interval_ms * chunks as u64),
+                            exit_code,
+                        ),
+                        Runner::Exec { .. } => (Duration::from_millis(100), 0),
+                    };
+                    let class = ExitClass::of_exit_code(exit_code);
+                    self.enqueue(
+                        self.now + after,
+                        Delivery {
+                            to: from.clone(),
+                            from: from.clone(),
+                            payload: Payload::RunExited {
+                                start,
+                                token,
+                                exit_code,
+                                class,
+                            },
+                        },
+                    );
+                }
+                Output::StartReplica {
+                    deployment,
+                    replica,
+                    token,
+                    restarts,
+                    spec,
+                    ..
+                } => {
+                    let start = self.nodes[&from].starts;
+                    self.runs.push(SimRun {
+                        node: from.clone(),
+                        task: TaskId(format!("deploy:{deployment}/{replica}")),
+                        token,
+                        attempt: restarts + 1,
+                        started: self.now,
+                        ended: None,
+                    });
+                    let (after, exit_code) = match spec.runner {
+                        Runner::Synthetic {
+                            chunks,
+                            interval_ms,
+                            exit_code,
+                        } => (
+                            Duration::from_millis(interval_ms * chunks as u64),
+                            exit_code,
+                        ),
+                        Runner::Exec { .. } => (Duration::from_secs(3600), 0),
+                    };
+                    self.enqueue(
+                        self.now + after,
+                        Delivery {
+                            to: from.clone(),
+                            from: from.clone(),
+                            payload: Payload::RunExited {
+                                start,
+                                token,
+                                exit_code,
+                                class: ExitClass::of_exit_code(exit_code),
+                            },
+                        },
+                    );
+                }
+                Output::StopRun { token, reason } => {
+                    let start = self.nodes[&from].starts;
+                    self.enqueue(
+                        self.now + Duration::from_millis(10),
+                        Delivery {
+                            to: from.clone(),
+                            from: from.clone(),
+                            payload: Payload::RunExited {
+                                start,
+                                token,
+                                exit_code: 143,
+                                class: reason.class(),
+                            },
+                        },
+                    );
+                }
                 Output::Fatal(why) => {
                     let sn = self.nodes.get_mut(&from).expect("known node");
                     sn.fatal = Some(why);
@@ -422,6 +581,27 @@ impl Sim {
                 snap,
                 save: if saved { Saved::Saved } else { Saved::NotAsked },
             },
+            Payload::RunExited {
+                start,
+                token,
+                exit_code,
+                class,
+            } => {
+                // Only the process that started it hears of it, once.
+                let live = self
+                    .runs
+                    .iter()
+                    .any(|r| r.node == d.to && r.token == token && r.ended.is_none());
+                if start != sn.starts || !live {
+                    return;
+                }
+                self.end_run(&d.to, token);
+                Input::RunExited {
+                    token,
+                    exit_code,
+                    class,
+                }
+            }
         };
         let _ = d.from;
         self.input(&d.to, input);

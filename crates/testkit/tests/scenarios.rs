@@ -4,6 +4,7 @@
 use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};
 use shoal_proto::wire::Refusal;
 use shoal_testkit::{NetConfig, Sim};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn secs(n: u64) -> Duration {
@@ -555,5 +556,341 @@ fn a_dead_voter_is_replaced_after_the_grace_period() {
             }) && s.converged()
         });
         assert!(ok, "seed {seed}: the old voter did not come back");
+    }
+}
+
+// ---- tasks -----------------------------------------------------------------
+
+fn synthetic(chunks: u32, interval_ms: u64, exit_code: i32, max_attempts: u32) -> Op {
+    Op::TaskSubmit {
+        spec: shoal_model::TaskSpec {
+            runner: shoal_model::Runner::Synthetic {
+                chunks,
+                interval_ms,
+                exit_code,
+            },
+            timeout_ms: None,
+            node: None,
+            labels: Default::default(),
+            resources: Default::default(),
+            max_attempts,
+        },
+    }
+}
+
+fn submit_task(sim: &mut Sim, via: &NodeId, op: Op) -> shoal_model::TaskId {
+    match write(sim, via, op, secs(10)) {
+        Some(Ok((_, Outcome::Task(id)))) => id,
+        other => panic!("seed {}: submit: {other:?}", sim.seed),
+    }
+}
+
+fn task_status(sim: &Sim, node: &NodeId, id: &shoal_model::TaskId) -> shoal_model::TaskStatus {
+    sim.state_of(node).unwrap().tasks()[id].status.clone()
+}
+
+/// The node a task is running on, once it runs.
+fn running_on(sim: &mut Sim, via: &NodeId, id: &shoal_model::TaskId) -> NodeId {
+    let mut on = None;
+    let ok = sim.run_until(secs(20), |s| {
+        on = match task_status(s, via, id) {
+            shoal_model::TaskStatus::Running { node, .. } => Some(node),
+            _ => None,
+        };
+        on.is_some()
+    });
+    assert!(ok, "seed {}: the task never ran", sim.seed);
+    on.unwrap()
+}
+
+fn finished(sim: &mut Sim, via: &NodeId, id: &shoal_model::TaskId, limit: Duration) {
+    let ok = sim.run_until(limit, |s| task_status(s, via, id).is_terminal());
+    assert!(
+        ok,
+        "seed {}: the task did not end: {:?}",
+        sim.seed,
+        task_status(sim, via, id)
+    );
+}
+
+#[test]
+fn a_task_on_a_crashed_worker_runs_again_elsewhere_and_ends_once() {
+    for seed in seeds(12) {
+        let (mut sim, ids) = cluster(seed, 4);
+        let id = submit_task(&mut sim, &ids[0], synthetic(20, 50, 0, 3));
+        let worker = running_on(&mut sim, &ids[0], &id);
+        sim.crash(&worker);
+        let via = ids.iter().find(|n| **n != worker).unwrap().clone();
+        finished(&mut sim, &via, &id, secs(40));
+        let t = sim.state_of(&via).unwrap().tasks()[&id].clone();
+        assert_eq!(
+            t.status,
+            shoal_model::TaskStatus::Finished {
+                exit_code: 0,
+                class: shoal_model::ExitClass::Success
+            },
+            "seed {seed}"
+        );
+        assert_eq!(t.attempt, 2, "seed {seed}");
+        assert_ne!(t.node.as_ref(), Some(&worker), "seed {seed}");
+        let runs: Vec<_> = sim.runs.iter().filter(|r| r.task == id).collect();
+        assert_eq!(runs.len(), 2, "seed {seed}: {runs:?}");
+        assert!(runs[1].started >= runs[0].ended.unwrap(), "seed {seed}");
+        sim.expect_converged(secs(20));
+    }
+}
+
+#[test]
+fn an_isolated_worker_stops_its_run_before_the_master_places_it_again() {
+    for seed in seeds(12) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let id = submit_task(&mut sim, &ids[0], synthetic(200, 50, 0, 3));
+        let worker = running_on(&mut sim, &ids[0], &id);
+        sim.isolate(&worker);
+        let others: Vec<NodeId> = ids.iter().filter(|n| **n != worker).cloned().collect();
+        let ok = sim.run_until(secs(30), |s| {
+            s.runs.iter().filter(|r| r.task == id).count() >= 2
+        });
+        assert!(ok, "seed {seed}: the task was not placed again");
+        // The lease discipline: the cut-off run ended before the new one
+        // began, although nobody could tell the worker to stop.
+        assert!(
+            sim.overlapping_runs(&id).is_empty(),
+            "seed {seed}: runs overlapped: {:?}",
+            sim.overlapping_runs(&id)
+        );
+        sim.heal();
+        finished(&mut sim, &others[0], &id, secs(40));
+        let t = sim.state_of(&others[0]).unwrap().tasks()[&id].clone();
+        assert!(
+            matches!(
+                t.status,
+                shoal_model::TaskStatus::Finished { exit_code: 0, .. }
+            ),
+            "seed {seed}: {:?}",
+            t.status
+        );
+        assert!(t.attempt >= 2, "seed {seed}");
+        sim.expect_converged(secs(30));
+    }
+}
+
+#[test]
+fn transient_failures_retry_with_backoff_and_stop_at_the_bound() {
+    for seed in seeds(6) {
+        let (mut sim, ids) = cluster(seed, 3);
+        let id = submit_task(&mut sim, &ids[1], synthetic(2, 10, 75, 3));
+        finished(&mut sim, &ids[1], &id, secs(30));
+        assert_eq!(
+            task_status(&sim, &ids[1], &id),
+            shoal_model::TaskStatus::Finished {
+                exit_code: 75,
+                class: shoal_model::ExitClass::Transient
+            },
+            "seed {seed}"
+        );
+        let runs: Vec<_> = sim.runs.iter().filter(|r| r.task == id).collect();
+        assert_eq!(runs.len(), 3, "seed {seed}: bounded by max_attempts");
+        // Backoff doubles: at least 0.5 s, then 1 s between attempts.
+        let gap = |i: usize| runs[i + 1].started - runs[i].ended.unwrap();
+        assert!(
+            gap(0) >= Duration::from_millis(500),
+            "seed {seed}: {:?}",
+            gap(0)
+        );
+        assert!(
+            gap(1) >= Duration::from_millis(1000),
+            "seed {seed}: {:?}",
+            gap(1)
+        );
+        // A permanent failure is not retried.
+        let id = submit_task(&mut sim, &ids[2], synthetic(1, 10, 3, 3));
+        finished(&mut sim, &ids[2], &id, secs(30));
+        assert_eq!(
+            sim.runs.iter().filter(|r| r.task == id).count(),
+            1,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_cancelled_task_stops_its_run_and_stays_cancelled() {
+    for seed in seeds(6) {
+        let (mut sim, ids) = cluster(seed, 3);
+        let id = submit_task(&mut sim, &ids[0], synthetic(1000, 50, 0, 3));
+        running_on(&mut sim, &ids[0], &id);
+        match write(
+            &mut sim,
+            &ids[2],
+            Op::TaskCancel { task: id.clone() },
+            secs(10),
+        ) {
+            Some(Ok((_, Outcome::Applied(true)))) => {}
+            other => panic!("seed {seed}: cancel: {other:?}"),
+        }
+        let ok = sim.run_until(secs(10), |s| {
+            s.runs
+                .iter()
+                .filter(|r| r.task == id)
+                .all(|r| r.ended.is_some())
+        });
+        assert!(ok, "seed {seed}: the run was not stopped");
+        sim.run_for(secs(5));
+        assert_eq!(
+            task_status(&sim, &ids[0], &id),
+            shoal_model::TaskStatus::Cancelled,
+            "seed {seed}"
+        );
+        assert_eq!(
+            sim.runs.iter().filter(|r| r.task == id).count(),
+            1,
+            "seed {seed}"
+        );
+        sim.expect_converged(secs(10));
+    }
+}
+
+// ---- instances -------------------------------------------------------------
+
+fn deploy(name: &str, replicas: u32, chunks: u32, exit_code: i32) -> Op {
+    Op::Deploy {
+        name: name.into(),
+        spec: shoal_model::InstanceSpec {
+            runner: shoal_model::Runner::Synthetic {
+                chunks,
+                interval_ms: 10,
+                exit_code,
+            },
+            resources: Default::default(),
+        },
+        replicas,
+    }
+}
+
+/// Replica -> (node, token), as `via` sees the deployment.
+fn placements(sim: &Sim, via: &NodeId, name: &str) -> Vec<(NodeId, shoal_model::FencingToken)> {
+    sim.state_of(via)
+        .unwrap()
+        .deployments()
+        .get(name)
+        .map(|d| {
+            d.placements
+                .values()
+                .map(|p| (p.node.clone(), p.token))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn live_runs_of(sim: &Sim, token: shoal_model::FencingToken) -> usize {
+    sim.runs
+        .iter()
+        .filter(|r| r.token == token && r.ended.is_none())
+        .count()
+}
+
+#[test]
+fn replicas_spread_survive_a_master_change_and_leave_a_dead_node() {
+    for seed in seeds(10) {
+        let (mut sim, ids) = cluster(seed, 4);
+        assert!(matches!(
+            write(&mut sim, &ids[0], deploy("web", 3, 1_000_000, 0), secs(10)),
+            Some(Ok(_))
+        ));
+        let ok = sim.run_until(secs(20), |s| {
+            let p = placements(s, &ids[0], "web");
+            p.len() == 3 && p.iter().all(|(_, t)| live_runs_of(s, *t) == 1)
+        });
+        assert!(ok, "seed {seed}: three replicas run");
+        let before = placements(&sim, &ids[0], "web");
+        let nodes: BTreeSet<NodeId> = before.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(nodes.len(), 3, "seed {seed}: spread over three nodes");
+
+        // The master dies; whatever it ran is placed again, the rest runs on.
+        let master = sim.master().unwrap();
+        sim.crash(&master);
+        let via = ids.iter().find(|n| **n != master).unwrap().clone();
+        let ok = sim.run_until(secs(40), |s| {
+            let p = placements(s, &via, "web");
+            p.len() == 3
+                && p.iter()
+                    .all(|(n, t)| *n != master && live_runs_of(s, *t) == 1)
+        });
+        assert!(
+            ok,
+            "seed {seed}: replicas back to three: {:?}",
+            placements(&sim, &via, "web")
+        );
+        for (node, token) in before.iter().filter(|(n, _)| *n != master) {
+            let starts = sim.runs.iter().filter(|r| r.token == *token).count();
+            assert_eq!(
+                starts, 1,
+                "seed {seed}: the replica on {node} was restarted"
+            );
+        }
+        // Undeploy stops every replica.
+        assert!(matches!(
+            write(
+                &mut sim,
+                &via,
+                Op::Undeploy { name: "web".into() },
+                secs(10)
+            ),
+            Some(Ok(_))
+        ));
+        let ok = sim.run_until(secs(10), |s| {
+            s.runs
+                .iter()
+                .filter(|r| r.task.as_str().starts_with("deploy:web/") && r.node != master)
+                .all(|r| r.ended.is_some())
+        });
+        assert!(ok, "seed {seed}: undeploy stopped the replicas");
+        sim.expect_converged(secs(20));
+    }
+}
+
+#[test]
+fn a_crashing_replica_is_restarted_with_a_doubling_backoff() {
+    for seed in seeds(4) {
+        let (mut sim, ids) = cluster(seed, 3);
+        write(&mut sim, &ids[0], deploy("flaky", 1, 1, 1), secs(10));
+        let ok = sim.run_until(secs(30), |s| {
+            s.runs
+                .iter()
+                .filter(|r| r.task.as_str() == "deploy:flaky/0")
+                .count()
+                >= 4
+        });
+        assert!(ok, "seed {seed}: restarted");
+        let runs: Vec<_> = sim
+            .runs
+            .iter()
+            .filter(|r| r.task.as_str() == "deploy:flaky/0")
+            .cloned()
+            .collect();
+        let gaps: Vec<Duration> = runs
+            .windows(2)
+            .map(|w| w[1].started - w[0].ended.unwrap())
+            .collect();
+        assert!(
+            gaps[0] >= Duration::from_millis(500),
+            "seed {seed}: {gaps:?}"
+        );
+        assert!(
+            gaps[1] >= Duration::from_millis(1000),
+            "seed {seed}: {gaps:?}"
+        );
+        assert!(
+            gaps[2] >= Duration::from_millis(2000),
+            "seed {seed}: {gaps:?}"
+        );
+        sim.run_for(secs(2));
+        let restarts =
+            sim.state_of(&ids[0]).unwrap().deployments()["flaky"].placements[&0].restarts;
+        assert!(
+            restarts >= 3,
+            "seed {seed}: crashes counted in State: {restarts}"
+        );
     }
 }

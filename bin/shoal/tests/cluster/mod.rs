@@ -81,6 +81,15 @@ impl Proc {
         }
     }
 
+    /// kill -9 by PID without giving up the handle (it is reaped later).
+    pub fn sigkill(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-9", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM, by PID, and wait for the exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -271,4 +280,20 @@ pub fn expect_agreed(procs: &[&Proc], limit: Duration, what: &str) {
         ));
     }
     panic!("{what}: no agreement within {limit:?}{report}");
+}
+
+/// Waits until the cluster has `n` voters (the master included).
+pub fn expect_voters(procs: &[Proc], n: usize) {
+    let ok = wait_for(Duration::from_secs(30), || {
+        procs
+            .iter()
+            .filter(|p| {
+                p.status()
+                    .is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
+            })
+            .count()
+            == n
+    });
+    let roles: Vec<Value> = procs.iter().map(|p| field(&p.status(), "role")).collect();
+    assert!(ok, "{n} voters expected: {roles:?}");
 }

@@ -1,0 +1,262 @@
+//! `shoal run`, `shoal logs`, `shoal tasks`, `shoal cancel`.
+
+use crate::client::{encode, Body, Client};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run on this node only.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Run only on nodes started with this label (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = key_value)]
+    pub label: Vec<(String, String)>,
+    /// Stop the run after this long (exit status 124).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Working directory on the node.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Environment variable for the command (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    /// Runs at most, counting retries after transient failures (exit 75,
+    /// a lost node).
+    #[arg(long, default_value_t = 3)]
+    pub attempts: u32,
+    /// CPU the run needs, in millicores.
+    #[arg(long, default_value_t = 0)]
+    pub cpu_milli: u32,
+    /// Memory the run needs, in bytes.
+    #[arg(long, default_value_t = 0)]
+    pub mem_bytes: u64,
+    /// The built-in synthetic runner instead of a command:
+    /// CHUNKS:INTERVAL_MS:EXIT_CODE, e.g. 10:100:0.
+    #[arg(long, value_name = "N:MS:CODE", conflicts_with = "cmd")]
+    pub synthetic: Option<String>,
+    /// Print the task id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required_unless_present = "synthetic")]
+    pub cmd: Vec<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not K=V"))
+}
+
+fn synthetic(s: &str) -> Result<Value> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [n, ms, code] = parts[..] else {
+        bail!("--synthetic must be CHUNKS:INTERVAL_MS:EXIT_CODE");
+    };
+    Ok(json!({
+        "chunks": n.parse::<u32>().context("--synthetic chunks")?,
+        "interval_ms": ms.parse::<u64>().context("--synthetic interval")?,
+        "exit_code": code.parse::<i32>().context("--synthetic exit code")?,
+    }))
+}
+
+/// Submits a task and follows it; returns the exit status to leave with.
+pub fn run(c: &Client, a: RunArgs) -> Result<i32> {
+    let mut body = json!({
+        "node": a.node,
+        "labels": a.label.iter().cloned().collect::<BTreeMap<_, _>>(),
+        "timeout_ms": a.timeout.map(|t| t.as_millis() as u64),
+        "max_attempts": a.attempts,
+        "cpu_milli": a.cpu_milli,
+        "mem_bytes": a.mem_bytes,
+    });
+    match &a.synthetic {
+        Some(s) => body["synthetic"] = synthetic(s)?,
+        None => {
+            body["cmd"] = json!(a.cmd);
+            body["env"] = json!(a.env.iter().cloned().collect::<BTreeMap<_, _>>());
+            body["cwd"] = json!(a.cwd);
+        }
+    }
+    let v = c.write(Method::POST, "/v1/tasks", Body::Json(body), None)?;
+    let id = v["task"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the node answered without a task id: {v}"))?
+        .to_owned();
+    if a.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    eprintln!("shoal: task {id}");
+    follow(c, &id)
+}
+
+/// Prints a task's output as it comes and returns its exit status.
+fn follow(c: &Client, id: &str) -> Result<i32> {
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut attempt_told = 0;
+    for reconnect in 0..5 {
+        if reconnect > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let resp = match c.stream(&format!("/v1/tasks/{}/output", encode(id))) {
+            Ok(r) => r,
+            Err(e) if reconnect < 4 => {
+                eprintln!("shoal: {e}; retrying");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut kind = String::new();
+        for line in BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_owned();
+                continue;
+            }
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            match kind.as_str() {
+                "output" => {
+                    let (attempt, seq) = (
+                        v["attempt"].as_u64().unwrap_or(0),
+                        v["seq"].as_u64().unwrap_or(0),
+                    );
+                    if seen.get(&attempt).is_some_and(|s| seq <= *s) {
+                        continue;
+                    }
+                    seen.insert(attempt, seq);
+                    let text = v["text"].as_str().unwrap_or("");
+                    if v["stream"] == "stderr" {
+                        let _ = std::io::stderr().write_all(text.as_bytes());
+                    } else {
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(text.as_bytes());
+                        let _ = out.flush();
+                    }
+                }
+                "status" => {
+                    let attempt = v["attempt"].as_u64().unwrap_or(0);
+                    if attempt > 1 && attempt != attempt_told {
+                        attempt_told = attempt;
+                        eprintln!(
+                            "shoal: attempt {attempt} on node {}",
+                            v["node"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                "lagged" => eprintln!(
+                    "shoal: output was dropped ({data}); `shoal logs {id}` has what is kept"
+                ),
+                "end" => return Ok(ended(id, &v)),
+                _ => {}
+            }
+        }
+    }
+    bail!("lost the node's stream; the task goes on: see `shoal logs {id}`")
+}
+
+/// Reports how a task ended; returns the exit status to leave with.
+fn ended(id: &str, v: &Value) -> i32 {
+    let st = &v["status"];
+    match st["state"].as_str() {
+        Some("finished") => {
+            let code = st["exit_code"].as_i64().unwrap_or(1) as i32;
+            match st["class"].as_str() {
+                Some("timeout") => {
+                    eprintln!("shoal: task {id} timed out");
+                    124
+                }
+                Some("cancelled") => {
+                    eprintln!("shoal: task {id} was cancelled");
+                    130
+                }
+                _ => code,
+            }
+        }
+        Some("failed") => {
+            eprintln!(
+                "shoal: task {id} failed: {}",
+                st["reason"].as_str().unwrap_or("?")
+            );
+            1
+        }
+        Some("cancelled") => {
+            eprintln!("shoal: task {id} was cancelled");
+            130
+        }
+        other => {
+            eprintln!("shoal: task {id} ended as {other:?}");
+            1
+        }
+    }
+}
+
+pub fn logs(c: &Client, id: &str) -> Result<i32> {
+    let v = c.get(&format!("/v1/tasks/{}/logs", encode(id)))?;
+    let mut attempt = 0;
+    for ch in v["chunks"].as_array().into_iter().flatten() {
+        let a = ch["attempt"].as_u64().unwrap_or(0);
+        if a != attempt && attempt != 0 {
+            eprintln!("shoal: attempt {a}");
+        }
+        attempt = a;
+        let text = ch["text"].as_str().unwrap_or("");
+        if ch["stream"] == "stderr" {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    Ok(0)
+}
+
+pub fn list(c: &Client, json: bool) -> Result<i32> {
+    let v = c.get("/v1/tasks")?;
+    if json {
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "{:<36} {:<10} {:>7} {:>5}  NODE",
+        "TASK", "STATE", "ATTEMPT", "EXIT"
+    );
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        let st = &t["status"];
+        println!(
+            "{:<36} {:<10} {:>7} {:>5}  {}",
+            t["id"].as_str().unwrap_or("?"),
+            st["state"].as_str().unwrap_or("?"),
+            t["attempt"],
+            st["exit_code"]
+                .as_i64()
+                .map_or("-".into(), |c| c.to_string()),
+            t["node"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(0)
+}
+
+pub fn cancel(c: &Client, id: &str) -> Result<i32> {
+    let v = c.write(
+        Method::POST,
+        &format!("/v1/tasks/{}/cancel", encode(id)),
+        Body::None,
+        None,
+    )?;
+    if v["applied"] == true {
+        println!("cancelled");
+        Ok(0)
+    } else {
+        println!("already finished");
+        Ok(crate::kv::NOT_APPLIED)
+    }
+}

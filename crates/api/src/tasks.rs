@@ -1,0 +1,392 @@
+//! Tasks under `/v1/tasks`: submit, list, inspect, cancel, delete, and
+//! their output, live (server-sent events) or kept (a bounded ring).
+//!
+//! ```text
+//! POST   /v1/tasks                 submit (JSON, below) -> {"task", "index"}
+//! GET    /v1/tasks?limit=N         tasks, newest submissions last
+//! GET    /v1/tasks/{id}            one task
+//! POST   /v1/tasks/{id}/cancel     -> applied
+//! DELETE /v1/tasks/{id}            forget a finished task
+//! GET    /v1/tasks/{id}/logs       the output kept, as chunks
+//! GET    /v1/tasks/{id}/output     server-sent events: `output` chunks,
+//!                                  `status` changes, and `end` with the
+//!                                  final status
+//! ```
+//!
+//! A submission: `{"cmd": ["make", "-j4"], "env": {"K": "V"}, "cwd": "/src",
+//! "node": ID, "labels": {"K": "V"}, "timeout_ms": N, "max_attempts": N,
+//! "cpu_milli": N, "mem_bytes": N}`, or `"synthetic": {"chunks": N,
+//! "interval_ms": N, "exit_code": N}` instead of `cmd`.
+
+use crate::kv::command_id;
+use crate::{committed, stopped, ApiError, ApiResult};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_model::{
+    NodeId, Op, OutputChunk, Resources, Runner, State, Stream as OutStream, Task, TaskId, TaskSpec,
+    TaskStatus,
+};
+use shoal_node::NodeHandle;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+/// Attempts a task gets unless it asks otherwise.
+const DEFAULT_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS: u32 = 20;
+/// How long a finished task's stream waits for the last chunks.
+const END_DRAIN: Duration = Duration::from_millis(500);
+
+pub(crate) fn routes() -> Router<NodeHandle> {
+    Router::new()
+        .route("/v1/tasks", post(submit).get(list))
+        .route("/v1/tasks/{id}", get(one).delete(delete))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/tasks/{id}/logs", get(logs))
+        .route("/v1/tasks/{id}/output", get(output))
+}
+
+fn status_json(s: &TaskStatus) -> Value {
+    match s {
+        TaskStatus::Queued => json!({"state": "queued"}),
+        TaskStatus::Leased { node, token, .. } => {
+            json!({"state": "leased", "node": node, "token": token})
+        }
+        TaskStatus::Running { node, token, .. } => {
+            json!({"state": "running", "node": node, "token": token})
+        }
+        TaskStatus::Finished { exit_code, class } => json!({
+            "state": "finished",
+            "exit_code": exit_code,
+            "class": format!("{class:?}").to_lowercase(),
+        }),
+        TaskStatus::Failed { reason } => json!({"state": "failed", "reason": reason}),
+        TaskStatus::Cancelled => json!({"state": "cancelled"}),
+    }
+}
+
+pub(crate) fn task_json(id: &TaskId, t: &Task) -> Value {
+    let runner = match &t.spec.runner {
+        Runner::Exec { cmd, args, cwd, .. } => json!({"cmd": cmd, "args": args, "cwd": cwd}),
+        Runner::Synthetic {
+            chunks,
+            interval_ms,
+            exit_code,
+        } => {
+            json!({"synthetic": {"chunks": chunks, "interval_ms": interval_ms, "exit_code": exit_code}})
+        }
+    };
+    json!({
+        "id": id,
+        "status": status_json(&t.status),
+        "attempt": t.attempt,
+        "max_attempts": t.spec.max_attempts,
+        "node": t.node,
+        "runner": runner,
+        "labels": t.spec.labels,
+        "timeout_ms": t.spec.timeout_ms,
+        "submitted_at_ms": t.submitted_at_ms,
+        "updated_at_ms": t.updated_at_ms,
+    })
+}
+
+#[derive(Deserialize)]
+struct Synthetic {
+    chunks: u32,
+    #[serde(default)]
+    interval_ms: u64,
+    #[serde(default)]
+    exit_code: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    synthetic: Option<Synthetic>,
+    node: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    cpu_milli: u32,
+    #[serde(default)]
+    mem_bytes: u64,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+}
+
+fn spec_of(s: Submission, state: &State) -> Result<TaskSpec, ApiError> {
+    let runner = match (s.cmd, s.synthetic) {
+        (Some(cmd), None) => {
+            let mut it = cmd.into_iter();
+            let program = it
+                .next()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| invalid("cmd must name a program"))?;
+            Runner::Exec {
+                cmd: program,
+                args: it.collect(),
+                env: s.env,
+                cwd: s.cwd,
+            }
+        }
+        (None, Some(y)) => {
+            if y.chunks > 1_000_000 || y.interval_ms > 3_600_000 {
+                return Err(invalid("synthetic: at most 1000000 chunks, 1 h apart"));
+            }
+            Runner::Synthetic {
+                chunks: y.chunks,
+                interval_ms: y.interval_ms,
+                exit_code: y.exit_code,
+            }
+        }
+        _ => return Err(invalid("give exactly one of cmd and synthetic")),
+    };
+    let node = match s.node {
+        None => None,
+        Some(n) => {
+            let id = NodeId::parse(&n).map_err(|e| invalid(e.to_string()))?;
+            if !state.nodes().contains_key(&id) {
+                return Err(invalid(format!("no node {n} in the cluster")));
+            }
+            Some(id)
+        }
+    };
+    let max_attempts = s.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
+        return Err(invalid(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
+    }
+    Ok(TaskSpec {
+        runner,
+        timeout_ms: s.timeout_ms.filter(|t| *t > 0),
+        node,
+        labels: s.labels,
+        resources: Resources {
+            cpu_milli: s.cpu_milli,
+            mem_bytes: s.mem_bytes,
+        },
+        max_attempts,
+    })
+}
+
+async fn submit(
+    AxState(node): AxState<NodeHandle>,
+    headers: HeaderMap,
+    Json(s): Json<Submission>,
+) -> ApiResult {
+    let state = node.state().await.ok_or_else(stopped)?;
+    let spec = spec_of(s, &state)?;
+    if matches!(spec.runner, Runner::Exec { .. }) && !node.exec_available().await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exec_disabled",
+            "no live node runs user commands: start nodes with --allow-exec (which needs a \
+             cluster key, or a single loopback node); the synthetic runner always works",
+        ));
+    }
+    committed(
+        node.submit(Op::TaskSubmit { spec }, command_id(&headers)?)
+            .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list(AxState(node): AxState<NodeHandle>, Query(q): Query<ListQuery>) -> ApiResult {
+    let s = node.state().await.ok_or_else(stopped)?;
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    let mut tasks: Vec<(&TaskId, &Task)> = s.tasks().iter().collect();
+    tasks.sort_by_key(|(id, t)| (t.submitted_at_ms, (*id).clone()));
+    let skip = tasks.len().saturating_sub(limit);
+    let items: Vec<Value> = tasks[skip..]
+        .iter()
+        .map(|(id, t)| task_json(id, t))
+        .collect();
+    Ok(Json(
+        json!({"index": s.index(), "total": s.tasks().len(), "tasks": items}),
+    ))
+}
+
+fn task_id(id: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(id).map_err(|e| invalid(e.to_string()))
+}
+
+fn not_found(id: &TaskId) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task {id}"))
+}
+
+async fn one(AxState(node): AxState<NodeHandle>, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    let s = node.state().await.ok_or_else(stopped)?;
+    let t = s.tasks().get(&id).ok_or_else(|| not_found(&id))?;
+    let mut v = task_json(&id, t);
+    v["index"] = json!(s.index());
+    Ok(Json(v))
+}
+
+async fn cancel(
+    AxState(node): AxState<NodeHandle>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let task = task_id(&id)?;
+    committed(
+        node.submit(Op::TaskCancel { task }, command_id(&headers)?)
+            .await,
+    )
+}
+
+async fn delete(
+    AxState(node): AxState<NodeHandle>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let task = task_id(&id)?;
+    committed(
+        node.submit(Op::TaskDelete { task }, command_id(&headers)?)
+            .await,
+    )
+}
+
+fn chunk_json(c: &OutputChunk) -> Value {
+    json!({
+        "attempt": c.attempt,
+        "seq": c.seq,
+        "stream": match c.stream { OutStream::Stdout => "stdout", OutStream::Stderr => "stderr" },
+        "text": String::from_utf8_lossy(&c.data),
+    })
+}
+
+/// The output this node keeps of a task, after asking the node that ran
+/// it for what it has.
+async fn logs(AxState(node): AxState<NodeHandle>, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    let s = node.state().await.ok_or_else(stopped)?;
+    let t = s.tasks().get(&id).ok_or_else(|| not_found(&id))?;
+    node.watch_output(&id);
+    let mut chunks = node.read_output(&id).await;
+    // The node that ran it answers in a moment; wait for that, briefly.
+    for _ in 0..10 {
+        let complete = t.attempt > 0
+            && chunks.last().is_some_and(|c| c.attempt == t.attempt)
+            && t.status.is_terminal();
+        if complete {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        chunks = node.read_output(&id).await;
+    }
+    chunks.sort_by_key(|c| (c.attempt, c.seq));
+    let items: Vec<Value> = chunks.iter().map(chunk_json).collect();
+    Ok(Json(json!({
+        "task": id,
+        "status": status_json(&t.status),
+        "chunks": items,
+    })))
+}
+
+/// Live output as server-sent events, from the start of what is kept.
+async fn output(
+    AxState(node): AxState<NodeHandle>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let id = task_id(&id)?;
+    let s = node.state().await.ok_or_else(stopped)?;
+    if !s.tasks().contains_key(&id) {
+        return Err(not_found(&id));
+    }
+    let (tx, rx) = mpsc::channel::<SseEvent>(256);
+    tokio::spawn(follow(node, id, tx));
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse(kind: &str, data: &Value) -> SseEvent {
+    SseEvent::default().event(kind).data(data.to_string())
+}
+
+/// Feeds one client: the kept output, then live chunks, status changes,
+/// and the end. Stops when the client goes away.
+async fn follow(node: NodeHandle, id: TaskId, tx: mpsc::Sender<SseEvent>) {
+    let mut live = node.output();
+    node.watch_output(&id);
+    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
+    let emit = |c: &OutputChunk, seen: &mut BTreeMap<u32, u64>| -> Option<SseEvent> {
+        if c.task != id || seen.get(&c.attempt).is_some_and(|s| c.seq <= *s) {
+            return None;
+        }
+        seen.insert(c.attempt, c.seq);
+        Some(sse("output", &chunk_json(c)))
+    };
+    let mut backlog = node.read_output(&id).await;
+    backlog.sort_by_key(|c| (c.attempt, c.seq));
+    for c in &backlog {
+        if let Some(e) = emit(c, &mut seen) {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut last_status = Value::Null;
+    let mut ended_at: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let event = tokio::select! {
+            c = live.recv() => match c {
+                Ok(c) => emit(&c, &mut seen),
+                Err(RecvError::Lagged(n)) => Some(sse("lagged", &json!({"missed": n}))),
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                node.watch_output(&id);
+                let Some(s) = node.state().await else { return };
+                let Some(t) = s.tasks().get(&id) else {
+                    let _ = tx.send(sse("end", &json!({"id": id, "status": {"state": "deleted"}}))).await;
+                    return;
+                };
+                let v = task_json(&id, t);
+                if t.status.is_terminal() {
+                    let at = *ended_at.get_or_insert_with(tokio::time::Instant::now);
+                    if at.elapsed() >= END_DRAIN {
+                        let _ = tx.send(sse("end", &v)).await;
+                        return;
+                    }
+                }
+                let status = json!([v["status"], v["attempt"]]);
+                if status != last_status {
+                    last_status = status;
+                    Some(sse("status", &v))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(e) = event {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The master's side of tasks, without IO: which queued task goes to which
+//! node, and which leases ran out.
+//!
+//! A queued task goes to an alive node that fits it: the node it names if
+//! it names one, the labels it asks for, a node that runs user commands if
+//! it is one, and the CPU and memory it requests, from the nodes' latest
+//! metrics less what was granted since. Among those, the node with the
+//! most free memory per run wins. A task queued again after a transient
+//! failure waits an exponential backoff first.
+//!
+//! A deployment's missing replicas are placed the same way, spread first
+//! (the node with the fewest replicas of that deployment wins), each with a
+//! port free on its node; a replica on a node declared dead or gone is
+//! taken off it, and placed again on the next tick.
+//!
+//! A lease runs on the master's monotonic clock from the grant, or from
+//! the last renewal that reached the master; it restarts at each election
+//! and never ends within one node timeout of it. It expires at its length
+//! plus a margin, so a worker, which counts from when it asked, has
+//! stopped its run before.
+
+use shoal_model::{
+    Event, FencingToken, Liveness, NodeId, NodeMetrics, Runner, State, Task, TaskId, TaskStatus,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug)]
+pub struct PlacementConfig {
+    pub lease: Duration,
+    /// Added to a lease before the master re-places its task.
+    pub margin: Duration,
+    /// Backoff before the second attempt; doubles per attempt.
+    pub retry_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Grants proposed per plan tick at most.
+    pub grants_per_tick: usize,
+    /// Metrics older than this are not trusted for placement.
+    pub metrics_fresh: Duration,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            lease: Duration::from_secs(5),
+            margin: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            grants_per_tick: 64,
+            metrics_fresh: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the master knows of a node's capacity.
+#[derive(Clone, Debug)]
+pub struct Capacity {
+    pub metrics: NodeMetrics,
+    pub at: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Latest metrics per node.
+    capacity: BTreeMap<NodeId, Capacity>,
+    /// Lease clock per token: the grant's first sighting or last renewal.
+    renewed: BTreeMap<FencingToken, Duration>,
+    /// Grants and expiries proposed, not yet applied.
+    pending: BTreeMap<TaskId, Duration>,
+    /// A requeued task is not granted before then.
+    not_before: BTreeMap<(TaskId, u32), Duration>,
+    /// Replica placements and removals proposed, not yet applied.
+    pending_replicas: BTreeMap<(String, u32), Duration>,
+}
+
+/// Ports handed to replicas: `PORT` in their environment.
+pub const REPLICA_PORTS: std::ops::Range<u16> = 20000..30000;
+
+impl Placement {
+    /// Forgets all timers: a new term starts them afresh.
+    pub fn reset(&mut self) {
+        self.renewed.clear();
+        self.pending.clear();
+        self.not_before.clear();
+        self.pending_replicas.clear();
+    }
+
+    pub fn on_metrics(&mut self, m: NodeMetrics, now: Duration) {
+        if self.capacity.len() < 4096 || self.capacity.contains_key(&m.node) {
+            self.capacity.insert(
+                m.node.clone(),
+                Capacity {
+                    metrics: m,
+                    at: now,
+                },
+            );
+        }
+    }
+
+    pub fn capacity(&self, node: &NodeId) -> Option<&Capacity> {
+        self.capacity.get(node)
+    }
+
+    /// A worker asks to renew leases; returns the tokens renewed.
+    pub fn renew(
+        &mut self,
+        from: &NodeId,
+        leases: &[(TaskId, FencingToken)],
+        state: &State,
+        now: Duration,
+    ) -> Vec<FencingToken> {
+        let mut ok = Vec::new();
+        for (task, token) in leases {
+            let holds = state.tasks().get(task).is_some_and(|t| match &t.status {
+                TaskStatus::Leased {
+                    node, token: tk, ..
+                }
+                | TaskStatus::Running {
+                    node, token: tk, ..
+                } => node == from && tk == token,
+                _ => false,
+            });
+            if holds {
+                self.renewed.insert(*token, now);
+                ok.push(*token);
+            }
+        }
+        ok
+    }
+
+    /// Whether any live node could ever run user commands.
+    pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
+        self.capacity.values().any(|c| {
+            c.metrics.exec
+                && now.saturating_sub(c.at) < fresh
+                && state
+                    .nodes()
+                    .get(&c.metrics.node)
+                    .is_some_and(|n| n.liveness == Liveness::Alive)
+        })
+    }
+
+    /// The plan tick: lease expiries and grants to propose.
+    pub fn plan(
+        &mut self,
+        cfg: &PlacementConfig,
+        state: &State,
+        now: Duration,
+        leader_since: Duration,
+        node_timeout: Duration,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let earliest = leader_since + node_timeout;
+        self.pending
+            .retain(|_, at| now.saturating_sub(*at) < Duration::from_secs(3));
+        let mut live_tokens = std::collections::BTreeSet::new();
+        let mut queued: Vec<(&TaskId, &Task)> = Vec::new();
+        for (id, t) in state.tasks() {
+            match &t.status {
+                TaskStatus::Leased {
+                    token, lease_ms, ..
+                }
+                | TaskStatus::Running {
+                    token, lease_ms, ..
+                } => {
+                    live_tokens.insert(*token);
+                    let from = *self.renewed.entry(*token).or_insert(now);
+                    let deadline =
+                        (from + Duration::from_millis(*lease_ms) + cfg.margin).max(earliest);
+                    if now >= deadline && !self.pending.contains_key(id) {
+                        self.pending.insert(id.clone(), now);
+                        events.push(Event::TaskLeaseExpired {
+                            task: id.clone(),
+                            token: *token,
+                        });
+                    }
+                }
+                TaskStatus::Queued => queued.push((id, t)),
+                _ => {}
+            }
+        }
+        self.renewed.retain(|t, _| live_tokens.contains(t));
+        let mut granted: BTreeMap<NodeId, (u32, u64, u32)> = BTreeMap::new();
+        let mut grants = 0;
+        for (id, t) in queued {
+            if grants >= cfg.grants_per_tick {
+                break;
+            }
+            if self.pending.contains_key(id) {
+                continue;
+            }
+            if t.attempt > 0 {
+                let wait = cfg
+                    .retry_backoff
+                    .saturating_mul(1 << (t.attempt - 1).min(16))
+                    .min(cfg.max_backoff);
+                let at = *self
+                    .not_before
+                    .entry((id.clone(), t.attempt))
+                    .or_insert(now + wait);
+                if now < at {
+                    continue;
+                }
+            }
+            let Some(node) = self.choose(cfg, state, t, now, &granted) else {
+                continue;
+            };
+            let used = granted.entry(node.clone()).or_default();
+            used.0 += t.spec.resources.cpu_milli;
+            used.1 += t.spec.resources.mem_bytes;
+            used.2 += 1;
+            self.pending.insert(id.clone(), now);
+            grants += 1;
+            events.push(Event::TaskGranted {
+                task: id.clone(),
+                node,
+                lease_ms: cfg.lease.as_millis() as u64,
+            });
+        }
+        self.not_before.retain(|(id, _), _| {
+            state
+                .tasks()
+                .get(id)
+                .is_some_and(|t| t.status == TaskStatus::Queued)
+        });
+        events
+    }
+
+    /// Replica placements and removals to propose.
+    pub fn plan_replicas(
+        &mut self,
+        cfg: &PlacementConfig,
+        state: &State,
+        now: Duration,
+        settled: bool,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.pending_replicas
+            .retain(|_, at| now.saturating_sub(*at) < Duration::from_secs(3));
+        // Ports and replica counts per node, from State and this tick.
+        let mut ports: BTreeMap<NodeId, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        let mut per_node: BTreeMap<(&str, NodeId), u32> = BTreeMap::new();
+        for (name, d) in state.deployments() {
+            for p in d.placements.values() {
+                ports.entry(p.node.clone()).or_default().insert(p.port);
+                *per_node.entry((name.as_str(), p.node.clone())).or_default() += 1;
+            }
+        }
+        let mut granted: BTreeMap<NodeId, (u32, u64, u32)> = BTreeMap::new();
+        for (name, d) in state.deployments() {
+            for (r, p) in &d.placements {
+                let gone = state
+                    .nodes()
+                    .get(&p.node)
+                    .is_none_or(|n| matches!(n.liveness, Liveness::Dead | Liveness::Left));
+                let key = (name.clone(), *r);
+                if gone && settled && !self.pending_replicas.contains_key(&key) {
+                    self.pending_replicas.insert(key, now);
+                    events.push(Event::ReplicaUnplaced {
+                        deployment: name.clone(),
+                        replica: *r,
+                        token: p.token,
+                    });
+                }
+            }
+            for r in 0..d.replicas {
+                let key = (name.clone(), r);
+                if d.placements.contains_key(&r) || self.pending_replicas.contains_key(&key) {
+                    continue;
+                }
+                if events.len() >= cfg.grants_per_tick {
+                    return events;
+                }
+                let Some(node) = self.choose_for(
+                    cfg,
+                    state,
+                    now,
+                    &d.spec.runner,
+                    &d.spec.resources,
+                    None,
+                    &Default::default(),
+                    &granted,
+                    |n| {
+                        per_node
+                            .get(&(name.as_str(), n.clone()))
+                            .copied()
+                            .unwrap_or(0)
+                    },
+                ) else {
+                    continue;
+                };
+                let used = ports.entry(node.clone()).or_default();
+                let Some(port) = REPLICA_PORTS.clone().find(|p| !used.contains(p)) else {
+                    continue;
+                };
+                used.insert(port);
+                *per_node.entry((name.as_str(), node.clone())).or_default() += 1;
+                let g = granted.entry(node.clone()).or_default();
+                g.0 += d.spec.resources.cpu_milli;
+                g.1 += d.spec.resources.mem_bytes;
+                g.2 += 1;
+                self.pending_replicas.insert(key, now);
+                events.push(Event::ReplicaPlaced {
+                    deployment: name.clone(),
+                    replica: r,
+                    node,
+                    port,
+                });
+            }
+        }
+        events
+    }
+
+    fn choose(
+        &self,
+        cfg: &PlacementConfig,
+        state: &State,
+        t: &Task,
+        now: Duration,
+        granted: &BTreeMap<NodeId, (u32, u64, u32)>,
+    ) -> Option<NodeId> {
+        let spec = &t.spec;
+        self.choose_for(
+            cfg,
+            state,
+            now,
+            &spec.runner,
+            &spec.resources,
+            spec.node.as_ref(),
+            &spec.labels,
+            granted,
+            |_| 0,
+        )
+    }
+
+    /// The alive node that fits best: fewest `spread` first, then the most
+    /// free memory per run.
+    #[allow(clippy::too_many_arguments)]
+    fn choose_for(
+        &self,
+        cfg: &PlacementConfig,
+        state: &State,
+        now: Duration,
+        runner: &Runner,
+        resources: &shoal_model::Resources,
+        only: Option<&NodeId>,
+        labels: &BTreeMap<String, String>,
+        granted: &BTreeMap<NodeId, (u32, u64, u32)>,
+        spread: impl Fn(&NodeId) -> u32,
+    ) -> Option<NodeId> {
+        let needs_exec = matches!(runner, Runner::Exec { .. });
+        let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
+        for (node, info) in state.nodes() {
+            if info.liveness != Liveness::Alive {
+                continue;
+            }
+            if only.is_some_and(|n| n != node) {
+                continue;
+            }
+            let Some(c) = self.capacity.get(node) else {
+                continue;
+            };
+            if now.saturating_sub(c.at) >= cfg.metrics_fresh {
+                continue;
+            }
+            let m = &c.metrics;
+            if needs_exec && !m.exec {
+                continue;
+            }
+            if labels.iter().any(|(k, v)| m.labels.get(k) != Some(v)) {
+                continue;
+            }
+            let (cpu, mem, runs) = granted.get(node).copied().unwrap_or_default();
+            let cpu_free = m.cpu_free_milli.saturating_sub(cpu);
+            let mem_free = m.mem_free_bytes.saturating_sub(mem);
+            if resources.cpu_milli > cpu_free || resources.mem_bytes > mem_free {
+                continue;
+            }
+            let score = (
+                std::cmp::Reverse(spread(node)),
+                mem_free / (1 + m.running as u64 + runs as u64),
+            );
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((score, node));
+            }
+        }
+        best.map(|(_, n)| n.clone())
+    }
+}

@@ -1,0 +1,228 @@
+//! The worker side of instances, without IO: which replicas this node
+//! runs, restarting a crashed one after a backoff that doubles with each
+//! crash, and stopping one State no longer places here.
+//!
+//! A replica is placed on a node by a committed event whose index is its
+//! token; the node runs it as long as State keeps that placement, whoever
+//! the master is. A restarted node starts its placed replicas afresh (the
+//! shell first kills what its previous process left). Reports carry the
+//! token, so a report about a replica placed elsewhere since is refused.
+
+use shoal_model::{
+    Command, CommandId, FencingToken, InstanceSpec, NodeId, Op, ReplicaStatus, State,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaAction {
+    Start {
+        deployment: String,
+        replica: u32,
+        token: FencingToken,
+        port: u16,
+        /// Starts of this placement so far (0 for the first).
+        restarts: u32,
+        spec: InstanceSpec,
+    },
+    Stop {
+        token: FencingToken,
+    },
+    Report(Command),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Crashed; starts again at this time.
+    Backoff(Duration),
+    Stopping,
+}
+
+#[derive(Clone, Debug)]
+struct Replica {
+    deployment: String,
+    replica: u32,
+    port: u16,
+    spec: InstanceSpec,
+    phase: Phase,
+    crashes: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaConfig {
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Replicas {
+    cfg: ReplicaConfig,
+    runs: BTreeMap<FencingToken, Replica>,
+}
+
+fn report(
+    deployment: &str,
+    replica: u32,
+    token: FencingToken,
+    n: u32,
+    status: ReplicaStatus,
+) -> Command {
+    let kind = match status {
+        ReplicaStatus::Starting => "starting",
+        ReplicaStatus::Running => "running",
+        ReplicaStatus::Crashed { .. } => "crashed",
+    };
+    Command {
+        id: CommandId(format!("replica-{}-{n}-{kind}", token.0)),
+        op: Op::ReplicaReport {
+            deployment: deployment.to_owned(),
+            replica,
+            token,
+            status,
+        },
+    }
+}
+
+impl Replicas {
+    pub fn new(cfg: ReplicaConfig) -> Self {
+        Replicas {
+            cfg,
+            runs: BTreeMap::new(),
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn holds(&self, token: FencingToken) -> bool {
+        self.runs.contains_key(&token)
+    }
+
+    /// Starts what State places here, stops what it no longer does.
+    pub fn sync(&mut self, me: &NodeId, state: &State) -> Vec<ReplicaAction> {
+        let mut out = Vec::new();
+        let mut placed = BTreeMap::new();
+        for (name, d) in state.deployments() {
+            for (r, p) in &d.placements {
+                if &p.node == me {
+                    placed.insert(p.token, (name, *r, p.port, &d.spec));
+                }
+            }
+        }
+        for (token, (name, r, port, spec)) in &placed {
+            if self.runs.contains_key(token) {
+                continue;
+            }
+            self.runs.insert(
+                *token,
+                Replica {
+                    deployment: (*name).clone(),
+                    replica: *r,
+                    port: *port,
+                    spec: (*spec).clone(),
+                    phase: Phase::Running,
+                    crashes: 0,
+                },
+            );
+            out.push(ReplicaAction::Start {
+                deployment: (*name).clone(),
+                replica: *r,
+                token: *token,
+                port: *port,
+                restarts: 0,
+                spec: (*spec).clone(),
+            });
+            out.push(ReplicaAction::Report(report(
+                name,
+                *r,
+                *token,
+                0,
+                ReplicaStatus::Running,
+            )));
+        }
+        for (token, rep) in self.runs.iter_mut() {
+            if !placed.contains_key(token) && rep.phase != Phase::Stopping {
+                let was_running = rep.phase == Phase::Running;
+                rep.phase = Phase::Stopping;
+                if was_running {
+                    out.push(ReplicaAction::Stop { token: *token });
+                }
+            }
+        }
+        // Stopped ones that were not running are gone at once.
+        self.runs.retain(|token, rep| {
+            placed.contains_key(token) || matches!(rep.phase, Phase::Stopping)
+        });
+        out
+    }
+
+    /// A replica's process ended: report the crash, restart after a
+    /// backoff (or forget it, if it was being stopped).
+    pub fn on_exit(
+        &mut self,
+        token: FencingToken,
+        exit_code: i32,
+        now: Duration,
+    ) -> Vec<ReplicaAction> {
+        let Some(rep) = self.runs.get_mut(&token) else {
+            return vec![];
+        };
+        if rep.phase == Phase::Stopping {
+            self.runs.remove(&token);
+            return vec![];
+        }
+        rep.crashes += 1;
+        let wait = self
+            .cfg
+            .backoff
+            .saturating_mul(1 << (rep.crashes - 1).min(16))
+            .min(self.cfg.max_backoff);
+        rep.phase = Phase::Backoff(now + wait);
+        vec![ReplicaAction::Report(report(
+            &rep.deployment,
+            rep.replica,
+            token,
+            rep.crashes,
+            ReplicaStatus::Crashed { exit_code },
+        ))]
+    }
+
+    /// Restarts whose backoff is over.
+    pub fn tick(&mut self, now: Duration) -> Vec<ReplicaAction> {
+        let mut out = Vec::new();
+        for (token, rep) in self.runs.iter_mut() {
+            if let Phase::Backoff(at) = rep.phase {
+                if now >= at {
+                    rep.phase = Phase::Running;
+                    out.push(ReplicaAction::Start {
+                        deployment: rep.deployment.clone(),
+                        replica: rep.replica,
+                        token: *token,
+                        port: rep.port,
+                        restarts: rep.crashes,
+                        spec: rep.spec.clone(),
+                    });
+                    out.push(ReplicaAction::Report(report(
+                        &rep.deployment,
+                        rep.replica,
+                        *token,
+                        rep.crashes,
+                        ReplicaStatus::Running,
+                    )));
+                }
+            }
+        }
+        out
+    }
+}
