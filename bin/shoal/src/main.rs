@@ -85,6 +85,32 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Keep K replicas of a long-running command across the nodes.
+    Deploy {
+        #[command(flatten)]
+        args: tasks::DeployArgs,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Stop a deployment's replicas and forget it.
+    Undeploy {
+        name: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Deployments and where their replicas run.
+    Deployments {
+        #[command(flatten)]
+        api: ApiArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the node leave: it hands back its runs and leadership, the
+    /// cluster records the leave, and the process exits.
+    Leave {
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
     ClusterKey { file: PathBuf },
 }
@@ -161,6 +187,15 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Logs { task, api } => tasks::logs(&Client::new(&api)?, &task),
         Cmd::Tasks { api, json } => tasks::list(&Client::new(&api)?, json),
         Cmd::Cancel { task, api } => tasks::cancel(&Client::new(&api)?, &task),
+        Cmd::Deploy { args, api } => tasks::deploy(&Client::new(&api)?, args),
+        Cmd::Undeploy { name, api } => tasks::undeploy(&Client::new(&api)?, &name),
+        Cmd::Deployments { api, json } => tasks::deployments(&Client::new(&api)?, json),
+        Cmd::Leave { api } => {
+            let c = Client::new(&api)?;
+            c.write(reqwest::Method::POST, "/v1/leave", client::Body::None, None)?;
+            println!("leaving");
+            Ok(0)
+        }
         Cmd::ClusterKey { file } => {
             if file.exists() {
                 bail!("{} exists; not overwriting a key", file.display());

@@ -260,3 +260,94 @@ pub fn cancel(c: &Client, id: &str) -> Result<i32> {
         Ok(crate::kv::NOT_APPLIED)
     }
 }
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The deployment's name; deploying it again replaces its spec.
+    pub name: String,
+    /// How many replicas to keep running, spread across nodes.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// Environment variable for the command (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the nodes.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub cpu_milli: u32,
+    #[arg(long, default_value_t = 0)]
+    pub mem_bytes: u64,
+    /// The synthetic runner instead of a command: CHUNKS:INTERVAL_MS:EXIT_CODE.
+    #[arg(long, value_name = "N:MS:CODE", conflicts_with = "cmd")]
+    pub synthetic: Option<String>,
+    /// The command and its arguments; it finds its port in PORT.
+    #[arg(last = true, required_unless_present = "synthetic")]
+    pub cmd: Vec<String>,
+}
+
+pub fn deploy(c: &Client, a: DeployArgs) -> Result<i32> {
+    let mut body = json!({
+        "name": a.name,
+        "replicas": a.replicas,
+        "cpu_milli": a.cpu_milli,
+        "mem_bytes": a.mem_bytes,
+    });
+    match &a.synthetic {
+        Some(s) => body["synthetic"] = synthetic(s)?,
+        None => {
+            body["cmd"] = json!(a.cmd);
+            body["env"] = json!(a.env.iter().cloned().collect::<BTreeMap<_, _>>());
+            body["cwd"] = json!(a.cwd);
+        }
+    }
+    let v = c.write(Method::POST, "/v1/deployments", Body::Json(body), None)?;
+    println!("deployed {} (index {})", a.name, v["index"]);
+    Ok(0)
+}
+
+pub fn undeploy(c: &Client, name: &str) -> Result<i32> {
+    let v = c.write(
+        Method::DELETE,
+        &format!("/v1/deployments/{}", encode(name)),
+        Body::None,
+        None,
+    )?;
+    if v["applied"] == true {
+        println!("undeployed {name}");
+        Ok(0)
+    } else {
+        println!("no deployment {name}");
+        Ok(crate::kv::NOT_APPLIED)
+    }
+}
+
+pub fn deployments(c: &Client, json: bool) -> Result<i32> {
+    let v = c.get("/v1/deployments")?;
+    if json {
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:>7}  {:<22} {:<10} {:>8}  NODE",
+        "NAME", "REPLICA", "ADDR", "STATUS", "RESTARTS"
+    );
+    for d in v["deployments"].as_array().into_iter().flatten() {
+        for p in d["placements"].as_array().into_iter().flatten() {
+            let status = match &p["status"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!(
+                "{:<20} {:>7}  {:<22} {:<10} {:>8}  {}",
+                d["name"].as_str().unwrap_or("?"),
+                p["replica"],
+                p["addr"].as_str().unwrap_or("-"),
+                status,
+                p["restarts"].as_u64().map_or("-".into(), |r| r.to_string()),
+                p["node"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(0)
+}

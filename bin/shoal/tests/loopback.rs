@@ -185,8 +185,10 @@ fn without_a_majority_writes_fail_with_no_quorum_and_reads_still_answer() {
     assert_eq!(procs[0].set("k", "before").0, 200);
     let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, secs(10), "first write");
-    procs[1].stop();
-    procs[2].stop();
+    // Two voters fail (kill -9; a graceful `shoal leave` would hand their
+    // seats over instead).
+    procs[1].kill();
+    procs[2].kill();
     let (code, body) = procs[0].incr("n");
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "no_quorum", "{body}");

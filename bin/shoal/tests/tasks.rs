@@ -334,3 +334,198 @@ fn acknowledged_commands_survive_a_killed_master_exactly_once() {
     );
     assert_eq!(distinct, (1..=total).collect(), "values 1..=total");
 }
+
+fn alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Replica -> (node, pid) from the pid files the replicas write.
+fn replica_pids(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("pid-") {
+            let pid = std::fs::read_to_string(e.path()).unwrap_or_default();
+            out.push((rest.to_owned(), pid.trim().to_owned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn replicas_spread_with_ports_and_move_off_a_leaving_or_restarted_node() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("cluster.key");
+    assert!(std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("cluster-key")
+        .arg(&key)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let key = key.to_string_lossy().into_owned();
+    let mut procs = cluster(
+        tmp.path(),
+        3,
+        &["--cluster-key", &key, "--allow-exec", "--stop-grace", "1s"],
+    );
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+
+    let pids = tmp.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let script = format!(
+        "echo \"replica $SHOAL_REPLICA port $PORT\"; echo $$ > {}/pid-$SHOAL_REPLICA-$SHOAL_FENCING_TOKEN; exec sleep 600",
+        pids.display()
+    );
+    let o = procs[0].cli(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let placed = |p: &Proc| -> Vec<Value> {
+        p.get("/v1/deployments/web")
+            .map(|v| v["placements"].as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_for(secs(20), || {
+            let ps = placed(&procs[0]);
+            ps.len() == 2
+                && ps.iter().all(|p| p["status"] == "running")
+                && replica_pids(&pids).len() == 2
+        }),
+        "two replicas run: {:?}",
+        placed(&procs[0])
+    );
+    let ps = placed(&procs[0]);
+    assert_ne!(ps[0]["node"], ps[1]["node"], "spread over two nodes");
+    for p in &ps {
+        let addr = p["addr"].as_str().unwrap();
+        assert_eq!(addr, format!("127.0.0.1:{}", p["port"]), "{p}");
+    }
+    let list = procs[0].cli(&["deployments"]);
+    assert!(
+        text(&list.stdout).contains("127.0.0.1:"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    // kill -9 of a node with a replica, and a quick restart: its old
+    // process is killed and the replica started afresh on the same token.
+    let node_of = |p: &Proc| {
+        p.status()
+            .map(|s| s["node_id"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let host = (0..3)
+        .find(|i| ps.iter().any(|p| p["node"] == node_of(&procs[*i])))
+        .unwrap();
+    let r = ps
+        .iter()
+        .find(|p| p["node"] == node_of(&procs[host]))
+        .unwrap()
+        .clone();
+    let key_of = format!("{}-{}", r["replica"], r["token"]);
+    let old_pid = replica_pids(&pids)
+        .into_iter()
+        .find(|(k, _)| *k == key_of)
+        .unwrap()
+        .1;
+    std::fs::remove_file(pids.join(format!("pid-{key_of}"))).unwrap();
+    procs[host].kill();
+    assert!(
+        alive(&old_pid),
+        "the replica outlives a kill -9 of its node"
+    );
+    procs[host].start();
+    assert!(
+        wait_for(secs(20), || replica_pids(&pids)
+            .iter()
+            .any(|(k, _)| *k == key_of)),
+        "the replica started again on its node"
+    );
+    assert!(
+        wait_for(secs(5), || !alive(&old_pid)),
+        "the old process was killed"
+    );
+
+    // `shoal leave` on a node with a replica: it exits, and the replica
+    // runs on the node left over.
+    let leaving = (0..3)
+        .filter(|i| *i != host)
+        .find(|i| {
+            placed(&procs[*i])
+                .iter()
+                .any(|p| p["node"] == node_of(&procs[*i]))
+        })
+        .unwrap_or(host);
+    let leaving_id = node_of(&procs[leaving]);
+    let stayer_of = |l: usize| (0..3).find(|i| *i != l).unwrap();
+    let on_leaving: Vec<String> = placed(&procs[stayer_of(leaving)])
+        .iter()
+        .filter(|p| p["node"] == leaving_id)
+        .map(|p| format!("{}-{}", p["replica"], p["token"]))
+        .collect();
+    let leaving_pids: Vec<String> = replica_pids(&pids)
+        .into_iter()
+        .filter(|(k, _)| on_leaving.contains(k))
+        .map(|(_, p)| p)
+        .collect();
+    assert!(!leaving_pids.is_empty(), "the leaving node runs a replica");
+    let o = procs[leaving].cli(&["leave"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        wait_for(secs(20), || !procs[leaving].running()),
+        "the leaving node exits"
+    );
+    let stayer = (0..3).find(|i| *i != leaving).unwrap();
+    assert!(
+        wait_for(secs(30), || {
+            let ps = placed(&procs[stayer]);
+            ps.len() == 2
+                && ps
+                    .iter()
+                    .all(|p| p["node"] != leaving_id && p["status"] == "running")
+        }),
+        "replicas moved off the leaving node: {:?}",
+        placed(&procs[stayer])
+    );
+    for pid in &leaving_pids {
+        assert!(!alive(pid), "the leaving node stopped its replica {pid}");
+    }
+    let nodes = procs[stayer].get("/v1/nodes").unwrap();
+    let me = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == leaving_id)
+        .cloned();
+    assert_eq!(
+        me.map(|n| n["liveness"].clone()),
+        Some("left".into()),
+        "{nodes}"
+    );
+
+    // Undeploy stops them all.
+    let o = procs[stayer].cli(&["undeploy", "web"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        wait_for(secs(15), || replica_pids(&pids)
+            .iter()
+            .all(|(_, p)| !alive(p))),
+        "every replica process ended"
+    );
+}

@@ -7,7 +7,9 @@
 //! GET  /v1/nodes             the members in State, with what this node hears of them
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /metrics              Prometheus text format
+//! POST /v1/leave             drain and leave the cluster, then exit
 //! /v1/tasks...              tasks and their output (see `tasks.rs`)
+//! /v1/deployments...        instances and their replicas (see `deployments.rs`)
 //!
 //! GET    /v1/kv?prefix=P&limit=N          keys under a prefix
 //! GET    /v1/kv/{key}                     value, version, TTL, and the index read at
@@ -33,6 +35,7 @@
 //! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
 
 mod auth;
+mod deployments;
 mod kv;
 mod tasks;
 
@@ -41,7 +44,7 @@ pub use auth::Access;
 use axum::extract::{DefaultBodyLimit, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -59,8 +62,10 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/state", get(state))
         .route("/metrics", get(metrics))
+        .route("/v1/leave", post(leave))
         .merge(kv::routes())
         .merge(tasks::routes())
+        .merge(deployments::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(access),
@@ -174,6 +179,13 @@ async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
         })
         .collect();
     Ok(Json(json!({"index": state.index(), "nodes": nodes})))
+}
+
+/// Drains this node (runs handed back, leadership moved, leave recorded)
+/// and stops it.
+async fn leave(AxState(node): AxState<NodeHandle>) -> (StatusCode, Json<Value>) {
+    node.shutdown();
+    (StatusCode::ACCEPTED, Json(json!({"leaving": true})))
 }
 
 pub(crate) fn stopped() -> ApiError {

@@ -477,11 +477,11 @@ impl EventLoop {
             let mut inputs = Vec::new();
             tokio::select! {
                 _ = stop_rx.recv(), if draining.is_none() => {
-                    if self.node.runs() == 0 {
+                    if self.node.cluster().is_none() {
                         info!("stopping");
                         return Ok(());
                     }
-                    info!(runs = self.node.runs(), "stopping: handing back the runs under way first");
+                    info!(runs = self.node.runs(), "stopping: handing back runs and leadership, announcing the leave");
                     draining = Some(Instant::now() + DRAIN_LIMIT);
                     inputs.push(Input::Drain);
                 }
@@ -543,13 +543,13 @@ impl EventLoop {
             }
             if let Some(limit) = draining {
                 if self.node.drained() {
-                    info!("runs handed back; stopping");
+                    info!("drained; stopping");
                     return Ok(());
                 }
                 if Instant::now() >= limit {
                     warn!(
                         runs = self.node.runs(),
-                        "stopping with runs not yet handed back; their leases will expire"
+                        "stopping before the drain finished; leases expire and the master notices"
                     );
                     return Ok(());
                 }

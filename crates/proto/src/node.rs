@@ -296,6 +296,10 @@ pub struct Node<L: LogStore> {
     replicas: Replicas,
     /// Placements may have changed: compare the replicas with State.
     replicas_dirty: bool,
+    /// Leaving on purpose (`Input::Drain`): announce it, hand work and
+    /// leadership over.
+    leaving: bool,
+    next_leave: Duration,
     capacity: (u32, u64),
     next_metrics: Duration,
     // Timers.
@@ -414,6 +418,8 @@ impl<L: LogStore> Node<L> {
             worker: Worker::new(cfg.worker, applied_at_start),
             replicas: Replicas::new(cfg.replicas),
             replicas_dirty: true,
+            leaving: false,
+            next_leave: now,
             capacity: (0, 0),
             next_metrics: now,
             started: now,
@@ -616,8 +622,13 @@ impl<L: LogStore> Node<L> {
                 }
             }
             Input::Drain => {
+                tracing::info!(node = %self.cfg.node, "leaving: handing back runs, replicas and leadership");
+                self.leaving = true;
                 let acts = self.worker.drain();
                 self.run_worker(acts, out);
+                let acts = self.replicas.drain();
+                self.run_replicas(acts, out);
+                self.leave_step(out);
             }
         }
     }
@@ -629,9 +640,67 @@ impl<L: LogStore> Node<L> {
         self.worker.running()
     }
 
-    /// Every run handed back and reported (after `Input::Drain`).
+    /// After `Input::Drain`: every run handed back and reported, every
+    /// replica stopped, the leave recorded in State, and leadership with
+    /// another voter (or this node alone in its cluster).
     pub fn drained(&self) -> bool {
+        let alone = self.alone();
+        let left = self
+            .state
+            .nodes()
+            .get(&self.cfg.node)
+            .is_none_or(|n| n.liveness == Liveness::Left);
         self.worker.drained()
+            && self.replicas.running() == 0
+            && (alone || (left && !self.is_master()))
+    }
+
+    fn alone(&self) -> bool {
+        self.state
+            .nodes()
+            .iter()
+            .all(|(n, i)| *n == self.cfg.node || i.liveness != Liveness::Alive)
+    }
+
+    /// While leaving: ask the master to record it; as master, record it,
+    /// then hand leadership to the most caught-up voter.
+    fn leave_step(&mut self, out: &mut Vec<Output>) {
+        if !self.leaving || self.now < self.next_leave || self.alone() {
+            return;
+        }
+        self.next_leave = self.now + Duration::from_millis(500);
+        let left = self
+            .state
+            .nodes()
+            .get(&self.cfg.node)
+            .is_some_and(|n| n.liveness == Liveness::Left);
+        if !self.is_master() {
+            if let (false, Some(l)) = (left, self.leader.clone()) {
+                self.send(l, Direct::Leave, out);
+            }
+            return;
+        }
+        if !left {
+            let me = self.cfg.node.clone();
+            let _ = self.propose(&Event::NodeLeft { node: me });
+            return;
+        }
+        let target = self
+            .state
+            .members(Role::Voter)
+            .into_iter()
+            .filter(|(_, n)| *n != self.cfg.node)
+            .filter(|(_, n)| {
+                self.state
+                    .nodes()
+                    .get(n)
+                    .is_some_and(|i| i.liveness == Liveness::Alive)
+            })
+            .max_by_key(|(r, _)| self.raft.as_ref().and_then(|x| x.matched(*r)));
+        if let (Some((rid, node)), Some(raft)) = (target, self.raft.as_mut()) {
+            tracing::info!(to = %node, "handing leadership over");
+            raft.transfer_leader(rid);
+        }
     }
 
     /// Whether some live node runs user commands.
@@ -742,7 +811,9 @@ impl<L: LogStore> Node<L> {
         let acts = self.worker.sync(&self.cfg.node, &self.state, self.now);
         self.run_worker(acts, out);
         if std::mem::take(&mut self.replicas_dirty) && self.state.cluster_id().is_some() {
-            let acts = self.replicas.sync(&self.cfg.node, &self.state);
+            let acts = self
+                .replicas
+                .sync(&self.cfg.node, &self.state, self.leaving);
             self.run_replicas(acts, out);
         }
     }
@@ -1074,6 +1145,7 @@ impl<L: LogStore> Node<L> {
         self.run_worker(acts, out);
         let acts = self.replicas.tick(now);
         self.run_replicas(acts, out);
+        self.leave_step(out);
         if self.cluster.is_none() {
             self.discover(out);
         } else if now >= self.next_join && self.raft.is_none() {
@@ -1161,6 +1233,9 @@ impl<L: LogStore> Node<L> {
     }
 
     fn maybe_join(&mut self, out: &mut Vec<Output>) {
+        if self.leaving {
+            return;
+        }
         let joined = self
             .state
             .nodes()
@@ -1240,6 +1315,10 @@ impl<L: LogStore> Node<L> {
         let mut proposals = Vec::new();
         for (node, info) in self.state.nodes() {
             if info.liveness == Liveness::Left {
+                // Gone on purpose: its voter seat is free at once.
+                self.dead_since
+                    .entry(node.clone())
+                    .or_insert(now.saturating_sub(self.cfg.voter_grace));
                 continue;
             }
             let target = if *node == self.cfg.node {
@@ -1582,6 +1661,17 @@ impl<L: LogStore> Node<L> {
             }
             // Task output is the shell's business; it does not reach here.
             Direct::OutputSubscribe { .. } | Direct::Output(_) => {}
+            Direct::Leave => {
+                let member = self
+                    .state
+                    .nodes()
+                    .get(&from)
+                    .is_some_and(|n| n.liveness != Liveness::Left);
+                if self.is_master() && member {
+                    tracing::info!(node = %from, "a node leaves");
+                    let _ = self.propose(&Event::NodeLeft { node: from });
+                }
+            }
         }
     }
 

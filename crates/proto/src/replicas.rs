@@ -110,7 +110,8 @@ impl Replicas {
     }
 
     /// Starts what State places here, stops what it no longer does.
-    pub fn sync(&mut self, me: &NodeId, state: &State) -> Vec<ReplicaAction> {
+    /// While draining it starts nothing.
+    pub fn sync(&mut self, me: &NodeId, state: &State, draining: bool) -> Vec<ReplicaAction> {
         let mut out = Vec::new();
         let mut placed = BTreeMap::new();
         for (name, d) in state.deployments() {
@@ -121,7 +122,7 @@ impl Replicas {
             }
         }
         for (token, (name, r, port, spec)) in &placed {
-            if self.runs.contains_key(token) {
+            if draining || self.runs.contains_key(token) {
                 continue;
             }
             self.runs.insert(
@@ -162,7 +163,22 @@ impl Replicas {
         }
         // Stopped ones that were not running are gone at once.
         self.runs.retain(|token, rep| {
-            placed.contains_key(token) || matches!(rep.phase, Phase::Stopping)
+            placed.contains_key(token) && !draining || matches!(rep.phase, Phase::Stopping)
+        });
+        out
+    }
+
+    /// Stops every replica (the node is leaving); they are placed again
+    /// elsewhere once the master records the leave.
+    pub fn drain(&mut self) -> Vec<ReplicaAction> {
+        let mut out = Vec::new();
+        self.runs.retain(|token, rep| {
+            let running = rep.phase == Phase::Running;
+            rep.phase = Phase::Stopping;
+            if running {
+                out.push(ReplicaAction::Stop { token: *token });
+            }
+            running
         });
         out
     }

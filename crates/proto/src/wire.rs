@@ -73,6 +73,8 @@ pub enum Direct {
     },
     /// Output chunks of runs, to a subscriber.
     Output(Vec<OutputChunk>),
+    /// The sender is leaving the cluster on purpose (`shoal leave`).
+    Leave,
 }
 
 /// Broadcast messages.

@@ -280,6 +280,12 @@ impl Sim {
         self.start(id);
     }
 
+    /// Asks a node to leave (SIGTERM, `shoal leave`): it drains; stop it
+    /// with `crash` once `node(id).drained()`.
+    pub fn drain(&mut self, id: &NodeId) {
+        self.input(id, Input::Drain);
+    }
+
     /// Stops a node's clock and input (SIGSTOP); messages wait for it.
     pub fn pause(&mut self, id: &NodeId) {
         self.nodes.get_mut(id).expect("known node").paused = true;

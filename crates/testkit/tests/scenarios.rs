@@ -894,3 +894,63 @@ fn a_crashing_replica_is_restarted_with_a_doubling_backoff() {
         );
     }
 }
+
+#[test]
+fn a_draining_master_hands_over_work_and_leadership_then_leaves() {
+    for seed in seeds(8) {
+        let (mut sim, ids) = cluster(seed, 4);
+        write(&mut sim, &ids[0], deploy("web", 3, 1_000_000, 0), secs(10));
+        let ok = sim.run_until(secs(20), |s| {
+            let p = placements(s, &ids[0], "web");
+            p.len() == 3 && p.iter().all(|(_, t)| live_runs_of(s, *t) == 1)
+        });
+        assert!(ok, "seed {seed}: replicas run");
+        let task = submit_task(&mut sim, &ids[0], synthetic(100, 50, 0, 3));
+        running_on(&mut sim, &ids[0], &task);
+        let m = sim.master().unwrap();
+        sim.drain(&m);
+        let ok = sim.run_until(secs(20), |s| s.node(&m).is_some_and(|n| n.drained()));
+        assert!(ok, "seed {seed}: the master drained");
+        assert_ne!(
+            sim.master().as_ref(),
+            Some(&m),
+            "seed {seed}: leadership moved"
+        );
+        let st = sim.state_of(&m).unwrap();
+        assert_eq!(
+            st.nodes()[&m].liveness,
+            shoal_model::Liveness::Left,
+            "seed {seed}"
+        );
+        assert!(
+            sim.runs
+                .iter()
+                .filter(|r| r.node == m)
+                .all(|r| r.ended.is_some()),
+            "seed {seed}: its runs ended"
+        );
+        sim.crash(&m);
+        let via = ids.iter().find(|n| **n != m).unwrap().clone();
+        let ok = sim.run_until(secs(30), |s| {
+            let p = placements(s, &via, "web");
+            p.len() == 3 && p.iter().all(|(n, t)| *n != m && live_runs_of(s, *t) == 1)
+        });
+        assert!(ok, "seed {seed}: replicas placed elsewhere");
+        finished(&mut sim, &via, &task, secs(60));
+        assert!(
+            matches!(
+                task_status(&sim, &via, &task),
+                shoal_model::TaskStatus::Finished { exit_code: 0, .. }
+            ),
+            "seed {seed}"
+        );
+        assert!(sim.overlapping_runs(&task).is_empty(), "seed {seed}");
+        let voters = sim.state_of(&via).unwrap().members(Role::Voter);
+        let ok = sim.run_until(secs(30), |s| {
+            let v = s.state_of(&via).unwrap().members(Role::Voter);
+            v.len() == 3 && v.iter().all(|(_, n)| *n != m)
+        });
+        assert!(ok, "seed {seed}: its voter seat was filled: {voters:?}");
+        sim.expect_converged(secs(20));
+    }
+}

@@ -1,0 +1,210 @@
+//! Instances under `/v1/deployments`: long-running processes with
+//! replicas, placed and re-placed by the master.
+//!
+//! ```text
+//! POST   /v1/deployments           {"name", "replicas", "cmd": [...] | "synthetic": {...},
+//!                                   "env", "cwd", "cpu_milli", "mem_bytes"}
+//! GET    /v1/deployments           every deployment with its replicas
+//! GET    /v1/deployments/{name}    one, each replica with node, address, status, restarts
+//! DELETE /v1/deployments/{name}    undeploy: its replicas are stopped
+//! ```
+//!
+//! A replica gets `PORT`, `SHOAL_DEPLOYMENT`, `SHOAL_REPLICA` and
+//! `SHOAL_FENCING_TOKEN`; its address is its node's host and that port.
+
+use crate::kv::command_id;
+use crate::{committed, stopped, ApiError, ApiResult};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shoal_model::{Deployment, InstanceSpec, Limits, Op, ReplicaStatus, Resources, Runner, State};
+use shoal_node::NodeHandle;
+use std::collections::BTreeMap;
+
+pub(crate) fn routes() -> Router<NodeHandle> {
+    Router::new()
+        .route("/v1/deployments", get(list).post(deploy))
+        .route("/v1/deployments/{name}", get(one).delete(undeploy))
+}
+
+/// The host part of a node's multiaddr (`/ip4/H/tcp/P/...`).
+fn host_of(addr: &str) -> Option<&str> {
+    let mut parts = addr.split('/');
+    while let Some(p) = parts.next() {
+        if p == "ip4" || p == "ip6" || p == "dns" || p == "dns4" || p == "dns6" {
+            return parts.next();
+        }
+    }
+    None
+}
+
+pub(crate) fn deployment_json(name: &str, d: &Deployment, s: &State) -> Value {
+    let replicas: Vec<Value> = (0..d.replicas)
+        .map(|r| match d.placements.get(&r) {
+            None => json!({"replica": r, "status": "unplaced"}),
+            Some(p) => {
+                let host = s
+                    .nodes()
+                    .get(&p.node)
+                    .and_then(|n| host_of(&n.addr).map(str::to_owned));
+                let status = match p.status {
+                    ReplicaStatus::Starting => json!("starting"),
+                    ReplicaStatus::Running => json!("running"),
+                    ReplicaStatus::Crashed { exit_code } => json!({"crashed": exit_code}),
+                };
+                json!({
+                    "replica": r,
+                    "node": p.node,
+                    "port": p.port,
+                    "addr": host.map(|h| format!("{h}:{}", p.port)),
+                    "token": p.token,
+                    "status": status,
+                    "restarts": p.restarts,
+                })
+            }
+        })
+        .collect();
+    let runner = match &d.spec.runner {
+        Runner::Exec { cmd, args, .. } => json!({"cmd": cmd, "args": args}),
+        Runner::Synthetic {
+            chunks,
+            interval_ms,
+            exit_code,
+        } => {
+            json!({"synthetic": {"chunks": chunks, "interval_ms": interval_ms, "exit_code": exit_code}})
+        }
+    };
+    json!({"name": name, "replicas": d.replicas, "runner": runner, "placements": replicas})
+}
+
+#[derive(Deserialize)]
+struct Synthetic {
+    chunks: u32,
+    #[serde(default)]
+    interval_ms: u64,
+    #[serde(default)]
+    exit_code: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deploy {
+    name: String,
+    replicas: u32,
+    cmd: Option<Vec<String>>,
+    synthetic: Option<Synthetic>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    cpu_milli: u32,
+    #[serde(default)]
+    mem_bytes: u64,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+}
+
+async fn deploy(
+    AxState(node): AxState<NodeHandle>,
+    headers: HeaderMap,
+    Json(d): Json<Deploy>,
+) -> ApiResult {
+    if d.replicas > Limits::MAX_REPLICAS {
+        return Err(invalid(format!(
+            "at most {} replicas",
+            Limits::MAX_REPLICAS
+        )));
+    }
+    let runner = match (d.cmd, d.synthetic) {
+        (Some(cmd), None) => {
+            let mut it = cmd.into_iter();
+            let program = it
+                .next()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| invalid("cmd must name a program"))?;
+            Runner::Exec {
+                cmd: program,
+                args: it.collect(),
+                env: d.env,
+                cwd: d.cwd,
+            }
+        }
+        (None, Some(y)) => Runner::Synthetic {
+            chunks: y.chunks,
+            interval_ms: y.interval_ms,
+            exit_code: y.exit_code,
+        },
+        _ => return Err(invalid("give exactly one of cmd and synthetic")),
+    };
+    if matches!(runner, Runner::Exec { .. }) && !node.exec_available().await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exec_disabled",
+            "no live node runs user commands: start nodes with --allow-exec",
+        ));
+    }
+    let op = Op::Deploy {
+        name: d.name,
+        replicas: d.replicas,
+        spec: InstanceSpec {
+            runner,
+            resources: Resources {
+                cpu_milli: d.cpu_milli,
+                mem_bytes: d.mem_bytes,
+            },
+        },
+    };
+    committed(node.submit(op, command_id(&headers)?).await)
+}
+
+async fn list(AxState(node): AxState<NodeHandle>) -> ApiResult {
+    let s = node.state().await.ok_or_else(stopped)?;
+    let items: Vec<Value> = s
+        .deployments()
+        .iter()
+        .map(|(n, d)| deployment_json(n, d, &s))
+        .collect();
+    Ok(Json(json!({"index": s.index(), "deployments": items})))
+}
+
+async fn one(AxState(node): AxState<NodeHandle>, Path(name): Path<String>) -> ApiResult {
+    let s = node.state().await.ok_or_else(stopped)?;
+    let d = s.deployments().get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no deployment {name:?}"),
+        )
+    })?;
+    let mut v = deployment_json(&name, d, &s);
+    v["index"] = json!(s.index());
+    Ok(Json(v))
+}
+
+async fn undeploy(
+    AxState(node): AxState<NodeHandle>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    committed(
+        node.submit(Op::Undeploy { name }, command_id(&headers)?)
+            .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn the_host_comes_from_the_multiaddr() {
+        assert_eq!(host_of("/ip4/10.0.0.5/tcp/4100/p2p/12D3"), Some("10.0.0.5"));
+        assert_eq!(host_of("/ip6/::1/tcp/1"), Some("::1"));
+        assert_eq!(host_of("sim://n1"), None);
+    }
+}
