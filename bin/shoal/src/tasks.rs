@@ -20,12 +20,6 @@ pub struct RunArgs {
     /// Stop the run after this long (exit status 124).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
-    /// Working directory on the node.
-    #[arg(long)]
-    pub cwd: Option<String>,
-    /// Environment variable for the command (repeatable).
-    #[arg(long, value_name = "K=V", value_parser = key_value)]
-    pub env: Vec<(String, String)>,
     /// Runs at most, counting retries after transient failures (exit 75,
     /// a lost node).
     #[arg(long, default_value_t = 3)]
@@ -36,16 +30,44 @@ pub struct RunArgs {
     /// Memory the run needs, in bytes.
     #[arg(long, default_value_t = 0)]
     pub mem_bytes: u64,
+    /// Print the task id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub run: RunnerArgs,
+}
+
+/// What to run: a command with its environment, or the synthetic runner.
+#[derive(Args, Debug)]
+pub struct RunnerArgs {
+    /// Environment variable for the command (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the node.
+    #[arg(long)]
+    pub cwd: Option<String>,
     /// The built-in synthetic runner instead of a command:
     /// CHUNKS:INTERVAL_MS:EXIT_CODE, e.g. 10:100:0.
     #[arg(long, value_name = "N:MS:CODE", conflicts_with = "cmd")]
     pub synthetic: Option<String>,
-    /// Print the task id and return at once.
-    #[arg(long)]
-    pub detach: bool,
-    /// The command and its arguments.
+    /// The command and its arguments (a replica finds its port in PORT).
     #[arg(last = true, required_unless_present = "synthetic")]
     pub cmd: Vec<String>,
+}
+
+impl RunnerArgs {
+    /// Adds the runner's fields to a request body.
+    fn fill(&self, body: &mut Value) -> Result<()> {
+        match &self.synthetic {
+            Some(s) => body["synthetic"] = synthetic(s)?,
+            None => {
+                body["cmd"] = json!(self.cmd);
+                body["env"] = json!(self.env.iter().cloned().collect::<BTreeMap<_, _>>());
+                body["cwd"] = json!(self.cwd);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -76,14 +98,7 @@ pub fn run(c: &Client, a: RunArgs) -> Result<i32> {
         "cpu_milli": a.cpu_milli,
         "mem_bytes": a.mem_bytes,
     });
-    match &a.synthetic {
-        Some(s) => body["synthetic"] = synthetic(s)?,
-        None => {
-            body["cmd"] = json!(a.cmd);
-            body["env"] = json!(a.env.iter().cloned().collect::<BTreeMap<_, _>>());
-            body["cwd"] = json!(a.cwd);
-        }
-    }
+    a.run.fill(&mut body)?;
     let v = c.write(Method::POST, "/v1/tasks", Body::Json(body), None)?;
     let id = v["task"]
         .as_str()
@@ -268,22 +283,12 @@ pub struct DeployArgs {
     /// How many replicas to keep running, spread across nodes.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
-    /// Environment variable for the command (repeatable).
-    #[arg(long, value_name = "K=V", value_parser = key_value)]
-    pub env: Vec<(String, String)>,
-    /// Working directory on the nodes.
-    #[arg(long)]
-    pub cwd: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub cpu_milli: u32,
     #[arg(long, default_value_t = 0)]
     pub mem_bytes: u64,
-    /// The synthetic runner instead of a command: CHUNKS:INTERVAL_MS:EXIT_CODE.
-    #[arg(long, value_name = "N:MS:CODE", conflicts_with = "cmd")]
-    pub synthetic: Option<String>,
-    /// The command and its arguments; it finds its port in PORT.
-    #[arg(last = true, required_unless_present = "synthetic")]
-    pub cmd: Vec<String>,
+    #[command(flatten)]
+    pub run: RunnerArgs,
 }
 
 pub fn deploy(c: &Client, a: DeployArgs) -> Result<i32> {
@@ -293,14 +298,7 @@ pub fn deploy(c: &Client, a: DeployArgs) -> Result<i32> {
         "cpu_milli": a.cpu_milli,
         "mem_bytes": a.mem_bytes,
     });
-    match &a.synthetic {
-        Some(s) => body["synthetic"] = synthetic(s)?,
-        None => {
-            body["cmd"] = json!(a.cmd);
-            body["env"] = json!(a.env.iter().cloned().collect::<BTreeMap<_, _>>());
-            body["cwd"] = json!(a.cwd);
-        }
-    }
+    a.run.fill(&mut body)?;
     let v = c.write(Method::POST, "/v1/deployments", Body::Json(body), None)?;
     println!("deployed {} (index {})", a.name, v["index"]);
     Ok(0)

@@ -13,6 +13,7 @@
 //! `SHOAL_FENCING_TOKEN`; its address is its node's host and that port.
 
 use crate::kv::command_id;
+use crate::tasks::{check_exec, invalid, RunnerFields};
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,7 +23,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Deployment, InstanceSpec, Limits, Op, ReplicaStatus, Resources, Runner, State};
 use shoal_node::NodeHandle;
-use std::collections::BTreeMap;
 
 pub(crate) fn routes() -> Router<NodeHandle> {
     Router::new()
@@ -81,32 +81,15 @@ pub(crate) fn deployment_json(name: &str, d: &Deployment, s: &State) -> Value {
 }
 
 #[derive(Deserialize)]
-struct Synthetic {
-    chunks: u32,
-    #[serde(default)]
-    interval_ms: u64,
-    #[serde(default)]
-    exit_code: i32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Deploy {
     name: String,
     replicas: u32,
-    cmd: Option<Vec<String>>,
-    synthetic: Option<Synthetic>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    cwd: Option<String>,
+    #[serde(flatten)]
+    run: RunnerFields,
     #[serde(default)]
     cpu_milli: u32,
     #[serde(default)]
     mem_bytes: u64,
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
 }
 
 async fn deploy(
@@ -120,34 +103,8 @@ async fn deploy(
             Limits::MAX_REPLICAS
         )));
     }
-    let runner = match (d.cmd, d.synthetic) {
-        (Some(cmd), None) => {
-            let mut it = cmd.into_iter();
-            let program = it
-                .next()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| invalid("cmd must name a program"))?;
-            Runner::Exec {
-                cmd: program,
-                args: it.collect(),
-                env: d.env,
-                cwd: d.cwd,
-            }
-        }
-        (None, Some(y)) => Runner::Synthetic {
-            chunks: y.chunks,
-            interval_ms: y.interval_ms,
-            exit_code: y.exit_code,
-        },
-        _ => return Err(invalid("give exactly one of cmd and synthetic")),
-    };
-    if matches!(runner, Runner::Exec { .. }) && !node.exec_available().await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exec_disabled",
-            "no live node runs user commands: start nodes with --allow-exec",
-        ));
-    }
+    let runner = d.run.runner()?;
+    check_exec(&node, &runner).await?;
     let op = Op::Deploy {
         name: d.name,
         replicas: d.replicas,

@@ -107,14 +107,65 @@ struct Synthetic {
     exit_code: i32,
 }
 
+/// What to run, as tasks and deployments take it: a command, or the
+/// synthetic runner.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Submission {
+pub(crate) struct RunnerFields {
     cmd: Option<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<String>,
     synthetic: Option<Synthetic>,
+}
+
+impl RunnerFields {
+    pub(crate) fn runner(self) -> Result<Runner, ApiError> {
+        match (self.cmd, self.synthetic) {
+            (Some(cmd), None) => {
+                let mut it = cmd.into_iter();
+                let program = it
+                    .next()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| invalid("cmd must name a program"))?;
+                Ok(Runner::Exec {
+                    cmd: program,
+                    args: it.collect(),
+                    env: self.env,
+                    cwd: self.cwd,
+                })
+            }
+            (None, Some(y)) => {
+                if y.chunks > 1_000_000 || y.interval_ms > 3_600_000 {
+                    return Err(invalid("synthetic: at most 1000000 chunks, 1 h apart"));
+                }
+                Ok(Runner::Synthetic {
+                    chunks: y.chunks,
+                    interval_ms: y.interval_ms,
+                    exit_code: y.exit_code,
+                })
+            }
+            _ => Err(invalid("give exactly one of cmd and synthetic")),
+        }
+    }
+}
+
+/// User commands need a node that runs them; say so before queueing one.
+pub(crate) async fn check_exec(node: &NodeHandle, runner: &Runner) -> Result<(), ApiError> {
+    if matches!(runner, Runner::Exec { .. }) && !node.exec_available().await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exec_disabled",
+            "no live node runs user commands: start nodes with --allow-exec (which needs a \
+             cluster key, or a single loopback node); the synthetic runner always works",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Submission {
+    #[serde(flatten)]
+    run: RunnerFields,
     node: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -126,37 +177,12 @@ struct Submission {
     mem_bytes: u64,
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
 }
 
 fn spec_of(s: Submission, state: &State) -> Result<TaskSpec, ApiError> {
-    let runner = match (s.cmd, s.synthetic) {
-        (Some(cmd), None) => {
-            let mut it = cmd.into_iter();
-            let program = it
-                .next()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| invalid("cmd must name a program"))?;
-            Runner::Exec {
-                cmd: program,
-                args: it.collect(),
-                env: s.env,
-                cwd: s.cwd,
-            }
-        }
-        (None, Some(y)) => {
-            if y.chunks > 1_000_000 || y.interval_ms > 3_600_000 {
-                return Err(invalid("synthetic: at most 1000000 chunks, 1 h apart"));
-            }
-            Runner::Synthetic {
-                chunks: y.chunks,
-                interval_ms: y.interval_ms,
-                exit_code: y.exit_code,
-            }
-        }
-        _ => return Err(invalid("give exactly one of cmd and synthetic")),
-    };
+    let runner = s.run.runner()?;
     let node = match s.node {
         None => None,
         Some(n) => {
@@ -191,14 +217,7 @@ async fn submit(
 ) -> ApiResult {
     let state = node.state().await.ok_or_else(stopped)?;
     let spec = spec_of(s, &state)?;
-    if matches!(spec.runner, Runner::Exec { .. }) && !node.exec_available().await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exec_disabled",
-            "no live node runs user commands: start nodes with --allow-exec (which needs a \
-             cluster key, or a single loopback node); the synthetic runner always works",
-        ));
-    }
+    check_exec(&node, &spec.runner).await?;
     committed(
         node.submit(Op::TaskSubmit { spec }, command_id(&headers)?)
             .await,

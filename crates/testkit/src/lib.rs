@@ -192,6 +192,53 @@ impl Sim {
         out
     }
 
+    /// Records a run and schedules its end: the synthetic runner after its
+    /// chunks' time, a command after a while (tasks) or never (replicas).
+    fn start_run(
+        &mut self,
+        from: &NodeId,
+        task: TaskId,
+        token: FencingToken,
+        attempt: u32,
+        runner: &Runner,
+    ) {
+        let start = self.nodes[from].starts;
+        let replica = task.as_str().starts_with("deploy:");
+        self.runs.push(SimRun {
+            node: from.clone(),
+            task,
+            token,
+            attempt,
+            started: self.now,
+            ended: None,
+        });
+        let (after, exit_code) = match runner {
+            Runner::Synthetic {
+                chunks,
+                interval_ms,
+                exit_code,
+            } => (
+                Duration::from_millis(interval_ms * *chunks as u64),
+                *exit_code,
+            ),
+            Runner::Exec { .. } if replica => (Duration::from_secs(3600), 0),
+            Runner::Exec { .. } => (Duration::from_millis(100), 0),
+        };
+        self.enqueue(
+            self.now + after,
+            Delivery {
+                to: from.clone(),
+                from: from.clone(),
+                payload: Payload::RunExited {
+                    start,
+                    token,
+                    exit_code,
+                    class: ExitClass::of_exit_code(exit_code),
+                },
+            },
+        );
+    }
+
     fn end_run(&mut self, node: &NodeId, token: FencingToken) {
         let now = self.now;
         if let Some(r) = self
@@ -466,42 +513,7 @@ impl Sim {
                     token,
                     attempt,
                     spec,
-                } => {
-                    let start = self.nodes[&from].starts;
-                    self.runs.push(SimRun {
-                        node: from.clone(),
-                        task,
-                        token,
-                        attempt,
-                        started: self.now,
-                        ended: None,
-                    });
-                    let (after, exit_code) = match spec.runner {
-                        Runner::Synthetic {
-                            chunks,
-                            interval_ms,
-                            exit_code,
-                        } => (
-                            Duration::from_millis(interval_ms * chunks as u64),
-                            exit_code,
-                        ),
-                        Runner::Exec { .. } => (Duration::from_millis(100), 0),
-                    };
-                    let class = ExitClass::of_exit_code(exit_code);
-                    self.enqueue(
-                        self.now + after,
-                        Delivery {
-                            to: from.clone(),
-                            from: from.clone(),
-                            payload: Payload::RunExited {
-                                start,
-                                token,
-                                exit_code,
-                                class,
-                            },
-                        },
-                    );
-                }
+                } => self.start_run(&from, task, token, attempt, &spec.runner),
                 Output::StartReplica {
                     deployment,
                     replica,
@@ -510,39 +522,8 @@ impl Sim {
                     spec,
                     ..
                 } => {
-                    let start = self.nodes[&from].starts;
-                    self.runs.push(SimRun {
-                        node: from.clone(),
-                        task: TaskId(format!("deploy:{deployment}/{replica}")),
-                        token,
-                        attempt: restarts + 1,
-                        started: self.now,
-                        ended: None,
-                    });
-                    let (after, exit_code) = match spec.runner {
-                        Runner::Synthetic {
-                            chunks,
-                            interval_ms,
-                            exit_code,
-                        } => (
-                            Duration::from_millis(interval_ms * chunks as u64),
-                            exit_code,
-                        ),
-                        Runner::Exec { .. } => (Duration::from_secs(3600), 0),
-                    };
-                    self.enqueue(
-                        self.now + after,
-                        Delivery {
-                            to: from.clone(),
-                            from: from.clone(),
-                            payload: Payload::RunExited {
-                                start,
-                                token,
-                                exit_code,
-                                class: ExitClass::of_exit_code(exit_code),
-                            },
-                        },
-                    );
+                    let name = TaskId(format!("deploy:{deployment}/{replica}"));
+                    self.start_run(&from, name, token, restarts + 1, &spec.runner);
                 }
                 Output::StopRun { token, reason } => {
                     let start = self.nodes[&from].starts;
