@@ -111,6 +111,17 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Committed events as they happen; with --from N, first the events
+    /// from N (or State, if N is older than the retained log).
+    Watch {
+        #[arg(long)]
+        from: Option<u64>,
+        /// One JSON object per frame: {"type", "data"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
     ClusterKey { file: PathBuf },
 }
@@ -141,6 +152,10 @@ struct UpArgs {
     /// Catch up by replaying the log only, never by snapshot.
     #[arg(long)]
     no_snapshot: bool,
+    /// Applied events between local snapshots; the log below the newest
+    /// one (less --log-retain) is dropped.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_every: u64,
     /// The file holding the API token that writes must carry (default:
     /// DIR/api-token, generated on first start).
     #[arg(long)]
@@ -190,6 +205,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Deploy { args, api } => tasks::deploy(&Client::new(&api)?, args),
         Cmd::Undeploy { name, api } => tasks::undeploy(&Client::new(&api)?, &name),
         Cmd::Deployments { api, json } => tasks::deployments(&Client::new(&api)?, json),
+        Cmd::Watch { from, json, api } => tasks::watch(&Client::new(&api)?, from, json),
         Cmd::Leave { api } => {
             let c = Client::new(&api)?;
             c.write(reqwest::Method::POST, "/v1/leave", client::Body::None, None)?;
@@ -268,6 +284,7 @@ fn up(args: UpArgs) -> Result<()> {
         labels,
         allow_exec: args.allow_exec,
         stop_grace: args.stop_grace,
+        snapshot_every: args.snapshot_every,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

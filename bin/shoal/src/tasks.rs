@@ -349,3 +349,63 @@ pub fn deployments(c: &Client, json: bool) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// `shoal watch`: the committed event stream from `from` on.
+pub fn watch(c: &Client, from: Option<u64>, json_out: bool) -> Result<i32> {
+    let path = match from {
+        Some(f) => format!("/v1/events?from={f}"),
+        None => "/v1/events".to_owned(),
+    };
+    let resp = c.stream(&path)?;
+    let mut kind = String::new();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in BufReader::new(resp).lines() {
+        let line = line.context("reading the event stream")?;
+        if let Some(k) = line.strip_prefix("event:") {
+            kind = k.trim().to_owned();
+            continue;
+        }
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+        let printed = if json_out {
+            writeln!(out, "{}", json!({"type": kind, "data": v}))
+        } else {
+            match kind.as_str() {
+                "event" => {
+                    let ev = &v["event"];
+                    let (name, body) = match ev {
+                        Value::Object(m) if m.len() == 1 => {
+                            let (k, b) = m.iter().next().expect("one");
+                            (k.clone(), b.to_string())
+                        }
+                        other => (other.as_str().unwrap_or("?").to_owned(), String::new()),
+                    };
+                    writeln!(out, "{:>8} {:>4} {name} {body}", v["idx"], v["term"])
+                }
+                "snapshot" => writeln!(out, "-- state as of index {} --", v["index"]),
+                "state" => {
+                    let (name, n) = v
+                        .as_object()
+                        .and_then(|m| m.iter().next())
+                        .map(|(k, items)| (k.clone(), items.as_array().map_or(0, |a| a.len())))
+                        .unwrap_or_default();
+                    writeln!(out, "   {n} {name}")
+                }
+                "snapshot_end" => writeln!(
+                    out,
+                    "-- state at {} complete, hash {} --",
+                    v["index"],
+                    v["state_hash"].as_str().unwrap_or("?")
+                ),
+                _ => Ok(()),
+            }
+        };
+        if printed.and_then(|_| out.flush()).is_err() {
+            return Ok(0);
+        }
+    }
+    bail!("the node closed the event stream")
+}

@@ -340,3 +340,121 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
     assert!(!anon.status.success());
     assert!(String::from_utf8_lossy(&anon.stderr).contains("unauthorized"));
 }
+
+/// Reads server-sent events: (event name, JSON data) per frame.
+struct Sse<R: std::io::BufRead> {
+    lines: std::io::Lines<R>,
+}
+
+impl<R: std::io::BufRead> Iterator for Sse<R> {
+    type Item = (String, Value);
+    fn next(&mut self) -> Option<(String, Value)> {
+        let mut kind = String::new();
+        for line in self.lines.by_ref() {
+            let line = line.ok()?;
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                return Some((kind, serde_json::from_str(d.trim()).ok()?));
+            }
+        }
+        None
+    }
+}
+
+fn items<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(v: &Value) -> Vec<(K, V)> {
+    serde_json::from_value(v.clone()).expect("a state batch decodes")
+}
+
+#[test]
+fn a_watcher_from_zero_after_compaction_rebuilds_the_masters_state() {
+    use shoal_model::{Envelope, EventIdx, Meta, StateBuilder, Term};
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(
+        tmp.path(),
+        1,
+        &["--snapshot-every", "200", "--log-retain", "50"],
+    );
+    let p = &procs[0];
+    assert!(wait_for(secs(20), || p
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    for i in 0..400 {
+        assert_eq!(p.set(&format!("k{i}"), "v").0, 200);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Writes go on while the watcher reads.
+        s.spawn(|| {
+            for i in 0..300 {
+                let (code, _) = p.incr(&format!("n{}", i % 7));
+                assert_eq!(code, 200);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let resp = client()
+            .get(p.url("/v1/events?from=0"))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success());
+        let frames = Sse {
+            lines: std::io::BufRead::lines(std::io::BufReader::new(resp)),
+        };
+        let mut builder: Option<StateBuilder> = None;
+        let mut state = None;
+        let mut snapshots = 0;
+        let mut events = 0;
+        for (kind, v) in frames {
+            match kind.as_str() {
+                "snapshot" => {
+                    snapshots += 1;
+                    let meta: Meta = serde_json::from_value(v["meta"].clone()).unwrap();
+                    builder = Some(StateBuilder::new(
+                        EventIdx(v["index"].as_u64().unwrap()),
+                        Term(v["term"].as_u64().unwrap()),
+                        meta,
+                    ));
+                    state = None;
+                }
+                "state" => {
+                    let b = builder.as_mut().expect("state frames follow a header");
+                    let (name, list) = v.as_object().unwrap().iter().next().unwrap();
+                    match name.as_str() {
+                        "nodes" => b.nodes(items(list)),
+                        "kv" => b.kv(items(list)),
+                        "tasks" => b.tasks(items(list)),
+                        "deployments" => b.deployments(items(list)),
+                        "outcomes" => b.outcomes(items(list)),
+                        other => panic!("unknown batch {other}"),
+                    }
+                }
+                "snapshot_end" => {
+                    let s = builder.take().unwrap().finish();
+                    assert_eq!(s.hash().to_string(), v["state_hash"].as_str().unwrap());
+                    state = Some(s);
+                }
+                "event" => {
+                    let env: Envelope = serde_json::from_value(v).unwrap();
+                    let s = state.as_mut().expect("events follow State here");
+                    s.apply(&env).expect("events come in order");
+                    events += 1;
+                }
+                other => panic!("unknown frame {other}"),
+            }
+            if let Some(s) = &state {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let st = p.status().unwrap();
+                    if st["applied_index"].as_u64() == Some(s.index().0) {
+                        assert_eq!(st["state_hash"].as_str().unwrap(), s.hash().to_string());
+                        assert!(snapshots >= 1, "the log was compacted: State came first");
+                        assert!(events > 0, "then events followed live");
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("the stream ended early");
+    });
+}

@@ -8,6 +8,7 @@
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /metrics              Prometheus text format
 //! POST /v1/leave             drain and leave the cluster, then exit
+//! GET  /v1/events?from=N     committed events as server-sent events (see `events.rs`)
 //! /v1/tasks...              tasks and their output (see `tasks.rs`)
 //! /v1/deployments...        instances and their replicas (see `deployments.rs`)
 //!
@@ -36,6 +37,7 @@
 
 mod auth;
 mod deployments;
+mod events;
 mod kv;
 mod tasks;
 
@@ -63,6 +65,7 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .route("/v1/state", get(state))
         .route("/metrics", get(metrics))
         .route("/v1/leave", post(leave))
+        .route("/v1/events", get(events::events))
         .merge(kv::routes())
         .merge(tasks::routes())
         .merge(deployments::routes())

@@ -4,7 +4,7 @@
 use crate::data_dir::{DataDir, DataDirError};
 use crate::runner::{RunMsg, Runs};
 use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
-use shoal_model::{Command, CommandId, EventIdx, NodeId, Op, OutputChunk, State, TaskId};
+use shoal_model::{Command, CommandId, Envelope, EventIdx, NodeId, Op, OutputChunk, State, TaskId};
 use shoal_net::{NetCommand, NetConfig, NetEvent, NetHandle, Topic};
 use shoal_proto::node::{Input, Metrics, Node, NodeConfig, Output, PeerSummary, Saved, Status};
 use shoal_proto::output::{OutputConfig, OutputHub};
@@ -39,6 +39,9 @@ pub struct NodeOptions {
     pub allow_exec: bool,
     /// Between SIGTERM and SIGKILL when a run is stopped.
     pub stop_grace: Duration,
+    /// Applied events between local snapshots (the log is compacted below
+    /// each, less `log_retain`).
+    pub snapshot_every: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,8 @@ enum Request {
     ReadOutput(TaskId, oneshot::Sender<Vec<OutputChunk>>),
     /// Whether some live node runs user commands.
     ExecAvailable(oneshot::Sender<bool>),
+    /// Applied events from an index on (bounded), or the log's floor.
+    ReadEvents(EventIdx, oneshot::Sender<Result<Vec<Envelope>, EventIdx>>),
 }
 
 /// A cloneable handle to a running node.
@@ -169,6 +174,14 @@ impl NodeHandle {
             return vec![];
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Applied events from `from` on (at most about 1 MiB of them), or
+    /// `Err(floor)` when the log no longer holds `from`. None: stopping.
+    pub async fn read_events(&self, from: EventIdx) -> Option<Result<Vec<Envelope>, EventIdx>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::ReadEvents(from, tx)).await.ok()?;
+        rx.await.ok()
     }
 
     /// Whether some live node of the cluster runs user commands.
@@ -256,6 +269,7 @@ pub async fn start(
     cfg.node_timeout = opts.node_timeout;
     cfg.log_retain = opts.log_retain;
     cfg.labels = opts.labels.clone();
+    cfg.local_snapshot_every = opts.snapshot_every.max(1);
     cfg.exec = opts.allow_exec;
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO).map_err(NodeError::Start)?;
 
@@ -801,6 +815,10 @@ impl EventLoop {
             }
             Request::ExecAvailable(tx) => {
                 let _ = tx.send(self.node.exec_available());
+                None
+            }
+            Request::ReadEvents(from, tx) => {
+                let _ = tx.send(self.node.read_applied(from, 1 << 20));
                 None
             }
         }

@@ -635,6 +635,38 @@ impl<L: LogStore> Node<L> {
 
     // ---- tasks ----------------------------------------------------------
 
+    /// Applied events from `from` on, up to about `max_bytes`, for
+    /// external subscribers. `Err(floor)` when `from` is below what the
+    /// log retains: the subscriber needs State first.
+    pub fn read_applied(
+        &mut self,
+        from: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<Envelope>, EventIdx> {
+        let from = from.max(EventIdx(1));
+        let floor = self.log.first_index();
+        let applied = self.state.index();
+        if from > applied {
+            return Ok(vec![]);
+        }
+        if from < floor {
+            return Err(floor);
+        }
+        let entries = self.log.read(from, applied, max_bytes).map_err(|_| floor)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e.envelope() {
+                Ok(env) => out.push(env),
+                Err(_) => return Err(floor),
+            }
+        }
+        // A log that does not hold `from` (a gap) is treated as compacted.
+        if out.first().is_some_and(|e| e.idx != from) || out.is_empty() {
+            return Err(applied.next().max(floor));
+        }
+        Ok(out)
+    }
+
     /// Runs under way on this node.
     pub fn runs(&self) -> usize {
         self.worker.running()
