@@ -330,6 +330,29 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
     assert!(token > 0);
     let after = p.cli(&["kv", "get", "job"]);
     assert!(!after.status.success(), "released: {}", stdout(&after));
+    // `shoal watch` prints the committed events, as JSON lines if asked.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["watch", "--from", "1", "--json", "--api", &p.url("")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let frames: Vec<Value> = (0..3)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f["type"], "event", "{f}");
+        assert_eq!(f["data"]["idx"], i + 1, "{f}");
+    }
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["data"]["event"]["ClusterFounded"].is_object()),
+        "{frames:?}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+
     // Without the token the CLI's writes are refused.
     let anon = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["kv", "set", "x", "1", "--api", &p.url(""), "--token-dir"])
@@ -457,4 +480,81 @@ fn a_watcher_from_zero_after_compaction_rebuilds_the_masters_state() {
         }
         panic!("the stream ended early");
     });
+}
+
+#[test]
+fn every_documented_endpoint_exists_and_every_error_is_json() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = cluster(tmp.path(), 1, &[]);
+    let p = &procs[0];
+    assert!(wait_for(secs(20), || p
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    let doc = p.get("/v1/openapi.json").unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25, "{}", paths.len());
+    for (path, ops) in paths {
+        let url = path
+            .replace("{key}", "some-key")
+            .replace("{id}", "some-task")
+            .replace("{name}", "some-deployment");
+        for method in ops.as_object().unwrap().keys() {
+            if method == "parameters" || url == "/v1/leave" {
+                continue;
+            }
+            let m: Method = method.to_uppercase().parse().unwrap();
+            let streaming =
+                ops[method]["responses"]["200"]["$ref"] == "#/components/responses/Events";
+            let mut req = client()
+                .request(m.clone(), p.url(&url))
+                .bearer_auth(p.token())
+                .timeout(Duration::from_secs(5));
+            if m != Method::GET && m != Method::DELETE {
+                req = req.header("Content-Type", "application/json").body("{}");
+            }
+            let r = req.send().unwrap();
+            let status = r.status().as_u16();
+            if streaming && r.status().is_success() {
+                // An event stream answered: its headers are enough.
+                continue;
+            }
+            let body: Value = r.json().unwrap_or(Value::Null);
+            let code = body["error"]["code"].as_str().unwrap_or("");
+            assert!(
+                code != "no_route" && code != "method_not_allowed",
+                "{method} {path} is documented but not served: {body}"
+            );
+            if status >= 400 {
+                assert!(
+                    !code.is_empty(),
+                    "{method} {path}: error without a JSON code: {status} {body}"
+                );
+            }
+        }
+    }
+    // Errors from outside the handlers are JSON too.
+    let (code, v) = p.write(Method::GET, "/v1/nowhere", None, &[]);
+    assert_eq!((code, v["error"]["code"].as_str()), (404, Some("no_route")));
+    let (code, v) = p.write(Method::PATCH, "/v1/status", None, &[]);
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let big = "x".repeat(200 << 10);
+    let (code, v) = p.write(Method::PUT, "/v1/kv/big", Some(&big), &[]);
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (413, Some("too_large")),
+        "{v}"
+    );
+    let (code, v) = p.write(
+        Method::POST,
+        "/v1/kv/l/lock",
+        Some("not json"),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid", "{v}");
 }

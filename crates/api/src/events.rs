@@ -13,6 +13,8 @@
 //!               batches in any number, valid to apply in order
 //! snapshot_end  {"index": S, "state_hash": H}             State at S is complete
 //! event         {"idx": I, "term": T, "event": {...}}      apply in order, I = previous + 1
+//! behind        {"next": N, "floor": F}                   the log moved past a slow
+//!                                                         subscriber: State follows
 //! ```
 //!
 //! A subscriber that reads slowly holds the stream back, not the node: the
@@ -132,6 +134,7 @@ async fn send_state(s: &State, tx: &mpsc::Sender<SseEvent>) -> bool {
 
 async fn follow(node: NodeHandle, mut next: EventIdx, tx: mpsc::Sender<SseEvent>) {
     let mut applied = node.view_receiver();
+    let mut sent_any = false;
     loop {
         let Some(read) = node.read_events(next).await else {
             return;
@@ -150,6 +153,7 @@ async fn follow(node: NodeHandle, mut next: EventIdx, tx: mpsc::Sender<SseEvent>
                 }
             }
             Ok(events) => {
+                sent_any = true;
                 for e in events {
                     next = e.idx.next();
                     let data = serde_json::to_value(&e).unwrap_or(Value::Null);
@@ -158,7 +162,13 @@ async fn follow(node: NodeHandle, mut next: EventIdx, tx: mpsc::Sender<SseEvent>
                     }
                 }
             }
-            Err(_floor) => {
+            Err(floor) => {
+                if sent_any {
+                    let data = json!({"next": next, "floor": floor});
+                    if tx.send(frame("behind", None, &data)).await.is_err() {
+                        return;
+                    }
+                }
                 let Some(s) = node.state().await else { return };
                 if !send_state(&s, &tx).await {
                     return;

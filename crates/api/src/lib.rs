@@ -8,6 +8,8 @@
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /metrics              Prometheus text format
 //! POST /v1/leave             drain and leave the cluster, then exit
+//! GET  /v1/openapi.json      the OpenAPI description of all of this
+//! GET  /                     the dashboard (see `dashboard.rs`)
 //! GET  /v1/events?from=N     committed events as server-sent events (see `events.rs`)
 //! /v1/tasks...              tasks and their output (see `tasks.rs`)
 //! /v1/deployments...        instances and their replicas (see `deployments.rs`)
@@ -36,6 +38,7 @@
 //! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
 
 mod auth;
+mod dashboard;
 mod deployments;
 mod events;
 mod kv;
@@ -51,7 +54,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
-use shoal_node::NodeHandle;
+use shoal_node::{NodeHandle, View};
 use shoal_proto::wire::{CommandReply, Refusal};
 use std::fmt::Write as _;
 
@@ -66,15 +69,78 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/leave", post(leave))
         .route("/v1/events", get(events::events))
+        .route("/", get(dashboard::page))
+        .route("/v1/dashboard/stream", get(dashboard::stream))
         .merge(kv::routes())
         .merge(tasks::routes())
         .merge(deployments::routes())
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(access),
             auth::check,
         ))
         .with_state(node)
+}
+
+const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no endpoint {} (see /v1/openapi.json)", uri.path()),
+    )
+}
+
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Errors that do not come from a handler (a body over the limit, a body
+/// that does not parse) are plain text from the framework; they are
+/// rewritten into the API's JSON error shape.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => "invalid",
+        _ => "error",
+    };
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if message.is_empty() {
+        status.to_string()
+    } else {
+        message
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// An error as the API reports it.
@@ -133,9 +199,12 @@ pub(crate) fn rejection(r: Rejection) -> ApiError {
 pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 
 async fn status(AxState(node): AxState<NodeHandle>) -> Json<Value> {
-    let v = node.view();
+    Json(status_json(&node.view()))
+}
+
+pub(crate) fn status_json(v: &View) -> Value {
     let s = &v.status;
-    Json(json!({
+    json!({
         "node_id": s.node_id,
         "cluster_id": s.cluster_id,
         "role": s.role,
@@ -149,7 +218,7 @@ async fn status(AxState(node): AxState<NodeHandle>) -> Json<Value> {
         "events_per_sec": v.events_per_sec,
         "listen": v.listen,
         "uptime_s": v.started.elapsed().as_secs_f64(),
-    }))
+    })
 }
 
 fn node_json(id: &str, n: &NodeInfo) -> Value {
@@ -164,24 +233,40 @@ fn node_json(id: &str, n: &NodeInfo) -> Value {
 
 async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
     let state = node.state().await.ok_or_else(stopped)?;
-    let view = node.view();
-    let nodes: Vec<Value> = state
+    let nodes = nodes_json(&state, &node.view());
+    Ok(Json(json!({"index": state.index(), "nodes": nodes})))
+}
+
+/// The members in State, with what this node hears of them: when last,
+/// how far they applied, and how far behind the commit they are.
+pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
+    let commit = view.status.commit_index.0;
+    state
         .nodes()
         .iter()
         .map(|(id, n)| {
             let mut v = node_json(id.as_str(), n);
-            if let Some(p) = view.peers.iter().find(|p| &p.node == id) {
+            let applied = if let Some(p) = view.peers.iter().find(|p| &p.node == id) {
                 v["last_heard_ms"] = json!(p.since_heard.as_millis() as u64);
-                v["applied_index"] = json!(p.applied);
+                Some(p.applied)
             } else if *id == view.status.node_id {
                 v["last_heard_ms"] = json!(0);
-                v["applied_index"] = json!(view.status.applied_index);
+                Some(view.status.applied_index)
+            } else {
+                None
+            };
+            if let Some(a) = applied {
+                v["applied_index"] = json!(a);
+                v["lag"] = json!(commit.saturating_sub(a.0));
             }
-            v["master"] = json!(view.status.master_id.as_ref() == Some(id));
+            let master = view.status.master_id.as_ref() == Some(id);
+            v["master"] = json!(master);
+            if master {
+                v["role"] = json!("master");
+            }
             v
         })
-        .collect();
-    Ok(Json(json!({"index": state.index(), "nodes": nodes})))
+        .collect()
 }
 
 /// Drains this node (runs handed back, leadership moved, leave recorded)

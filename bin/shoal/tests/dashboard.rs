@@ -1,0 +1,212 @@
+//! The dashboard end to end in headless Chromium (Debian's `chromium`,
+//! installed by `tests/setup.sh`): a 3-node loopback cluster appears, a
+//! killed node turns suspect then dead, a screenshot is saved, and the
+//! page says when it lost its node. Driven over the DevTools protocol.
+
+mod cluster;
+
+use base64::Engine as _;
+use cluster::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+fn chromium() -> Option<String> {
+    if let Ok(p) = std::env::var("SHOAL_CHROMIUM") {
+        return Some(p);
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|b| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {b}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|b| b.to_string())
+}
+
+/// A headless browser, ended by its PID.
+struct Browser {
+    child: Child,
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    fn start(bin: &str, profile: &std::path::Path) -> Browser {
+        let mut child = Command::new(bin)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=1400,1000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chromium");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let browser_url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium prints its DevTools address");
+        let port = browser_url
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let targets: Value = client()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target")["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (ws, _) = tungstenite::connect(page.as_str()).expect("connect to the page");
+        Browser {
+            child,
+            ws,
+            next_id: 1,
+        }
+    }
+
+    /// One DevTools command and its result (events in between are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"id": id, "method": method, "params": params});
+        self.ws.send(Message::text(msg.to_string())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Message::Text(t) = self.ws.read().unwrap() {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["id"] == id {
+                    assert!(v["error"].is_null(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+        panic!("no answer to {method}");
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// node id -> liveness, as the page shows it.
+    fn rows(&mut self) -> Vec<(String, String)> {
+        let v = self.eval(
+            "JSON.stringify([...document.querySelectorAll('tr[data-node]')]\
+             .map(r => [r.dataset.node, r.dataset.liveness]))",
+        );
+        serde_json::from_str(v.as_str().unwrap_or("[]")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "chromium is missing: tests/setup.sh installs it"
+        );
+        eprintln!("skipped: no chromium (tests/setup.sh installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, Duration::from_secs(30), "formation");
+    expect_voters(&procs, 3);
+
+    let mut b = Browser::start(&bin, &tmp.path().join("profile"));
+    b.call("Page.enable", json!({}));
+    b.call("Page.navigate", json!({"url": procs[0].url("/")}));
+    let ids: Vec<String> = procs
+        .iter()
+        .map(|p| p.status().unwrap()["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    let all_alive = wait_for(Duration::from_secs(20), || {
+        let rows = b.rows();
+        rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
+    });
+    assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+
+    // Kill a node that neither serves the page nor is the master.
+    let master = procs[0].status().unwrap()["master_id"].clone();
+    let victim = (1..3).find(|i| master != ids[*i].as_str()).unwrap();
+    procs[victim].sigkill();
+    let mut seen = Vec::new();
+    let dead = wait_for(Duration::from_secs(20), || {
+        let l = b
+            .rows()
+            .into_iter()
+            .find(|(id, _)| *id == ids[victim])
+            .map(|(_, l)| l)
+            .unwrap_or_default();
+        if seen.last() != Some(&l) {
+            seen.push(l.clone());
+        }
+        l == "dead"
+    });
+    assert!(dead, "the killed node is marked dead: {seen:?}");
+    assert!(
+        seen.iter().any(|l| l == "suspect"),
+        "it was suspect before dead: {seen:?}"
+    );
+    let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+
+    // The page says so when its node goes away.
+    procs[0].sigkill();
+    let lost = wait_for(Duration::from_secs(15), || {
+        b.eval("document.getElementById('banner').classList.contains('on')") == json!(true)
+    });
+    assert!(lost, "the page shows that it lost its connection");
+    procs[0].kill();
+}

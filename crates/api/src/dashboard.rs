@@ -1,0 +1,103 @@
+//! The dashboard at `/`: one page, no build step, served from the binary.
+//! It renders a compact view of the cluster that `/v1/dashboard/stream`
+//! pushes as server-sent events whenever it changes (at most twice a
+//! second), plus the live event stream (`/v1/events`) and a task's output
+//! (`/v1/tasks/{id}/output`) when one is clicked.
+
+use crate::deployments::deployment_json;
+use crate::kv::entry_json;
+use crate::tasks::task_json;
+use crate::{nodes_json, status_json, stopped, ApiError};
+use axum::extract::State as AxState;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::Html;
+use futures::Stream;
+use serde_json::{json, Value};
+use shoal_model::{State, Task, TaskId};
+use shoal_node::{NodeHandle, View};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const PAGE: &str = include_str!("../assets/dashboard.html");
+/// Rows of each kind the view carries at most.
+const ROWS: usize = 50;
+const KEYS: usize = 100;
+const EVERY: Duration = Duration::from_millis(500);
+
+pub(crate) async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+/// The view the page renders: small, whatever the State's size.
+fn view_json(s: &State, v: &View) -> Value {
+    let mut tasks: Vec<(&TaskId, &Task)> = s.tasks().iter().collect();
+    if tasks.len() <= 10_000 {
+        tasks.sort_by_key(|(id, t)| (t.submitted_at_ms, (*id).clone()));
+    }
+    let skip = tasks.len().saturating_sub(ROWS);
+    let tasks: Vec<Value> = tasks[skip..]
+        .iter()
+        .rev()
+        .map(|(id, t)| task_json(id, t))
+        .collect();
+    let deployments: Vec<Value> = s
+        .deployments()
+        .iter()
+        .take(ROWS)
+        .map(|(n, d)| deployment_json(n, d, s))
+        .collect();
+    let keys: Vec<Value> = s
+        .kv()
+        .iter()
+        .take(KEYS)
+        .map(|(k, e)| entry_json(k, e))
+        .collect();
+    json!({
+        "status": status_json(v),
+        "nodes": nodes_json(s, v),
+        "tasks": tasks,
+        "deployments": deployments,
+        "kv": {"total": s.kv().len(), "keys": keys},
+    })
+}
+
+pub(crate) async fn stream(
+    AxState(node): AxState<NodeHandle>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    node.state().await.ok_or_else(stopped)?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(4);
+    tokio::spawn(async move {
+        let mut last = Value::Null;
+        let mut tick = tokio::time::interval(EVERY);
+        loop {
+            tick.tick().await;
+            let Some(s) = node.state().await else { return };
+            let mut v = view_json(&s, &node.view());
+            // "last heard" moves on every tick; compare without it.
+            let mut key = v.clone();
+            for n in key["nodes"].as_array_mut().into_iter().flatten() {
+                n["last_heard_ms"] = Value::Null;
+            }
+            key["status"]["uptime_s"] = Value::Null;
+            key["status"]["events_per_sec"] = Value::Null;
+            if key == last && !tx.is_closed() {
+                continue;
+            }
+            last = key;
+            v["at_ms"] = json!(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64));
+            let e = SseEvent::default().event("view").data(v.to_string());
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
