@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub voter_grace: Duration,
     /// Command outcomes are kept at least this long (the retry window).
     pub outcome_retention: Duration,
+    /// Finished tasks are forgotten this long after their last change.
+    pub task_retention: Duration,
     pub raft: RaftConfig,
     pub gaps: GapConfig,
     pub receive: ReceiveConfig,
@@ -101,6 +103,7 @@ impl NodeConfig {
             log_retain: 50_000,
             voter_grace: Duration::from_secs(10),
             outcome_retention: Duration::from_secs(600),
+            task_retention: Duration::from_secs(3600),
             raft: RaftConfig::default(),
             gaps: GapConfig::default(),
             receive: ReceiveConfig::default(),
@@ -1519,6 +1522,20 @@ impl<L: LogStore> Node<L> {
             let cutoff = self.wall_ms.saturating_sub(retention);
             if self.state.oldest_outcome_ms().is_some_and(|t| t < cutoff) {
                 let _ = self.propose(&Event::OutcomesExpired { before_ms: cutoff });
+            }
+            let cutoff = self
+                .wall_ms
+                .saturating_sub(self.cfg.task_retention.as_millis() as u64);
+            let old: Vec<TaskId> = self
+                .state
+                .tasks()
+                .iter()
+                .filter(|(_, t)| t.status.is_terminal() && t.updated_at_ms < cutoff)
+                .map(|(id, _)| id.clone())
+                .take(1000)
+                .collect();
+            if !old.is_empty() {
+                let _ = self.propose(&Event::TasksForgotten { tasks: old });
             }
         }
     }

@@ -954,3 +954,33 @@ fn a_draining_master_hands_over_work_and_leadership_then_leaves() {
         sim.expect_converged(secs(20));
     }
 }
+
+#[test]
+fn finished_tasks_are_forgotten_after_their_retention() {
+    for seed in seeds(3) {
+        let mut sim = shoal_testkit::Sim::with_config(
+            seed,
+            NetConfig::default(),
+            Box::new(|node, seed| {
+                let mut cfg = shoal_testkit::default_config(node, seed);
+                cfg.task_retention = Duration::from_secs(40);
+                cfg
+            }),
+        );
+        let ids: Vec<NodeId> = names(3).iter().map(|s| sim.add_node(s)).collect();
+        sim.expect_master(secs(20));
+        sim.expect_converged(secs(30));
+        let id = submit_task(&mut sim, &ids[0], synthetic(1, 10, 0, 1));
+        finished(&mut sim, &ids[0], &id, secs(20));
+        sim.run_for(secs(20));
+        assert!(
+            sim.state_of(&ids[0]).unwrap().tasks().contains_key(&id),
+            "seed {seed}: kept a while"
+        );
+        let ok = sim.run_until(secs(60), |s| {
+            !s.state_of(&ids[0]).unwrap().tasks().contains_key(&id)
+        });
+        assert!(ok, "seed {seed}: forgotten after its retention");
+        sim.expect_converged(secs(10));
+    }
+}

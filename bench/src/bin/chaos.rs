@@ -1,0 +1,586 @@
+//! The chaos checker: drives faults on a namespaced cluster built by
+//! `tests/chaos/cluster.sh`, sends a bounded stream of commands and tasks
+//! through random nodes meanwhile, then checks what must hold:
+//!
+//! - every live node reaches the same state hash;
+//! - every acknowledged increment is applied exactly once (each saw its own
+//!   value; the final counter lies between the acknowledged and the sent);
+//! - every acknowledged task ends, once, successfully;
+//! - no node crashed (every node the harness did not kill still runs, and
+//!   no log shows a panic);
+//! - memory stayed bounded (peak RSS of every node under a limit).
+//!
+//! It prints a report (faults, commands sent, acknowledged and refused,
+//! detection, failover and convergence times) as text and JSON, and exits 1
+//! on any violation. Times are reported, not asserted, except generous
+//! bounds that catch a hang. Run it through `tests/chaos/run.sh`.
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SUBNET: &str = "10.231.77";
+/// Bounds that catch a hang, not targets.
+const FORM_LIMIT: Duration = Duration::from_secs(120);
+const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
+const CLIENTS: usize = 4;
+
+struct Args {
+    hosts: usize,
+    duration: Duration,
+    dir: PathBuf,
+    scripts: PathBuf,
+    seed: u64,
+    max_rss_mb: u64,
+    json: Option<PathBuf>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        hosts: 5,
+        duration: Duration::from_secs(120),
+        dir: PathBuf::from("/tmp/shoal-chaos"),
+        scripts: PathBuf::from("tests/chaos"),
+        seed: 1,
+        max_rss_mb: 1024,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().context(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--hosts" => a.hosts = val()?.parse()?,
+            "--duration" => a.duration = Duration::from_secs(val()?.parse()?),
+            "--dir" => a.dir = val()?.into(),
+            "--scripts" => a.scripts = val()?.into(),
+            "--seed" => a.seed = val()?.parse()?,
+            "--max-rss-mb" => a.max_rss_mb = val()?.parse()?,
+            "--json" => a.json = Some(val()?.into()),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::blocking::Client,
+    token: String,
+}
+
+impl Api {
+    fn url(i: usize, path: &str) -> String {
+        format!("http://{SUBNET}.{i}:4101{path}")
+    }
+
+    fn get(&self, i: usize, path: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(Self::url(i, path))
+            .bearer_auth(&self.token)
+            .send()
+            .ok()?;
+        r.json().ok()
+    }
+
+    /// (status, body); status 0 when the node could not be reached.
+    fn post(&self, i: usize, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(Self::url(i, path))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send() {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+            Err(_) => (0, Value::Null),
+        }
+    }
+}
+
+fn script(a: &Args, name: &str, args: &[&str]) {
+    let ok = Command::new(a.scripts.join(name))
+        .args(args)
+        .env("CHAOS_DIR", &a.dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("chaos: {name} {args:?} failed");
+    }
+}
+
+fn pid_of(dir: &Path, i: usize) -> Option<u32> {
+    std::fs::read_to_string(dir.join(format!("h{i}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Everyone answers with one master, index and hash, applied = commit.
+fn converged(api: &Api, hosts: &[usize]) -> bool {
+    let st: Vec<Option<Value>> = hosts.iter().map(|i| api.get(*i, "/v1/status")).collect();
+    let Some(Some(first)) = st.first() else {
+        return false;
+    };
+    st.iter().all(|s| {
+        s.as_ref().is_some_and(|s| {
+            !s["master_id"].is_null()
+                && s["master_id"] == first["master_id"]
+                && s["applied_index"] == first["applied_index"]
+                && s["applied_index"] == s["commit_index"]
+                && s["state_hash"] == first["state_hash"]
+        })
+    })
+}
+
+/// Under load: every node answers, agrees on the master, and has applied
+/// at least `target` (the highest commit any node knew when asked).
+fn caught_up(api: &Api, hosts: &[usize], target: u64) -> bool {
+    let st: Vec<Option<Value>> = hosts.iter().map(|i| api.get(*i, "/v1/status")).collect();
+    let Some(Some(first)) = st.first() else {
+        return false;
+    };
+    st.iter().all(|s| {
+        s.as_ref().is_some_and(|s| {
+            !s["master_id"].is_null()
+                && s["master_id"] == first["master_id"]
+                && s["applied_index"].as_u64().unwrap_or(0) >= target
+        })
+    })
+}
+
+fn max_commit(api: &Api, hosts: &[usize]) -> u64 {
+    hosts
+        .iter()
+        .filter_map(|i| api.get(*i, "/v1/status"))
+        .filter_map(|s| s["commit_index"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn master_host(api: &Api, hosts: &[usize]) -> Option<usize> {
+    let id = hosts
+        .iter()
+        .find_map(|i| api.get(*i, "/v1/status").map(|s| s["master_id"].clone()))?;
+    hosts.iter().copied().find(|i| {
+        api.get(*i, "/v1/status")
+            .is_some_and(|s| s["node_id"] == id && !id.is_null())
+    })
+}
+
+fn node_id(api: &Api, i: usize) -> Option<String> {
+    api.get(i, "/v1/status")?["node_id"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[derive(Default)]
+struct Load {
+    sent: AtomicU64,
+    refused: Mutex<BTreeMap<String, u64>>,
+    /// Per client: the values its acknowledged increments returned, and
+    /// the ids whose fate is unknown (no answer before giving up).
+    acked: Mutex<Vec<Vec<i64>>>,
+    unknown: Mutex<Vec<u64>>,
+    tasks: Mutex<Vec<String>>,
+}
+
+fn client(api: Api, hosts: usize, t: usize, load: Arc<Load>, stop: Arc<AtomicBool>, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ t as u64);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let task = n % 10 == 0;
+        let key = format!("chaos-{t}-{n}");
+        load.sent.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut done = false;
+        // One command, retried under its key through random nodes.
+        while started.elapsed() < Duration::from_secs(15) && !done {
+            let host = rng.gen_range(1..=hosts);
+            let (code, body) = if task {
+                let spec = json!({"synthetic": {"chunks": 3, "interval_ms": 100, "exit_code": 0}});
+                api.post(host, "/v1/tasks", &key, Some(spec))
+            } else {
+                api.post(host, &format!("/v1/kv/chaos-c{t}/incr"), &key, None)
+            };
+            match code {
+                200 if task => {
+                    load.tasks
+                        .lock()
+                        .unwrap()
+                        .push(body["task"].as_str().unwrap_or_default().to_owned());
+                    done = true;
+                }
+                200 => {
+                    load.acked.lock().unwrap()[t].push(body["value"].as_i64().unwrap_or(-1));
+                    done = true;
+                }
+                _ => {
+                    let why = body["error"]["code"]
+                        .as_str()
+                        .unwrap_or("unreachable")
+                        .to_owned();
+                    *load.refused.lock().unwrap().entry(why).or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        if !done && !task {
+            load.unknown.lock().unwrap()[t] += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillRestart,
+    KillMaster,
+    LinkFlap,
+    Partition,
+    Loss,
+    Pause,
+}
+
+fn main() {
+    match run() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run() -> Result<bool> {
+    let a = args()?;
+    let token = std::fs::read_to_string(a.dir.join("token")).context("the cluster's token")?;
+    let api = Api {
+        http: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?,
+        token: token.trim().to_owned(),
+    };
+    let all: Vec<usize> = (1..=a.hosts).collect();
+    let mut violations: Vec<String> = Vec::new();
+
+    // Formation by mDNS.
+    let formed = wait(FORM_LIMIT, || {
+        converged(&api, &all)
+            && api.get(1, "/v1/nodes").is_some_and(|n| {
+                n["nodes"].as_array().is_some_and(|ns| {
+                    ns.len() == a.hosts
+                        && ns
+                            .iter()
+                            .filter(|x| x["role"] == "voter" || x["role"] == "master")
+                            .count()
+                            == 3.min(a.hosts)
+                })
+            })
+    });
+    let Some(formed) = formed else {
+        bail!("the cluster did not form within {FORM_LIMIT:?}");
+    };
+    eprintln!(
+        "chaos: {} hosts formed one cluster in {:.1}s",
+        a.hosts,
+        formed.as_secs_f64()
+    );
+
+    // Memory, sampled throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_rss = Arc::new(Mutex::new(BTreeMap::<usize, u64>::new()));
+    let sampler = {
+        let (stop, peak, dir, hosts) = (stop.clone(), peak_rss.clone(), a.dir.clone(), a.hosts);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for i in 1..=hosts {
+                    if let Some(kb) = pid_of(&dir, i).and_then(rss_kb) {
+                        let mut p = peak.lock().unwrap();
+                        let e = p.entry(i).or_default();
+                        *e = (*e).max(kb);
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    let load = Arc::new(Load {
+        acked: Mutex::new(vec![Vec::new(); CLIENTS]),
+        unknown: Mutex::new(vec![0; CLIENTS]),
+        ..Load::default()
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|t| {
+            let (api, load, stop) = (api.clone(), load.clone(), stop.clone());
+            let (hosts, seed) = (a.hosts, a.seed);
+            std::thread::spawn(move || client(api, hosts, t, load, stop, seed))
+        })
+        .collect();
+
+    // Faults, one after another, each healed and converged before the next.
+    let mut rng = SmallRng::seed_from_u64(a.seed);
+    let mut faults = Vec::new();
+    let kinds = [
+        Fault::KillRestart,
+        Fault::KillMaster,
+        Fault::LinkFlap,
+        Fault::Partition,
+        Fault::Loss,
+        Fault::Pause,
+    ];
+    let begin = Instant::now();
+    let mut k = 0;
+    while begin.elapsed() < a.duration {
+        let fault = kinds[k % kinds.len()];
+        k += 1;
+        let master = master_host(&api, &all);
+        let victim = loop {
+            let v = rng.gen_range(1..=a.hosts);
+            if Some(v) != master || a.hosts == 1 {
+                break v;
+            }
+        };
+        let vs = victim.to_string();
+        let mut rec = json!({"fault": format!("{fault:?}"), "at_s": begin.elapsed().as_secs_f64()});
+        match fault {
+            Fault::KillRestart | Fault::KillMaster => {
+                let target = if matches!(fault, Fault::KillMaster) {
+                    master.unwrap_or(victim)
+                } else {
+                    victim
+                };
+                let ts = target.to_string();
+                let id = node_id(&api, target);
+                let t0 = Instant::now();
+                script(&a, "kill.sh", &[&ts]);
+                let others: Vec<usize> = all.iter().copied().filter(|i| *i != target).collect();
+                let detected = wait(Duration::from_secs(30), || {
+                    others.iter().any(|o| {
+                        api.get(*o, "/v1/nodes").is_some_and(|n| {
+                            n["nodes"].as_array().is_some_and(|ns| {
+                                ns.iter().any(|x| {
+                                    Some(x["node_id"].as_str().unwrap_or("")) == id.as_deref()
+                                        && x["liveness"] == "dead"
+                                })
+                            })
+                        })
+                    })
+                });
+                rec["target"] = json!(target);
+                rec["detection_s"] = json!(detected.map(|d| d.as_secs_f64()));
+                if matches!(fault, Fault::KillMaster) {
+                    let failover = wait(Duration::from_secs(30), || {
+                        let o = others[rng.gen_range(0..others.len())];
+                        api.post(
+                            o,
+                            "/v1/kv/chaos-probe/incr",
+                            &format!("probe-{}", rng.gen::<u64>()),
+                            None,
+                        )
+                        .0 == 200
+                    });
+                    rec["failover_s"] = json!(failover.map(|_| t0.elapsed().as_secs_f64()));
+                }
+                script(&a, "cluster.sh", &["start", &ts]);
+            }
+            Fault::LinkFlap => {
+                rec["target"] = json!(victim);
+                script(&a, "link.sh", &["down", &vs]);
+                std::thread::sleep(Duration::from_secs(5));
+                script(&a, "link.sh", &["up", &vs]);
+            }
+            Fault::Partition => {
+                let mut minority: Vec<usize> = all.clone();
+                while minority.len() > a.hosts / 2 {
+                    minority.remove(rng.gen_range(0..minority.len()));
+                }
+                let list = minority
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                rec["minority"] = json!(minority);
+                script(&a, "partition.sh", &["split", &list]);
+                std::thread::sleep(Duration::from_secs(8));
+                script(&a, "partition.sh", &["heal"]);
+            }
+            Fault::Loss => {
+                rec["target"] = json!(victim);
+                rec["percent"] = json!(20);
+                script(&a, "loss.sh", &["on", &vs, "20"]);
+                std::thread::sleep(Duration::from_secs(8));
+                script(&a, "loss.sh", &["off", &vs]);
+            }
+            Fault::Pause => {
+                rec["target"] = json!(victim);
+                script(&a, "pause.sh", &["stop", &vs]);
+                std::thread::sleep(Duration::from_secs(4));
+                script(&a, "pause.sh", &["cont", &vs]);
+            }
+        }
+        // Converged under load: everyone past what was committed when the
+        // fault was healed, under one master.
+        let target = max_commit(&api, &all);
+        let conv = wait(CONVERGE_LIMIT, || caught_up(&api, &all, target));
+        rec["converge_s"] = json!(conv.map(|d| d.as_secs_f64()));
+        if conv.is_none() {
+            violations.push(format!(
+                "no convergence within {CONVERGE_LIMIT:?} after {fault:?}"
+            ));
+            rec["statuses"] = json!(all
+                .iter()
+                .map(|i| api.get(*i, "/v1/status").unwrap_or(Value::Null))
+                .collect::<Vec<_>>());
+        }
+        eprintln!("chaos: {rec}");
+        faults.push(rec);
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let _ = sampler.join();
+    if wait(CONVERGE_LIMIT, || converged(&api, &all)).is_none() {
+        violations.push("the nodes did not end on one state hash".into());
+    }
+
+    // Exactly once: increments.
+    let acked = load.acked.lock().unwrap().clone();
+    let unknown = load.unknown.lock().unwrap().clone();
+    for (t, values) in acked.iter().enumerate() {
+        let v = api
+            .get(1, &format!("/v1/kv/chaos-c{t}?consistent=true"))
+            .and_then(|v| v["value"].as_i64())
+            .unwrap_or(0);
+        let distinct: BTreeSet<i64> = values.iter().copied().collect();
+        if distinct.len() != values.len() {
+            violations.push(format!(
+                "client {t}: two acknowledged increments saw one value"
+            ));
+        }
+        let (lo, hi) = (values.len() as i64, values.len() as i64 + unknown[t] as i64);
+        if v < lo || v > hi || distinct.last().is_some_and(|m| *m > v) {
+            violations.push(format!(
+                "client {t}: counter {v}, {lo} acknowledged, {} unknown",
+                unknown[t]
+            ));
+        }
+    }
+    // Exactly once: tasks end, successfully.
+    let tasks = load.tasks.lock().unwrap().clone();
+    let ended = wait(CONVERGE_LIMIT, || {
+        tasks.iter().all(|id| {
+            api.get(1, &format!("/v1/tasks/{id}"))
+                .is_some_and(|t| t["status"]["state"] == "finished")
+        })
+    });
+    if ended.is_none() {
+        let open: Vec<&String> = tasks
+            .iter()
+            .filter(|id| {
+                !api.get(1, &format!("/v1/tasks/{id}"))
+                    .is_some_and(|t| t["status"]["state"] == "finished")
+            })
+            .collect();
+        violations.push(format!("tasks that did not finish: {open:?}"));
+    }
+    for id in &tasks {
+        if let Some(t) = api.get(1, &format!("/v1/tasks/{id}")) {
+            if t["status"]["exit_code"] != 0 {
+                violations.push(format!("task {id} ended {}", t["status"]));
+            }
+        }
+    }
+    // No crash.
+    for i in &all {
+        match pid_of(&a.dir, *i) {
+            Some(pid) if running(pid) => {}
+            other => violations.push(format!("host {i}: node not running ({other:?})")),
+        }
+        let log = std::fs::read_to_string(a.dir.join(format!("h{i}.log"))).unwrap_or_default();
+        if log.contains("panicked") {
+            violations.push(format!("host {i}: a panic in its log"));
+        }
+    }
+    // Bounded memory.
+    let peak = peak_rss.lock().unwrap().clone();
+    for (i, kb) in &peak {
+        if *kb > a.max_rss_mb * 1024 {
+            violations.push(format!(
+                "host {i}: peak RSS {} MiB over {} MiB",
+                kb / 1024,
+                a.max_rss_mb
+            ));
+        }
+    }
+
+    let refused = load.refused.lock().unwrap().clone();
+    let report = json!({
+        "hosts": a.hosts,
+        "duration_s": begin.elapsed().as_secs_f64(),
+        "formation_s": formed.as_secs_f64(),
+        "faults": faults,
+        "commands": {
+            "sent": load.sent.load(Ordering::Relaxed),
+            "acknowledged_increments": acked.iter().map(|v| v.len()).sum::<usize>(),
+            "acknowledged_tasks": tasks.len(),
+            "unknown": unknown.iter().sum::<u64>(),
+            "refusals": refused,
+        },
+        "peak_rss_mib": peak.iter().map(|(i, kb)| (i.to_string(), kb / 1024)).collect::<BTreeMap<_, _>>(),
+        "violations": violations,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = &a.json {
+        std::fs::write(p, report.to_string())?;
+    }
+    if violations.is_empty() {
+        eprintln!("chaos: no violation");
+        Ok(true)
+    } else {
+        eprintln!("chaos: {} violation(s)", violations.len());
+        Ok(false)
+    }
+}
