@@ -227,7 +227,7 @@ fn client(api: Api, hosts: usize, t: usize, load: Arc<Load>, stop: Arc<AtomicBoo
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let task = n % 10 == 0;
+        let task = n.is_multiple_of(10);
         let key = format!("chaos-{t}-{n}");
         load.sent.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
