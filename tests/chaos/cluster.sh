@@ -19,6 +19,7 @@ start_node() {
         --listen "/ip4/$(host_ip "$i")/tcp/4100" \
         --api "$(host_ip "$i"):4101" \
         --api-token-file "$CHAOS_DIR/token" \
+        --fault-injection \
         ${CHAOS_NODE_ARGS:-} \
         >>"$CHAOS_DIR/h$i.log" 2>&1 </dev/null &
     echo $! >"$CHAOS_DIR/h$i.pid"

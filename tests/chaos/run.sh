@@ -5,7 +5,7 @@
 #   tests/chaos/run.sh [--hosts K] [--duration SECONDS] [--seed N] [--json FILE]
 #
 # Needs root and network namespaces (skips cleanly otherwise); installs
-# iptables from Debian's packages if missing. Builds shoal and the checker
+# iptables and curl from Debian's packages if missing. Builds shoal and the checker
 # in release mode unless SHOAL_BIN and CHAOS_BIN name them. Everything it
 # creates (namespaces, processes) is removed on exit, even when interrupted.
 set -euo pipefail
@@ -29,10 +29,11 @@ CHAOS_ID=${CHAOS_ID:0:8}
 export CHAOS_DIR=${CHAOS_DIR:-$(mktemp -d /tmp/shoal-chaos.XXXXXX)}
 source "$here/env.sh"
 need_root
-if ! command -v iptables >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
-    fi
+missing=()
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ -z "${SHOAL_BIN:-}" ] || [ -z "${CHAOS_BIN:-}" ]; then
     (cd "$root" && cargo build --release -q -p shoal -p shoal-bench --bin shoal --bin chaos)

@@ -277,6 +277,7 @@ enum Fault {
     LinkFlap,
     Partition,
     Loss,
+    Delay,
     Pause,
 }
 
@@ -367,6 +368,7 @@ fn run() -> Result<bool> {
         Fault::LinkFlap,
         Fault::Partition,
         Fault::Loss,
+        Fault::Delay,
         Fault::Pause,
     ];
     let begin = Instant::now();
@@ -451,6 +453,13 @@ fn run() -> Result<bool> {
                 script(&a, "loss.sh", &["on", &vs, "20"]);
                 std::thread::sleep(Duration::from_secs(8));
                 script(&a, "loss.sh", &["off", &vs]);
+            }
+            Fault::Delay => {
+                rec["target"] = json!(victim);
+                rec["delay_ms"] = json!(300);
+                script(&a, "delay.sh", &["on", &vs, "300"]);
+                std::thread::sleep(Duration::from_secs(8));
+                script(&a, "delay.sh", &["off", &vs]);
             }
             Fault::Pause => {
                 rec["target"] = json!(victim);

@@ -170,6 +170,10 @@ struct UpArgs {
     /// Between SIGTERM and SIGKILL when a run is cancelled or stopped.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     stop_grace: Duration,
+    /// Test-only: serve POST /v1/fault/delay?ms=N, which delays every
+    /// outgoing message of this node (chaos runs without netem).
+    #[arg(long, hide = true)]
+    fault_injection: bool,
     /// Silence after which a node is declared dead.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
@@ -294,6 +298,7 @@ fn up(args: UpArgs) -> Result<()> {
         let access = shoal_api::Access {
             token: api_token(&data_dir, args.api_token_file.as_deref())?,
             open_reads: args.api.ip().is_loopback(),
+            faults: args.fault_injection,
         };
         let listener = tokio::net::TcpListener::bind(args.api)
             .await

@@ -15,6 +15,8 @@ pub struct Access {
     pub token: String,
     /// Whether reads are open without a token (the API is on loopback).
     pub open_reads: bool,
+    /// Serve the test-only fault-injection endpoint (`--fault-injection`).
+    pub faults: bool,
 }
 
 fn presented(headers: &HeaderMap) -> Option<&str> {

@@ -62,7 +62,8 @@ use std::fmt::Write as _;
 const MAX_BODY: usize = Limits::MAX_VALUE_LEN + 4096;
 
 pub fn router(node: NodeHandle, access: Access) -> Router {
-    Router::new()
+    let faults = access.faults;
+    let router = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/state", get(state))
@@ -74,7 +75,14 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         .merge(kv::routes())
         .merge(tasks::routes())
         .merge(deployments::routes())
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi));
+    // Test-only, and only when asked for at start.
+    let router = if faults {
+        router.route("/v1/fault/delay", post(fault_delay))
+    } else {
+        router
+    };
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -87,6 +95,21 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
 }
 
 const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+#[derive(Deserialize)]
+struct DelayQuery {
+    ms: u64,
+}
+
+/// Test-only: every outgoing message of this node waits `ms` first.
+async fn fault_delay(
+    AxState(node): AxState<NodeHandle>,
+    Query(q): Query<DelayQuery>,
+) -> Json<Value> {
+    let ms = q.ms.min(10_000);
+    node.set_fault_delay(std::time::Duration::from_millis(ms));
+    Json(json!({ "delay_ms": ms }))
+}
 
 async fn openapi() -> impl IntoResponse {
     (

@@ -86,7 +86,13 @@ pub enum NetCommand {
     },
     Dial(Multiaddr),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    /// Test-only fault: hold every outgoing message this long first (for
+    /// chaos runs on kernels without netem). Zero turns it off.
+    SetDelay(Duration),
 }
+
+/// Messages held back by the delay fault at most; past it they are dropped.
+const MAX_DELAYED: usize = 16_384;
 
 #[derive(Debug)]
 pub enum NetEvent {
@@ -462,6 +468,8 @@ pub async fn spawn(
         stats: NetStats::default(),
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
+        delay: Duration::ZERO,
+        delayed: std::collections::VecDeque::new(),
     };
     for addr in cfg.peers {
         actor.redial.insert(
@@ -495,6 +503,8 @@ struct Actor {
     stats: NetStats,
     incarnation: Incarnation,
     identities: IdentityWatch<PeerId, Instant>,
+    delay: Duration,
+    delayed: std::collections::VecDeque<(Instant, NetCommand)>,
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -520,6 +530,11 @@ impl Actor {
                 ev = self.swarm.select_next_some() => self.swarm_event(ev),
                 _ = redial_tick.tick() => self.redial(),
                 _ = hello_tick.tick() => self.greet_all(),
+                _ = Self::due(self.delayed.front().map(|(at, _)| *at)) => {
+                    if let Some((_, cmd)) = self.delayed.pop_front() {
+                        self.execute(cmd);
+                    }
+                }
             }
         }
     }
@@ -533,7 +548,27 @@ impl Actor {
         }
     }
 
+    async fn due(at: Option<Instant>) {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
     fn command(&mut self, cmd: NetCommand) {
+        let held = matches!(cmd, NetCommand::Send { .. } | NetCommand::Publish { .. });
+        if held && (!self.delay.is_zero() || !self.delayed.is_empty()) {
+            if self.delayed.len() >= MAX_DELAYED {
+                self.delayed.pop_front();
+                self.stats.send_failures += 1;
+            }
+            self.delayed.push_back((Instant::now() + self.delay, cmd));
+            return;
+        }
+        self.execute(cmd);
+    }
+
+    fn execute(&mut self, cmd: NetCommand) {
         match cmd {
             NetCommand::Send { to, addr, bytes } => {
                 if let Some(addr) = addr {
@@ -565,6 +600,13 @@ impl Actor {
             }
             NetCommand::ListenAddrs(reply) => {
                 let _ = reply.send(self.listen.clone());
+            }
+            NetCommand::SetDelay(d) => {
+                warn!(
+                    delay_ms = d.as_millis() as u64,
+                    "fault injection: delaying every outgoing message"
+                );
+                self.delay = d;
             }
         }
     }

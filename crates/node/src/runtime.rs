@@ -89,6 +89,8 @@ enum Request {
     ReadOutput(TaskId, oneshot::Sender<Vec<OutputChunk>>),
     /// Whether some live node runs user commands.
     ExecAvailable(oneshot::Sender<bool>),
+    /// Test-only: delay every outgoing message.
+    FaultDelay(Duration),
     /// Applied events from an index on (bounded), or the log's floor.
     ReadEvents(EventIdx, oneshot::Sender<Result<Vec<Envelope>, EventIdx>>),
 }
@@ -182,6 +184,11 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Request::ReadEvents(from, tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Test-only fault injection: hold every outgoing message for `d`.
+    pub fn set_fault_delay(&self, d: Duration) {
+        let _ = self.tx.try_send(Request::FaultDelay(d));
     }
 
     /// Whether some live node of the cluster runs user commands.
@@ -815,6 +822,10 @@ impl EventLoop {
             }
             Request::ExecAvailable(tx) => {
                 let _ = tx.send(self.node.exec_available());
+                None
+            }
+            Request::FaultDelay(d) => {
+                let _ = self.net.try_send(NetCommand::SetDelay(d));
                 None
             }
             Request::ReadEvents(from, tx) => {
