@@ -376,6 +376,20 @@ fn run() -> Result<bool> {
     while begin.elapsed() < a.duration {
         let fault = kinds[k % kinds.len()];
         k += 1;
+        // Start from a healthy cluster: every node alive in the master's
+        // view (a node just resumed may still show as dead).
+        let healthy = wait(CONVERGE_LIMIT, || {
+            api.get(1, "/v1/nodes").is_some_and(|n| {
+                n["nodes"].as_array().is_some_and(|ns| {
+                    ns.len() == a.hosts && ns.iter().all(|x| x["liveness"] == "alive")
+                })
+            })
+        });
+        if healthy.is_none() {
+            violations.push(format!(
+                "the cluster did not become healthy before {fault:?}"
+            ));
+        }
         let master = master_host(&api, &all);
         let victim = loop {
             let v = rng.gen_range(1..=a.hosts);

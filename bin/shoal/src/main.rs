@@ -158,8 +158,12 @@ struct UpArgs {
     snapshot_every: u64,
     /// The file holding the API token that writes must carry (default:
     /// DIR/api-token, generated on first start).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "api_token")]
     api_token_file: Option<PathBuf>,
+    /// The API token itself (prefer a file: arguments are visible to
+    /// other users of the host).
+    #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// A label tasks can ask for (repeatable).
     #[arg(long, value_name = "K=V")]
     label: Vec<String>,
@@ -296,7 +300,11 @@ fn up(args: UpArgs) -> Result<()> {
     rt.block_on(async move {
         let (node, task) = shoal_node::start(opts).await?;
         let access = shoal_api::Access {
-            token: api_token(&data_dir, args.api_token_file.as_deref())?,
+            token: match &args.api_token {
+                Some(t) if t.len() >= 16 => t.clone(),
+                Some(_) => bail!("--api-token must be at least 16 characters"),
+                None => api_token(&data_dir, args.api_token_file.as_deref())?,
+            },
             open_reads: args.api.ip().is_loopback(),
             faults: args.fault_injection,
         };

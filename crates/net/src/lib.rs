@@ -347,7 +347,10 @@ struct Redial {
 }
 
 const REDIAL_MIN: Duration = Duration::from_millis(500);
-const REDIAL_MAX: Duration = Duration::from_secs(15);
+/// Kept short: a LAN has few hosts, and a host back from a cut link or a
+/// partition should be redialled within seconds (chaos runs measured 5 s
+/// median convergence after an 8 s partition with a 15 s cap).
+const REDIAL_MAX: Duration = Duration::from_secs(3);
 
 /// Reads a cluster key file in the common `swarm.key` format.
 pub fn parse_cluster_key(text: &str) -> Result<PreSharedKey, String> {
