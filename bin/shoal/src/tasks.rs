@@ -260,20 +260,22 @@ pub fn list(c: &Client, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn cancel(c: &Client, id: &str) -> Result<i32> {
-    let v = c.write(
-        Method::POST,
-        &format!("/v1/tasks/{}/cancel", encode(id)),
-        Body::None,
-        None,
-    )?;
+/// A write whose answer says whether it applied: prints which, and exits
+/// 2 when it did not.
+fn applied_or(c: &Client, method: Method, path: &str, yes: &str, no: &str) -> Result<i32> {
+    let v = c.write(method, path, Body::None, None)?;
     if v["applied"] == true {
-        println!("cancelled");
+        println!("{yes}");
         Ok(0)
     } else {
-        println!("already finished");
+        println!("{no}");
         Ok(crate::kv::NOT_APPLIED)
     }
+}
+
+pub fn cancel(c: &Client, id: &str) -> Result<i32> {
+    let path = format!("/v1/tasks/{}/cancel", encode(id));
+    applied_or(c, Method::POST, &path, "cancelled", "already finished")
 }
 
 #[derive(Args, Debug)]
@@ -305,19 +307,12 @@ pub fn deploy(c: &Client, a: DeployArgs) -> Result<i32> {
 }
 
 pub fn undeploy(c: &Client, name: &str) -> Result<i32> {
-    let v = c.write(
-        Method::DELETE,
-        &format!("/v1/deployments/{}", encode(name)),
-        Body::None,
-        None,
-    )?;
-    if v["applied"] == true {
-        println!("undeployed {name}");
-        Ok(0)
-    } else {
-        println!("no deployment {name}");
-        Ok(crate::kv::NOT_APPLIED)
-    }
+    let path = format!("/v1/deployments/{}", encode(name));
+    let (yes, no) = (
+        format!("undeployed {name}"),
+        format!("no deployment {name}"),
+    );
+    applied_or(c, Method::DELETE, &path, &yes, &no)
 }
 
 pub fn deployments(c: &Client, json: bool) -> Result<i32> {
