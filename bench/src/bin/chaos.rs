@@ -531,29 +531,32 @@ fn run() -> Result<bool> {
             ));
         }
     }
-    // Exactly once: tasks end, successfully.
+    // Exactly once: tasks end, successfully. One listing per look.
     let tasks = load.tasks.lock().unwrap().clone();
-    let ended = wait(CONVERGE_LIMIT, || {
-        tasks.iter().all(|id| {
-            api.get(1, &format!("/v1/tasks/{id}"))
-                .is_some_and(|t| t["status"]["state"] == "finished")
-        })
-    });
-    if ended.is_none() {
-        let open: Vec<&String> = tasks
-            .iter()
-            .filter(|id| {
-                !api.get(1, &format!("/v1/tasks/{id}"))
-                    .is_some_and(|t| t["status"]["state"] == "finished")
+    let statuses = || -> BTreeMap<String, Value> {
+        api.get(1, "/v1/tasks?limit=100000")
+            .and_then(|v| v["tasks"].as_array().cloned())
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_owned(),
+                    t["status"].clone(),
+                )
             })
-            .collect();
-        violations.push(format!("tasks that did not finish: {open:?}"));
-    }
+            .collect()
+    };
+    let mut last = BTreeMap::new();
+    wait(CONVERGE_LIMIT, || {
+        last = statuses();
+        tasks
+            .iter()
+            .all(|id| last.get(id).is_some_and(|s| s["state"] == "finished"))
+    });
     for id in &tasks {
-        if let Some(t) = api.get(1, &format!("/v1/tasks/{id}")) {
-            if t["status"]["exit_code"] != 0 {
-                violations.push(format!("task {id} ended {}", t["status"]));
-            }
+        match last.get(id) {
+            Some(s) if s["state"] == "finished" && s["exit_code"] == 0 => {}
+            other => violations.push(format!("task {id} ended as {other:?}")),
         }
     }
     // No crash.

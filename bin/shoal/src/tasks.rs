@@ -1,12 +1,12 @@
 //! `shoal run`, `shoal logs`, `shoal tasks`, `shoal cancel`.
 
-use crate::client::{encode, Body, Client};
+use crate::client::{encode, Body, Client, SseFrames};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -128,17 +128,7 @@ fn follow(c: &Client, id: &str) -> Result<i32> {
             }
             Err(e) => return Err(e),
         };
-        let mut kind = String::new();
-        for line in BufReader::new(resp).lines() {
-            let Ok(line) = line else { break };
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_owned();
-                continue;
-            }
-            let Some(data) = line.strip_prefix("data:") else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+        for (kind, v) in SseFrames::new(BufReader::new(resp)) {
             match kind.as_str() {
                 "output" => {
                     let (attempt, seq) = (
@@ -168,9 +158,9 @@ fn follow(c: &Client, id: &str) -> Result<i32> {
                         );
                     }
                 }
-                "lagged" => eprintln!(
-                    "shoal: output was dropped ({data}); `shoal logs {id}` has what is kept"
-                ),
+                "lagged" => {
+                    eprintln!("shoal: output was dropped ({v}); `shoal logs {id}` has what is kept")
+                }
                 "end" => return Ok(ended(id, &v)),
                 _ => {}
             }
@@ -352,19 +342,9 @@ pub fn watch(c: &Client, from: Option<u64>, json_out: bool) -> Result<i32> {
         None => "/v1/events".to_owned(),
     };
     let resp = c.stream(&path)?;
-    let mut kind = String::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for line in BufReader::new(resp).lines() {
-        let line = line.context("reading the event stream")?;
-        if let Some(k) = line.strip_prefix("event:") {
-            kind = k.trim().to_owned();
-            continue;
-        }
-        let Some(data) = line.strip_prefix("data:") else {
-            continue;
-        };
-        let v: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+    for (kind, v) in SseFrames::new(BufReader::new(resp)) {
         let printed = if json_out {
             writeln!(out, "{}", json!({"type": kind, "data": v}))
         } else {

@@ -48,6 +48,9 @@ struct Heard<T> {
     last: T,
 }
 
+/// Incarnations remembered per peer at most.
+pub const MAX_INCARNATIONS: usize = 8;
+
 /// Forgotten after this long unheard; bounds memory to the live peers.
 pub const FORGET_AFTER: Duration = Duration::from_secs(30);
 
@@ -76,6 +79,13 @@ impl<P: Eq + Hash + Clone, T: Copy + Ord + std::ops::Sub<Output = Duration>> Ide
                 list[p].1
             }
             None => {
+                if list.len() >= MAX_INCARNATIONS {
+                    // A peer inventing incarnations does not grow this:
+                    // the one heard longest ago goes.
+                    if let Some(old) = (0..list.len()).min_by_key(|i| list[*i].1.last) {
+                        list.swap_remove(old);
+                    }
+                }
                 let h = Heard {
                     first: now,
                     last: now,
@@ -174,6 +184,19 @@ mod tests {
         w.greet(&"x", A, Ms(20));
         assert_eq!(w.greet(&"x", twin, Ms(30)), Verdict::Duplicate { other: A });
         assert_eq!(w.greet(&"x", A, Ms(40)), Verdict::Ok);
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_its_list_without_bound() {
+        let mut w = IdentityWatch::default();
+        for n in 0..100u64 {
+            let inc = Incarnation {
+                nonce: n,
+                started_ms: n,
+            };
+            w.greet(&"x", inc, Ms(n));
+        }
+        assert_eq!(w.heard[&"x"].len(), MAX_INCARNATIONS);
     }
 
     #[test]

@@ -604,19 +604,10 @@ impl EventLoop {
             return;
         };
         for node in subscribers {
-            let frame = self.direct_frame(Direct::Output(vec![chunk.clone()]));
+            let frame = self.node.frame(Direct::Output(vec![chunk.clone()]));
             self.send(&node, &frame);
         }
         let _ = self.output_tx.send(chunk);
-    }
-
-    fn direct_frame(&self, msg: Direct) -> Frame<Direct> {
-        Frame {
-            version: wire::PROTOCOL_VERSION,
-            cluster: self.node.cluster().cloned(),
-            from: self.node.status().node_id,
-            msg,
-        }
     }
 
     /// Output messages are the shell's: answered here, not by the core.
@@ -637,13 +628,13 @@ impl EventLoop {
                     bytes += c.data.len() + 64;
                     batch.push(c);
                     if bytes >= OUTPUT_BATCH_BYTES {
-                        let frame = self.direct_frame(Direct::Output(std::mem::take(&mut batch)));
+                        let frame = self.node.frame(Direct::Output(std::mem::take(&mut batch)));
                         self.send(&from, &frame);
                         bytes = 0;
                     }
                 }
                 if !batch.is_empty() {
-                    let frame = self.direct_frame(Direct::Output(batch));
+                    let frame = self.node.frame(Direct::Output(batch));
                     self.send(&from, &frame);
                 }
             }
@@ -664,7 +655,7 @@ impl EventLoop {
         let Some(node) = t.node.clone() else {
             return;
         };
-        if node == self.node.status().node_id {
+        if node == *self.node.node_id() {
             return;
         }
         let attempt = t.attempt;
@@ -674,7 +665,7 @@ impl EventLoop {
         let (attempt, from_seq) = (1..=attempt)
             .find(|a| self.hub.next_seq(task, *a) == 0)
             .map_or((attempt, from_seq), |a| (a, 0));
-        let frame = self.direct_frame(Direct::OutputSubscribe {
+        let frame = self.node.frame(Direct::OutputSubscribe {
             task: task.clone(),
             attempt,
             from_seq,
@@ -706,7 +697,7 @@ impl EventLoop {
     /// redialling the ones that drop), so the mesh does not depend on the
     /// peers a node happened to be started with.
     fn dial_members(&mut self) {
-        let me = &self.node.status().node_id;
+        let me = self.node.node_id();
         let addrs: Vec<String> = self
             .node
             .state()
@@ -789,7 +780,7 @@ impl EventLoop {
                     "another live process uses this node's identity ({}) and started before this one \
                      (reported by peer {reporter}); refusing to go on. \
                      Was the data directory copied? Give each host its own.",
-                    self.node.status().node_id
+                    self.node.node_id()
                 ));
                 None
             }

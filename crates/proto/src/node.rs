@@ -456,6 +456,10 @@ impl<L: LogStore> Node<L> {
         Ok(node)
     }
 
+    pub fn node_id(&self) -> &NodeId {
+        &self.cfg.node
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -858,7 +862,8 @@ impl<L: LogStore> Node<L> {
         out.push(Output::Fatal(why));
     }
 
-    fn frame<M>(&self, msg: M) -> Frame<M> {
+    /// A frame from this node: protocol version, cluster id, sender.
+    pub fn frame<M>(&self, msg: M) -> Frame<M> {
         Frame {
             version: PROTOCOL_VERSION,
             cluster: self.cluster.clone(),
