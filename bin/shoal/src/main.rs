@@ -4,6 +4,7 @@
 mod client;
 mod kv;
 mod lock;
+mod progress;
 mod tasks;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -288,7 +289,6 @@ fn up(args: UpArgs) -> Result<()> {
         no_snapshot: args.no_snapshot,
         node_timeout: args.node_timeout,
         log_retain: args.log_retain,
-        progress_bar: std::io::stderr().is_terminal(),
         labels,
         allow_exec: args.allow_exec,
         stop_grace: args.stop_grace,
@@ -299,6 +299,9 @@ fn up(args: UpArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let (node, task) = shoal_node::start(opts).await?;
+        if std::io::stderr().is_terminal() {
+            tokio::spawn(progress::catch_up_bar(node.view_receiver()));
+        }
         let access = shoal_api::Access {
             token: match &args.api_token {
                 Some(t) if t.len() >= 16 => t.clone(),

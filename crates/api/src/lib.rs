@@ -55,6 +55,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
 use shoal_node::{NodeHandle, View};
+use shoal_proto::node::NodeRole;
 use shoal_proto::wire::{CommandReply, Refusal};
 use std::fmt::Write as _;
 
@@ -404,7 +405,7 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         "is_master",
         "gauge",
         "1 on the master.",
-        if s.role == "master" { 1.0 } else { 0.0 },
+        if s.role == NodeRole::Master { 1.0 } else { 0.0 },
     );
     put(
         "events_applied_total",

@@ -237,8 +237,10 @@ impl RaftCore {
         self.raw.raft.state == StateRole::Leader
     }
 
-    pub fn leader(&self) -> Option<RaftId> {
-        (self.raw.raft.leader_id != 0).then_some(RaftId(self.raw.raft.leader_id))
+    /// Whether Raft has messages, entries or a state change to handle
+    /// (`drive` takes them).
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     pub fn commit_index(&self) -> EventIdx {

@@ -74,7 +74,6 @@ pub struct GapFetcher {
     retry_at: Option<Duration>,
     in_flight: Vec<InFlight>,
     rr: usize,
-    timeouts: u64,
 }
 
 impl GapFetcher {
@@ -86,7 +85,6 @@ impl GapFetcher {
             retry_at: None,
             in_flight: Vec::new(),
             rr: 0,
-            timeouts: 0,
         }
     }
 
@@ -98,8 +96,18 @@ impl GapFetcher {
         self.in_flight.len()
     }
 
-    pub fn timeouts(&self) -> u64 {
-        self.timeouts
+    /// When `plan` next has something to do that no new input brings: a
+    /// hole to confirm, a backoff that ends, a request that times out.
+    /// Only times after `now`: a hole whose time passed is waiting for a
+    /// holder, which a heartbeat (an input) brings.
+    pub fn next_wake(&self, now: Duration) -> Option<Duration> {
+        let mut times: Vec<Duration> = self.in_flight.iter().map(|f| f.deadline).collect();
+        if let Some(since) = self.gap_since {
+            times.push(since + self.cfg.base_backoff);
+            times.push(since + self.cfg.snapshot_patience);
+            times.extend(self.retry_at);
+        }
+        times.into_iter().filter(|t| *t > now).min()
     }
 
     /// The buffer's next index moved forward.
@@ -133,7 +141,6 @@ impl GapFetcher {
         let before = self.in_flight.len();
         self.in_flight.retain(|f| f.deadline > now);
         if self.in_flight.len() < before {
-            self.timeouts += (before - self.in_flight.len()) as u64;
             self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
             self.retry_at = Some(now + self.backoff);
         }

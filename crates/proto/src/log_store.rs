@@ -207,17 +207,7 @@ impl LogStore for MemLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_model::{EntryKind, Term};
-
-    fn e(i: u64) -> LogEntry {
-        LogEntry {
-            idx: EventIdx(i),
-            term: Term(1),
-            kind: EntryKind::Normal,
-            data: vec![],
-            context: vec![],
-        }
-    }
+    use crate::testing::entry as e;
 
     #[test]
     fn a_crash_loses_only_unsynced_writes() {

@@ -52,17 +52,58 @@ impl Default for PlacementConfig {
     }
 }
 
-/// What the master knows of a node's capacity.
+/// What a node last said of its capacity.
 #[derive(Clone, Debug)]
 pub struct Capacity {
     pub metrics: NodeMetrics,
     pub at: Duration,
 }
 
+/// Every node's latest capacity, from the metrics each gossips. Every node
+/// keeps it (it answers "can anyone run user commands?"); the master's
+/// planner places by it.
 #[derive(Debug, Default)]
-pub struct Placement {
-    /// Latest metrics per node.
-    capacity: BTreeMap<NodeId, Capacity>,
+pub struct Capacities {
+    latest: BTreeMap<NodeId, Capacity>,
+}
+
+/// Nodes whose capacity is kept at most (a LAN cluster is far smaller).
+const MAX_NODES: usize = 4096;
+
+impl Capacities {
+    pub fn on_metrics(&mut self, m: NodeMetrics, now: Duration) {
+        if self.latest.len() < MAX_NODES || self.latest.contains_key(&m.node) {
+            self.latest.insert(
+                m.node.clone(),
+                Capacity {
+                    metrics: m,
+                    at: now,
+                },
+            );
+        }
+    }
+
+    pub fn get(&self, node: &NodeId) -> Option<&Capacity> {
+        self.latest.get(node)
+    }
+
+    /// Whether any live node could ever run user commands.
+    pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
+        self.latest.values().any(|c| {
+            c.metrics.exec
+                && now.saturating_sub(c.at) < fresh
+                && state
+                    .nodes()
+                    .get(&c.metrics.node)
+                    .is_some_and(|n| n.liveness == Liveness::Alive)
+        })
+    }
+}
+
+/// The master's placement state: lease clocks and what it proposed. It
+/// exists while the node is master, so every term starts it afresh.
+#[derive(Debug, Default)]
+pub struct Planner {
     /// Lease clock per token: the grant's first sighting or last renewal.
     renewed: BTreeMap<FencingToken, Duration>,
     /// Grants and expiries proposed, not yet applied.
@@ -76,31 +117,7 @@ pub struct Placement {
 /// Ports handed to replicas: `PORT` in their environment.
 pub const REPLICA_PORTS: std::ops::Range<u16> = 20000..30000;
 
-impl Placement {
-    /// Forgets all timers: a new term starts them afresh.
-    pub fn reset(&mut self) {
-        self.renewed.clear();
-        self.pending.clear();
-        self.not_before.clear();
-        self.pending_replicas.clear();
-    }
-
-    pub fn on_metrics(&mut self, m: NodeMetrics, now: Duration) {
-        if self.capacity.len() < 4096 || self.capacity.contains_key(&m.node) {
-            self.capacity.insert(
-                m.node.clone(),
-                Capacity {
-                    metrics: m,
-                    at: now,
-                },
-            );
-        }
-    }
-
-    pub fn capacity(&self, node: &NodeId) -> Option<&Capacity> {
-        self.capacity.get(node)
-    }
-
+impl Planner {
     /// A worker asks to renew leases; returns the tokens renewed.
     pub fn renew(
         &mut self,
@@ -128,23 +145,12 @@ impl Placement {
         ok
     }
 
-    /// Whether any live node could ever run user commands.
-    pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
-        self.capacity.values().any(|c| {
-            c.metrics.exec
-                && now.saturating_sub(c.at) < fresh
-                && state
-                    .nodes()
-                    .get(&c.metrics.node)
-                    .is_some_and(|n| n.liveness == Liveness::Alive)
-        })
-    }
-
     /// The plan tick: lease expiries and grants to propose.
     pub fn plan(
         &mut self,
         cfg: &PlacementConfig,
         state: &State,
+        caps: &Capacities,
         now: Duration,
         leader_since: Duration,
         node_timeout: Duration,
@@ -202,7 +208,7 @@ impl Placement {
                     continue;
                 }
             }
-            let Some(node) = self.choose(cfg, state, t, now, &granted) else {
+            let Some(node) = choose_for_task(cfg, state, caps, t, now, &granted) else {
                 continue;
             };
             let used = granted.entry(node.clone()).or_default();
@@ -231,6 +237,7 @@ impl Placement {
         &mut self,
         cfg: &PlacementConfig,
         state: &State,
+        caps: &Capacities,
         now: Duration,
         settled: bool,
     ) -> Vec<Event> {
@@ -271,9 +278,10 @@ impl Placement {
                 if events.len() >= cfg.grants_per_tick {
                     return events;
                 }
-                let Some(node) = self.choose_for(
+                let Some(node) = choose_node(
                     cfg,
                     state,
+                    caps,
                     now,
                     &d.spec.runner,
                     &d.spec.resources,
@@ -310,80 +318,81 @@ impl Placement {
         }
         events
     }
+}
 
-    fn choose(
-        &self,
-        cfg: &PlacementConfig,
-        state: &State,
-        t: &Task,
-        now: Duration,
-        granted: &BTreeMap<NodeId, (u32, u64, u32)>,
-    ) -> Option<NodeId> {
-        let spec = &t.spec;
-        self.choose_for(
-            cfg,
-            state,
-            now,
-            &spec.runner,
-            &spec.resources,
-            spec.node.as_ref(),
-            &spec.labels,
-            granted,
-            |_| 0,
-        )
-    }
+fn choose_for_task(
+    cfg: &PlacementConfig,
+    state: &State,
+    caps: &Capacities,
+    t: &Task,
+    now: Duration,
+    granted: &BTreeMap<NodeId, (u32, u64, u32)>,
+) -> Option<NodeId> {
+    let spec = &t.spec;
+    choose_node(
+        cfg,
+        state,
+        caps,
+        now,
+        &spec.runner,
+        &spec.resources,
+        spec.node.as_ref(),
+        &spec.labels,
+        granted,
+        |_| 0,
+    )
+}
 
-    /// The alive node that fits best: fewest `spread` first, then the most
-    /// free memory per run.
-    #[allow(clippy::too_many_arguments)]
-    fn choose_for(
-        &self,
-        cfg: &PlacementConfig,
-        state: &State,
-        now: Duration,
-        runner: &Runner,
-        resources: &shoal_model::Resources,
-        only: Option<&NodeId>,
-        labels: &BTreeMap<String, String>,
-        granted: &BTreeMap<NodeId, (u32, u64, u32)>,
-        spread: impl Fn(&NodeId) -> u32,
-    ) -> Option<NodeId> {
-        let needs_exec = matches!(runner, Runner::Exec { .. });
-        let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
-        for (node, info) in state.nodes() {
-            if info.liveness != Liveness::Alive {
-                continue;
-            }
-            if only.is_some_and(|n| n != node) {
-                continue;
-            }
-            let Some(c) = self.capacity.get(node) else {
-                continue;
-            };
-            if now.saturating_sub(c.at) >= cfg.metrics_fresh {
-                continue;
-            }
-            let m = &c.metrics;
-            if needs_exec && !m.exec {
-                continue;
-            }
-            if labels.iter().any(|(k, v)| m.labels.get(k) != Some(v)) {
-                continue;
-            }
-            let (cpu, mem, runs) = granted.get(node).copied().unwrap_or_default();
-            let cpu_free = m.cpu_free_milli.saturating_sub(cpu);
-            let mem_free = m.mem_free_bytes.saturating_sub(mem);
-            if resources.cpu_milli > cpu_free || resources.mem_bytes > mem_free {
-                continue;
-            }
-            let score = (
-                std::cmp::Reverse(spread(node)),
-                mem_free / (1 + m.running as u64 + runs as u64),
-            );
-            if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                best = Some((score, node));
-            }
+/// The alive node that fits best: fewest `spread` first, then the most
+/// free memory per run.
+#[allow(clippy::too_many_arguments)]
+fn choose_node(
+    cfg: &PlacementConfig,
+    state: &State,
+    caps: &Capacities,
+    now: Duration,
+    runner: &Runner,
+    resources: &shoal_model::Resources,
+    only: Option<&NodeId>,
+    labels: &BTreeMap<String, String>,
+    granted: &BTreeMap<NodeId, (u32, u64, u32)>,
+    spread: impl Fn(&NodeId) -> u32,
+) -> Option<NodeId> {
+    let needs_exec = matches!(runner, Runner::Exec { .. });
+    let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
+    for (node, info) in state.nodes() {
+        if info.liveness != Liveness::Alive {
+            continue;
         }
-        best.map(|(_, n)| n.clone())
+        if only.is_some_and(|n| n != node) {
+            continue;
+        }
+        let Some(c) = caps.get(node) else {
+            continue;
+        };
+        if now.saturating_sub(c.at) >= cfg.metrics_fresh {
+            continue;
+        }
+        let m = &c.metrics;
+        if needs_exec && !m.exec {
+            continue;
+        }
+        if labels.iter().any(|(k, v)| m.labels.get(k) != Some(v)) {
+            continue;
+        }
+        let (cpu, mem, runs) = granted.get(node).copied().unwrap_or_default();
+        let cpu_free = m.cpu_free_milli.saturating_sub(cpu);
+        let mem_free = m.mem_free_bytes.saturating_sub(mem);
+        if resources.cpu_milli > cpu_free || resources.mem_bytes > mem_free {
+            continue;
+        }
+        let score = (
+            std::cmp::Reverse(spread(node)),
+            mem_free / (1 + m.running as u64 + runs as u64),
+        );
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, node));
+        }
     }
+    best.map(|(_, n)| n.clone())
 }

@@ -14,20 +14,23 @@ use shoal_model::{
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A replica to start (or restart, after a crash), with `PORT` in its
+/// environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRun {
+    pub deployment: String,
+    pub replica: u32,
+    pub token: FencingToken,
+    pub port: u16,
+    /// Starts of this placement so far (0 for the first).
+    pub restarts: u32,
+    pub spec: InstanceSpec,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplicaAction {
-    Start {
-        deployment: String,
-        replica: u32,
-        token: FencingToken,
-        port: u16,
-        /// Starts of this placement so far (0 for the first).
-        restarts: u32,
-        spec: InstanceSpec,
-    },
-    Stop {
-        token: FencingToken,
-    },
+    Start(ReplicaRun),
+    Stop { token: FencingToken },
     Report(Command),
 }
 
@@ -136,14 +139,14 @@ impl Replicas {
                     crashes: 0,
                 },
             );
-            out.push(ReplicaAction::Start {
+            out.push(ReplicaAction::Start(ReplicaRun {
                 deployment: (*name).clone(),
                 replica: *r,
                 token: *token,
                 port: *port,
                 restarts: 0,
                 spec: (*spec).clone(),
-            });
+            }));
             out.push(ReplicaAction::Report(report(
                 name,
                 *r,
@@ -214,6 +217,17 @@ impl Replicas {
         ))]
     }
 
+    /// When the next crashed replica's backoff is over.
+    pub fn next_wake(&self) -> Option<Duration> {
+        self.runs
+            .values()
+            .filter_map(|r| match r.phase {
+                Phase::Backoff(at) => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Restarts whose backoff is over.
     pub fn tick(&mut self, now: Duration) -> Vec<ReplicaAction> {
         let mut out = Vec::new();
@@ -221,14 +235,14 @@ impl Replicas {
             if let Phase::Backoff(at) = rep.phase {
                 if now >= at {
                     rep.phase = Phase::Running;
-                    out.push(ReplicaAction::Start {
+                    out.push(ReplicaAction::Start(ReplicaRun {
                         deployment: rep.deployment.clone(),
                         replica: rep.replica,
                         token: *token,
                         port: rep.port,
                         restarts: rep.crashes,
                         spec: rep.spec.clone(),
-                    });
+                    }));
                     out.push(ReplicaAction::Report(report(
                         &rep.deployment,
                         rep.replica,

@@ -1,21 +1,17 @@
-//! The master's sequencer: command → validated → durable event. A command
-//! whose id State already holds gets its stored outcome back and produces
-//! no event; one already proposed in this term is not proposed twice.
-//! (If an old master's copy commits after all, `apply` sees the id and
-//! changes nothing: at most once, across master changes.)
+//! The master's sequencer: an admitted command → a durable event to
+//! propose. (Admission, `node::commands::admit`, has already answered a
+//! command whose id State holds and refused an invalid one.) A command
+//! already proposed in this term is not proposed twice; if an old master's
+//! copy commits after all, `apply` sees the id and changes nothing: at
+//! most once, across master changes (invariant 7).
 
 use crate::wire::Refusal;
-use shoal_model::{encode_event, validate_op, Command, CommandId, Event, EventIdx, Outcome, State};
+use shoal_model::{encode_event, Command, CommandId, Event};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sequenced {
-    /// Applied before: here is what it returned.
-    Known {
-        idx: EventIdx,
-        outcome: Outcome,
-    },
     /// Propose these bytes.
     Propose(Vec<u8>),
     /// Already proposed and not yet applied.
@@ -45,22 +41,8 @@ impl Sequencer {
         self.in_flight.len()
     }
 
-    pub fn submit(
-        &mut self,
-        cmd: &Command,
-        state: &State,
-        wall_ms: u64,
-        now: Duration,
-    ) -> Sequenced {
-        if let Some(rec) = state.outcome(&cmd.id) {
-            return Sequenced::Known {
-                idx: rec.idx,
-                outcome: rec.outcome.clone(),
-            };
-        }
-        if let Err(reason) = validate_op(&cmd.op) {
-            return Sequenced::Refused(Refusal::Invalid(reason));
-        }
+    /// An admitted command; `wall_ms` is stamped into its event.
+    pub fn submit(&mut self, cmd: &Command, wall_ms: u64, now: Duration) -> Sequenced {
         if let Some(at) = self.in_flight.get(&cmd.id) {
             if now.saturating_sub(*at) < self.stale_after {
                 return Sequenced::InFlight;
@@ -87,17 +69,12 @@ impl Sequencer {
     pub fn on_applied(&mut self, id: &CommandId) {
         self.in_flight.remove(id);
     }
-
-    /// Leadership lost: nothing is in flight under this node any more.
-    pub fn clear(&mut self) {
-        self.in_flight.clear();
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_model::{decode_event, Envelope, Op, Term};
+    use shoal_model::{decode_event, Op};
 
     fn incr(id: &str) -> Command {
         Command {
@@ -110,58 +87,43 @@ mod tests {
     }
 
     #[test]
-    fn a_command_is_proposed_once_and_a_known_one_returns_its_outcome() {
-        let mut s = State::new();
+    fn a_command_is_proposed_once_while_in_flight() {
         let mut q = Sequencer::new(10, Duration::from_secs(5));
         let now = Duration::ZERO;
-        let Sequenced::Propose(bytes) = q.submit(&incr("a"), &s, 77, now) else {
+        let Sequenced::Propose(bytes) = q.submit(&incr("a"), 77, now) else {
             panic!()
         };
-        assert_eq!(q.submit(&incr("a"), &s, 77, now), Sequenced::InFlight);
-        let event = decode_event(&bytes).unwrap();
-        s.apply(&Envelope {
-            idx: EventIdx(1),
-            term: Term(1),
-            event,
-        })
-        .unwrap();
-        q.on_applied(&CommandId::from("a"));
         assert_eq!(
-            q.submit(&incr("a"), &s, 78, now),
-            Sequenced::Known {
-                idx: EventIdx(1),
-                outcome: Outcome::Int(1)
+            decode_event(&bytes).unwrap(),
+            Event::Command {
+                cmd: incr("a"),
+                at_ms: 77
             }
         );
+        assert_eq!(q.submit(&incr("a"), 78, now), Sequenced::InFlight);
+        q.on_applied(&CommandId::from("a"));
         assert_eq!(q.in_flight(), 0);
     }
 
     #[test]
-    fn invalid_and_excess_commands_are_refused() {
-        let s = State::new();
+    fn excess_commands_are_refused_and_a_stale_one_gives_its_slot_up() {
         let mut q = Sequencer::new(1, Duration::from_secs(5));
-        let bad = Command {
-            id: CommandId::from("x"),
-            op: Op::KvSet {
-                key: String::new(),
-                value: "v".into(),
-            },
-        };
         assert!(matches!(
-            q.submit(&bad, &s, 0, Duration::ZERO),
-            Sequenced::Refused(Refusal::Invalid(_))
-        ));
-        assert!(matches!(
-            q.submit(&incr("a"), &s, 0, Duration::ZERO),
+            q.submit(&incr("a"), 0, Duration::ZERO),
             Sequenced::Propose(_)
         ));
         assert_eq!(
-            q.submit(&incr("b"), &s, 0, Duration::ZERO),
+            q.submit(&incr("b"), 0, Duration::ZERO),
             Sequenced::Refused(Refusal::Busy)
         );
-        // A stale proposal gives its slot up.
         assert!(matches!(
-            q.submit(&incr("b"), &s, 0, Duration::from_secs(6)),
+            q.submit(&incr("b"), 0, Duration::from_secs(6)),
+            Sequenced::Propose(_)
+        ));
+        // Raft refused it: it may be proposed again at once.
+        q.not_proposed(&CommandId::from("b"));
+        assert!(matches!(
+            q.submit(&incr("b"), 0, Duration::from_secs(6)),
             Sequenced::Propose(_)
         ));
     }
@@ -170,12 +132,14 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::node::commands::{admit, Admission};
     use proptest::prelude::*;
-    use shoal_model::{decode_event, Envelope, Op, Term};
+    use shoal_model::{decode_event, Envelope, Op, State, Term};
 
     proptest! {
         /// Under any interleaving of submissions, retries and commits, each
-        /// id is applied at most once and a known id never yields an event.
+        /// id is applied at most once and a known id never yields an event
+        /// (admission, then the sequencer, as on the master).
         #[test]
         fn every_id_is_applied_at_most_once(ops in prop::collection::vec((0u8..8, any::<bool>()), 1..200)) {
             let mut s = State::new();
@@ -185,13 +149,16 @@ mod properties {
             for (i, (id, commit)) in ops.into_iter().enumerate() {
                 let cmd = Command { id: CommandId(format!("c{id}")), op: Op::KvIncrBy { key: "k".into(), by: 1 } };
                 let now = Duration::from_millis(i as u64);
-                match q.submit(&cmd, &s, 0, now) {
-                    Sequenced::Propose(bytes) => {
-                        prop_assert!(s.outcome(&cmd.id).is_none(), "a known id was proposed");
-                        proposed.push(bytes);
-                    }
-                    Sequenced::Known { .. } => prop_assert!(s.outcome(&cmd.id).is_some()),
-                    Sequenced::InFlight | Sequenced::Refused(_) => {}
+                match admit(&cmd, &s) {
+                    Admission::Known { .. } => prop_assert!(s.outcome(&cmd.id).is_some()),
+                    Admission::Invalid(r) => prop_assert!(false, "valid command refused: {}", r),
+                    Admission::New => match q.submit(&cmd, 0, now) {
+                        Sequenced::Propose(bytes) => {
+                            prop_assert!(s.outcome(&cmd.id).is_none(), "a known id was proposed");
+                            proposed.push(bytes);
+                        }
+                        Sequenced::InFlight | Sequenced::Refused(_) => {}
+                    },
                 }
                 if commit && !proposed.is_empty() {
                     let event = decode_event(&proposed.remove(0)).unwrap();

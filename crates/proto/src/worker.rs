@@ -40,14 +40,18 @@ impl StopReason {
     }
 }
 
+/// A task's run to start: its process group gets the token and attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRun {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub attempt: u32,
+    pub spec: TaskSpec,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WorkerAction {
-    Start {
-        task: TaskId,
-        token: FencingToken,
-        attempt: u32,
-        spec: TaskSpec,
-    },
+    Start(TaskRun),
     Stop {
         token: FencingToken,
         reason: StopReason,
@@ -208,12 +212,12 @@ impl Worker {
                     running_reported: false,
                 },
             );
-            out.push(WorkerAction::Start {
+            out.push(WorkerAction::Start(TaskRun {
                 task: id,
                 token,
                 attempt: t.attempt,
                 spec: t.spec.clone(),
-            });
+            }));
         }
         self.orphans
             .retain(|token, (task, _)| still_held(state, me, task, *token));
@@ -278,6 +282,40 @@ impl Worker {
         let cmd = final_report(run.task.clone(), token, exit_code, class);
         run.report = Some(cmd.clone());
         vec![WorkerAction::Report(cmd)]
+    }
+
+    /// When `tick` next has something to do: a report to (re)send, a lease
+    /// to renew, a deadline or time-out to enforce. After `tick(now)`,
+    /// every time this returns is later than `now`.
+    pub fn next_wake(&self) -> Option<Duration> {
+        let mut times = Vec::new();
+        for (_, sent) in self.orphans.values() {
+            times.push(if sent.is_zero() {
+                Duration::ZERO
+            } else {
+                *sent + self.cfg.report_every
+            });
+        }
+        let mut renewing = false;
+        for run in self.runs.values() {
+            if run.report.is_some() {
+                times.push(run.next_report);
+                continue;
+            }
+            if !run.running_reported {
+                times.push(Duration::ZERO);
+            }
+            if run.stopping.is_some() {
+                continue;
+            }
+            times.push(run.deadline);
+            times.extend(run.timeout_at);
+            renewing = true;
+        }
+        if renewing {
+            times.push(self.next_renew);
+        }
+        times.into_iter().min()
     }
 
     /// Renewals, lost leases, timeouts, report resends.

@@ -3,21 +3,30 @@
 //! virtual time. The network can drop, delay, duplicate and reorder
 //! messages, cut links, isolate nodes; nodes can be paused, resumed,
 //! crashed (losing what they had not fsynced) and restarted from their own
-//! log. Every message goes through the wire codec. Task runs are
-//! simulated: the synthetic runner's run ends after its chunks' time, a
-//! stopped run a moment after the stop; a crash ends its node's runs.
+//! log. Every message goes through the wire codec. Time advances from one
+//! event to the next: a delivery, or a wake-up a node asked for. Task runs
+//! are simulated (`runs`).
 //!
-//! After every step the simulator checks the invariants: at most one master
-//! per term, and two replicas at the same index have the same state hash
-//! (so no committed entry was lost or changed). A violation panics with the
-//! seed, so the run can be replayed.
+//! After every step the simulator checks the invariants (`checks`): at
+//! most one master per term, two replicas at the same index have the same
+//! state hash (so no committed entry was lost or changed), and no replica
+//! goes back. A violation panics with the seed, so the run can be
+//! replayed.
 
+mod checks;
+mod network;
+mod runs;
+
+pub use network::NetConfig;
+pub use runs::SimRun;
+
+use network::{Delivery, Payload};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use shoal_log::{decode_snapshot, encode_snapshot};
 use shoal_model::{
-    ClusterId, Command, CommandId, EventIdx, ExitClass, FencingToken, NodeId, Op, Runner, State,
-    StateHash, TaskId, Term,
+    ClusterId, Command, CommandId, EventIdx, NodeId, Op, OutputChunk, State, StateHash, TaskId,
+    Term,
 };
 use shoal_proto::log_store::MemLog;
 use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
@@ -27,59 +36,6 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How the simulated network misbehaves.
-#[derive(Clone, Copy, Debug)]
-pub struct NetConfig {
-    pub loss: f64,
-    pub duplicate: f64,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for NetConfig {
-    fn default() -> Self {
-        NetConfig {
-            loss: 0.0,
-            duplicate: 0.0,
-            min_delay: Duration::from_micros(200),
-            max_delay: Duration::from_millis(3),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Payload {
-    Direct(Vec<u8>),
-    Gossip(Vec<u8>),
-    SnapshotBuilt(EncodedSnapshot, bool),
-    /// A run ends; only delivered to the process that started it.
-    RunExited {
-        start: u64,
-        token: FencingToken,
-        exit_code: i32,
-        class: ExitClass,
-    },
-}
-
-/// A simulated run, as the shell would see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SimRun {
-    pub node: NodeId,
-    pub task: TaskId,
-    pub token: FencingToken,
-    pub attempt: u32,
-    pub started: Duration,
-    /// When its process ended (or its node crashed).
-    pub ended: Option<Duration>,
-}
-
-#[derive(Debug)]
-struct Delivery {
-    to: NodeId,
-    from: NodeId,
-    payload: Payload,
-}
 
 /// A node's disk: what survives a crash.
 #[derive(Debug, Default)]
@@ -96,15 +52,22 @@ struct SimNode {
     disk: Disk,
     paused: bool,
     starts: u64,
+    /// The wake-up the node asked for last; older ones are ignored.
+    wake: u64,
     fatal: Option<String>,
 }
+
+/// The capacity every simulated host reports: 4 cores, 8 GiB free.
+const HOST_CAPACITY: (u32, u64) = (4000, 8 << 30);
+/// A paused node's deliveries are looked at again this often.
+const PAUSED_RETRY: Duration = Duration::from_millis(10);
+/// When nothing at all is scheduled, time moves on by this much.
+const IDLE_STEP: Duration = Duration::from_millis(10);
 
 pub struct Sim {
     pub seed: u64,
     rng: SmallRng,
     now: Duration,
-    tick: Duration,
-    next_tick: Duration,
     net: NetConfig,
     nodes: BTreeMap<NodeId, SimNode>,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -121,8 +84,12 @@ pub struct Sim {
     template: Box<dyn Fn(NodeId, u64) -> NodeConfig>,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    /// Wake-ups delivered, per node.
+    pub wakes: BTreeMap<NodeId, u64>,
     /// Every run started, in order.
     pub runs: Vec<SimRun>,
+    /// Task output each node handed to its own clients, in order.
+    pub task_output: BTreeMap<NodeId, Vec<OutputChunk>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -156,8 +123,6 @@ impl Sim {
             seed,
             rng: SmallRng::seed_from_u64(seed),
             now: Duration::ZERO,
-            tick: Duration::from_millis(10),
-            next_tick: Duration::ZERO,
             net,
             nodes: BTreeMap::new(),
             queue: BinaryHeap::new(),
@@ -173,81 +138,9 @@ impl Sim {
             template,
             messages_sent: 0,
             messages_dropped: 0,
+            wakes: BTreeMap::new(),
             runs: Vec::new(),
-        }
-    }
-
-    /// Runs of `task` that were under way at once (should be none unless
-    /// a node crashed, which the simulator counts as ending its runs).
-    pub fn overlapping_runs(&self, task: &TaskId) -> Vec<(SimRun, SimRun)> {
-        let runs: Vec<&SimRun> = self.runs.iter().filter(|r| &r.task == task).collect();
-        let mut out = Vec::new();
-        for (i, a) in runs.iter().enumerate() {
-            for b in &runs[i + 1..] {
-                if a.ended.is_none_or(|e| e > b.started) {
-                    out.push(((*a).clone(), (*b).clone()));
-                }
-            }
-        }
-        out
-    }
-
-    /// Records a run and schedules its end: the synthetic runner after its
-    /// chunks' time, a command after a while (tasks) or never (replicas).
-    fn start_run(
-        &mut self,
-        from: &NodeId,
-        task: TaskId,
-        token: FencingToken,
-        attempt: u32,
-        runner: &Runner,
-    ) {
-        let start = self.nodes[from].starts;
-        let replica = task.as_str().starts_with("deploy:");
-        self.runs.push(SimRun {
-            node: from.clone(),
-            task,
-            token,
-            attempt,
-            started: self.now,
-            ended: None,
-        });
-        let (after, exit_code) = match runner {
-            Runner::Synthetic {
-                chunks,
-                interval_ms,
-                exit_code,
-            } => (
-                Duration::from_millis(interval_ms * *chunks as u64),
-                *exit_code,
-            ),
-            Runner::Exec { .. } if replica => (Duration::from_secs(3600), 0),
-            Runner::Exec { .. } => (Duration::from_millis(100), 0),
-        };
-        self.enqueue(
-            self.now + after,
-            Delivery {
-                to: from.clone(),
-                from: from.clone(),
-                payload: Payload::RunExited {
-                    start,
-                    token,
-                    exit_code,
-                    class: ExitClass::of_exit_code(exit_code),
-                },
-            },
-        );
-    }
-
-    fn end_run(&mut self, node: &NodeId, token: FencingToken) {
-        let now = self.now;
-        if let Some(r) = self
-            .runs
-            .iter_mut()
-            .rev()
-            .find(|r| &r.node == node && r.token == token && r.ended.is_none())
-        {
-            r.ended = Some(now);
+            task_output: BTreeMap::new(),
         }
     }
 
@@ -272,6 +165,7 @@ impl Sim {
                 disk: Disk::default(),
                 paused: false,
                 starts: 0,
+                wake: 0,
                 fatal: None,
             },
         );
@@ -301,16 +195,14 @@ impl Sim {
             Ok(node) => sn.node = Some(node),
             Err(e) => panic!("seed {}: node {id} failed to start: {e}", self.seed),
         }
+        // A started node is woken at once; it asks for what follows.
+        self.input(id, Input::Wake);
     }
 
     /// Kills a node: what it had not fsynced is lost; messages to it vanish.
     pub fn crash(&mut self, id: &NodeId) {
         let now = self.now;
-        for r in self.runs.iter_mut() {
-            if &r.node == id && r.ended.is_none() {
-                r.ended = Some(now);
-            }
-        }
+        self.end_runs_of(id, now);
         let sn = self.nodes.get_mut(id).expect("known node");
         self.applied.remove(id);
         if let Some(node) = sn.node.take() {
@@ -412,48 +304,36 @@ impl Sim {
         self.replies.get(&handle)
     }
 
-    fn wall_ms(&self, _id: &NodeId) -> u64 {
+    /// A client of `via` follows a task's output (renew it as a client
+    /// does, every second or so).
+    pub fn watch_output(&mut self, via: &NodeId, task: &TaskId) {
+        self.input(via, Input::WatchOutput(task.clone()));
+    }
+
+    pub fn state_of(&self, id: &NodeId) -> Option<&State> {
+        self.node(id).map(|n| n.state())
+    }
+
+    fn wall_ms(&self) -> u64 {
         1_700_000_000_000 + self.now.as_millis() as u64
     }
 
     fn input(&mut self, id: &NodeId, input: Input) {
         let now = self.now;
-        let wall = self.wall_ms(id);
+        let wall = self.wall_ms();
         let sn = self.nodes.get_mut(id).expect("known node");
         let Some(node) = sn.node.as_mut() else { return };
         let outputs = node.handle(input, now, wall);
         self.outputs(id.clone(), outputs);
     }
 
-    fn enqueue(&mut self, at: Duration, d: Delivery) {
-        self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.in_flight.insert(self.seq, d);
-    }
-
-    fn transmit(&mut self, from: &NodeId, to: &NodeId, payload: impl Fn() -> Payload) {
-        self.messages_sent += 1;
-        if self.cut.contains(&(from.clone(), to.clone())) || self.rng.gen_bool(self.net.loss) {
-            self.messages_dropped += 1;
-            return;
-        }
-        let copies = if self.rng.gen_bool(self.net.duplicate) {
-            2
-        } else {
-            1
+    /// Schedules a delivery from a node to itself.
+    fn deliver_to_self(&mut self, id: &NodeId, at: Duration, payload: Payload) {
+        let d = Delivery {
+            to: id.clone(),
+            payload,
         };
-        for _ in 0..copies {
-            let span = (self.net.max_delay - self.net.min_delay).as_micros() as u64;
-            let delay = self.net.min_delay + Duration::from_micros(self.rng.gen_range(0..=span));
-            self.enqueue(
-                self.now + delay,
-                Delivery {
-                    to: to.clone(),
-                    from: from.clone(),
-                    payload: payload(),
-                },
-            );
-        }
+        self.enqueue(at, d);
     }
 
     fn outputs(&mut self, from: NodeId, outputs: Vec<Output>) {
@@ -483,6 +363,12 @@ impl Sim {
                 Output::Reply { to, reply } => {
                     self.replies.insert(to, reply);
                 }
+                Output::Wake { at } => {
+                    let sn = self.nodes.get_mut(&from).expect("known node");
+                    sn.wake += 1;
+                    let generation = sn.wake;
+                    self.deliver_to_self(&from, at, Payload::Wake(generation));
+                }
                 Output::BuildSnapshot { state, save } => {
                     let (bytes, sha) = encode_snapshot(&state, 1);
                     if save {
@@ -495,51 +381,29 @@ impl Sim {
                         sha256: sha,
                     };
                     let at = self.now + Duration::from_millis(5);
-                    self.enqueue(
-                        at,
-                        Delivery {
-                            to: from.clone(),
-                            from: from.clone(),
-                            payload: Payload::SnapshotBuilt(snap, save),
-                        },
-                    );
+                    self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, save));
                 }
                 Output::ClusterAdopted(c) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
                 }
-                Output::CatchUp { .. } | Output::SnapshotInstalled { .. } => {}
-                Output::StartRun {
-                    task,
-                    token,
-                    attempt,
-                    spec,
-                } => self.start_run(&from, task, token, attempt, &spec.runner),
-                Output::StartReplica {
-                    deployment,
-                    replica,
-                    token,
-                    restarts,
-                    spec,
-                    ..
-                } => {
-                    let name = TaskId(format!("deploy:{deployment}/{replica}"));
-                    self.start_run(&from, name, token, restarts + 1, &spec.runner);
+                Output::MeasureHost => {
+                    let at = self.now + Duration::from_millis(1);
+                    self.deliver_to_self(&from, at, Payload::HostCapacity(HOST_CAPACITY));
                 }
-                Output::StopRun { token, reason } => {
-                    let start = self.nodes[&from].starts;
-                    self.enqueue(
-                        self.now + Duration::from_millis(10),
-                        Delivery {
-                            to: from.clone(),
-                            from: from.clone(),
-                            payload: Payload::RunExited {
-                                start,
-                                token,
-                                exit_code: 143,
-                                class: reason.class(),
-                            },
-                        },
-                    );
+                Output::Dial(_) | Output::CatchUp { .. } | Output::SnapshotInstalled { .. } => {}
+                Output::StartRun(run) => {
+                    self.start_run(&from, run.task, run.token, run.attempt, &run.spec.runner)
+                }
+                Output::StartReplica(r) => {
+                    let name = TaskId(format!("deploy:{}/{}", r.deployment, r.replica));
+                    self.start_run(&from, name, r.token, r.restarts + 1, &r.spec.runner);
+                }
+                Output::StopRun { token, reason } => self.stop_run(&from, token, reason),
+                Output::TaskOutput(chunk) => {
+                    self.task_output
+                        .entry(from.clone())
+                        .or_default()
+                        .push(chunk);
                 }
                 Output::Fatal(why) => {
                     let sn = self.nodes.get_mut(&from).expect("known node");
@@ -564,96 +428,54 @@ impl Sim {
                 Ok(f) => Input::Gossip(f),
                 Err(e) => panic!("seed {}: undecodable frame: {e}", self.seed),
             },
+            Payload::Wake(generation) => {
+                if generation != sn.wake {
+                    return;
+                }
+                *self.wakes.entry(d.to.clone()).or_default() += 1;
+                Input::Wake
+            }
             Payload::SnapshotBuilt(snap, saved) => Input::SnapshotBuilt {
                 snap,
                 save: if saved { Saved::Saved } else { Saved::NotAsked },
             },
-            Payload::RunExited {
-                start,
-                token,
-                exit_code,
-                class,
-            } => {
-                // Only the process that started it hears of it, once.
-                let live = self
-                    .runs
-                    .iter()
-                    .any(|r| r.node == d.to && r.token == token && r.ended.is_none());
-                if start != sn.starts || !live {
-                    return;
-                }
-                self.end_run(&d.to, token);
-                Input::RunExited {
-                    token,
-                    exit_code,
-                    class,
-                }
-            }
+            Payload::HostCapacity((cpu_free_milli, mem_free_bytes)) => Input::HostCapacity {
+                cpu_free_milli,
+                mem_free_bytes,
+            },
+            Payload::Run(ev) => match self.run_input(&d.to, ev) {
+                Some(input) => input,
+                None => return,
+            },
         };
-        let _ = d.from;
         self.input(&d.to, input);
     }
 
-    /// Advances to the next event (a delivery or a tick) and runs it.
+    /// Advances to the next event (a delivery or a wake-up) and runs it.
     pub fn step(&mut self) {
-        let next_msg = self.queue.peek().map(|Reverse((t, _))| *t);
-        if next_msg.is_some_and(|t| t <= self.next_tick) {
-            let Reverse((t, seq)) = self.queue.pop().expect("peeked");
-            self.now = self.now.max(t);
-            let d = self.in_flight.remove(&seq).expect("queued delivery");
-            if self.nodes[&d.to].paused {
-                // A paused process reads its socket after it resumes.
-                let at = self.next_tick + self.tick;
-                self.enqueue(at, d);
-                return;
-            }
-            self.deliver(d);
-        } else {
-            self.now = self.next_tick;
-            self.next_tick += self.tick;
-            for id in self.live() {
-                self.input(&id, Input::Tick);
-            }
+        let Some(Reverse((t, seq))) = self.queue.pop() else {
+            self.now += IDLE_STEP;
+            return;
+        };
+        self.now = self.now.max(t);
+        let d = self.in_flight.remove(&seq).expect("queued delivery");
+        if self.nodes[&d.to].paused {
+            // A paused process reads its socket and clock after it resumes.
+            let at = self.now + PAUSED_RETRY;
+            self.enqueue(at, d);
+            return;
         }
+        self.deliver(d);
         self.check();
-    }
-
-    /// The invariants, checked after every step.
-    fn check(&mut self) {
-        for id in self.live() {
-            let node = self.node(&id).expect("live");
-            let master_term = node
-                .is_master()
-                .then(|| node.raft().expect("a master runs raft").term());
-            let (idx, hash) = (node.state().index(), node.state().hash());
-            let cluster = node.cluster().cloned();
-            if let Some(term) = master_term {
-                let first = self
-                    .leaders
-                    .entry((cluster.clone(), term))
-                    .or_insert_with(|| id.clone());
-                assert_eq!(first, &id, "seed {}: two masters in term {term}", self.seed);
-            }
-            if idx > EventIdx::ZERO {
-                let seen = *self.hashes.entry((cluster, idx)).or_insert(hash);
-                assert_eq!(
-                    seen, hash,
-                    "seed {}: {id} has another state at index {idx}",
-                    self.seed
-                );
-            }
-            let before = self.applied.insert(id.clone(), idx).unwrap_or_default();
-            assert!(
-                before <= idx,
-                "seed {}: {id} went back from {before} to {idx}",
-                self.seed
-            );
-        }
     }
 
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         while self.now < until {
+            if self.next_event().is_none_or(|t| t > until) {
+                self.now = until;
+                break;
+            }
             self.step();
         }
     }
@@ -665,88 +487,16 @@ impl Sim {
             if cond(self) {
                 return true;
             }
+            if self.next_event().is_none_or(|t| t > until) {
+                self.now = until;
+                break;
+            }
             self.step();
         }
         cond(self)
     }
 
-    /// Every live node applied up to the highest commit any of them knows,
-    /// with one state hash.
-    pub fn converged(&self) -> bool {
-        let live = self.live();
-        let Some(first) = live.first().and_then(|n| self.node(n)) else {
-            return true;
-        };
-        let target = live
-            .iter()
-            .filter_map(|n| self.node(n))
-            .map(|n| n.commit_index())
-            .max()
-            .unwrap_or_default();
-        let hash = first.state().hash();
-        live.iter()
-            .filter_map(|n| self.node(n))
-            .all(|n| n.state().index() == target && n.state().hash() == hash)
-    }
-
-    /// Like `converged`, within one group of nodes.
-    pub fn converged_group(&self, group: &[NodeId]) -> bool {
-        let nodes: Vec<_> = group.iter().filter_map(|n| self.node(n)).collect();
-        let Some(first) = nodes.first() else {
-            return true;
-        };
-        let target = nodes
-            .iter()
-            .map(|n| n.commit_index())
-            .max()
-            .unwrap_or_default();
-        nodes.iter().all(|n| {
-            n.state().index() == target
-                && n.state().hash() == first.state().hash()
-                && target > EventIdx::ZERO
-        })
-    }
-
-    pub fn state_of(&self, id: &NodeId) -> Option<&State> {
-        self.node(id).map(|n| n.state())
-    }
-
-    /// Panics with the seed unless the cluster converges within `limit`.
-    pub fn expect_converged(&mut self, limit: Duration) {
-        if !self.run_until(limit, |s| s.converged()) {
-            let view: Vec<String> = self
-                .live()
-                .iter()
-                .filter_map(|n| {
-                    self.node(n).map(|x| {
-                        format!(
-                            "{n}: applied {} commit {} {:?}",
-                            x.state().index(),
-                            x.commit_index(),
-                            x.status().role
-                        )
-                    })
-                })
-                .collect();
-            panic!(
-                "seed {}: no convergence within {limit:?}: {view:?}",
-                self.seed
-            );
-        }
-    }
-
-    /// Runs until one master is elected and has founded the cluster.
-    pub fn expect_master(&mut self, limit: Duration) -> NodeId {
-        let ok = self.run_until(limit, |s| {
-            s.master()
-                .is_some_and(|m| s.node(&m).is_some_and(|n| n.state().cluster_id().is_some()))
-        });
-        assert!(
-            ok,
-            "seed {}: no master within {limit:?} (masters: {:?})",
-            self.seed,
-            self.masters()
-        );
-        self.master().expect("checked")
+    fn next_event(&self) -> Option<Duration> {
+        self.queue.peek().map(|Reverse((t, _))| *t)
     }
 }

@@ -14,6 +14,8 @@ struct Disk<'a> {
     node: Node<DurableLog>,
     cluster: Option<ClusterId>,
     now: Duration,
+    /// The wake-up the node asked for.
+    wake: Option<Duration>,
     replies: Vec<(u64, Outcome)>,
 }
 
@@ -52,6 +54,7 @@ impl<'a> Disk<'a> {
             node,
             cluster,
             now: Duration::ZERO,
+            wake: Some(Duration::ZERO),
             replies: vec![],
         }
     }
@@ -81,6 +84,7 @@ impl<'a> Disk<'a> {
                         queue.push(Input::SnapshotBuilt { snap, save });
                     }
                     Output::ClusterAdopted(c) => self.cluster = Some(c),
+                    Output::Wake { at } => self.wake = Some(at),
                     Output::Reply { to, reply } => self.replies.push((to, reply.unwrap().1)),
                     Output::Fatal(why) => panic!("{why}"),
                     _ => {}
@@ -89,12 +93,15 @@ impl<'a> Disk<'a> {
         }
     }
 
+    /// Lets time pass, waking the node when it asked to be.
     fn run(&mut self, d: Duration) {
         let until = self.now + d;
-        while self.now < until {
-            self.now += Duration::from_millis(10);
-            self.feed(Input::Tick);
+        while let Some(at) = self.wake.filter(|at| *at <= until) {
+            self.now = self.now.max(at);
+            self.wake = None;
+            self.feed(Input::Wake);
         }
+        self.now = until;
     }
 
     fn state(&self) -> &State {

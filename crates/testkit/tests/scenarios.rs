@@ -984,3 +984,26 @@ fn finished_tasks_are_forgotten_after_their_retention() {
         sim.expect_converged(secs(10));
     }
 }
+
+#[test]
+fn an_idle_node_wakes_only_for_its_own_timers() {
+    let (mut sim, ids) = cluster(1, 5);
+    sim.expect_converged(secs(10));
+    sim.run_for(secs(5));
+    let before = sim.wakes.clone();
+    sim.run_for(secs(10));
+    for id in &ids {
+        let woke = sim.wakes[id] - before.get(id).copied().unwrap_or(0);
+        let node = sim.node(id).unwrap();
+        let (voter, master) = (node.raft().is_some(), node.is_master());
+        // A heartbeat every 300 ms and metrics every second; a voter also
+        // ticks Raft every 100 ms, and the master plans every 250 ms.
+        let per_sec = 4 + 1 + if voter { 10 } else { 0 } + if master { 4 } else { 0 };
+        let due = 10 * per_sec;
+        assert!(
+            woke <= due,
+            "{id} (voter: {voter}, master: {master}) woke {woke} times in 10 s idle, more than its timers ({due})"
+        );
+        assert!(woke > 0, "{id} never woke");
+    }
+}

@@ -1,10 +1,11 @@
-//! Client commands waiting on this node. A command is forwarded to the
-//! master and answered when this node's own replica applies it (so a reply
-//! means the write is visible here), resent with the same id until then,
-//! and failed with a clear reason when it cannot commit.
+//! Client commands waiting on this node. A command that passed admission
+//! (`node::commands`) is forwarded to the master and answered when this
+//! node's own replica applies it (so a reply means the write is visible
+//! here), resent with the same id until then, and failed with a clear
+//! reason when it cannot commit.
 
 use crate::wire::{CommandReply, Refusal};
-use shoal_model::{validate_op, Command, CommandId, CommandResult, State};
+use shoal_model::{Command, CommandId, CommandResult, State};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,13 +13,13 @@ use std::time::Duration;
 pub type ReplyTo = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestAction {
+pub enum PendingAction {
     Forward(Command),
     Reply(ReplyTo, CommandReply),
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct RequestConfig {
+pub struct PendingConfig {
     pub max_waiting: usize,
     pub resend_every: Duration,
     /// With no master in sight for this long, a write fails `no quorum`.
@@ -26,9 +27,9 @@ pub struct RequestConfig {
     pub timeout: Duration,
 }
 
-impl Default for RequestConfig {
+impl Default for PendingConfig {
     fn default() -> Self {
-        RequestConfig {
+        PendingConfig {
             max_waiting: 10_000,
             resend_every: Duration::from_millis(500),
             no_master_grace: Duration::from_secs(5),
@@ -46,16 +47,20 @@ struct Waiting {
 }
 
 #[derive(Debug)]
-pub struct Requests {
-    cfg: RequestConfig,
+pub struct PendingCommands {
+    cfg: PendingConfig,
     waiting: BTreeMap<CommandId, Waiting>,
+    /// No waiting command has anything due before this (a lower bound:
+    /// `on_tick` makes it exact again).
+    next_due: Option<Duration>,
 }
 
-impl Requests {
-    pub fn new(cfg: RequestConfig) -> Self {
-        Requests {
+impl PendingCommands {
+    pub fn new(cfg: PendingConfig) -> Self {
+        PendingCommands {
             cfg,
             waiting: BTreeMap::new(),
+            next_due: None,
         }
     }
 
@@ -67,28 +72,15 @@ impl Requests {
         self.waiting.is_empty()
     }
 
-    pub fn submit(
-        &mut self,
-        cmd: Command,
-        reply: ReplyTo,
-        state: &State,
-        now: Duration,
-    ) -> Vec<RequestAction> {
-        if let Some(rec) = state.outcome(&cmd.id) {
-            return vec![RequestAction::Reply(
-                reply,
-                Ok((rec.idx, rec.outcome.clone())),
-            )];
-        }
-        if let Err(reason) = validate_op(&cmd.op) {
-            return vec![RequestAction::Reply(reply, Err(Refusal::Invalid(reason)))];
-        }
+    /// A command admitted at this node: forward it, or join the clients
+    /// already waiting for the same id.
+    pub fn submit(&mut self, cmd: Command, reply: ReplyTo, now: Duration) -> Vec<PendingAction> {
         if let Some(w) = self.waiting.get_mut(&cmd.id) {
             w.replies.push(reply);
             return vec![];
         }
         if self.waiting.len() >= self.cfg.max_waiting {
-            return vec![RequestAction::Reply(reply, Err(Refusal::Busy))];
+            return vec![PendingAction::Reply(reply, Err(Refusal::Busy))];
         }
         self.waiting.insert(
             cmd.id.clone(),
@@ -99,23 +91,24 @@ impl Requests {
                 resend_at: now + self.cfg.resend_every,
             },
         );
-        vec![RequestAction::Forward(cmd)]
+        self.note_due(now + self.cfg.resend_every);
+        vec![PendingAction::Forward(cmd)]
     }
 
     /// This node's replica applied a command.
-    pub fn on_applied(&mut self, r: &CommandResult) -> Vec<RequestAction> {
+    pub fn on_applied(&mut self, r: &CommandResult) -> Vec<PendingAction> {
         match self.waiting.remove(&r.id) {
             Some(w) => w
                 .replies
                 .into_iter()
-                .map(|to| RequestAction::Reply(to, Ok((r.idx, r.outcome.clone()))))
+                .map(|to| PendingAction::Reply(to, Ok((r.idx, r.outcome.clone()))))
                 .collect(),
             None => vec![],
         }
     }
 
     /// State jumped (a snapshot): answer whatever it already holds.
-    pub fn on_state_replaced(&mut self, state: &State) -> Vec<RequestAction> {
+    pub fn on_state_replaced(&mut self, state: &State) -> Vec<PendingAction> {
         let done: Vec<CommandId> = self
             .waiting
             .keys()
@@ -129,7 +122,7 @@ impl Requests {
             out.extend(
                 w.replies
                     .into_iter()
-                    .map(|to| RequestAction::Reply(to, Ok((rec.idx, rec.outcome.clone())))),
+                    .map(|to| PendingAction::Reply(to, Ok((rec.idx, rec.outcome.clone())))),
             );
         }
         out
@@ -141,12 +134,14 @@ impl Requests {
         id: &CommandId,
         refusal: Refusal,
         now: Duration,
-    ) -> Vec<RequestAction> {
+    ) -> Vec<PendingAction> {
         match refusal {
             // Another node leads now, or soon: resend shortly.
             Refusal::NotMaster => {
                 if let Some(w) = self.waiting.get_mut(id) {
                     w.resend_at = now + self.cfg.resend_every / 4;
+                    let at = w.resend_at;
+                    self.note_due(at);
                 }
                 vec![]
             }
@@ -154,7 +149,7 @@ impl Requests {
                 Some(w) => w
                     .replies
                     .into_iter()
-                    .map(|to| RequestAction::Reply(to, Err(refusal.clone())))
+                    .map(|to| PendingAction::Reply(to, Err(refusal.clone())))
                     .collect(),
                 None => vec![],
             },
@@ -162,20 +157,32 @@ impl Requests {
     }
 
     /// Fails every waiting command (this master lost its quorum).
-    pub fn fail_all(&mut self, why: Refusal) -> Vec<RequestAction> {
+    pub fn fail_all(&mut self, why: Refusal) -> Vec<PendingAction> {
         std::mem::take(&mut self.waiting)
             .into_values()
             .flat_map(|w| {
                 w.replies
                     .into_iter()
-                    .map(|to| RequestAction::Reply(to, Err(why.clone())))
+                    .map(|to| PendingAction::Reply(to, Err(why.clone())))
             })
             .collect()
     }
 
-    /// Resends and time-outs. `master_since` is how long a master has been
-    /// known (None: none is).
-    pub fn on_tick(&mut self, now: Duration, master_known: bool) -> Vec<RequestAction> {
+    fn note_due(&mut self, at: Duration) {
+        self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+    }
+
+    /// When `on_tick` next has something to do: a resend, or a command
+    /// that times out (sooner while no master is known).
+    pub fn next_wake(&self) -> Option<Duration> {
+        self.next_due
+    }
+
+    /// Resends and time-outs. `master_known`: a live master is in sight.
+    pub fn on_tick(&mut self, now: Duration, master_known: bool) -> Vec<PendingAction> {
+        if self.next_due.is_none_or(|d| d > now) {
+            return vec![];
+        }
         let mut out = Vec::new();
         let cfg = self.cfg;
         let expired: Vec<CommandId> = self
@@ -197,17 +204,31 @@ impl Requests {
             out.extend(
                 w.replies
                     .into_iter()
-                    .map(|to| RequestAction::Reply(to, Err(why.clone()))),
+                    .map(|to| PendingAction::Reply(to, Err(why.clone()))),
             );
         }
         if master_known {
             for w in self.waiting.values_mut() {
                 if w.resend_at <= now {
                     w.resend_at = now + cfg.resend_every;
-                    out.push(RequestAction::Forward(w.cmd.clone()));
+                    out.push(PendingAction::Forward(w.cmd.clone()));
                 }
             }
         }
+        // Without a master, resends wait; the grace period is what is due.
+        self.next_due = self
+            .waiting
+            .values()
+            .flat_map(|w| {
+                let resend = if master_known {
+                    w.resend_at
+                } else {
+                    now + cfg.resend_every
+                };
+                [resend, w.since + cfg.timeout, w.since + cfg.no_master_grace]
+            })
+            .filter(|t| *t > now)
+            .min();
         out
     }
 }
@@ -233,13 +254,12 @@ mod tests {
 
     #[test]
     fn waiters_are_answered_once_applied_and_retries_share_one_forward() {
-        let s = State::new();
-        let mut r = Requests::new(RequestConfig::default());
+        let mut r = PendingCommands::new(PendingConfig::default());
         assert_eq!(
-            r.submit(cmd("a"), 1, &s, ms(0)),
-            vec![RequestAction::Forward(cmd("a"))]
+            r.submit(cmd("a"), 1, ms(0)),
+            vec![PendingAction::Forward(cmd("a"))]
         );
-        assert!(r.submit(cmd("a"), 2, &s, ms(10)).is_empty());
+        assert!(r.submit(cmd("a"), 2, ms(10)).is_empty());
         let res = CommandResult {
             id: CommandId::from("a"),
             outcome: Outcome::Int(1),
@@ -248,30 +268,32 @@ mod tests {
         };
         let replies = r.on_applied(&res);
         assert_eq!(replies.len(), 2);
-        assert!(replies.contains(&RequestAction::Reply(2, Ok((EventIdx(4), Outcome::Int(1))))));
+        assert!(replies.contains(&PendingAction::Reply(2, Ok((EventIdx(4), Outcome::Int(1))))));
         assert!(r.is_empty());
     }
 
     #[test]
     fn resends_until_applied_and_fails_fast_without_a_master() {
-        let s = State::new();
-        let mut r = Requests::new(RequestConfig::default());
-        r.submit(cmd("a"), 1, &s, ms(0));
+        let mut r = PendingCommands::new(PendingConfig::default());
+        r.submit(cmd("a"), 1, ms(0));
+        assert_eq!(r.next_wake(), Some(ms(500)), "wakes for the resend");
         assert!(r.on_tick(ms(400), true).is_empty());
         assert_eq!(
             r.on_tick(ms(500), true),
-            vec![RequestAction::Forward(cmd("a"))]
+            vec![PendingAction::Forward(cmd("a"))]
         );
+        assert_eq!(r.next_wake(), Some(ms(1000)));
         // No master for the grace period: `no quorum`.
         assert!(r.on_tick(ms(4900), false).is_empty());
+        assert_eq!(r.next_wake(), Some(ms(5000)), "wakes when the grace ends");
         assert_eq!(
             r.on_tick(ms(5000), false),
-            vec![RequestAction::Reply(1, Err(Refusal::NoQuorum))]
+            vec![PendingAction::Reply(1, Err(Refusal::NoQuorum))]
         );
-        r.submit(cmd("b"), 2, &s, ms(0));
+        r.submit(cmd("b"), 2, ms(0));
         assert_eq!(
             r.on_refused(&CommandId::from("b"), Refusal::NoQuorum, ms(1)),
-            vec![RequestAction::Reply(2, Err(Refusal::NoQuorum))]
+            vec![PendingAction::Reply(2, Err(Refusal::NoQuorum))]
         );
     }
 }

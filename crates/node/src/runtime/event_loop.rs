@@ -1,0 +1,503 @@
+//! The event loop: one task owns the node core and moves bytes and time
+//! between it and the network actor, the API, the runner and the snapshot
+//! builder. It sleeps until an input arrives or the core's wake-up is due;
+//! everything the core decides comes back as outputs performed here.
+
+use super::address_book::AddressBook;
+use super::handle::{Call, CatchUpProgress, View, MAX_CALLS};
+use super::host;
+use super::inbound::{inbound, Inbound};
+use super::snapshot_builder::SnapshotBuilder;
+use super::start::{wall_ms, NodeError};
+use crate::data_dir::DataDir;
+use crate::runner::{RunMsg, Runs};
+use shoal_log::DurableLog;
+use shoal_model::{NodeId, OutputChunk, TaskId};
+use shoal_net::{NetCommand, NetEvent, NetHandle, Topic};
+use shoal_proto::node::{Input, Node, Output, Saved};
+use shoal_proto::snapshot_transfer::EncodedSnapshot;
+use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+/// How long a stopping node waits for its runs to be handed back.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// Events taken from one source per turn before the loop looks at the
+/// others, so a flood cannot starve the API or the core's timers.
+const BATCH: usize = 256;
+/// The view readers see is refreshed at most this often.
+const VIEW_EVERY: Duration = Duration::from_millis(50);
+/// Catch-up progress is logged at most this often.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(1);
+/// A read of applied events for a subscriber returns about this much.
+const READ_EVENTS_BYTES: usize = 1 << 20;
+
+pub(super) struct EventLoop {
+    node: Node<DurableLog>,
+    dir: DataDir,
+    net: NetHandle,
+    started: Instant,
+    replies: HashMap<u64, oneshot::Sender<CommandReply>>,
+    next_reply: u64,
+    book: AddressBook,
+    view_tx: watch::Sender<Arc<View>>,
+    listen: Vec<String>,
+    rate: Rate,
+    builder: SnapshotBuilder,
+    catch_up: Option<CatchUpProgress>,
+    last_progress_log: Option<Instant>,
+    bad_frames: u64,
+    send_overflow: u64,
+    /// Set by a network event the node cannot go on after.
+    fatal: Option<String>,
+    runs: Runs,
+    output_tx: broadcast::Sender<OutputChunk>,
+    /// When the core asked to be woken.
+    wake: Option<tokio::time::Instant>,
+    /// When the view is due to be refreshed.
+    view_due: Option<tokio::time::Instant>,
+    last_view: Instant,
+    /// Inputs the loop owes the core (a host measurement).
+    follow_up: Vec<Input>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: Node<DurableLog>,
+        dir: DataDir,
+        net: NetHandle,
+        started: Instant,
+        view_tx: watch::Sender<Arc<View>>,
+        listen: Vec<String>,
+        builder: SnapshotBuilder,
+        runs: Runs,
+        output_tx: broadcast::Sender<OutputChunk>,
+    ) -> Self {
+        EventLoop {
+            node,
+            dir,
+            net,
+            started,
+            replies: HashMap::new(),
+            next_reply: 1,
+            book: AddressBook::default(),
+            view_tx,
+            listen,
+            rate: Rate::default(),
+            builder,
+            catch_up: None,
+            last_progress_log: None,
+            bad_frames: 0,
+            send_overflow: 0,
+            fatal: None,
+            runs,
+            output_tx,
+            // The core is woken at once; it asks for what follows.
+            wake: Some(tokio::time::Instant::now()),
+            view_due: None,
+            last_view: Instant::now(),
+            follow_up: Vec::new(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        mut call_rx: mpsc::Receiver<Call>,
+        mut built_rx: mpsc::Receiver<(EncodedSnapshot, Saved)>,
+        mut stop_rx: mpsc::Receiver<()>,
+        mut run_rx: mpsc::Receiver<RunMsg>,
+    ) -> Result<(), NodeError> {
+        let mut draining: Option<Instant> = None;
+        loop {
+            let mut inputs = std::mem::take(&mut self.follow_up);
+            if inputs.is_empty() {
+                tokio::select! {
+                    _ = stop_rx.recv(), if draining.is_none() => {
+                        if self.node.cluster().is_none() {
+                            info!("stopping");
+                            return Ok(());
+                        }
+                        info!(runs = self.node.runs(), "stopping: handing back runs and leadership, announcing the leave");
+                        draining = Some(Instant::now() + DRAIN_LIMIT);
+                        inputs.push(Input::Drain);
+                    }
+                    Some(msg) = run_rx.recv() => inputs.push(on_run(msg)),
+                    ev = net_rx.recv() => {
+                        let Some(ev) = ev else { return Err(NodeError::NetStopped) };
+                        inputs.extend(self.on_net(ev));
+                    }
+                    Some(call) = call_rx.recv() => inputs.extend(self.on_call(call)),
+                    Some((snap, save)) = built_rx.recv() => inputs.push(Input::SnapshotBuilt { snap, save }),
+                    _ = until(self.wake) => {
+                        self.wake = None;
+                        inputs.push(Input::Wake);
+                    }
+                    _ = until(self.view_due) => self.view_due = None,
+                };
+            }
+            // Take whatever else is already waiting, so that it is handled
+            // as one batch (one Raft round, one fsync).
+            for _ in 0..BATCH {
+                match net_rx.try_recv() {
+                    Ok(ev) => inputs.extend(self.on_net(ev)),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match call_rx.try_recv() {
+                    Ok(call) => inputs.extend(self.on_call(call)),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match run_rx.try_recv() {
+                    Ok(msg) => inputs.push(on_run(msg)),
+                    Err(_) => break,
+                }
+            }
+            if !inputs.is_empty() {
+                let outputs = self.node.handle_all(inputs, self.now(), wall_ms());
+                self.outputs(outputs)?;
+            }
+            if let Some(why) = self.fatal.take() {
+                error!(reason = %why, "stopping");
+                return Err(NodeError::Fatal(why));
+            }
+            self.maybe_publish_view();
+            if let Some(limit) = draining {
+                if self.node.drained() {
+                    info!("drained; stopping");
+                    return Ok(());
+                }
+                if Instant::now() >= limit {
+                    warn!(
+                        runs = self.node.runs(),
+                        "stopping before the drain finished; leases expire and the master notices"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn on_net(&mut self, ev: NetEvent) -> Option<Input> {
+        match inbound(ev) {
+            Inbound::Input(input) => Some(*input),
+            Inbound::Bad(why) => {
+                self.bad_frames += 1;
+                warn!(reason = %why, "frame dropped");
+                None
+            }
+            Inbound::Listening(a) => {
+                self.listen.push(a.to_string());
+                None
+            }
+            Inbound::IdentityConflict { reporter, other } => {
+                debug!(
+                    other_nonce = other.nonce,
+                    other_started_ms = other.started_ms,
+                    "identity conflict"
+                );
+                self.fatal = Some(format!(
+                    "another live process uses this node's identity ({}) and started before this one \
+                     (reported by peer {reporter}); refusing to go on. \
+                     Was the data directory copied? Give each host its own.",
+                    self.node.node_id()
+                ));
+                None
+            }
+            Inbound::Nothing => None,
+        }
+    }
+
+    fn on_call(&mut self, call: Call) -> Option<Input> {
+        match call {
+            Call::Submit { cmd, reply } => {
+                let id = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(id, reply);
+                Some(Input::Submit {
+                    cmd: *cmd,
+                    reply: id,
+                })
+            }
+            Call::State(tx) => {
+                let _ = tx.send(self.node.state().clone());
+                None
+            }
+            Call::WatchOutput(task) => Some(Input::WatchOutput(task)),
+            Call::ReadOutput(task, tx) => {
+                let _ = tx.send(self.node.task_output(&task));
+                None
+            }
+            Call::ExecAvailable(tx) => {
+                let _ = tx.send(self.node.exec_available());
+                None
+            }
+            Call::FaultDelay(d) => {
+                let _ = self.net.try_send(NetCommand::SetDelay(d));
+                None
+            }
+            Call::ReadEvents(from, tx) => {
+                let _ = tx.send(self.node.read_applied(from, READ_EVENTS_BYTES));
+                None
+            }
+        }
+    }
+
+    fn outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
+        for o in outputs {
+            match o {
+                Output::Send { to, frame } => self.send(&to, &frame),
+                Output::Broadcast(frame) => self.broadcast(&frame),
+                Output::Reply { to, reply } => {
+                    if let Some(tx) = self.replies.remove(&to) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Output::Wake { at } => {
+                    self.wake = Some(tokio::time::Instant::from_std(self.started + at));
+                }
+                Output::BuildSnapshot { state, save } => self.builder.build(*state, save),
+                Output::ClusterAdopted(c) => {
+                    info!(cluster = %c, "cluster id recorded");
+                    self.dir.set_cluster(&c)?;
+                }
+                Output::Dial(addr) => self.dial(&addr),
+                Output::MeasureHost => {
+                    let (cpu_free_milli, mem_free_bytes) = host::capacity();
+                    self.follow_up.push(Input::HostCapacity {
+                        cpu_free_milli,
+                        mem_free_bytes,
+                    });
+                }
+                Output::CatchUp {
+                    received,
+                    total,
+                    entries,
+                } => self.progress(CatchUpProgress {
+                    received,
+                    total,
+                    entries,
+                }),
+                Output::SnapshotInstalled { index } => {
+                    self.catch_up = None;
+                    self.last_progress_log = None;
+                    info!(index = %index, "state loaded from snapshot; fetching the tail");
+                }
+                Output::StartRun(run) => {
+                    info!(task = %run.task, token = run.token.0, attempt = run.attempt, "starting a run");
+                    self.runs
+                        .start(run.task, run.token, run.attempt, run.spec.runner, vec![]);
+                }
+                Output::StartReplica(r) => {
+                    info!(deployment = %r.deployment, replica = r.replica, port = r.port, restarts = r.restarts, "starting a replica");
+                    let env = vec![
+                        ("PORT".to_owned(), r.port.to_string()),
+                        ("SHOAL_DEPLOYMENT".to_owned(), r.deployment.clone()),
+                        ("SHOAL_REPLICA".to_owned(), r.replica.to_string()),
+                    ];
+                    let name = TaskId(format!("deploy:{}/{}", r.deployment, r.replica));
+                    self.runs
+                        .start(name, r.token, r.restarts + 1, r.spec.runner, env);
+                }
+                Output::StopRun { token, reason } => {
+                    info!(token = token.0, ?reason, "stopping a run");
+                    self.runs.stop(token, reason);
+                }
+                Output::TaskOutput(chunk) => {
+                    let _ = self.output_tx.send(chunk);
+                }
+                Output::Fatal(why) => {
+                    error!(reason = %why, "stopping");
+                    return Err(NodeError::Fatal(why));
+                }
+            }
+        }
+        // Replies whose client went away are dropped; the map stays small.
+        if self.replies.len() > MAX_CALLS * 4 {
+            self.replies.retain(|_, tx| !tx.is_closed());
+        }
+        Ok(())
+    }
+
+    /// Where a node listens, from State or from its heartbeats.
+    fn addr_of(&mut self, node: &NodeId) -> Option<shoal_net::Addr> {
+        let text = match self.node.state().nodes().get(node) {
+            Some(n) if !n.addr.is_empty() => n.addr.clone(),
+            _ => {
+                self.node
+                    .peer_summaries()
+                    .into_iter()
+                    .find(|p| &p.node == node)?
+                    .addr
+            }
+        };
+        self.book.addr(&text)
+    }
+
+    fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
+        let Some(peer) = self.book.peer(to) else {
+            self.bad_frames += 1;
+            return;
+        };
+        let addr = self.addr_of(to);
+        match wire::encode(frame) {
+            Ok(bytes) => {
+                let cmd = NetCommand::Send {
+                    to: peer,
+                    addr,
+                    bytes,
+                };
+                if !self.net.try_send(cmd) {
+                    self.send_overflow += 1;
+                }
+            }
+            Err(e) => error!(error = %e, "could not encode a message"),
+        }
+    }
+
+    fn broadcast(&mut self, frame: &Frame<Gossip>) {
+        let topic = match frame.msg {
+            Gossip::Committed(_) => Topic::Committed,
+            Gossip::Transient(_) => Topic::Transient,
+        };
+        match wire::encode(frame) {
+            Ok(bytes) => {
+                if !self.net.try_send(NetCommand::Publish { topic, bytes }) {
+                    self.send_overflow += 1;
+                }
+            }
+            Err(e) => error!(error = %e, "could not encode a broadcast"),
+        }
+    }
+
+    /// A member's address: the actor keeps it connected (and redials it
+    /// when it drops).
+    fn dial(&mut self, text: &str) {
+        match self.book.undialled(text) {
+            Ok(Some(addr)) => {
+                if self.net.try_send(NetCommand::Dial(addr)) {
+                    self.book.dialled(text);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(addr = %text, error = %e, "a member's address does not parse"),
+        }
+    }
+
+    /// Snapshot download progress: in the view, and a log line a second.
+    fn progress(&mut self, p: CatchUpProgress) {
+        self.catch_up = Some(p);
+        let now = Instant::now();
+        if self
+            .last_progress_log
+            .is_none_or(|t| now.duration_since(t) >= PROGRESS_LOG_EVERY)
+        {
+            self.last_progress_log = Some(now);
+            info!(
+                received_bytes = p.received,
+                total_bytes = p.total,
+                entries = p.entries,
+                "catching up by snapshot"
+            );
+        }
+    }
+
+    /// Refreshes the view now, or once `VIEW_EVERY` has passed since the
+    /// last refresh (a wake-up is set for it).
+    fn maybe_publish_view(&mut self) {
+        if self.last_view.elapsed() < VIEW_EVERY {
+            if self.view_due.is_none() {
+                let at = self.last_view + VIEW_EVERY;
+                self.view_due = Some(tokio::time::Instant::from_std(at));
+            }
+            return;
+        }
+        self.last_view = Instant::now();
+        self.view_due = None;
+        let status = self.node.status();
+        let eps = self.rate.update(Instant::now(), status.applied_index.0);
+        let view = View {
+            status,
+            metrics: self.node.metrics().clone(),
+            peers: self.node.peer_summaries(),
+            events_per_sec: eps,
+            listen: self.listen.clone(),
+            started: self.started,
+            bad_frames: self.bad_frames,
+            send_overflow: self.send_overflow,
+            catch_up: self.catch_up,
+        };
+        self.view_tx.send_replace(Arc::new(view));
+    }
+}
+
+/// A run's output or end, as an input of the core.
+fn on_run(msg: RunMsg) -> Input {
+    match msg {
+        RunMsg::Chunk(chunk) => Input::RunOutput(chunk),
+        RunMsg::Exited {
+            token,
+            exit_code,
+            class,
+        } => Input::RunExited {
+            token,
+            exit_code,
+            class,
+        },
+    }
+}
+
+/// Events applied per second, smoothed.
+#[derive(Debug, Default)]
+struct Rate {
+    last: Option<(Instant, u64)>,
+    value: f64,
+}
+
+impl Rate {
+    fn update(&mut self, now: Instant, applied: u64) -> f64 {
+        match self.last {
+            None => self.last = Some((now, applied)),
+            Some((t, a)) => {
+                let dt = now.duration_since(t).as_secs_f64();
+                if dt >= 1.0 {
+                    let r = applied.saturating_sub(a) as f64 / dt;
+                    self.value = if self.value == 0.0 {
+                        r
+                    } else {
+                        0.5 * self.value + 0.5 * r
+                    };
+                    self.last = Some((now, applied));
+                }
+            }
+        }
+        self.value
+    }
+}

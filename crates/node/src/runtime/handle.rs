@@ -1,0 +1,167 @@
+//! The handle API clients (the HTTP API, the binary, tests) hold: bounded
+//! calls into the event loop with oneshot replies, and a `watch` of the
+//! node's view for reads that need no round trip.
+
+use shoal_model::{Command, CommandId, Envelope, EventIdx, Op, OutputChunk, State, TaskId};
+use shoal_proto::node::{Metrics, PeerSummary, Status};
+use shoal_proto::wire::{CommandReply, Refusal};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// What the API reads without asking the loop: refreshed as the node runs.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub status: Status,
+    pub metrics: Metrics,
+    pub peers: Vec<PeerSummary>,
+    pub events_per_sec: f64,
+    pub listen: Vec<String>,
+    pub started: Instant,
+    /// Frames from the network that did not decode or lied about their
+    /// sender, dropped.
+    pub bad_frames: u64,
+    /// Messages dropped because the network actor's queue was full.
+    pub send_overflow: u64,
+    /// A snapshot download under way.
+    pub catch_up: Option<CatchUpProgress>,
+}
+
+/// How far a snapshot download has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUpProgress {
+    pub received: u64,
+    pub total: u64,
+    pub entries: u64,
+}
+
+/// A call from a handle into the event loop.
+#[derive(Debug)]
+pub(super) enum Call {
+    Submit {
+        cmd: Box<Command>,
+        reply: oneshot::Sender<CommandReply>,
+    },
+    State(oneshot::Sender<State>),
+    /// A client follows a task's output: subscribe at the node running it.
+    WatchOutput(TaskId),
+    /// What this node keeps of a task's output.
+    ReadOutput(TaskId, oneshot::Sender<Vec<OutputChunk>>),
+    /// Whether some live node runs user commands.
+    ExecAvailable(oneshot::Sender<bool>),
+    /// Test-only: delay every outgoing message.
+    FaultDelay(Duration),
+    /// Applied events from an index on (bounded), or the log's floor.
+    ReadEvents(EventIdx, oneshot::Sender<Result<Vec<Envelope>, EventIdx>>),
+}
+
+/// Calls from clients waiting at once; more are refused as busy.
+pub(super) const MAX_CALLS: usize = 1024;
+
+/// A cloneable handle to a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    pub(super) tx: mpsc::Sender<Call>,
+    pub(super) view: watch::Receiver<Arc<View>>,
+    pub(super) stop: mpsc::Sender<()>,
+    pub(super) output: broadcast::Sender<OutputChunk>,
+}
+
+impl NodeHandle {
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    pub fn view_receiver(&self) -> watch::Receiver<Arc<View>> {
+        self.view.clone()
+    }
+
+    /// Submits a command; `id` makes retries idempotent (a fresh one is
+    /// minted if none is given).
+    pub async fn submit(&self, op: Op, id: Option<CommandId>) -> CommandReply {
+        let id = id.unwrap_or_else(|| CommandId(format!("{:032x}", rand::random::<u128>())));
+        let (tx, rx) = oneshot::channel();
+        let call = Call::Submit {
+            cmd: Box::new(Command { id, op }),
+            reply: tx,
+        };
+        if self.tx.try_send(call).is_err() {
+            return Err(Refusal::Busy);
+        }
+        rx.await.unwrap_or(Err(Refusal::Timeout))
+    }
+
+    /// A copy of State (O(1): persistent maps).
+    pub async fn state(&self) -> Option<State> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Call::State(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// State once it has applied `idx`, or None if that takes longer than
+    /// `within` (or the node stops).
+    pub async fn state_at(&self, idx: EventIdx, within: Duration) -> Option<State> {
+        let mut rx = self.view.clone();
+        // The guard `wait_for` returns is not Send: drop it before awaiting.
+        let reached = matches!(
+            tokio::time::timeout(within, rx.wait_for(|v| v.status.applied_index >= idx)).await,
+            Ok(Ok(_))
+        );
+        if !reached {
+            return None;
+        }
+        self.state().await.filter(|s| s.index() >= idx)
+    }
+
+    /// Live output chunks of every task this node hears of; call
+    /// `watch_output` (again every second or so) to hear a task's.
+    pub fn output(&self) -> broadcast::Receiver<OutputChunk> {
+        self.output.subscribe()
+    }
+
+    /// Asks for a task's output to be sent here for a few seconds.
+    pub fn watch_output(&self, task: &TaskId) {
+        let _ = self.tx.try_send(Call::WatchOutput(task.clone()));
+    }
+
+    /// What this node keeps of a task's output (bounded ring).
+    pub async fn read_output(&self, task: &TaskId) -> Vec<OutputChunk> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Call::ReadOutput(task.clone(), tx))
+            .await
+            .is_err()
+        {
+            return vec![];
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Applied events from `from` on (at most about 1 MiB of them), or
+    /// `Err(floor)` when the log no longer holds `from`. None: stopping.
+    pub async fn read_events(&self, from: EventIdx) -> Option<Result<Vec<Envelope>, EventIdx>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Call::ReadEvents(from, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Test-only fault injection: hold every outgoing message for `d`.
+    pub fn set_fault_delay(&self, d: Duration) {
+        let _ = self.tx.try_send(Call::FaultDelay(d));
+    }
+
+    /// Whether some live node of the cluster runs user commands.
+    pub async fn exec_available(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Call::ExecAvailable(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Asks the node to stop.
+    pub fn shutdown(&self) {
+        let _ = self.stop.try_send(());
+    }
+}

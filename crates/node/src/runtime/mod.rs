@@ -1,0 +1,24 @@
+//! The node's runtime around the sans-IO core: `start` wires the data
+//! directory, the network actor and the core together and spawns the
+//! `event_loop`; clients hold a `NodeHandle`.
+//!
+//! | file | what it does |
+//! | --- | --- |
+//! | `start` | opening the data directory, recovery, wiring |
+//! | `handle` | the handle clients call, and the view they read |
+//! | `event_loop` | the one task that owns the core: inputs in, outputs performed |
+//! | `inbound` | network events into the core's inputs, sender checks |
+//! | `address_book` | peer ids and addresses, parsed once, bounded |
+//! | `snapshot_builder` | encoding snapshots off the loop |
+//! | `host` | this host's free capacity |
+
+mod address_book;
+mod event_loop;
+mod handle;
+mod host;
+mod inbound;
+mod snapshot_builder;
+mod start;
+
+pub use handle::{CatchUpProgress, NodeHandle, View};
+pub use start::{start, NodeError, NodeOptions};

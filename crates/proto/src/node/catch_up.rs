@@ -1,0 +1,584 @@
+//! Catching up: how committed entries reach this replica's State, and the
+//! one place that decides between fetching ranges and loading a snapshot.
+//!
+//! Entries arrive from Raft (members), from gossip (every node), from range
+//! fetches and from snapshots; all go through one ordered buffer and leave
+//! it in index order (invariant 3). What is missing is fetched by range from
+//! peers whose logs hold it (`GapFetcher`). A snapshot is loaded instead
+//! (invariant 4) when this node:
+//! - is joining (its State has no cluster yet) and something is committed;
+//! - is behind the known commit by more than `snapshot_threshold`;
+//! - or has a gap that no peer's log holds any more (a range came back
+//!   `Compacted`, or no live peer's log reaches down to it).
+//!
+//! With `no_snapshot` only the last reason applies. Only one transfer runs
+//! at a time; while it runs no ranges are fetched (they would be thrown
+//! away when the snapshot lands), and a failed transfer is retried from
+//! another source after a pause.
+
+use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
+use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
+use crate::snapshot_transfer::{ReceiveConfig, ReceiveEvent, SnapshotReceiver};
+use crate::wire::{FetchRange, RangeReply, SnapshotChunk, SnapshotRequest};
+use rand::Rng;
+use shoal_model::{EventIdx, LogEntry, NodeId, State};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug)]
+pub struct CatchUpConfig {
+    /// Behind by more than this, catch up by snapshot instead of ranges.
+    pub snapshot_threshold: u64,
+    /// Never ask for a snapshot unless no replica holds the range.
+    pub no_snapshot: bool,
+    /// A snapshot source should have applied within this many events of
+    /// the known commit; otherwise the tail after it is long.
+    pub source_max_lag: u64,
+    /// After a failed transfer, the next starts this much later.
+    pub retry_after: Duration,
+    pub gaps: GapConfig,
+    pub receive: ReceiveConfig,
+    pub buffer: BufferLimits,
+}
+
+impl Default for CatchUpConfig {
+    fn default() -> Self {
+        CatchUpConfig {
+            snapshot_threshold: 10_000,
+            no_snapshot: false,
+            source_max_lag: 1000,
+            retry_after: Duration::from_secs(1),
+            gaps: GapConfig::default(),
+            receive: ReceiveConfig::default(),
+            buffer: BufferLimits::default(),
+        }
+    }
+}
+
+/// A replica of this node's cluster that could serve ranges or a snapshot,
+/// as its heartbeats describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub node: NodeId,
+    /// Lowest index its log still holds.
+    pub floor: EventIdx,
+    pub applied: EventIdx,
+    /// Heard from within the node timeout.
+    pub live: bool,
+}
+
+#[derive(Debug)]
+pub enum CatchUpAction {
+    /// Ask `peer` for a range (a NACK).
+    Fetch { peer: NodeId, range: FetchRange },
+    /// Ask `to` for (part of) a snapshot.
+    SnapshotRequest { to: NodeId, req: SnapshotRequest },
+    /// A transfer began.
+    SnapshotStarted { source: NodeId, behind: u64 },
+    Progress {
+        received: u64,
+        total: u64,
+        entries: u64,
+    },
+    /// A snapshot arrived whole and verified: install it.
+    Install(Box<State>),
+    /// A transfer failed; another starts after `retry_after`.
+    Failed(String),
+}
+
+/// A range reply that cannot be right: its entries are not consecutive
+/// from the start it names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRange;
+
+#[derive(Debug)]
+pub struct CatchUp {
+    cfg: CatchUpConfig,
+    buffer: OrderedBuffer,
+    gaps: GapFetcher,
+    rx: Option<SnapshotReceiver>,
+    /// A gap no log holds: only a snapshot can fill it.
+    need_snapshot: bool,
+    /// No new transfer before this (after a failure).
+    retry_at: Duration,
+    session: u64,
+    /// High bits of every session id: tell this process's sessions from
+    /// an earlier one's.
+    session_tag: u64,
+    /// The highest commit index heard of.
+    known_commit: EventIdx,
+}
+
+impl CatchUp {
+    /// `next` is the first index State has not applied; `session_tag`
+    /// should differ between process starts (the incarnation).
+    pub fn new(cfg: CatchUpConfig, next: EventIdx, session_tag: u64, now: Duration) -> Self {
+        CatchUp {
+            cfg,
+            buffer: OrderedBuffer::new(next, cfg.buffer),
+            gaps: GapFetcher::new(cfg.gaps),
+            rx: None,
+            need_snapshot: false,
+            retry_at: now,
+            session: 0,
+            session_tag: (session_tag & 0xffff) << 48,
+            known_commit: EventIdx(next.0.saturating_sub(1)),
+        }
+    }
+
+    pub fn known_commit(&self) -> EventIdx {
+        self.known_commit
+    }
+
+    /// Whether a snapshot transfer is under way.
+    pub fn receiving(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// A commit index heard of (a heartbeat, Raft).
+    pub fn note_commit(&mut self, idx: EventIdx) {
+        self.known_commit = self.known_commit.max(idx);
+    }
+
+    /// Committed entries, from wherever they came.
+    pub fn offer(&mut self, entries: impl IntoIterator<Item = LogEntry>) {
+        for e in entries {
+            self.note_commit(e.idx);
+            self.buffer.insert(e);
+        }
+    }
+
+    /// The next entry to apply, if it is here.
+    pub fn pop_next(&mut self) -> Option<LogEntry> {
+        self.buffer.pop_next()
+    }
+
+    /// State moved forward: the gap fetcher's backoff starts over.
+    pub fn on_applied(&mut self) {
+        self.gaps.on_progress();
+    }
+
+    /// A peer answered a range request.
+    pub fn on_range(&mut self, from: &NodeId, reply: RangeReply) -> Result<(), BadRange> {
+        match reply {
+            RangeReply::Entries {
+                from: start,
+                entries,
+            } => {
+                self.gaps.on_reply(from, start);
+                let contiguous = entries
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| e.idx.0 == start.0 + i as u64);
+                if !contiguous {
+                    return Err(BadRange);
+                }
+                self.offer(entries);
+            }
+            RangeReply::Compacted { from: start, .. } => {
+                self.gaps.on_reply(from, start);
+                if start >= self.buffer.next() {
+                    self.need_snapshot = true;
+                }
+            }
+            RangeReply::NotYet { from: start, .. } => self.gaps.on_reply(from, start),
+        }
+        Ok(())
+    }
+
+    /// Bytes of `chunk` that belong to the transfer under way (counted as
+    /// received), and what follows from it.
+    pub fn on_chunk(
+        &mut self,
+        from: &NodeId,
+        chunk: SnapshotChunk,
+        now: Duration,
+    ) -> (u64, Vec<CatchUpAction>) {
+        let Some(rx) = self.rx.as_mut() else {
+            return (0, vec![]);
+        };
+        let ours = rx.session() == chunk.session && rx.source() == from;
+        let bytes = if ours { chunk.data.len() as u64 } else { 0 };
+        let evs = rx.on_chunk(from, chunk, now);
+        (bytes, self.receive_events(evs, now))
+    }
+
+    pub fn on_refused(
+        &mut self,
+        from: &NodeId,
+        session: u64,
+        reason: &str,
+        now: Duration,
+    ) -> Vec<CatchUpAction> {
+        let Some(rx) = self.rx.as_mut() else {
+            return vec![];
+        };
+        let evs = rx.on_refused(from, session, reason);
+        self.receive_events(evs, now)
+    }
+
+    /// Chunks whose answer is late are asked for again.
+    pub fn tick(&mut self, now: Duration) -> Vec<CatchUpAction> {
+        let Some(rx) = self.rx.as_mut() else {
+            return vec![];
+        };
+        let evs = rx.on_tick(now);
+        self.receive_events(evs, now)
+    }
+
+    fn receive_events(&mut self, evs: Vec<ReceiveEvent>, now: Duration) -> Vec<CatchUpAction> {
+        let mut out = Vec::new();
+        for ev in evs {
+            match ev {
+                ReceiveEvent::Request { to, req } => {
+                    out.push(CatchUpAction::SnapshotRequest { to, req })
+                }
+                ReceiveEvent::Progress {
+                    received,
+                    total,
+                    entries,
+                } => out.push(CatchUpAction::Progress {
+                    received,
+                    total,
+                    entries,
+                }),
+                ReceiveEvent::Done { state } => {
+                    self.rx = None;
+                    out.push(CatchUpAction::Install(state));
+                }
+                ReceiveEvent::Failed { reason } => {
+                    self.rx = None;
+                    self.retry_at = now + self.cfg.retry_after;
+                    self.need_snapshot = true;
+                    out.push(CatchUpAction::Failed(reason));
+                }
+            }
+        }
+        out
+    }
+
+    /// State was replaced by a snapshot at `index`: go on from `index + 1`.
+    pub fn installed(&mut self, index: EventIdx) {
+        self.buffer.fast_forward_to(index.next());
+        self.gaps.reset();
+        self.note_commit(index);
+    }
+
+    /// The "range or snapshot" decision, after every step. `applied` is
+    /// State's index; `joining` that State has no cluster yet; `sources`
+    /// the replicas of this cluster heard of; `master` the one believed
+    /// to lead (spared as a snapshot source when another will do).
+    pub fn plan(
+        &mut self,
+        now: Duration,
+        applied: EventIdx,
+        joining: bool,
+        sources: &[Source],
+        master: Option<&NodeId>,
+        rng: &mut impl Rng,
+    ) -> Vec<CatchUpAction> {
+        if self.rx.is_some() {
+            return vec![];
+        }
+        let mut out = self.plan_ranges(now, sources);
+        out.extend(self.plan_snapshot(now, applied, joining, sources, master, rng));
+        out
+    }
+
+    fn plan_ranges(&mut self, now: Duration, sources: &[Source]) -> Vec<CatchUpAction> {
+        let gaps = self.buffer.gaps(self.known_commit, 8);
+        let logs: Vec<PeerLog> = sources
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| PeerLog {
+                node: s.node.clone(),
+                floor: s.floor,
+                applied: s.applied,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for action in self.gaps.plan(now, &gaps, &logs) {
+            match action {
+                GapAction::Fetch { peer, from, to } => out.push(CatchUpAction::Fetch {
+                    peer,
+                    range: FetchRange { from, to },
+                }),
+                GapAction::NeedSnapshot => self.need_snapshot = true,
+            }
+        }
+        out
+    }
+
+    fn plan_snapshot(
+        &mut self,
+        now: Duration,
+        applied: EventIdx,
+        joining: bool,
+        sources: &[Source],
+        master: Option<&NodeId>,
+        rng: &mut impl Rng,
+    ) -> Vec<CatchUpAction> {
+        if now < self.retry_at {
+            return vec![];
+        }
+        let behind = self.known_commit.0.saturating_sub(applied.0);
+        let joining = joining && self.known_commit > EventIdx::ZERO;
+        let wanted = self.need_snapshot
+            || (!self.cfg.no_snapshot && (behind > self.cfg.snapshot_threshold || joining));
+        if !wanted || behind == 0 {
+            self.need_snapshot = false;
+            return vec![];
+        }
+        let Some(source) = self.choose_source(applied, sources, master, rng) else {
+            return vec![];
+        };
+        self.session = self.session.wrapping_add(1) | self.session_tag;
+        let (rx, evs) =
+            SnapshotReceiver::start(self.cfg.receive, self.session, source.clone(), now);
+        self.rx = Some(rx);
+        self.need_snapshot = false;
+        let mut out = vec![CatchUpAction::SnapshotStarted { source, behind }];
+        out.extend(self.receive_events(evs, now));
+        out
+    }
+
+    /// An up-to-date live replica that is not the master, so that joins do
+    /// not all load one node; else the master; else anyone ahead of us.
+    fn choose_source(
+        &self,
+        applied: EventIdx,
+        sources: &[Source],
+        master: Option<&NodeId>,
+        rng: &mut impl Rng,
+    ) -> Option<NodeId> {
+        let fresh: Vec<&Source> = sources
+            .iter()
+            .filter(|s| {
+                s.live
+                    && s.applied > applied
+                    && s.applied.0 + self.cfg.source_max_lag >= self.known_commit.0
+                    && Some(&s.node) != master
+            })
+            .collect();
+        if !fresh.is_empty() {
+            return Some(fresh[rng.gen_range(0..fresh.len())].node.clone());
+        }
+        if let Some(m) = master.filter(|m| sources.iter().any(|s| &s.node == *m)) {
+            return Some(m.clone());
+        }
+        let ahead: Vec<&Source> = sources.iter().filter(|s| s.applied > applied).collect();
+        (!ahead.is_empty()).then(|| ahead[rng.gen_range(0..ahead.len())].node.clone())
+    }
+
+    /// When this part next has something to do on its own: a gap to confirm
+    /// or re-ask, a late chunk, the end of a pause after a failure. Only
+    /// times after `now`: what is due now was done by the step that ran.
+    pub fn next_wake(&self, now: Duration) -> Option<Duration> {
+        let mut times = Vec::new();
+        match &self.rx {
+            Some(rx) => times.extend(rx.next_wake()),
+            None => {
+                times.extend(self.gaps.next_wake(now));
+                if self.need_snapshot || self.known_commit >= self.buffer.next() {
+                    times.push(self.retry_at);
+                }
+            }
+        }
+        times.into_iter().filter(|t| *t > now).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::entry;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn source(n: &str, floor: u64, applied: u64) -> Source {
+        Source {
+            node: NodeId::from(n),
+            floor: EventIdx(floor),
+            applied: EventIdx(applied),
+            live: true,
+        }
+    }
+
+    /// A replica that applied `applied` and heard of `commit`.
+    fn replica(applied: u64, commit: u64, no_snapshot: bool) -> CatchUp {
+        let cfg = CatchUpConfig {
+            no_snapshot,
+            ..CatchUpConfig::default()
+        };
+        let mut c = CatchUp::new(cfg, EventIdx(applied + 1), 0, ms(0));
+        c.note_commit(EventIdx(commit));
+        c
+    }
+
+    /// Plans at `at` ms, and names what it decided.
+    fn plan(
+        c: &mut CatchUp,
+        at: u64,
+        joining: bool,
+        peers: &[Source],
+        master: Option<&str>,
+    ) -> (Vec<&'static str>, Vec<CatchUpAction>) {
+        let applied = EventIdx(c.buffer.next().0 - 1);
+        let master = master.map(NodeId::from);
+        let mut rng = SmallRng::seed_from_u64(7);
+        let acts = c.plan(ms(at), applied, joining, peers, master.as_ref(), &mut rng);
+        (kinds(&acts), acts)
+    }
+
+    fn kinds(acts: &[CatchUpAction]) -> Vec<&'static str> {
+        acts.iter()
+            .map(|a| match a {
+                CatchUpAction::Fetch { .. } => "fetch",
+                CatchUpAction::SnapshotRequest { .. } => "snapshot_request",
+                CatchUpAction::SnapshotStarted { .. } => "snapshot_started",
+                CatchUpAction::Progress { .. } => "progress",
+                CatchUpAction::Install(_) => "install",
+                CatchUpAction::Failed(_) => "failed",
+            })
+            .collect()
+    }
+
+    const SNAPSHOT: [&str; 2] = ["snapshot_started", "snapshot_request"];
+
+    #[test]
+    fn entries_leave_in_order_whatever_order_they_came_in() {
+        let mut c = replica(0, 0, false);
+        c.offer([entry(3), entry(1)]);
+        assert_eq!(c.known_commit(), EventIdx(3));
+        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1)));
+        assert!(c.pop_next().is_none(), "2 is missing");
+        c.offer([entry(2)]);
+        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(2)));
+        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(3)));
+    }
+
+    #[test]
+    fn a_short_lag_is_fetched_by_range_after_one_backoff() {
+        let mut c = replica(100, 150, false);
+        let peers = [source("a", 1, 150)];
+        assert!(plan(&mut c, 0, false, &peers, None).0.is_empty());
+        assert_eq!(c.next_wake(ms(0)), Some(ms(50)), "wakes to confirm the gap");
+        let (kinds, acts) = plan(&mut c, 50, false, &peers, None);
+        assert_eq!(kinds, ["fetch"]);
+        let CatchUpAction::Fetch { peer, range } = &acts[0] else {
+            unreachable!()
+        };
+        assert_eq!(peer, &NodeId::from("a"));
+        assert_eq!((range.from, range.to), (EventIdx(101), EventIdx(150)));
+    }
+
+    #[test]
+    fn a_long_lag_loads_a_snapshot_from_a_replica_other_than_the_master() {
+        let mut c = replica(0, 50_000, false);
+        let peers = [source("master", 1, 50_000), source("b", 1, 49_990)];
+        let (kinds, acts) = plan(&mut c, 0, false, &peers, Some("master"));
+        assert_eq!(kinds, SNAPSHOT);
+        let CatchUpAction::SnapshotStarted { source, behind } = &acts[0] else {
+            unreachable!()
+        };
+        assert_eq!((source.as_str(), *behind), ("b", 50_000));
+        assert!(c.receiving());
+        // While it runs, nothing else is asked for.
+        assert!(plan(&mut c, 100, false, &peers, Some("master"))
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn the_master_serves_the_snapshot_when_no_other_replica_is_fresh() {
+        let mut c = replica(0, 50_000, false);
+        let peers = [source("master", 1, 50_000), source("b", 1, 10)];
+        let (_, acts) = plan(&mut c, 0, false, &peers, Some("master"));
+        let CatchUpAction::SnapshotStarted { source, .. } = &acts[0] else {
+            panic!("{:?}", kinds(&acts))
+        };
+        assert_eq!(source.as_str(), "master");
+    }
+
+    #[test]
+    fn a_joiner_loads_a_snapshot_however_short_the_log() {
+        let mut c = replica(0, 5, false);
+        assert_eq!(
+            plan(&mut c, 0, true, &[source("a", 1, 5)], None).0,
+            SNAPSHOT
+        );
+    }
+
+    #[test]
+    fn without_snapshots_a_long_lag_is_fetched_by_range() {
+        let mut c = replica(0, 50_000, true);
+        let peers = [source("a", 1, 50_000)];
+        assert!(plan(&mut c, 0, true, &peers, None).0.is_empty());
+        assert_eq!(plan(&mut c, 50, true, &peers, None).0, ["fetch"; 4]);
+    }
+
+    #[test]
+    fn a_compacted_range_turns_into_a_snapshot_even_without_snapshots() {
+        let mut c = replica(10, 20, true);
+        let reply = RangeReply::Compacted {
+            from: EventIdx(11),
+            floor: EventIdx(15),
+        };
+        assert_eq!(c.on_range(&NodeId::from("a"), reply), Ok(()));
+        assert_eq!(
+            plan(&mut c, 0, false, &[source("a", 15, 20)], None).0,
+            SNAPSHOT
+        );
+    }
+
+    #[test]
+    fn a_range_that_is_not_consecutive_is_refused_and_nothing_of_it_kept() {
+        let mut c = replica(0, 0, false);
+        let reply = RangeReply::Entries {
+            from: EventIdx(1),
+            entries: vec![entry(1), entry(3)],
+        };
+        assert_eq!(c.on_range(&NodeId::from("a"), reply), Err(BadRange));
+        assert!(c.pop_next().is_none());
+    }
+
+    #[test]
+    fn a_failed_transfer_is_retried_after_a_pause_from_a_source_that_answers() {
+        let mut c = CatchUp::new(CatchUpConfig::default(), EventIdx(1), 3, ms(0));
+        c.note_commit(EventIdx(50_000));
+        let peers = [source("a", 1, 50_000)];
+        let (_, acts) = plan(&mut c, 0, false, &peers, None);
+        let CatchUpAction::SnapshotRequest { req, .. } = &acts[1] else {
+            unreachable!()
+        };
+        assert_eq!(req.session >> 48, 3, "the session carries the tag");
+        let acts = c.on_refused(&NodeId::from("a"), req.session, "busy", ms(10));
+        assert_eq!(kinds(&acts), ["failed"]);
+        assert!(!c.receiving());
+        // Ranges are fetched meanwhile; the snapshot waits for the pause.
+        assert_eq!(plan(&mut c, 500, false, &peers, None).0, ["fetch"; 4]);
+        let wake = c.next_wake(ms(500)).unwrap();
+        assert!(
+            wake > ms(500) && wake <= ms(1010),
+            "wakes by the end of the pause"
+        );
+        assert_eq!(plan(&mut c, 1010, false, &peers, None).0, SNAPSHOT);
+    }
+
+    #[test]
+    fn after_a_snapshot_the_buffer_goes_on_from_its_index() {
+        let mut c = replica(0, 0, false);
+        c.offer([entry(1001)]);
+        c.installed(EventIdx(1000));
+        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1001)));
+        assert!(c.known_commit() >= EventIdx(1001));
+    }
+
+    #[test]
+    fn nothing_to_do_means_no_wake() {
+        assert_eq!(replica(0, 0, false).next_wake(ms(5)), None);
+    }
+}

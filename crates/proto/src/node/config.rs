@@ -1,0 +1,88 @@
+//! How a node core is configured: identity, cadences, and the settings of
+//! the cores it is made of.
+
+use super::catch_up::CatchUpConfig;
+use crate::consensus::RaftConfig;
+use crate::pending::PendingConfig;
+use crate::placement::PlacementConfig;
+use crate::replicas::ReplicaConfig;
+use crate::task_output::OutputConfig;
+use crate::worker::WorkerConfig;
+use shoal_model::NodeId;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node: NodeId,
+    /// Where peers reach this node (a multiaddr on a real node).
+    pub addr: String,
+    /// Random per process start.
+    pub incarnation: u64,
+    pub seed: u64,
+    /// Voters the master aims for.
+    pub voters: usize,
+    pub node_timeout: Duration,
+    pub heartbeat_every: Duration,
+    pub raft_tick: Duration,
+    pub plan_every: Duration,
+    /// How long an empty node listens for a cluster before founding one.
+    pub discovery_window: Duration,
+    /// Ranges or snapshot, and the settings of both.
+    pub catch_up: CatchUpConfig,
+    /// Applied events between local snapshots.
+    pub local_snapshot_every: u64,
+    /// Entries kept in the log below the newest local snapshot, so a
+    /// replica that lags a little fetches ranges, not a snapshot.
+    pub log_retain: u64,
+    /// A dead voter is replaced after this long.
+    pub voter_grace: Duration,
+    /// Command outcomes are kept at least this long (the retry window).
+    pub outcome_retention: Duration,
+    /// Finished tasks are forgotten this long after their last change.
+    pub task_retention: Duration,
+    pub raft: RaftConfig,
+    pub pending: PendingConfig,
+    /// How often this node gossips its capacity (for placement).
+    pub metrics_every: Duration,
+    /// This node's labels, matched by tasks that ask for some.
+    pub labels: BTreeMap<String, String>,
+    /// Whether this node runs user commands (`--allow-exec`).
+    pub exec: bool,
+    pub placement: PlacementConfig,
+    pub worker: WorkerConfig,
+    pub replicas: ReplicaConfig,
+    pub output: OutputConfig,
+}
+
+impl NodeConfig {
+    pub fn new(node: NodeId, addr: String, seed: u64) -> Self {
+        NodeConfig {
+            node,
+            addr,
+            incarnation: seed ^ 0x5eed,
+            seed,
+            voters: 3,
+            node_timeout: Duration::from_secs(2),
+            heartbeat_every: Duration::from_millis(300),
+            raft_tick: Duration::from_millis(100),
+            plan_every: Duration::from_millis(250),
+            discovery_window: Duration::from_secs(2),
+            catch_up: CatchUpConfig::default(),
+            local_snapshot_every: 100_000,
+            log_retain: 50_000,
+            voter_grace: Duration::from_secs(10),
+            outcome_retention: Duration::from_secs(600),
+            task_retention: Duration::from_secs(3600),
+            raft: RaftConfig::default(),
+            pending: PendingConfig::default(),
+            metrics_every: Duration::from_secs(1),
+            labels: BTreeMap::new(),
+            exec: false,
+            placement: PlacementConfig::default(),
+            worker: WorkerConfig::default(),
+            replicas: ReplicaConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Finding the cluster and joining it (invariant 8).
+//!
+//! A node with no cluster listens for `discovery_window`: if it hears a
+//! heartbeat of a cluster it adopts that cluster's id (and loads State by
+//! snapshot); if it only hears other empty nodes, the one with the smallest
+//! id founds a cluster and the others join it. A node with State but not
+//! recorded as a member (or recorded at another address) asks the master
+//! to record it (`Direct::Join` → `Event::NodeJoined`).
+//!
+//! Members' addresses are in State; the node asks its shell to keep a
+//! connection to each (`Output::Dial`), so the mesh does not depend on the
+//! peers a node happened to be started with.
+
+use super::io::Output;
+use super::timers::Timer;
+use super::Node;
+use crate::consensus::RaftBase;
+use crate::log_store::LogStore;
+use crate::wire::Direct;
+use rand::Rng;
+use shoal_model::{ClusterId, Event, Liveness, NodeId, RaftId};
+use std::time::Duration;
+
+/// A join is asked for again after this long without being recorded.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+impl<L: LogStore> Node<L> {
+    /// This node now belongs to `cluster`.
+    pub(super) fn adopt_cluster(&mut self, cluster: ClusterId, out: &mut Vec<Output>) {
+        self.cluster = Some(cluster.clone());
+        out.push(Output::ClusterAdopted(cluster));
+        self.timers.cancel(Timer::Discovery);
+        self.timers.set(Timer::Metrics, self.now);
+    }
+
+    /// On the discovery timer: found a cluster if none showed up within
+    /// the window and no smaller empty node is in sight.
+    pub(super) fn discover(&mut self, out: &mut Vec<Output>) {
+        if self.cluster.is_some() {
+            return;
+        }
+        let window_ends = self.started + self.cfg.discovery_window;
+        if self.now < window_ends || self.peers.smaller_empty_peer(&self.cfg.node, self.now) {
+            // Look again soon: the smaller node may found, or fall silent.
+            let at = window_ends.max(self.now + self.cfg.heartbeat_every);
+            self.timers.set(Timer::Discovery, at);
+            return;
+        }
+        let id = ClusterId(format!("{:032x}", self.rng.gen::<u128>()));
+        tracing::info!(node = %self.cfg.node, cluster = %id, "no cluster in sight; founding one");
+        self.adopt_cluster(id, out);
+        let base = RaftBase {
+            voters: vec![RaftId(1)],
+            ..Default::default()
+        };
+        if let Err(e) = self.start_raft(RaftId(1), base) {
+            self.fail(format!("could not start raft: {e}"), out);
+            return;
+        }
+        if let Some(r) = self.raft.as_mut() {
+            let _ = r.campaign();
+        }
+    }
+
+    /// After every step: a node with State that is not recorded as a live
+    /// member at its address asks the master to record it.
+    pub(super) fn maybe_join(&mut self, out: &mut Vec<Output>) {
+        if self.leaving.is_some() || self.raft.is_some() || self.now < self.next_join {
+            return;
+        }
+        let joined = self
+            .state
+            .nodes()
+            .get(&self.cfg.node)
+            .is_some_and(|n| n.liveness == Liveness::Alive && n.addr == self.cfg.addr);
+        if joined || self.state.cluster_id().is_none() {
+            return;
+        }
+        if let Some(master) = self.master_view.id.clone() {
+            self.next_join = self.now + JOIN_RETRY;
+            let addr = self.cfg.addr.clone();
+            self.send(master, Direct::Join { addr }, out);
+        }
+    }
+
+    /// As master: a node asks to be recorded.
+    pub(super) fn on_join(&mut self, from: NodeId, addr: String) {
+        if self.state.cluster_id().is_none() {
+            return;
+        }
+        let Some(m) = self.master.as_ref() else {
+            return;
+        };
+        let known = self
+            .state
+            .nodes()
+            .get(&from)
+            .is_some_and(|n| n.addr == addr && n.liveness == Liveness::Alive);
+        if known || m.join_pending(&from, self.now) {
+            return;
+        }
+        let event = Event::NodeJoined {
+            node: from.clone(),
+            addr,
+            at_ms: self.wall_ms,
+        };
+        if self.propose(&event).is_ok() {
+            if let Some(m) = self.master.as_mut() {
+                m.joins.insert(from, self.now);
+            }
+        }
+    }
+
+    /// The members in State changed: Raft's id map follows, and the shell
+    /// is asked to keep connections to every member still in the cluster.
+    pub(super) fn members_changed(&mut self) {
+        self.refresh_raft_peers();
+        self.dial_pending = true;
+    }
+
+    pub(super) fn dial_members(&mut self, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.dial_pending) {
+            return;
+        }
+        for (id, n) in self.state.nodes() {
+            if *id != self.cfg.node && n.liveness != Liveness::Left && !n.addr.is_empty() {
+                out.push(Output::Dial(n.addr.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! What goes into the node core and what comes out: the shell (a real
+//! node's event loop, or the simulator) delivers `Input`s and performs
+//! `Output`s, and reads `Status` and `Metrics` between steps.
+
+use crate::pending::ReplyTo;
+use crate::replicas::ReplicaRun;
+use crate::snapshot_transfer::EncodedSnapshot;
+use crate::wire::{CommandReply, Direct, Frame, Gossip};
+use crate::worker::{StopReason, TaskRun};
+use serde::{Deserialize, Serialize};
+use shoal_model::{
+    ClusterId, Command, EventIdx, ExitClass, FencingToken, NodeId, OutputChunk, State, StateHash,
+    TaskId, Term,
+};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum Input {
+    /// The time asked for by the last `Output::Wake` has come. (Any input
+    /// runs the timers that are due; this one only brings time.)
+    Wake,
+    Direct(Frame<Direct>),
+    Gossip(Frame<Gossip>),
+    /// A client command; the answer comes back as `Output::Reply`.
+    Submit {
+        cmd: Command,
+        reply: ReplyTo,
+    },
+    /// The shell finished `Output::BuildSnapshot`.
+    SnapshotBuilt {
+        snap: EncodedSnapshot,
+        save: Saved,
+    },
+    /// This host's free capacity, measured after `Output::MeasureHost`.
+    HostCapacity {
+        cpu_free_milli: u32,
+        mem_free_bytes: u64,
+    },
+    /// A run started by `Output::StartRun` or `StartReplica` ended.
+    RunExited {
+        token: FencingToken,
+        exit_code: i32,
+        class: ExitClass,
+    },
+    /// A chunk of output from a run on this node.
+    RunOutput(OutputChunk),
+    /// A client of this node follows a task's output: ask the node that
+    /// runs it to send it here for a while. Renewed by the client.
+    WatchOutput(TaskId),
+    /// Stop taking work and hand back what runs here (`shoal leave`).
+    Drain,
+}
+
+/// What became of a build's `save` request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    NotAsked,
+    Saved,
+    Failed,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        to: NodeId,
+        frame: Frame<Direct>,
+    },
+    Broadcast(Frame<Gossip>),
+    Reply {
+        to: ReplyTo,
+        reply: CommandReply,
+    },
+    /// Deliver `Input::Wake` at `at` (monotonic, as `now`). Replaces any
+    /// wake asked for before; the core never needs two.
+    Wake {
+        at: Duration,
+    },
+    /// Encode this State off the loop; `save` also writes it to disk.
+    BuildSnapshot {
+        state: Box<State>,
+        save: bool,
+    },
+    /// This node now belongs to this cluster: persist it.
+    ClusterAdopted(ClusterId),
+    /// A member's address: keep a connection to it.
+    Dial(String),
+    /// Measure this host's free capacity; answer with `Input::HostCapacity`.
+    MeasureHost,
+    /// Snapshot download progress while catching up.
+    CatchUp {
+        received: u64,
+        total: u64,
+        entries: u64,
+    },
+    /// A State arrived by snapshot and replaced the local one.
+    SnapshotInstalled {
+        index: EventIdx,
+    },
+    /// Start (or restart, after a crash) a replica of a deployment. It is
+    /// stopped with `StopRun`.
+    StartReplica(ReplicaRun),
+    /// Start a task's run.
+    StartRun(TaskRun),
+    /// Stop a run: SIGTERM to its group, a grace period, SIGKILL. Its end
+    /// comes back as `Input::RunExited`.
+    StopRun {
+        token: FencingToken,
+        reason: StopReason,
+    },
+    /// A chunk of task output this node recorded (from a local run or a
+    /// subscription): for this node's own clients.
+    TaskOutput(OutputChunk),
+    /// The node cannot go on (duplicate identity, unreadable log entry,
+    /// failed storage); the shell logs it and exits.
+    Fatal(String),
+}
+
+/// Counters for metrics; they only grow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub events_applied: u64,
+    pub nacks_sent: u64,
+    pub ranges_served: u64,
+    pub snapshot_bytes_sent: u64,
+    pub snapshot_bytes_received: u64,
+    pub snapshots_installed: u64,
+    pub snapshot_failures: u64,
+    pub leader_changes: u64,
+    pub bad_messages: u64,
+    pub foreign_messages: u64,
+    pub proposals_refused: u64,
+}
+
+/// What a node is in its cluster, as `shoal status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// The Raft leader: it sequences commands and runs the plan tick.
+    Master,
+    /// A Raft voter that does not lead.
+    Voter,
+    /// Follows by gossip (learners being caught up count here too).
+    Follower,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Master => "master",
+            NodeRole::Voter => "voter",
+            NodeRole::Follower => "follower",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub cluster_id: Option<ClusterId>,
+    pub role: NodeRole,
+    pub master_id: Option<NodeId>,
+    pub term: Term,
+    pub applied_index: EventIdx,
+    pub commit_index: EventIdx,
+    pub state_hash: StateHash,
+    pub peers: Vec<NodeId>,
+}
+
+/// What this node knows of another from its heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSummary {
+    pub node: NodeId,
+    pub addr: String,
+    pub since_heard: Duration,
+    pub applied: EventIdx,
+    pub commit: EventIdx,
+    pub same_cluster: bool,
+}

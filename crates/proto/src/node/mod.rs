@@ -1,0 +1,578 @@
+//! The node core: one sans-IO state machine per node that ties the
+//! protocol's parts together. `handle_all(inputs, now)` returns what the
+//! shell must send, run, persist elsewhere or answer, and when to wake the
+//! core next.
+//!
+//! Where each rule lives, by file:
+//!
+//! | file | what it decides |
+//! | --- | --- |
+//! | `catch_up` | ordering of committed entries; fetch ranges or load a snapshot |
+//! | `apply` | applying entries, the follower's log, local snapshots, start-up replay |
+//! | `raft` | running Raft while a member; the master role starts and ends |
+//! | `master/` | the master's state and plan tick: liveness, voters, expiry, placement |
+//! | `peers` | heartbeats, who is alive, how followers learn the master |
+//! | `discovery` | founding or adopting a cluster, joining it, dialling members |
+//! | `commands` | admission of client commands, routing to the master, replies |
+//! | `serve` | ranges and snapshots for other replicas, events for subscribers |
+//! | `work` | tasks and replicas run here, leases, capacity, task output |
+//! | `leave` | leaving on purpose |
+//! | `timers` | the core's timers; the one wake-up it asks for |
+//!
+//! Every replica, voter or not, applies committed entries through the same
+//! ordered buffer. Storage is the one effect inside `handle`: the core
+//! writes through the `LogStore` it was given (see the crate docs for why).
+
+mod apply;
+pub mod catch_up;
+pub mod commands;
+mod config;
+mod discovery;
+mod io;
+mod leave;
+pub mod master;
+mod peers;
+mod raft;
+mod serve;
+mod timers;
+mod work;
+
+pub use catch_up::{CatchUpAction, CatchUpConfig, Source};
+pub use config::NodeConfig;
+pub use io::{Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
+pub use peers::{MasterView, Peers};
+pub use timers::{Timer, Timers};
+
+use crate::consensus::{RaftBase, RaftCore, RaftError};
+use crate::log_store::LogStore;
+use crate::pending::PendingCommands;
+use crate::placement::Capacities;
+use crate::replicas::Replicas;
+use crate::snapshot_transfer::SnapshotServer;
+use crate::task_output::OutputHub;
+use crate::wire::{Direct, Frame, Gossip, PROTOCOL_VERSION};
+use crate::worker::Worker;
+use catch_up::CatchUp;
+use leave::Leaving;
+use master::MasterState;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use shoal_model::{
+    ApplyError, ClusterId, DecodeError, EventIdx, NodeId, RaftId, State, TransientEvent,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Why a node could not start from what its disk holds.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the local snapshot belongs to cluster {snapshot}, this node to {node}")]
+    ClusterMismatch {
+        snapshot: ClusterId,
+        node: ClusterId,
+    },
+    #[error("reading the log: {0}")]
+    Log(#[from] shoal_log::LogError),
+    #[error("log entry {idx} is unreadable: {reason}")]
+    Entry { idx: EventIdx, reason: DecodeError },
+    #[error("replaying the log: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("starting raft: {0}")]
+    Raft(#[from] RaftError),
+}
+
+/// A wake-up is never asked for sooner than this after `now`.
+const MIN_WAKE: Duration = Duration::from_millis(1);
+
+pub struct Node<L: LogStore> {
+    cfg: NodeConfig,
+    log: L,
+    state: State,
+    cluster: Option<ClusterId>,
+    raft: Option<RaftCore>,
+    raft_peers: BTreeMap<RaftId, NodeId>,
+    master_view: MasterView,
+    /// Exists while this node is master.
+    master: Option<MasterState>,
+    catch_up: CatchUp,
+    snapshots: SnapshotServer,
+    pending: PendingCommands,
+    peers: Peers,
+    capacities: Capacities,
+    worker: Worker,
+    replicas: Replicas,
+    /// Placements may have changed: compare the replicas with State.
+    replicas_dirty: bool,
+    output: OutputHub,
+    leaving: Option<Leaving>,
+    next_join: Duration,
+    /// Members changed since the shell was last asked to dial them.
+    dial_pending: bool,
+    /// This host's free CPU (millicores) and memory, as last measured.
+    capacity: (u32, u64),
+    last_local_snapshot: EventIdx,
+    local_snapshot_building: bool,
+    timers: Timers,
+    /// The wake-up the shell holds (None once it fired).
+    armed: Option<Duration>,
+    started: Duration,
+    now: Duration,
+    wall_ms: u64,
+    rng: SmallRng,
+    metrics: Metrics,
+    fatal: bool,
+}
+
+impl<L: LogStore> std::fmt::Debug for Node<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.cfg.node)
+            .field("index", &self.state.index())
+            .field("raft", &self.raft)
+            .finish()
+    }
+}
+
+impl<L: LogStore> Node<L> {
+    /// Starts a node from what its disk holds: the newest local snapshot
+    /// (if any), the log, and the persisted cluster id. The committed tail
+    /// of the log past the snapshot is replayed here. The shell then
+    /// delivers `Input::Wake` at once: the core asks for what follows.
+    pub fn new(
+        cfg: NodeConfig,
+        mut log: L,
+        snapshot: Option<State>,
+        cluster: Option<ClusterId>,
+        now: Duration,
+    ) -> Result<Self, StartError> {
+        let mut state = snapshot.unwrap_or_default();
+        if state.index() == EventIdx::ZERO && state.cluster_id().is_none() {
+            state = State::new();
+        }
+        if let (Some(mine), Some(theirs)) = (&cluster, state.cluster_id()) {
+            if mine != theirs {
+                return Err(StartError::ClusterMismatch {
+                    snapshot: theirs.clone(),
+                    node: mine.clone(),
+                });
+            }
+        }
+        apply::replay(&mut state, &mut log)?;
+        let applied = state.index();
+        let mut timers = Timers::default();
+        timers.set(Timer::Heartbeat, now);
+        if cluster.is_some() {
+            timers.set(Timer::Metrics, now);
+        } else {
+            timers.set(Timer::Discovery, now);
+        }
+        let mut node = Node {
+            catch_up: CatchUp::new(cfg.catch_up, applied.next(), cfg.incarnation, now),
+            pending: PendingCommands::new(cfg.pending),
+            peers: Peers::new(cfg.node_timeout),
+            worker: Worker::new(cfg.worker, applied),
+            replicas: Replicas::new(cfg.replicas),
+            output: OutputHub::new(cfg.output),
+            rng: SmallRng::seed_from_u64(cfg.seed),
+            last_local_snapshot: applied,
+            state,
+            log,
+            cluster,
+            raft: None,
+            raft_peers: BTreeMap::new(),
+            master_view: MasterView::default(),
+            master: None,
+            snapshots: SnapshotServer::default(),
+            capacities: Capacities::default(),
+            replicas_dirty: true,
+            leaving: None,
+            next_join: now,
+            dial_pending: true,
+            capacity: (0, 0),
+            local_snapshot_building: false,
+            timers,
+            armed: None,
+            started: now,
+            now,
+            wall_ms: 0,
+            metrics: Metrics::default(),
+            fatal: false,
+            cfg,
+        };
+        node.refresh_raft_peers();
+        // The founder restarting before its founding entry applied: its
+        // Raft log alone says it is the only voter.
+        let founder_restart = node.cluster.is_some()
+            && node.state.cluster_id().is_none()
+            && node.log.membership().voters == vec![1];
+        if founder_restart {
+            let base = RaftBase {
+                voters: vec![RaftId(1)],
+                ..Default::default()
+            };
+            node.start_raft(RaftId(1), base)?;
+        } else {
+            node.sync_raft_membership()?;
+        }
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.cfg.node
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn into_log(self) -> L {
+        self.log
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn cluster(&self) -> Option<&ClusterId> {
+        self.cluster.as_ref()
+    }
+
+    pub fn raft(&self) -> Option<&RaftCore> {
+        self.raft.as_ref()
+    }
+
+    /// When a timer is due (for tests and the dashboard).
+    pub fn timer(&self, timer: Timer) -> Option<Duration> {
+        self.timers.get(timer)
+    }
+
+    pub fn commit_index(&self) -> EventIdx {
+        let raft_commit = self
+            .raft
+            .as_ref()
+            .map_or(EventIdx::ZERO, |r| r.commit_index());
+        self.catch_up
+            .known_commit()
+            .max(raft_commit)
+            .max(self.state.index())
+    }
+
+    /// Live peers of this node's cluster.
+    pub fn live_peers(&self) -> Vec<NodeId> {
+        self.peers.live_members(self.cluster.as_ref(), self.now)
+    }
+
+    /// Every peer heard from, with how long ago.
+    pub fn peer_summaries(&self) -> Vec<PeerSummary> {
+        self.peers.summaries(self.cluster.as_ref(), self.now)
+    }
+
+    pub fn status(&self) -> Status {
+        let voter = self
+            .raft
+            .as_ref()
+            .is_some_and(|r| r.voters().contains(&r.id()));
+        let role = match (self.is_master(), voter) {
+            (true, _) => NodeRole::Master,
+            (false, true) => NodeRole::Voter,
+            (false, false) => NodeRole::Follower,
+        };
+        Status {
+            node_id: self.cfg.node.clone(),
+            cluster_id: self.cluster.clone(),
+            role,
+            master_id: self.master_view.id.clone(),
+            term: self.term(),
+            applied_index: self.state.index(),
+            commit_index: self.commit_index(),
+            state_hash: self.state.hash(),
+            peers: self.live_peers(),
+        }
+    }
+
+    /// Handles one input at monotonic time `now`, with `wall_ms` the wall
+    /// clock (stamped into commands this node sequences as master).
+    pub fn handle(&mut self, input: Input, now: Duration, wall_ms: u64) -> Vec<Output> {
+        self.handle_all(vec![input], now, wall_ms)
+    }
+
+    /// Handles a batch of inputs that arrived together, then runs what is
+    /// due and drives Raft once: proposals from many clients share one
+    /// fsync.
+    pub fn handle_all(&mut self, inputs: Vec<Input>, now: Duration, wall_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.fatal {
+            return out;
+        }
+        self.now = now.max(self.now);
+        self.wall_ms = wall_ms;
+        for input in inputs {
+            self.dispatch(input, &mut out);
+            if self.fatal {
+                return out;
+            }
+        }
+        self.run_timers(&mut out);
+        self.settle(&mut out);
+        if !self.fatal {
+            self.arm(&mut out);
+        }
+        out
+    }
+
+    fn dispatch(&mut self, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Wake => self.armed = None,
+            Input::Direct(frame) => self.on_direct(frame, out),
+            Input::Gossip(frame) => self.on_gossip(frame, out),
+            Input::Submit { cmd, reply } => self.submit(cmd, reply, out),
+            Input::SnapshotBuilt { snap, save } => self.on_snapshot_built(snap, save, out),
+            Input::HostCapacity {
+                cpu_free_milli,
+                mem_free_bytes,
+            } => self.capacity = (cpu_free_milli, mem_free_bytes),
+            Input::RunExited {
+                token,
+                exit_code,
+                class,
+            } => self.on_run_exited(token, exit_code, class, out),
+            Input::RunOutput(chunk) => self.record_output(chunk, out),
+            Input::WatchOutput(task) => self.watch_output(&task, out),
+            Input::Drain => self.drain(out),
+        }
+    }
+
+    /// The periodic duties that are due.
+    fn run_timers(&mut self, out: &mut Vec<Output>) {
+        for timer in self.timers.take_due(self.now) {
+            match timer {
+                Timer::Raft => self.raft_tick(out),
+                Timer::Heartbeat => {
+                    self.timers
+                        .set(Timer::Heartbeat, self.now + self.cfg.heartbeat_every);
+                    self.heartbeat(out);
+                }
+                Timer::Metrics => self.publish_metrics(out),
+                Timer::Plan => self.plan(),
+                Timer::Discovery => self.discover(out),
+            }
+            if self.fatal {
+                return;
+            }
+        }
+    }
+
+    /// After any input: the parts' own deadlines, then drive Raft and apply
+    /// what is ready (again while either yields more), then the catch-up
+    /// decision on the result.
+    fn settle(&mut self, out: &mut Vec<Output>) {
+        let acts = self.catch_up.tick(self.now);
+        self.run_catch_up(acts, out);
+        self.tick_pending(out);
+        self.leave_step(out);
+        if self.cluster.is_some() {
+            self.maybe_join(out);
+        }
+        for _ in 0..8 {
+            self.drive_raft(out);
+            let applied = self.apply_ready(out);
+            if self.fatal {
+                return;
+            }
+            self.sync_master_role();
+            // Runs to start or stop, reports to send: proposals that the
+            // next round drives.
+            self.sync_work(out);
+            let more = applied || self.raft.as_ref().is_some_and(|r| r.has_ready());
+            if !more {
+                break;
+            }
+        }
+        self.follow(out);
+        self.dial_members(out);
+    }
+
+    /// The next time something is due, as the one wake-up to ask for. A
+    /// part's deadline that has passed is waiting for an input (a holder of
+    /// a gap, a master to talk to), not for time; a timer set for now
+    /// (a new master's first plan tick) runs at once.
+    pub fn next_wake(&self) -> Option<Duration> {
+        let now = self.now;
+        let timers = self.timers.next().map(|t| t.max(now + MIN_WAKE));
+        let join = (self.cluster.is_some() && self.raft.is_none()).then_some(self.next_join);
+        let parts = [
+            self.catch_up.next_wake(now),
+            self.pending.next_wake(),
+            self.worker.next_wake(),
+            self.replicas.next_wake(),
+            self.leave_wake(),
+            join,
+        ];
+        parts
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .chain(timers)
+            .min()
+    }
+
+    fn arm(&mut self, out: &mut Vec<Output>) {
+        let next = self.next_wake();
+        if let Some(at) = next.filter(|_| next != self.armed) {
+            self.armed = next;
+            out.push(Output::Wake { at });
+        }
+    }
+
+    fn fail(&mut self, why: String, out: &mut Vec<Output>) {
+        self.fatal = true;
+        out.push(Output::Fatal(why));
+    }
+
+    /// A frame from this node: protocol version, cluster id, sender.
+    pub fn frame<M>(&self, msg: M) -> Frame<M> {
+        Frame {
+            version: PROTOCOL_VERSION,
+            cluster: self.cluster.clone(),
+            from: self.cfg.node.clone(),
+            msg,
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: Direct, out: &mut Vec<Output>) {
+        if to == self.cfg.node {
+            return;
+        }
+        out.push(Output::Send {
+            to,
+            frame: self.frame(msg),
+        });
+    }
+
+    /// Frames of another version or cluster are dropped and counted.
+    fn admissible<M>(&mut self, frame: &Frame<M>) -> bool {
+        if frame.version != PROTOCOL_VERSION {
+            self.metrics.bad_messages += 1;
+            return false;
+        }
+        match (&self.cluster, &frame.cluster) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                self.metrics.foreign_messages += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn on_gossip(&mut self, frame: Frame<Gossip>, out: &mut Vec<Output>) {
+        if !self.admissible(&frame) {
+            return;
+        }
+        match frame.msg {
+            Gossip::Committed(entries) => {
+                if self.cluster.is_some() && frame.cluster == self.cluster {
+                    self.catch_up.offer(entries);
+                }
+            }
+            Gossip::Transient(TransientEvent::Heartbeat(hb)) => {
+                self.on_heartbeat(frame.from, frame.cluster, hb, out)
+            }
+            Gossip::Transient(TransientEvent::Metrics(m)) => self.on_metrics(&frame.from, m),
+            Gossip::Transient(_) => {}
+        }
+    }
+
+    fn on_direct(&mut self, frame: Frame<Direct>, out: &mut Vec<Output>) {
+        if !self.admissible(&frame) {
+            return;
+        }
+        let from = frame.from;
+        match frame.msg {
+            Direct::Raft(bytes) => self.on_raft_message(&from, &bytes),
+            Direct::FetchRange(r) => self.serve_range(from, r, out),
+            Direct::Range(reply) => {
+                if self.catch_up.on_range(&from, reply).is_err() {
+                    self.metrics.bad_messages += 1;
+                }
+            }
+            Direct::SnapshotRequest(req) => self.serve_snapshot(from, req, out),
+            Direct::SnapshotChunk(chunk) => {
+                let (bytes, acts) = self.catch_up.on_chunk(&from, chunk, self.now);
+                self.metrics.snapshot_bytes_received += bytes;
+                self.run_catch_up(acts, out);
+            }
+            Direct::SnapshotRefused { session, reason } => {
+                let acts = self.catch_up.on_refused(&from, session, &reason, self.now);
+                self.run_catch_up(acts, out);
+            }
+            Direct::Forward(cmd) => self.sequence(cmd, Some(from), out),
+            Direct::ForwardRefused { id, reason } => self.on_forward_refused(id, reason, out),
+            Direct::Join { addr } => self.on_join(from, addr),
+            Direct::LeaseRenew { leases, at_ms } => self.on_lease_renew(from, leases, at_ms, out),
+            Direct::LeaseRenewed { tokens, at_ms } => self.on_lease_renewed(&from, &tokens, at_ms),
+            Direct::OutputSubscribe {
+                task,
+                attempt,
+                from_seq,
+            } => self.on_output_subscribe(from, &task, attempt, from_seq, out),
+            Direct::Output(chunks) => self.on_output(chunks, out),
+            Direct::Leave => self.on_leave(from),
+        }
+    }
+
+    /// The catch-up decision, after every step (see `catch_up`).
+    fn follow(&mut self, out: &mut Vec<Output>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let sources = self.peers.sources(self.cluster.as_ref(), self.now);
+        let joining = self.state.cluster_id().is_none();
+        let acts = self.catch_up.plan(
+            self.now,
+            self.state.index(),
+            joining,
+            &sources,
+            self.master_view.id.as_ref(),
+            &mut self.rng,
+        );
+        self.run_catch_up(acts, out);
+    }
+
+    fn run_catch_up(&mut self, acts: Vec<CatchUpAction>, out: &mut Vec<Output>) {
+        for a in acts {
+            match a {
+                CatchUpAction::Fetch { peer, range } => {
+                    self.metrics.nacks_sent += 1;
+                    self.send(peer, Direct::FetchRange(range), out);
+                }
+                CatchUpAction::SnapshotRequest { to, req } => {
+                    self.send(to, Direct::SnapshotRequest(req), out)
+                }
+                CatchUpAction::SnapshotStarted { source, behind } => {
+                    tracing::info!(node = %self.cfg.node, source = %source, behind, "catching up by snapshot");
+                }
+                CatchUpAction::Progress {
+                    received,
+                    total,
+                    entries,
+                } => out.push(Output::CatchUp {
+                    received,
+                    total,
+                    entries,
+                }),
+                CatchUpAction::Install(state) => self.install_snapshot(*state, out),
+                CatchUpAction::Failed(reason) => {
+                    tracing::warn!(node = %self.cfg.node, reason = %reason, "snapshot transfer failed; will retry");
+                    self.metrics.snapshot_failures += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

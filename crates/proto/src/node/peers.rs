@@ -1,0 +1,330 @@
+//! Peers: what this node hears of the others through their heartbeats,
+//! who counts as alive, and how a node that does not run Raft learns who
+//! the master is.
+//!
+//! Liveness comes from heartbeats (transient, every few hundred
+//! milliseconds), never from connection events: a peer is alive while its
+//! last heartbeat is younger than the node timeout. The master's failure
+//! detector (`master::liveness`) turns the same sightings into logged
+//! `NodeLiveness` events.
+
+use super::catch_up::Source;
+use super::io::{Output, PeerSummary};
+use super::Node;
+use crate::gap_fetcher::PeerLog;
+use crate::log_store::LogStore;
+use crate::wire::Gossip;
+use shoal_model::{ClusterId, Heartbeat, NodeId, Term, TransientEvent};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Peers remembered at most; past it the long-silent ones are dropped.
+const MAX_PEERS: usize = 2048;
+/// How long a silent peer is remembered once the map is full.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+struct Peer {
+    last_seen: Duration,
+    hb: Heartbeat,
+    cluster: Option<ClusterId>,
+}
+
+/// Every peer heard from, with its latest heartbeat.
+#[derive(Debug)]
+pub struct Peers {
+    map: BTreeMap<NodeId, Peer>,
+    node_timeout: Duration,
+}
+
+impl Peers {
+    pub fn new(node_timeout: Duration) -> Self {
+        Peers {
+            map: BTreeMap::new(),
+            node_timeout,
+        }
+    }
+
+    /// Records a heartbeat; `cluster` is the one its frame was sent in.
+    pub fn record(
+        &mut self,
+        from: NodeId,
+        cluster: Option<ClusterId>,
+        hb: Heartbeat,
+        now: Duration,
+    ) {
+        self.map.insert(
+            from,
+            Peer {
+                last_seen: now,
+                hb,
+                cluster,
+            },
+        );
+        if self.map.len() > MAX_PEERS {
+            self.map
+                .retain(|_, p| now.saturating_sub(p.last_seen) < FORGET_AFTER);
+        }
+    }
+
+    pub fn known(&self, node: &NodeId) -> bool {
+        self.map.contains_key(node)
+    }
+
+    pub fn last_seen(&self, node: &NodeId) -> Option<Duration> {
+        self.map.get(node).map(|p| p.last_seen)
+    }
+
+    /// Heard from within the node timeout.
+    pub fn heard(&self, node: &NodeId, now: Duration) -> bool {
+        self.map.get(node).is_some_and(|p| self.fresh(p, now))
+    }
+
+    fn fresh(&self, p: &Peer, now: Duration) -> bool {
+        now.saturating_sub(p.last_seen) < self.node_timeout
+    }
+
+    /// The address a peer announced in its heartbeats.
+    pub fn addr(&self, node: &NodeId) -> Option<&str> {
+        self.map.get(node).map(|p| p.hb.addr.as_str())
+    }
+
+    /// Live peers of `cluster`.
+    pub fn live_members(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<NodeId> {
+        self.map
+            .iter()
+            .filter(|(_, p)| p.cluster.as_ref() == cluster && self.fresh(p, now))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Peers of `cluster` as sources of ranges and snapshots.
+    pub fn sources(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<Source> {
+        self.map
+            .iter()
+            .filter(|(_, p)| p.cluster.as_ref() == cluster)
+            .map(|(n, p)| Source {
+                node: n.clone(),
+                floor: p.hb.log_floor,
+                applied: p.hb.applied,
+                live: self.fresh(p, now),
+            })
+            .collect()
+    }
+
+    /// Live peers of `cluster`, as the gap fetcher sees them.
+    pub fn logs(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<PeerLog> {
+        self.sources(cluster, now)
+            .into_iter()
+            .filter(|s| s.live)
+            .map(|s| PeerLog {
+                node: s.node,
+                floor: s.floor,
+                applied: s.applied,
+            })
+            .collect()
+    }
+
+    /// Whether a live peer with a smaller id has no cluster either: then
+    /// that one founds, and this one joins it.
+    pub fn smaller_empty_peer(&self, me: &NodeId, now: Duration) -> bool {
+        self.map
+            .iter()
+            .any(|(n, p)| p.cluster.is_none() && n < me && self.fresh(p, now))
+    }
+
+    pub fn summaries(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<PeerSummary> {
+        self.map
+            .iter()
+            .map(|(n, p)| PeerSummary {
+                node: n.clone(),
+                addr: p.hb.addr.clone(),
+                since_heard: now.saturating_sub(p.last_seen),
+                applied: p.hb.applied,
+                commit: p.hb.commit,
+                same_cluster: p.cluster.as_ref() == cluster,
+            })
+            .collect()
+    }
+}
+
+/// Who this node believes is master, and from which term. A voter learns
+/// it from Raft; a follower from heartbeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterView {
+    pub id: Option<NodeId>,
+    pub term: Term,
+}
+
+impl MasterView {
+    /// A follower hears a heartbeat of its own cluster: a term at least as
+    /// new names the master; and the master itself says when it stepped
+    /// down.
+    pub fn on_heartbeat(&mut self, from: &NodeId, hb: &Heartbeat) {
+        if hb.term >= self.term && hb.leader.is_some() {
+            self.id = hb.leader.clone();
+            self.term = hb.term;
+        } else if self.id.as_ref() == Some(from) && hb.leader.as_ref() != Some(from) {
+            self.id = hb.leader.clone();
+        }
+    }
+}
+
+/// A heartbeat carrying this node's identity but another incarnation,
+/// heard this soon after start, means a second live process has it.
+const DUPLICATE_WINDOW_TIMEOUTS: u32 = 2;
+
+impl<L: LogStore> Node<L> {
+    /// This node's heartbeat, on the heartbeat timer.
+    pub(super) fn heartbeat(&mut self, out: &mut Vec<Output>) {
+        let hb = Heartbeat {
+            node: self.cfg.node.clone(),
+            addr: self.cfg.addr.clone(),
+            cluster_id: self.cluster.clone(),
+            incarnation: self.cfg.incarnation,
+            term: self.term(),
+            applied: self.state.index(),
+            commit: self.commit_index(),
+            log_floor: self.log.first_index(),
+            leader: self.master_view.id.clone(),
+        };
+        out.push(Output::Broadcast(
+            self.frame(Gossip::Transient(TransientEvent::Heartbeat(hb))),
+        ));
+    }
+
+    pub(super) fn on_heartbeat(
+        &mut self,
+        from: NodeId,
+        cluster: Option<ClusterId>,
+        hb: Heartbeat,
+        out: &mut Vec<Output>,
+    ) {
+        if from != hb.node {
+            self.metrics.bad_messages += 1;
+            return;
+        }
+        if hb.node == self.cfg.node {
+            self.on_own_heartbeat(&hb, out);
+            return;
+        }
+        if self.cluster.is_none() {
+            if let Some(c) = &cluster {
+                tracing::info!(node = %self.cfg.node, cluster = %c, via = %from, "joining the cluster in sight");
+                self.adopt_cluster(c.clone(), out);
+            }
+        }
+        if cluster == self.cluster {
+            self.catch_up.note_commit(hb.commit);
+            if self.raft.is_none() {
+                self.master_view.on_heartbeat(&from, &hb);
+            }
+        }
+        self.peers.record(from, cluster, hb, self.now);
+    }
+
+    /// Gossip echoes this node's own heartbeats back only from a second
+    /// process with the same identity.
+    fn on_own_heartbeat(&mut self, hb: &Heartbeat, out: &mut Vec<Output>) {
+        if hb.incarnation == self.cfg.incarnation {
+            return;
+        }
+        if self.now.saturating_sub(self.started) < DUPLICATE_WINDOW_TIMEOUTS * self.cfg.node_timeout
+        {
+            self.fail(
+                format!(
+                    "another live process uses this node's identity ({}); refusing to start. \
+                     Was the data directory copied? Give each host its own.",
+                    self.cfg.node
+                ),
+                out,
+            );
+        } else {
+            self.metrics.bad_messages += 1;
+            tracing::warn!(node = %self.cfg.node, "a newer process with this node's identity is running");
+        }
+    }
+
+    /// Whether the master this node believes in is alive.
+    pub(super) fn master_alive(&self) -> bool {
+        match &self.master_view.id {
+            Some(l) if *l == self.cfg.node => self.is_master(),
+            Some(l) => self.peers.heard(l, self.now),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::EventIdx;
+
+    fn hb(node: &str, term: u64, leader: Option<&str>) -> Heartbeat {
+        Heartbeat {
+            node: NodeId::from(node),
+            addr: format!("mem://{node}"),
+            cluster_id: Some(ClusterId::from("c")),
+            incarnation: 1,
+            term: Term(term),
+            applied: EventIdx(10),
+            commit: EventIdx(12),
+            log_floor: EventIdx(3),
+            leader: leader.map(NodeId::from),
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_peer_is_alive_until_its_heartbeats_stop_for_the_node_timeout() {
+        let mut p = Peers::new(secs(2));
+        let c = Some(ClusterId::from("c"));
+        p.record(NodeId::from("a"), c.clone(), hb("a", 1, None), secs(10));
+        p.record(NodeId::from("b"), None, hb("b", 1, None), secs(10));
+        assert_eq!(
+            p.live_members(c.as_ref(), secs(11)),
+            vec![NodeId::from("a")]
+        );
+        assert!(p.live_members(c.as_ref(), secs(12)).is_empty());
+        assert!(
+            p.known(&NodeId::from("a")),
+            "remembered after it went quiet"
+        );
+        let s = p.sources(c.as_ref(), secs(12));
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].floor, s[0].applied, s[0].live),
+            (EventIdx(3), EventIdx(10), false)
+        );
+    }
+
+    #[test]
+    fn the_smallest_empty_node_in_sight_founds() {
+        let mut p = Peers::new(secs(2));
+        p.record(NodeId::from("a"), None, hb("a", 0, None), secs(1));
+        assert!(p.smaller_empty_peer(&NodeId::from("b"), secs(2)));
+        assert!(!p.smaller_empty_peer(&NodeId::from("0"), secs(2)));
+        assert!(
+            !p.smaller_empty_peer(&NodeId::from("b"), secs(3)),
+            "gone quiet"
+        );
+    }
+
+    #[test]
+    fn a_follower_follows_the_newest_term_and_a_master_that_steps_down() {
+        let mut m = MasterView::default();
+        m.on_heartbeat(&NodeId::from("a"), &hb("a", 3, Some("a")));
+        assert_eq!(m.id, Some(NodeId::from("a")));
+        // An older term does not move it.
+        m.on_heartbeat(&NodeId::from("b"), &hb("b", 2, Some("b")));
+        assert_eq!(m.id, Some(NodeId::from("a")));
+        // The master says it no longer leads.
+        m.on_heartbeat(&NodeId::from("a"), &hb("a", 3, None));
+        assert_eq!(m.id, None);
+        m.on_heartbeat(&NodeId::from("c"), &hb("c", 4, Some("c")));
+        assert_eq!((m.id, m.term), (Some(NodeId::from("c")), Term(4)));
+    }
+}

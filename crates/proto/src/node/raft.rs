@@ -1,0 +1,207 @@
+//! The Raft glue: a node runs a `RaftCore` while State makes it a voter or
+//! a learner, steps Raft's messages into it, ticks it, and takes what it
+//! commits into the ordered buffer. The master is whoever Raft says leads;
+//! `sync_master_role` is the one place that creates and drops the master's
+//! state when that changes.
+
+use super::io::Output;
+use super::master::MasterState;
+use super::timers::Timer;
+use super::{Node, StartError};
+use crate::consensus::{RaftBase, RaftCore, RaftOutput};
+use crate::log_store::LogStore;
+use crate::wire::{Direct, Gossip, Refusal};
+use rand::Rng;
+use shoal_model::{LogEntry, NodeId, RaftId, Role, State, Term};
+
+/// Where a member's Raft log starts: State's index, term and membership.
+pub(super) fn base_of(state: &State) -> RaftBase {
+    let ids = |role| state.members(role).into_iter().map(|(r, _)| r).collect();
+    RaftBase {
+        index: state.index(),
+        term: state.term(),
+        voters: ids(Role::Voter),
+        learners: ids(Role::Learner),
+    }
+}
+
+/// Committed entries are broadcast in batches of at most this many bytes.
+const BROADCAST_BATCH_BYTES: usize = 512 << 10;
+
+impl<L: LogStore> Node<L> {
+    pub fn is_master(&self) -> bool {
+        self.raft.as_ref().is_some_and(|r| r.is_leader())
+    }
+
+    /// The master, with a quorum heard from within an election timeout: a
+    /// master without one may already be replaced.
+    pub(super) fn leads_with_quorum(&self) -> bool {
+        self.raft
+            .as_ref()
+            .is_some_and(|r| r.is_leader() && r.quorum_recently_active())
+    }
+
+    /// The term this node knows: Raft's, or the one a follower heard.
+    pub(super) fn term(&self) -> Term {
+        self.raft
+            .as_ref()
+            .map_or(self.master_view.term, |r| r.term())
+    }
+
+    pub(super) fn start_raft(&mut self, id: RaftId, base: RaftBase) -> Result<(), StartError> {
+        let seed = self.cfg.seed ^ (id.0 << 32) ^ self.rng.gen::<u32>() as u64;
+        let core = RaftCore::start(
+            id,
+            self.cfg.raft,
+            base,
+            &mut self.log,
+            seed,
+            self.cfg.raft_tick,
+        )?;
+        self.raft = Some(core);
+        self.timers.set(Timer::Raft, self.now);
+        Ok(())
+    }
+
+    fn stop_raft(&mut self) {
+        self.raft = None;
+        self.timers.cancel(Timer::Raft);
+        self.sync_master_role();
+    }
+
+    /// Starts or stops the Raft core to match this node's role in State.
+    pub(super) fn sync_raft_membership(&mut self) -> Result<(), StartError> {
+        let Some(me) = self.state.nodes().get(&self.cfg.node).cloned() else {
+            return Ok(());
+        };
+        match (me.role, self.raft.is_some()) {
+            (Role::Voter | Role::Learner, false) => {
+                let base = base_of(&self.state);
+                self.start_raft(me.raft_id, base)?;
+            }
+            (Role::Follower, true) => {
+                tracing::info!(node = %self.cfg.node, "left the voters; continuing as a follower");
+                self.stop_raft();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn refresh_raft_peers(&mut self) {
+        self.raft_peers = self
+            .state
+            .nodes()
+            .iter()
+            .map(|(n, i)| (i.raft_id, n.clone()))
+            .collect();
+    }
+
+    /// A Raft message from a member. From a sender that is not a member
+    /// here (yet), or to a node not running Raft, it is dropped; Raft
+    /// retries.
+    pub(super) fn on_raft_message(&mut self, from: &NodeId, bytes: &[u8]) {
+        let rid = self.state.nodes().get(from).map(|n| n.raft_id);
+        if let (Some(raft), Some(rid)) = (self.raft.as_mut(), rid) {
+            if let Err(e) = raft.step(rid, bytes, self.now) {
+                self.metrics.bad_messages += 1;
+                tracing::debug!(from = %from, error = %e, "raft message rejected");
+            }
+        }
+    }
+
+    /// Raft's tick. A master that has not heard from a majority cannot
+    /// commit what waits here: it fails those commands now rather than at
+    /// their time-out.
+    pub(super) fn raft_tick(&mut self, out: &mut Vec<Output>) {
+        let Some(r) = self.raft.as_mut() else {
+            return;
+        };
+        r.tick(self.now);
+        self.timers.set(Timer::Raft, self.now + self.cfg.raft_tick);
+        if r.is_leader() && !r.quorum_recently_active() && !self.pending.is_empty() {
+            let acts = self.pending.fail_all(Refusal::NoQuorum);
+            self.run_pending(acts, out);
+        }
+    }
+
+    /// Handles everything Raft has ready: messages out, committed entries
+    /// into the buffer (and onto gossip, as master), leader changes.
+    pub(super) fn drive_raft(&mut self, out: &mut Vec<Output>) {
+        let Some(raft) = self.raft.as_mut() else {
+            return;
+        };
+        let outputs = match raft.drive(&mut self.log) {
+            Ok(o) => o,
+            Err(e) => {
+                // Storage that cannot persist must not acknowledge: stop
+                // taking part in Raft and say so.
+                tracing::error!(error = %e, "raft storage failed; leaving the voters");
+                self.metrics.proposals_refused += 1;
+                self.stop_raft();
+                return;
+            }
+        };
+        let is_leader = raft.is_leader();
+        for o in outputs {
+            match o {
+                RaftOutput::Send { to, msg } => match self.raft_peers.get(&to) {
+                    Some(node) => self.send(node.clone(), Direct::Raft(msg), out),
+                    None => tracing::debug!(raft_id = %to, "no node for raft id"),
+                },
+                RaftOutput::Committed(entries) => {
+                    if is_leader {
+                        self.broadcast_committed(&entries, out);
+                    }
+                    self.catch_up.offer(entries);
+                }
+                RaftOutput::SnapshotInstalled { index, .. } => self.catch_up.note_commit(index),
+                RaftOutput::LeaderChanged { leader, term } => {
+                    self.metrics.leader_changes += 1;
+                    self.master_view.id = leader.and_then(|r| self.raft_peers.get(&r).cloned());
+                    // The founder leads before State names anyone.
+                    if leader == Some(RaftId(1)) && self.state.cluster_id().is_none() && is_leader {
+                        self.master_view.id = Some(self.cfg.node.clone());
+                    }
+                    self.master_view.term = term;
+                }
+            }
+        }
+        self.sync_master_role();
+    }
+
+    /// Creates the master's state when this node starts leading and drops
+    /// it when it stops: every term starts the master's clocks afresh.
+    pub(super) fn sync_master_role(&mut self) {
+        match (self.is_master(), self.master.is_some()) {
+            (true, false) => {
+                tracing::info!(node = %self.cfg.node, term = %self.term(), "became master");
+                self.master = Some(MasterState::new(self.now));
+                self.timers.set(Timer::Plan, self.now);
+            }
+            (false, true) => {
+                self.master = None;
+                self.timers.cancel(Timer::Plan);
+            }
+            _ => {}
+        }
+    }
+
+    fn broadcast_committed(&self, entries: &[LogEntry], out: &mut Vec<Output>) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for e in entries {
+            if bytes + e.size_hint() > BROADCAST_BATCH_BYTES && !batch.is_empty() {
+                out.push(Output::Broadcast(
+                    self.frame(Gossip::Committed(std::mem::take(&mut batch))),
+                ));
+                bytes = 0;
+            }
+            bytes += e.size_hint();
+            batch.push(e.clone());
+        }
+        if !batch.is_empty() {
+            out.push(Output::Broadcast(self.frame(Gossip::Committed(batch))));
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The node core on its own: put it in a state, feed one input, look at
+//! exactly what comes out. (Whole clusters run in `crates/testkit`.)
+
+use super::*;
+use crate::log_store::MemLog;
+use crate::testing;
+use crate::wire::{FetchRange, Refusal, SnapshotRequest};
+use shoal_model::{Command, CommandId, Event, Heartbeat, Op, Outcome, Term, TransientEvent};
+
+const ME: &str = "me";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn cfg() -> NodeConfig {
+    NodeConfig::new(NodeId::from(ME), format!("mem://{ME}"), 1)
+}
+
+/// A State of cluster "c", founded by `nodes[0]`, with the others joined
+/// as followers, and `extra` events after.
+fn cluster_state(nodes: &[&str], extra: Vec<Event>) -> State {
+    let mut s = testing::cluster_state(nodes);
+    for event in extra {
+        testing::apply(&mut s, event);
+    }
+    s
+}
+
+fn start(cluster: Option<&str>, state: Option<State>) -> Node<MemLog> {
+    let mut log = MemLog::new();
+    if let Some(s) = &state {
+        log.reset(s.index().next()).unwrap();
+    }
+    Node::new(cfg(), log, state, cluster.map(ClusterId::from), ms(0)).unwrap()
+}
+
+/// A follower of cluster "c" at the State given, woken once at 0.
+fn follower(state: State) -> Node<MemLog> {
+    let mut n = start(Some("c"), Some(state));
+    n.handle(Input::Wake, ms(0), 0);
+    n
+}
+
+fn heartbeat(from: &str, cluster: Option<&str>, applied: u64, commit: u64) -> Input {
+    let hb = Heartbeat {
+        node: NodeId::from(from),
+        addr: format!("mem://{from}"),
+        cluster_id: cluster.map(ClusterId::from),
+        incarnation: 9,
+        term: Term(1),
+        applied: EventIdx(applied),
+        commit: EventIdx(commit),
+        log_floor: EventIdx(1),
+        leader: Some(NodeId::from("m")),
+    };
+    Input::Gossip(Frame {
+        version: PROTOCOL_VERSION,
+        cluster: cluster.map(ClusterId::from),
+        from: NodeId::from(from),
+        msg: Gossip::Transient(TransientEvent::Heartbeat(hb)),
+    })
+}
+
+fn direct(from: &str, msg: Direct) -> Input {
+    Input::Direct(Frame {
+        version: PROTOCOL_VERSION,
+        cluster: Some(ClusterId::from("c")),
+        from: NodeId::from(from),
+        msg,
+    })
+}
+
+/// The frames sent one-to-one, with their addressee.
+fn sent(out: &[Output]) -> Vec<(String, &Direct)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, frame } => Some((to.to_string(), &frame.msg)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wake(out: &[Output]) -> Option<Duration> {
+    out.iter().find_map(|o| match o {
+        Output::Wake { at } => Some(*at),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
+    let mut n = start(None, None);
+    let out = n.handle(Input::Wake, ms(0), 0);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(matches!(
+        &out[0],
+        Output::Broadcast(Frame { msg: Gossip::Transient(TransientEvent::Heartbeat(hb)), .. })
+            if hb.node.as_str() == ME && hb.cluster_id.is_none()
+    ));
+    assert_eq!(wake(&out), Some(ms(300)), "the next heartbeat");
+    // Nothing is due in between: an input changes nothing about it.
+    let out = n.handle(heartbeat("z", None, 0, 0), ms(10), 0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(n.timer(Timer::Discovery), Some(ms(2000)));
+}
+
+#[test]
+fn a_lone_node_founds_its_cluster_after_the_discovery_window() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    let out = n.handle(Input::Wake, ms(2000), 0);
+    let adopted: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ClusterAdopted(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted.len(), 1);
+    assert!(n.is_master(), "a lone voter elects itself");
+    assert_eq!(
+        n.timer(Timer::Plan),
+        Some(ms(2000)),
+        "its first plan tick is due now"
+    );
+    assert_eq!(wake(&out), Some(ms(2001)));
+    // The plan tick proposes the founding entry; one voter commits it.
+    n.handle(Input::Wake, ms(2001), 5);
+    assert_eq!(n.state().cluster_id(), Some(&adopted[0]));
+    assert_eq!(n.status().role, NodeRole::Master);
+}
+
+#[test]
+fn a_smaller_empty_node_in_sight_founds_instead() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(heartbeat("a", None, 0, 0), ms(1900), 0);
+    let out = n.handle(Input::Wake, ms(2000), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+    assert_eq!(
+        n.timer(Timer::Discovery),
+        Some(ms(2300)),
+        "looks again a heartbeat later"
+    );
+    // The smaller one founded: its cluster is adopted.
+    let out = n.handle(heartbeat("a", Some("c"), 1, 1), ms(2100), 0);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "c")));
+    assert_eq!(n.timer(Timer::Discovery), None);
+}
+
+#[test]
+fn a_joiner_asks_a_peer_for_a_snapshot_at_once() {
+    let mut n = start(Some("c"), None);
+    n.handle(Input::Wake, ms(0), 0);
+    let out = n.handle(heartbeat("a", Some("c"), 5, 5), ms(10), 0);
+    let sent = sent(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0].0, "a");
+    assert!(matches!(
+        sent[0].1,
+        Direct::SnapshotRequest(SnapshotRequest {
+            index: None,
+            offset: 0,
+            ..
+        })
+    ));
+    assert_eq!(
+        wake(&out),
+        None,
+        "the heartbeat at 300 ms still comes first"
+    );
+    assert_eq!(n.next_wake(), Some(ms(300)));
+}
+
+#[test]
+fn a_replica_a_little_behind_fetches_the_range_after_one_backoff() {
+    let state = cluster_state(&["m", ME, "a"], vec![]);
+    let applied = state.index().0;
+    let mut n = follower(state);
+    let out = n.handle(
+        heartbeat("a", Some("c"), applied + 100, applied + 100),
+        ms(10),
+        0,
+    );
+    assert!(sent(&out).is_empty(), "gossip may only have reordered it");
+    assert_eq!(wake(&out), Some(ms(60)));
+    let out = n.handle(Input::Wake, ms(60), 0);
+    let sent = sent(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(
+        sent[0],
+        (
+            "a".to_owned(),
+            &Direct::FetchRange(FetchRange {
+                from: EventIdx(applied + 1),
+                to: EventIdx(applied + 100),
+            })
+        )
+    );
+    assert_eq!(n.metrics().nacks_sent, 1);
+}
+
+fn incr(id: &str, key: &str) -> Command {
+    Command {
+        id: CommandId::from(id),
+        op: Op::KvIncrBy {
+            key: key.into(),
+            by: 1,
+        },
+    }
+}
+
+#[test]
+fn a_command_applied_before_is_answered_with_its_outcome_and_not_sent() {
+    let state = cluster_state(
+        &["m", ME],
+        vec![Event::Command {
+            cmd: incr("x", "k"),
+            at_ms: 0,
+        }],
+    );
+    let idx = state.index();
+    let mut n = follower(state);
+    let out = n.handle(
+        Input::Submit {
+            cmd: incr("x", "k"),
+            reply: 7,
+        },
+        ms(10),
+        0,
+    );
+    assert!(sent(&out).is_empty());
+    assert!(matches!(
+        &out[0],
+        Output::Reply { to: 7, reply: Ok((i, Outcome::Int(1))) } if *i == idx
+    ));
+}
+
+#[test]
+fn an_invalid_command_is_refused_at_the_edge() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    let out = n.handle(
+        Input::Submit {
+            cmd: incr("y", ""),
+            reply: 8,
+        },
+        ms(10),
+        0,
+    );
+    assert!(matches!(
+        &out[0],
+        Output::Reply {
+            to: 8,
+            reply: Err(Refusal::Invalid(_))
+        }
+    ));
+    assert!(sent(&out).is_empty());
+}
+
+#[test]
+fn a_new_command_goes_to_the_master_and_waits_for_the_local_apply() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    n.handle(heartbeat("m", Some("c"), 2, 2), ms(5), 0);
+    let out = n.handle(
+        Input::Submit {
+            cmd: incr("z", "k"),
+            reply: 9,
+        },
+        ms(10),
+        0,
+    );
+    assert_eq!(
+        sent(&out),
+        vec![("m".to_owned(), &Direct::Forward(incr("z", "k")))]
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Reply { .. })));
+    assert_eq!(
+        wake(&out),
+        None,
+        "the heartbeat at 300 ms comes before the resend"
+    );
+    // After the heartbeat, the resend is next.
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert_eq!(wake(&out), Some(ms(510)));
+    let out = n.handle(Input::Wake, ms(510), 0);
+    assert_eq!(
+        sent(&out),
+        vec![("m".to_owned(), &Direct::Forward(incr("z", "k")))]
+    );
+}
+
+#[test]
+fn a_follower_refuses_a_forwarded_command_as_not_master() {
+    let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
+    let out = n.handle(direct("a", Direct::Forward(incr("f", "k"))), ms(10), 0);
+    assert_eq!(
+        sent(&out),
+        vec![(
+            "a".to_owned(),
+            &Direct::ForwardRefused {
+                id: CommandId::from("f"),
+                reason: Refusal::NotMaster
+            }
+        )]
+    );
+}
+
+#[test]
+fn frames_of_another_cluster_or_version_are_dropped_and_counted() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    let out = n.handle(heartbeat("x", Some("other"), 9, 9), ms(10), 0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(n.metrics().foreign_messages, 1);
+    assert!(n.live_peers().is_empty());
+    let Input::Direct(mut frame) = direct("a", Direct::Leave) else {
+        unreachable!()
+    };
+    frame.version = PROTOCOL_VERSION + 1;
+    n.handle(Input::Direct(frame), ms(11), 0);
+    assert_eq!(n.metrics().bad_messages, 1);
+}
+
+#[test]
+fn its_own_identity_heard_soon_after_start_stops_the_node() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    let out = n.handle(heartbeat(ME, Some("c"), 2, 2), ms(1000), 0);
+    assert!(matches!(out.last(), Some(Output::Fatal(why)) if why.contains("data directory")));
+    assert!(
+        n.handle(Input::Wake, ms(2000), 0).is_empty(),
+        "a stopped core does nothing more"
+    );
+}
+
+#[test]
+fn members_are_dialled_once_per_change() {
+    let mut n = start(Some("c"), Some(cluster_state(&["m", ME, "a"], vec![])));
+    let out = n.handle(Input::Wake, ms(0), 0);
+    let mut dialled: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Dial(a) => Some(a.as_str()),
+            _ => None,
+        })
+        .collect();
+    dialled.sort();
+    assert_eq!(dialled, ["mem://a", "mem://m"]);
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::Dial(_))));
+}
+
+#[test]
+fn task_output_reaches_local_clients_and_subscribed_nodes() {
+    let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
+    let task = shoal_model::TaskId::from("t");
+    n.handle(
+        direct(
+            "a",
+            Direct::OutputSubscribe {
+                task: task.clone(),
+                attempt: 1,
+                from_seq: 0,
+            },
+        ),
+        ms(10),
+        0,
+    );
+    let chunk = shoal_model::OutputChunk {
+        task: task.clone(),
+        attempt: 1,
+        stream: shoal_model::Stream::Stdout,
+        seq: 0,
+        data: b"hello\n".to_vec(),
+    };
+    let out = n.handle(Input::RunOutput(chunk.clone()), ms(20), 0);
+    assert_eq!(
+        sent(&out),
+        vec![("a".to_owned(), &Direct::Output(vec![chunk.clone()]))]
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::TaskOutput(c) if *c == chunk)));
+    assert_eq!(n.task_output(&task), vec![chunk.clone()]);
+    // A repeat is recorded once and sent to nobody.
+    let out = n.handle(Input::RunOutput(chunk), ms(30), 0);
+    assert!(out.iter().all(|o| matches!(o, Output::Wake { .. })));
+}
+
+#[test]
+fn the_metrics_timer_gossips_capacity_and_asks_for_a_measurement() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    n.handle(
+        Input::HostCapacity {
+            cpu_free_milli: 1500,
+            mem_free_bytes: 1 << 30,
+        },
+        ms(10),
+        0,
+    );
+    let out = n.handle(Input::Wake, ms(1000), 0);
+    let metrics = out.iter().find_map(|o| match o {
+        Output::Broadcast(Frame {
+            msg: Gossip::Transient(TransientEvent::Metrics(m)),
+            ..
+        }) => Some(m),
+        _ => None,
+    });
+    let m = metrics.expect("metrics gossiped");
+    assert_eq!((m.cpu_free_milli, m.mem_free_bytes), (1500, 1 << 30));
+    assert!(out.iter().any(|o| matches!(o, Output::MeasureHost)));
+    assert_eq!(n.timer(Timer::Metrics), Some(ms(2000)));
+}

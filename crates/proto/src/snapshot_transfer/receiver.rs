@@ -1,0 +1,278 @@
+//! The receiving side: chunk requests with a window, decoding as bytes
+//! arrive, re-requests of late chunks, and the final check.
+
+use crate::wire::{SnapshotChunk, SnapshotRequest, SNAPSHOT_CHUNK_BYTES};
+use shoal_log::{SnapshotDecoder, SnapshotError};
+use shoal_model::{EventIdx, NodeId, State};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiveConfig {
+    pub chunk_bytes: u32,
+    /// Chunk requests in flight.
+    pub window: usize,
+    pub chunk_timeout: Duration,
+    /// Re-requests of one transfer before it is given up.
+    pub max_retries: u32,
+}
+
+impl Default for ReceiveConfig {
+    fn default() -> Self {
+        ReceiveConfig {
+            chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+            window: 4,
+            chunk_timeout: Duration::from_secs(2),
+            max_retries: 3,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReceiveEvent {
+    Request {
+        to: NodeId,
+        req: SnapshotRequest,
+    },
+    Progress {
+        received: u64,
+        total: u64,
+        entries: u64,
+    },
+    Done {
+        state: Box<State>,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Offer {
+    index: EventIdx,
+    total_len: u64,
+    sha256: [u8; 32],
+}
+
+/// One snapshot transfer, from one source.
+#[derive(Debug)]
+pub struct SnapshotReceiver {
+    cfg: ReceiveConfig,
+    session: u64,
+    source: NodeId,
+    offer: Option<Offer>,
+    decoder: Option<SnapshotDecoder>,
+    /// Bytes handed to the decoder so far.
+    next_offset: u64,
+    /// Chunks that arrived ahead of `next_offset`.
+    stash: BTreeMap<u64, Vec<u8>>,
+    /// Outstanding requests by offset, with their deadlines.
+    requested: BTreeMap<u64, Duration>,
+    retries: u32,
+    finished: bool,
+}
+
+impl SnapshotReceiver {
+    /// Starts a transfer; the first request goes out at once.
+    pub fn start(
+        cfg: ReceiveConfig,
+        session: u64,
+        source: NodeId,
+        now: Duration,
+    ) -> (Self, Vec<ReceiveEvent>) {
+        let mut r = SnapshotReceiver {
+            cfg,
+            session,
+            source,
+            offer: None,
+            decoder: Some(SnapshotDecoder::new()),
+            next_offset: 0,
+            stash: BTreeMap::new(),
+            requested: BTreeMap::new(),
+            retries: 0,
+            finished: false,
+        };
+        r.requested.insert(0, now + cfg.chunk_timeout);
+        let first = ReceiveEvent::Request {
+            to: r.source.clone(),
+            req: SnapshotRequest {
+                session,
+                index: None,
+                offset: 0,
+                len: cfg.chunk_bytes,
+            },
+        };
+        (r, vec![first])
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn source(&self) -> &NodeId {
+        &self.source
+    }
+
+    /// The snapshot's index, once the first chunk told it.
+    pub fn index(&self) -> Option<EventIdx> {
+        self.offer.as_ref().map(|o| o.index)
+    }
+
+    fn fail(&mut self, reason: String) -> Vec<ReceiveEvent> {
+        self.finished = true;
+        self.decoder = None;
+        vec![ReceiveEvent::Failed { reason }]
+    }
+
+    pub fn on_refused(&mut self, from: &NodeId, session: u64, reason: &str) -> Vec<ReceiveEvent> {
+        if self.finished || session != self.session || from != &self.source {
+            return vec![];
+        }
+        self.fail(format!("{from} refused the snapshot: {reason}"))
+    }
+
+    pub fn on_chunk(
+        &mut self,
+        from: &NodeId,
+        chunk: SnapshotChunk,
+        now: Duration,
+    ) -> Vec<ReceiveEvent> {
+        if self.finished || chunk.session != self.session || from != &self.source {
+            return vec![];
+        }
+        match &self.offer {
+            None => {
+                self.offer = Some(Offer {
+                    index: chunk.index,
+                    total_len: chunk.total_len,
+                    sha256: chunk.sha256,
+                })
+            }
+            Some(o)
+                if o.index != chunk.index
+                    || o.total_len != chunk.total_len
+                    || o.sha256 != chunk.sha256 =>
+            {
+                return self.fail("the source switched snapshots mid-transfer".into());
+            }
+            Some(_) => {}
+        }
+        self.requested.remove(&chunk.offset);
+        if chunk.offset >= self.next_offset && !chunk.data.is_empty() {
+            self.stash.insert(chunk.offset, chunk.data);
+        }
+        // Feed whatever is now contiguous.
+        while let Some(data) = self.stash.remove(&self.next_offset) {
+            let decoder = self
+                .decoder
+                .as_mut()
+                .expect("a live transfer has a decoder");
+            if let Err(e) = decoder.push(&data) {
+                return self.fail(format!("snapshot from {from} failed to decode: {e}"));
+            }
+            self.next_offset += data.len() as u64;
+        }
+        let offer = self.offer.as_ref().expect("offer set above");
+        let (total, index, sha) = (offer.total_len, offer.index, offer.sha256);
+        if self.next_offset >= total {
+            self.finished = true;
+            let decoder = self.decoder.take().expect("a live transfer has a decoder");
+            return match decoder.finish(&sha) {
+                Ok(state) if state.index() == index => vec![ReceiveEvent::Done {
+                    state: Box::new(state),
+                }],
+                Ok(_) => vec![ReceiveEvent::Failed {
+                    reason: "snapshot index differs from its offer".into(),
+                }],
+                Err(e) => vec![ReceiveEvent::Failed {
+                    reason: describe(&e, from),
+                }],
+            };
+        }
+        let mut out = vec![self.progress()];
+        out.extend(self.fill_window(now));
+        out
+    }
+
+    fn progress(&self) -> ReceiveEvent {
+        ReceiveEvent::Progress {
+            received: self.next_offset,
+            total: self.offer.as_ref().map_or(0, |o| o.total_len),
+            entries: self.decoder.as_ref().map_or(0, |d| d.entries_decoded()),
+        }
+    }
+
+    /// Keeps `window` requests in flight past what has been received.
+    fn fill_window(&mut self, now: Duration) -> Vec<ReceiveEvent> {
+        let Some(offer) = &self.offer else {
+            return vec![];
+        };
+        let step = self.cfg.chunk_bytes as u64;
+        let mut out = Vec::new();
+        let mut offset = self.next_offset;
+        let mut slots = self.cfg.window;
+        while offset < offer.total_len && slots > 0 {
+            if !self.stash.contains_key(&offset) && !self.requested.contains_key(&offset) {
+                self.requested.insert(offset, now + self.cfg.chunk_timeout);
+                out.push(ReceiveEvent::Request {
+                    to: self.source.clone(),
+                    req: SnapshotRequest {
+                        session: self.session,
+                        index: Some(offer.index),
+                        offset,
+                        len: self.cfg.chunk_bytes,
+                    },
+                });
+            }
+            offset += step;
+            slots -= 1;
+        }
+        out
+    }
+
+    /// When the next outstanding chunk is late (`on_tick` asks again).
+    pub fn next_wake(&self) -> Option<Duration> {
+        if self.finished {
+            return None;
+        }
+        self.requested.values().min().copied()
+    }
+
+    /// Re-requests chunks whose answer did not come in time.
+    pub fn on_tick(&mut self, now: Duration) -> Vec<ReceiveEvent> {
+        if self.finished {
+            return vec![];
+        }
+        let late: Vec<u64> = self
+            .requested
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(o, _)| *o)
+            .collect();
+        if late.is_empty() {
+            return vec![];
+        }
+        self.retries += 1;
+        if self.retries > self.cfg.max_retries {
+            return self.fail(format!("{} stopped sending snapshot chunks", self.source));
+        }
+        let mut out = Vec::new();
+        for offset in late {
+            self.requested.insert(offset, now + self.cfg.chunk_timeout);
+            out.push(ReceiveEvent::Request {
+                to: self.source.clone(),
+                req: SnapshotRequest {
+                    session: self.session,
+                    index: self.offer.as_ref().map(|o| o.index),
+                    offset,
+                    len: self.cfg.chunk_bytes,
+                },
+            });
+        }
+        out
+    }
+}
+
+fn describe(e: &SnapshotError, from: &NodeId) -> String {
+    format!("snapshot from {from} rejected: {e}")
+}
