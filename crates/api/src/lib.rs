@@ -473,5 +473,23 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         "Messages dropped at a full network queue.",
         v.send_overflow as f64,
     );
+    put(
+        "net_send_failures_total",
+        "counter",
+        "Frames the network could not deliver.",
+        v.net.send_failures as f64,
+    );
+    put(
+        "net_inbound_failures_total",
+        "counter",
+        "Inbound one-to-one streams that failed (oversized, cut, timed out).",
+        v.net.inbound_failures as f64,
+    );
+    put(
+        "net_dropped_events_total",
+        "counter",
+        "Network events dropped because the node's queue was full.",
+        v.net.dropped_events as f64,
+    );
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

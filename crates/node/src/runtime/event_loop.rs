@@ -453,6 +453,7 @@ impl EventLoop {
             bad_frames: self.bad_frames,
             send_overflow: self.send_overflow,
             catch_up: self.catch_up,
+            net: self.net.stats(),
         };
         self.view_tx.send_replace(Arc::new(view));
     }

@@ -25,6 +25,8 @@ pub struct View {
     pub send_overflow: u64,
     /// A snapshot download under way.
     pub catch_up: Option<CatchUpProgress>,
+    /// What the network actor counted.
+    pub net: shoal_net::NetStats,
 }
 
 /// How far a snapshot download has come.

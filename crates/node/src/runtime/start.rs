@@ -151,6 +151,7 @@ pub async fn start(
         bad_frames: 0,
         send_overflow: 0,
         catch_up: None,
+        net: net.stats(),
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (built_tx, built_rx) = mpsc::channel(4);

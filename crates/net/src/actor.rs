@@ -1,0 +1,342 @@
+//! The one task that owns the Swarm: it performs the node's commands,
+//! redials what drops, greets peers, and turns swarm events into the
+//! node's `NetEvent`s.
+
+use crate::fault::Delay;
+use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
+use crate::redial::Redials;
+use crate::transport::{Behaviour, BehaviourEvent};
+use crate::{NetCommand, NetCounters, NetEvent, Topic};
+use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+const REDIAL_EVERY: Duration = Duration::from_millis(250);
+const HELLO_EVERY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Actor {
+    pub swarm: Swarm<Behaviour>,
+    pub events: mpsc::Sender<NetEvent>,
+    pub redials: Redials<Multiaddr, Instant>,
+    /// The address each peer is dialled at (its newest).
+    pub peer_addrs: BTreeMap<PeerId, Multiaddr>,
+    pub connected: HashSet<PeerId>,
+    pub counters: Arc<NetCounters>,
+    pub incarnation: Incarnation,
+    pub identities: IdentityWatch<PeerId, Instant>,
+    pub delay: Delay<NetCommand, Instant>,
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    pub async fn run(mut self, mut commands: mpsc::Receiver<NetCommand>) {
+        let mut redial_tick = tokio::time::interval(REDIAL_EVERY);
+        let mut hello_tick = tokio::time::interval(HELLO_EVERY);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => {
+                        debug!("network actor stopping: the node went away");
+                        return;
+                    }
+                },
+                ev = futures::StreamExt::select_next_some(&mut self.swarm) => self.swarm_event(ev),
+                _ = redial_tick.tick() => self.redial(),
+                _ = hello_tick.tick() => self.greet_all(),
+                _ = until(self.delay.next_due()) => {
+                    if let Some(cmd) = self.delay.pop_due(Instant::now()) {
+                        self.execute(cmd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, ev: NetEvent) {
+        // The node drains this channel on every turn of its loop; if it
+        // falls this far behind, dropping is better than stalling the
+        // Swarm: every message here is retried or superseded.
+        if self.events.try_send(ev).is_err() {
+            self.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn command(&mut self, cmd: NetCommand) {
+        let held = matches!(cmd, NetCommand::Send { .. } | NetCommand::Publish { .. });
+        if held && self.delay.active() {
+            if self.delay.hold(cmd, Instant::now()) {
+                self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.execute(cmd);
+    }
+
+    fn execute(&mut self, cmd: NetCommand) {
+        match cmd {
+            NetCommand::Send { to, addr, bytes } => {
+                if let Some(addr) = addr {
+                    if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
+                        self.remember(to, addr);
+                    }
+                }
+                self.swarm.behaviour_mut().direct.send_request(&to, bytes);
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            NetCommand::Publish { topic, bytes } => {
+                let t = IdentTopic::new(topic.name());
+                match self.swarm.behaviour_mut().gossipsub.publish(t, bytes) {
+                    Ok(_) => {
+                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Alone, or before the mesh formed: nobody to tell.
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => {
+                        self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                        debug!(error = %e, "publish failed");
+                    }
+                }
+            }
+            NetCommand::Dial(addr) => self.redials.add(addr, Instant::now()),
+            NetCommand::SetDelay(d) => {
+                warn!(
+                    delay_ms = d.as_millis() as u64,
+                    "fault injection: delaying every outgoing message"
+                );
+                self.delay.set(d);
+            }
+        }
+    }
+
+    fn greet_all(&mut self) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for p in peers {
+            self.greet(p);
+        }
+        self.identities.forget_stale(Instant::now());
+    }
+
+    fn greet(&mut self, peer: PeerId) {
+        let inc = self.incarnation;
+        self.swarm.behaviour_mut().hello.send_request(&peer, inc);
+    }
+
+    fn redial(&mut self) {
+        let connected = &self.connected;
+        let due = self.redials.due(Instant::now(), |a| {
+            peer_of(a).is_some_and(|p| connected.contains(&p))
+        });
+        for addr in due {
+            // A fresh port: two nodes dialling each other at the same
+            // instant could otherwise merge their attempts and fail the
+            // noise handshake.
+            let opts = match peer_of(&addr) {
+                Some(p) => DialOpts::peer_id(p)
+                    .addresses(vec![addr.clone()])
+                    .allocate_new_port()
+                    .build(),
+                None => DialOpts::unknown_peer_id()
+                    .address(addr.clone())
+                    .allocate_new_port()
+                    .build(),
+            };
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(addr = %addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        let full = if peer_of(&addr).is_some() {
+            addr.clone()
+        } else {
+            addr.clone().with(Protocol::P2p(peer))
+        };
+        self.swarm.add_peer_address(peer, addr);
+        self.peer_addrs.insert(peer, full.clone());
+        self.redials
+            .replace(full, Instant::now(), |a| peer_of(a) == Some(peer));
+    }
+
+    fn swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(addr = %address, "listening");
+                self.emit(NetEvent::Listening(address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if self.connected.insert(peer_id) {
+                    debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.emit(NetEvent::Connected(peer_id));
+                    self.greet(peer_id);
+                }
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    // An explicit peer given without its id: now we know it.
+                    if peer_of(&addr).is_none() {
+                        self.redials.remove(&addr);
+                        self.remember(peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } if self.connected.remove(&peer_id) => {
+                debug!(peer = %peer_id, "disconnected");
+                self.emit(NetEvent::Disconnected(peer_id));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                for (peer, addr) in list {
+                    if !self.peer_addrs.contains_key(&peer) {
+                        info!(peer = %peer, addr = %addr, "discovered by mdns");
+                    }
+                    self.remember(peer, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                // Keep one reachable listen address of each peer that
+                // connected to us, so we can dial it back after a drop.
+                if let Some(addr) = info
+                    .listen_addrs
+                    .iter()
+                    .find(|a| !is_unspecified(a))
+                    .cloned()
+                {
+                    self.remember(peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.emit(NetEvent::Gossip {
+                    source: message.source,
+                    bytes: message.data,
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                // A wrong cluster key lands here: the handshake fails.
+                warn!(error = %error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn direct_event(&mut self, ev: request_response::Event<Vec<u8>, ()>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                let _ = self.swarm.behaviour_mut().direct.send_response(channel, ());
+                self.emit(NetEvent::Direct {
+                    from: peer,
+                    bytes: request,
+                });
+            }
+            request_response::Event::OutboundFailure { error, peer, .. } => {
+                self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %peer, error = %error, "send failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                self.counters
+                    .inbound_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %peer, error = %error, "inbound failure");
+            }
+            _ => {}
+        }
+    }
+
+    fn hello_event(&mut self, ev: request_response::Event<Incarnation, Verdict>) {
+        let request_response::Event::Message { peer, message, .. } = ev else {
+            return;
+        };
+        match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => {
+                let verdict = self.identities.greet(&peer, request, Instant::now());
+                if verdict != Verdict::Ok {
+                    warn!(peer = %peer, "two live processes share this peer's identity; refusing the later one");
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .hello
+                    .send_response(channel, verdict);
+            }
+            request_response::Message::Response {
+                response: Verdict::Duplicate { other },
+                ..
+            } => self.emit(NetEvent::IdentityConflict {
+                reporter: peer,
+                other,
+            }),
+            request_response::Message::Response { .. } => {}
+        }
+    }
+}
+
+impl Topic {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Topic::Committed => crate::COMMITTED_TOPIC,
+            Topic::Transient => crate::TRANSIENT_TOPIC,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The libp2p stack: TCP, an optional pre-shared-key private network (the
+//! cluster key), noise, yamux; and the behaviours on top: gossipsub for
+//! broadcast, two request-response protocols, identify, and mDNS.
+
+use crate::codec::{FrameCodec, HelloCodec};
+use crate::{NetConfig, NetError, DIRECT_PROTOCOL, HELLO_PROTOCOL};
+use libp2p::core::transport::upgrade::Version;
+use libp2p::core::Transport as _;
+use libp2p::gossipsub::{self, MessageAuthenticity};
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, mdns, noise, tcp, yamux, StreamProtocol, Swarm};
+use std::time::Duration;
+
+/// How long a one-to-one frame may take to be acknowledged.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Inbound and outbound one-to-one streams open at once, per connection.
+const DIRECT_STREAMS: usize = 256;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(200);
+/// A connection with no stream open is closed after this long.
+const IDLE_CONNECTION: Duration = Duration::from_secs(300);
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub gossipsub: gossipsub::Behaviour,
+    pub direct: request_response::Behaviour<FrameCodec>,
+    pub hello: request_response::Behaviour<HelloCodec>,
+    pub identify: identify::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Reads a cluster key file in the common `swarm.key` format.
+pub fn parse_cluster_key(text: &str) -> Result<PreSharedKey, String> {
+    text.parse::<PreSharedKey>().map_err(|e| e.to_string())
+}
+
+/// A fresh cluster key file's text.
+pub fn new_cluster_key_text() -> String {
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("/key/swarm/psk/1.0.0/\n/base16/\n{hex}\n")
+}
+
+pub(crate) fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let psk = cfg.cluster_key;
+    let max = cfg.max_message_bytes;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let noise = noise::Config::new(key)?;
+                let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+                let yamux = yamux::Config::default();
+                Ok(match psk {
+                    Some(psk) => tcp
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux)
+                        .boxed(),
+                    None => tcp
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux)
+                        .boxed(),
+                })
+            },
+        )
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key| {
+            let gossip_cfg = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(max)
+                .heartbeat_interval(GOSSIP_HEARTBEAT)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub =
+                gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_cfg)?;
+            let direct = request_response::Behaviour::with_codec(
+                FrameCodec { max },
+                [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(DIRECT_TIMEOUT)
+                    .with_max_concurrent_streams(DIRECT_STREAMS),
+            );
+            let hello = request_response::Behaviour::with_codec(
+                HelloCodec,
+                [(StreamProtocol::new(HELLO_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(HELLO_TIMEOUT),
+            );
+            let identify =
+                identify::Behaviour::new(identify::Config::new("/shoal/id/1".into(), key.public()));
+            let mdns = if cfg.mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                gossipsub,
+                direct,
+                hello,
+                identify,
+                mdns: mdns.into(),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION))
+        .build();
+    Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_cluster_key_parses_and_garbage_does_not() {
+        let text = new_cluster_key_text();
+        assert!(parse_cluster_key(&text).is_ok());
+        assert_ne!(text, new_cluster_key_text(), "fresh every time");
+        assert!(parse_cluster_key("/key/swarm/psk/1.0.0/\n/base16/\nzz\n").is_err());
+        assert!(parse_cluster_key("").is_err());
+    }
+}
