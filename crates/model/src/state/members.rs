@@ -1,0 +1,112 @@
+//! Members: the nodes of the cluster, their Raft roles and liveness, and
+//! the events that change them (founding, joins, the failure detector's
+//! verdicts, leaves, clean-up of the gone, membership changes).
+
+use super::validate::Limits;
+use super::State;
+use crate::event::{Liveness, Role};
+use crate::ids::{ClusterId, NodeId, RaftId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub raft_id: RaftId,
+    pub addr: String,
+    pub role: Role,
+    pub liveness: Liveness,
+    pub joined_at_ms: u64,
+}
+
+impl State {
+    /// Nodes whose Raft role is `role`, by Raft id.
+    pub fn members(&self, role: Role) -> Vec<(RaftId, NodeId)> {
+        let mut v: Vec<_> = self
+            .nodes()
+            .iter()
+            .filter(|(_, n)| n.role == role)
+            .map(|(id, n)| (n.raft_id, id.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The founder's first entry: the cluster id, and the founder as the
+    /// first voter (Raft id 1). Ignored once a cluster is recorded.
+    pub(super) fn cluster_founded(
+        &mut self,
+        cluster_id: &ClusterId,
+        founder: &NodeId,
+        addr: &str,
+        at_ms: u64,
+    ) {
+        if self.meta.cluster_id.is_some() {
+            return;
+        }
+        let mut meta = self.meta.clone();
+        meta.cluster_id = Some(cluster_id.clone());
+        meta.founded_at_ms = at_ms;
+        meta.next_raft_id = 2;
+        self.set_meta(meta);
+        let info = NodeInfo {
+            raft_id: RaftId(1),
+            addr: addr.to_owned(),
+            role: Role::Voter,
+            liveness: Liveness::Alive,
+            joined_at_ms: at_ms,
+        };
+        self.nodes.insert(founder.clone(), info);
+    }
+
+    /// A node joins (a new Raft id, as a follower) or rejoins (alive again,
+    /// at its new address).
+    pub(super) fn node_joined(&mut self, node: &NodeId, addr: &str, at_ms: u64) {
+        let rejoined = self.nodes.update(node, |n| {
+            n.addr = addr.to_owned();
+            n.liveness = Liveness::Alive;
+        });
+        if rejoined || self.nodes.len() >= Limits::MAX_NODES || self.meta.cluster_id.is_none() {
+            return;
+        }
+        let mut meta = self.meta.clone();
+        let raft_id = RaftId(meta.next_raft_id);
+        meta.next_raft_id += 1;
+        self.set_meta(meta);
+        let info = NodeInfo {
+            raft_id,
+            addr: addr.to_owned(),
+            role: Role::Follower,
+            liveness: Liveness::Alive,
+            joined_at_ms: at_ms,
+        };
+        self.nodes.insert(node.clone(), info);
+    }
+
+    /// The failure detector's verdict. A node that left stays left unless
+    /// it is seen alive again (it came back).
+    pub(super) fn node_liveness(&mut self, node: &NodeId, liveness: Liveness) {
+        self.nodes.update(node, |n| {
+            if n.liveness != Liveness::Left || liveness == Liveness::Alive {
+                n.liveness = liveness;
+            }
+        });
+    }
+
+    pub(super) fn node_left(&mut self, node: &NodeId) {
+        self.nodes.update(node, |n| n.liveness = Liveness::Left);
+    }
+
+    /// Removes a dead or departed follower (a logged clean-up).
+    pub(super) fn node_forgotten(&mut self, node: &NodeId) {
+        let gone = self.nodes.get(node).is_some_and(|n| {
+            matches!(n.liveness, Liveness::Dead | Liveness::Left) && n.role == Role::Follower
+        });
+        if gone {
+            self.nodes.remove(node);
+        }
+    }
+
+    /// A committed Raft membership change, mirrored.
+    pub(super) fn membership(&mut self, node: &NodeId, role: Role) {
+        self.nodes.update(node, |n| n.role = role);
+    }
+}

@@ -1,0 +1,99 @@
+//! Command outcomes by client-minted id (invariant 7): a command applied
+//! once stores what it returned; a retry with the same id gets that back
+//! and changes nothing, across master changes. Outcomes are kept for the
+//! retry window and expire by a logged event, oldest first; past the cap
+//! the oldest is dropped.
+
+use super::validate::Limits;
+use super::State;
+use crate::event::Outcome;
+use crate::ids::{CommandId, EventIdx};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub outcome: Outcome,
+    /// Index of the event that produced it.
+    pub idx: EventIdx,
+    pub at_ms: u64,
+}
+
+/// A command's result as `apply` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandResult {
+    pub id: CommandId,
+    pub outcome: Outcome,
+    /// Where the outcome was first produced.
+    pub idx: EventIdx,
+    /// True when the id had been applied before: nothing changed this time.
+    pub duplicate: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub command: Option<CommandResult>,
+}
+
+impl State {
+    /// Master clock of the oldest stored command outcome.
+    pub fn oldest_outcome_ms(&self) -> Option<u64> {
+        self.outcome_age.get_min().map(|((at, _), _)| *at)
+    }
+
+    /// The stored result of a command applied before.
+    pub(super) fn known_command(&self, id: &CommandId) -> Option<CommandResult> {
+        self.outcomes.get(id).map(|rec| CommandResult {
+            id: id.clone(),
+            outcome: rec.outcome.clone(),
+            idx: rec.idx,
+            duplicate: true,
+        })
+    }
+
+    pub(super) fn record_outcome(
+        &mut self,
+        idx: EventIdx,
+        id: &CommandId,
+        outcome: Outcome,
+        at_ms: u64,
+    ) -> CommandResult {
+        if self.outcomes.len() >= Limits::MAX_OUTCOMES {
+            self.drop_oldest_outcome();
+        }
+        let rec = OutcomeRecord {
+            outcome: outcome.clone(),
+            idx,
+            at_ms,
+        };
+        self.insert_outcome(id.clone(), rec);
+        CommandResult {
+            id: id.clone(),
+            outcome,
+            idx,
+            duplicate: false,
+        }
+    }
+
+    /// Every stored outcome goes through here, keeping the age index.
+    pub(super) fn insert_outcome(&mut self, id: CommandId, rec: OutcomeRecord) {
+        self.outcome_age.insert((rec.at_ms, rec.idx), id.clone());
+        self.outcomes.insert(id, rec);
+    }
+
+    /// Outcomes stamped before `before_ms` go (the retry window passed).
+    pub(super) fn outcomes_expired(&mut self, before_ms: u64) {
+        while let Some(((at, _), _)) = self.outcome_age.get_min() {
+            if *at >= before_ms {
+                break;
+            }
+            self.drop_oldest_outcome();
+        }
+    }
+
+    fn drop_oldest_outcome(&mut self) {
+        if let Some((age, id)) = self.outcome_age.get_min().cloned() {
+            self.outcome_age.remove(&age);
+            self.outcomes.remove(&id);
+        }
+    }
+}
