@@ -6,6 +6,7 @@ use clap::Args;
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use reqwest::Method;
 use serde_json::Value;
+use shoal_api::ErrorCode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub struct ApiArg {
 /// An error the API answered with: its code and message.
 #[derive(Debug)]
 pub struct ApiError {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -46,18 +47,12 @@ impl std::error::Error for ApiError {}
 fn error_of(resp: reqwest::blocking::Response) -> ApiError {
     let body: Value = resp.json().unwrap_or(Value::Null);
     ApiError {
-        code: body["error"]["code"].as_str().unwrap_or("error").to_owned(),
+        code: serde_json::from_value(body["error"]["code"].clone()).unwrap_or(ErrorCode::Error),
         message: body["error"]["message"]
             .as_str()
             .unwrap_or("request failed")
             .to_owned(),
     }
-}
-
-/// Answers worth retrying with the same idempotency key: the command may
-/// or may not have been committed, and a retry returns its first outcome.
-fn retryable(code: &str) -> bool {
-    matches!(code, "timeout" | "busy")
 }
 
 const ATTEMPTS: u32 = 3;
@@ -159,7 +154,7 @@ impl Client {
             match self.send(req) {
                 Err(e)
                     if e.downcast_ref::<ApiError>()
-                        .is_some_and(|a| retryable(&a.code)) =>
+                        .is_some_and(|a| a.code.retryable()) =>
                 {
                     last = Some(e)
                 }

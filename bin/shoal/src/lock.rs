@@ -14,6 +14,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use reqwest::Method;
 use serde_json::json;
+use shoal_api::ErrorCode;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,8 +46,8 @@ fn default_holder() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-fn api_code(e: &anyhow::Error) -> Option<&str> {
-    e.downcast_ref::<ApiError>().map(|a| a.code.as_str())
+fn api_code(e: &anyhow::Error) -> Option<ErrorCode> {
+    e.downcast_ref::<ApiError>().map(|a| a.code)
 }
 
 fn acquire(c: &Client, a: &LockArgs, holder: &str) -> Result<u64> {
@@ -62,7 +63,7 @@ fn acquire(c: &Client, a: &LockArgs, holder: &str) -> Result<u64> {
                     .as_u64()
                     .ok_or_else(|| anyhow!("the node answered without a token: {v}"))
             }
-            Err(e) if api_code(&e) == Some("lock_held") => {
+            Err(e) if api_code(&e) == Some(ErrorCode::LockHeld) => {
                 if a.wait.is_some_and(|w| start.elapsed() >= w) {
                     bail!("gave up waiting for lock {:?}: {e}", a.name);
                 }
@@ -112,7 +113,7 @@ pub fn run(c: &Client, a: LockArgs) -> Result<i32> {
                 let body = Body::Json(json!({ "token": token }));
                 match c.write(Method::POST, &path, body, None) {
                     Ok(_) => renewed = Instant::now(),
-                    Err(e) if api_code(&e) == Some("stale_token") => {
+                    Err(e) if api_code(&e) == Some(ErrorCode::StaleToken) => {
                         eprintln!("lost lock {name:?}: {e}; stopping the command");
                         lost.store(true, Ordering::Relaxed);
                     }

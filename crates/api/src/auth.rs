@@ -2,6 +2,7 @@
 //! open when the API listens on loopback only, else they need it too.
 
 use crate::ApiError;
+use crate::ErrorCode;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -42,13 +43,13 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         Some(t) if same(t, &access.token) => next.run(req).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "the API token is wrong",
         )
         .into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             if read {
                 "this API is not on loopback: reads need a token too (Authorization: Bearer TOKEN)"
             } else {

@@ -14,6 +14,7 @@
 
 use crate::kv::command_id;
 use crate::tasks::{check_exec, invalid, RunnerFields};
+use crate::ErrorCode;
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -134,7 +135,7 @@ async fn one(AxState(node): AxState<NodeHandle>, Path(name): Path<String>) -> Ap
     let d = s.deployments().get(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no deployment {name:?}"),
         )
     })?;

@@ -3,6 +3,7 @@
 //! with the index they reflect, or, with `?consistent=true`, after a
 //! barrier committed through the master.
 
+use crate::ErrorCode;
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
@@ -48,7 +49,7 @@ pub(crate) fn entry_json(key: &str, e: &KvEntry) -> Value {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
 }
 
 fn text(body: &Bytes, what: &str) -> Result<String, ApiError> {
@@ -106,7 +107,7 @@ pub(crate) async fn read_state(node: &NodeHandle, consistent: bool) -> Result<St
     node.state_at(idx, CONSISTENT_WAIT).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             format!("this replica did not reach index {idx} in time"),
         )
     })
@@ -115,7 +116,7 @@ pub(crate) async fn read_state(node: &NodeHandle, consistent: bool) -> Result<St
 fn not_found(key: &str, s: &State) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no key {key:?} at index {}", s.index()),
     )
 }
@@ -190,7 +191,7 @@ async fn range(
     let KvValue::List(list) = &e.value else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "wrong_type",
+            ErrorCode::WrongType,
             format!("{key:?} is not a list"),
         ));
     };
@@ -304,7 +305,7 @@ async fn verb(
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("no operation {other:?} on keys"),
             ))
         }

@@ -40,23 +40,26 @@
 mod auth;
 mod dashboard;
 mod deployments;
+mod error;
 mod events;
 mod kv;
 mod tasks;
 
 pub use auth::Access;
+pub use error::{ApiError, ErrorCode};
 
 use axum::extract::{DefaultBodyLimit, Query, State as AxState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub(crate) use error::stopped;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
+use shoal_model::{Limits, NodeInfo, Outcome, State};
 use shoal_node::{NodeHandle, View};
 use shoal_proto::node::NodeRole;
-use shoal_proto::wire::{CommandReply, Refusal};
+use shoal_proto::wire::CommandReply;
 use std::fmt::Write as _;
 
 /// Request bodies larger than this are refused with 413.
@@ -84,10 +87,10 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
         router
     };
     router
-        .fallback(no_route)
-        .method_not_allowed_fallback(no_method)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(access),
             auth::check,
@@ -117,107 +120,6 @@ async fn openapi() -> impl IntoResponse {
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         OPENAPI,
     )
-}
-
-async fn no_route(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        format!("no endpoint {} (see /v1/openapi.json)", uri.path()),
-    )
-}
-
-async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
-}
-
-/// Errors that do not come from a handler (a body over the limit, a body
-/// that does not parse) are plain text from the framework; they are
-/// rewritten into the API's JSON error shape.
-async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return resp;
-    }
-    let body = axum::body::to_bytes(resp.into_body(), 4096)
-        .await
-        .unwrap_or_default();
-    let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => "invalid",
-        _ => "error",
-    };
-    let message = String::from_utf8_lossy(&body).trim().to_owned();
-    let message = if message.is_empty() {
-        status.to_string()
-    } else {
-        message
-    };
-    ApiError::new(status, code, message).into_response()
-}
-
-/// An error as the API reports it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> Self {
-        let (status, code) = match r {
-            Refusal::NoQuorum => (StatusCode::SERVICE_UNAVAILABLE, "no_quorum"),
-            Refusal::NotMaster => (StatusCode::SERVICE_UNAVAILABLE, "not_master"),
-            Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
-            Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            Refusal::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, "not_joined"),
-        };
-        ApiError::new(status, code, r.to_string())
-    }
-}
-
-pub(crate) fn rejection(r: Rejection) -> ApiError {
-    let (status, code) = match r {
-        Rejection::WrongType => (StatusCode::CONFLICT, "wrong_type"),
-        Rejection::Overflow => (StatusCode::CONFLICT, "overflow"),
-        Rejection::StaleToken => (StatusCode::CONFLICT, "stale_token"),
-        Rejection::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-        Rejection::LockHeld { .. } => (StatusCode::CONFLICT, "lock_held"),
-        Rejection::NotFinished => (StatusCode::CONFLICT, "not_finished"),
-        Rejection::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "full"),
-        Rejection::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-    };
-    ApiError::new(status, code, r.to_string())
 }
 
 pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
@@ -250,8 +152,8 @@ fn node_json(id: &str, n: &NodeInfo) -> Value {
         "node_id": id,
         "raft_id": n.raft_id,
         "addr": n.addr,
-        "role": format!("{:?}", n.role).to_lowercase(),
-        "liveness": format!("{:?}", n.liveness).to_lowercase(),
+        "role": n.role,
+        "liveness": n.liveness,
     })
 }
 
@@ -300,14 +202,6 @@ async fn leave(AxState(node): AxState<NodeHandle>) -> (StatusCode, Json<Value>) 
     (StatusCode::ACCEPTED, Json(json!({"leaving": true})))
 }
 
-pub(crate) fn stopped() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "stopping",
-        "the node is stopping",
-    )
-}
-
 #[derive(Deserialize)]
 struct StateQuery {
     limit: Option<usize>,
@@ -343,7 +237,7 @@ async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) 
 pub(crate) fn committed(reply: CommandReply) -> ApiResult {
     let (idx, outcome) = reply?;
     let body = match outcome {
-        Outcome::Rejected(r) => return Err(rejection(r)),
+        Outcome::Rejected(r) => return Err(r.into()),
         Outcome::Done => json!({"index": idx}),
         Outcome::Value(v) => json!({"index": idx, "value": v}),
         Outcome::Int(n) => json!({"index": idx, "value": n}),

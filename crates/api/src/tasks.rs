@@ -19,6 +19,7 @@
 //! "interval_ms": N, "exit_code": N}` instead of `cmd`.
 
 use crate::kv::command_id;
+use crate::ErrorCode;
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -66,7 +67,7 @@ fn status_json(s: &TaskStatus) -> Value {
         TaskStatus::Finished { exit_code, class } => json!({
             "state": "finished",
             "exit_code": exit_code,
-            "class": format!("{class:?}").to_lowercase(),
+            "class": class,
         }),
         TaskStatus::Failed { reason } => json!({"state": "failed", "reason": reason}),
         TaskStatus::Cancelled => json!({"state": "cancelled"}),
@@ -154,7 +155,7 @@ pub(crate) async fn check_exec(node: &NodeHandle, runner: &Runner) -> Result<(),
     if matches!(runner, Runner::Exec { .. }) && !node.exec_available().await {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "exec_disabled",
+            ErrorCode::ExecDisabled,
             "no live node runs user commands: start nodes with --allow-exec (which needs a \
              cluster key, or a single loopback node); the synthetic runner always works",
         ));
@@ -178,7 +179,7 @@ struct Submission {
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
 }
 
 fn spec_of(s: Submission, state: &State) -> Result<TaskSpec, ApiError> {
@@ -249,7 +250,11 @@ fn task_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 fn not_found(id: &TaskId) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task {id}"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no task {id}"),
+    )
 }
 
 async fn one(AxState(node): AxState<NodeHandle>, Path(id): Path<String>) -> ApiResult {

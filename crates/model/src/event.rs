@@ -75,8 +75,9 @@ pub enum Event {
     OutcomesExpired { before_ms: u64 },
 }
 
-/// What a node is to Raft.
+/// What a node is to Raft. (Serde names are what JSON shows.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Voter,
     Learner,
@@ -85,6 +86,7 @@ pub enum Role {
 
 /// The failure detector's view of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Liveness {
     Alive,
     Suspect,
@@ -296,6 +298,7 @@ pub enum TaskReport {
 
 /// How a run ended; only `Transient` failures are retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExitClass {
     Success,
     Failed,

@@ -1,0 +1,193 @@
+//! Errors as the API reports them: `{"error": {"code": C, "message": M}}`
+//! with an HTTP status. `ErrorCode` is the closed list of codes; clients
+//! (the CLI among them) match on it, never on the message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shoal_model::Rejection;
+use shoal_proto::wire::Refusal;
+
+/// What went wrong, as a client should act on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A majority of voters is unreachable: the write cannot commit.
+    NoQuorum,
+    NotMaster,
+    /// Too many commands in flight: retry later.
+    Busy,
+    /// The request or command is malformed.
+    Invalid,
+    /// Not answered in time: retry under the same idempotency key.
+    Timeout,
+    NotJoined,
+    Stopping,
+    Unauthorized,
+    NotFound,
+    NoRoute,
+    MethodNotAllowed,
+    TooLarge,
+    UnsupportedMediaType,
+    WrongType,
+    Overflow,
+    StaleToken,
+    LockHeld,
+    NotFinished,
+    Full,
+    /// User commands are off on every live node.
+    ExecDisabled,
+    /// Anything else (and codes this client does not know yet).
+    #[serde(other)]
+    Error,
+}
+
+impl std::fmt::Display for ErrorCode {
+    /// Its name on the wire (`no_quorum`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => f.write_str("error"),
+        }
+    }
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed if sent again as it is.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorCode::Timeout | ErrorCode::Busy)
+    }
+}
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let (status, code) = match r {
+            Refusal::NoQuorum => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoQuorum),
+            Refusal::NotMaster => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotMaster),
+            Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Busy),
+            Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::Invalid),
+            Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout),
+            Refusal::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotJoined),
+        };
+        ApiError::new(status, code, r.to_string())
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let (status, code) = match r {
+            Rejection::WrongType => (StatusCode::CONFLICT, ErrorCode::WrongType),
+            Rejection::Overflow => (StatusCode::CONFLICT, ErrorCode::Overflow),
+            Rejection::StaleToken => (StatusCode::CONFLICT, ErrorCode::StaleToken),
+            Rejection::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Rejection::LockHeld { .. } => (StatusCode::CONFLICT, ErrorCode::LockHeld),
+            Rejection::NotFinished => (StatusCode::CONFLICT, ErrorCode::NotFinished),
+            Rejection::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Full),
+            Rejection::Invalid { .. } => (StatusCode::BAD_REQUEST, ErrorCode::Invalid),
+        };
+        ApiError::new(status, code, r.to_string())
+    }
+}
+
+pub(crate) async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NoRoute,
+        format!("no endpoint {} (see /v1/openapi.json)", uri.path()),
+    )
+}
+
+pub(crate) async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+pub(crate) fn stopped() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Stopping,
+        "the node is stopping",
+    )
+}
+
+/// Errors that do not come from a handler (a body over the limit, a body
+/// that does not parse) are plain text from the framework; they are
+/// rewritten into the API's JSON error shape.
+pub(crate) async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => ErrorCode::Invalid,
+        _ => ErrorCode::Error,
+    };
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if message.is_empty() {
+        status.to_string()
+    } else {
+        message
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_snake_case_names_and_unknown_ones_read_as_error() {
+        assert_eq!(json!(ErrorCode::NoQuorum), json!("no_quorum"));
+        assert_eq!(json!(ErrorCode::StaleToken), json!("stale_token"));
+        let known: ErrorCode = serde_json::from_value(json!("lock_held")).unwrap();
+        assert_eq!(known, ErrorCode::LockHeld);
+        let unknown: ErrorCode = serde_json::from_value(json!("from_the_future")).unwrap();
+        assert_eq!(unknown, ErrorCode::Error);
+        assert!(ErrorCode::Busy.retryable() && !ErrorCode::NoQuorum.retryable());
+        assert_eq!(ErrorCode::NotMaster.to_string(), "not_master");
+    }
+}
