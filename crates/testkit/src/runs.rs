@@ -39,6 +39,7 @@ enum RunEventKind {
         chunk: OutputChunk,
         chunks: u32,
         interval: Duration,
+        exit_code: i32,
     },
     Exited {
         exit_code: i32,
@@ -105,23 +106,20 @@ impl Sim {
                 chunks,
                 interval_ms,
                 exit_code,
-            } => {
-                // One chunk is scheduled at a time: the next when it lands.
-                if *chunks > 0 {
-                    let interval = Duration::from_millis(*interval_ms);
-                    let chunk = synthetic_chunk(&task, attempt, 0, *chunks);
-                    let ev = RunEventKind::Chunk {
-                        chunk,
-                        chunks: *chunks,
-                        interval,
-                    };
-                    self.run_event(node, self.now + interval, token, ev);
-                }
-                (
-                    Duration::from_millis(interval_ms * u64::from(*chunks)),
-                    *exit_code,
-                )
+            } if *chunks > 0 => {
+                // One chunk at a time, the next when it lands; the exit
+                // follows the last chunk.
+                let interval = Duration::from_millis(*interval_ms);
+                let ev = RunEventKind::Chunk {
+                    chunk: synthetic_chunk(&task, attempt, 0, *chunks),
+                    chunks: *chunks,
+                    interval,
+                    exit_code: *exit_code,
+                };
+                self.run_event(node, self.now + interval, token, ev);
+                return;
             }
+            Runner::Synthetic { exit_code, .. } => (Duration::ZERO, *exit_code),
             Runner::Exec { .. } if replica => (Duration::from_secs(3600), 0),
             Runner::Exec { .. } => (Duration::from_millis(100), 0),
         };
@@ -164,16 +162,22 @@ impl Sim {
                 chunk,
                 chunks,
                 interval,
+                exit_code,
             } => {
-                if chunk.seq + 1 < u64::from(chunks) {
+                let next = if chunk.seq + 1 < u64::from(chunks) {
                     let next = synthetic_chunk(&chunk.task, chunk.attempt, chunk.seq + 1, chunks);
-                    let next = RunEventKind::Chunk {
+                    let ev = RunEventKind::Chunk {
                         chunk: next,
                         chunks,
                         interval,
+                        exit_code,
                     };
-                    self.run_event(node, self.now + interval, token, next);
-                }
+                    (self.now + interval, ev)
+                } else {
+                    let class = ExitClass::of_exit_code(exit_code);
+                    (self.now, RunEventKind::Exited { exit_code, class })
+                };
+                self.run_event(node, next.0, token, next.1);
                 Some(Input::RunOutput(chunk))
             }
             RunEventKind::Exited { exit_code, class } => {

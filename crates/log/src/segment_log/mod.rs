@@ -17,12 +17,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
+mod records;
+
+use records::{encode_record, parse_record, Record, Replay, Segment};
+
 const MAGIC: &[u8; 8] = b"SHOALLOG";
 const FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: u64 = 10;
-const RECORD_HEADER_LEN: usize = 8;
-/// Larger than any entry a node accepts; a length above it is corruption.
-const MAX_RECORD_LEN: usize = 32 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
@@ -51,16 +52,6 @@ pub struct HardState {
 pub struct MembershipRecord {
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Record {
-    Entry(LogEntry),
-    HardState(HardState),
-    Membership(MembershipRecord),
-    /// The log starts at this index; anything older was compacted into a
-    /// snapshot.
-    Floor(EventIdx),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,21 +91,6 @@ pub struct Recovery {
     pub cut: Option<(PathBuf, u64, String)>,
 }
 
-#[derive(Debug)]
-struct Segment {
-    seq: u64,
-    path: PathBuf,
-    first: EventIdx,
-    /// Offset and length of each entry record, for `first + i`.
-    locs: Vec<(u64, u32)>,
-}
-
-impl Segment {
-    fn last(&self) -> Option<EventIdx> {
-        (!self.locs.is_empty()).then(|| EventIdx(self.first.0 + self.locs.len() as u64 - 1))
-    }
-}
-
 /// The durable log. Appends are buffered; `sync` makes them durable.
 #[derive(Debug)]
 pub struct DurableLog {
@@ -133,42 +109,6 @@ pub struct DurableLog {
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016}.seg"))
-}
-
-fn encode_record(rec: &Record, out: &mut Vec<u8>) -> Result<(), LogError> {
-    let payload = postcard::to_allocvec(rec).expect("records serialize into a Vec");
-    if payload.len() > MAX_RECORD_LEN {
-        return Err(LogError::TooLarge(payload.len()));
-    }
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    Ok(())
-}
-
-/// Parses the record at `pos`, or says why it is not a whole, valid record.
-fn parse_record(bytes: &[u8], pos: usize) -> Result<(Record, usize), String> {
-    let rest = &bytes[pos..];
-    if rest.len() < RECORD_HEADER_LEN {
-        return Err(format!("torn record header ({} bytes)", rest.len()));
-    }
-    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if len > MAX_RECORD_LEN {
-        return Err(format!("record length {len} is impossible"));
-    }
-    if rest.len() < RECORD_HEADER_LEN + len {
-        return Err(format!(
-            "torn record: {} of {len} bytes",
-            rest.len() - RECORD_HEADER_LEN
-        ));
-    }
-    let payload = &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
-    if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".to_owned());
-    }
-    let rec = postcard::from_bytes(payload).map_err(|e| format!("undecodable record: {e}"))?;
-    Ok((rec, RECORD_HEADER_LEN + len))
 }
 
 impl DurableLog {
@@ -563,82 +503,5 @@ impl Drop for DurableLog {
         if let Err(e) = self.sync() {
             warn!(error = %e, "log sync on close failed");
         }
-    }
-}
-
-/// The log as the records on disk describe it.
-#[derive(Debug)]
-struct Replay {
-    first: EventIdx,
-    last: EventIdx,
-    hard_state: HardState,
-    membership: MembershipRecord,
-}
-
-impl Default for Replay {
-    fn default() -> Self {
-        Replay {
-            first: EventIdx(1),
-            last: EventIdx(0),
-            hard_state: HardState::default(),
-            membership: MembershipRecord::default(),
-        }
-    }
-}
-
-impl Replay {
-    fn replay(
-        &mut self,
-        rec: Record,
-        done: &mut [Segment],
-        seg: &mut Segment,
-        offset: u64,
-        len: u32,
-    ) -> Result<(), String> {
-        match rec {
-            Record::HardState(hs) => self.hard_state = hs,
-            Record::Membership(m) => self.membership = m,
-            Record::Floor(f) => {
-                if f > self.first {
-                    self.first = f;
-                }
-                if self.last < f.prev() {
-                    // Everything held is older than the floor.
-                    self.last = f.prev();
-                    for s in done.iter_mut() {
-                        s.locs.clear();
-                    }
-                    seg.locs.clear();
-                    seg.first = f;
-                }
-            }
-            Record::Entry(e) => {
-                if self.last < self.first && e.idx > self.first {
-                    // The oldest retained entry of a compacted log.
-                    self.first = e.idx;
-                    self.last = e.idx.prev();
-                }
-                if e.idx > self.last.next() || e.idx < self.first {
-                    return Err(format!("entry {} does not follow {}", e.idx, self.last));
-                }
-                if e.idx <= self.last {
-                    for s in done.iter_mut() {
-                        if s.first >= e.idx {
-                            s.locs.clear();
-                        } else {
-                            s.locs.truncate((e.idx.0 - s.first.0) as usize);
-                        }
-                    }
-                }
-                if seg.locs.is_empty() {
-                    seg.first = e.idx;
-                } else if seg.first.0 + seg.locs.len() as u64 != e.idx.0 {
-                    return Err(format!("entry {} breaks its segment's sequence", e.idx));
-                }
-                seg.locs.push((offset, len));
-                self.last = e.idx;
-            }
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,130 @@
+//! Joiners behind a long history, and convergence under heavy loss.
+
+use super::*;
+
+/// Runs `n` increments through the cluster, many in flight at once.
+fn bulk_writes(sim: &mut Sim, via: &NodeId, n: u64, batch: u64) {
+    let mut done = 0;
+    while done < n {
+        let k = batch.min(n - done);
+        let handles: Vec<u64> = (0..k)
+            .map(|i| {
+                sim.submit(
+                    via,
+                    Op::KvSet {
+                        key: format!("key-{:08}", done + i),
+                        value: "v".repeat(40),
+                    },
+                )
+            })
+            .collect();
+        let ok = sim.run_until(secs(30), |s| handles.iter().all(|h| s.reply(*h).is_some()));
+        assert!(ok, "seed {}: bulk batch stuck", sim.seed);
+        for h in handles {
+            assert!(
+                matches!(sim.reply(h), Some(Ok(_))),
+                "seed {}: {:?}",
+                sim.seed,
+                sim.reply(h)
+            );
+        }
+        done += k;
+    }
+}
+
+fn join_behind(seed: u64, history: u64) {
+    let (mut sim, ids) = cluster(seed, 3);
+    let m = sim.master().unwrap();
+    bulk_writes(&mut sim, &m, history, 2000);
+    sim.expect_converged(secs(10));
+    let target = sim.state_of(&m).unwrap().index();
+    let joiner = sim.add_node("n9");
+    sim.expect_converged(secs(30));
+    let j = sim.node(&joiner).unwrap();
+    assert_eq!(
+        j.state().hash(),
+        sim.state_of(&ids[0]).unwrap().hash(),
+        "seed {seed}"
+    );
+    assert!(j.state().index() >= target);
+    let metrics = j.metrics();
+    assert_eq!(
+        metrics.snapshots_installed, 1,
+        "seed {seed}: joined by one snapshot"
+    );
+    assert!(
+        metrics.events_applied < history / 10,
+        "seed {seed}: replayed {} events instead of loading a snapshot",
+        metrics.events_applied
+    );
+    let recorded = sim.run_until(secs(10), |s| {
+        s.state_of(&m).unwrap().nodes().contains_key(&joiner)
+    });
+    assert!(recorded, "seed {seed}: recorded as a member");
+    sim.expect_converged(secs(10));
+}
+
+#[test]
+fn a_joiner_behind_a_long_history_catches_up_by_snapshot_plus_tail() {
+    for seed in seeds(4) {
+        join_behind(seed, 20_000);
+    }
+}
+
+#[test]
+fn a_joiner_behind_100k_events_catches_up_by_snapshot_plus_tail() {
+    join_behind(7, 100_000);
+}
+
+#[test]
+fn heavy_message_loss_still_converges_and_a_restart_resumes_from_its_own_log() {
+    for seed in seeds(40) {
+        let (mut sim, ids) = cluster(seed, 5);
+        sim.set_net(NetConfig {
+            loss: 0.2,
+            duplicate: 0.05,
+            ..NetConfig::default()
+        });
+        let mut handles = Vec::new();
+        for i in 0..60 {
+            handles.push(sim.submit(&ids[i % 5], incr("lossy")));
+            sim.run_for(Duration::from_millis(20));
+        }
+        let ok = sim.run_until(secs(60), |s| handles.iter().all(|h| s.reply(*h).is_some()));
+        assert!(ok, "seed {seed}: replies under loss");
+        let acked = handles
+            .iter()
+            .filter(|h| matches!(sim.reply(**h), Some(Ok(_))))
+            .count() as i64;
+        sim.expect_converged(secs(30));
+        let total = counter(&sim, &ids[0], "lossy");
+        assert!(
+            total >= acked,
+            "seed {seed}: every acknowledged write is there"
+        );
+        assert!(total <= 60, "seed {seed}: nothing applied twice");
+        // A follower restarts from its own log, as itself.
+        let f = ids
+            .iter()
+            .find(|n| sim.node(n).unwrap().raft().is_none())
+            .expect("a follower")
+            .clone();
+        let index_before = sim.state_of(&f).unwrap().index();
+        sim.crash(&f);
+        sim.restart(&f);
+        let restarted = sim.state_of(&f).unwrap();
+        // A follower syncs what it applies: it comes back where it was.
+        assert_eq!(
+            restarted.index(),
+            index_before,
+            "seed {seed}: replayed its own log"
+        );
+        assert!(restarted.nodes().contains_key(&f));
+        sim.expect_converged(secs(30));
+        assert_eq!(
+            sim.node(&f).unwrap().metrics().snapshots_installed,
+            0,
+            "seed {seed}: no snapshot needed"
+        );
+    }
+}

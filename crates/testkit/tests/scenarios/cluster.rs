@@ -1,0 +1,279 @@
+//! Elections, failover, partitions, voter replacement and idleness.
+
+use super::*;
+
+#[test]
+fn five_nodes_elect_one_master_with_three_voters() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap();
+        assert_eq!(st.members(Role::Voter).len(), 3, "seed {seed}");
+        assert_eq!(st.members(Role::Follower).len(), 2, "seed {seed}");
+        for id in &ids {
+            let s = sim.node(id).unwrap().status();
+            assert_eq!(
+                s.master_id.as_ref(),
+                Some(&m),
+                "seed {seed}: {id} knows the master"
+            );
+            assert_eq!(
+                s.cluster_id,
+                sim.node(&m).unwrap().status().cluster_id,
+                "seed {seed}"
+            );
+        }
+        let r = write(&mut sim, &ids[4], incr("x"), secs(5));
+        assert!(
+            matches!(r, Some(Ok((_, Outcome::Int(1))))),
+            "seed {seed}: {r:?}"
+        );
+        sim.expect_converged(secs(5));
+    }
+}
+
+#[test]
+fn a_dead_master_is_replaced_and_the_log_continues() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 5);
+        for i in 0..20 {
+            let via = ids[i % 5].clone();
+            assert!(
+                matches!(write(&mut sim, &via, incr("c"), secs(5)), Some(Ok(_))),
+                "seed {seed}"
+            );
+        }
+        sim.expect_converged(secs(5));
+        let old = sim.master().unwrap();
+        let before = sim.state_of(&old).unwrap().index();
+        let old_term = sim.node(&old).unwrap().raft().unwrap().term();
+        sim.crash(&old);
+        let ok = sim.run_until(secs(20), |s| s.master().is_some_and(|m| m != old));
+        assert!(ok, "seed {seed}: no new master");
+        let new = sim.master().unwrap();
+        assert!(sim.node(&new).unwrap().raft().unwrap().term() > old_term);
+        let survivor = ids.iter().find(|n| **n != old).unwrap().clone();
+        let r = write(&mut sim, &survivor, incr("c"), secs(10));
+        let Some(Ok((idx, Outcome::Int(21)))) = r else {
+            panic!("seed {seed}: {r:?}")
+        };
+        assert!(
+            idx > before,
+            "seed {seed}: the log continues past {before}, at {idx}"
+        );
+        sim.expect_converged(secs(10));
+        // Nobody reset State: every survivor holds all 21 increments.
+        for n in sim.live() {
+            assert_eq!(counter(&sim, &n, "c"), 21, "seed {seed}: {n}");
+        }
+        // The old master comes back as itself and catches up from its log.
+        sim.restart(&old);
+        sim.expect_converged(secs(20));
+        assert_eq!(counter(&sim, &old, "c"), 21, "seed {seed}");
+        assert!(sim.state_of(&old).unwrap().nodes().contains_key(&old));
+    }
+}
+
+#[test]
+fn a_partition_keeps_the_majority_writing_and_the_minority_refusing() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap().clone();
+        let voters: Vec<NodeId> = st
+            .members(Role::Voter)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let followers: Vec<NodeId> = st
+            .members(Role::Follower)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        // The master and one follower on the small side; two voters and a
+        // follower on the big side.
+        let minority = vec![m.clone(), followers[0].clone()];
+        let majority: Vec<NodeId> = ids
+            .iter()
+            .filter(|n| !minority.contains(n))
+            .cloned()
+            .collect();
+        assert_eq!(voters.iter().filter(|v| majority.contains(v)).count(), 2);
+        sim.partition(&minority, &majority);
+        for via in &minority {
+            let r = write(&mut sim, via, incr("p"), secs(15));
+            assert_eq!(
+                r,
+                Some(Err(Refusal::NoQuorum)),
+                "seed {seed}: minority write via {via}"
+            );
+        }
+        let ok = sim.run_until(secs(20), |s| {
+            majority
+                .iter()
+                .any(|n| s.node(n).is_some_and(|x| x.is_master()))
+        });
+        assert!(ok, "seed {seed}: the majority elects a master");
+        for via in &majority {
+            let r = write(&mut sim, via, incr("p"), secs(10));
+            assert!(
+                matches!(r, Some(Ok(_))),
+                "seed {seed}: majority write via {via}: {r:?}"
+            );
+        }
+        // Reads on the minority still answer, from its (stale) replica.
+        assert_eq!(counter(&sim, &followers[0], "p"), 0);
+        sim.heal();
+        sim.expect_converged(secs(20));
+        for n in &ids {
+            assert_eq!(counter(&sim, n, "p"), 3, "seed {seed}: {n}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_master_cannot_commit_after_a_new_election() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 3);
+        let old = sim.master().unwrap();
+        sim.pause(&old);
+        let ok = sim.run_until(secs(20), |s| s.masters().iter().any(|m| *m != old));
+        assert!(ok, "seed {seed}: a new master while the old one is paused");
+        let other = ids.iter().find(|n| **n != old).unwrap().clone();
+        assert!(matches!(
+            write(&mut sim, &other, incr("z"), secs(10)),
+            Some(Ok(_))
+        ));
+        sim.resume(&old);
+        // Straight after resuming, the old master still believes it leads;
+        // a write through it must not commit under its old term.
+        let h = sim.submit(&old, incr("z"));
+        sim.run_until(secs(15), |s| s.reply(h).is_some());
+        match sim.reply(h) {
+            Some(Ok((_, Outcome::Int(2))))
+            | Some(Err(Refusal::NoQuorum))
+            | Some(Err(Refusal::Timeout)) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        sim.expect_converged(secs(20));
+        let expected = counter(&sim, &other, "z");
+        assert!(expected == 1 || expected == 2);
+        for n in &ids {
+            assert_eq!(counter(&sim, n, "z"), expected, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn two_clusters_founded_apart_never_merge() {
+    for seed in seeds(40) {
+        let mut sim = Sim::new(seed);
+        let a: Vec<NodeId> = ["a1", "a2"].iter().map(|n| sim.add_node(n)).collect();
+        let b: Vec<NodeId> = ["b1", "b2"].iter().map(|n| sim.add_node(n)).collect();
+        sim.partition(&a, &b);
+        let ok = sim.run_until(secs(30), |s| {
+            s.masters().len() == 2 && s.converged_group(&a) && s.converged_group(&b)
+        });
+        assert!(ok, "seed {seed}: two clusters form");
+        let ca = sim.node(&a[0]).unwrap().cluster().cloned();
+        let cb = sim.node(&b[0]).unwrap().cluster().cloned();
+        assert_ne!(ca, cb);
+        sim.heal();
+        let h = sim.submit(&a[1], incr("only-a"));
+        sim.run_for(secs(10));
+        assert!(matches!(sim.reply(h), Some(Ok(_))));
+        for n in &a {
+            assert_eq!(sim.node(n).unwrap().cluster().cloned(), ca, "seed {seed}");
+        }
+        for n in &b {
+            assert_eq!(sim.node(n).unwrap().cluster().cloned(), cb, "seed {seed}");
+            assert_eq!(
+                counter(&sim, n, "only-a"),
+                0,
+                "seed {seed}: nothing crossed"
+            );
+            assert!(sim.node(n).unwrap().metrics().foreign_messages > 0);
+            assert!(!sim
+                .node(n)
+                .unwrap()
+                .state()
+                .nodes()
+                .keys()
+                .any(|k| a.contains(k)));
+        }
+    }
+}
+
+#[test]
+fn a_dead_voter_is_replaced_after_the_grace_period() {
+    for seed in seeds(20) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap().clone();
+        let victim = st
+            .members(Role::Voter)
+            .into_iter()
+            .map(|(_, n)| n)
+            .find(|n| *n != m)
+            .unwrap();
+        sim.crash(&victim);
+        // Marked suspect, then dead, then replaced by a follower.
+        let ok = sim.run_until(secs(30), |s| {
+            s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
+                let voters: Vec<NodeId> = st
+                    .members(Role::Voter)
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .collect();
+                voters.len() == 3 && !voters.contains(&victim)
+            })
+        });
+        assert!(ok, "seed {seed}: the dead voter was not replaced");
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap();
+        assert_eq!(
+            st.nodes().get(&victim).unwrap().liveness,
+            shoal_model::Liveness::Dead
+        );
+        // The new voter set commits.
+        let via = ids.iter().find(|n| **n != victim).unwrap().clone();
+        assert!(
+            matches!(write(&mut sim, &via, incr("after"), secs(10)), Some(Ok(_))),
+            "seed {seed}"
+        );
+        sim.expect_converged(secs(10));
+        // The old voter returns: alive again, as a follower.
+        sim.restart(&victim);
+        let ok = sim.run_until(secs(20), |s| {
+            s.master().and_then(|m| s.state_of(&m)).is_some_and(|st| {
+                st.nodes()
+                    .get(&victim)
+                    .is_some_and(|n| n.liveness == shoal_model::Liveness::Alive)
+            }) && s.converged()
+        });
+        assert!(ok, "seed {seed}: the old voter did not come back");
+    }
+}
+
+#[test]
+fn an_idle_node_wakes_only_for_its_own_timers() {
+    let (mut sim, ids) = cluster(1, 5);
+    sim.expect_converged(secs(10));
+    sim.run_for(secs(5));
+    let before = sim.wakes.clone();
+    sim.run_for(secs(10));
+    for id in &ids {
+        let woke = sim.wakes[id] - before.get(id).copied().unwrap_or(0);
+        let node = sim.node(id).unwrap();
+        let (voter, master) = (node.raft().is_some(), node.is_master());
+        // A heartbeat every 300 ms and metrics every second; a voter also
+        // ticks Raft every 100 ms, and the master plans every 250 ms.
+        let per_sec = 4 + 1 + if voter { 10 } else { 0 } + if master { 4 } else { 0 };
+        let due = 10 * per_sec;
+        assert!(
+            woke <= due,
+            "{id} (voter: {voter}, master: {master}) woke {woke} times in 10 s idle, more than its timers ({due})"
+        );
+        assert!(woke > 0, "{id} never woke");
+    }
+}

@@ -1,0 +1,104 @@
+//! Commands retried across a master change, and TTLs on the master's clock.
+
+use super::*;
+
+#[test]
+fn a_command_retried_across_a_master_change_is_applied_once() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let cmd = Command {
+            id: CommandId::from("the-one"),
+            op: incr("once"),
+        };
+        let first = sim.submit_cmd(&m, cmd.clone());
+        // Let it get somewhere (proposed, maybe committed), then kill the
+        // master before the client hears back.
+        let steps = (seed % 7) as usize * 3;
+        for _ in 0..steps {
+            sim.step();
+        }
+        sim.crash(&m);
+        // The client retries with the same id until it gets an answer; a
+        // refusal while no master is elected yet is one of the answers.
+        let other = ids.iter().find(|n| **n != m).unwrap().clone();
+        let mut r = None;
+        for _ in 0..5 {
+            r = write_cmd(&mut sim, &other, cmd.clone());
+            if matches!(r, Some(Ok(_))) {
+                break;
+            }
+        }
+        let Some(Ok((_, outcome))) = r else {
+            panic!("seed {seed}: retry got {r:?}")
+        };
+        assert_eq!(outcome, Outcome::Int(1), "seed {seed}");
+        // Once more, after everything settled: the same stored outcome.
+        sim.expect_converged(secs(20));
+        let again = write_cmd(&mut sim, &ids[4.min(ids.len() - 1)], cmd.clone());
+        assert!(
+            matches!(again, Some(Ok((_, Outcome::Int(1))))),
+            "seed {seed}: {again:?}"
+        );
+        if let Some(Ok((_, o))) = sim.reply(first) {
+            assert_eq!(o, &Outcome::Int(1));
+        }
+        for n in sim.live() {
+            assert_eq!(
+                counter(&sim, &n, "once"),
+                1,
+                "seed {seed}: applied once on {n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn expiring_keys_and_locks_expire_on_the_masters_clock() {
+    for seed in seeds(20) {
+        let (mut sim, ids) = cluster(seed, 3);
+        let r = write(
+            &mut sim,
+            &ids[1],
+            Op::LockAcquire {
+                name: "L".into(),
+                holder: "a".into(),
+                ttl_ms: 500,
+            },
+            secs(5),
+        );
+        let Some(Ok((_, Outcome::Token(t1)))) = r else {
+            panic!("{r:?}")
+        };
+        let r = write(
+            &mut sim,
+            &ids[2],
+            Op::LockAcquire {
+                name: "L".into(),
+                holder: "b".into(),
+                ttl_ms: 500,
+            },
+            secs(5),
+        );
+        assert!(matches!(r, Some(Ok((_, Outcome::Rejected(_))))), "{r:?}");
+        let ok = sim.run_until(secs(10), |s| {
+            !s.state_of(&ids[2]).unwrap().kv().contains_key("L")
+        });
+        assert!(ok, "seed {seed}: the lock expired");
+        let r = write(
+            &mut sim,
+            &ids[2],
+            Op::LockAcquire {
+                name: "L".into(),
+                holder: "b".into(),
+                ttl_ms: 500,
+            },
+            secs(5),
+        );
+        let Some(Ok((_, Outcome::Token(t2)))) = r else {
+            panic!("{r:?}")
+        };
+        assert!(t2 > t1);
+        assert!(t2.0 > EventIdx::ZERO.0);
+    }
+}

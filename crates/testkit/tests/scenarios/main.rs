@@ -1,0 +1,89 @@
+//! Cluster scenarios on the simulator, each over many seeds. A failure
+//! names its seed; `SHOAL_SIM_SEED=N` runs only that one.
+//!
+//! `cluster`: elections, failover, partitions, voters, idleness;
+//! `catch_up`: joiners and lossy networks; `commands`: retries and TTLs;
+//! `tasks` and `deployments`: workloads under faults.
+
+mod catch_up;
+mod cluster;
+mod commands;
+mod deployments;
+mod tasks;
+
+use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};
+use shoal_proto::wire::Refusal;
+use shoal_testkit::{NetConfig, Sim};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Seeds for a scenario: `n` of them (times `SHOAL_SIM_SEEDS_SCALE`), or the
+/// one in `SHOAL_SIM_SEED`.
+fn seeds(n: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SHOAL_SIM_SEED") {
+        return vec![s.parse().expect("SHOAL_SIM_SEED is a number")];
+    }
+    let scale: u64 = std::env::var("SHOAL_SIM_SEEDS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (1..=n * scale).collect()
+}
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+/// A cluster of `n` nodes, formed and settled with its voters chosen.
+fn cluster(seed: u64, n: usize) -> (Sim, Vec<NodeId>) {
+    let mut sim = Sim::new(seed);
+    let ids: Vec<NodeId> = names(n).iter().map(|s| sim.add_node(s)).collect();
+    sim.expect_master(secs(20));
+    let want = n.min(3);
+    let ok = sim.run_until(secs(60), |s| {
+        s.master().is_some_and(|m| {
+            let st = s.state_of(&m).unwrap();
+            st.members(Role::Voter).len() == want && st.nodes().len() == n
+        }) && s.converged()
+    });
+    assert!(ok, "seed {seed}: cluster of {n} did not settle");
+    (sim, ids)
+}
+
+fn incr(key: &str) -> Op {
+    Op::KvIncrBy {
+        key: key.into(),
+        by: 1,
+    }
+}
+
+fn counter(sim: &Sim, node: &NodeId, key: &str) -> i64 {
+    match sim.state_of(node).unwrap().kv().get(key).map(|e| &e.value) {
+        Some(KvValue::Int(n)) => *n,
+        None => 0,
+        other => panic!("{key} holds {other:?}"),
+    }
+}
+
+/// Submits and runs until the reply comes.
+fn write(
+    sim: &mut Sim,
+    via: &NodeId,
+    op: Op,
+    limit: Duration,
+) -> Option<shoal_proto::wire::CommandReply> {
+    let h = sim.submit(via, op);
+    sim.run_until(limit, |s| s.reply(h).is_some());
+    sim.reply(h).cloned()
+}
+
+fn write_cmd(sim: &mut Sim, via: &NodeId, cmd: Command) -> Option<shoal_proto::wire::CommandReply> {
+    sim.node(via)?;
+    let h = sim.submit_cmd(via, cmd);
+    sim.run_until(secs(10), |s| s.reply(h).is_some());
+    sim.reply(h).cloned()
+}
