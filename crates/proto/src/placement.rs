@@ -396,3 +396,121 @@ fn choose_node(
     }
     best.map(|(_, n)| n.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{cluster_state, command, leased_task, task_spec};
+    use shoal_model::Op;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn caps(nodes: &[(&str, u32)], at: Duration) -> Capacities {
+        let mut c = Capacities::default();
+        for (n, cpu) in nodes {
+            c.on_metrics(
+                NodeMetrics {
+                    node: NodeId::from(*n),
+                    cpu_free_milli: *cpu,
+                    mem_free_bytes: 1 << 30,
+                    running: 0,
+                    labels: Default::default(),
+                    exec: false,
+                },
+                at,
+            );
+        }
+        c
+    }
+
+    const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_lease_expires_at_its_length_plus_the_margin() {
+        let mut s = cluster_state(&["m", "a"]);
+        let token = leased_task(&mut s, "t", "a", None);
+        let cfg = PlacementConfig::default();
+        let mut p = Planner::default();
+        let none = Capacities::default();
+        // First seen at 10 s by a master elected at 0.
+        assert!(p
+            .plan(&cfg, &s, &none, secs(10), secs(0), NODE_TIMEOUT)
+            .is_empty());
+        assert!(p
+            .plan(&cfg, &s, &none, ms(15_999), secs(0), NODE_TIMEOUT)
+            .is_empty());
+        let got = p.plan(&cfg, &s, &none, secs(16), secs(0), NODE_TIMEOUT);
+        assert_eq!(
+            got,
+            vec![Event::TaskLeaseExpired {
+                task: TaskId::from("t"),
+                token
+            }]
+        );
+        assert!(
+            p.plan(&cfg, &s, &none, secs(17), secs(0), NODE_TIMEOUT)
+                .is_empty(),
+            "proposed once"
+        );
+    }
+
+    #[test]
+    fn a_renewal_from_the_holder_moves_the_deadline_and_one_from_another_node_does_not() {
+        let mut s = cluster_state(&["m", "a", "b"]);
+        let token = leased_task(&mut s, "t", "a", None);
+        let cfg = PlacementConfig::default();
+        let mut p = Planner::default();
+        let none = Capacities::default();
+        p.plan(&cfg, &s, &none, secs(0), secs(0), NODE_TIMEOUT);
+        let lease = [(TaskId::from("t"), token)];
+        assert!(p.renew(&NodeId::from("b"), &lease, &s, secs(5)).is_empty());
+        assert_eq!(
+            p.renew(&NodeId::from("a"), &lease, &s, secs(5)),
+            vec![token]
+        );
+        assert!(p
+            .plan(&cfg, &s, &none, secs(6), secs(0), NODE_TIMEOUT)
+            .is_empty());
+        assert_eq!(
+            p.plan(&cfg, &s, &none, secs(11), secs(0), NODE_TIMEOUT)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_queued_task_goes_to_an_alive_node_with_room_for_it() {
+        let mut s = cluster_state(&["m", "a", "b"]);
+        command(
+            &mut s,
+            "t",
+            Op::TaskSubmit {
+                spec: task_spec(1500, None),
+            },
+        );
+        let cfg = PlacementConfig::default();
+        let mut p = Planner::default();
+        let c = caps(&[("m", 1000), ("a", 500), ("b", 2000)], secs(0));
+        let got = p.plan(&cfg, &s, &c, secs(1), secs(0), NODE_TIMEOUT);
+        assert!(
+            matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "b"),
+            "{got:?}"
+        );
+        // Nobody has room, or the figures are stale: it waits.
+        let mut p = Planner::default();
+        let small = caps(&[("m", 1000), ("a", 500), ("b", 1000)], secs(0));
+        assert!(p
+            .plan(&cfg, &s, &small, secs(1), secs(0), NODE_TIMEOUT)
+            .is_empty());
+        let mut p = Planner::default();
+        assert!(p
+            .plan(&cfg, &s, &c, secs(6), secs(0), NODE_TIMEOUT)
+            .is_empty());
+    }
+}

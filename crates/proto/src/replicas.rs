@@ -256,3 +256,107 @@ impl Replicas {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{apply, cluster_state, command};
+    use shoal_model::{Event, Resources, Runner};
+
+    const ME: &str = "me";
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A deployment "web" of one replica, placed on this node; its token.
+    fn placed_here() -> (State, FencingToken) {
+        let mut s = cluster_state(&["m", ME]);
+        let spec = InstanceSpec {
+            runner: Runner::Synthetic {
+                chunks: 1,
+                interval_ms: 10,
+                exit_code: 0,
+            },
+            resources: Resources::default(),
+        };
+        command(
+            &mut s,
+            "d",
+            Op::Deploy {
+                name: "web".into(),
+                spec,
+                replicas: 1,
+            },
+        );
+        apply(
+            &mut s,
+            Event::ReplicaPlaced {
+                deployment: "web".into(),
+                replica: 0,
+                node: NodeId::from(ME),
+                port: 20000,
+            },
+        );
+        let token = FencingToken(s.index().0);
+        (s, token)
+    }
+
+    fn starts(acts: &[ReplicaAction]) -> Vec<u32> {
+        acts.iter()
+            .filter_map(|a| match a {
+                ReplicaAction::Start(r) => Some(r.restarts),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_crashed_replica_restarts_after_a_doubling_backoff() {
+        let (s, token) = placed_here();
+        let mut r = Replicas::new(ReplicaConfig::default());
+        let acts = r.sync(&NodeId::from(ME), &s, false);
+        assert_eq!(starts(&acts), [0]);
+        assert_eq!(r.next_wake(), None);
+        let acts = r.on_exit(token, 1, ms(0));
+        assert!(matches!(
+            &acts[..],
+            [ReplicaAction::Report(Command {
+                op: Op::ReplicaReport {
+                    status: ReplicaStatus::Crashed { exit_code: 1 },
+                    ..
+                },
+                ..
+            })]
+        ));
+        assert_eq!(r.next_wake(), Some(ms(500)));
+        assert!(r.tick(ms(499)).is_empty());
+        assert_eq!(starts(&r.tick(ms(500))), [1]);
+        r.on_exit(token, 1, ms(600));
+        assert_eq!(r.next_wake(), Some(ms(1600)), "twice the wait");
+    }
+
+    #[test]
+    fn a_replica_no_longer_placed_here_is_stopped_and_a_draining_node_starts_none() {
+        let (mut s, token) = placed_here();
+        let me = NodeId::from(ME);
+        let mut r = Replicas::new(ReplicaConfig::default());
+        assert_eq!(r.sync(&me, &s, true), vec![], "draining: nothing starts");
+        r.sync(&me, &s, false);
+        apply(
+            &mut s,
+            Event::ReplicaUnplaced {
+                deployment: "web".into(),
+                replica: 0,
+                token,
+            },
+        );
+        assert_eq!(r.sync(&me, &s, false), vec![ReplicaAction::Stop { token }]);
+        assert_eq!(
+            r.on_exit(token, 143, ms(10)),
+            vec![],
+            "a stopped one is not restarted"
+        );
+        assert_eq!(r.running(), 0);
+    }
+}

@@ -1,7 +1,10 @@
 //! What the cores' unit tests share: States built from events, and log
 //! entries.
 
-use shoal_model::{ClusterId, EntryKind, Envelope, Event, EventIdx, LogEntry, NodeId, State, Term};
+use shoal_model::{
+    ClusterId, Command, CommandId, EntryKind, Envelope, Event, EventIdx, FencingToken, LogEntry,
+    NodeId, Op, Resources, Runner, State, TaskId, TaskSpec, Term,
+};
 
 /// Applies `event` as the next entry of `state`.
 pub fn apply(state: &mut State, event: Event) {
@@ -50,4 +53,53 @@ pub fn entry(i: u64) -> LogEntry {
         data: vec![],
         context: vec![],
     }
+}
+
+/// Applies a client command with id `id`.
+pub fn command(state: &mut State, id: &str, op: Op) {
+    let cmd = Command {
+        id: CommandId::from(id),
+        op,
+    };
+    apply(state, Event::Command { cmd, at_ms: 0 });
+}
+
+/// A synthetic task asking for `cpu_milli`.
+pub fn task_spec(cpu_milli: u32, timeout_ms: Option<u64>) -> TaskSpec {
+    TaskSpec {
+        runner: Runner::Synthetic {
+            chunks: 1,
+            interval_ms: 10,
+            exit_code: 0,
+        },
+        timeout_ms,
+        node: None,
+        labels: Default::default(),
+        resources: Resources {
+            cpu_milli,
+            mem_bytes: 0,
+        },
+        max_attempts: 3,
+    }
+}
+
+/// Submits task `task` and grants it to `node` with a 5 s lease; returns
+/// the grant's token.
+pub fn leased_task(
+    state: &mut State,
+    task: &str,
+    node: &str,
+    timeout_ms: Option<u64>,
+) -> FencingToken {
+    let spec = task_spec(0, timeout_ms);
+    command(state, task, Op::TaskSubmit { spec });
+    apply(
+        state,
+        Event::TaskGranted {
+            task: TaskId::from(task),
+            node: NodeId::from(node),
+            lease_ms: 5000,
+        },
+    );
+    FencingToken(state.index().0)
 }

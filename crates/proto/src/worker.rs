@@ -410,3 +410,160 @@ fn held_by(status: &TaskStatus, me: &NodeId) -> Option<FencingToken> {
 fn still_held(state: &State, me: &NodeId, task: &TaskId, token: FencingToken) -> bool {
     state.tasks().get(task).and_then(|t| held_by(&t.status, me)) == Some(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{cluster_state, leased_task};
+    use proptest::prelude::*;
+
+    const ME: &str = "me";
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn me() -> NodeId {
+        NodeId::from(ME)
+    }
+
+    fn kinds(acts: &[WorkerAction]) -> Vec<&'static str> {
+        acts.iter()
+            .map(|a| match a {
+                WorkerAction::Start(_) => "start",
+                WorkerAction::Stop { .. } => "stop",
+                WorkerAction::Renew { .. } => "renew",
+                WorkerAction::Report(_) => "report",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_grant_starts_a_run_that_reports_and_renews_every_quarter_lease() {
+        let mut s = cluster_state(&["m", ME]);
+        let token = leased_task(&mut s, "t", ME, None);
+        let mut w = Worker::new(WorkerConfig::default(), EventIdx(0));
+        let acts = w.sync(&me(), &s, ms(0));
+        assert!(
+            matches!(&acts[..], [WorkerAction::Start(r)] if r.token == token && r.attempt == 1)
+        );
+        assert_eq!(
+            w.next_wake(),
+            Some(Duration::ZERO),
+            "its running report is due"
+        );
+        let acts = w.tick(ms(0));
+        assert_eq!(kinds(&acts), ["report", "renew"]);
+        assert!(
+            matches!(&acts[1], WorkerAction::Renew { leases, at } if leases.len() == 1 && *at == ms(0))
+        );
+        assert_eq!(w.next_wake(), Some(ms(1250)), "the next renewal");
+        assert!(w.tick(ms(1249)).is_empty());
+        assert_eq!(kinds(&w.tick(ms(1250))), ["renew"]);
+    }
+
+    #[test]
+    fn a_run_whose_lease_is_not_renewed_in_time_is_stopped() {
+        let mut s = cluster_state(&["m", ME]);
+        let token = leased_task(&mut s, "t", ME, None);
+        let mut w = Worker::new(WorkerConfig::default(), EventIdx(0));
+        w.sync(&me(), &s, ms(0));
+        w.tick(ms(0));
+        // Renewed by an answer to a request sent at 4 s: the deadline is 9 s.
+        w.on_renewed(&[token], secs(4));
+        let stops = |acts: Vec<WorkerAction>| {
+            acts.into_iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        WorkerAction::Stop {
+                            reason: StopReason::LeaseLost,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(stops(w.tick(ms(8999))), 0);
+        assert_eq!(stops(w.tick(secs(9))), 1);
+        assert_eq!(stops(w.tick(secs(10))), 0, "stopped once");
+    }
+
+    #[test]
+    fn a_task_with_a_time_out_is_stopped_at_it() {
+        let mut s = cluster_state(&["m", ME]);
+        let token = leased_task(&mut s, "t", ME, Some(2000));
+        let mut w = Worker::new(WorkerConfig::default(), EventIdx(0));
+        w.sync(&me(), &s, ms(0));
+        w.tick(ms(0));
+        w.on_renewed(&[token], ms(1900));
+        let acts = w.tick(secs(2));
+        assert!(acts.contains(&WorkerAction::Stop {
+            token,
+            reason: StopReason::Timeout
+        }));
+    }
+
+    #[test]
+    fn a_grant_to_an_earlier_process_of_this_node_is_handed_back() {
+        let mut s = cluster_state(&["m", ME]);
+        let token = leased_task(&mut s, "t", ME, None);
+        // This process started from a State that already held the grant.
+        let mut w = Worker::new(WorkerConfig::default(), s.index());
+        assert!(w.sync(&me(), &s, ms(0)).is_empty(), "not run");
+        let acts = w.tick(ms(100));
+        assert_eq!(acts.len(), 1);
+        let WorkerAction::Report(cmd) = &acts[0] else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(cmd.id, report_id(token));
+        assert!(matches!(
+            cmd.op,
+            Op::TaskReport {
+                report: TaskReport::Finished {
+                    class: ExitClass::Transient,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert_eq!(w.next_wake(), Some(ms(1100)), "resent until State shows it");
+    }
+
+    proptest! {
+        /// Whatever happens, after `tick(now)` nothing the worker waits for
+        /// is due at or before `now`: the core never spins on it.
+        #[test]
+        fn after_a_tick_the_next_wake_is_later(
+            steps in prop::collection::vec((1u64..3000, 0u8..4), 1..60),
+        ) {
+            let mut s = cluster_state(&["m", ME]);
+            let t1 = leased_task(&mut s, "a", ME, Some(7000));
+            let t2 = leased_task(&mut s, "b", ME, None);
+            let mut w = Worker::new(WorkerConfig::default(), EventIdx(0));
+            let mut now = Duration::ZERO;
+            w.sync(&me(), &s, now);
+            for (dt, what) in steps {
+                now += Duration::from_millis(dt);
+                match what {
+                    0 => w.on_renewed(&[t1, t2], now),
+                    1 => {
+                        w.on_exit(t1, 0, ExitClass::Success, &s, &me());
+                    }
+                    2 => {
+                        w.drain();
+                    }
+                    _ => {}
+                }
+                w.tick(now);
+                if let Some(next) = w.next_wake() {
+                    prop_assert!(next > now, "{next:?} <= {now:?}");
+                }
+            }
+        }
+    }
+}
