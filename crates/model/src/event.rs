@@ -17,7 +17,8 @@ pub struct Envelope {
     pub event: Event,
 }
 
-/// A durable event: a state transition, and nothing else (DESIGN invariant 5).
+/// A durable event: a state transition, and nothing else (invariant 5,
+/// `crates/proto/PROTOCOL.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The first entry of every master's term; changes nothing.
@@ -210,7 +211,7 @@ impl Op {
     }
 }
 
-/// The outcome of a command, stored under its id (DESIGN invariant 6).
+/// The outcome of a command, stored under its id (invariant 7).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Outcome {
     Done,

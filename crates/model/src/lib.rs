@@ -4,7 +4,8 @@
 //! is the only way State changes, it is total and deterministic, and it keeps
 //! an incremental `state_hash` so replicas at the same index can be compared
 //! at no cost. The sequencer, the replicas, the snapshot codec and the
-//! simulator all build on these types.
+//! simulator all build on these types. "Invariant N" in comments refers to
+//! the list in `crates/proto/PROTOCOL.md`.
 
 mod entry;
 mod event;

@@ -1,5 +1,5 @@
 //! The ordered buffer: committed entries arrive in any order, duplicated or
-//! not at all; they leave strictly in index order (DESIGN invariant 3).
+//! not at all; they leave strictly in index order (invariant 3).
 //!
 //! The buffer holds only a bounded window ahead of the next index. Anything
 //! beyond it is dropped and fetched again later: the gap fetcher sees the
