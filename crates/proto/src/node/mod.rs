@@ -523,55 +523,6 @@ impl<L: LogStore> Node<L> {
             Direct::Leave => self.on_leave(from),
         }
     }
-
-    /// The catch-up decision, after every step (see `catch_up`).
-    fn follow(&mut self, out: &mut Vec<Output>) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let sources = self.peers.sources(self.cluster.as_ref(), self.now);
-        let joining = self.state.cluster_id().is_none();
-        let acts = self.catch_up.plan(
-            self.now,
-            self.state.index(),
-            joining,
-            &sources,
-            self.master_view.id.as_ref(),
-            &mut self.rng,
-        );
-        self.run_catch_up(acts, out);
-    }
-
-    fn run_catch_up(&mut self, acts: Vec<CatchUpAction>, out: &mut Vec<Output>) {
-        for a in acts {
-            match a {
-                CatchUpAction::Fetch { peer, range } => {
-                    self.metrics.nacks_sent += 1;
-                    self.send(peer, Direct::FetchRange(range), out);
-                }
-                CatchUpAction::SnapshotRequest { to, req } => {
-                    self.send(to, Direct::SnapshotRequest(req), out)
-                }
-                CatchUpAction::SnapshotStarted { source, behind } => {
-                    tracing::info!(node = %self.cfg.node, source = %source, behind, "catching up by snapshot");
-                }
-                CatchUpAction::Progress {
-                    received,
-                    total,
-                    entries,
-                } => out.push(Output::CatchUp {
-                    received,
-                    total,
-                    entries,
-                }),
-                CatchUpAction::Install(state) => self.install_snapshot(*state, out),
-                CatchUpAction::Failed(reason) => {
-                    tracing::warn!(node = %self.cfg.node, reason = %reason, "snapshot transfer failed; will retry");
-                    self.metrics.snapshot_failures += 1;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,10 +16,13 @@
 //! away when the snapshot lands), and a failed transfer is retried from
 //! another source after a pause.
 
+use super::io::Output;
+use super::Node;
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
+use crate::log_store::LogStore;
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
 use crate::snapshot_transfer::{ReceiveConfig, ReceiveEvent, SnapshotReceiver};
-use crate::wire::{FetchRange, RangeReply, SnapshotChunk, SnapshotRequest};
+use crate::wire::{Direct, FetchRange, RangeReply, SnapshotChunk, SnapshotRequest};
 use rand::Rng;
 use shoal_model::{EventIdx, LogEntry, NodeId, State};
 use std::time::Duration;
@@ -387,198 +390,60 @@ impl CatchUp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::entry;
-    use rand::rngs::SmallRng;
-    use rand::SeedableRng;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
+impl<L: LogStore> Node<L> {
+    /// The catch-up decision, after every step (see `catch_up`).
+    pub(in crate::node) fn follow(&mut self, out: &mut Vec<Output>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let sources = self.peers.sources(self.cluster.as_ref(), self.now);
+        let joining = self.state.cluster_id().is_none();
+        let acts = self.catch_up.plan(
+            self.now,
+            self.state.index(),
+            joining,
+            &sources,
+            self.master_view.id.as_ref(),
+            &mut self.rng,
+        );
+        self.run_catch_up(acts, out);
     }
 
-    fn source(n: &str, floor: u64, applied: u64) -> Source {
-        Source {
-            node: NodeId::from(n),
-            floor: EventIdx(floor),
-            applied: EventIdx(applied),
-            live: true,
+    pub(in crate::node) fn run_catch_up(
+        &mut self,
+        acts: Vec<CatchUpAction>,
+        out: &mut Vec<Output>,
+    ) {
+        for a in acts {
+            match a {
+                CatchUpAction::Fetch { peer, range } => {
+                    self.metrics.nacks_sent += 1;
+                    self.send(peer, Direct::FetchRange(range), out);
+                }
+                CatchUpAction::SnapshotRequest { to, req } => {
+                    self.send(to, Direct::SnapshotRequest(req), out)
+                }
+                CatchUpAction::SnapshotStarted { source, behind } => {
+                    tracing::info!(node = %self.cfg.node, source = %source, behind, "catching up by snapshot");
+                }
+                CatchUpAction::Progress {
+                    received,
+                    total,
+                    entries,
+                } => out.push(Output::CatchUp {
+                    received,
+                    total,
+                    entries,
+                }),
+                CatchUpAction::Install(state) => self.install_snapshot(*state, out),
+                CatchUpAction::Failed(reason) => {
+                    tracing::warn!(node = %self.cfg.node, reason = %reason, "snapshot transfer failed; will retry");
+                    self.metrics.snapshot_failures += 1;
+                }
+            }
         }
     }
-
-    /// A replica that applied `applied` and heard of `commit`.
-    fn replica(applied: u64, commit: u64, no_snapshot: bool) -> CatchUp {
-        let cfg = CatchUpConfig {
-            no_snapshot,
-            ..CatchUpConfig::default()
-        };
-        let mut c = CatchUp::new(cfg, EventIdx(applied + 1), 0, ms(0));
-        c.note_commit(EventIdx(commit));
-        c
-    }
-
-    /// Plans at `at` ms, and names what it decided.
-    fn plan(
-        c: &mut CatchUp,
-        at: u64,
-        joining: bool,
-        peers: &[Source],
-        master: Option<&str>,
-    ) -> (Vec<&'static str>, Vec<CatchUpAction>) {
-        let applied = EventIdx(c.buffer.next().0 - 1);
-        let master = master.map(NodeId::from);
-        let mut rng = SmallRng::seed_from_u64(7);
-        let acts = c.plan(ms(at), applied, joining, peers, master.as_ref(), &mut rng);
-        (kinds(&acts), acts)
-    }
-
-    fn kinds(acts: &[CatchUpAction]) -> Vec<&'static str> {
-        acts.iter()
-            .map(|a| match a {
-                CatchUpAction::Fetch { .. } => "fetch",
-                CatchUpAction::SnapshotRequest { .. } => "snapshot_request",
-                CatchUpAction::SnapshotStarted { .. } => "snapshot_started",
-                CatchUpAction::Progress { .. } => "progress",
-                CatchUpAction::Install(_) => "install",
-                CatchUpAction::Failed(_) => "failed",
-            })
-            .collect()
-    }
-
-    const SNAPSHOT: [&str; 2] = ["snapshot_started", "snapshot_request"];
-
-    #[test]
-    fn entries_leave_in_order_whatever_order_they_came_in() {
-        let mut c = replica(0, 0, false);
-        c.offer([entry(3), entry(1)]);
-        assert_eq!(c.known_commit(), EventIdx(3));
-        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1)));
-        assert!(c.pop_next().is_none(), "2 is missing");
-        c.offer([entry(2)]);
-        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(2)));
-        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(3)));
-    }
-
-    #[test]
-    fn a_short_lag_is_fetched_by_range_after_one_backoff() {
-        let mut c = replica(100, 150, false);
-        let peers = [source("a", 1, 150)];
-        assert!(plan(&mut c, 0, false, &peers, None).0.is_empty());
-        assert_eq!(c.next_wake(ms(0)), Some(ms(50)), "wakes to confirm the gap");
-        let (kinds, acts) = plan(&mut c, 50, false, &peers, None);
-        assert_eq!(kinds, ["fetch"]);
-        let CatchUpAction::Fetch { peer, range } = &acts[0] else {
-            unreachable!()
-        };
-        assert_eq!(peer, &NodeId::from("a"));
-        assert_eq!((range.from, range.to), (EventIdx(101), EventIdx(150)));
-    }
-
-    #[test]
-    fn a_long_lag_loads_a_snapshot_from_a_replica_other_than_the_master() {
-        let mut c = replica(0, 50_000, false);
-        let peers = [source("master", 1, 50_000), source("b", 1, 49_990)];
-        let (kinds, acts) = plan(&mut c, 0, false, &peers, Some("master"));
-        assert_eq!(kinds, SNAPSHOT);
-        let CatchUpAction::SnapshotStarted { source, behind } = &acts[0] else {
-            unreachable!()
-        };
-        assert_eq!((source.as_str(), *behind), ("b", 50_000));
-        assert!(c.receiving());
-        // While it runs, nothing else is asked for.
-        assert!(plan(&mut c, 100, false, &peers, Some("master"))
-            .0
-            .is_empty());
-    }
-
-    #[test]
-    fn the_master_serves_the_snapshot_when_no_other_replica_is_fresh() {
-        let mut c = replica(0, 50_000, false);
-        let peers = [source("master", 1, 50_000), source("b", 1, 10)];
-        let (_, acts) = plan(&mut c, 0, false, &peers, Some("master"));
-        let CatchUpAction::SnapshotStarted { source, .. } = &acts[0] else {
-            panic!("{:?}", kinds(&acts))
-        };
-        assert_eq!(source.as_str(), "master");
-    }
-
-    #[test]
-    fn a_joiner_loads_a_snapshot_however_short_the_log() {
-        let mut c = replica(0, 5, false);
-        assert_eq!(
-            plan(&mut c, 0, true, &[source("a", 1, 5)], None).0,
-            SNAPSHOT
-        );
-    }
-
-    #[test]
-    fn without_snapshots_a_long_lag_is_fetched_by_range() {
-        let mut c = replica(0, 50_000, true);
-        let peers = [source("a", 1, 50_000)];
-        assert!(plan(&mut c, 0, true, &peers, None).0.is_empty());
-        assert_eq!(plan(&mut c, 50, true, &peers, None).0, ["fetch"; 4]);
-    }
-
-    #[test]
-    fn a_compacted_range_turns_into_a_snapshot_even_without_snapshots() {
-        let mut c = replica(10, 20, true);
-        let reply = RangeReply::Compacted {
-            from: EventIdx(11),
-            floor: EventIdx(15),
-        };
-        assert_eq!(c.on_range(&NodeId::from("a"), reply), Ok(()));
-        assert_eq!(
-            plan(&mut c, 0, false, &[source("a", 15, 20)], None).0,
-            SNAPSHOT
-        );
-    }
-
-    #[test]
-    fn a_range_that_is_not_consecutive_is_refused_and_nothing_of_it_kept() {
-        let mut c = replica(0, 0, false);
-        let reply = RangeReply::Entries {
-            from: EventIdx(1),
-            entries: vec![entry(1), entry(3)],
-        };
-        assert_eq!(c.on_range(&NodeId::from("a"), reply), Err(BadRange));
-        assert!(c.pop_next().is_none());
-    }
-
-    #[test]
-    fn a_failed_transfer_is_retried_after_a_pause_from_a_source_that_answers() {
-        let mut c = CatchUp::new(CatchUpConfig::default(), EventIdx(1), 3, ms(0));
-        c.note_commit(EventIdx(50_000));
-        let peers = [source("a", 1, 50_000)];
-        let (_, acts) = plan(&mut c, 0, false, &peers, None);
-        let CatchUpAction::SnapshotRequest { req, .. } = &acts[1] else {
-            unreachable!()
-        };
-        assert_eq!(req.session >> 48, 3, "the session carries the tag");
-        let acts = c.on_refused(&NodeId::from("a"), req.session, "busy", ms(10));
-        assert_eq!(kinds(&acts), ["failed"]);
-        assert!(!c.receiving());
-        // Ranges are fetched meanwhile; the snapshot waits for the pause.
-        assert_eq!(plan(&mut c, 500, false, &peers, None).0, ["fetch"; 4]);
-        let wake = c.next_wake(ms(500)).unwrap();
-        assert!(
-            wake > ms(500) && wake <= ms(1010),
-            "wakes by the end of the pause"
-        );
-        assert_eq!(plan(&mut c, 1010, false, &peers, None).0, SNAPSHOT);
-    }
-
-    #[test]
-    fn after_a_snapshot_the_buffer_goes_on_from_its_index() {
-        let mut c = replica(0, 0, false);
-        c.offer([entry(1001)]);
-        c.installed(EventIdx(1000));
-        assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1001)));
-        assert!(c.known_commit() >= EventIdx(1001));
-    }
-
-    #[test]
-    fn nothing_to_do_means_no_wake() {
-        assert_eq!(replica(0, 0, false).next_wake(ms(5)), None);
-    }
 }
+
+#[cfg(test)]
+mod tests;
