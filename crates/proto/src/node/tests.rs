@@ -412,3 +412,70 @@ fn the_metrics_timer_gossips_capacity_and_asks_for_a_measurement() {
     assert!(out.iter().any(|o| matches!(o, Output::MeasureHost)));
     assert_eq!(n.timer(Timer::Metrics), Some(ms(2000)));
 }
+
+/// Committed entries `from..=to` (no-ops), as the master gossips them.
+fn committed(from: u64, to: u64) -> Input {
+    let entries = (from..=to)
+        .map(|i| shoal_model::LogEntry {
+            idx: EventIdx(i),
+            term: Term(1),
+            kind: shoal_model::EntryKind::Normal,
+            data: shoal_model::encode_event(&Event::Noop),
+            context: vec![],
+        })
+        .collect();
+    Input::Gossip(Frame {
+        version: PROTOCOL_VERSION,
+        cluster: Some(ClusterId::from("c")),
+        from: NodeId::from("m"),
+        msg: Gossip::Committed(entries),
+    })
+}
+
+#[test]
+fn a_follower_applies_gossiped_entries_keeps_them_and_serves_them() {
+    let state = cluster_state(&["m", ME, "a"], vec![]);
+    let base = state.index().0;
+    let mut n = follower(state);
+    n.handle(committed(base + 1, base + 3), ms(10), 0);
+    assert_eq!(n.state().index().0, base + 3);
+    assert_eq!(n.log().last_index().0, base + 3, "kept in its own log");
+    let range = |from, to| {
+        direct(
+            "a",
+            Direct::FetchRange(FetchRange {
+                from: EventIdx(from),
+                to: EventIdx(to),
+            }),
+        )
+    };
+    let out = n.handle(range(base + 2, base + 100), ms(20), 0);
+    assert!(matches!(
+        sent(&out)[..],
+        [(ref to, Direct::Range(crate::wire::RangeReply::Entries { from, ref entries }))]
+            if to == "a" && from.0 == base + 2 && entries.len() == 2
+    ));
+    let out = n.handle(range(1, 2), ms(21), 0);
+    assert!(matches!(
+        sent(&out)[..],
+        [(_, Direct::Range(crate::wire::RangeReply::Compacted { floor, .. }))] if floor.0 == base + 1
+    ));
+    let out = n.handle(range(base + 9, base + 10), ms(22), 0);
+    assert!(matches!(
+        sent(&out)[..],
+        [(_, Direct::Range(crate::wire::RangeReply::NotYet { .. }))]
+    ));
+    assert_eq!(n.metrics().ranges_served, 1);
+}
+
+#[test]
+fn a_lone_node_drains_at_once() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(Input::Wake, ms(2000), 0);
+    n.handle(Input::Wake, ms(2001), 0);
+    assert!(n.state().cluster_id().is_some());
+    let out = n.handle(Input::Drain, ms(2100), 0);
+    assert!(n.drained(), "nothing to hand over, nobody to tell");
+    assert!(sent(&out).is_empty());
+}
