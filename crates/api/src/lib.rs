@@ -350,6 +350,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         m.bad_messages as f64,
     );
     put(
+        "raft_restarts_total",
+        "counter",
+        "Times raft failed inside and was started again from the log.",
+        m.raft_restarts as f64,
+    );
+    put(
         "foreign_messages_total",
         "counter",
         "Messages from other clusters dropped.",

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 impl Sim {
     /// At most one master per term; equal State at equal index (no
-    /// committed entry lost or changed); no replica goes back.
+    /// committed entry lost or changed); no replica goes back; no message
+    /// of a correct node refused.
     pub(crate) fn check(&mut self) {
         for id in self.live() {
             let node = self.node(&id).expect("live");
@@ -15,6 +16,7 @@ impl Sim {
                 .is_master()
                 .then(|| node.raft().expect("a master runs raft").term());
             let (idx, hash) = (node.state().index(), node.state().hash());
+            let refused = node.metrics().bad_messages;
             let cluster = node.cluster().cloned();
             if let Some(term) = master_term {
                 let first = self
@@ -31,6 +33,13 @@ impl Sim {
                     self.seed
                 );
             }
+            // Correct nodes never send what another refuses.
+            assert_eq!(
+                refused,
+                0,
+                "seed {}: {id} refused a message of a correct node",
+                self.seed
+            );
             let before = self.applied.insert(id.clone(), idx).unwrap_or_default();
             assert!(
                 before <= idx,

@@ -30,6 +30,22 @@ use std::time::Duration;
 
 pub use raft::storage::MemStorage;
 
+mod validate;
+
+/// Runs raft-rs code, turning a panic inside it into `Poisoned`: a message
+/// that slipped past validation must not end the process. The caller drops
+/// this core and starts a new one from the durable log, as after a crash.
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, RaftError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".to_owned());
+        RaftError::Poisoned(why)
+    })
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct RaftConfig {
     /// Ticks without a leader before an election (randomised up to twice).
@@ -82,6 +98,12 @@ pub enum RaftError {
     Log(#[from] LogError),
     #[error("malformed raft message: {0}")]
     Malformed(String),
+    #[error("refused raft message: {0}")]
+    Refused(String),
+    /// raft-rs panicked; its in-memory state can no longer be trusted and
+    /// the core must be started again from the log.
+    #[error("raft failed inside ({0}); restarting it from the log")]
+    Poisoned(String),
 }
 
 /// Where a member's Raft log starts: an index and term already in State,
@@ -324,7 +346,7 @@ impl RaftCore {
         self.last_elapsed = elapsed;
     }
 
-    pub fn tick(&mut self, now: Duration) {
+    pub fn tick(&mut self, now: Duration) -> Result<(), RaftError> {
         self.now = now;
         let raft = &mut self.raw.raft;
         if raft.state != StateRole::Leader && raft.election_elapsed + 1 >= self.timeout {
@@ -332,8 +354,9 @@ impl RaftCore {
             // bring it to the edge so this tick starts the election.
             raft.election_elapsed = 2 * self.cfg.election_ticks - 1;
         }
-        self.raw.tick();
+        contained(|| self.raw.tick())?;
         self.after_op();
+        Ok(())
     }
 
     pub fn campaign(&mut self) -> Result<(), RaftError> {
@@ -353,9 +376,10 @@ impl RaftCore {
                 msg.from, msg.to
             )));
         }
+        validate::check(&self.raw, from.0, &msg).map_err(RaftError::Refused)?;
         self.now = now;
         self.heard.insert(from.0, now);
-        let r = self.raw.step(msg);
+        let r = contained(|| self.raw.step(msg))?;
         self.after_op();
         match r {
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
@@ -405,6 +429,10 @@ impl RaftCore {
     /// Handles everything Raft has ready: persist, then send, then hand
     /// out what committed.
     pub fn drive(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
+        contained(|| self.drive_ready(log))?
+    }
+
+    fn drive_ready(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
         let mut out = Vec::new();
         while self.raw.has_ready() {
             let mut rd = self.raw.ready();

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::log_store::MemLog;
+use raft::eraftpb::MessageType;
 use shoal_model::{encode_event, Event};
 
 struct Net {
@@ -78,7 +79,7 @@ impl Net {
             self.now += Duration::from_millis(100);
             for (i, (core, _)) in self.nodes.iter_mut().enumerate() {
                 if !down.contains(&i) {
-                    core.tick(self.now);
+                    core.tick(self.now).unwrap();
                 }
             }
             self.pump(down);
@@ -141,4 +142,119 @@ fn a_leader_without_quorum_refuses_writes() {
     assert!(net.nodes[l].0.is_leader());
     assert_eq!(net.nodes[l].0.propose(vec![]), Err(Refusal::NoQuorum));
     let _ = others;
+}
+
+fn crafted(
+    kind: MessageType,
+    from: u64,
+    to: u64,
+    term: u64,
+    f: impl FnOnce(&mut Message),
+) -> Vec<u8> {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    f(&mut m);
+    m.write_to_bytes().unwrap()
+}
+
+fn raw_entry(index: u64, term: u64, data: &[u8]) -> Entry {
+    let mut e = Entry {
+        index,
+        term,
+        ..Default::default()
+    };
+    e.set_data(data.to_vec().into());
+    e
+}
+
+#[test]
+fn messages_a_correct_member_never_sends_are_refused_not_panicked_on() {
+    use MessageType::*;
+    let mut net = Net::new(3);
+    net.ticks(40, &[]);
+    let l = net.leaders(&[])[0];
+    net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+    net.pump(&[]);
+    let f = (l + 1) % 3;
+    let (lid, fid) = (l as u64 + 1, f as u64 + 1);
+    let term = net.nodes[f].0.term().0;
+    let last = net.nodes[f].0.last_index().0;
+    let snapshot_without_voters = |m: &mut Message| {
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = last + 10;
+        s.mut_metadata().term = term;
+        m.set_snapshot(s);
+    };
+    let cases: Vec<(&str, usize, u64, Vec<u8>)> = vec![
+        (
+            "a heartbeat committing past the log",
+            f,
+            lid,
+            crafted(MsgHeartbeat, lid, fid, term, |m| m.commit = last + 1000),
+        ),
+        (
+            "an append skipping indices",
+            f,
+            lid,
+            crafted(MsgAppend, lid, fid, term, |m| {
+                m.index = last;
+                m.log_term = term;
+                m.set_entries(vec![raw_entry(last + 5, term, b"")].into());
+            }),
+        ),
+        (
+            "an append that jumps back onto a committed entry",
+            f,
+            lid,
+            crafted(MsgAppend, lid, fid, term, |m| {
+                m.index = last;
+                m.log_term = term;
+                m.set_entries(vec![raw_entry(1, term, b"")].into());
+            }),
+        ),
+        (
+            "a snapshot whose membership has no voters",
+            f,
+            lid,
+            crafted(MsgSnapshot, lid, fid, term, snapshot_without_voters),
+        ),
+        (
+            "a proposal of garbage to the leader",
+            l,
+            fid,
+            crafted(MsgPropose, fid, lid, term, |m| {
+                m.set_entries(vec![raw_entry(0, 0, b"garbage")].into());
+            }),
+        ),
+        (
+            "a message from a stranger",
+            f,
+            9,
+            crafted(MsgHeartbeat, 9, fid, term, |_| {}),
+        ),
+    ];
+    let now = net.now;
+    for (what, to, from, bytes) in cases {
+        let r = net.nodes[to].0.step(RaftId(from), &bytes, now);
+        assert!(matches!(r, Err(RaftError::Refused(_))), "{what}: {r:?}");
+    }
+    // Nothing of it reached the log, and the cluster goes on.
+    net.pump(&[]);
+    assert_eq!(net.leaders(&[]), vec![l]);
+    net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+    net.pump(&[]);
+    for c in &net.committed {
+        assert_eq!(c.len(), 3);
+        assert!(c.iter().all(|e| e.data != b"garbage"));
+    }
+}
+
+#[test]
+fn a_panic_inside_raft_is_contained() {
+    let r = contained(|| -> u32 { panic!("to_commit 9 is out of range") });
+    assert!(matches!(r, Err(RaftError::Poisoned(why)) if why.contains("out of range")));
+    assert_eq!(contained(|| 7).unwrap(), 7);
 }

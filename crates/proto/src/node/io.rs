@@ -129,6 +129,8 @@ pub struct Metrics {
     pub bad_messages: u64,
     pub foreign_messages: u64,
     pub proposals_refused: u64,
+    /// Times raft-rs failed inside and was started again from the log.
+    pub raft_restarts: u64,
 }
 
 /// What a node is in its cluster, as `shoal status` reports it.

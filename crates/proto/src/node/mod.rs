@@ -43,7 +43,7 @@ pub use io::{Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
 pub use peers::{MasterView, Peers};
 pub use timers::{Timer, Timers};
 
-use crate::consensus::{RaftBase, RaftCore, RaftError};
+use crate::consensus::{RaftCore, RaftError};
 use crate::log_store::LogStore;
 use crate::pending::PendingCommands;
 use crate::placement::Capacities;
@@ -200,20 +200,7 @@ impl<L: LogStore> Node<L> {
             cfg,
         };
         node.refresh_raft_peers();
-        // The founder restarting before its founding entry applied: its
-        // Raft log alone says it is the only voter.
-        let founder_restart = node.cluster.is_some()
-            && node.state.cluster_id().is_none()
-            && node.log.membership().voters == vec![1];
-        if founder_restart {
-            let base = RaftBase {
-                voters: vec![RaftId(1)],
-                ..Default::default()
-            };
-            node.start_raft(RaftId(1), base)?;
-        } else {
-            node.sync_raft_membership()?;
-        }
+        node.start_raft_from_disk()?;
         Ok(node)
     }
 
@@ -492,7 +479,7 @@ impl<L: LogStore> Node<L> {
         }
         let from = frame.from;
         match frame.msg {
-            Direct::Raft(bytes) => self.on_raft_message(&from, &bytes),
+            Direct::Raft(bytes) => self.on_raft_message(&from, &bytes, out),
             Direct::FetchRange(r) => self.serve_range(from, r, out),
             Direct::Range(reply) => {
                 if self.catch_up.on_range(&from, reply).is_err() {

@@ -8,7 +8,7 @@ use super::io::Output;
 use super::master::MasterState;
 use super::timers::Timer;
 use super::{Node, StartError};
-use crate::consensus::{RaftBase, RaftCore, RaftOutput};
+use crate::consensus::{RaftBase, RaftCore, RaftError, RaftOutput};
 use crate::log_store::LogStore;
 use crate::wire::{Direct, Gossip, Refusal};
 use rand::Rng;
@@ -99,14 +99,47 @@ impl<L: LogStore> Node<L> {
 
     /// A Raft message from a member. From a sender that is not a member
     /// here (yet), or to a node not running Raft, it is dropped; Raft
-    /// retries.
-    pub(super) fn on_raft_message(&mut self, from: &NodeId, bytes: &[u8]) {
+    /// retries. One a correct member never sends is dropped and counted.
+    pub(super) fn on_raft_message(&mut self, from: &NodeId, bytes: &[u8], out: &mut Vec<Output>) {
         let rid = self.state.nodes().get(from).map(|n| n.raft_id);
-        if let (Some(raft), Some(rid)) = (self.raft.as_mut(), rid) {
-            if let Err(e) = raft.step(rid, bytes, self.now) {
+        let (Some(raft), Some(rid)) = (self.raft.as_mut(), rid) else {
+            return;
+        };
+        match raft.step(rid, bytes, self.now) {
+            Ok(()) => {}
+            Err(RaftError::Poisoned(why)) => self.restart_raft(&why, out),
+            Err(e) => {
                 self.metrics.bad_messages += 1;
-                tracing::debug!(from = %from, error = %e, "raft message rejected");
+                tracing::warn!(from = %from, error = %e, "raft message dropped");
             }
+        }
+    }
+
+    /// Starts Raft as the disk says this node takes part: a voter or
+    /// learner in State, or the founder before its founding entry applied
+    /// (its Raft log alone says it is the only voter).
+    pub(super) fn start_raft_from_disk(&mut self) -> Result<(), StartError> {
+        let founder_restart = self.cluster.is_some()
+            && self.state.cluster_id().is_none()
+            && self.log.membership().voters == vec![1];
+        if founder_restart {
+            let base = RaftBase {
+                voters: vec![RaftId(1)],
+                ..Default::default()
+            };
+            return self.start_raft(RaftId(1), base);
+        }
+        self.sync_raft_membership()
+    }
+
+    /// raft-rs failed inside: its memory cannot be trusted, its disk can.
+    /// Start it again from the log, as after a crash of this process.
+    fn restart_raft(&mut self, why: &str, out: &mut Vec<Output>) {
+        tracing::error!(reason = %why, "raft failed; starting it again from the log");
+        self.metrics.raft_restarts += 1;
+        self.stop_raft();
+        if let Err(e) = self.start_raft_from_disk() {
+            self.fail(format!("could not start raft again: {e}"), out);
         }
     }
 
@@ -117,8 +150,14 @@ impl<L: LogStore> Node<L> {
         let Some(r) = self.raft.as_mut() else {
             return;
         };
-        r.tick(self.now);
+        if let Err(e) = r.tick(self.now) {
+            self.restart_raft(&e.to_string(), out);
+            return;
+        }
         self.timers.set(Timer::Raft, self.now + self.cfg.raft_tick);
+        let Some(r) = self.raft.as_ref() else {
+            return;
+        };
         if r.is_leader() && !r.quorum_recently_active() && !self.pending.is_empty() {
             let acts = self.pending.fail_all(Refusal::NoQuorum);
             self.run_pending(acts, out);
@@ -133,6 +172,7 @@ impl<L: LogStore> Node<L> {
         };
         let outputs = match raft.drive(&mut self.log) {
             Ok(o) => o,
+            Err(RaftError::Poisoned(why)) => return self.restart_raft(&why, out),
             Err(e) => {
                 // Storage that cannot persist must not acknowledge: stop
                 // taking part in Raft and say so.
