@@ -18,6 +18,10 @@ pub struct FrameCodec {
     pub max: usize,
 }
 
+/// Memory a frame's reader sets aside before its bytes arrive: a length
+/// prefix alone never makes a node allocate more (invariant 9).
+const FIRST_ALLOCATION: usize = 64 << 10;
+
 pub async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
@@ -31,8 +35,15 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
             format!("frame of {len} bytes exceeds {max}"),
         ));
     }
-    let mut buf = vec![0; len];
-    io.read_exact(&mut buf).await?;
+    // Grows with what arrives, never ahead of it.
+    let mut buf = Vec::with_capacity(len.min(FIRST_ALLOCATION));
+    io.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame cut at {} of {len} bytes", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 
@@ -199,6 +210,20 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(block_on(read_frame(&mut Cursor::new(bytes[..cut].to_vec()), 5)).is_err());
         }
+    }
+
+    #[test]
+    fn a_frame_cut_short_of_its_length_is_an_error() {
+        // A prefix promising 8 MiB, then 10 bytes and the end: read as
+        // they come (into a first allocation of 64 KiB), then refused.
+        let mut bytes = (8u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 10]);
+        let err = block_on(read_frame(&mut Cursor::new(bytes), 8 << 20)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut big = (200_000u32).to_le_bytes().to_vec();
+        big.extend(std::iter::repeat_n(1u8, 200_000));
+        let got = block_on(read_frame(&mut Cursor::new(big), 8 << 20)).unwrap();
+        assert_eq!(got.len(), 200_000, "longer than the first allocation");
     }
 
     #[test]

@@ -35,8 +35,7 @@ impl Sim {
             }
             // Correct nodes never send what another refuses.
             assert_eq!(
-                refused,
-                0,
+                refused, 0,
                 "seed {}: {id} refused a message of a correct node",
                 self.seed
             );

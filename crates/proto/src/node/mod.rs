@@ -506,7 +506,7 @@ impl<L: LogStore> Node<L> {
                 attempt,
                 from_seq,
             } => self.on_output_subscribe(from, &task, attempt, from_seq, out),
-            Direct::Output(chunks) => self.on_output(chunks, out),
+            Direct::Output(chunks) => self.on_output(&from, chunks, out),
             Direct::Leave => self.on_leave(from),
         }
     }

@@ -479,3 +479,23 @@ fn a_lone_node_drains_at_once() {
     assert!(n.drained(), "nothing to hand over, nobody to tell");
     assert!(sent(&out).is_empty());
 }
+
+#[test]
+fn task_output_is_taken_only_from_the_node_that_runs_the_task() {
+    let mut state = cluster_state(&["m", ME, "a"], vec![]);
+    testing::leased_task(&mut state, "t", "a", None);
+    let mut n = follower(state);
+    let chunk = |seq| shoal_model::OutputChunk {
+        task: shoal_model::TaskId::from("t"),
+        attempt: 1,
+        stream: shoal_model::Stream::Stdout,
+        seq,
+        data: b"x\n".to_vec(),
+    };
+    let out = n.handle(direct("m", Direct::Output(vec![chunk(0)])), ms(10), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::TaskOutput(_))));
+    assert_eq!(n.metrics().bad_messages, 1);
+    let out = n.handle(direct("a", Direct::Output(vec![chunk(0)])), ms(11), 0);
+    assert!(out.iter().any(|o| matches!(o, Output::TaskOutput(_))));
+    assert_eq!(n.task_output(&shoal_model::TaskId::from("t")).len(), 1);
+}

@@ -261,9 +261,25 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    pub(super) fn on_output(&mut self, chunks: Vec<OutputChunk>, out: &mut Vec<Output>) {
+    /// Output sent to this node: kept only from the node State says runs
+    /// (or ran) the task; anything else is dropped and counted.
+    pub(super) fn on_output(
+        &mut self,
+        from: &NodeId,
+        chunks: Vec<OutputChunk>,
+        out: &mut Vec<Output>,
+    ) {
         for c in chunks.into_iter().take(OUTPUT_CHUNKS_PER_MESSAGE) {
-            self.record_output(c, out);
+            let runner = self
+                .state
+                .tasks()
+                .get(&c.task)
+                .and_then(|t| t.node.as_ref());
+            if runner == Some(from) {
+                self.record_output(c, out);
+            } else {
+                self.metrics.bad_messages += 1;
+            }
         }
     }
 }

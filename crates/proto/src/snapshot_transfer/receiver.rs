@@ -113,6 +113,11 @@ impl SnapshotReceiver {
         &self.source
     }
 
+    /// Bytes received ahead of what was decoded, waiting for a gap.
+    pub fn stashed_bytes(&self) -> usize {
+        self.stash.values().map(Vec::len).sum()
+    }
+
     /// The snapshot's index, once the first chunk told it.
     pub fn index(&self) -> Option<EventIdx> {
         self.offer.as_ref().map(|o| o.index)
@@ -138,6 +143,14 @@ impl SnapshotReceiver {
         now: Duration,
     ) -> Vec<ReceiveEvent> {
         if self.finished || chunk.session != self.session || from != &self.source {
+            return vec![];
+        }
+        // Only chunks this receiver asked for are kept, each at most the
+        // size it asked for and within the snapshot: what a source sends
+        // unasked never grows the stash (invariant 9).
+        let fits = chunk.data.len() <= self.cfg.chunk_bytes as usize
+            && chunk.offset.saturating_add(chunk.data.len() as u64) <= chunk.total_len;
+        if !fits || !self.requested.contains_key(&chunk.offset) {
             return vec![];
         }
         match &self.offer {

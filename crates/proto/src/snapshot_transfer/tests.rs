@@ -202,6 +202,31 @@ fn joiners_share_one_build_and_a_stale_cache_is_rebuilt() {
     assert!(matches!(&acts[0], ServeAction::Send { .. }));
 }
 
+#[test]
+fn chunks_nobody_asked_for_are_not_kept() {
+    let src = NodeId::from("a");
+    let (mut rx, _) = SnapshotReceiver::start(cfg(), 1, src.clone(), Duration::ZERO);
+    let chunk = |offset: u64, len: usize| SnapshotChunk {
+        session: 1,
+        index: EventIdx(9),
+        total_len: 1 << 30,
+        sha256: [0; 32],
+        offset,
+        data: vec![1; len],
+    };
+    // Far ahead, never asked for: dropped, and it does not set the offer.
+    for k in 1..100 {
+        assert!(rx
+            .on_chunk(&src, chunk(k * 4096, 4096), Duration::ZERO)
+            .is_empty());
+    }
+    assert!(rx.index().is_none());
+    assert_eq!(rx.stashed_bytes(), 0);
+    // Larger than asked: dropped too.
+    assert!(rx.on_chunk(&src, chunk(0, 4097), Duration::ZERO).is_empty());
+    assert!(rx.index().is_none());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
