@@ -386,6 +386,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         v.net.inbound_failures as f64,
     );
     put(
+        "net_false_verdicts_total",
+        "counter",
+        "Unsigned greetings, and duplicate-identity verdicts without evidence, refused.",
+        v.net.false_verdicts as f64,
+    );
+    put(
         "net_dropped_events_total",
         "counter",
         "Network events dropped because the node's queue was full.",

@@ -355,6 +355,11 @@ pub struct Heartbeat {
     /// Random per process start: two live processes with one identity are
     /// told apart by it.
     pub incarnation: u64,
+    /// The sender's wall clock when its process started, and when it sent
+    /// this: a heartbeat of an earlier run, replayed, is older than the
+    /// process that hears it.
+    pub started_ms: u64,
+    pub sent_ms: u64,
     pub term: Term,
     pub applied: EventIdx,
     pub commit: EventIdx,

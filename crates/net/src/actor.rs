@@ -3,11 +3,13 @@
 //! node's `NetEvent`s.
 
 use crate::fault::Delay;
+use crate::greeting::{believe, Greeting};
 use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
 use crate::redial::Redials;
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent, Topic};
 use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -32,8 +34,10 @@ pub(crate) struct Actor {
     pub peer_addrs: BTreeMap<PeerId, Multiaddr>,
     pub connected: HashSet<PeerId>,
     pub counters: Arc<NetCounters>,
+    /// Signs this process's greetings.
+    pub key: Keypair,
     pub incarnation: Incarnation,
-    pub identities: IdentityWatch<PeerId, Instant>,
+    pub identities: IdentityWatch<PeerId, Instant, Greeting>,
     pub delay: Delay<NetCommand, Instant>,
 }
 
@@ -149,8 +153,11 @@ impl Actor {
     }
 
     fn greet(&mut self, peer: PeerId) {
-        let inc = self.incarnation;
-        self.swarm.behaviour_mut().hello.send_request(&peer, inc);
+        let greeting = Greeting::sign(&self.key, self.incarnation, wall_ms());
+        self.swarm
+            .behaviour_mut()
+            .hello
+            .send_request(&peer, greeting);
     }
 
     fn redial(&mut self) {
@@ -302,7 +309,7 @@ impl Actor {
         }
     }
 
-    fn hello_event(&mut self, ev: request_response::Event<Incarnation, Verdict>) {
+    fn hello_event(&mut self, ev: request_response::Event<Greeting, Verdict<Greeting>>) {
         let request_response::Event::Message { peer, message, .. } = ev else {
             return;
         };
@@ -310,7 +317,15 @@ impl Actor {
             request_response::Message::Request {
                 request, channel, ..
             } => {
-                let verdict = self.identities.greet(&peer, request, Instant::now());
+                // Judged only when the greeter signed it: it is evidence
+                // for others later.
+                let verdict = if request.signed_by(&peer) {
+                    let inc = request.incarnation;
+                    self.identities.greet(&peer, inc, request, Instant::now())
+                } else {
+                    self.counters.false_verdicts.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Ok
+                };
                 if verdict != Verdict::Ok {
                     warn!(peer = %peer, "two live processes share this peer's identity; refusing the later one");
                 }
@@ -321,15 +336,31 @@ impl Actor {
                     .send_response(channel, verdict);
             }
             request_response::Message::Response {
-                response: Verdict::Duplicate { other },
+                response: Verdict::Duplicate { evidence },
                 ..
-            } => self.emit(NetEvent::IdentityConflict {
-                reporter: peer,
-                other,
-            }),
+            } => {
+                let me = *self.swarm.local_peer_id();
+                match believe(&evidence, &me, &self.incarnation, wall_ms()) {
+                    Ok(()) => self.emit(NetEvent::IdentityConflict {
+                        reporter: peer,
+                        other: evidence.incarnation,
+                    }),
+                    Err(why) => {
+                        self.counters.false_verdicts.fetch_add(1, Ordering::Relaxed);
+                        warn!(peer = %peer, reason = %why, "a peer says this process is a duplicate; not believed");
+                    }
+                }
+            }
             request_response::Message::Response { .. } => {}
         }
     }
+}
+
+/// This host's wall clock, in milliseconds.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Topic {

@@ -6,7 +6,8 @@
 //! bytes), the response a verdict (a tag byte, then 16 bytes). Anything
 //! else is an error the protocol reports, never a panic.
 
-use crate::identity_watch::{Incarnation, Verdict};
+use crate::greeting::{Greeting, GREETING_LEN};
+use crate::identity_watch::Verdict;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
@@ -96,43 +97,28 @@ impl request_response::Codec for FrameCodec {
     }
 }
 
-/// Greetings: a fixed 16-byte request, a tagged 17-byte reply.
+/// Greetings: a signed greeting as the request; a verdict as the reply,
+/// a tag byte then (for a duplicate) the other incarnation's greeting.
 #[derive(Clone, Debug, Default)]
 pub struct HelloCodec;
 
-pub fn encode_incarnation(i: &Incarnation) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&i.nonce.to_le_bytes());
-    b[8..].copy_from_slice(&i.started_ms.to_le_bytes());
-    b
-}
+/// A greeting's verdict on the wire.
+pub const VERDICT_LEN: usize = 1 + GREETING_LEN;
 
-pub fn decode_incarnation(b: &[u8; 16]) -> Incarnation {
-    let word = |r: std::ops::Range<usize>| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[r]);
-        u64::from_le_bytes(w)
-    };
-    Incarnation {
-        nonce: word(0..8),
-        started_ms: word(8..16),
-    }
-}
-
-pub fn encode_verdict(v: &Verdict) -> [u8; 17] {
-    let mut b = [0u8; 17];
-    if let Verdict::Duplicate { other } = v {
+pub fn encode_verdict(v: &Verdict<Greeting>) -> [u8; VERDICT_LEN] {
+    let mut b = [0u8; VERDICT_LEN];
+    if let Verdict::Duplicate { evidence } = v {
         b[0] = 1;
-        b[1..].copy_from_slice(&encode_incarnation(other));
+        b[1..].copy_from_slice(&evidence.encode());
     }
     b
 }
 
-pub fn decode_verdict(b: &[u8; 17]) -> io::Result<Verdict> {
+pub fn decode_verdict(b: &[u8; VERDICT_LEN]) -> io::Result<Verdict<Greeting>> {
     match b[0] {
         0 => Ok(Verdict::Ok),
         1 => Ok(Verdict::Duplicate {
-            other: decode_incarnation(b[1..].try_into().expect("16 bytes")),
+            evidence: Greeting::decode(b[1..].try_into().expect("a greeting's length")),
         }),
         t => Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -143,23 +129,27 @@ pub fn decode_verdict(b: &[u8; 17]) -> io::Result<Verdict> {
 
 impl request_response::Codec for HelloCodec {
     type Protocol = StreamProtocol;
-    type Request = Incarnation;
-    type Response = Verdict;
+    type Request = Greeting;
+    type Response = Verdict<Greeting>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Incarnation>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Greeting>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut b = [0u8; 16];
+        let mut b = [0u8; GREETING_LEN];
         io.read_exact(&mut b).await?;
-        Ok(decode_incarnation(&b))
+        Ok(Greeting::decode(&b))
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Verdict>
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Verdict<Greeting>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let mut b = [0u8; 17];
+        let mut b = [0u8; VERDICT_LEN];
         io.read_exact(&mut b).await?;
         decode_verdict(&b)
     }
@@ -168,12 +158,12 @@ impl request_response::Codec for HelloCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Incarnation,
+        req: Greeting,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&encode_incarnation(&req)).await?;
+        io.write_all(&req.encode()).await?;
         io.close().await
     }
 
@@ -181,7 +171,7 @@ impl request_response::Codec for HelloCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        v: Verdict,
+        v: Verdict<Greeting>,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -227,13 +217,14 @@ mod tests {
     }
 
     #[test]
-    fn greetings_round_trip_and_an_unknown_verdict_is_an_error() {
-        let inc = Incarnation {
+    fn verdicts_round_trip_and_an_unknown_one_is_an_error() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let inc = crate::Incarnation {
             nonce: 0x0102_0304_0506_0708,
             started_ms: 1_700_000_000_123,
         };
-        assert_eq!(decode_incarnation(&encode_incarnation(&inc)), inc);
-        for v in [Verdict::Ok, Verdict::Duplicate { other: inc }] {
+        let evidence = Greeting::sign(&key, inc, 1_700_000_001_000);
+        for v in [Verdict::Ok, Verdict::Duplicate { evidence }] {
             assert_eq!(decode_verdict(&encode_verdict(&v)).unwrap(), v);
         }
         let mut bad = encode_verdict(&Verdict::Ok);

@@ -12,7 +12,9 @@
 //! process is never heard again once the new one speaks. Of two live
 //! incarnations, the one started later (ties: the larger nonce) is told to
 //! stop; every observer reaches the same verdict because it compares the
-//! same declared values.
+//! same declared values. The verdict carries the other incarnation's
+//! latest greeting as evidence (`E`, a signed greeting on a real node), so
+//! the process told to stop can check it was not lied to.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -27,25 +29,28 @@ pub struct Incarnation {
 
 impl Incarnation {
     /// The later of two processes; it is the one to refuse.
-    fn is_later_than(&self, other: &Incarnation) -> bool {
+    pub fn is_later_than(&self, other: &Incarnation) -> bool {
         (self.started_ms, self.nonce) > (other.started_ms, other.nonce)
     }
 }
 
 /// The reply to a greeting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict<E> {
     Ok,
-    /// Another live process has this identity and started first.
+    /// Another live process has this identity and started first; this is
+    /// its latest greeting.
     Duplicate {
-        other: Incarnation,
+        evidence: E,
     },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Heard<T> {
+#[derive(Clone, Debug)]
+struct Heard<T, E> {
     first: T,
     last: T,
+    /// Its latest greeting.
+    evidence: E,
 }
 
 /// Incarnations remembered per peer at most.
@@ -54,13 +59,17 @@ pub const MAX_INCARNATIONS: usize = 8;
 /// Forgotten after this long unheard; bounds memory to the live peers.
 pub const FORGET_AFTER: Duration = Duration::from_secs(30);
 
-/// Per peer, the incarnations heard recently. `T` is the caller's clock.
+/// Per peer, the incarnations heard recently. `T` is the caller's clock,
+/// `E` what a greeting carries as evidence.
 #[derive(Debug)]
-pub struct IdentityWatch<P, T> {
-    heard: HashMap<P, Vec<(Incarnation, Heard<T>)>>,
+pub struct IdentityWatch<P, T, E> {
+    heard: HashMap<P, Incarnations<T, E>>,
 }
 
-impl<P, T> Default for IdentityWatch<P, T> {
+/// What was heard of one peer: each incarnation, when, and its greeting.
+type Incarnations<T, E> = Vec<(Incarnation, Heard<T, E>)>;
+
+impl<P, T, E> Default for IdentityWatch<P, T, E> {
     fn default() -> Self {
         IdentityWatch {
             heard: HashMap::new(),
@@ -68,15 +77,21 @@ impl<P, T> Default for IdentityWatch<P, T> {
     }
 }
 
-impl<P: Eq + Hash + Clone, T: Copy + Ord + std::ops::Sub<Output = Duration>> IdentityWatch<P, T> {
+impl<P, T, E> IdentityWatch<P, T, E>
+where
+    P: Eq + Hash + Clone,
+    T: Copy + Ord + std::ops::Sub<Output = Duration>,
+    E: Clone,
+{
     /// Records a greeting from `peer` and returns the verdict for it.
-    pub fn greet(&mut self, peer: &P, inc: Incarnation, now: T) -> Verdict {
+    pub fn greet(&mut self, peer: &P, inc: Incarnation, evidence: E, now: T) -> Verdict<E> {
         let list = self.heard.entry(peer.clone()).or_default();
         list.retain(|(_, h)| now - h.last < FORGET_AFTER);
-        let me = match list.iter().position(|(i, _)| *i == inc) {
+        let (first, last) = match list.iter().position(|(i, _)| *i == inc) {
             Some(p) => {
                 list[p].1.last = now;
-                list[p].1
+                list[p].1.evidence = evidence;
+                (list[p].1.first, now)
             }
             None => {
                 if list.len() >= MAX_INCARNATIONS {
@@ -89,15 +104,18 @@ impl<P: Eq + Hash + Clone, T: Copy + Ord + std::ops::Sub<Output = Duration>> Ide
                 let h = Heard {
                     first: now,
                     last: now,
+                    evidence,
                 };
                 list.push((inc, h));
-                h
+                (now, now)
             }
         };
         for (other, h) in list.iter() {
-            let both_live = *other != inc && h.last > me.first && me.last > h.first;
+            let both_live = *other != inc && h.last > first && last > h.first;
             if both_live && inc.is_later_than(other) {
-                return Verdict::Duplicate { other: *other };
+                return Verdict::Duplicate {
+                    evidence: h.evidence.clone(),
+                };
             }
         }
         Verdict::Ok
@@ -140,36 +158,42 @@ mod tests {
 
     #[test]
     fn a_restart_is_not_a_duplicate() {
-        let mut w = IdentityWatch::default();
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
         for t in 0..5 {
-            assert_eq!(w.greet(&"x", A, Ms(t * 1000)), Verdict::Ok);
+            assert_eq!(w.greet(&"x", A, A, Ms(t * 1000)), Verdict::Ok);
         }
         // The old process is never heard again once the new one speaks.
         for t in 5..10 {
-            assert_eq!(w.greet(&"x", B, Ms(t * 1000 + 300)), Verdict::Ok);
+            assert_eq!(w.greet(&"x", B, B, Ms(t * 1000 + 300)), Verdict::Ok);
         }
     }
 
     #[test]
     fn two_live_processes_refuse_the_later_one_only() {
-        let mut w = IdentityWatch::default();
-        assert_eq!(w.greet(&"x", A, Ms(0)), Verdict::Ok);
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
+        assert_eq!(w.greet(&"x", A, A, Ms(0)), Verdict::Ok);
         // The copy's first greeting: the original has not been heard since.
-        assert_eq!(w.greet(&"x", B, Ms(100)), Verdict::Ok);
+        assert_eq!(w.greet(&"x", B, B, Ms(100)), Verdict::Ok);
         // The original speaks again: both are live now. It stays.
-        assert_eq!(w.greet(&"x", A, Ms(1000)), Verdict::Ok);
-        assert_eq!(w.greet(&"x", B, Ms(1100)), Verdict::Duplicate { other: A });
-        assert_eq!(w.greet(&"x", A, Ms(2000)), Verdict::Ok);
+        assert_eq!(w.greet(&"x", A, A, Ms(1000)), Verdict::Ok);
+        assert_eq!(
+            w.greet(&"x", B, B, Ms(1100)),
+            Verdict::Duplicate { evidence: A }
+        );
+        assert_eq!(w.greet(&"x", A, A, Ms(2000)), Verdict::Ok);
     }
 
     #[test]
     fn the_verdict_does_not_depend_on_who_was_heard_first() {
-        let mut w = IdentityWatch::default();
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
         // The later-started process happens to be heard first here.
-        w.greet(&"x", B, Ms(0));
-        w.greet(&"x", A, Ms(100));
-        assert_eq!(w.greet(&"x", A, Ms(1100)), Verdict::Ok);
-        assert_eq!(w.greet(&"x", B, Ms(1000)), Verdict::Duplicate { other: A });
+        w.greet(&"x", B, B, Ms(0));
+        w.greet(&"x", A, A, Ms(100));
+        assert_eq!(w.greet(&"x", A, A, Ms(1100)), Verdict::Ok);
+        assert_eq!(
+            w.greet(&"x", B, B, Ms(1000)),
+            Verdict::Duplicate { evidence: A }
+        );
     }
 
     #[test]
@@ -178,39 +202,42 @@ mod tests {
             nonce: 9,
             started_ms: A.started_ms,
         };
-        let mut w = IdentityWatch::default();
-        w.greet(&"x", A, Ms(0));
-        w.greet(&"x", twin, Ms(10));
-        w.greet(&"x", A, Ms(20));
-        assert_eq!(w.greet(&"x", twin, Ms(30)), Verdict::Duplicate { other: A });
-        assert_eq!(w.greet(&"x", A, Ms(40)), Verdict::Ok);
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
+        w.greet(&"x", A, A, Ms(0));
+        w.greet(&"x", twin, twin, Ms(10));
+        w.greet(&"x", A, A, Ms(20));
+        assert_eq!(
+            w.greet(&"x", twin, twin, Ms(30)),
+            Verdict::Duplicate { evidence: A }
+        );
+        assert_eq!(w.greet(&"x", A, A, Ms(40)), Verdict::Ok);
     }
 
     #[test]
     fn a_peer_cannot_grow_its_list_without_bound() {
-        let mut w = IdentityWatch::default();
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
         for n in 0..100u64 {
             let inc = Incarnation {
                 nonce: n,
                 started_ms: n,
             };
-            w.greet(&"x", inc, Ms(n));
+            w.greet(&"x", inc, inc, Ms(n));
         }
         assert_eq!(w.heard[&"x"].len(), MAX_INCARNATIONS);
     }
 
     #[test]
     fn peers_are_independent_and_forgotten_when_silent() {
-        let mut w = IdentityWatch::default();
-        w.greet(&"x", A, Ms(0));
-        w.greet(&"y", B, Ms(10));
-        w.greet(&"x", A, Ms(20));
-        assert_eq!(w.greet(&"y", B, Ms(30)), Verdict::Ok);
+        let mut w: IdentityWatch<&str, Ms, Incarnation> = IdentityWatch::default();
+        w.greet(&"x", A, A, Ms(0));
+        w.greet(&"y", B, B, Ms(10));
+        w.greet(&"x", A, A, Ms(20));
+        assert_eq!(w.greet(&"y", B, B, Ms(30)), Verdict::Ok);
         assert_eq!(w.peers(), 2);
         w.forget_stale(Ms(31_000));
         assert_eq!(w.peers(), 0);
         // A long-gone incarnation does not make a newcomer a duplicate.
-        w.greet(&"x", A, Ms(40_000));
-        assert_eq!(w.greet(&"x", B, Ms(100_000)), Verdict::Ok);
+        w.greet(&"x", A, A, Ms(40_000));
+        assert_eq!(w.greet(&"x", B, B, Ms(100_000)), Verdict::Ok);
     }
 }

@@ -30,12 +30,14 @@
 //! Both protocols are versioned by name and capped at one message size.
 //!
 //! A third protocol greets every connected peer once a second with this
-//! process's incarnation, so two live processes sharing one identity are
-//! told apart and the later one refused (see `identity_watch`).
+//! process's incarnation, signed with its identity key, so two live
+//! processes sharing one identity are told apart and the later one
+//! refused, on evidence it can check (see `identity_watch`, `greeting`).
 
 mod actor;
 pub mod codec;
 pub mod fault;
+pub mod greeting;
 pub mod identity_watch;
 pub mod redial;
 mod transport;
@@ -62,7 +64,7 @@ use tokio::time::Instant;
 /// One-to-one protocol name; the version is part of it.
 pub const DIRECT_PROTOCOL: &str = "/shoal/direct/1";
 /// Greetings that carry a process's incarnation.
-pub const HELLO_PROTOCOL: &str = "/shoal/hello/1";
+pub const HELLO_PROTOCOL: &str = "/shoal/hello/2";
 pub const COMMITTED_TOPIC: &str = "shoal/1/committed";
 pub const TRANSIENT_TOPIC: &str = "shoal/1/transient";
 /// Commands and events waiting between the actor and the node.
@@ -148,6 +150,9 @@ pub struct NetCounters {
     pub inbound_failures: AtomicU64,
     /// Events for the node dropped because its queue was full.
     pub dropped_events: AtomicU64,
+    /// Greetings not signed by their sender, and "duplicate" verdicts
+    /// without evidence this node could check.
+    pub false_verdicts: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -158,6 +163,7 @@ pub struct NetStats {
     pub send_failures: u64,
     pub inbound_failures: u64,
     pub dropped_events: u64,
+    pub false_verdicts: u64,
 }
 
 /// A cloneable handle to the actor.
@@ -182,6 +188,7 @@ impl NetHandle {
             send_failures: c.send_failures.load(Ordering::Relaxed),
             inbound_failures: c.inbound_failures.load(Ordering::Relaxed),
             dropped_events: c.dropped_events.load(Ordering::Relaxed),
+            false_verdicts: c.false_verdicts.load(Ordering::Relaxed),
         }
     }
 }
@@ -191,7 +198,7 @@ pub async fn spawn(
     keypair: Keypair,
     cfg: NetConfig,
 ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
-    let mut swarm = transport::build_swarm(keypair, &cfg)?;
+    let mut swarm = transport::build_swarm(keypair.clone(), &cfg)?;
     for t in [Topic::Committed, Topic::Transient] {
         swarm
             .behaviour_mut()
@@ -217,6 +224,7 @@ pub async fn spawn(
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         counters: counters.clone(),
+        key: keypair,
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
         delay: Default::default(),

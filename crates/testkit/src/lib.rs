@@ -57,6 +57,11 @@ struct SimNode {
     fatal: Option<String>,
 }
 
+/// Every simulated host's wall clock at virtual time `now`.
+fn wall_ms(now: Duration) -> u64 {
+    1_700_000_000_000 + now.as_millis() as u64
+}
+
 /// The capacity every simulated host reports: 4 cores, 8 GiB free.
 const HOST_CAPACITY: (u32, u64) = (4000, 8 << 30);
 /// A paused node's deliveries are looked at again this often.
@@ -184,6 +189,7 @@ impl Sim {
         sn.starts += 1;
         let mut cfg = sn.cfg.clone();
         cfg.incarnation = cfg.seed.wrapping_add(sn.starts * 7919);
+        cfg.started_ms = wall_ms(now);
         cfg.seed = cfg.seed.wrapping_add(sn.starts);
         let snapshot = sn
             .disk
@@ -315,7 +321,7 @@ impl Sim {
     }
 
     fn wall_ms(&self) -> u64 {
-        1_700_000_000_000 + self.now.as_millis() as u64
+        wall_ms(self.now)
     }
 
     fn input(&mut self, id: &NodeId, input: Input) {

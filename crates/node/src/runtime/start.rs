@@ -129,6 +129,7 @@ pub async fn start(
     let started = Instant::now();
     let mut cfg = NodeConfig::new(node_id.clone(), addr, seed);
     cfg.incarnation = incarnation.nonce;
+    cfg.started_ms = incarnation.started_ms;
     cfg.voters = opts.voters.max(1);
     cfg.catch_up.no_snapshot = opts.no_snapshot;
     cfg.node_timeout = opts.node_timeout;

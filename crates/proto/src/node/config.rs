@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub addr: String,
     /// Random per process start.
     pub incarnation: u64,
+    /// Wall clock (ms) when this process started.
+    pub started_ms: u64,
     pub seed: u64,
     /// Voters the master aims for.
     pub voters: usize,
@@ -61,6 +63,7 @@ impl NodeConfig {
             node,
             addr,
             incarnation: seed ^ 0x5eed,
+            started_ms: 0,
             seed,
             voters: 3,
             node_timeout: Duration::from_secs(2),

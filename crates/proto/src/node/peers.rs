@@ -170,10 +170,6 @@ impl MasterView {
     }
 }
 
-/// A heartbeat carrying this node's identity but another incarnation,
-/// heard this soon after start, means a second live process has it.
-const DUPLICATE_WINDOW_TIMEOUTS: u32 = 2;
-
 impl<L: LogStore> Node<L> {
     /// This node's heartbeat, on the heartbeat timer.
     pub(super) fn heartbeat(&mut self, out: &mut Vec<Output>) {
@@ -182,6 +178,8 @@ impl<L: LogStore> Node<L> {
             addr: self.cfg.addr.clone(),
             cluster_id: self.cluster.clone(),
             incarnation: self.cfg.incarnation,
+            started_ms: self.cfg.started_ms,
+            sent_ms: self.wall_ms,
             term: self.term(),
             applied: self.state.index(),
             commit: self.commit_index(),
@@ -223,25 +221,28 @@ impl<L: LogStore> Node<L> {
         self.peers.record(from, cluster, hb, self.now);
     }
 
-    /// Gossip echoes this node's own heartbeats back only from a second
-    /// process with the same identity.
+    /// A heartbeat in this node's name (gossip is signed: only a holder of
+    /// its key can send one) from another incarnation: a second live
+    /// process has this identity. The one that started later stops; a
+    /// heartbeat sent before this process started is an earlier run's,
+    /// replayed, and proves nothing.
     fn on_own_heartbeat(&mut self, hb: &Heartbeat, out: &mut Vec<Output>) {
-        if hb.incarnation == self.cfg.incarnation {
+        if hb.incarnation == self.cfg.incarnation || hb.sent_ms <= self.cfg.started_ms {
             return;
         }
-        if self.now.saturating_sub(self.started) < DUPLICATE_WINDOW_TIMEOUTS * self.cfg.node_timeout
-        {
+        let this_is_later =
+            (self.cfg.started_ms, self.cfg.incarnation) > (hb.started_ms, hb.incarnation);
+        if this_is_later {
             self.fail(
                 format!(
-                    "another live process uses this node's identity ({}); refusing to start. \
+                    "another live process uses this node's identity ({}); refusing to go on. \
                      Was the data directory copied? Give each host its own.",
                     self.cfg.node
                 ),
                 out,
             );
         } else {
-            self.metrics.bad_messages += 1;
-            tracing::warn!(node = %self.cfg.node, "a newer process with this node's identity is running");
+            tracing::warn!(node = %self.cfg.node, "a later process with this node's identity is running; it should stop");
         }
     }
 
@@ -266,6 +267,8 @@ mod tests {
             addr: format!("mem://{node}"),
             cluster_id: Some(ClusterId::from("c")),
             incarnation: 1,
+            started_ms: 0,
+            sent_ms: 0,
             term: Term(term),
             applied: EventIdx(10),
             commit: EventIdx(12),

@@ -48,6 +48,8 @@ fn heartbeat(from: &str, cluster: Option<&str>, applied: u64, commit: u64) -> In
         addr: format!("mem://{from}"),
         cluster_id: cluster.map(ClusterId::from),
         incarnation: 9,
+        started_ms: 1_000,
+        sent_ms: 2_000,
         term: Term(1),
         applied: EventIdx(applied),
         commit: EventIdx(commit),
@@ -323,15 +325,50 @@ fn frames_of_another_cluster_or_version_are_dropped_and_counted() {
     assert_eq!(n.metrics().bad_messages, 1);
 }
 
+/// A heartbeat in this node's name from another incarnation.
+fn own_heartbeat(started_ms: u64, sent_ms: u64) -> Input {
+    let Input::Gossip(mut frame) = heartbeat(ME, Some("c"), 2, 2) else {
+        unreachable!()
+    };
+    if let Gossip::Transient(TransientEvent::Heartbeat(hb)) = &mut frame.msg {
+        hb.started_ms = started_ms;
+        hb.sent_ms = sent_ms;
+    }
+    Input::Gossip(frame)
+}
+
+/// A follower whose process started at wall time 10 s.
+fn started_at_ten_seconds() -> Node<MemLog> {
+    let mut c = cfg();
+    c.started_ms = 10_000;
+    let state = cluster_state(&["m", ME], vec![]);
+    let mut log = MemLog::new();
+    log.reset(state.index().next()).unwrap();
+    let mut n = Node::new(c, log, Some(state), Some(ClusterId::from("c")), ms(0)).unwrap();
+    n.handle(Input::Wake, ms(0), 10_000);
+    n
+}
+
 #[test]
-fn its_own_identity_heard_soon_after_start_stops_the_node() {
-    let mut n = follower(cluster_state(&["m", ME], vec![]));
-    let out = n.handle(heartbeat(ME, Some("c"), 2, 2), ms(1000), 0);
+fn a_later_process_hearing_an_earlier_one_with_its_identity_stops() {
+    let mut n = started_at_ten_seconds();
+    let out = n.handle(own_heartbeat(5_000, 11_000), ms(1000), 11_000);
     assert!(matches!(out.last(), Some(Output::Fatal(why)) if why.contains("data directory")));
     assert!(
-        n.handle(Input::Wake, ms(2000), 0).is_empty(),
+        n.handle(Input::Wake, ms(2000), 12_000).is_empty(),
         "a stopped core does nothing more"
     );
+}
+
+#[test]
+fn an_earlier_run_replayed_or_a_later_process_does_not_stop_this_one() {
+    let mut n = started_at_ten_seconds();
+    // Sent before this process started: an earlier run's, replayed.
+    let out = n.handle(own_heartbeat(5_000, 9_000), ms(1000), 11_000);
+    assert!(!out.iter().any(|o| matches!(o, Output::Fatal(_))));
+    // A process that started after this one: it is the one to stop.
+    let out = n.handle(own_heartbeat(10_500, 11_000), ms(1100), 11_100);
+    assert!(!out.iter().any(|o| matches!(o, Output::Fatal(_))));
 }
 
 #[test]
