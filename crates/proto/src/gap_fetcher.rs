@@ -117,9 +117,13 @@ impl GapFetcher {
     }
 
     /// A reply (or refusal) arrived for the range starting at `from`.
-    pub fn on_reply(&mut self, peer: &NodeId, from: EventIdx) {
+    /// Returns whether that range was asked of that peer (and not yet
+    /// answered): only such a reply is to be believed.
+    pub fn on_reply(&mut self, peer: &NodeId, from: EventIdx) -> bool {
+        let before = self.in_flight.len();
         self.in_flight
             .retain(|f| !(f.from == from && &f.peer == peer));
+        self.in_flight.len() < before
     }
 
     /// Forgets everything in flight (after a snapshot replaced the log).

@@ -14,6 +14,7 @@
 //! replayed.
 
 mod checks;
+mod hostile;
 mod network;
 mod runs;
 
@@ -95,6 +96,8 @@ pub struct Sim {
     pub runs: Vec<SimRun>,
     /// Task output each node handed to its own clients, in order.
     pub task_output: BTreeMap<NodeId, Vec<OutputChunk>>,
+    /// A test forges messages: honest nodes refuse some.
+    refusals_expected: bool,
 }
 
 impl std::fmt::Debug for Sim {
@@ -146,6 +149,7 @@ impl Sim {
             wakes: BTreeMap::new(),
             runs: Vec::new(),
             task_output: BTreeMap::new(),
+            refusals_expected: false,
         }
     }
 

@@ -100,6 +100,10 @@ pub enum RaftError {
     Malformed(String),
     #[error("refused raft message: {0}")]
     Refused(String),
+    /// From a node this Raft does not count as a member (one removed, or
+    /// not yet added): dropped; it learns its new role from State.
+    #[error("raft message from {0}, not a member")]
+    NotMember(RaftId),
     /// raft-rs panicked; its in-memory state can no longer be trusted and
     /// the core must be started again from the log.
     #[error("raft failed inside ({0}); restarting it from the log")]
@@ -375,6 +379,9 @@ impl RaftCore {
                 "message from {} to {} arrived from {from}",
                 msg.from, msg.to
             )));
+        }
+        if !validate::member(&self.raw, from.0) {
+            return Err(RaftError::NotMember(from));
         }
         validate::check(&self.raw, from.0, &msg).map_err(RaftError::Refused)?;
         self.now = now;

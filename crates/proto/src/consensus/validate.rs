@@ -12,14 +12,16 @@ use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::RawNode;
 use raft::Storage;
 
-/// Why a message was refused.
+/// Whether `from` is a voter or learner of this Raft's configuration.
+pub(super) fn member<S: Storage>(raw: &RawNode<S>, from: u64) -> bool {
+    let conf = raw.raft.prs().conf();
+    conf.voters().contains(from) || conf.learners().contains(&from)
+}
+
+/// Why a member's message is refused.
 pub(super) fn check<S: Storage>(raw: &RawNode<S>, from: u64, msg: &Message) -> Result<(), String> {
     use MessageType::*;
     let raft = &raw.raft;
-    let conf = raft.prs().conf();
-    if !conf.voters().contains(from) && !conf.learners().contains(&from) {
-        return Err(format!("{from} is not a member"));
-    }
     let log = &raft.raft_log;
     match msg.get_msg_type() {
         MsgHeartbeat => {

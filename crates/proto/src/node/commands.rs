@@ -131,13 +131,19 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    /// The master refused a command this node forwarded.
+    /// The master refused a command this node forwarded. Only the node it
+    /// was forwarded to (the master it believes in) can refuse it.
     pub(super) fn on_forward_refused(
         &mut self,
+        from: &NodeId,
         id: CommandId,
         reason: Refusal,
         out: &mut Vec<Output>,
     ) {
+        if self.master_view.id.as_ref() != Some(from) {
+            self.metrics.untrusted_messages += 1;
+            return;
+        }
         let acts = self.pending.on_refused(&id, reason, self.now);
         self.run_pending(acts, out);
     }

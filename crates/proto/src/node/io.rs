@@ -131,6 +131,10 @@ pub struct Metrics {
     pub proposals_refused: u64,
     /// Times raft-rs failed inside and was started again from the log.
     pub raft_restarts: u64,
+    /// Range replies not (or no longer) asked for: late, or unsolicited.
+    pub unasked_replies: u64,
+    /// Committed entries from a node this one does not know as a member.
+    pub untrusted_messages: u64,
 }
 
 /// What a node is in its cluster, as `shoal status` reports it.

@@ -35,9 +35,10 @@ mod peers;
 mod raft;
 mod serve;
 mod timers;
+mod trust;
 mod work;
 
-pub use catch_up::{CatchUpAction, CatchUpConfig, Source};
+pub use catch_up::{BadRange, CatchUpAction, CatchUpConfig, Source};
 pub use config::NodeConfig;
 pub use io::{Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
 pub use peers::{MasterView, Peers};
@@ -461,8 +462,18 @@ impl<L: LogStore> Node<L> {
         }
         match frame.msg {
             Gossip::Committed(entries) => {
-                if self.cluster.is_some() && frame.cluster == self.cluster {
+                if self.cluster.is_none() || frame.cluster != self.cluster {
+                    return;
+                }
+                // A joiner cannot check entries yet: its State comes by
+                // snapshot, the tail by range.
+                if self.knows_members() && self.master_view.id.as_ref() == Some(&frame.from) {
                     self.catch_up.offer(entries);
+                } else {
+                    // Only the master's word counts (see `trust`). A new
+                    // master this node has not learnt of yet is dropped
+                    // too: the entries come again by range.
+                    self.metrics.untrusted_messages += 1;
                 }
             }
             Gossip::Transient(TransientEvent::Heartbeat(hb)) => {
@@ -481,11 +492,12 @@ impl<L: LogStore> Node<L> {
         match frame.msg {
             Direct::Raft(bytes) => self.on_raft_message(&from, &bytes, out),
             Direct::FetchRange(r) => self.serve_range(from, r, out),
-            Direct::Range(reply) => {
-                if self.catch_up.on_range(&from, reply).is_err() {
-                    self.metrics.bad_messages += 1;
-                }
-            }
+            Direct::Range(reply) => match self.catch_up.on_range(&from, reply) {
+                Ok(()) => {}
+                // Late (its request timed out) or never asked for.
+                Err(BadRange::Unasked) => self.metrics.unasked_replies += 1,
+                Err(BadRange::NotConsecutive) => self.metrics.bad_messages += 1,
+            },
             Direct::SnapshotRequest(req) => self.serve_snapshot(from, req, out),
             Direct::SnapshotChunk(chunk) => {
                 let (bytes, acts) = self.catch_up.on_chunk(&from, chunk, self.now);
@@ -497,7 +509,9 @@ impl<L: LogStore> Node<L> {
                 self.run_catch_up(acts, out);
             }
             Direct::Forward(cmd) => self.sequence(cmd, Some(from), out),
-            Direct::ForwardRefused { id, reason } => self.on_forward_refused(id, reason, out),
+            Direct::ForwardRefused { id, reason } => {
+                self.on_forward_refused(&from, id, reason, out)
+            }
             Direct::Join { addr } => self.on_join(from, addr),
             Direct::LeaseRenew { leases, at_ms } => self.on_lease_renew(from, leases, at_ms, out),
             Direct::LeaseRenewed { tokens, at_ms } => self.on_lease_renewed(&from, &tokens, at_ms),

@@ -133,6 +133,48 @@ impl Peers {
             .any(|(n, p)| p.cluster.is_none() && n < me && self.fresh(p, now))
     }
 
+    /// The master more than half of `voters` name in the heartbeats heard
+    /// from them within the node timeout, with its term.
+    pub fn master_by_voters(&self, voters: &[NodeId], now: Duration) -> Option<(NodeId, Term)> {
+        let mut votes: BTreeMap<(&NodeId, Term), usize> = BTreeMap::new();
+        for v in voters {
+            let Some(p) = self.map.get(v).filter(|p| self.fresh(p, now)) else {
+                continue;
+            };
+            if let Some(l) = &p.hb.leader {
+                *votes.entry((l, p.hb.term)).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .find(|(_, n)| n * 2 > voters.len())
+            .map(|((l, t), _)| (l.clone(), t))
+    }
+
+    /// The latest heartbeat of a peer.
+    pub fn heartbeat(&self, node: &NodeId) -> Option<&Heartbeat> {
+        self.map.get(node).map(|p| &p.hb)
+    }
+
+    /// The node more than half of the live peers of `cluster` name as
+    /// master, for a node that has no members of its own to ask.
+    pub fn named_master(&self, cluster: Option<&ClusterId>, now: Duration) -> Option<NodeId> {
+        let mut votes: BTreeMap<&NodeId, usize> = BTreeMap::new();
+        let mut heard = 0;
+        for p in self.map.values() {
+            if p.cluster.as_ref() == cluster && self.fresh(p, now) {
+                heard += 1;
+                if let Some(l) = &p.hb.leader {
+                    *votes.entry(l).or_default() += 1;
+                }
+            }
+        }
+        votes
+            .into_iter()
+            .find(|(_, n)| n * 2 > heard)
+            .map(|(l, _)| l.clone())
+    }
+
     pub fn summaries(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<PeerSummary> {
         self.map
             .iter()
@@ -148,26 +190,12 @@ impl Peers {
     }
 }
 
-/// Who this node believes is master, and from which term. A voter learns
-/// it from Raft; a follower from heartbeats.
+/// Who this node believes is master, and from which term. A member learns
+/// it from Raft; a follower from the voters' heartbeats (`learn_master`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MasterView {
     pub id: Option<NodeId>,
     pub term: Term,
-}
-
-impl MasterView {
-    /// A follower hears a heartbeat of its own cluster: a term at least as
-    /// new names the master; and the master itself says when it stepped
-    /// down.
-    pub fn on_heartbeat(&mut self, from: &NodeId, hb: &Heartbeat) {
-        if hb.term >= self.term && hb.leader.is_some() {
-            self.id = hb.leader.clone();
-            self.term = hb.term;
-        } else if self.id.as_ref() == Some(from) && hb.leader.as_ref() != Some(from) {
-            self.id = hb.leader.clone();
-        }
-    }
 }
 
 impl<L: LogStore> Node<L> {
@@ -212,13 +240,22 @@ impl<L: LogStore> Node<L> {
                 self.adopt_cluster(c.clone(), out);
             }
         }
-        if cluster == self.cluster {
-            self.catch_up.note_commit(hb.commit);
-            if self.raft.is_none() {
-                self.master_view.on_heartbeat(&from, &hb);
-            }
+        let same_cluster = cluster == self.cluster;
+        let commit = hb.commit;
+        self.peers.record(from.clone(), cluster, hb, self.now);
+        if !same_cluster {
+            return;
         }
-        self.peers.record(from, cluster, hb, self.now);
+        // A member learns the master from Raft; until Raft names one (a
+        // voter removed while it was away hears from no leader), and on a
+        // follower, the voters' heartbeats say who it is.
+        if self.raft.is_none() || self.master_view.id.is_none() {
+            self.learn_master();
+        }
+        // Only the master is believed about the commit (see `trust`).
+        if self.believed(&from) {
+            self.catch_up.note_commit(commit);
+        }
     }
 
     /// A heartbeat in this node's name (gossip is signed: only a holder of
@@ -243,6 +280,39 @@ impl<L: LogStore> Node<L> {
             );
         } else {
             tracing::warn!(node = %self.cfg.node, "a later process with this node's identity is running; it should stop");
+        }
+    }
+
+    /// A follower's master: the one a majority of voters name; while State
+    /// names no voters (a joiner), the one most peers name. A master whose
+    /// own heartbeat says it no longer leads is forgotten.
+    fn learn_master(&mut self) {
+        let named = if self.knows_members() {
+            // Other voters: a member whose Raft names no leader (one removed
+            // while away) does not count its own silence.
+            let voters: Vec<NodeId> = self
+                .state
+                .members(shoal_model::Role::Voter)
+                .into_iter()
+                .map(|(_, n)| n)
+                .filter(|n| *n != self.cfg.node)
+                .collect();
+            self.peers.master_by_voters(&voters, self.now)
+        } else {
+            self.named_master().map(|m| (m, self.master_view.term))
+        };
+        match named {
+            Some((id, term)) => self.master_view = MasterView { id: Some(id), term },
+            None => {
+                let stepped_down = self.master_view.id.as_ref().is_some_and(|m| {
+                    self.peers
+                        .heartbeat(m)
+                        .is_some_and(|hb| hb.leader.as_ref() != Some(m))
+                });
+                if stepped_down {
+                    self.master_view.id = None;
+                }
+            }
         }
     }
 
@@ -317,17 +387,52 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_follows_the_newest_term_and_a_master_that_steps_down() {
-        let mut m = MasterView::default();
-        m.on_heartbeat(&NodeId::from("a"), &hb("a", 3, Some("a")));
-        assert_eq!(m.id, Some(NodeId::from("a")));
-        // An older term does not move it.
-        m.on_heartbeat(&NodeId::from("b"), &hb("b", 2, Some("b")));
-        assert_eq!(m.id, Some(NodeId::from("a")));
-        // The master says it no longer leads.
-        m.on_heartbeat(&NodeId::from("a"), &hb("a", 3, None));
-        assert_eq!(m.id, None);
-        m.on_heartbeat(&NodeId::from("c"), &hb("c", 4, Some("c")));
-        assert_eq!((m.id, m.term), (Some(NodeId::from("c")), Term(4)));
+    fn the_master_is_who_a_majority_of_voters_name() {
+        let mut p = Peers::new(secs(2));
+        let c = Some(ClusterId::from("c"));
+        let voters = [NodeId::from("a"), NodeId::from("b"), NodeId::from("m")];
+        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
+        assert_eq!(p.master_by_voters(&voters, secs(1)), None, "one of three");
+        p.record(NodeId::from("a"), c.clone(), hb("a", 3, Some("m")), secs(1));
+        assert_eq!(
+            p.master_by_voters(&voters, secs(1)),
+            Some((NodeId::from("m"), Term(3)))
+        );
+        // A non-voter's claim, however new, does not count.
+        p.record(
+            NodeId::from("x"),
+            c.clone(),
+            hb("x", 99, Some("x")),
+            secs(1),
+        );
+        p.record(
+            NodeId::from("b"),
+            c.clone(),
+            hb("b", 99, Some("x")),
+            secs(1),
+        );
+        assert_eq!(
+            p.master_by_voters(&voters, secs(1)),
+            Some((NodeId::from("m"), Term(3)))
+        );
+        // Claims go stale with their heartbeats.
+        assert_eq!(p.master_by_voters(&voters, secs(4)), None);
+    }
+
+    #[test]
+    fn a_joiner_believes_the_master_more_than_half_its_peers_name() {
+        let mut p = Peers::new(secs(2));
+        let c = Some(ClusterId::from("c"));
+        p.record(
+            NodeId::from("x"),
+            c.clone(),
+            hb("x", 99, Some("x")),
+            secs(1),
+        );
+        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("x")));
+        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
+        assert_eq!(p.named_master(c.as_ref(), secs(1)), None, "one against one");
+        p.record(NodeId::from("a"), c.clone(), hb("a", 3, Some("m")), secs(1));
+        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("m")));
     }
 }

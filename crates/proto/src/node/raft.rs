@@ -108,6 +108,7 @@ impl<L: LogStore> Node<L> {
         match raft.step(rid, bytes, self.now) {
             Ok(()) => {}
             Err(RaftError::Poisoned(why)) => self.restart_raft(&why, out),
+            Err(RaftError::NotMember(_)) => self.metrics.untrusted_messages += 1,
             Err(e) => {
                 self.metrics.bad_messages += 1;
                 tracing::warn!(from = %from, error = %e, "raft message dropped");

@@ -154,13 +154,18 @@ fn a_smaller_empty_node_in_sight_founds_instead() {
 }
 
 #[test]
-fn a_joiner_asks_a_peer_for_a_snapshot_at_once() {
+fn a_joiner_asks_the_master_its_peers_name_for_a_snapshot() {
     let mut n = start(Some("c"), None);
     n.handle(Input::Wake, ms(0), 0);
-    let out = n.handle(heartbeat("a", Some("c"), 5, 5), ms(10), 0);
+    // "a" names "m" master; "m" is not heard yet: nobody to ask.
+    n.handle(heartbeat("a", Some("c"), 5, 5), ms(10), 0);
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    // Heard, and listened a heartbeat interval: "m" is asked.
+    let out = n.handle(heartbeat("m", Some("c"), 5, 5), ms(310), 0);
     let sent = sent(&out);
     assert_eq!(sent.len(), 1, "{out:?}");
-    assert_eq!(sent[0].0, "a");
+    assert_eq!(sent[0].0, "m");
     assert!(matches!(
         sent[0].1,
         Direct::SnapshotRequest(SnapshotRequest {
@@ -169,12 +174,6 @@ fn a_joiner_asks_a_peer_for_a_snapshot_at_once() {
             ..
         })
     ));
-    assert_eq!(
-        wake(&out),
-        None,
-        "the heartbeat at 300 ms still comes first"
-    );
-    assert_eq!(n.next_wake(), Some(ms(300)));
 }
 
 #[test]
@@ -183,7 +182,7 @@ fn a_replica_a_little_behind_fetches_the_range_after_one_backoff() {
     let applied = state.index().0;
     let mut n = follower(state);
     let out = n.handle(
-        heartbeat("a", Some("c"), applied + 100, applied + 100),
+        heartbeat("m", Some("c"), applied + 100, applied + 100),
         ms(10),
         0,
     );
@@ -195,7 +194,7 @@ fn a_replica_a_little_behind_fetches_the_range_after_one_backoff() {
     assert_eq!(
         sent[0],
         (
-            "a".to_owned(),
+            "m".to_owned(),
             &Direct::FetchRange(FetchRange {
                 from: EventIdx(applied + 1),
                 to: EventIdx(applied + 100),
@@ -213,6 +212,28 @@ fn incr(id: &str, key: &str) -> Command {
             by: 1,
         },
     }
+}
+
+#[test]
+fn a_followers_claims_about_the_log_and_the_master_are_not_believed() {
+    let state = cluster_state(&["m", ME, "a"], vec![]);
+    let applied = state.index().0;
+    let mut n = follower(state);
+    // "a" is a follower: its heartbeat says the log is far ahead and that
+    // it is master. Neither is believed, and it is asked nothing.
+    let Input::Gossip(mut frame) = heartbeat("a", Some("c"), applied + 50_000, applied + 50_000)
+    else {
+        unreachable!()
+    };
+    if let Gossip::Transient(TransientEvent::Heartbeat(hb)) = &mut frame.msg {
+        hb.leader = Some(NodeId::from("a"));
+        hb.term = Term(99);
+    }
+    n.handle(Input::Gossip(frame), ms(10), 0);
+    let out = n.handle(Input::Wake, ms(100), 0);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(n.commit_index().0, applied);
+    assert_ne!(n.status().master_id, Some(NodeId::from("a")));
 }
 
 #[test]
@@ -474,6 +495,8 @@ fn a_follower_applies_gossiped_entries_keeps_them_and_serves_them() {
     let state = cluster_state(&["m", ME, "a"], vec![]);
     let base = state.index().0;
     let mut n = follower(state);
+    // The voters (here "m" alone) name "m" master: its entries are taken.
+    n.handle(heartbeat("m", Some("c"), base, base), ms(5), 0);
     n.handle(committed(base + 1, base + 3), ms(10), 0);
     assert_eq!(n.state().index().0, base + 3);
     assert_eq!(n.log().last_index().0, base + 3, "kept in its own log");

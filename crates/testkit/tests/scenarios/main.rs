@@ -9,6 +9,7 @@ mod catch_up;
 mod cluster;
 mod commands;
 mod deployments;
+mod hostile;
 mod tasks;
 
 use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};

@@ -221,13 +221,6 @@ fn finished_tasks_are_forgotten_after_their_retention() {
         let ok = sim.run_until(secs(60), |s| {
             !s.state_of(&ids[0]).unwrap().tasks().contains_key(&id)
         });
-        for n in &ids {
-            eprintln!(
-                "DEBUG {n}: {:?} {:?}",
-                sim.node(n).unwrap().metrics(),
-                sim.node(n).unwrap().status().role
-            );
-        }
         assert!(ok, "seed {seed}: forgotten after its retention");
         sim.expect_converged(secs(10));
     }

@@ -88,10 +88,14 @@ pub enum CatchUpAction {
     Failed(String),
 }
 
-/// A range reply that cannot be right: its entries are not consecutive
-/// from the start it names.
+/// A range reply that is not taken.
 #[derive(Debug, PartialEq, Eq)]
-pub struct BadRange;
+pub enum BadRange {
+    /// Nobody asked that peer for that range (or it answered already).
+    Unasked,
+    /// Its entries are not consecutive from the start it names.
+    NotConsecutive,
+}
 
 #[derive(Debug)]
 pub struct CatchUp {
@@ -160,30 +164,34 @@ impl CatchUp {
         self.gaps.on_progress();
     }
 
-    /// A peer answered a range request.
+    /// A peer answered a range request. Only the answer of the peer asked
+    /// for that range is taken.
     pub fn on_range(&mut self, from: &NodeId, reply: RangeReply) -> Result<(), BadRange> {
+        let start = match &reply {
+            RangeReply::Entries { from, .. }
+            | RangeReply::Compacted { from, .. }
+            | RangeReply::NotYet { from, .. } => *from,
+        };
+        if !self.gaps.on_reply(from, start) {
+            return Err(BadRange::Unasked);
+        }
         match reply {
-            RangeReply::Entries {
-                from: start,
-                entries,
-            } => {
-                self.gaps.on_reply(from, start);
+            RangeReply::Entries { entries, .. } => {
                 let contiguous = entries
                     .iter()
                     .enumerate()
                     .all(|(i, e)| e.idx.0 == start.0 + i as u64);
                 if !contiguous {
-                    return Err(BadRange);
+                    return Err(BadRange::NotConsecutive);
                 }
                 self.offer(entries);
             }
-            RangeReply::Compacted { from: start, .. } => {
-                self.gaps.on_reply(from, start);
+            RangeReply::Compacted { .. } => {
                 if start >= self.buffer.next() {
                     self.need_snapshot = true;
                 }
             }
-            RangeReply::NotYet { from: start, .. } => self.gaps.on_reply(from, start),
+            RangeReply::NotYet { .. } => {}
         }
         Ok(())
     }
@@ -260,10 +268,12 @@ impl CatchUp {
     }
 
     /// State was replaced by a snapshot at `index`: go on from `index + 1`.
+    /// The commit heard of so far is forgotten too: a joiner heard it from
+    /// before it knew whom to believe; members' heartbeats bring it again.
     pub fn installed(&mut self, index: EventIdx) {
         self.buffer.fast_forward_to(index.next());
         self.gaps.reset();
-        self.note_commit(index);
+        self.known_commit = index;
     }
 
     /// The "range or snapshot" decision, after every step. `applied` is
@@ -396,7 +406,7 @@ impl<L: LogStore> Node<L> {
         if self.cluster.is_none() {
             return;
         }
-        let sources = self.peers.sources(self.cluster.as_ref(), self.now);
+        let sources = self.trusted_sources();
         let joining = self.state.cluster_id().is_none();
         let acts = self.catch_up.plan(
             self.now,

@@ -131,29 +131,62 @@ fn without_snapshots_a_long_lag_is_fetched_by_range() {
     assert_eq!(plan(&mut c, 50, true, &peers, None).0, ["fetch"; 4]);
 }
 
+/// A replica that asked `a` for the range from `applied + 1`.
+fn asked_a(applied: u64, commit: u64, no_snapshot: bool) -> CatchUp {
+    let mut c = replica(applied, commit, no_snapshot);
+    let peers = [source("a", 1, commit)];
+    plan(&mut c, 0, false, &peers, None);
+    assert_eq!(plan(&mut c, 50, false, &peers, None).0, ["fetch"]);
+    c
+}
+
 #[test]
 fn a_compacted_range_turns_into_a_snapshot_even_without_snapshots() {
-    let mut c = replica(10, 20, true);
+    let mut c = asked_a(10, 20, true);
     let reply = RangeReply::Compacted {
         from: EventIdx(11),
         floor: EventIdx(15),
     };
     assert_eq!(c.on_range(&NodeId::from("a"), reply), Ok(()));
     assert_eq!(
-        plan(&mut c, 0, false, &[source("a", 15, 20)], None).0,
+        plan(&mut c, 60, false, &[source("a", 15, 20)], None).0,
         SNAPSHOT
     );
 }
 
 #[test]
 fn a_range_that_is_not_consecutive_is_refused_and_nothing_of_it_kept() {
-    let mut c = replica(0, 0, false);
+    let mut c = asked_a(0, 3, false);
     let reply = RangeReply::Entries {
         from: EventIdx(1),
         entries: vec![entry(1), entry(3)],
     };
-    assert_eq!(c.on_range(&NodeId::from("a"), reply), Err(BadRange));
+    assert_eq!(
+        c.on_range(&NodeId::from("a"), reply),
+        Err(BadRange::NotConsecutive)
+    );
     assert!(c.pop_next().is_none());
+}
+
+#[test]
+fn a_range_nobody_asked_for_is_not_taken() {
+    let mut c = asked_a(0, 3, false);
+    let reply = || RangeReply::Entries {
+        from: EventIdx(1),
+        entries: vec![entry(1), entry(2), entry(3)],
+    };
+    assert_eq!(
+        c.on_range(&NodeId::from("b"), reply()),
+        Err(BadRange::Unasked)
+    );
+    assert!(c.pop_next().is_none(), "not from b, who was not asked");
+    assert_eq!(c.on_range(&NodeId::from("a"), reply()), Ok(()));
+    assert_eq!(
+        c.on_range(&NodeId::from("a"), reply()),
+        Err(BadRange::Unasked),
+        "answered once"
+    );
+    assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1)));
 }
 
 #[test]
@@ -185,7 +218,7 @@ fn after_a_snapshot_the_buffer_goes_on_from_its_index() {
     c.offer([entry(1001)]);
     c.installed(EventIdx(1000));
     assert_eq!(c.pop_next().map(|e| e.idx), Some(EventIdx(1001)));
-    assert!(c.known_commit() >= EventIdx(1001));
+    assert_eq!(c.known_commit(), EventIdx(1000), "heard again from members");
 }
 
 #[test]
