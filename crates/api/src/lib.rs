@@ -356,6 +356,18 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         m.raft_restarts as f64,
     );
     put(
+        "untrusted_messages_total",
+        "counter",
+        "Entries and claims dropped because their sender's word does not count.",
+        m.untrusted_messages as f64,
+    );
+    put(
+        "unasked_replies_total",
+        "counter",
+        "Range replies not (or no longer) asked for.",
+        m.unasked_replies as f64,
+    );
+    put(
         "foreign_messages_total",
         "counter",
         "Messages from other clusters dropped.",

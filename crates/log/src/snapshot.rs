@@ -1,11 +1,16 @@
 //! The State snapshot codec.
 //!
-//! Layout (format version 1):
+//! Layout (format version 2):
 //!
 //! ```text
 //! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
 //! zstd stream of frames: [len: u32 LE][postcard Batch] ... [End]
 //! ```
+//!
+//! The header says how many bytes the zstd stream decompresses to; a
+//! decoder never decompresses more (a zstd bomb stops at the first byte
+//! past it). Version 1, without that length, is still read (snapshots a
+//! node saved before), capped at `MAX_BODY`.
 //!
 //! Batches are sorted runs of one collection's entries, so the receiver
 //! rebuilds each map from ordered inserts while the bytes are still
@@ -22,12 +27,19 @@ use shoal_model::{
 use std::io::Write;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
-/// Entries per batch: big enough to amortise framing, small enough that a
-/// batch is a modest allocation on both sides.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// Entries per batch at most: big enough to amortise framing, small enough
+/// that a batch is a modest allocation on both sides.
 const BATCH_ENTRIES: usize = 4096;
-const MAX_FRAME_LEN: usize = 64 << 20;
+/// A batch is cut once its entries come to about this many bytes.
+const BATCH_BYTES: usize = 4 << 20;
+/// The largest frame: one batch of a single entry can be a set or list of
+/// 4096 values of 64 KiB.
+const MAX_FRAME_LEN: usize = 320 << 20;
 const MAX_HEADER_LEN: usize = 64 << 10;
+/// The most a snapshot body may decompress to, whatever its header says:
+/// far beyond any State that fits a host's memory.
+pub const MAX_BODY: u64 = 64 << 30;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotHeader {
@@ -37,6 +49,18 @@ pub struct SnapshotHeader {
     pub cluster_id: Option<ClusterId>,
     /// Entries in all collections, for progress reports.
     pub entries: u64,
+    /// Bytes the zstd stream decompresses to.
+    pub body_len: u64,
+}
+
+/// The header of format version 1, which had no body length.
+#[derive(Deserialize)]
+struct HeaderV1 {
+    index: EventIdx,
+    term: Term,
+    state_hash: StateHash,
+    cluster_id: Option<ClusterId>,
+    entries: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,6 +105,8 @@ pub enum SnapshotError {
         expected: StateHash,
         found: StateHash,
     },
+    #[error("snapshot body decompresses past the {0} bytes its header declares")]
+    TooLarge(u64),
 }
 
 fn corrupt(e: impl std::fmt::Display) -> SnapshotError {
@@ -90,6 +116,8 @@ fn corrupt(e: impl std::fmt::Display) -> SnapshotError {
 struct FrameWriter<W: Write> {
     out: W,
     scratch: Vec<u8>,
+    /// Bytes written so far (before compression).
+    written: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -101,19 +129,26 @@ impl<W: Write> FrameWriter<W> {
         self.scratch = body;
         let len = (self.scratch.len() - 4) as u32;
         self.scratch[..4].copy_from_slice(&len.to_le_bytes());
+        self.written += self.scratch.len() as u64;
         self.out.write_all(&self.scratch)
     }
 
+    /// Sorted batches of one map, each at most `BATCH_ENTRIES` entries and
+    /// about `BATCH_BYTES` (by `size`, an estimate of an entry's bytes).
     fn batches<K: Ord + Clone, V: Clone>(
         &mut self,
         map: &shoal_model::imbl::OrdMap<K, V>,
         wrap: fn(Vec<(K, V)>) -> Batch,
+        size: fn(&K, &V) -> usize,
     ) -> std::io::Result<()> {
         let mut batch = Vec::with_capacity(BATCH_ENTRIES.min(map.len()));
+        let mut bytes = 0;
         for (k, v) in map {
+            bytes += size(k, v);
             batch.push((k.clone(), v.clone()));
-            if batch.len() == BATCH_ENTRIES {
+            if batch.len() == BATCH_ENTRIES || bytes >= BATCH_BYTES {
                 self.frame(&wrap(std::mem::take(&mut batch)))?;
+                bytes = 0;
             }
         }
         if !batch.is_empty() {
@@ -123,9 +158,48 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
+/// About how many bytes a key-value entry takes encoded. (`&String`: the
+/// batch writer takes one signature, `fn(&K, &V)`, for every map.)
+#[allow(clippy::ptr_arg)]
+fn kv_size(key: &String, e: &KvEntry) -> usize {
+    use shoal_model::KvValue;
+    let value = match &e.value {
+        KvValue::Str(s) => s.len(),
+        KvValue::Int(_) | KvValue::Lock { .. } => 16,
+        KvValue::Set(m) => m.iter().map(|x| x.len() + 2).sum(),
+        KvValue::List(l) => l.iter().map(|x| x.len() + 2).sum(),
+    };
+    key.len() + value + 24
+}
+
+/// Small entries: nodes, tasks, deployments, outcomes.
+fn small<K, V>(_: &K, _: &V) -> usize {
+    256
+}
+
 /// Encodes State into a snapshot and returns the bytes with their SHA-256.
 /// Meant to run on a clone of State (O(1) to take) off the event loop.
 pub fn encode_snapshot(state: &State, zstd_level: i32) -> (Vec<u8>, [u8; 32]) {
+    let body = Vec::with_capacity(1024 + state.kv().len() * 64);
+    let encoder = zstd::stream::write::Encoder::new(body, zstd_level).expect("zstd encoder");
+    let mut w = FrameWriter {
+        out: encoder,
+        scratch: Vec::new(),
+        written: 0,
+    };
+    // Writing into memory cannot fail.
+    let write = |w: &mut FrameWriter<_>| -> std::io::Result<()> {
+        w.frame(&Batch::Meta(state.meta().clone()))?;
+        w.batches(state.nodes(), Batch::Nodes, small)?;
+        w.batches(state.kv(), Batch::Kv, kv_size)?;
+        w.batches(state.tasks(), Batch::Tasks, small)?;
+        w.batches(state.deployments(), Batch::Deployments, small)?;
+        w.batches(state.outcomes(), Batch::Outcomes, small)?;
+        w.frame(&Batch::End)
+    };
+    write(&mut w).expect("encoding into memory");
+    let body_len = w.written;
+    let body = w.out.finish().expect("zstd finish into memory");
     let header = SnapshotHeader {
         index: state.index(),
         term: state.term(),
@@ -136,30 +210,15 @@ pub fn encode_snapshot(state: &State, zstd_level: i32) -> (Vec<u8>, [u8; 32]) {
             + state.tasks().len()
             + state.deployments().len()
             + state.outcomes().len()) as u64,
+        body_len,
     };
     let head = postcard::to_allocvec(&header).expect("headers serialize into a Vec");
-    let mut out = Vec::with_capacity(1024 + state.kv().len() * 64);
+    let mut out = Vec::with_capacity(14 + head.len() + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
-    let encoder = zstd::stream::write::Encoder::new(out, zstd_level).expect("zstd encoder");
-    let mut w = FrameWriter {
-        out: encoder,
-        scratch: Vec::new(),
-    };
-    // Writing into memory cannot fail.
-    let write = |w: &mut FrameWriter<_>| -> std::io::Result<()> {
-        w.frame(&Batch::Meta(state.meta().clone()))?;
-        w.batches(state.nodes(), Batch::Nodes)?;
-        w.batches(state.kv(), Batch::Kv)?;
-        w.batches(state.tasks(), Batch::Tasks)?;
-        w.batches(state.deployments(), Batch::Deployments)?;
-        w.batches(state.outcomes(), Batch::Outcomes)?;
-        w.frame(&Batch::End)
-    };
-    write(&mut w).expect("encoding into memory");
-    let out = w.out.finish().expect("zstd finish into memory");
+    out.extend_from_slice(&body);
     let sha: [u8; 32] = Sha256::digest(&out).into();
     (out, sha)
 }
@@ -186,6 +245,9 @@ pub struct SnapshotDecoder {
     builder: Option<StateBuilder>,
     received: u64,
     decoded_entries: u64,
+    /// Bytes decompressed so far, and the most there may be.
+    decompressed: u64,
+    body_limit: u64,
 }
 
 impl std::fmt::Debug for SnapshotDecoder {
@@ -218,6 +280,8 @@ impl SnapshotDecoder {
             builder: None,
             received: 0,
             decoded_entries: 0,
+            decompressed: 0,
+            body_limit: MAX_BODY,
         }
     }
 
@@ -248,7 +312,7 @@ impl SnapshotDecoder {
                 return Err(SnapshotError::BadMagic);
             }
             let version = u16::from_le_bytes([b[8], b[9]]);
-            if version != SNAPSHOT_FORMAT_VERSION {
+            if version != SNAPSHOT_FORMAT_VERSION && version != 1 {
                 return Err(SnapshotError::Version {
                     found: version,
                     supported: SNAPSHOT_FORMAT_VERSION,
@@ -261,7 +325,24 @@ impl SnapshotDecoder {
             if b.len() < 14 + len {
                 return Ok(());
             }
-            let header: SnapshotHeader = postcard::from_bytes(&b[14..14 + len]).map_err(corrupt)?;
+            let raw = &b[14..14 + len];
+            let header: SnapshotHeader = if version == 1 {
+                let h: HeaderV1 = postcard::from_bytes(raw).map_err(corrupt)?;
+                SnapshotHeader {
+                    index: h.index,
+                    term: h.term,
+                    state_hash: h.state_hash,
+                    cluster_id: h.cluster_id,
+                    entries: h.entries,
+                    body_len: MAX_BODY,
+                }
+            } else {
+                postcard::from_bytes(raw).map_err(corrupt)?
+            };
+            if header.body_len > MAX_BODY {
+                return Err(SnapshotError::TooLarge(header.body_len));
+            }
+            self.body_limit = header.body_len;
             self.builder = Some(StateBuilder::new(
                 header.index,
                 header.term,
@@ -289,6 +370,7 @@ impl SnapshotDecoder {
             let mut outb = OutBuffer::around(&mut self.out_buf[..]);
             self.zstd.run(&mut inb, &mut outb).map_err(corrupt)?;
             let (consumed, produced) = (inb.pos(), outb.pos());
+            self.count(produced)?;
             self.frames.extend_from_slice(&self.out_buf[..produced]);
             input = &input[consumed..];
             self.parse_frames()?;
@@ -305,8 +387,18 @@ impl SnapshotDecoder {
             if produced == 0 {
                 break;
             }
+            self.count(produced)?;
             self.frames.extend_from_slice(&self.out_buf[..produced]);
             self.parse_frames()?;
+        }
+        Ok(())
+    }
+
+    /// Counts decompressed bytes against what the header declared.
+    fn count(&mut self, produced: usize) -> Result<(), SnapshotError> {
+        self.decompressed += produced as u64;
+        if self.decompressed > self.body_limit {
+            return Err(SnapshotError::TooLarge(self.body_limit));
         }
         Ok(())
     }
@@ -360,6 +452,12 @@ impl SnapshotDecoder {
         }
         if !matches!(self.phase, Phase::Done) {
             return Err(SnapshotError::Truncated);
+        }
+        if self.body_limit != MAX_BODY && self.decompressed != self.body_limit {
+            return Err(corrupt(format!(
+                "body of {} bytes where the header declares {}",
+                self.decompressed, self.body_limit
+            )));
         }
         let header = self.header.expect("a finished snapshot has a header");
         let state = self

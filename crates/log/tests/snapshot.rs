@@ -174,3 +174,86 @@ fn the_store_loads_the_newest_snapshot_that_verifies() {
     std::fs::write(&newest, b).unwrap();
     assert_eq!(store.load_latest().unwrap().unwrap().hash(), old.hash());
 }
+
+/// A snapshot's bytes: `header` (postcard) in format `version`, then a
+/// zstd stream of `body`.
+fn assemble(version: u16, header: &[u8], body: &[u8]) -> (Vec<u8>, [u8; 32]) {
+    use sha2::{Digest, Sha256};
+    let mut out = b"SHOALSNP".to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(&zstd::encode_all(body, 1).unwrap());
+    let sha: [u8; 32] = Sha256::digest(&out).into();
+    (out, sha)
+}
+
+#[test]
+fn a_body_larger_than_its_header_declares_is_refused_as_it_decompresses() {
+    let header = shoal_log::SnapshotHeader {
+        index: EventIdx(1),
+        term: Term(1),
+        state_hash: State::new().hash(),
+        cluster_id: None,
+        entries: 0,
+        body_len: 100,
+    };
+    // 64 MiB of zeros compress to a few KiB: a bomb for its header.
+    let bomb = vec![0u8; 64 << 20];
+    let (bytes, _) = assemble(2, &postcard::to_allocvec(&header).unwrap(), &bomb);
+    assert!(bytes.len() < 1 << 20);
+    let mut d = SnapshotDecoder::new();
+    let err = d.push(&bytes).unwrap_err();
+    assert!(matches!(err, SnapshotError::TooLarge(100)), "{err}");
+}
+
+#[test]
+fn large_values_are_cut_into_frames_a_decoder_takes() {
+    // 1,100 values of 64 KiB: one batch of them would be 70 MB.
+    let mut s = State::new();
+    for i in 0..1100u64 {
+        let cmd = Command {
+            id: CommandId(format!("c{i}")),
+            op: Op::KvSet {
+                key: format!("k{i:05}"),
+                value: "x".repeat(64 << 10),
+            },
+        };
+        s.apply(&Envelope {
+            idx: EventIdx(i + 1),
+            term: Term(1),
+            event: Event::Command { cmd, at_ms: 0 },
+        })
+        .unwrap();
+    }
+    let (bytes, sha) = encode_snapshot(&s, 1);
+    let got = decode_snapshot(&bytes, &sha).unwrap();
+    assert_eq!(got.hash(), s.hash());
+}
+
+#[test]
+fn a_snapshot_saved_in_format_1_still_loads() {
+    #[derive(serde::Serialize)]
+    struct HeaderV1 {
+        index: EventIdx,
+        term: Term,
+        state_hash: StateHash,
+        cluster_id: Option<ClusterId>,
+        entries: u64,
+    }
+    // An empty State: its body is the meta batch and the end marker, the
+    // same in both formats; take it from a version 2 encoding.
+    let s = State::new();
+    let (v2, _) = encode_snapshot(&s, 1);
+    let head_len = u32::from_le_bytes(v2[10..14].try_into().unwrap()) as usize;
+    let body = zstd::decode_all(&v2[14 + head_len..]).unwrap();
+    let header = HeaderV1 {
+        index: s.index(),
+        term: s.term(),
+        state_hash: s.hash(),
+        cluster_id: None,
+        entries: 0,
+    };
+    let (bytes, sha) = assemble(1, &postcard::to_allocvec(&header).unwrap(), &body);
+    assert_eq!(decode_snapshot(&bytes, &sha).unwrap().hash(), s.hash());
+}
