@@ -14,7 +14,9 @@ mod segment_log;
 mod snapshot;
 mod snapshot_store;
 
-pub use segment_log::{DurableLog, HardState, LogConfig, LogError, MembershipRecord, Recovery};
+pub use segment_log::{
+    DurableLog, HardState, LogConfig, LogError, LogReader, MembershipRecord, Recovery,
+};
 pub use snapshot::{
     decode_snapshot, encode_snapshot, SnapshotDecoder, SnapshotError, SnapshotHeader,
     SNAPSHOT_FORMAT_VERSION,

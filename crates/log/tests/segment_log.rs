@@ -242,3 +242,69 @@ fn range_reads_skip_records_between_entries() {
         written[19..].to_vec()
     );
 }
+
+#[test]
+fn a_reader_sees_written_entries_only_and_compaction_under_it() {
+    use shoal_log::LogError;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    let reader = log.reader();
+    log.append(&(1..=40).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    // Entries still in the writer's buffer are not visible yet...
+    let seen = reader.read(EventIdx(1), EventIdx(40), usize::MAX).unwrap();
+    assert!(seen.len() < 40, "buffered entries are not read");
+    assert_eq!(
+        seen,
+        (1..=seen.len() as u64)
+            .map(|i| entry(i, 1))
+            .collect::<Vec<_>>()
+    );
+    // ...once written, all of them are, from another thread.
+    log.sync().unwrap();
+    let got = std::thread::spawn({
+        let reader = reader.clone();
+        move || reader.read(EventIdx(1), EventIdx(40), usize::MAX).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, (1..=40).map(|i| entry(i, 1)).collect::<Vec<_>>());
+    // A byte budget stops a read early, but never before one entry.
+    let few = reader.read(EventIdx(5), EventIdx(40), 1).unwrap();
+    assert_eq!(few, vec![entry(5, 1)]);
+    // Compaction: below the floor reads as compacted.
+    log.compact(EventIdx(30)).unwrap();
+    log.sync().unwrap();
+    assert_eq!(reader.first_index(), EventIdx(30));
+    assert!(matches!(
+        reader.read(EventIdx(3), EventIdx(40), usize::MAX),
+        Err(LogError::Compacted(_))
+    ));
+    assert_eq!(
+        reader.read(EventIdx(30), EventIdx(40), usize::MAX).unwrap(),
+        (30..=40).map(|i| entry(i, 1)).collect::<Vec<_>>()
+    );
+    // A reset drops everything the reader could see.
+    log.reset(EventIdx(100)).unwrap();
+    assert!(matches!(
+        reader.read(EventIdx(35), EventIdx(40), usize::MAX),
+        Err(LogError::Compacted(_))
+    ));
+}
+
+#[test]
+fn a_reader_never_sees_an_overwritten_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    let reader = log.reader();
+    log.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    log.sync().unwrap();
+    log.append(&[entry(8, 2)]).unwrap();
+    // 8 was replaced and is not written yet; 9 and 10 are gone.
+    let got = reader.read(EventIdx(1), EventIdx(10), usize::MAX).unwrap();
+    assert_eq!(got, (1..=7).map(|i| entry(i, 1)).collect::<Vec<_>>());
+    log.sync().unwrap();
+    let got = reader.read(EventIdx(6), EventIdx(10), usize::MAX).unwrap();
+    assert_eq!(got, vec![entry(6, 1), entry(7, 1), entry(8, 2)]);
+}

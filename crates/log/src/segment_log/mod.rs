@@ -13,12 +13,15 @@ use serde::{Deserialize, Serialize};
 use shoal_model::{EventIdx, LogEntry};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use tracing::warn;
 
+mod reader;
 mod records;
 
+pub use reader::LogReader;
+use reader::{read_entries, Index};
 use records::{encode_record, parse_record, Record, Replay, Segment};
 
 const MAGIC: &[u8; 8] = b"SHOALLOG";
@@ -96,7 +99,8 @@ pub struct Recovery {
 pub struct DurableLog {
     dir: PathBuf,
     cfg: LogConfig,
-    segments: Vec<Segment>,
+    /// Where each entry is, shared with readers (`LogReader`).
+    index: Arc<RwLock<Index>>,
     /// The active segment's file; `None` only inside `open`.
     file: Option<File>,
     file_len: u64,
@@ -206,7 +210,11 @@ impl DurableLog {
         let mut this = DurableLog {
             dir: dir.to_owned(),
             cfg,
-            segments,
+            index: Arc::new(RwLock::new(Index {
+                segments,
+                first: log.first,
+                written: log.last,
+            })),
             file: None,
             file_len: 0,
             buf: Vec::new(),
@@ -223,6 +231,19 @@ impl DurableLog {
 
     pub fn first_index(&self) -> EventIdx {
         self.first
+    }
+
+    /// A reader of this log's entries for other threads: it sees what has
+    /// been written to the files, and never blocks the writer for longer
+    /// than it takes to look up where a run of entries is.
+    pub fn reader(&self) -> LogReader {
+        LogReader::new(self.index.clone())
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        // The index is consistent between statements: a panic elsewhere
+        // while it was held leaves nothing half-done.
+        self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last entry's index, or `first_index() - 1` when empty.
@@ -268,7 +289,8 @@ impl DurableLog {
             let before = self.buf.len();
             encode_record(&Record::Entry(e.clone()), &mut self.buf)?;
             let len = (self.buf.len() - before) as u32;
-            self.segments
+            self.index_mut()
+                .segments
                 .last_mut()
                 .expect("an active segment")
                 .locs
@@ -312,11 +334,19 @@ impl DurableLog {
             self.file_len += self.buf.len() as u64;
             self.buf.clear();
         }
+        let last = self.last;
+        let mut index = self.index_mut();
+        if index.written != last {
+            index.written = last;
+        }
         Ok(())
     }
 
     fn active_path(&self) -> PathBuf {
-        self.segments
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .segments
             .last()
             .map(|s| s.path.clone())
             .unwrap_or_else(|| self.dir.clone())
@@ -330,68 +360,8 @@ impl DurableLog {
         to: EventIdx,
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, LogError> {
-        if from < self.first {
-            return Err(LogError::Compacted(from));
-        }
         self.flush()?;
-        let to = to.min(self.last);
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut idx = from;
-        let mut open: Option<(u64, File)> = None;
-        while idx <= to {
-            let seg = self
-                .segments
-                .iter()
-                .rev()
-                .find(|s| s.first <= idx && s.last().is_some_and(|l| l >= idx))
-                .expect("every retained index lies in a segment");
-            // Read the run of this segment's records in one go.
-            let last_here = seg.last().expect("found by its last index").min(to);
-            let i0 = (idx.0 - seg.first.0) as usize;
-            let i1 = (last_here.0 - seg.first.0) as usize;
-            let mut n = 0;
-            let mut run = 0usize;
-            for &(_, len) in &seg.locs[i0..=i1] {
-                n += 1;
-                run += len as usize;
-                if bytes + run >= max_bytes {
-                    break;
-                }
-            }
-            // Other records (hard state, membership) may sit between
-            // entries: read the whole span, parse each entry at its offset.
-            let start = seg.locs[i0].0;
-            let (last_off, last_len) = seg.locs[i0 + n - 1];
-            let span = (last_off + last_len as u64 - start) as usize;
-            if open.as_ref().is_none_or(|(s, _)| *s != seg.seq) {
-                open = Some((seg.seq, File::open(&seg.path).map_err(io_err(&seg.path))?));
-            }
-            let f = &open.as_ref().expect("opened above").1;
-            let mut buf = vec![0u8; span];
-            f.read_exact_at(&mut buf, start)
-                .map_err(io_err(&seg.path))?;
-            for k in 0..n {
-                let unreadable = || LogError::Io {
-                    path: seg.path.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("entry {} is unreadable", idx.0 + k as u64),
-                    ),
-                };
-                let at = (seg.locs[i0 + k].0 - start) as usize;
-                match parse_record(&buf, at) {
-                    Ok((Record::Entry(e), _)) => out.push(e),
-                    _ => return Err(unreadable()),
-                }
-            }
-            bytes += run;
-            idx = EventIdx(idx.0 + n as u64);
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+        read_entries(&self.index, from, to.min(self.last), max_bytes)
     }
 
     /// Drops whole segments that end below `floor` (a snapshot covers them).
@@ -402,9 +372,11 @@ impl DurableLog {
         }
         self.first = floor;
         encode_record(&Record::Floor(floor), &mut self.buf)?;
-        let n = self.segments.len();
+        let mut index = self.index_mut();
+        index.first = floor;
+        let n = index.segments.len();
         let mut keep = Vec::with_capacity(n);
-        for (i, seg) in std::mem::take(&mut self.segments).into_iter().enumerate() {
+        for (i, seg) in std::mem::take(&mut index.segments).into_iter().enumerate() {
             let below = seg.last().is_none_or(|l| l < floor);
             if below && i + 1 < n {
                 fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
@@ -412,7 +384,7 @@ impl DurableLog {
                 keep.push(seg);
             }
         }
-        self.segments = keep;
+        index.segments = keep;
         Ok(())
     }
 
@@ -420,34 +392,44 @@ impl DurableLog {
     /// installed that is newer than anything held here).
     pub fn reset(&mut self, next: EventIdx) -> Result<(), LogError> {
         self.sync()?;
-        let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
         self.first = next;
         self.last = next.prev();
-        for seg in std::mem::take(&mut self.segments) {
-            fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-        }
+        let next_seq = {
+            let mut index = self.index_mut();
+            index.first = next;
+            index.written = next.prev();
+            let next_seq = index.next_seq();
+            for seg in std::mem::take(&mut index.segments) {
+                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            }
+            next_seq
+        };
         self.roll(next_seq)?;
         self.sync()
     }
 
     fn truncate_from(&mut self, idx: EventIdx) -> Result<(), LogError> {
-        for seg in &mut self.segments {
-            if seg.first >= idx {
-                seg.locs.clear();
-            } else {
-                seg.locs.truncate((idx.0 - seg.first.0) as usize);
+        let next_seq = {
+            let mut index = self.index_mut();
+            for seg in &mut index.segments {
+                if seg.first >= idx {
+                    seg.locs.clear();
+                } else {
+                    seg.locs.truncate((idx.0 - seg.first.0) as usize);
+                }
             }
-        }
+            index.written = index.written.min(idx.prev());
+            index.next_seq()
+        };
         self.last = idx.prev();
         // The replacement entries go to a new segment so that each segment
         // keeps consecutive indices.
-        let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
         self.roll(next_seq)
     }
 
     fn maybe_roll(&mut self) -> Result<(), LogError> {
         if self.file_len + self.buf.len() as u64 >= self.cfg.segment_bytes {
-            let next_seq = self.segments.last().map_or(0, |s| s.seq + 1);
+            let next_seq = self.index_mut().next_seq();
             self.roll(next_seq)?;
         }
         Ok(())
@@ -475,22 +457,24 @@ impl DurableLog {
             .map_err(io_err(&self.dir))?;
         // Drop segments left with no entries; their other records are
         // repeated at the head of the new one.
-        let last_seg = self.segments.len().saturating_sub(1);
+        let first = self.last.next();
+        let mut index = self.index_mut();
         let mut kept = Vec::new();
-        for (i, s) in std::mem::take(&mut self.segments).into_iter().enumerate() {
-            if s.locs.is_empty() && i <= last_seg {
+        for s in std::mem::take(&mut index.segments) {
+            if s.locs.is_empty() {
                 fs::remove_file(&s.path).map_err(io_err(&s.path))?;
             } else {
                 kept.push(s);
             }
         }
-        self.segments = kept;
-        self.segments.push(Segment {
+        index.segments = kept;
+        index.segments.push(Segment {
             seq,
             path,
-            first: self.last.next(),
+            first,
             locs: Vec::new(),
         });
+        drop(index);
         self.file = Some(file);
         self.file_len = head.len() as u64;
         Ok(())
