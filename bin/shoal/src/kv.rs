@@ -116,6 +116,33 @@ pub enum KvCmd {
     Unlock { name: String, token: u64 },
 }
 
+/// Text as a terminal may show it: control characters (escape sequences,
+/// carriage returns, tabs and newlines that would break a listing's lines)
+/// written as escapes, so another client's keys cannot drive this terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// One item of a listing (a set member, a list element), on one line.
+fn print_item(v: &Value) {
+    match v {
+        Value::String(s) => println!("{}", printable(s)),
+        other => println!("{other}"),
+    }
+}
+
 fn print_value(v: &Value) {
     match v {
         Value::String(s) => println!("{s}"),
@@ -225,7 +252,8 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    println!("{}\t{value}", e["key"].as_str().unwrap_or("?"));
+                    let key = e["key"].as_str().unwrap_or("?");
+                    println!("{}\t{}", printable(key), printable(&value));
                 }
                 if v["truncated"].as_bool() == Some(true) {
                     eprintln!("(more keys; raise --limit)");
@@ -243,7 +271,7 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
         KvCmd::Smembers { key, consistent } => {
             let v = c.get(&k(&key, q(consistent)))?;
             for m in v["value"]["set"].as_array().into_iter().flatten() {
-                print_value(m);
+                print_item(m);
             }
         }
         KvCmd::Push { key, value } => {
@@ -262,7 +290,7 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
             }
             let v = c.get(&path)?;
             for item in v["items"].as_array().into_iter().flatten() {
-                print_value(item);
+                print_item(item);
             }
         }
         KvCmd::Lock { name, holder, ttl } => {
@@ -282,4 +310,16 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_as_escapes() {
+        assert_eq!(printable("plain key/é"), "plain key/é");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("line\nbreak\ttab\r"), "line\\nbreak\\ttab\\r");
+    }
 }

@@ -14,6 +14,7 @@ use kv::KvCmd;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4100";
@@ -147,15 +148,16 @@ struct UpArgs {
     /// A pre-shared cluster key file: only nodes holding it can connect.
     #[arg(long)]
     cluster_key: Option<PathBuf>,
-    /// How many voters the cluster keeps (fewer than 3 survives no voter loss).
-    #[arg(long, default_value_t = 3)]
-    voters: usize,
+    /// How many voters the cluster keeps, 1 to 9 (fewer than 3 survives
+    /// no voter loss; odd numbers tolerate the most for their size).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    voters: u64,
     /// Catch up by replaying the log only, never by snapshot.
     #[arg(long)]
     no_snapshot: bool,
-    /// Applied events between local snapshots; the log below the newest
-    /// one (less --log-retain) is dropped.
-    #[arg(long, default_value_t = 100_000)]
+    /// Applied events between local snapshots (at least 100); the log
+    /// below the newest one (less --log-retain) is dropped.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
     snapshot_every: u64,
     /// The file holding the API token that writes must carry (default:
     /// DIR/api-token, generated on first start).
@@ -172,20 +174,70 @@ struct UpArgs {
     /// only with --cluster-key, or on a single node listening on loopback.
     #[arg(long)]
     allow_exec: bool,
-    /// Between SIGTERM and SIGKILL when a run is cancelled or stopped.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Between SIGTERM and SIGKILL when a run is cancelled or stopped (at
+    /// most 10 minutes).
+    #[arg(long, default_value = "5s", value_parser = stop_grace)]
     stop_grace: Duration,
     /// Test-only: serve POST /v1/fault/delay?ms=N, which delays every
     /// outgoing message of this node (chaos runs without netem).
     #[arg(long, hide = true)]
     fault_injection: bool,
-    /// Silence after which a node is declared dead.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Silence after which a node is declared dead (1 s to 10 minutes: a
+    /// node heartbeats every 300 ms).
+    #[arg(long, default_value = "2s", value_parser = node_timeout)]
     node_timeout: Duration,
     /// Log entries kept below the newest local snapshot, so that a replica
     /// behind by less can catch up by ranges.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000))]
     log_retain: u64,
+    /// A name clients may reach the API by (repeatable). IP addresses,
+    /// localhost and this host's name are always accepted; requests naming
+    /// any other Host are refused (DNS rebinding).
+    #[arg(long, value_name = "NAME")]
+    api_host: Vec<String>,
+    /// The one web origin allowed to call the API from a browser
+    /// (default: none; e.g. https://ops.example).
+    #[arg(long, value_name = "ORIGIN")]
+    api_cors_origin: Option<String>,
+    /// API connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    api_max_connections: u64,
+    /// Streams open at once (events, dashboard, task output); more get 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    api_max_streams: u64,
+    /// A request's headers must arrive within this, and an idle API
+    /// connection is closed after it (1 s to 10 minutes).
+    #[arg(long, default_value = "10s", value_parser = api_timeout)]
+    api_idle_timeout: Duration,
+    /// A client that takes none of a response (a stream it stopped
+    /// reading) for this long is disconnected (1 s to 10 minutes).
+    #[arg(long, default_value = "30s", value_parser = api_timeout)]
+    api_stall_timeout: Duration,
+}
+
+/// A duration within `[min, max]`, for clap.
+fn duration_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < min || d > max {
+        return Err(format!(
+            "{s} is out of range: {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn node_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_secs(1), Duration::from_secs(600))
+}
+
+fn api_timeout(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::from_secs(1), Duration::from_secs(600))
+}
+
+fn stop_grace(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn main() {
@@ -222,10 +274,23 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::ClusterKey { file } => {
-            if file.exists() {
-                bail!("{} exists; not overwriting a key", file.display());
-            }
-            std::fs::write(&file, shoal_net::new_cluster_key_text())
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Readable by its owner only, like the API token; never over
+            // an existing key.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => {
+                        anyhow!("{} exists; not overwriting a key", file.display())
+                    }
+                    _ => anyhow!("writing {}: {e}", file.display()),
+                })?;
+            f.write_all(shoal_net::new_cluster_key_text().as_bytes())
+                .and_then(|()| f.sync_all())
                 .with_context(|| format!("writing {}", file.display()))?;
             println!(
                 "wrote {}; copy it to every host and pass --cluster-key {}",
@@ -278,6 +343,11 @@ fn up(args: UpArgs) -> Result<()> {
     if args.allow_exec {
         check_exec_allowed(&args, &listen)?;
     }
+    let cors_origin = args
+        .api_cors_origin
+        .as_deref()
+        .map(|o| shoal_api::parse_origin(o).map_err(|e| anyhow!("--api-cors-origin {o}: {e}")))
+        .transpose()?;
     let data_dir = args.data_dir.unwrap_or_else(shoal_node::default_data_dir);
     let opts = shoal_node::NodeOptions {
         data_dir: data_dir.clone(),
@@ -285,7 +355,7 @@ fn up(args: UpArgs) -> Result<()> {
         peers,
         mdns: !args.no_mdns,
         cluster_key,
-        voters: args.voters,
+        voters: args.voters as usize,
         no_snapshot: args.no_snapshot,
         node_timeout: args.node_timeout,
         log_retain: args.log_retain,
@@ -311,12 +381,31 @@ fn up(args: UpArgs) -> Result<()> {
             open_reads: args.api.ip().is_loopback(),
             faults: args.fault_injection,
         };
+        let api_config = shoal_api::ApiConfig {
+            access,
+            hosts: shoal_api::Hosts::new(api_hosts(&args.api_host)),
+            max_streams: args.api_max_streams as usize,
+            request_timeout: shoal_api::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
+            cors_origin,
+        };
         let listener = tokio::net::TcpListener::bind(args.api)
             .await
             .with_context(|| format!("binding the API on {}", args.api))?;
         tracing::info!(api = %format!("http://{}", args.api), "api listening");
-        let app = shoal_api::router(node.clone(), access);
-        let api = tokio::spawn(async move { axum::serve(listener, app).await });
+        let app = shoal_api::router(node.clone(), api_config);
+        let limits = shoal_api::ServeLimits {
+            max_connections: args.api_max_connections as usize,
+            header_timeout: args.api_idle_timeout,
+            write_timeout: args.api_stall_timeout,
+        };
+        let counters = Arc::new(shoal_api::ServeCounters::default());
+        let api = tokio::spawn(shoal_api::serve(
+            listener,
+            app,
+            limits,
+            counters,
+            std::future::pending(),
+        ));
         let stop = node.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -426,6 +515,20 @@ fn api_token(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Resu
 
 /// Running user commands is remote execution: refused unless the cluster
 /// is closed by a key, or this is a single node nobody else can reach.
+/// The names the API answers to besides IP addresses and localhost: the
+/// ones given, and this host's own name (with `.local`, as mDNS has it).
+fn api_hosts(given: &[String]) -> Vec<String> {
+    let mut names = given.to_vec();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_owned());
+            names.push(format!("{h}.local"));
+        }
+    }
+    names
+}
+
 fn check_exec_allowed(args: &UpArgs, listen: &[shoal_net::Addr]) -> Result<()> {
     if args.cluster_key.is_some() {
         return Ok(());

@@ -1,10 +1,14 @@
 //! API tokens: every write needs `Authorization: Bearer TOKEN`; reads are
 //! open when the API listens on loopback only, else they need it too.
+//! What a task prints (`/v1/tasks/{id}/output`, `/logs`) needs the token
+//! even on loopback: it is the user's data, not the cluster's. A request
+//! that carried the right token is marked `Authenticated` for handlers
+//! that show more to token holders (`?reveal=env`, see `secrets.rs`).
 
 use crate::ApiError;
 use crate::ErrorCode;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -20,9 +24,19 @@ pub struct Access {
     pub faults: bool,
 }
 
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get("authorization")?.to_str().ok()?;
-    v.strip_prefix("Bearer ").map(str::trim)
+/// The token a request carries: `Authorization: Bearer TOKEN`, or for a
+/// read, `?access_token=TOKEN` (a browser's `EventSource` cannot set
+/// headers; the dashboard takes it from its URL's fragment).
+fn presented<'a>(headers: &'a HeaderMap, uri: &'a Uri, read: bool) -> Option<&'a str> {
+    if let Some(v) = headers.get("authorization") {
+        return v.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
+    }
+    if !read {
+        return None;
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))
 }
 
 /// Compares without leaking where the first difference is.
@@ -34,13 +48,32 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
+/// The request carried the API token.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Authenticated;
+
+/// Reads that need the token on loopback too: a task's output.
+fn private(path: &str) -> bool {
+    path.strip_prefix("/v1/tasks/")
+        .is_some_and(|rest| rest.ends_with("/output") || rest.ends_with("/logs"))
+}
+
+pub(crate) async fn check(
+    State(access): State<Arc<Access>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    if read && access.open_reads {
+    let valid = presented(req.headers(), req.uri(), read).is_some_and(|t| same(t, &access.token));
+    if valid {
+        req.extensions_mut().insert(Authenticated);
         return next.run(req).await;
     }
-    match presented(req.headers()) {
-        Some(t) if same(t, &access.token) => next.run(req).await,
+    let private = private(req.uri().path());
+    if read && access.open_reads && !private {
+        return next.run(req).await;
+    }
+    match presented(req.headers(), req.uri(), read) {
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
@@ -50,7 +83,10 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
-            if read {
+            if private {
+                "a task's output needs the API token, on loopback too (Authorization: Bearer \
+                 TOKEN; the CLI reads it from --token, SHOAL_TOKEN or the node's data directory)"
+            } else if read {
                 "this API is not on loopback: reads need a token too (Authorization: Bearer TOKEN)"
             } else {
                 "writes need the API token (Authorization: Bearer TOKEN; the CLI reads it from \
@@ -63,7 +99,16 @@ pub(crate) async fn check(State(access): State<Arc<Access>>, req: Request, next:
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{private, same};
+
+    #[test]
+    fn task_output_is_private_and_the_rest_is_not() {
+        assert!(private("/v1/tasks/t-1/output"));
+        assert!(private("/v1/tasks/t-1/logs"));
+        assert!(!private("/v1/tasks/t-1"));
+        assert!(!private("/v1/tasks"));
+        assert!(!private("/v1/kv/logs"));
+    }
 
     #[test]
     fn tokens_compare_exactly() {

@@ -6,18 +6,19 @@
 
 use crate::deployments::deployment_json;
 use crate::kv::entry_json;
+use crate::streams::{sse, Streams};
 use crate::tasks::task_json;
 use crate::{nodes_json, status_json, stopped, ApiError};
 use axum::extract::State as AxState;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::Html;
+use axum::Extension;
 use futures::Stream;
 use serde_json::{json, Value};
 use shoal_model::{State, Task, TaskId};
 use shoal_node::{NodeHandle, View};
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
 /// Rows of each kind the view carries at most.
@@ -64,40 +65,36 @@ fn view_json(s: &State, v: &View) -> Value {
 
 pub(crate) async fn stream(
     AxState(node): AxState<NodeHandle>,
+    Extension(streams): Extension<Streams>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     node.state().await.ok_or_else(stopped)?;
-    let (tx, rx) = mpsc::channel::<SseEvent>(4);
-    tokio::spawn(async move {
-        let mut last = Value::Null;
-        let mut tick = tokio::time::interval(EVERY);
-        loop {
-            tick.tick().await;
-            let Some(s) = node.state().await else { return };
-            let mut v = view_json(&s, &node.view());
-            // "last heard" moves on every tick; compare without it.
-            let mut key = v.clone();
-            for n in key["nodes"].as_array_mut().into_iter().flatten() {
-                n["last_heard_ms"] = Value::Null;
+    let permit = streams.admit()?;
+    let tick = tokio::time::interval(EVERY);
+    let frames = futures::stream::unfold(
+        (node, tick, Value::Null),
+        |(node, mut tick, mut last)| async move {
+            loop {
+                tick.tick().await;
+                let s = node.state().await?;
+                let mut v = view_json(&s, &node.view());
+                // "last heard" moves on every tick; compare without it.
+                let mut key = v.clone();
+                for n in key["nodes"].as_array_mut().into_iter().flatten() {
+                    n["last_heard_ms"] = Value::Null;
+                }
+                key["status"]["uptime_s"] = Value::Null;
+                key["status"]["events_per_sec"] = Value::Null;
+                if key == last {
+                    continue;
+                }
+                last = key;
+                v["at_ms"] = json!(std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64));
+                let e = SseEvent::default().event("view").data(v.to_string());
+                return Some((e, (node, tick, last)));
             }
-            key["status"]["uptime_s"] = Value::Null;
-            key["status"]["events_per_sec"] = Value::Null;
-            if key == last && !tx.is_closed() {
-                continue;
-            }
-            last = key;
-            v["at_ms"] = json!(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64));
-            let e = SseEvent::default().event("view").data(v.to_string());
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-    });
-    let stream =
-        futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-        );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+        },
+    );
+    Ok(sse(permit, frames))
 }

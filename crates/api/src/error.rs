@@ -39,6 +39,8 @@ pub enum ErrorCode {
     Full,
     /// User commands are off on every live node.
     ExecDisabled,
+    /// The request's `Host` is not a name of this node (see `host.rs`).
+    WrongHost,
     /// Anything else (and codes this client does not know yet).
     #[serde(other)]
     Error,
@@ -173,6 +175,24 @@ pub(crate) async fn json_errors(
         message
     };
     ApiError::new(status, code, message).into_response()
+}
+
+/// Answers 503 `timeout` when a handler has not answered within `limit`
+/// (a stream has answered once it starts).
+pub(crate) async fn within(
+    limit: std::time::Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout,
+            format!("not answered within {} s; retry", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -17,57 +17,115 @@
 //!                                                         subscriber: State follows
 //! ```
 //!
-//! A subscriber that reads slowly holds the stream back, not the node: the
-//! node reads the log on the subscriber's pace (a bounded channel), and if
+//! A subscriber that reads slowly holds the stream back, not the node:
+//! frames are made as the connection takes them, from the log's files on
+//! a blocking thread (never on the node's loop), so a subscriber costs
+//! one read's worth of memory (`READ_BYTES`, or one `state` batch). If
 //! the log was compacted past the subscriber meanwhile, it gets a new
-//! snapshot sub-stream and goes on from there.
+//! snapshot sub-stream and goes on from there. One that stops reading is
+//! dropped (`ServeLimits::write_timeout`).
+//!
+//! The values of a command's `env` are hidden unless the request carries
+//! the API token and asks `?reveal=env` (`secrets.rs`).
 
-use crate::ApiError;
+use crate::auth::Authenticated;
+use crate::secrets::hide_env;
+use crate::streams::{sse, Streams};
+use crate::{ApiError, ErrorCode};
 use axum::extract::{Query, State as AxState};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::Extension;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{EventIdx, State};
-use shoal_node::NodeHandle;
+use shoal_node::{NodeHandle, View};
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
-/// Frames waiting for a subscriber at most: a slow one holds the stream,
-/// not the node's memory.
-const QUEUE: usize = 64;
-/// Entries of State per `state` frame.
+/// Log bytes one read brings in for a subscriber.
+const READ_BYTES: usize = 128 << 10;
+/// Entries of State per `state` frame, at most...
 const BATCH: usize = 1000;
+/// ...and about this much JSON.
+const BATCH_BYTES: usize = 64 << 10;
+/// An event applied but not yet in the log's files is looked for again
+/// after this.
+const NOT_WRITTEN_YET: Duration = Duration::from_millis(20);
 
 #[derive(Deserialize)]
 pub(crate) struct EventsQuery {
     from: Option<u64>,
+    /// `env`: show command environments (needs the API token).
+    reveal: Option<String>,
 }
 
 pub(crate) async fn events(
     AxState(node): AxState<NodeHandle>,
+    Extension(streams): Extension<Streams>,
+    token: Option<Extension<Authenticated>>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|i| i + 1);
+    let reveal = match q.reveal.as_deref() {
+        None => false,
+        Some("env") if token.is_some() => true,
+        Some("env") => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "reveal=env needs the API token (Authorization: Bearer TOKEN)",
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Invalid,
+                format!("reveal={other}: only env can be revealed"),
+            ))
+        }
+    };
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|i| i.checked_add(1))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::Invalid,
+                        "Last-Event-ID must be an event index",
+                    )
+                })?,
+        ),
+    };
+    let permit = streams.admit()?;
     let from = match resume.or(q.from) {
         Some(f) => EventIdx(f),
         None => node.view().status.applied_index.next(),
     };
-    let (tx, rx) = mpsc::channel::<SseEvent>(QUEUE);
-    tokio::spawn(follow(node, from, tx));
-    let stream =
+    let feed = Feed {
+        applied: node.view_receiver(),
+        node,
+        next: from,
+        reveal,
+        frames: VecDeque::new(),
+        snapshot: None,
+        sent_any: false,
+    };
+    let frames =
         futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+            feed,
+            |mut f| async move { f.next_frame().await.map(|e| (e, f)) },
         );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(sse(permit, frames))
 }
 
 fn frame(kind: &str, id: Option<EventIdx>, data: &Value) -> SseEvent {
@@ -78,103 +136,157 @@ fn frame(kind: &str, id: Option<EventIdx>, data: &Value) -> SseEvent {
     }
 }
 
-fn batches<K: serde::Serialize + Clone, V: serde::Serialize + Clone>(
-    name: &str,
-    items: impl Iterator<Item = (K, V)>,
-) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    for (k, v) in items {
-        batch.push(json!([k, v]));
-        if batch.len() == BATCH {
-            out.push(json!({ name: std::mem::take(&mut batch) }));
-        }
-    }
-    if !batch.is_empty() {
-        out.push(json!({ name: batch }));
-    }
-    out
+/// One subscriber's place in the stream.
+struct Feed {
+    node: NodeHandle,
+    applied: watch::Receiver<Arc<View>>,
+    /// The next event to send.
+    next: EventIdx,
+    reveal: bool,
+    /// Frames made and not yet taken (one read's worth).
+    frames: VecDeque<SseEvent>,
+    /// A snapshot sub-stream under way.
+    snapshot: Option<StateCursor>,
+    sent_any: bool,
 }
 
-/// The snapshot sub-stream for `s`; false once the subscriber is gone.
-async fn send_state(s: &State, tx: &mpsc::Sender<SseEvent>) -> bool {
-    let header = json!({"index": s.index(), "term": s.term(), "meta": s.meta()});
-    if tx.send(frame("snapshot", None, &header)).await.is_err() {
-        return false;
-    }
-    let parts = [
-        batches(
-            "nodes",
-            s.nodes().iter().map(|(k, v)| (k.clone(), v.clone())),
-        ),
-        batches("kv", s.kv().iter().map(|(k, v)| (k.clone(), v.clone()))),
-        batches(
-            "tasks",
-            s.tasks().iter().map(|(k, v)| (k.clone(), v.clone())),
-        ),
-        batches(
-            "deployments",
-            s.deployments().iter().map(|(k, v)| (k.clone(), v.clone())),
-        ),
-        batches(
-            "outcomes",
-            s.outcomes().iter().map(|(k, v)| (k.clone(), v.clone())),
-        ),
-    ];
-    for b in parts.into_iter().flatten() {
-        if tx.send(frame("state", None, &b)).await.is_err() {
-            return false;
+impl Feed {
+    /// The next frame, made when the connection asks for it; None once
+    /// the node stops.
+    async fn next_frame(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Some(f);
+            }
+            if let Some(cursor) = &mut self.snapshot {
+                if let Some(mut batch) = cursor.next_batch() {
+                    if !self.reveal {
+                        hide_env(&mut batch);
+                    }
+                    return Some(frame("state", None, &batch));
+                }
+                let s = &cursor.state;
+                let end = json!({"index": s.index(), "state_hash": s.hash().to_string()});
+                let index = s.index();
+                self.next = index.next();
+                self.snapshot = None;
+                return Some(frame("snapshot_end", Some(index), &end));
+            }
+            self.read().await?;
         }
     }
-    let end = json!({"index": s.index(), "state_hash": s.hash().to_string()});
-    tx.send(frame("snapshot_end", Some(s.index()), &end))
-        .await
-        .is_ok()
-}
 
-async fn follow(node: NodeHandle, mut next: EventIdx, tx: mpsc::Sender<SseEvent>) {
-    let mut applied = node.view_receiver();
-    let mut sent_any = false;
-    loop {
-        let Some(read) = node.read_events(next).await else {
-            return;
-        };
-        match read {
+    /// Fills `frames` with what comes next: events, or the start of State.
+    async fn read(&mut self) -> Option<()> {
+        match self.node.read_events(self.next, READ_BYTES).await {
             Ok(events) if events.is_empty() => {
-                // Caught up: wait for more (or time out, to notice a
-                // subscriber that went away).
-                let wait = applied.wait_for(|v| v.status.applied_index >= next);
-                let reached = matches!(
-                    tokio::time::timeout(Duration::from_secs(15), wait).await,
-                    Ok(Ok(_))
-                );
-                if !reached && tx.is_closed() {
-                    return;
+                let next = self.next;
+                if self.applied.borrow().status.applied_index >= next {
+                    // Applied, not yet in the log's files: a moment.
+                    tokio::time::sleep(NOT_WRITTEN_YET).await;
+                } else {
+                    // Caught up: wait for the node to apply more.
+                    self.applied
+                        .wait_for(|v| v.status.applied_index >= next)
+                        .await
+                        .ok()?;
                 }
             }
             Ok(events) => {
-                sent_any = true;
+                self.sent_any = true;
                 for e in events {
-                    next = e.idx.next();
-                    let data = serde_json::to_value(&e).unwrap_or(Value::Null);
-                    if tx.send(frame("event", Some(e.idx), &data)).await.is_err() {
-                        return;
+                    self.next = e.idx.next();
+                    let mut data = serde_json::to_value(&e).unwrap_or(Value::Null);
+                    if !self.reveal {
+                        hide_env(&mut data);
                     }
+                    self.frames.push_back(frame("event", Some(e.idx), &data));
                 }
             }
             Err(floor) => {
-                if sent_any {
-                    let data = json!({"next": next, "floor": floor});
-                    if tx.send(frame("behind", None, &data)).await.is_err() {
-                        return;
-                    }
+                if self.sent_any {
+                    let data = json!({"next": self.next, "floor": floor});
+                    self.frames.push_back(frame("behind", None, &data));
                 }
-                let Some(s) = node.state().await else { return };
-                if !send_state(&s, &tx).await {
-                    return;
-                }
-                next = s.index().next();
+                let s = self.node.state().await?;
+                let header = json!({"index": s.index(), "term": s.term(), "meta": s.meta()});
+                self.frames.push_back(frame("snapshot", None, &header));
+                self.snapshot = Some(StateCursor::new(s));
+            }
+        }
+        Some(())
+    }
+}
+
+/// Where a snapshot sub-stream is: the State it sends (a persistent map,
+/// shared with the node's), and the last key sent of the part under way.
+struct StateCursor {
+    state: State,
+    part: Part,
+}
+
+enum Part {
+    Nodes(Option<shoal_model::NodeId>),
+    Kv(Option<String>),
+    Tasks(Option<shoal_model::TaskId>),
+    Deployments(Option<String>),
+    Outcomes(Option<shoal_model::CommandId>),
+    Done,
+}
+
+impl StateCursor {
+    fn new(state: State) -> Self {
+        StateCursor {
+            state,
+            part: Part::Nodes(None),
+        }
+    }
+
+    /// The next `state` frame's data, or None once all is sent.
+    fn next_batch(&mut self) -> Option<Value> {
+        loop {
+            let s = &self.state;
+            let (batch, next) = match &mut self.part {
+                Part::Nodes(after) => (batch("nodes", s.nodes(), after), Part::Kv(None)),
+                Part::Kv(after) => (batch("kv", s.kv(), after), Part::Tasks(None)),
+                Part::Tasks(after) => (batch("tasks", s.tasks(), after), Part::Deployments(None)),
+                Part::Deployments(after) => (
+                    batch("deployments", s.deployments(), after),
+                    Part::Outcomes(None),
+                ),
+                Part::Outcomes(after) => (batch("outcomes", s.outcomes(), after), Part::Done),
+                Part::Done => return None,
+            };
+            match batch {
+                Some(b) => return Some(b),
+                None => self.part = next,
             }
         }
     }
+}
+
+/// The entries of `map` after `after`, as one frame's data (at most
+/// `BATCH` entries, about `BATCH_BYTES`); moves `after` on. None when none
+/// are left.
+fn batch<K, V>(name: &str, map: &imbl::OrdMap<K, V>, after: &mut Option<K>) -> Option<Value>
+where
+    K: Ord + Clone + serde::Serialize,
+    V: Clone + serde::Serialize,
+{
+    let lower: Bound<&K> = match after.as_ref() {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Unbounded,
+    };
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in map.range::<_, K>((lower, Bound::Unbounded)) {
+        let item = json!([k, v]);
+        bytes += item.to_string().len();
+        items.push(item);
+        *after = Some(k.clone());
+        if items.len() == BATCH || bytes >= BATCH_BYTES {
+            break;
+        }
+    }
+    (!items.is_empty()).then(|| json!({ name: items }))
 }

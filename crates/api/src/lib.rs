@@ -33,7 +33,11 @@
 //! `Idempotency-Key` (a retry returns the first outcome) and
 //! `Shoal-Fence: LOCK:TOKEN` (applied only while that lock holds that
 //! token). Writes need `Authorization: Bearer TOKEN`; reads too unless the
-//! API listens on loopback only.
+//! API listens on loopback only; a task's output always (`auth.rs`).
+//! Command environments are hidden unless a token holder asks
+//! (`secrets.rs`). Requests must name this node in `Host` (`host.rs`).
+//! Streams are capped and pulled at the client's pace (`streams.rs`);
+//! connections are capped and timed (`server.rs`).
 //!
 //! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
 
@@ -42,16 +46,23 @@ mod dashboard;
 mod deployments;
 mod error;
 mod events;
+mod host;
 mod kv;
+mod secrets;
+mod server;
+mod streams;
 mod tasks;
 
 pub use auth::Access;
 pub use error::{ApiError, ErrorCode};
+pub use host::{parse_origin, Hosts};
+pub use server::{serve, ServeCounters, ServeLimits};
 
 use axum::extract::{DefaultBodyLimit, Query, State as AxState};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 pub(crate) use error::stopped;
 use serde::Deserialize;
@@ -61,11 +72,35 @@ use shoal_node::{NodeHandle, View};
 use shoal_proto::node::NodeRole;
 use shoal_proto::wire::CommandReply;
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY: usize = Limits::MAX_VALUE_LEN + 4096;
 
-pub fn router(node: NodeHandle, access: Access) -> Router {
+/// How the API is served (`shoal up --api-*`).
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub access: Access,
+    /// The names `Host` may give besides IP addresses and `localhost`.
+    pub hosts: Hosts,
+    /// Streams open at once (events, dashboard, task output); one more
+    /// gets 503.
+    pub max_streams: usize,
+    /// A request not answered within this gets 503 `timeout` (streams
+    /// count as answered once they start).
+    pub request_timeout: Duration,
+    /// The one other origin a browser may call the API from, if any.
+    pub cors_origin: Option<HeaderValue>,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_MAX_STREAMS: usize = 64;
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
+    let access = cfg.access;
     let faults = access.faults;
     let router = Router::new()
         .route("/v1/status", get(status))
@@ -86,16 +121,34 @@ pub fn router(node: NodeHandle, access: Access) -> Router {
     } else {
         router
     };
-    router
+    let timeout = cfg.request_timeout;
+    let router = router
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(Extension(streams::Streams::new(cfg.max_streams)))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            error::within(timeout, req, next)
+        }))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(access),
+            Arc::new(access),
             auth::check,
         ))
-        .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(cfg.hosts),
+            host::check,
+        ));
+    let router = match cfg.cors_origin {
+        Some(origin) => router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        ),
+        None => router,
+    };
+    router.with_state(node)
 }
 
 const OPENAPI: &str = include_str!("../assets/openapi.json");

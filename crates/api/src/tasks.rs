@@ -19,12 +19,14 @@
 //! "interval_ms": N, "exit_code": N}` instead of `cmd`.
 
 use crate::kv::command_id;
+use crate::streams::{sse, Streams};
 use crate::ErrorCode;
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use futures::Stream;
 use serde::Deserialize;
@@ -34,11 +36,10 @@ use shoal_model::{
     TaskStatus,
 };
 use shoal_node::NodeHandle;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Attempts a task gets unless it asks otherwise.
 const DEFAULT_ATTEMPTS: u32 = 3;
@@ -330,6 +331,7 @@ async fn logs(AxState(node): AxState<NodeHandle>, Path(id): Path<String>) -> Api
 /// Live output as server-sent events, from the start of what is kept.
 async fn output(
     AxState(node): AxState<NodeHandle>,
+    Extension(streams): Extension<Streams>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let id = task_id(&id)?;
@@ -337,80 +339,104 @@ async fn output(
     if !s.tasks().contains_key(&id) {
         return Err(not_found(&id));
     }
-    let (tx, rx) = mpsc::channel::<SseEvent>(256);
-    tokio::spawn(follow(node, id, tx));
-    let stream =
-        futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-        );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let permit = streams.admit()?;
+    let live = node.output();
+    node.watch_output(&id);
+    let mut backlog = node.read_output(&id).await;
+    backlog.sort_by_key(|c| (c.attempt, c.seq));
+    let follow = Follow {
+        node,
+        id,
+        live,
+        backlog: backlog.into(),
+        seen: BTreeMap::new(),
+        last_status: Value::Null,
+        ended_at: None,
+        tick: tokio::time::interval(Duration::from_millis(250)),
+        ended: false,
+    };
+    let frames = futures::stream::unfold(follow, |mut f| async move {
+        f.next_frame().await.map(|e| (e, f))
+    });
+    Ok(sse(permit, frames))
 }
 
-fn sse(kind: &str, data: &Value) -> SseEvent {
+fn sse_frame(kind: &str, data: &Value) -> SseEvent {
     SseEvent::default().event(kind).data(data.to_string())
 }
 
-/// Feeds one client: the kept output, then live chunks, status changes,
-/// and the end. Stops when the client goes away.
-async fn follow(node: NodeHandle, id: TaskId, tx: mpsc::Sender<SseEvent>) {
-    let mut live = node.output();
-    node.watch_output(&id);
-    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
-    let emit = |c: &OutputChunk, seen: &mut BTreeMap<u32, u64>| -> Option<SseEvent> {
-        if c.task != id || seen.get(&c.attempt).is_some_and(|s| c.seq <= *s) {
+/// One client following a task: the kept output, then live chunks, status
+/// changes, and the end.
+struct Follow {
+    node: NodeHandle,
+    id: TaskId,
+    live: broadcast::Receiver<OutputChunk>,
+    backlog: VecDeque<OutputChunk>,
+    /// The last chunk sent of each attempt.
+    seen: BTreeMap<u32, u64>,
+    last_status: Value,
+    ended_at: Option<tokio::time::Instant>,
+    tick: tokio::time::Interval,
+    ended: bool,
+}
+
+impl Follow {
+    /// A chunk not sent yet, as a frame.
+    fn emit(&mut self, c: &OutputChunk) -> Option<SseEvent> {
+        if c.task != self.id || self.seen.get(&c.attempt).is_some_and(|s| c.seq <= *s) {
             return None;
         }
-        seen.insert(c.attempt, c.seq);
-        Some(sse("output", &chunk_json(c)))
-    };
-    let mut backlog = node.read_output(&id).await;
-    backlog.sort_by_key(|c| (c.attempt, c.seq));
-    for c in &backlog {
-        if let Some(e) = emit(c, &mut seen) {
-            if tx.send(e).await.is_err() {
-                return;
+        self.seen.insert(c.attempt, c.seq);
+        Some(sse_frame("output", &chunk_json(c)))
+    }
+
+    async fn next_frame(&mut self) -> Option<SseEvent> {
+        if self.ended {
+            return None;
+        }
+        while let Some(c) = self.backlog.pop_front() {
+            if let Some(e) = self.emit(&c) {
+                return Some(e);
+            }
+        }
+        loop {
+            let frame = tokio::select! {
+                c = self.live.recv() => match c {
+                    Ok(c) => self.emit(&c),
+                    Err(RecvError::Lagged(n)) => Some(sse_frame("lagged", &json!({"missed": n}))),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.tick.tick() => self.check_status().await?,
+            };
+            if frame.is_some() {
+                return frame;
             }
         }
     }
-    let mut last_status = Value::Null;
-    let mut ended_at: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        let event = tokio::select! {
-            c = live.recv() => match c {
-                Ok(c) => emit(&c, &mut seen),
-                Err(RecvError::Lagged(n)) => Some(sse("lagged", &json!({"missed": n}))),
-                Err(RecvError::Closed) => return,
-            },
-            _ = tick.tick() => {
-                node.watch_output(&id);
-                let Some(s) = node.state().await else { return };
-                let Some(t) = s.tasks().get(&id) else {
-                    let _ = tx.send(sse("end", &json!({"id": id, "status": {"state": "deleted"}}))).await;
-                    return;
-                };
-                let v = task_json(&id, t);
-                if t.status.is_terminal() {
-                    let at = *ended_at.get_or_insert_with(tokio::time::Instant::now);
-                    if at.elapsed() >= END_DRAIN {
-                        let _ = tx.send(sse("end", &v)).await;
-                        return;
-                    }
-                }
-                let status = json!([v["status"], v["attempt"]]);
-                if status != last_status {
-                    last_status = status;
-                    Some(sse("status", &v))
-                } else {
-                    None
-                }
-            }
+
+    /// A `status` frame when the task's status changed, the `end` frame
+    /// a moment after it finished (for the last chunks to arrive).
+    async fn check_status(&mut self) -> Option<Option<SseEvent>> {
+        self.node.watch_output(&self.id);
+        let s = self.node.state().await?;
+        let Some(t) = s.tasks().get(&self.id) else {
+            self.ended = true;
+            let v = json!({"id": self.id, "status": {"state": "deleted"}});
+            return Some(Some(sse_frame("end", &v)));
         };
-        if let Some(e) = event {
-            if tx.send(e).await.is_err() {
-                return;
+        let v = task_json(&self.id, t);
+        if t.status.is_terminal() {
+            let at = *self.ended_at.get_or_insert_with(tokio::time::Instant::now);
+            if at.elapsed() >= END_DRAIN {
+                self.ended = true;
+                return Some(Some(sse_frame("end", &v)));
             }
         }
+        let status = json!([v["status"], v["attempt"]]);
+        if status == self.last_status {
+            return Some(None);
+        }
+        self.last_status = status;
+        Some(Some(sse_frame("status", &v)))
     }
 }

@@ -32,8 +32,6 @@ const BATCH: usize = 256;
 const VIEW_EVERY: Duration = Duration::from_millis(50);
 /// Catch-up progress is logged at most this often.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(1);
-/// A read of applied events for a subscriber returns about this much.
-const READ_EVENTS_BYTES: usize = 1 << 20;
 
 pub(super) struct EventLoop {
     node: Node<DurableLog>,
@@ -261,10 +259,6 @@ impl EventLoop {
             }
             Call::FaultDelay(d) => {
                 let _ = self.net.try_send(NetCommand::SetDelay(d));
-                None
-            }
-            Call::ReadEvents(from, tx) => {
-                let _ = tx.send(self.node.read_applied(from, READ_EVENTS_BYTES));
                 None
             }
         }

@@ -2,6 +2,7 @@
 //! calls into the event loop with oneshot replies, and a `watch` of the
 //! node's view for reads that need no round trip.
 
+use crate::runtime::events::EventReader;
 use shoal_model::{Command, CommandId, Envelope, EventIdx, Op, OutputChunk, State, TaskId};
 use shoal_proto::node::{Metrics, PeerSummary, Status};
 use shoal_proto::wire::{CommandReply, Refusal};
@@ -53,8 +54,6 @@ pub(super) enum Call {
     ExecAvailable(oneshot::Sender<bool>),
     /// Test-only: delay every outgoing message.
     FaultDelay(Duration),
-    /// Applied events from an index on (bounded), or the log's floor.
-    ReadEvents(EventIdx, oneshot::Sender<Result<Vec<Envelope>, EventIdx>>),
 }
 
 /// Calls from clients waiting at once; more are refused as busy.
@@ -67,6 +66,7 @@ pub struct NodeHandle {
     pub(super) view: watch::Receiver<Arc<View>>,
     pub(super) stop: mpsc::Sender<()>,
     pub(super) output: broadcast::Sender<OutputChunk>,
+    pub(super) events: EventReader,
 }
 
 impl NodeHandle {
@@ -140,12 +140,16 @@ impl NodeHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// Applied events from `from` on (at most about 1 MiB of them), or
-    /// `Err(floor)` when the log no longer holds `from`. None: stopping.
-    pub async fn read_events(&self, from: EventIdx) -> Option<Result<Vec<Envelope>, EventIdx>> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Call::ReadEvents(from, tx)).await.ok()?;
-        rx.await.ok()
+    /// Applied events from `from` on (about `max_bytes` of them), or
+    /// `Err(floor)` when the log no longer holds `from`. Read from the log's
+    /// files on a blocking thread: the node's loop never waits for it.
+    pub async fn read_events(
+        &self,
+        from: EventIdx,
+        max_bytes: usize,
+    ) -> Result<Vec<Envelope>, EventIdx> {
+        let applied = self.view.borrow().status.applied_index;
+        self.events.read(from, applied, max_bytes).await
     }
 
     /// Test-only fault injection: hold every outgoing message for `d`.

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `start` | opening the data directory, recovery, wiring |
 //! | `handle` | the handle clients call, and the view they read |
+//! | `events` | applied events read from the log's files for subscribers, off the loop |
 //! | `event_loop` | the one task that owns the core: inputs in, outputs performed |
 //! | `inbound` | network events into the core's inputs, sender checks |
 //! | `address_book` | peer ids and addresses, parsed once, bounded |
@@ -14,6 +15,7 @@
 
 mod address_book;
 mod event_loop;
+mod events;
 mod handle;
 mod host;
 mod inbound;

@@ -3,6 +3,7 @@
 //! the event loop.
 
 use super::event_loop::EventLoop;
+use super::events::EventReader;
 use super::handle::{NodeHandle, View, MAX_CALLS};
 use super::snapshot_builder::SnapshotBuilder;
 use crate::data_dir::{DataDir, DataDirError};
@@ -137,6 +138,7 @@ pub async fn start(
     cfg.labels = opts.labels.clone();
     cfg.local_snapshot_every = opts.snapshot_every.max(1);
     cfg.exec = opts.allow_exec;
+    let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 
     let (call_tx, call_rx) = mpsc::channel(MAX_CALLS);
@@ -178,6 +180,7 @@ pub async fn start(
         view: view_rx,
         stop: stop_tx,
         output: output_tx,
+        events,
     };
     let task = tokio::spawn(event_loop.run(net_rx, call_rx, built_rx, stop_rx, run_rx));
     Ok((handle, task))

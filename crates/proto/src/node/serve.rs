@@ -8,7 +8,7 @@ use super::Node;
 use crate::log_store::LogStore;
 use crate::snapshot_transfer::{EncodedSnapshot, ServeAction};
 use crate::wire::{Direct, FetchRange, RangeReply, SnapshotRequest, RANGE_MAX_BYTES};
-use shoal_model::{Envelope, EventIdx, NodeId};
+use shoal_model::NodeId;
 
 impl<L: LogStore> Node<L> {
     /// A range request: the entries, or why not (compacted: ask for a
@@ -97,37 +97,5 @@ impl<L: LogStore> Node<L> {
                 }),
             }
         }
-    }
-
-    /// Applied events from `from` on, up to about `max_bytes`, for
-    /// external subscribers. `Err(floor)` when `from` is below what the
-    /// log retains: the subscriber needs State first.
-    pub fn read_applied(
-        &mut self,
-        from: EventIdx,
-        max_bytes: usize,
-    ) -> Result<Vec<Envelope>, EventIdx> {
-        let from = from.max(EventIdx(1));
-        let floor = self.log.first_index();
-        let applied = self.state.index();
-        if from > applied {
-            return Ok(vec![]);
-        }
-        if from < floor {
-            return Err(floor);
-        }
-        let entries = self.log.read(from, applied, max_bytes).map_err(|_| floor)?;
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match e.envelope() {
-                Ok(env) => out.push(env),
-                Err(_) => return Err(floor),
-            }
-        }
-        // A log that does not hold `from` (a gap) is treated as compacted.
-        if out.first().is_some_and(|e| e.idx != from) || out.is_empty() {
-            return Err(applied.next().max(floor));
-        }
-        Ok(out)
     }
 }
