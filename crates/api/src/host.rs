@@ -48,9 +48,7 @@ impl Hosts {
             },
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        name.parse::<Ipv4Addr>().is_ok()
-            || name == "localhost"
-            || self.names.contains(&name)
+        name.parse::<Ipv4Addr>().is_ok() || name == "localhost" || self.names.contains(&name)
     }
 }
 

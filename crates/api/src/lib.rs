@@ -445,6 +445,18 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         v.net.send_failures as f64,
     );
     put(
+        "net_handshake_failures_total",
+        "counter",
+        "Connections whose handshake failed (most likely another cluster key).",
+        v.net.handshake_failures as f64,
+    );
+    put(
+        "net_refused_peers_total",
+        "counter",
+        "Connections closed because this node admits no peers (commands without a cluster key).",
+        v.net.refused_peers as f64,
+    );
+    put(
         "net_inbound_failures_total",
         "counter",
         "Inbound one-to-one streams that failed (oversized, cut, timed out).",

@@ -25,6 +25,8 @@ use tracing::{debug, info, warn};
 
 const REDIAL_EVERY: Duration = Duration::from_millis(250);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// A warning about what peers keep doing is given at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub(crate) struct Actor {
     pub swarm: Swarm<Behaviour>,
@@ -39,6 +41,32 @@ pub(crate) struct Actor {
     pub incarnation: Incarnation,
     pub identities: IdentityWatch<PeerId, Instant, Greeting>,
     pub delay: Delay<NetCommand, Instant>,
+    /// When a failed handshake was last warned about.
+    pub handshake_warned: Option<Instant>,
+    /// Admit no peers (`NetConfig::solitary`).
+    pub solitary: bool,
+    /// When a refused peer was last warned about.
+    pub refusal_warned: Option<Instant>,
+}
+
+/// Whether a rate-limited warning last given at `last` is due again
+/// (and if so, it is given now).
+fn warn_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|t| now < t + WARN_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
+/// Whether a connection error is a failed handshake after the peer was
+/// reached (rather than no one listening): with a pre-shared key, two
+/// nodes whose keys differ fail here, the dialer with "Handshake failed",
+/// the listener failing to negotiate.
+pub(crate) fn handshake_failed(error: &str) -> bool {
+    (error.contains("Handshake failed") || error.contains("negotiate"))
+        && !error.contains("Connection refused")
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -207,6 +235,22 @@ impl Actor {
                 self.emit(NetEvent::Listening(address));
             }
             SwarmEvent::ConnectionEstablished {
+                connection_id,
+                endpoint,
+                ..
+            } if self.solitary => {
+                self.swarm.close_connection(connection_id);
+                self.counters.refused_peers.fetch_add(1, Ordering::Relaxed);
+                if warn_due(&mut self.refusal_warned) {
+                    warn!(
+                        addr = %endpoint.get_remote_address(),
+                        "refused a peer: this node runs commands without a cluster key, so it \
+                         admits no other node (give every node --cluster-key to form a cluster \
+                         that runs commands)"
+                    );
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
                 if self.connected.insert(peer_id) {
@@ -268,14 +312,42 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+                let error = error.to_string();
+                if handshake_failed(&error) {
+                    self.warn_handshake("to", &error);
+                } else {
+                    debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+                }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
-                // A wrong cluster key lands here: the handshake fails.
-                warn!(error = %error, "incoming connection failed");
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                let error = error.to_string();
+                if handshake_failed(&error) {
+                    self.warn_handshake("from", &format!("{send_back_addr}: {error}"));
+                } else {
+                    debug!(error = %error, "incoming connection failed");
+                }
             }
             _ => {}
         }
+    }
+
+    /// A handshake failed: say what most likely went wrong, now and then.
+    fn warn_handshake(&mut self, direction: &str, error: &str) {
+        self.counters
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if !warn_due(&mut self.handshake_warned) {
+            return;
+        }
+        warn!(
+            error = %error,
+            "a connection {direction} a peer failed its handshake: most likely the two nodes \
+             have different cluster keys (--cluster-key), or one has none"
+        );
     }
 
     fn direct_event(&mut self, ev: request_response::Event<Vec<u8>, ()>) {
@@ -369,5 +441,26 @@ impl Topic {
             Topic::Committed => crate::COMMITTED_TOPIC,
             Topic::Transient => crate::TRANSIENT_TOPIC,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake_failed;
+
+    #[test]
+    fn a_refused_connection_is_not_a_failed_handshake() {
+        // As libp2p reports a key mismatch, dialing and listening.
+        assert!(handshake_failed(
+            "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
+             Handshake failed: Handshake failed: Connection reset by peer (os error 104))]"
+        ));
+        assert!(handshake_failed(
+            "Listen error: Failed to negotiate transport protocol(s)"
+        ));
+        assert!(!handshake_failed(
+            "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
+             Connection refused (os error 111))]"
+        ));
     }
 }

@@ -128,6 +128,10 @@ pub struct NetConfig {
     pub max_message_bytes: usize,
     /// This process, as declared to peers in greetings.
     pub incarnation: Incarnation,
+    /// Admit no peer at all: every connection is closed as it opens (a
+    /// node that runs commands without a cluster key, see `shoal up
+    /// --allow-exec`).
+    pub solitary: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +157,10 @@ pub struct NetCounters {
     /// Greetings not signed by their sender, and "duplicate" verdicts
     /// without evidence this node could check.
     pub false_verdicts: AtomicU64,
+    /// Connections whose handshake failed (most likely another cluster key).
+    pub handshake_failures: AtomicU64,
+    /// Connections closed because this node admits no peers.
+    pub refused_peers: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -164,6 +172,8 @@ pub struct NetStats {
     pub inbound_failures: u64,
     pub dropped_events: u64,
     pub false_verdicts: u64,
+    pub handshake_failures: u64,
+    pub refused_peers: u64,
 }
 
 /// A cloneable handle to the actor.
@@ -189,7 +199,42 @@ impl NetHandle {
             inbound_failures: c.inbound_failures.load(Ordering::Relaxed),
             dropped_events: c.dropped_events.load(Ordering::Relaxed),
             false_verdicts: c.false_verdicts.load(Ordering::Relaxed),
+            handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
+            refused_peers: c.refused_peers.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Refuses a TCP listen address whose port some process already listens
+/// on. libp2p binds with SO_REUSEPORT, so two nodes on one port would both
+/// bind and share its connections between them; a plain bind (no
+/// SO_REUSEPORT) finds the port taken.
+fn port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Ok(());
+    };
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, port)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(NetError::Listen {
+            addr: addr.clone(),
+            reason: format!(
+                "port {port} is in use (another shoal?); give this node its own --listen port"
+            ),
+        }),
+        // Anything else (no such address here, ...) libp2p reports itself.
+        _ => Ok(()),
     }
 }
 
@@ -207,6 +252,7 @@ pub async fn spawn(
             .map_err(|e| NetError::Setup(e.to_string()))?;
     }
     for addr in &cfg.listen {
+        port_free(addr)?;
         swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
@@ -228,9 +274,14 @@ pub async fn spawn(
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
         delay: Default::default(),
+        handshake_warned: None,
+        solitary: cfg.solitary,
+        refusal_warned: None,
     };
-    for addr in cfg.peers {
-        actor.redials.add(addr, Instant::now());
+    if !cfg.solitary {
+        for addr in cfg.peers {
+            actor.redials.add(addr, Instant::now());
+        }
     }
     tokio::spawn(actor.run(cmd_rx));
     Ok((

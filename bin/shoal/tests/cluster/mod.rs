@@ -109,6 +109,25 @@ impl Proc {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+
     /// Whether the process is still running (false once it exited).
     pub fn running(&mut self) -> bool {
         self.child
@@ -131,6 +150,19 @@ impl Proc {
 
     pub fn status(&self) -> Option<Value> {
         self.get("/v1/status")
+    }
+
+    /// A counter or gauge from /metrics (`shoal_` left off), 0 if absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("shoal_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The node's API token (generated into its data directory).
@@ -242,6 +274,16 @@ pub fn cluster(root: &Path, n: usize, extra: &[&str]) -> Vec<Proc> {
     for p in procs.iter_mut() {
         p.start();
     }
+    procs
+}
+
+/// One node, started alone, once it is its cluster's master.
+pub fn lone_master(root: &Path, extra: &[&str]) -> Vec<Proc> {
+    let procs = cluster(root, 1, extra);
+    let ok = wait_for(Duration::from_secs(20), || {
+        procs[0].status().is_some_and(|s| s["role"] == "master")
+    });
+    assert!(ok, "a lone node becomes master:\n{}", procs[0].log());
     procs
 }
 

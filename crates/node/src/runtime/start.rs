@@ -91,6 +91,12 @@ pub async fn start(
     info!(node = %node_id, data_dir = %dir.root().display(), cluster = ?cluster.as_ref().map(|c| c.to_string()),
         snapshot = ?snapshot.as_ref().map(|s| s.index().0), log_entries = recovery.entries, "starting");
 
+    // Commands run here for whoever is in the cluster: without a cluster
+    // key anyone who can reach the port could join, so no one may.
+    let solitary = opts.allow_exec && opts.cluster_key.is_none();
+    if solitary {
+        info!("running commands without a cluster key: this node admits no peers");
+    }
     let seed: u64 = rand::random();
     let incarnation = shoal_net::Incarnation {
         nonce: seed ^ 0x5eed,
@@ -101,10 +107,11 @@ pub async fn start(
         NetConfig {
             listen: opts.listen.clone(),
             peers: opts.peers.clone(),
-            mdns: opts.mdns,
+            mdns: opts.mdns && !solitary,
             cluster_key: opts.cluster_key,
             max_message_bytes: MAX_MESSAGE_BYTES + 1024,
             incarnation,
+            solitary,
         },
     )
     .await?;
@@ -135,6 +142,7 @@ pub async fn start(
     cfg.catch_up.no_snapshot = opts.no_snapshot;
     cfg.node_timeout = opts.node_timeout;
     cfg.log_retain = opts.log_retain;
+    cfg.found_with_peers_only = !opts.peers.is_empty();
     cfg.labels = opts.labels.clone();
     cfg.local_snapshot_every = opts.snapshot_every.max(1);
     cfg.exec = opts.allow_exec;

@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub plan_every: Duration,
     /// How long an empty node listens for a cluster before founding one.
     pub discovery_window: Duration,
+    /// Found a cluster only after hearing some peer (the node was given
+    /// explicit peers: founding alone while they are unreachable, say for
+    /// a wrong cluster key, would start a second cluster).
+    pub found_with_peers_only: bool,
     /// Ranges or snapshot, and the settings of both.
     pub catch_up: CatchUpConfig,
     /// Applied events between local snapshots.
@@ -71,6 +75,7 @@ impl NodeConfig {
             raft_tick: Duration::from_millis(100),
             plan_every: Duration::from_millis(250),
             discovery_window: Duration::from_secs(2),
+            found_with_peers_only: false,
             catch_up: CatchUpConfig::default(),
             local_snapshot_every: 100_000,
             log_retain: 50_000,

@@ -7,6 +7,11 @@
 //! recorded as a member (or recorded at another address) asks the master
 //! to record it (`Direct::Join` → `Event::NodeJoined`).
 //!
+//! A node given explicit peers (`--peer`) founds only once it has heard
+//! one: while none answers (down, a wrong address, or a cluster key that
+//! does not match) it waits and says so, rather than found a second
+//! cluster that the peers' cluster would never merge with.
+//!
 //! Members' addresses are in State; the node asks its shell to keep a
 //! connection to each (`Output::Dial`), so the mesh does not depend on the
 //! peers a node happened to be started with.
@@ -23,6 +28,8 @@ use std::time::Duration;
 
 /// A join is asked for again after this long without being recorded.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// A node waiting for its peers says so this often.
+const PEER_WAIT_SAY_EVERY: Duration = Duration::from_secs(10);
 
 impl<L: LogStore> Node<L> {
     /// This node now belongs to `cluster`.
@@ -44,6 +51,22 @@ impl<L: LogStore> Node<L> {
             // Look again soon: the smaller node may found, or fall silent.
             let at = window_ends.max(self.now + self.cfg.heartbeat_every);
             self.timers.set(Timer::Discovery, at);
+            return;
+        }
+        if self.cfg.found_with_peers_only && !self.peers.any_heard(self.now) {
+            if self
+                .peer_wait_said
+                .is_none_or(|t| self.now >= t + PEER_WAIT_SAY_EVERY)
+            {
+                self.peer_wait_said = Some(self.now);
+                tracing::warn!(
+                    "no peer given by --peer answers; waiting for one rather than founding a \
+                     second cluster (check the peers' addresses and that every node has the \
+                     same --cluster-key; start the first node without --peer to found one)"
+                );
+            }
+            self.timers
+                .set(Timer::Discovery, self.now + self.cfg.heartbeat_every);
             return;
         }
         let id = ClusterId(format!("{:032x}", self.rng.gen::<u128>()));

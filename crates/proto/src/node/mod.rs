@@ -107,6 +107,8 @@ pub struct Node<L: LogStore> {
     output: OutputHub,
     leaving: Option<Leaving>,
     next_join: Duration,
+    /// When a node that waits for its `--peer`s last said so.
+    peer_wait_said: Option<Duration>,
     /// Members changed since the shell was last asked to dial them.
     dial_pending: bool,
     /// This host's free CPU (millicores) and memory, as last measured.
@@ -188,6 +190,7 @@ impl<L: LogStore> Node<L> {
             replicas_dirty: true,
             leaving: None,
             next_join: now,
+            peer_wait_said: None,
             dial_pending: true,
             capacity: (0, 0),
             local_snapshot_building: false,

@@ -125,6 +125,11 @@ impl Peers {
             .collect()
     }
 
+    /// Whether any peer was heard from within the node timeout.
+    pub fn any_heard(&self, now: Duration) -> bool {
+        self.map.values().any(|p| self.fresh(p, now))
+    }
+
     /// Whether a live peer with a smaller id has no cluster either: then
     /// that one founds, and this one joins it.
     pub fn smaller_empty_peer(&self, me: &NodeId, now: Duration) -> bool {

@@ -134,6 +134,25 @@ fn a_lone_node_founds_its_cluster_after_the_discovery_window() {
 }
 
 #[test]
+fn a_node_given_peers_founds_only_once_it_hears_one() {
+    let mut cfg = cfg();
+    cfg.found_with_peers_only = true;
+    let mut n = Node::new(cfg, MemLog::new(), None, None, ms(0)).unwrap();
+    n.handle(Input::Wake, ms(0), 0);
+    // Its peers never answer (down, or another cluster key): it waits.
+    for t in (2000..=20_000).step_by(300) {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(!out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+    }
+    assert!(!n.is_master());
+    assert!(n.timer(Timer::Discovery).is_some(), "it keeps looking");
+    // A larger empty peer answers: now this one founds, and the peer joins.
+    n.handle(heartbeat("zz", None, 0, 0), ms(20_100), 0);
+    let out = n.handle(Input::Wake, ms(20_300), 0);
+    assert!(out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+}
+
+#[test]
 fn a_smaller_empty_node_in_sight_founds_instead() {
     let mut n = start(None, None);
     n.handle(Input::Wake, ms(0), 0);

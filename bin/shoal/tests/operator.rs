@@ -1,0 +1,163 @@
+//! Operator mistakes get a clear error, never a second cluster; commands
+//! run only where they were meant to. Real `shoal up` processes on
+//! 127.0.0.1; every wait is bounded.
+
+mod cluster;
+
+use cluster::*;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn shoal(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .output()
+        .expect("run shoal")
+}
+
+#[test]
+fn out_of_range_flags_are_refused_with_the_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let dir = dir.to_str().unwrap();
+    for (flag, value, says) in [
+        ("--voters", "0", "1..=9"),
+        ("--voters", "100", "1..=9"),
+        ("--node-timeout", "0s", "1s to 10m"),
+        ("--node-timeout", "1h", "1s to 10m"),
+        ("--stop-grace", "1h", "0s to 10m"),
+        ("--snapshot-every", "5", "100.."),
+        ("--api-max-streams", "0", "1..=10000"),
+        ("--api-idle-timeout", "0s", "1s to 10m"),
+    ] {
+        let o = shoal(&["up", "--data-dir", dir, flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value} accepted");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
+    assert!(!tmp.path().join("d").exists(), "nothing started");
+}
+
+#[test]
+fn a_cluster_key_file_is_private_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("cluster.key");
+    let o = shoal(&["cluster-key", key.to_str().unwrap()]);
+    assert!(o.status.success());
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode {mode:o}");
+    let before = std::fs::read(&key).unwrap();
+    let o = shoal(&["cluster-key", key.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
+
+#[test]
+fn a_peer_port_already_in_use_is_refused() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = lone_master(tmp.path(), &[]);
+    let mut second = Proc::new(tmp.path(), "second", vec![]);
+    second.p2p = procs[0].p2p;
+    second.start();
+    assert!(
+        wait_for(secs(20), || !second.running()),
+        "the second node exits"
+    );
+    let log = second.log();
+    assert!(
+        log.contains(&format!("port {} is in use", procs[0].p2p)),
+        "{log}"
+    );
+    assert!(procs[0].status().is_some(), "the first goes on");
+}
+
+#[test]
+fn a_joiner_with_another_cluster_key_waits_and_says_why() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("a.key");
+    let other = tmp.path().join("b.key");
+    for k in [&key, &other] {
+        assert!(shoal(&["cluster-key", k.to_str().unwrap()])
+            .status
+            .success());
+    }
+    let procs = lone_master(tmp.path(), &["--cluster-key", key.to_str().unwrap()]);
+    let mut joiner = Proc::new(
+        tmp.path(),
+        "joiner",
+        vec![
+            "--cluster-key".into(),
+            other.to_string_lossy().into(),
+            "--peer".into(),
+            procs[0].addr(),
+        ],
+    );
+    joiner.start();
+    // Long past the discovery window: still no cluster of its own.
+    assert!(wait_for(secs(20), || joiner
+        .log()
+        .contains("different cluster keys")));
+    std::thread::sleep(secs(4));
+    let s = joiner.status().expect("the joiner keeps running");
+    assert!(s["cluster_id"].is_null(), "no second cluster: {s}");
+    assert_ne!(s["role"], "master");
+    let log = joiner.log();
+    assert!(log.contains("no peer given by --peer answers"), "{log}");
+    assert!(!log.contains("founding one"), "{log}");
+    // With the right key it joins the cluster.
+    joiner.stop();
+    joiner.extra[1] = key.to_string_lossy().into();
+    joiner.start();
+    let refs = [&procs[0], &joiner];
+    expect_agreed(&refs, secs(30), "the joiner with the right key");
+}
+
+#[test]
+fn a_node_running_commands_without_a_cluster_key_admits_no_peer() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = lone_master(tmp.path(), &["--allow-exec"]);
+    let exec = &procs[0];
+    // A keyless node joins it the way the loopback exception used to let
+    // any local user do.
+    let mut joiner = Proc::new(tmp.path(), "joiner", vec!["--peer".into(), exec.addr()]);
+    joiner.start();
+    assert!(
+        wait_for(secs(20), || exec.metric("net_refused_peers_total") > 0.0),
+        "the joiner's connections are refused"
+    );
+    std::thread::sleep(secs(4));
+    let nodes = exec.get("/v1/nodes").unwrap();
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 1, "{nodes}");
+    assert!(exec.status().unwrap()["peers"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // A command sent through the joiner runs nowhere.
+    let marker = tmp.path().join("ran-as-exec-node");
+    let o = joiner.cli(&["run", "--", "touch", marker.to_str().unwrap()]);
+    assert!(!o.status.success(), "the joiner cannot run commands");
+    std::thread::sleep(secs(2));
+    assert!(!marker.exists(), "the command never ran");
+    let tasks = exec.get("/v1/tasks").unwrap();
+    assert_eq!(tasks["total"], 0, "{tasks}");
+    assert!(exec.log().contains("admits no other node"));
+}
