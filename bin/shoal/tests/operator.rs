@@ -161,3 +161,109 @@ fn a_node_running_commands_without_a_cluster_key_admits_no_peer() {
     assert_eq!(tasks["total"], 0, "{tasks}");
     assert!(exec.log().contains("admits no other node"));
 }
+
+/// A small tmpfs the test mounts and unmounts itself (None where the
+/// machine does not allow mounting).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_as_such_and_recovers_by_itself() {
+    let _g = serial();
+    let Some(disk) = SmallDisk::mount("16m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    // Room to give back later.
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
+    let procs = lone_master(disk.path(), &[]);
+    let p = &procs[0];
+
+    let value = "x".repeat(60 << 10);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..400 {
+        let key = format!("k{i}");
+        let (code, body) = p.set(&key, &value);
+        if code == 200 {
+            acked.push(key);
+        } else {
+            refusal = Some((code, body));
+            break;
+        }
+    }
+    let (code, body) = refusal.expect("the disk fills up");
+    assert_eq!(code, 507, "{body}");
+    assert_eq!(body["error"]["code"], "storage", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk full"),
+        "{body}"
+    );
+    let s = p.status().unwrap();
+    assert!(s["storage_error"].as_str().is_some(), "{s}");
+    // Still full: still refused, for the same reason.
+    let (code, body) = p.set("again", "v");
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (507, "storage".into()),
+        "{body}"
+    );
+
+    // Space comes back: writes work again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_for(secs(30), || p.set("after", "v").0 == 200),
+        "writes resume by themselves: {:?}",
+        p.status()
+    );
+    assert!(p.status().unwrap()["storage_error"].is_null());
+    for key in &acked {
+        let v = p.get(&format!("/v1/kv/{key}")).unwrap();
+        assert_eq!(
+            v["value"].as_str().map(str::len),
+            Some(value.len()),
+            "{key}"
+        );
+    }
+
+    // Nothing acknowledged was lost or torn on disk either.
+    let mut procs = procs;
+    procs[0].stop();
+    procs[0].start();
+    let p = &procs[0];
+    assert!(wait_for(secs(30), || p
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    for key in acked.iter().chain(std::iter::once(&"after".to_owned())) {
+        let v = p.get(&format!("/v1/kv/{key}")).unwrap();
+        assert!(v["value"].is_string(), "{key} after restart: {v}");
+    }
+    assert!(!p.log().contains("torn or corrupt"), "{}", p.log());
+}

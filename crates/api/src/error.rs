@@ -41,6 +41,9 @@ pub enum ErrorCode {
     ExecDisabled,
     /// The request's `Host` is not a name of this node (see `host.rs`).
     WrongHost,
+    /// The node's disk does not take writes (full, or failing); the
+    /// message says which. Retry under the same idempotency key.
+    Storage,
     /// Anything else (and codes this client does not know yet).
     #[serde(other)]
     Error,
@@ -97,6 +100,7 @@ impl From<Refusal> for ApiError {
             Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::Invalid),
             Refusal::Timeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout),
             Refusal::NotJoined => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotJoined),
+            Refusal::Storage(_) => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Storage),
         };
         ApiError::new(status, code, r.to_string())
     }

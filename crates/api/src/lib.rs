@@ -197,6 +197,7 @@ pub(crate) fn status_json(v: &View) -> Value {
         "events_per_sec": v.events_per_sec,
         "listen": v.listen,
         "uptime_s": v.started.elapsed().as_secs_f64(),
+        "storage_error": s.storage_error,
     })
 }
 

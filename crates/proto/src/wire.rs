@@ -139,6 +139,11 @@ pub enum Refusal {
     Timeout,
     #[error("this node has not joined a cluster yet")]
     NotJoined,
+    /// This node's disk does not take writes (the reason, e.g. "disk
+    /// full: ..."). The write may still be recorded once it does: retry
+    /// under the same idempotency key.
+    #[error("this node cannot write to its disk ({0}); retry once it can")]
+    Storage(String),
 }
 
 /// The answer a client gets for a command.

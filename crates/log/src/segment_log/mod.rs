@@ -12,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 use shoal_model::{EventIdx, LogEntry};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use tracing::warn;
@@ -95,6 +96,10 @@ pub struct Recovery {
 }
 
 /// The durable log. Appends are buffered; `sync` makes them durable.
+///
+/// A write or fsync that fails (a full disk) loses nothing and tears
+/// nothing: the bytes not yet known durable stay in the buffer and are
+/// written again, at the same offset, by the next `sync`.
 #[derive(Debug)]
 pub struct DurableLog {
     dir: PathBuf,
@@ -103,8 +108,12 @@ pub struct DurableLog {
     index: Arc<RwLock<Index>>,
     /// The active segment's file; `None` only inside `open`.
     file: Option<File>,
+    /// Bytes of the active segment known durable (`buf` follows them).
     file_len: u64,
+    /// Records not yet known durable, in file order after `file_len`.
     buf: Vec<u8>,
+    /// How much of `buf` is written to the file (not yet fsynced).
+    buf_written: usize,
     first: EventIdx,
     last: EventIdx,
     hard_state: HardState,
@@ -218,6 +227,7 @@ impl DurableLog {
             file: None,
             file_len: 0,
             buf: Vec::new(),
+            buf_written: 0,
             first: log.first,
             last: log.last,
             hard_state: log.hard_state,
@@ -319,20 +329,31 @@ impl DurableLog {
     /// Writes buffered records and fsyncs them.
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.flush()?;
-        let path = self.active_path();
-        match &self.file {
-            Some(f) => f.sync_data().map_err(io_err(&path)),
-            None => Ok(()),
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        if let Err(e) = f.sync_data() {
+            // After a failed fsync the kernel may have dropped the pages:
+            // write them all again next time.
+            self.buf_written = 0;
+            return Err(io_err(&self.active_path())(e));
         }
+        self.file_len += self.buf.len() as u64;
+        self.buf.clear();
+        self.buf_written = 0;
+        Ok(())
     }
 
+    /// Writes what is buffered to the file (readers see it; it is durable
+    /// once `sync` returns).
     fn flush(&mut self) -> Result<(), LogError> {
-        if !self.buf.is_empty() {
-            let path = self.active_path();
-            let file = self.file.as_mut().expect("an active segment");
-            file.write_all(&self.buf).map_err(io_err(&path))?;
-            self.file_len += self.buf.len() as u64;
-            self.buf.clear();
+        if self.buf_written < self.buf.len() {
+            let file = self.file.as_ref().expect("an active segment");
+            let at = self.file_len + self.buf_written as u64;
+            if let Err(e) = file.write_all_at(&self.buf[self.buf_written..], at) {
+                return Err(io_err(&self.active_path())(e));
+            }
+            self.buf_written = self.buf.len();
         }
         let last = self.last;
         let mut index = self.index_mut();
@@ -438,7 +459,7 @@ impl DurableLog {
     fn roll(&mut self, seq: u64) -> Result<(), LogError> {
         self.sync()?;
         let path = segment_path(&self.dir, seq);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
@@ -450,7 +471,7 @@ impl DurableLog {
         encode_record(&Record::Floor(self.first), &mut head)?;
         encode_record(&Record::HardState(self.hard_state), &mut head)?;
         encode_record(&Record::Membership(self.membership.clone()), &mut head)?;
-        file.write_all(&head).map_err(io_err(&path))?;
+        file.write_all_at(&head, 0).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())

@@ -80,7 +80,7 @@ impl<L: LogStore> Node<L> {
         }
         if !to_persist.is_empty() {
             if let Err(e) = self.persist_applied(to_persist, member) {
-                tracing::warn!(error = %e, "could not persist applied entries");
+                self.storage_failed(&e, out);
             }
         }
         if membership_changed {

@@ -43,6 +43,10 @@ pub fn admit(cmd: &Command, state: &State) -> Admission {
 impl<L: LogStore> Node<L> {
     /// A client of this node submits a command.
     pub(super) fn submit(&mut self, cmd: Command, reply: ReplyTo, out: &mut Vec<Output>) {
+        if let Some(reason) = self.storage_fault() {
+            let refusal = Refusal::Storage(reason.to_owned());
+            return self.run_pending(vec![PendingAction::Reply(reply, Err(refusal))], out);
+        }
         let acts = match admit(&cmd, &self.state) {
             Admission::Known { idx, outcome } => {
                 vec![PendingAction::Reply(reply, Ok((idx, outcome)))]

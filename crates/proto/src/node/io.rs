@@ -176,6 +176,8 @@ pub struct Status {
     pub commit_index: EventIdx,
     pub state_hash: StateHash,
     pub peers: Vec<NodeId>,
+    /// Why this node's disk does not take writes, while it does not.
+    pub storage_error: Option<String>,
 }
 
 /// What this node knows of another from its heartbeats.

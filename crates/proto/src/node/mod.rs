@@ -17,6 +17,7 @@
 //! | `serve` | ranges and snapshots for other replicas, events for subscribers |
 //! | `work` | tasks and replicas run here, leases, capacity, task output |
 //! | `leave` | leaving on purpose |
+//! | `storage` | a disk that stops taking writes, and recovering from it |
 //! | `timers` | the core's timers; the one wake-up it asks for |
 //!
 //! Every replica, voter or not, applies committed entries through the same
@@ -34,6 +35,7 @@ pub mod master;
 mod peers;
 mod raft;
 mod serve;
+mod storage;
 mod timers;
 mod trust;
 mod work;
@@ -107,6 +109,8 @@ pub struct Node<L: LogStore> {
     output: OutputHub,
     leaving: Option<Leaving>,
     next_join: Duration,
+    /// The disk failed: writes are refused until it works again.
+    storage: Option<storage::StorageFault>,
     /// When a node that waits for its `--peer`s last said so.
     peer_wait_said: Option<Duration>,
     /// Members changed since the shell was last asked to dial them.
@@ -191,6 +195,7 @@ impl<L: LogStore> Node<L> {
             leaving: None,
             next_join: now,
             peer_wait_said: None,
+            storage: None,
             dial_pending: true,
             capacity: (0, 0),
             local_snapshot_building: false,
@@ -282,6 +287,7 @@ impl<L: LogStore> Node<L> {
             commit_index: self.commit_index(),
             state_hash: self.state.hash(),
             peers: self.live_peers(),
+            storage_error: self.storage_fault().map(str::to_owned),
         }
     }
 
@@ -350,6 +356,7 @@ impl<L: LogStore> Node<L> {
                 Timer::Metrics => self.publish_metrics(out),
                 Timer::Plan => self.plan(),
                 Timer::Discovery => self.discover(out),
+                Timer::Storage => self.retry_storage(out),
             }
             if self.fatal {
                 return;

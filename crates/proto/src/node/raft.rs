@@ -49,6 +49,10 @@ impl<L: LogStore> Node<L> {
     }
 
     pub(super) fn start_raft(&mut self, id: RaftId, base: RaftBase) -> Result<(), StartError> {
+        if self.storage.is_some() {
+            // Started again once the disk takes writes (`storage`).
+            return Ok(());
+        }
         let seed = self.cfg.seed ^ (id.0 << 32) ^ self.rng.gen::<u32>() as u64;
         let core = RaftCore::start(
             id,
@@ -63,7 +67,7 @@ impl<L: LogStore> Node<L> {
         Ok(())
     }
 
-    fn stop_raft(&mut self) {
+    pub(super) fn stop_raft(&mut self) {
         self.raft = None;
         self.timers.cancel(Timer::Raft);
         self.sync_master_role();
@@ -174,10 +178,14 @@ impl<L: LogStore> Node<L> {
         let outputs = match raft.drive(&mut self.log) {
             Ok(o) => o,
             Err(RaftError::Poisoned(why)) => return self.restart_raft(&why, out),
-            Err(e) => {
+            Err(RaftError::Log(e)) => {
                 // Storage that cannot persist must not acknowledge: stop
-                // taking part in Raft and say so.
-                tracing::error!(error = %e, "raft storage failed; leaving the voters");
+                // taking part in Raft until it works again.
+                self.metrics.proposals_refused += 1;
+                return self.storage_failed(&e, out);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "raft failed; leaving the voters");
                 self.metrics.proposals_refused += 1;
                 self.stop_raft();
                 return;

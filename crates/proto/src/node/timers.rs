@@ -20,6 +20,8 @@ pub enum Timer {
     Plan,
     /// A node without a cluster looks for one, or founds one.
     Discovery,
+    /// A node whose disk failed tries it again.
+    Storage,
 }
 
 #[derive(Debug, Default)]
