@@ -226,24 +226,40 @@ fn a_full_disk_refuses_writes_as_such_and_recovers_by_itself() {
             .contains("disk full"),
         "{body}"
     );
-    let s = p.status().unwrap();
-    assert!(s["storage_error"].as_str().is_some(), "{s}");
-    // Still full: still refused, for the same reason.
+    // Whatever room the refused write left, take it: the node's next
+    // write finds the disk full for certain, and so does its retry.
+    let stuffing = disk.path().join("stuffing");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&stuffing).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
     let (code, body) = p.set("again", "v");
     assert_eq!(
         (code, body["error"]["code"].clone()),
         (507, "storage".into()),
         "{body}"
     );
+    // The status view follows within moments.
+    assert!(
+        wait_for(secs(5), || p
+            .status()
+            .is_some_and(|s| s["storage_error"].is_string())),
+        "{:?}",
+        p.status()
+    );
 
     // Space comes back: writes work again without a restart.
+    std::fs::remove_file(&stuffing).unwrap();
     std::fs::remove_file(&filler).unwrap();
     assert!(
         wait_for(secs(30), || p.set("after", "v").0 == 200),
         "writes resume by themselves: {:?}",
         p.status()
     );
-    assert!(p.status().unwrap()["storage_error"].is_null());
+    assert!(wait_for(secs(5), || p
+        .status()
+        .is_some_and(|s| s["storage_error"].is_null())));
     for key in &acked {
         let v = p.get(&format!("/v1/kv/{key}")).unwrap();
         assert_eq!(
