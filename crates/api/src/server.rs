@@ -128,8 +128,17 @@ impl StallLimit {
         }
     }
 
-    /// A write came back pending: give up once it has been for the limit.
-    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// What a write came back with: done resets the stall clock; pending
+    /// gives up once it has been for the limit.
+    fn settle<T>(
+        &mut self,
+        poll: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
         let limit = self.limit;
         let timer = self
             .stalled
@@ -160,13 +169,8 @@ impl AsyncWrite for StallLimit {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending(cx),
-        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.settle(poll, cx)
     }
 
     fn poll_write_vectored(
@@ -174,13 +178,8 @@ impl AsyncWrite for StallLimit {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending(cx),
-        }
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.settle(poll, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
