@@ -5,7 +5,7 @@ mod cluster;
 
 use cluster::*;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -509,8 +509,9 @@ fn every_documented_endpoint_exists_and_every_error_is_json() {
                 continue;
             }
             let m: Method = method.to_uppercase().parse().unwrap();
-            let streaming =
-                ops[method]["responses"]["200"]["$ref"] == "#/components/responses/Events";
+            let streaming = ops[method]["responses"]["200"]["$ref"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("Stream"));
             let mut req = client()
                 .request(m.clone(), p.url(&url))
                 .bearer_auth(p.token())
@@ -546,7 +547,7 @@ fn every_documented_endpoint_exists_and_every_error_is_json() {
         (code, v["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
     );
-    let big = "x".repeat(200 << 10);
+    let big = "x".repeat(300 << 10);
     let (code, v) = p.write(Method::PUT, "/v1/kv/big", Some(&big), &[]);
     assert_eq!(
         (code, v["error"]["code"].as_str()),
@@ -561,4 +562,27 @@ fn every_documented_endpoint_exists_and_every_error_is_json() {
     );
     assert_eq!(code, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid", "{v}");
+    // A JSON body must say it is one (a browser's plain form post cannot).
+    let lock = r#"{"holder": "me", "ttl_ms": 1000}"#;
+    let (code, v) = p.write(
+        Method::POST,
+        "/v1/kv/l/lock",
+        Some(lock),
+        &[("Content-Type", "text/plain")],
+    );
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{v}"
+    );
+    // A compare-and-set's two largest values fit in one body.
+    let value = "v".repeat(64 << 10);
+    let cas = json!({"expected": value, "value": value}).to_string();
+    let (code, v) = p.write(
+        Method::POST,
+        "/v1/kv/big/cas",
+        Some(&cas),
+        &[("Content-Type", "application/json")],
+    );
+    assert_eq!((code, v["applied"].as_bool()), (200, Some(false)), "{v}");
 }

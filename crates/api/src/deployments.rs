@@ -13,16 +13,16 @@
 //! `SHOAL_FENCING_TOKEN`; its address is its node's host and that port.
 
 use crate::kv::command_id;
-use crate::tasks::{check_exec, invalid, RunnerFields};
+use crate::tasks::check_exec;
 use crate::ErrorCode;
-use crate::{committed, stopped, ApiError, ApiResult};
+use crate::{committed, json_content, stopped, ApiError, ApiResult};
+use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{Deployment, InstanceSpec, Limits, Op, ReplicaStatus, Resources, Runner, State};
+use shoal_model::{Deployment, Op, ReplicaStatus, Runner, State};
 use shoal_node::NodeHandle;
 
 pub(crate) fn routes() -> Router<NodeHandle> {
@@ -81,42 +81,12 @@ pub(crate) fn deployment_json(name: &str, d: &Deployment, s: &State) -> Value {
     json!({"name": name, "replicas": d.replicas, "runner": runner, "placements": replicas})
 }
 
-#[derive(Deserialize)]
-struct Deploy {
-    name: String,
-    replicas: u32,
-    #[serde(flatten)]
-    run: RunnerFields,
-    #[serde(default)]
-    cpu_milli: u32,
-    #[serde(default)]
-    mem_bytes: u64,
-}
-
-async fn deploy(
-    AxState(node): AxState<NodeHandle>,
-    headers: HeaderMap,
-    Json(d): Json<Deploy>,
-) -> ApiResult {
-    if d.replicas > Limits::MAX_REPLICAS {
-        return Err(invalid(format!(
-            "at most {} replicas",
-            Limits::MAX_REPLICAS
-        )));
+async fn deploy(AxState(node): AxState<NodeHandle>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    json_content(&headers)?;
+    let op = shoal_request::deploy(&body)?;
+    if let Op::Deploy { spec, .. } = &op {
+        check_exec(&node, &spec.runner).await?;
     }
-    let runner = d.run.runner()?;
-    check_exec(&node, &runner).await?;
-    let op = Op::Deploy {
-        name: d.name,
-        replicas: d.replicas,
-        spec: InstanceSpec {
-            runner,
-            resources: Resources {
-                cpu_milli: d.cpu_milli,
-                mem_bytes: d.mem_bytes,
-            },
-        },
-    };
     committed(node.submit(op, command_id(&headers)?).await)
 }
 

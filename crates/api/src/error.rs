@@ -122,6 +122,35 @@ impl From<Rejection> for ApiError {
     }
 }
 
+impl From<shoal_request::Invalid> for ApiError {
+    fn from(e: shoal_request::Invalid) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.0)
+    }
+}
+
+/// A JSON body must say so (`Content-Type: application/json`, or a
+/// `+json` type): 415 otherwise.
+pub(crate) fn json_content(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let mime = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    match mime.as_deref() {
+        Some(m)
+            if m == "application/json"
+                || (m.starts_with("application/") && m.ends_with("+json")) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "the body must be JSON, sent with Content-Type: application/json",
+        )),
+    }
+}
+
 pub(crate) async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -4,7 +4,7 @@
 //! barrier committed through the master.
 
 use crate::ErrorCode;
-use crate::{committed, stopped, ApiError, ApiResult};
+use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -50,10 +50,6 @@ pub(crate) fn entry_json(key: &str, e: &KvEntry) -> Value {
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
-}
-
-fn text(body: &Bytes, what: &str) -> Result<String, ApiError> {
-    String::from_utf8(body.to_vec()).map_err(|_| invalid(format!("the {what} must be UTF-8 text")))
 }
 
 /// The command id from `Idempotency-Key`, if the client sent one.
@@ -207,7 +203,7 @@ async fn set(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let value = text(&body, "value")?;
+    let value = shoal_request::text(&body, "value")?;
     write(&node, &headers, Op::KvSet { key, value }).await
 }
 
@@ -219,24 +215,14 @@ async fn delete(
     write(&node, &headers, Op::KvDelete { key }).await
 }
 
-#[derive(Deserialize)]
-struct CasBody {
-    /// The value expected now; null: the key must be absent.
-    expected: Option<String>,
-    value: String,
-}
-
 async fn cas(
     AxState(node): AxState<NodeHandle>,
     Path(key): Path<String>,
     headers: HeaderMap,
-    Json(b): Json<CasBody>,
+    body: Bytes,
 ) -> ApiResult {
-    let op = Op::KvCas {
-        key,
-        expected: b.expected,
-        value: b.value,
-    };
+    json_content(&headers)?;
+    let op = shoal_request::cas(key, &body)?;
     write(&node, &headers, op).await
 }
 
@@ -268,68 +254,24 @@ async fn verb(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let token = || -> Result<FencingToken, ApiError> {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| invalid(format!("the body must be {{\"token\": T}}: {e}")))?;
-        v["token"]
-            .as_u64()
-            .map(FencingToken)
-            .ok_or_else(|| invalid("the body must be {\"token\": T}"))
-    };
-    let op = match verb.as_str() {
-        "set-if-absent" => Op::KvSetIfAbsent {
-            key,
-            value: text(&body, "value")?,
-            ttl_ms: q.ttl_ms,
-        },
-        "add" => Op::SetAdd {
-            key,
-            member: text(&body, "member")?,
-        },
-        "remove" => Op::SetRemove {
-            key,
-            member: text(&body, "member")?,
-        },
-        "push" => Op::ListPush {
-            key,
-            value: text(&body, "value")?,
-        },
-        "keepalive" => Op::LockKeepalive {
-            name: key,
-            token: token()?,
-        },
-        "unlock" => Op::LockRelease {
-            name: key,
-            token: token()?,
-        },
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NotFound,
-                format!("no operation {other:?} on keys"),
-            ))
-        }
+    let Some(op) = shoal_request::verb(key, &verb, q.ttl_ms, &body)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no operation {verb:?} on keys"),
+        ));
     };
     write(&node, &headers, op).await
-}
-
-#[derive(Deserialize)]
-struct LockBody {
-    holder: String,
-    ttl_ms: u64,
 }
 
 async fn lock(
     AxState(node): AxState<NodeHandle>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    Json(b): Json<LockBody>,
+    body: Bytes,
 ) -> ApiResult {
-    let op = Op::LockAcquire {
-        name,
-        holder: b.holder,
-        ttl_ms: b.ttl_ms,
-    };
+    json_content(&headers)?;
+    let op = shoal_request::lock(name, &body)?;
     committed(node.submit(op, command_id(&headers)?).await)
 }
 

@@ -64,7 +64,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
-pub(crate) use error::stopped;
+pub(crate) use error::{json_content, stopped};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Limits, NodeInfo, Outcome, State};
@@ -75,8 +75,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Request bodies larger than this are refused with 413.
-const MAX_BODY: usize = Limits::MAX_VALUE_LEN + 4096;
+/// Request bodies larger than this are refused with 413: room for a
+/// compare-and-set's two largest values, JSON-escaped.
+const MAX_BODY: usize = 4 * Limits::MAX_VALUE_LEN;
 
 /// How the API is served (`shoal up --api-*`).
 #[derive(Clone, Debug)]

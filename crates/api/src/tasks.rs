@@ -13,15 +13,13 @@
 //!                                  final status
 //! ```
 //!
-//! A submission: `{"cmd": ["make", "-j4"], "env": {"K": "V"}, "cwd": "/src",
-//! "node": ID, "labels": {"K": "V"}, "timeout_ms": N, "max_attempts": N,
-//! "cpu_milli": N, "mem_bytes": N}`, or `"synthetic": {"chunks": N,
-//! "interval_ms": N, "exit_code": N}` instead of `cmd`.
+//! The submission body is parsed by `shoal_request::task`, which says its shape.
 
 use crate::kv::command_id;
 use crate::streams::{sse, Streams};
 use crate::ErrorCode;
-use crate::{committed, stopped, ApiError, ApiResult};
+use crate::{committed, json_content, stopped, ApiError, ApiResult};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
@@ -31,19 +29,13 @@ use axum::{Json, Router};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{
-    NodeId, Op, OutputChunk, Resources, Runner, State, Stream as OutStream, Task, TaskId, TaskSpec,
-    TaskStatus,
-};
+use shoal_model::{Op, OutputChunk, Runner, Stream as OutStream, Task, TaskId, TaskStatus};
 use shoal_node::NodeHandle;
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-/// Attempts a task gets unless it asks otherwise.
-const DEFAULT_ATTEMPTS: u32 = 3;
-const MAX_ATTEMPTS: u32 = 20;
 /// How long a finished task's stream waits for the last chunks.
 const END_DRAIN: Duration = Duration::from_millis(500);
 
@@ -100,57 +92,6 @@ pub(crate) fn task_json(id: &TaskId, t: &Task) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-struct Synthetic {
-    chunks: u32,
-    #[serde(default)]
-    interval_ms: u64,
-    #[serde(default)]
-    exit_code: i32,
-}
-
-/// What to run, as tasks and deployments take it: a command, or the
-/// synthetic runner.
-#[derive(Deserialize)]
-pub(crate) struct RunnerFields {
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    cwd: Option<String>,
-    synthetic: Option<Synthetic>,
-}
-
-impl RunnerFields {
-    pub(crate) fn runner(self) -> Result<Runner, ApiError> {
-        match (self.cmd, self.synthetic) {
-            (Some(cmd), None) => {
-                let mut it = cmd.into_iter();
-                let program = it
-                    .next()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| invalid("cmd must name a program"))?;
-                Ok(Runner::Exec {
-                    cmd: program,
-                    args: it.collect(),
-                    env: self.env,
-                    cwd: self.cwd,
-                })
-            }
-            (None, Some(y)) => {
-                if y.chunks > 1_000_000 || y.interval_ms > 3_600_000 {
-                    return Err(invalid("synthetic: at most 1000000 chunks, 1 h apart"));
-                }
-                Ok(Runner::Synthetic {
-                    chunks: y.chunks,
-                    interval_ms: y.interval_ms,
-                    exit_code: y.exit_code,
-                })
-            }
-            _ => Err(invalid("give exactly one of cmd and synthetic")),
-        }
-    }
-}
-
 /// User commands need a node that runs them; say so before queueing one.
 pub(crate) async fn check_exec(node: &NodeHandle, runner: &Runner) -> Result<(), ApiError> {
     if matches!(runner, Runner::Exec { .. }) && !node.exec_available().await {
@@ -164,61 +105,23 @@ pub(crate) async fn check_exec(node: &NodeHandle, runner: &Runner) -> Result<(),
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct Submission {
-    #[serde(flatten)]
-    run: RunnerFields,
-    node: Option<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    timeout_ms: Option<u64>,
-    max_attempts: Option<u32>,
-    #[serde(default)]
-    cpu_milli: u32,
-    #[serde(default)]
-    mem_bytes: u64,
-}
-
 pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
 }
 
-fn spec_of(s: Submission, state: &State) -> Result<TaskSpec, ApiError> {
-    let runner = s.run.runner()?;
-    let node = match s.node {
-        None => None,
-        Some(n) => {
-            let id = NodeId::parse(&n).map_err(|e| invalid(e.to_string()))?;
-            if !state.nodes().contains_key(&id) {
-                return Err(invalid(format!("no node {n} in the cluster")));
-            }
-            Some(id)
+async fn submit(AxState(node): AxState<NodeHandle>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    json_content(&headers)?;
+    let spec = shoal_request::task(&body)?;
+    if let Some(n) = &spec.node {
+        let state = node.state().await.ok_or_else(stopped)?;
+        if !state.nodes().contains_key(n) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no node {n} in the cluster"),
+            ));
         }
-    };
-    let max_attempts = s.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
-    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
-        return Err(invalid(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
     }
-    Ok(TaskSpec {
-        runner,
-        timeout_ms: s.timeout_ms.filter(|t| *t > 0),
-        node,
-        labels: s.labels,
-        resources: Resources {
-            cpu_milli: s.cpu_milli,
-            mem_bytes: s.mem_bytes,
-        },
-        max_attempts,
-    })
-}
-
-async fn submit(
-    AxState(node): AxState<NodeHandle>,
-    headers: HeaderMap,
-    Json(s): Json<Submission>,
-) -> ApiResult {
-    let state = node.state().await.ok_or_else(stopped)?;
-    let spec = spec_of(s, &state)?;
     check_exec(&node, &spec.runner).await?;
     committed(
         node.submit(Op::TaskSubmit { spec }, command_id(&headers)?)

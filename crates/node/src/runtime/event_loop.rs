@@ -275,7 +275,7 @@ impl EventLoop {
                     }
                 }
                 Output::Wake { at } => {
-                    self.wake = Some(tokio::time::Instant::from_std(self.started + at));
+                    self.wake = Some(tokio::time::Instant::from_std(wake_at(self.started, at)));
                 }
                 Output::BuildSnapshot { state, save } => self.builder.build(*state, save),
                 Output::ClusterAdopted(c) => {
@@ -494,5 +494,29 @@ impl Rate {
             }
         }
         self.value
+    }
+}
+
+/// The instant of a wake-up the core asks for, `at` after `started`. A
+/// deadline past what an `Instant` holds (a client may ask for a timeout
+/// of `u64::MAX` ms) wakes an hour from now instead: waking early only
+/// re-evaluates, and adding would panic.
+fn wake_at(started: Instant, at: Duration) -> Instant {
+    started
+        .checked_add(at)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_any_instant_wakes_within_the_hour() {
+        let started = Instant::now();
+        let at = Duration::from_millis(1500);
+        assert_eq!(wake_at(started, at), started + at);
+        let far = wake_at(started, Duration::MAX);
+        assert!(far > started && far <= Instant::now() + Duration::from_secs(3600));
     }
 }

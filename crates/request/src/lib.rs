@@ -1,0 +1,341 @@
+//! What clients send: the bodies the HTTP API accepts, parsed and checked
+//! into commands.
+//!
+//! Every function here takes the raw body bytes and answers a command (or
+//! the part of one the body gives) or [`Invalid`], which the API answers
+//! as 400 `invalid` with the message. Nothing here touches the network or
+//! the State, so the parsers are fuzzed on their own (`fuzz/`,
+//! target `http_body`). Limits on the command itself (key and value sizes,
+//! collection caps) are the model's `validate_op`, which the node runs on
+//! every command whatever its source.
+//!
+//! ```text
+//! PUT  /v1/kv/KEY                  the value, as UTF-8 text
+//! POST /v1/kv/KEY/set-if-absent    the value; add, remove: the member; push: the value
+//! POST /v1/kv/KEY/cas              {"expected": V | null, "value": V}
+//! POST /v1/kv/KEY/lock             {"holder": H, "ttl_ms": N}
+//! POST /v1/kv/KEY/keepalive        {"token": T}; unlock: the same
+//! POST /v1/tasks                   a task (below)
+//! POST /v1/deployments             {"name", "replicas", what to run, "cpu_milli", "mem_bytes"}
+//! ```
+//!
+//! What to run is `{"cmd": ["make", "-j4"], "env": {"K": "V"}, "cwd": "/src"}`
+//! or `{"synthetic": {"chunks": N, "interval_ms": N, "exit_code": N}}`; a task
+//! adds `"node", "labels", "timeout_ms", "max_attempts", "cpu_milli",
+//! "mem_bytes"`.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use shoal_model::{FencingToken, InstanceSpec, Limits, NodeId, Op, Resources, Runner, TaskSpec};
+use std::collections::BTreeMap;
+
+/// Attempts a task gets unless it asks otherwise.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+/// The most attempts a task may ask for.
+pub const MAX_ATTEMPTS: u32 = 20;
+/// The synthetic runner's bounds: chunks, and the gap between them.
+pub const MAX_SYNTHETIC_CHUNKS: u32 = 1_000_000;
+pub const MAX_SYNTHETIC_INTERVAL_MS: u64 = 3_600_000;
+
+/// A body that does not say what its route needs; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid(message.into())
+}
+
+/// A JSON body of shape `T`; `shape` names it in the error.
+fn json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Invalid> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("the body must be {shape}: {e}")))
+}
+
+/// A text body (a value or a member); `what` names it in the error.
+pub fn text(body: &[u8], what: &str) -> Result<String, Invalid> {
+    String::from_utf8(body.to_vec()).map_err(|_| invalid(format!("the {what} must be UTF-8 text")))
+}
+
+/// `{"token": T}`: the fencing token of a lock held.
+pub fn token(body: &[u8]) -> Result<FencingToken, Invalid> {
+    #[derive(Deserialize)]
+    struct Body {
+        token: u64,
+    }
+    let b: Body = json(body, "{\"token\": T}")?;
+    Ok(FencingToken(b.token))
+}
+
+/// `POST /v1/kv/KEY/cas`.
+pub fn cas(key: String, body: &[u8]) -> Result<Op, Invalid> {
+    #[derive(Deserialize)]
+    struct Body {
+        /// The value expected now; null: the key must be absent.
+        expected: Option<String>,
+        value: String,
+    }
+    let b: Body = json(body, "{\"expected\": V or null, \"value\": V}")?;
+    Ok(Op::KvCas {
+        key,
+        expected: b.expected,
+        value: b.value,
+    })
+}
+
+/// `POST /v1/kv/NAME/lock`.
+pub fn lock(name: String, body: &[u8]) -> Result<Op, Invalid> {
+    #[derive(Deserialize)]
+    struct Body {
+        holder: String,
+        ttl_ms: u64,
+    }
+    let b: Body = json(body, "{\"holder\": H, \"ttl_ms\": N}")?;
+    Ok(Op::LockAcquire {
+        name,
+        holder: b.holder,
+        ttl_ms: b.ttl_ms,
+    })
+}
+
+/// The writes named by the last path segment of `/v1/kv/KEY/VERB`; `None`
+/// when there is no such verb.
+pub fn verb(
+    key: String,
+    verb: &str,
+    ttl_ms: Option<u64>,
+    body: &[u8],
+) -> Result<Option<Op>, Invalid> {
+    Ok(Some(match verb {
+        "set-if-absent" => Op::KvSetIfAbsent {
+            key,
+            value: text(body, "value")?,
+            ttl_ms,
+        },
+        "add" => Op::SetAdd {
+            key,
+            member: text(body, "member")?,
+        },
+        "remove" => Op::SetRemove {
+            key,
+            member: text(body, "member")?,
+        },
+        "push" => Op::ListPush {
+            key,
+            value: text(body, "value")?,
+        },
+        "keepalive" => Op::LockKeepalive {
+            name: key,
+            token: token(body)?,
+        },
+        "unlock" => Op::LockRelease {
+            name: key,
+            token: token(body)?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Synthetic {
+    chunks: u32,
+    #[serde(default)]
+    interval_ms: u64,
+    #[serde(default)]
+    exit_code: i32,
+}
+
+/// What to run, as tasks and deployments take it: a command, or the
+/// synthetic runner.
+#[derive(Deserialize)]
+struct RunnerFields {
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    synthetic: Option<Synthetic>,
+}
+
+impl RunnerFields {
+    fn runner(self) -> Result<Runner, Invalid> {
+        match (self.cmd, self.synthetic) {
+            (Some(cmd), None) => {
+                let mut it = cmd.into_iter();
+                let program = it
+                    .next()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| invalid("cmd must name a program"))?;
+                Ok(Runner::Exec {
+                    cmd: program,
+                    args: it.collect(),
+                    env: self.env,
+                    cwd: self.cwd,
+                })
+            }
+            (None, Some(y)) => {
+                if y.chunks > MAX_SYNTHETIC_CHUNKS || y.interval_ms > MAX_SYNTHETIC_INTERVAL_MS {
+                    return Err(invalid(format!(
+                        "synthetic: at most {MAX_SYNTHETIC_CHUNKS} chunks, {} h apart",
+                        MAX_SYNTHETIC_INTERVAL_MS / 3_600_000
+                    )));
+                }
+                Ok(Runner::Synthetic {
+                    chunks: y.chunks,
+                    interval_ms: y.interval_ms,
+                    exit_code: y.exit_code,
+                })
+            }
+            _ => Err(invalid("give exactly one of cmd and synthetic")),
+        }
+    }
+}
+
+/// `POST /v1/tasks`. A task pinned to a node names it; whether that node
+/// is in the cluster is for the caller, who holds the State.
+pub fn task(body: &[u8]) -> Result<TaskSpec, Invalid> {
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(flatten)]
+        run: RunnerFields,
+        node: Option<String>,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        timeout_ms: Option<u64>,
+        max_attempts: Option<u32>,
+        #[serde(default)]
+        cpu_milli: u32,
+        #[serde(default)]
+        mem_bytes: u64,
+    }
+    let b: Body = json(body, "a task: {\"cmd\": [...]} or {\"synthetic\": {...}}")?;
+    let runner = b.run.runner()?;
+    let node = b
+        .node
+        .map(|n| NodeId::parse(&n).map_err(|e| invalid(e.to_string())))
+        .transpose()?;
+    let max_attempts = b.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
+        return Err(invalid(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
+    }
+    Ok(TaskSpec {
+        runner,
+        timeout_ms: b.timeout_ms.filter(|t| *t > 0),
+        node,
+        labels: b.labels,
+        resources: Resources {
+            cpu_milli: b.cpu_milli,
+            mem_bytes: b.mem_bytes,
+        },
+        max_attempts,
+    })
+}
+
+/// `POST /v1/deployments`.
+pub fn deploy(body: &[u8]) -> Result<Op, Invalid> {
+    #[derive(Deserialize)]
+    struct Body {
+        name: String,
+        replicas: u32,
+        #[serde(flatten)]
+        run: RunnerFields,
+        #[serde(default)]
+        cpu_milli: u32,
+        #[serde(default)]
+        mem_bytes: u64,
+    }
+    let b: Body = json(
+        body,
+        "a deployment: {\"name\", \"replicas\", \"cmd\": [...] or \"synthetic\": {...}}",
+    )?;
+    if b.replicas > Limits::MAX_REPLICAS {
+        return Err(invalid(format!(
+            "at most {} replicas",
+            Limits::MAX_REPLICAS
+        )));
+    }
+    Ok(Op::Deploy {
+        name: b.name,
+        replicas: b.replicas,
+        spec: InstanceSpec {
+            runner: b.run.runner()?,
+            resources: Resources {
+                cpu_milli: b.cpu_milli,
+                mem_bytes: b.mem_bytes,
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_a_command_or_the_synthetic_runner_never_both() {
+        let t = task(br#"{"cmd": ["make", "-j4"], "env": {"K": "V"}}"#).unwrap();
+        assert!(
+            matches!(&t.runner, Runner::Exec { cmd, args, .. } if cmd == "make" && args == &["-j4"])
+        );
+        assert_eq!(t.max_attempts, DEFAULT_ATTEMPTS);
+        let t = task(br#"{"synthetic": {"chunks": 3}, "timeout_ms": 0}"#).unwrap();
+        assert_eq!(t.timeout_ms, None, "a zero timeout means none");
+        for bad in [
+            &br#"{"cmd": ["true"], "synthetic": {"chunks": 1}}"#[..],
+            br#"{}"#,
+            br#"{"cmd": []}"#,
+            br#"{"cmd": [""]}"#,
+            br#"{"cmd": ["true"], "max_attempts": 0}"#,
+            br#"{"cmd": ["true"], "max_attempts": 21}"#,
+            br#"{"synthetic": {"chunks": 1000001}}"#,
+            br#"{"cmd": ["true"], "node": ""}"#,
+            br#"[1, 2]"#,
+            b"\xff",
+        ] {
+            let e = task(bad).unwrap_err();
+            assert!(!e.0.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deployments_are_capped_in_replicas() {
+        let ok = deploy(br#"{"name": "web", "replicas": 2, "synthetic": {"chunks": 1}}"#).unwrap();
+        assert!(matches!(ok, Op::Deploy { replicas: 2, .. }));
+        let e =
+            deploy(br#"{"name": "web", "replicas": 65, "synthetic": {"chunks": 1}}"#).unwrap_err();
+        assert_eq!(e.0, "at most 64 replicas");
+        let e = deploy(br#"{"replicas": 1, "synthetic": {"chunks": 1}}"#).unwrap_err();
+        assert!(e.0.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn kv_bodies_say_what_shape_they_need() {
+        assert_eq!(
+            verb("k".into(), "push", None, b"v").unwrap(),
+            Some(Op::ListPush {
+                key: "k".into(),
+                value: "v".into()
+            })
+        );
+        assert_eq!(verb("k".into(), "explode", None, b"").unwrap(), None);
+        assert!(verb("k".into(), "add", None, b"\xc3\x28")
+            .unwrap_err()
+            .0
+            .contains("UTF-8"));
+        assert_eq!(
+            verb("l".into(), "unlock", None, br#"{"token": 7}"#).unwrap(),
+            Some(Op::LockRelease {
+                name: "l".into(),
+                token: FencingToken(7)
+            })
+        );
+        let e = verb("l".into(), "keepalive", None, br#"{"token": -1}"#).unwrap_err();
+        assert!(e.0.starts_with("the body must be {\"token\": T}"), "{e}");
+        assert!(matches!(
+            cas("k".into(), br#"{"expected": null, "value": "v"}"#).unwrap(),
+            Op::KvCas { expected: None, .. }
+        ));
+        assert!(lock("l".into(), br#"{"holder": "me"}"#)
+            .unwrap_err()
+            .0
+            .contains("ttl_ms"));
+    }
+}
