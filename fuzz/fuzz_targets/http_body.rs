@@ -10,7 +10,15 @@ use shoal_model::{
     State, Term,
 };
 
-const VERBS: [&str; 7] = ["set-if-absent", "add", "remove", "push", "keepalive", "unlock", "nope"];
+const VERBS: [&str; 7] = [
+    "set-if-absent",
+    "add",
+    "remove",
+    "push",
+    "keepalive",
+    "unlock",
+    "nope",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&route, body)) = data.split_first() else {

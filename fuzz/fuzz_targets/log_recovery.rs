@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((mut log, _)) = DurableLog::open(dir.path(), LogConfig::default()) {
         let (first, last) = (log.first_index(), log.last_index());
         if first <= last {
-            let got = log.read(first, last, usize::MAX).expect("kept entries read back");
+            let got = log
+                .read(first, last, usize::MAX)
+                .expect("kept entries read back");
             assert_eq!(got.len() as u64, last.0 - first.0 + 1);
         }
     }
