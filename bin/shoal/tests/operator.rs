@@ -283,3 +283,76 @@ fn a_full_disk_refuses_writes_as_such_and_recovers_by_itself() {
     }
     assert!(!p.log().contains("torn or corrupt"), "{}", p.log());
 }
+
+#[test]
+fn a_voter_whose_disk_fills_steps_aside_and_catches_up_when_space_returns() {
+    let _g = serial();
+    let Some(disk) = SmallDisk::mount("16m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut procs: Vec<Proc> = (1..=3)
+        .map(|i| Proc::new(root.path(), &format!("n{i}"), Vec::new()))
+        .collect();
+    // n3 keeps its data on the small disk.
+    procs[2].dir = disk.path().join("n3");
+    let seed = procs[0].addr();
+    for p in procs.iter_mut().skip(1) {
+        p.extra.extend(["--peer".to_string(), seed.clone()]);
+    }
+    for p in procs.iter_mut() {
+        p.start();
+    }
+    expect_voters(&procs, 3);
+    let all: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&all, secs(30), "three voters");
+
+    // Writes through n1 fill n3's disk; the other two voters keep
+    // committing them all.
+    let value = "x".repeat(60 << 10);
+    let full = |p: &Proc| p.status().is_some_and(|s| s["storage_error"].is_string());
+    let mut written = 0;
+    while written < 400 && !full(&procs[2]) {
+        let (code, body) = procs[0].set(&format!("k{written}"), &value);
+        assert_eq!(code, 200, "a write with two healthy voters: {body}");
+        written += 1;
+    }
+    assert!(
+        wait_for(secs(10), || full(&procs[2])),
+        "n3 reports its full disk after {written} writes: {:?}",
+        procs[2].status()
+    );
+    // Committed while n3 cannot store anything.
+    for i in 0..5 {
+        let (code, body) = procs[0].set(&format!("while-full-{i}"), "v");
+        assert_eq!(code, 200, "{body}");
+    }
+    // A write sent to n3 is refused for what it is, not lost.
+    let (code, body) = procs[2].set("via-n3", "v");
+    assert!(
+        code == 200 || body["error"]["code"] == "storage",
+        "{code} {body}"
+    );
+
+    // Space returns: n3 makes what it buffered durable, takes its seat
+    // again and holds the same State.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_for(secs(30), || !full(&procs[2])),
+        "{:?}",
+        procs[2].status()
+    );
+    expect_voters(&procs, 3);
+    expect_agreed(&all, secs(60), "n3 after its disk has room again");
+    // What it holds is on its disk: after a restart it still agrees.
+    procs[2].stop();
+    procs[2].start();
+    let all: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&all, secs(60), "n3 restarted from its own disk");
+    let v = procs[2].get("/v1/kv/while-full-4").unwrap();
+    assert_eq!(v["value"], "v", "{v}");
+    assert!(!procs[2].log().contains("torn or corrupt"));
+}
