@@ -1,4 +1,5 @@
-//! Any bytes as the body of any write route of the HTTP API: the parsers
+//! Any bytes as the body of any write route of the HTTP API (or as its
+//! `Shoal-Fence` header): the parsers
 //! never panic; what they accept survives the model's checks or is refused
 //! by them cleanly, encodes and decodes as the same event, and applies to a
 //! State without panicking.
@@ -25,12 +26,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let key = || "fuzz-key".to_owned();
-    let op = match route % 12 {
+    let op = match route % 13 {
         0 => shoal_request::text(body, "value").map(|value| Op::KvSet { key: key(), value }),
         1 => shoal_request::cas(key(), body),
         2 => shoal_request::lock(key(), body),
         3 => shoal_request::task(body).map(|spec| Op::TaskSubmit { spec }),
         4 => shoal_request::deploy(body),
+        12 => std::str::from_utf8(body)
+            .map_err(|_| shoal_request::Invalid(String::new()))
+            .and_then(|h| {
+                let op = Op::KvSet {
+                    key: key(),
+                    value: String::new(),
+                };
+                shoal_request::fence(h, op)
+            }),
         r => {
             let ttl = (r % 2 == 0).then_some(u64::from(route));
             match shoal_request::verb(key(), VERBS[usize::from(r - 5)], ttl, body) {

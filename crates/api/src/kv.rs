@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{CommandId, FencingToken, KvEntry, KvValue, Op, State};
+use shoal_model::{CommandId, KvEntry, KvValue, Op, State};
 use shoal_node::NodeHandle;
 use std::time::Duration;
 
@@ -70,15 +70,10 @@ fn fence(headers: &HeaderMap, op: Op) -> Result<Op, ApiError> {
     let Some(v) = headers.get("shoal-fence") else {
         return Ok(op);
     };
-    let bad = || invalid("Shoal-Fence must be LOCK:TOKEN");
-    let v = v.to_str().map_err(|_| bad())?;
-    let (lock, token) = v.rsplit_once(':').ok_or_else(bad)?;
-    let token = token.trim().parse::<u64>().map_err(|_| bad())?;
-    Ok(Op::Fenced {
-        lock: lock.to_owned(),
-        token: FencingToken(token),
-        op: Box::new(op),
-    })
+    let v = v
+        .to_str()
+        .map_err(|_| invalid(shoal_request::FENCE_SHAPE))?;
+    Ok(shoal_request::fence(v, op)?)
 }
 
 /// Submits a key-value write, fenced and idempotent as the headers ask.

@@ -15,6 +15,7 @@
 //! POST /v1/kv/KEY/cas              {"expected": V | null, "value": V}
 //! POST /v1/kv/KEY/lock             {"holder": H, "ttl_ms": N}
 //! POST /v1/kv/KEY/keepalive        {"token": T}; unlock: the same
+//! Shoal-Fence: LOCK:TOKEN          (header) any key-value write, fenced
 //! POST /v1/tasks                   a task (below)
 //! POST /v1/deployments             {"name", "replicas", what to run, "cpu_milli", "mem_bytes"}
 //! ```
@@ -64,6 +65,26 @@ pub fn token(body: &[u8]) -> Result<FencingToken, Invalid> {
     }
     let b: Body = json(body, "{\"token\": T}")?;
     Ok(FencingToken(b.token))
+}
+
+/// What a `Shoal-Fence` header must look like.
+pub const FENCE_SHAPE: &str = "Shoal-Fence must be LOCK:TOKEN";
+
+/// The `Shoal-Fence: LOCK:TOKEN` header: `op` applies only while that lock
+/// holds that fencing token.
+pub fn fence(header: &str, op: Op) -> Result<Op, Invalid> {
+    let (lock, token) = header
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(FENCE_SHAPE))?;
+    let token = token
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| invalid(FENCE_SHAPE))?;
+    Ok(Op::Fenced {
+        lock: lock.to_owned(),
+        token: FencingToken(token),
+        op: Box::new(op),
+    })
 }
 
 /// `POST /v1/kv/KEY/cas`.
@@ -337,5 +358,16 @@ mod tests {
             .unwrap_err()
             .0
             .contains("ttl_ms"));
+        let set = || Op::KvSet {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        assert!(matches!(
+            fence("a:b:7", set()).unwrap(),
+            Op::Fenced { lock, token: FencingToken(7), .. } if lock == "a:b"
+        ));
+        for bad in ["7", "l:", "l:-1", "l:x", "l:18446744073709551616"] {
+            assert_eq!(fence(bad, set()).unwrap_err().0, FENCE_SHAPE, "{bad}");
+        }
     }
 }
