@@ -73,3 +73,81 @@ pub fn envelopes(entries: &[LogEntry]) -> Vec<Envelope> {
         .map(|e| e.envelope().expect("valid entries"))
         .collect()
 }
+
+/// A figure runner's arguments: `N` (how many keys or events) and a mode.
+pub fn args(n: u64, mode: &str) -> Result<(u64, String), std::num::ParseIntError> {
+    let mut it = std::env::args().skip(1);
+    let n = it.next().map(|s| s.parse()).transpose()?.unwrap_or(n);
+    Ok((n, it.next().unwrap_or_else(|| mode.to_owned())))
+}
+
+/// Processes the figure runners start and watch: each is killed (by its
+/// PID) when its guard drops.
+pub mod procs {
+    use std::net::TcpListener;
+    use std::process::Child;
+    use std::time::{Duration, Instant};
+
+    /// A child process, killed and reaped on drop.
+    #[derive(Debug)]
+    pub struct Guard(pub Child);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl Guard {
+        pub fn pid(&self) -> u32 {
+            self.0.id()
+        }
+    }
+
+    /// A loopback port free at the time of asking.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port")
+    }
+
+    /// Polls `f` every 5 ms until it holds or `limit` passes.
+    pub fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// How long after `since` `f` first held, polling as `wait` does; None
+    /// if it did not within `limit`.
+    pub fn time_until(
+        since: Instant,
+        limit: Duration,
+        mut f: impl FnMut() -> bool,
+    ) -> Option<Duration> {
+        let mut at = None;
+        wait(limit, || {
+            let held = f();
+            if held {
+                at = Some(since.elapsed());
+            }
+            held
+        });
+        at
+    }
+
+    /// A process's peak resident set (VmHWM), in KiB.
+    pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+    }
+}

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
+use shoal_bench::procs::{free_port, peak_rss_kib, time_until, wait};
 use shoal_bench::{key, value};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,19 +30,11 @@ impl Drop for Node {
     }
 }
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The API token every node of the benchmark cluster is started with.
 const TOKEN: &str = "catchup-benchmark-token";
 
 fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
-    let (api, p2p) = (port(), port());
+    let (api, p2p) = (free_port(), free_port());
     let token_file = dir.with_extension("token");
     std::fs::write(&token_file, TOKEN)?;
     let mut cmd = Command::new(bin);
@@ -83,24 +75,6 @@ fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
         .ok()
 }
 
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
 fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
     let text = c
         .get(format!("http://127.0.0.1:{api}/metrics"))
@@ -114,12 +88,7 @@ fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(100_000);
-    let mode = std::env::args().nth(2).unwrap_or_else(|| "both".into());
+    let (n, mode) = shoal_bench::args(100_000, "both")?;
     let bin = std::env::var("SHOAL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
@@ -219,23 +188,13 @@ fn main() -> Result<()> {
             Some(first.p2p),
             extra,
         )?;
-        let mut reached = None;
-        let ok = wait(Duration::from_secs(600), || {
-            let s = status(&c, joiner.api);
-            if s.as_ref()
+        let caught_up_s = time_until(t0, Duration::from_secs(600), || {
+            status(&c, joiner.api)
                 .and_then(|s| s["applied_index"].as_u64())
                 .is_some_and(|a| a >= target)
-            {
-                reached = Some(t0.elapsed());
-                true
-            } else {
-                false
-            }
-        });
-        if !ok {
-            bail!("{m}: the joiner did not catch up");
-        }
-        let caught_up_s = reached.expect("set when ok").as_secs_f64();
+        })
+        .with_context(|| format!("{m}: the joiner did not catch up"))?
+        .as_secs_f64();
         // Equal state: both at one index, one hash.
         let same = wait(Duration::from_secs(30), || {
             let (a, b) = (status(&c, joiner.api), status(&c, first.api));
