@@ -161,15 +161,18 @@ impl Peers {
         self.map.get(node).map(|p| &p.hb)
     }
 
-    /// The node more than half of the live peers of `cluster` name as
-    /// master, for a node that has no members of its own to ask.
+    /// The node more than half of the live peers of `cluster` that name a
+    /// master name, for a node that has no members of its own to ask.
+    /// Peers that name none (other joiners, a cluster between masters) say
+    /// nothing about who it is and do not count: two nodes joining at once
+    /// would otherwise each wait for the other to name a master first.
     pub fn named_master(&self, cluster: Option<&ClusterId>, now: Duration) -> Option<NodeId> {
         let mut votes: BTreeMap<&NodeId, usize> = BTreeMap::new();
         let mut heard = 0;
         for p in self.map.values() {
             if p.cluster.as_ref() == cluster && self.fresh(p, now) {
-                heard += 1;
                 if let Some(l) = &p.hb.leader {
+                    heard += 1;
                     *votes.entry(l).or_default() += 1;
                 }
             }
@@ -439,5 +442,20 @@ mod tests {
         assert_eq!(p.named_master(c.as_ref(), secs(1)), None, "one against one");
         p.record(NodeId::from("a"), c.clone(), hb("a", 3, Some("m")), secs(1));
         assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("m")));
+    }
+
+    #[test]
+    fn joiners_that_name_no_master_do_not_hold_each_other_back() {
+        let mut p = Peers::new(secs(2));
+        let c = Some(ClusterId::from("c"));
+        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
+        for j in ["j1", "j2", "j3"] {
+            p.record(NodeId::from(j), c.clone(), hb(j, 0, None), secs(1));
+        }
+        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("m")));
+        // Only abstainers: no master yet.
+        let mut q = Peers::new(secs(2));
+        q.record(NodeId::from("j1"), c.clone(), hb("j1", 0, None), secs(1));
+        assert_eq!(q.named_master(c.as_ref(), secs(1)), None);
     }
 }

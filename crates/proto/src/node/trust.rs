@@ -12,8 +12,8 @@
 //! only of members. A reply from anyone not asked is dropped.
 //!
 //! A node with no members in its State yet (a joiner) has no one to check
-//! against: it believes the node that most of the peers it hears name as
-//! master, and loads its first State from it. That is trust on first use;
+//! against: it believes the node that more than half of the peers it
+//! hears naming a master name, and loads its first State from it. That is trust on first use;
 //! a cluster key keeps strangers from being heard at all.
 
 use super::catch_up::Source;
@@ -52,9 +52,9 @@ impl<L: LogStore> Node<L> {
         self.named_master().as_ref() == Some(node)
     }
 
-    /// For a joiner: the master more than half of the peers it hears name,
-    /// once it has listened for a heartbeat interval (so that it has heard
-    /// them all, not just the quickest or loudest).
+    /// For a joiner: the master more than half of the peers that name one
+    /// name, once it has listened for a heartbeat interval (so that it has
+    /// heard them all, not just the quickest or loudest).
     pub(super) fn named_master(&self) -> Option<NodeId> {
         if self.now < self.started + self.cfg.heartbeat_every {
             return None;

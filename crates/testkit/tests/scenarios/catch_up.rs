@@ -128,3 +128,29 @@ fn heavy_message_loss_still_converges_and_a_restart_resumes_from_its_own_log() {
         );
     }
 }
+
+#[test]
+fn joiners_that_arrive_together_while_the_master_restarts_all_join() {
+    for seed in seeds(4) {
+        let (mut sim, ids) = cluster(seed, 1);
+        bulk_writes(&mut sim, &ids[0], 200, 100);
+        // Two nodes arrive together just as the founder restarts, before
+        // it is master again: each hears the other naming no master.
+        sim.crash(&ids[0]);
+        sim.restart(&ids[0]);
+        let j1 = sim.add_node("j1");
+        let j2 = sim.add_node("j2");
+        let joined = sim.run_until(secs(60), |s| {
+            s.converged()
+                && [&j1, &j2]
+                    .iter()
+                    .all(|j| s.state_of(j).is_some_and(|st| st.index().0 > 200))
+        });
+        assert!(
+            joined,
+            "seed {seed}: joiners at {:?} and {:?}",
+            sim.state_of(&j1).map(|s| s.index()),
+            sim.state_of(&j2).map(|s| s.index())
+        );
+    }
+}
