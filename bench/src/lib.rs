@@ -43,28 +43,40 @@ pub fn kv_state(n: u64) -> State {
 
 /// `n` committed set commands, as log entries from index `from`.
 pub fn set_entries(from: u64, n: u64) -> Vec<LogEntry> {
+    set_commands(from, Term(1), 0, 0..n).collect()
+}
+
+/// Set commands for keys `keys` (one fresh command id each, stamped
+/// `at_ms`), as log entries of `term` from index `from`: what that many
+/// single writes through the API leave in the log.
+pub fn set_commands(
+    from: u64,
+    term: Term,
+    at_ms: u64,
+    keys: std::ops::Range<u64>,
+) -> impl Iterator<Item = LogEntry> {
     let mut rng = SmallRng::seed_from_u64(2);
-    (0..n)
-        .map(|i| {
-            let event = Event::Command {
-                cmd: Command {
-                    id: CommandId(format!("c{}", from + i)),
-                    op: Op::KvSet {
-                        key: key(i),
-                        value: value(&mut rng),
-                    },
+    let first = keys.start;
+    keys.map(move |i| {
+        let idx = from + (i - first);
+        let event = Event::Command {
+            cmd: Command {
+                id: CommandId(format!("c{idx}")),
+                op: Op::KvSet {
+                    key: key(i),
+                    value: value(&mut rng),
                 },
-                at_ms: 0,
-            };
-            LogEntry {
-                idx: EventIdx(from + i),
-                term: Term(1),
-                kind: EntryKind::Normal,
-                data: encode_event(&event),
-                context: vec![],
-            }
-        })
-        .collect()
+            },
+            at_ms,
+        };
+        LogEntry {
+            idx: EventIdx(idx),
+            term,
+            kind: EntryKind::Normal,
+            data: encode_event(&event),
+            context: vec![],
+        }
+    })
 }
 
 pub fn envelopes(entries: &[LogEntry]) -> Vec<Envelope> {

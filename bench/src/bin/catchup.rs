@@ -5,14 +5,23 @@
 //! commit index the cluster had when it started (with equal state hash),
 //! snapshot bytes received, and the joiner's peak RSS.
 //!
-//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin catchup -- [N] [snapshot|replay|both]`
+//! The cluster is loaded one of two ways. By default (`preload`) the
+//! founder is founded, stopped, its log extended on disk with N committed
+//! set commands (what N single writes leave: N events, N keys, N command
+//! outcomes) and restarted, then the two other voters join: minutes for
+//! 1M. `http` sends N single writes through the API instead, as the
+//! benchmark did first (about ten minutes for 1M).
+//!
+//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin catchup -- [N] [snapshot|replay|both] [preload|http]`
 
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use shoal_bench::procs::{free_port, peak_rss_kib, time_until, wait};
-use shoal_bench::{key, value};
+use shoal_bench::{key, set_commands, value};
+use shoal_log::{DurableLog, HardState, LogConfig};
+use shoal_model::Term;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,7 +43,17 @@ impl Drop for Node {
 const TOKEN: &str = "catchup-benchmark-token";
 
 fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
-    let (api, p2p) = (free_port(), free_port());
+    start_at(bin, dir, peer, extra, (free_port(), free_port()))
+}
+
+/// Starts a node on the given API and peer ports.
+fn start_at(
+    bin: &Path,
+    dir: &Path,
+    peer: Option<u16>,
+    extra: &[&str],
+    (api, p2p): (u16, u16),
+) -> Result<Node> {
     let token_file = dir.with_extension("token");
     std::fs::write(&token_file, TOKEN)?;
     let mut cmd = Command::new(bin);
@@ -87,57 +106,26 @@ fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn main() -> Result<()> {
-    let (n, mode) = shoal_bench::args(100_000, "both")?;
-    let bin = std::env::var("SHOAL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p shoal (or set SHOAL_BIN)",
-            bin.display()
-        );
-    }
-    // Node logs land beside their data directories (DIR.log).
-    let tmp = tempfile::tempdir()?;
-    let keep = std::env::var_os("CATCHUP_KEEP").is_some();
-    let c = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    // The cluster keeps its whole log, so that the replay path can fetch it.
-    let retain = ["--log-retain", "100000000"];
-    let first = start(&bin, &tmp.path().join("n1"), None, &retain)?;
-    let rest: Vec<Node> = (2..=3)
-        .map(|i| {
-            start(
-                &bin,
-                &tmp.path().join(format!("n{i}")),
-                Some(first.p2p),
-                &retain,
-            )
+/// True when every node reports the same applied index (at its commit
+/// index) and state hash.
+fn agreed(c: &reqwest::blocking::Client, apis: &[u16]) -> bool {
+    let st: Option<Vec<Value>> = apis.iter().map(|a| status(c, *a)).collect();
+    st.is_some_and(|st| {
+        st.iter().all(|s| {
+            s["applied_index"] == st[0]["applied_index"]
+                && s["applied_index"] == s["commit_index"]
+                && s["state_hash"] == st[0]["state_hash"]
         })
-        .collect::<Result<_>>()?;
-    let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
-    let formed = wait(Duration::from_secs(60), || {
-        nodes
-            .iter()
-            .filter(|n| {
-                status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
-            })
-            .count()
-            == 3
-    });
-    if !formed {
-        bail!("the cluster did not form");
-    }
+    })
+}
 
-    // Load N events: 64 clients over the three nodes.
-    let load = Instant::now();
+/// N single writes through the API: 64 clients over the nodes.
+fn load_over_http(nodes: &[&Node], n: u64) {
     let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
     let clients = 64u64;
     std::thread::scope(|s| {
         for t in 0..clients {
-            let api = apis[t as usize % 3];
+            let api = apis[t as usize % apis.len()];
             s.spawn(move || {
                 let c = reqwest::blocking::Client::new();
                 let mut rng = SmallRng::seed_from_u64(t);
@@ -159,6 +147,114 @@ fn main() -> Result<()> {
             });
         }
     });
+}
+
+/// A founder holding `n` set commands, as `n` single writes would have
+/// left them: founded, stopped, its log extended on disk with `n`
+/// committed entries of its term (one command id each, stamped now), and
+/// started again. Returns it with the seconds its restart took, from
+/// process start until it serves a read of the last key.
+fn preloaded(
+    bin: &Path,
+    c: &reqwest::blocking::Client,
+    dir: &Path,
+    n: u64,
+    extra: &[&str],
+) -> Result<(Node, f64)> {
+    let mut node = start(bin, dir, None, extra)?;
+    if !wait(Duration::from_secs(60), || {
+        status(c, node.api).is_some_and(|s| s["role"] == "master")
+    }) {
+        bail!("the founder did not become master");
+    }
+    let pid = node.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    node.child.wait()?;
+
+    let (mut log, _) = DurableLog::open(&dir.join("log"), LogConfig::default())?;
+    let hs = log.hard_state();
+    let from = log.last_index().0 + 1;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    for start_key in (0..n).step_by(100_000) {
+        let keys = start_key..(start_key + 100_000).min(n);
+        let entries: Vec<_> = set_commands(from + start_key, Term(hs.term), now_ms, keys).collect();
+        log.append(&entries)?;
+    }
+    log.set_hard_state(HardState {
+        commit: from + n - 1,
+        ..hs
+    })?;
+    log.sync()?;
+    drop(log);
+
+    let t0 = Instant::now();
+    let node = start_at(bin, dir, None, extra, (node.api, node.p2p))?;
+    let last = format!("http://127.0.0.1:{}/v1/kv/{}", node.api, key(n - 1));
+    let restart = time_until(t0, Duration::from_secs(600), || {
+        c.get(&last).send().is_ok_and(|r| r.status().is_success())
+    })
+    .context("the preloaded founder did not serve reads")?;
+    Ok((node, restart.as_secs_f64()))
+}
+
+fn main() -> Result<()> {
+    let (n, mode) = shoal_bench::args(100_000, "both")?;
+    let http_load = std::env::args().nth(3).as_deref() == Some("http");
+    let bin = std::env::var("SHOAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
+    if !bin.exists() {
+        bail!(
+            "{} not found: cargo build --release -p shoal (or set SHOAL_BIN)",
+            bin.display()
+        );
+    }
+    // Node logs land beside their data directories (DIR.log).
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().to_owned();
+    let _tmp = if std::env::var_os("CATCHUP_KEEP").is_some() {
+        eprintln!("logs kept in {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    // The cluster keeps its whole log, so that the replay path can fetch it.
+    let retain = ["--log-retain", "100000000"];
+    let load = Instant::now();
+    let (first, restart_s) = if http_load {
+        (start(&bin, &root.join("n1"), None, &retain)?, None)
+    } else {
+        let (node, restart) = preloaded(&bin, &c, &root.join("n1"), n, &retain)?;
+        (node, Some(restart))
+    };
+    let rest: Vec<Node> = (2..=3)
+        .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &retain))
+        .collect::<Result<_>>()?;
+    let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
+    let formed = wait(Duration::from_secs(600), || {
+        nodes
+            .iter()
+            .filter(|n| {
+                status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
+            })
+            .count()
+            == 3
+    });
+    if !formed {
+        bail!("the cluster did not form");
+    }
+    if http_load {
+        load_over_http(&nodes, n);
+    }
+    let all: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+    if !wait(Duration::from_secs(600), || agreed(&c, &all)) {
+        bail!("the cluster's three nodes did not agree after loading");
+    }
     let load_s = load.elapsed().as_secs_f64();
     let target = nodes
         .iter()
@@ -167,8 +263,8 @@ fn main() -> Result<()> {
         .max()
         .context("no status")?;
     eprintln!(
-        "loaded {n} events in {load_s:.1} s ({:.0}/s); commit index {target}",
-        n as f64 / load_s
+        "loaded {n} events ({}) in {load_s:.1} s; commit index {target}",
+        if http_load { "over HTTP" } else { "preloaded" }
     );
 
     let modes: Vec<&str> = match mode.as_str() {
@@ -184,7 +280,7 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let joiner = start(
             &bin,
-            &tmp.path().join(format!("joiner{i}")),
+            &root.join(format!("joiner{i}")),
             Some(first.p2p),
             extra,
         )?;
@@ -216,13 +312,11 @@ fn main() -> Result<()> {
                 "snapshot_bytes": snapshot_bytes,
                 "joiner_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
                 "load_s": load_s,
+                "loaded": if http_load { "http" } else { "preloaded" },
+                "founder_restart_s": restart_s,
             })
         );
         drop(joiner);
-    }
-    if keep {
-        let path = tmp.keep();
-        eprintln!("logs kept in {}", path.display());
     }
     Ok(())
 }
