@@ -182,6 +182,18 @@ impl SmallDisk {
     fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// 16 MiB, 4 of them taken by a file the test deletes to give room
+    /// back. None (and a note) where the machine does not allow mounting.
+    fn with_room_to_give_back() -> Option<(SmallDisk, std::path::PathBuf)> {
+        let Some(disk) = SmallDisk::mount("16m") else {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return None;
+        };
+        let filler = disk.path().join("filler");
+        std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
+        Some((disk, filler))
+    }
 }
 
 impl Drop for SmallDisk {
@@ -193,13 +205,9 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_disk_refuses_writes_as_such_and_recovers_by_itself() {
     let _g = serial();
-    let Some(disk) = SmallDisk::mount("16m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some((disk, filler)) = SmallDisk::with_room_to_give_back() else {
         return;
     };
-    // Room to give back later.
-    let filler = disk.path().join("filler");
-    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
     let procs = lone_master(disk.path(), &[]);
     let p = &procs[0];
 
@@ -287,12 +295,9 @@ fn a_full_disk_refuses_writes_as_such_and_recovers_by_itself() {
 #[test]
 fn a_voter_whose_disk_fills_steps_aside_and_catches_up_when_space_returns() {
     let _g = serial();
-    let Some(disk) = SmallDisk::mount("16m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some((disk, filler)) = SmallDisk::with_room_to_give_back() else {
         return;
     };
-    let filler = disk.path().join("filler");
-    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut procs: Vec<Proc> = (1..=3)
         .map(|i| Proc::new(root.path(), &format!("n{i}"), Vec::new()))

@@ -82,6 +82,11 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// 400 `invalid`: a parameter, header or body the route cannot take.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -124,7 +129,7 @@ impl From<Rejection> for ApiError {
 
 impl From<shoal_request::Invalid> for ApiError {
     fn from(e: shoal_request::Invalid) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, e.0)
+        ApiError::invalid(e.0)
     }
 }
 

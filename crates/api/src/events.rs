@@ -83,11 +83,9 @@ pub(crate) async fn events(
             ))
         }
         Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::Invalid,
-                format!("reveal={other}: only env can be revealed"),
-            ))
+            return Err(ApiError::invalid(format!(
+                "reveal={other}: only env can be revealed"
+            )))
         }
     };
     let resume = match headers.get("last-event-id") {
@@ -97,13 +95,7 @@ pub(crate) async fn events(
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .and_then(|i| i.checked_add(1))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::Invalid,
-                        "Last-Event-ID must be an event index",
-                    )
-                })?,
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID must be an event index"))?,
         ),
     };
     let permit = streams.admit()?;

@@ -48,10 +48,6 @@ pub(crate) fn entry_json(key: &str, e: &KvEntry) -> Value {
     json!({"key": key, "value": value_json(&e.value), "version": e.version, "ttl_ms": e.ttl_ms})
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
-}
-
 /// The command id from `Idempotency-Key`, if the client sent one.
 pub(crate) fn command_id(headers: &HeaderMap) -> Result<Option<CommandId>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
@@ -59,10 +55,10 @@ pub(crate) fn command_id(headers: &HeaderMap) -> Result<Option<CommandId>, ApiEr
     };
     let s = v
         .to_str()
-        .map_err(|_| invalid("Idempotency-Key must be text"))?;
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be text"))?;
     CommandId::parse(s)
         .map(Some)
-        .map_err(|e| invalid(e.to_string()))
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// `Shoal-Fence: LOCK:TOKEN` guards a write with a lock's fencing token.
@@ -72,7 +68,7 @@ fn fence(headers: &HeaderMap, op: Op) -> Result<Op, ApiError> {
     };
     let v = v
         .to_str()
-        .map_err(|_| invalid(shoal_request::FENCE_SHAPE))?;
+        .map_err(|_| ApiError::invalid(shoal_request::FENCE_SHAPE))?;
     Ok(shoal_request::fence(v, op)?)
 }
 

@@ -105,10 +105,6 @@ pub(crate) async fn check_exec(node: &NodeHandle, runner: &Runner) -> Result<(),
     Ok(())
 }
 
-pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, message)
-}
-
 async fn submit(AxState(node): AxState<NodeHandle>, headers: HeaderMap, body: Bytes) -> ApiResult {
     json_content(&headers)?;
     let spec = shoal_request::task(&body)?;
@@ -150,7 +146,7 @@ async fn list(AxState(node): AxState<NodeHandle>, Query(q): Query<ListQuery>) ->
 }
 
 fn task_id(id: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(id).map_err(|e| invalid(e.to_string()))
+    TaskId::parse(id).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 fn not_found(id: &TaskId) -> ApiError {
