@@ -283,10 +283,11 @@ fn etcd(n: u64, tmp: &Path) -> Result<serde_json::Value> {
 
     // Load: transactions of 1000 puts, four clients over the members.
     let load = Instant::now();
-    let batches: Vec<Vec<(String, String)>> = {
-        let all: Vec<(String, String)> = values(n).collect();
-        all.chunks(1000).map(|c| c.to_vec()).collect()
-    };
+    let mut all = values(n);
+    let batches: Vec<Vec<(String, String)>> =
+        std::iter::from_fn(|| Some(all.by_ref().take(1000).collect::<Vec<_>>()))
+            .take_while(|b| !b.is_empty())
+            .collect();
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         for t in 0..4 {
