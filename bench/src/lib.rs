@@ -37,8 +37,25 @@ pub fn kv_state(n: u64) -> State {
             )
         })
         .collect();
-    b.kv(batch);
-    b.finish()
+    b.kv(batch).expect("keys in order");
+    b.finish().expect("keys in order")
+}
+
+/// The State a cluster holds after `n` single `kv set` writes through the
+/// API: `n` keys and `n` command outcomes (all within the retry window).
+pub fn cluster_state(n: u64) -> State {
+    let mut state = State::new();
+    for e in &cluster_writes(n) {
+        state.apply(e).expect("consecutive entries");
+    }
+    state
+}
+
+/// The decoded events behind `cluster_state(n)`.
+pub fn cluster_writes(n: u64) -> Vec<Envelope> {
+    set_commands(1, Term(1), 1_700_000_000_000, 0..n)
+        .map(|e| e.envelope().expect("valid entries"))
+        .collect()
 }
 
 /// `n` committed set commands, as log entries from index `from`.
@@ -61,7 +78,8 @@ pub fn set_commands(
         let idx = from + (i - first);
         let event = Event::Command {
             cmd: Command {
-                id: CommandId(format!("c{idx}")),
+                // As the API mints them: 128 random bits in hex.
+                id: CommandId(format!("{:032x}", rng.gen::<u128>())),
                 op: Op::KvSet {
                     key: key(i),
                     value: value(&mut rng),

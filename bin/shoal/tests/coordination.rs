@@ -453,9 +453,10 @@ fn a_watcher_from_zero_after_compaction_rebuilds_the_masters_state() {
                         "outcomes" => b.outcomes(items(list)),
                         other => panic!("unknown batch {other}"),
                     }
+                    .expect("the stream sends each collection in key order")
                 }
                 "snapshot_end" => {
-                    let s = builder.take().unwrap().finish();
+                    let s = builder.take().unwrap().finish().unwrap();
                     assert_eq!(s.hash().to_string(), v["state_hash"].as_str().unwrap());
                     state = Some(s);
                 }

@@ -260,18 +260,19 @@ impl StateCursor {
 /// The entries of `map` after `after`, as one frame's data (at most
 /// `BATCH` entries, about `BATCH_BYTES`); moves `after` on. None when none
 /// are left.
-fn batch<K, V>(name: &str, map: &imbl::OrdMap<K, V>, after: &mut Option<K>) -> Option<Value>
+fn batch<K, V>(name: &str, map: &shoal_model::TreeMap<K, V>, after: &mut Option<K>) -> Option<Value>
 where
     K: Ord + Clone + serde::Serialize,
     V: Clone + serde::Serialize,
 {
-    let lower: Bound<&K> = match after.as_ref() {
+    let start = after.clone();
+    let lower: Bound<&K> = match start.as_ref() {
         Some(k) => Bound::Excluded(k),
         None => Bound::Unbounded,
     };
     let mut items = Vec::new();
     let mut bytes = 0;
-    for (k, v) in map.range::<_, K>((lower, Bound::Unbounded)) {
+    for (k, v) in map.range::<K, _>((lower, Bound::Unbounded)) {
         let item = json!([k, v]);
         bytes += item.to_string().len();
         items.push(item);

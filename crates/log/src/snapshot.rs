@@ -137,7 +137,7 @@ impl<W: Write> FrameWriter<W> {
     /// about `BATCH_BYTES` (by `size`, an estimate of an entry's bytes).
     fn batches<K: Ord + Clone, V: Clone>(
         &mut self,
-        map: &shoal_model::imbl::OrdMap<K, V>,
+        map: &shoal_model::TreeMap<K, V>,
         wrap: fn(Vec<(K, V)>) -> Batch,
         size: fn(&K, &V) -> usize,
     ) -> std::io::Result<()> {
@@ -428,11 +428,11 @@ impl SnapshotDecoder {
             self.decoded_entries += batch.entries() as u64;
             match batch {
                 Batch::Meta(m) => b.meta(m),
-                Batch::Nodes(v) => b.nodes(v),
-                Batch::Kv(v) => b.kv(v),
-                Batch::Tasks(v) => b.tasks(v),
-                Batch::Deployments(v) => b.deployments(v),
-                Batch::Outcomes(v) => b.outcomes(v),
+                Batch::Nodes(v) => b.nodes(v).map_err(corrupt)?,
+                Batch::Kv(v) => b.kv(v).map_err(corrupt)?,
+                Batch::Tasks(v) => b.tasks(v).map_err(corrupt)?,
+                Batch::Deployments(v) => b.deployments(v).map_err(corrupt)?,
+                Batch::Outcomes(v) => b.outcomes(v).map_err(corrupt)?,
                 Batch::End => self.phase = Phase::Done,
             }
         }
@@ -463,7 +463,8 @@ impl SnapshotDecoder {
         let state = self
             .builder
             .expect("a finished snapshot has a builder")
-            .finish();
+            .finish()
+            .map_err(corrupt)?;
         if state.hash() != header.state_hash {
             return Err(SnapshotError::StateHash {
                 expected: header.state_hash,

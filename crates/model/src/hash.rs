@@ -57,9 +57,25 @@ pub(crate) fn entry_hash<K: Hash + ?Sized, V: Hash + ?Sized>(
     key: &K,
     value: &V,
 ) -> u128 {
-    let mut h = Xxh3::new();
-    h.write_u8(family as u8);
-    key.hash(&mut h);
-    value.hash(&mut h);
-    h.digest128()
+    KeyHasher::new(family, key).with(value)
+}
+
+/// An entry's hash with its family and key already taken in: hashes the
+/// entry with any value, as `entry_hash` would.
+#[derive(Clone)]
+pub(crate) struct KeyHasher(Xxh3);
+
+impl KeyHasher {
+    pub(crate) fn new<K: Hash + ?Sized>(family: Family, key: &K) -> Self {
+        let mut h = Xxh3::new();
+        h.write_u8(family as u8);
+        key.hash(&mut h);
+        KeyHasher(h)
+    }
+
+    pub(crate) fn with<V: Hash + ?Sized>(&self, value: &V) -> u128 {
+        let mut h = self.0.clone();
+        value.hash(&mut h);
+        h.digest128()
+    }
 }

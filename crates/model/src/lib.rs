@@ -12,6 +12,7 @@ mod event;
 mod hash;
 mod ids;
 mod state;
+pub mod tree;
 
 pub use entry::*;
 pub use event::*;
@@ -27,5 +28,4 @@ pub struct InvalidId {
     pub max: usize,
 }
 
-/// The persistent map State is made of, re-exported for its readers.
-pub use imbl;
+pub use tree::TreeMap;

@@ -1,12 +1,39 @@
 //! Rebuilding State from a snapshot's batches, hashing as it goes.
+//!
+//! Each collection arrives as sorted batches; its map is built in one pass
+//! with full nodes (`tree::SortedBuilder`) rather than by inserts. Entries
+//! out of order are refused: a snapshot from a well-behaved node never has
+//! them.
 
+use super::hashed_map::SortedHashedBuilder;
 use super::{Deployment, KvEntry, Meta, NodeInfo, OutcomeRecord, State, Task};
+use crate::hash::Family;
 use crate::ids::{CommandId, EventIdx, NodeId, TaskId, Term};
+use crate::tree::{NotAscending, TreeMap};
 
-/// Batches of one collection may come in any number; keys must not repeat.
+/// Why a snapshot's entries cannot make a State.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{collection} entries are not in strictly ascending key order")]
+pub struct BuildError {
+    pub collection: &'static str,
+}
+
+fn in_order(collection: &'static str) -> impl Fn(NotAscending) -> BuildError {
+    move |_| BuildError { collection }
+}
+
+/// Batches of one collection may come in any number, each continuing in
+/// key order from the one before.
 #[derive(Debug)]
 pub struct StateBuilder {
     state: State,
+    nodes: SortedHashedBuilder<NodeId, NodeInfo>,
+    kv: SortedHashedBuilder<String, KvEntry>,
+    tasks: SortedHashedBuilder<TaskId, Task>,
+    deployments: SortedHashedBuilder<String, Deployment>,
+    outcomes: SortedHashedBuilder<CommandId, OutcomeRecord>,
+    /// Outcomes by age, sorted at the end.
+    ages: Vec<((u64, EventIdx), CommandId)>,
 }
 
 impl StateBuilder {
@@ -15,44 +42,73 @@ impl StateBuilder {
         state.set_meta(meta);
         state.index = index;
         state.term = term;
-        StateBuilder { state }
+        StateBuilder {
+            state,
+            nodes: SortedHashedBuilder::new(Family::Node),
+            kv: SortedHashedBuilder::new(Family::Kv),
+            tasks: SortedHashedBuilder::new(Family::Task),
+            deployments: SortedHashedBuilder::new(Family::Deployment),
+            outcomes: SortedHashedBuilder::new(Family::Outcome),
+            ages: Vec::new(),
+        }
     }
 
     pub fn meta(&mut self, meta: Meta) {
         self.state.set_meta(meta);
     }
 
-    pub fn nodes(&mut self, batch: Vec<(NodeId, NodeInfo)>) {
+    pub fn nodes(&mut self, batch: Vec<(NodeId, NodeInfo)>) -> Result<(), BuildError> {
         for (k, v) in batch {
-            self.state.nodes.insert(k, v);
+            self.nodes.push(k, v).map_err(in_order("node"))?;
         }
+        Ok(())
     }
 
-    pub fn kv(&mut self, batch: Vec<(String, KvEntry)>) {
+    pub fn kv(&mut self, batch: Vec<(String, KvEntry)>) -> Result<(), BuildError> {
         for (k, v) in batch {
-            self.state.kv_put(k, Some(v));
+            if v.ttl_ms.is_some() {
+                self.state.expiring.insert(k.clone());
+            }
+            self.kv.push(k, v).map_err(in_order("key-value"))?;
         }
+        Ok(())
     }
 
-    pub fn tasks(&mut self, batch: Vec<(TaskId, Task)>) {
+    pub fn tasks(&mut self, batch: Vec<(TaskId, Task)>) -> Result<(), BuildError> {
         for (k, v) in batch {
-            self.state.tasks.insert(k, v);
+            self.tasks.push(k, v).map_err(in_order("task"))?;
         }
+        Ok(())
     }
 
-    pub fn deployments(&mut self, batch: Vec<(String, Deployment)>) {
+    pub fn deployments(&mut self, batch: Vec<(String, Deployment)>) -> Result<(), BuildError> {
         for (k, v) in batch {
-            self.state.deployments.insert(k, v);
+            self.deployments
+                .push(k, v)
+                .map_err(in_order("deployment"))?;
         }
+        Ok(())
     }
 
-    pub fn outcomes(&mut self, batch: Vec<(CommandId, OutcomeRecord)>) {
+    pub fn outcomes(&mut self, batch: Vec<(CommandId, OutcomeRecord)>) -> Result<(), BuildError> {
+        self.ages.reserve(batch.len());
         for (k, v) in batch {
-            self.state.insert_outcome(k, v);
+            self.ages.push(((v.at_ms, v.idx), k.clone()));
+            self.outcomes.push(k, v).map_err(in_order("outcome"))?;
         }
+        Ok(())
     }
 
-    pub fn finish(self) -> State {
-        self.state
+    pub fn finish(self) -> Result<State, BuildError> {
+        let mut state = self.state;
+        state.nodes = self.nodes.finish();
+        state.kv = self.kv.finish();
+        state.tasks = self.tasks.finish();
+        state.deployments = self.deployments.finish();
+        state.outcomes = self.outcomes.finish();
+        let mut ages = self.ages;
+        ages.sort_unstable_by_key(|a| a.0);
+        state.outcome_age = TreeMap::from_sorted(ages).map_err(in_order("outcome age"))?;
+        Ok(state)
     }
 }

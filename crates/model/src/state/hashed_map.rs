@@ -3,14 +3,14 @@
 //! old one, so the map's hash is always the sum over what it holds and
 //! State's hash is the sum over its maps.
 
-use crate::hash::{entry_hash, Family, StateHash};
-use imbl::OrdMap;
+use crate::hash::{entry_hash, Family, KeyHasher, StateHash};
+use crate::tree::{NotAscending, SortedBuilder, TreeMap};
 use std::borrow::Borrow;
 use std::hash::Hash;
 
 #[derive(Clone)]
 pub(crate) struct HashedMap<K, V> {
-    map: OrdMap<K, V>,
+    map: TreeMap<K, V>,
     family: Family,
     hash: StateHash,
 }
@@ -28,13 +28,13 @@ impl<K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for HashedMap
 impl<K: Ord + Clone + Hash, V: Clone + Hash> HashedMap<K, V> {
     pub fn new(family: Family) -> Self {
         HashedMap {
-            map: OrdMap::new(),
+            map: TreeMap::new(),
             family,
             hash: StateHash::default(),
         }
     }
 
-    pub fn as_map(&self) -> &OrdMap<K, V> {
+    pub fn as_map(&self) -> &TreeMap<K, V> {
         &self.map
     }
 
@@ -64,10 +64,13 @@ impl<K: Ord + Clone + Hash, V: Clone + Hash> HashedMap<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.hash.add(entry_hash(self.family, &key, &value));
-        let old = self.map.insert(key.clone(), value);
+        // The key is hashed once, before it moves into the map, for both
+        // the new entry and the one it replaces.
+        let h = KeyHasher::new(self.family, &key);
+        self.hash.add(h.with(&value));
+        let old = self.map.insert(key, value);
         if let Some(o) = &old {
-            self.hash.sub(entry_hash(self.family, &key, o));
+            self.hash.sub(h.with(o));
         }
         old
     }
@@ -104,6 +107,40 @@ impl<K: Ord + Clone + Hash, V: Clone + Hash> HashedMap<K, V> {
             h.add(entry_hash(self.family, k, v));
         }
         h
+    }
+}
+
+/// Builds a `HashedMap` from entries in strictly ascending key order (a
+/// snapshot's sorted batches), hashing each as it comes.
+#[derive(Debug)]
+pub(crate) struct SortedHashedBuilder<K, V> {
+    entries: SortedBuilder<K, V>,
+    family: Family,
+    hash: StateHash,
+}
+
+impl<K: Ord + Clone + Hash, V: Clone + Hash> SortedHashedBuilder<K, V> {
+    pub fn new(family: Family) -> Self {
+        SortedHashedBuilder {
+            entries: SortedBuilder::default(),
+            family,
+            hash: StateHash::default(),
+        }
+    }
+
+    pub fn push(&mut self, key: K, value: V) -> Result<(), NotAscending> {
+        let h = entry_hash(self.family, &key, &value);
+        self.entries.push(key, value)?;
+        self.hash.add(h);
+        Ok(())
+    }
+
+    pub fn finish(self) -> HashedMap<K, V> {
+        HashedMap {
+            map: self.entries.finish(),
+            family: self.family,
+            hash: self.hash,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The replicated State and `apply`: a pure, total, deterministic function of
 //! the committed log (invariant 1).
 //!
-//! Collections are persistent maps (`imbl::OrdMap`): cloning State is O(1),
+//! Collections are persistent maps (`tree::TreeMap`): cloning State is O(1),
 //! so a snapshot can be encoded from a clone off the event loop while the
 //! loop keeps applying. Each keeps its own share of the state hash
 //! (`HashedMap`); State's hash is their sum, with the cluster-wide `Meta`.
@@ -21,7 +21,7 @@ mod outcomes;
 mod tasks;
 mod validate;
 
-pub use builder::StateBuilder;
+pub use builder::{BuildError, StateBuilder};
 pub use deployments::{Deployment, ReplicaPlacement};
 pub use kv::{KvEntry, KvValue};
 pub use members::NodeInfo;
@@ -32,8 +32,9 @@ pub use validate::{validate_op, Limits};
 use crate::event::{Command, Envelope, Event, Op, Outcome, Rejection};
 use crate::hash::{entry_hash, Family, StateHash};
 use crate::ids::{ClusterId, CommandId, EventIdx, TaskId, Term};
+use crate::tree::TreeMap;
 use hashed_map::HashedMap;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdSet;
 use serde::{Deserialize, Serialize};
 
 /// Cluster-wide scalars.
@@ -65,7 +66,7 @@ pub struct State {
     deployments: HashedMap<String, Deployment>,
     outcomes: HashedMap<CommandId, OutcomeRecord>,
     /// Outcomes by age, for expiry and for the cap. Derived from `outcomes`.
-    outcome_age: OrdMap<(u64, EventIdx), CommandId>,
+    outcome_age: TreeMap<(u64, EventIdx), CommandId>,
 }
 
 impl Default for State {
@@ -112,7 +113,7 @@ impl State {
             tasks: HashedMap::new(Family::Task),
             deployments: HashedMap::new(Family::Deployment),
             outcomes: HashedMap::new(Family::Outcome),
-            outcome_age: OrdMap::new(),
+            outcome_age: TreeMap::new(),
         }
     }
 
@@ -157,23 +158,23 @@ impl State {
         self.meta.cluster_id.as_ref()
     }
 
-    pub fn nodes(&self) -> &OrdMap<crate::ids::NodeId, NodeInfo> {
+    pub fn nodes(&self) -> &TreeMap<crate::ids::NodeId, NodeInfo> {
         self.nodes.as_map()
     }
 
-    pub fn kv(&self) -> &OrdMap<String, KvEntry> {
+    pub fn kv(&self) -> &TreeMap<String, KvEntry> {
         self.kv.as_map()
     }
 
-    pub fn tasks(&self) -> &OrdMap<TaskId, Task> {
+    pub fn tasks(&self) -> &TreeMap<TaskId, Task> {
         self.tasks.as_map()
     }
 
-    pub fn deployments(&self) -> &OrdMap<String, Deployment> {
+    pub fn deployments(&self) -> &TreeMap<String, Deployment> {
         self.deployments.as_map()
     }
 
-    pub fn outcomes(&self) -> &OrdMap<CommandId, OutcomeRecord> {
+    pub fn outcomes(&self) -> &TreeMap<CommandId, OutcomeRecord> {
         self.outcomes.as_map()
     }
 

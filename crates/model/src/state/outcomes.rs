@@ -37,7 +37,7 @@ pub struct Applied {
 impl State {
     /// Master clock of the oldest stored command outcome.
     pub fn oldest_outcome_ms(&self) -> Option<u64> {
-        self.outcome_age.get_min().map(|((at, _), _)| *at)
+        self.outcome_age.first().map(|((at, _), _)| *at)
     }
 
     /// The stored result of a command applied before.
@@ -82,7 +82,7 @@ impl State {
 
     /// Outcomes stamped before `before_ms` go (the retry window passed).
     pub(super) fn outcomes_expired(&mut self, before_ms: u64) {
-        while let Some(((at, _), _)) = self.outcome_age.get_min() {
+        while let Some(((at, _), _)) = self.outcome_age.first() {
             if *at >= before_ms {
                 break;
             }
@@ -91,8 +91,10 @@ impl State {
     }
 
     fn drop_oldest_outcome(&mut self) {
-        if let Some((age, id)) = self.outcome_age.get_min().cloned() {
-            self.outcome_age.remove(&age);
+        let Some((&age, _)) = self.outcome_age.first() else {
+            return;
+        };
+        if let Some((_, id)) = self.outcome_age.remove_with_key(&age) {
             self.outcomes.remove(&id);
         }
     }
