@@ -21,10 +21,11 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_model::{
-    ClusterId, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId, NodeInfo, OutcomeRecord,
-    State, StateBuilder, StateHash, Task, TaskId, Term,
+    BuildError, ClusterId, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId, NodeInfo,
+    OutcomeRecord, State, StateBuilder, StateHash, Task, TaskId, Term,
 };
 use std::io::Write;
+use std::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
@@ -229,6 +230,53 @@ enum Phase {
     Done,
 }
 
+/// Builds State from decoded batches on a thread of its own, so that the
+/// maps are built (and hashed) while the next bytes are decompressed and
+/// parsed: about half a decode's work, off the caller's thread.
+struct BuildThread {
+    tx: mpsc::Sender<Batch>,
+    handle: std::thread::JoinHandle<Result<State, BuildError>>,
+}
+
+impl BuildThread {
+    fn start(index: EventIdx, term: Term) -> Self {
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("snapshot-build".into())
+            .spawn(move || {
+                let mut b = StateBuilder::new(index, term, Meta::default());
+                for batch in rx {
+                    match batch {
+                        Batch::Meta(m) => b.meta(m),
+                        Batch::Nodes(v) => b.nodes(v)?,
+                        Batch::Kv(v) => b.kv(v)?,
+                        Batch::Tasks(v) => b.tasks(v)?,
+                        Batch::Deployments(v) => b.deployments(v)?,
+                        Batch::Outcomes(v) => b.outcomes(v)?,
+                        Batch::End => break,
+                    }
+                }
+                b.finish()
+            })
+            .expect("a thread for the snapshot builder");
+        BuildThread { tx, handle }
+    }
+
+    /// Hands over a batch. A builder that stopped (entries out of order)
+    /// drops the rest; `finish` reports why.
+    fn send(&self, batch: Batch) {
+        let _ = self.tx.send(batch);
+    }
+
+    fn finish(self) -> Result<State, SnapshotError> {
+        drop(self.tx);
+        match self.handle.join() {
+            Ok(built) => built.map_err(corrupt),
+            Err(_) => Err(corrupt("the snapshot builder failed")),
+        }
+    }
+}
+
 /// Decodes a snapshot incrementally: `push` the bytes as they arrive, then
 /// `finish` with the expected SHA-256.
 pub struct SnapshotDecoder {
@@ -242,7 +290,7 @@ pub struct SnapshotDecoder {
     frames: Vec<u8>,
     frames_pos: usize,
     out_buf: Vec<u8>,
-    builder: Option<StateBuilder>,
+    builder: Option<BuildThread>,
     received: u64,
     decoded_entries: u64,
     /// Bytes decompressed so far, and the most there may be.
@@ -343,11 +391,7 @@ impl SnapshotDecoder {
                 return Err(SnapshotError::TooLarge(header.body_len));
             }
             self.body_limit = header.body_len;
-            self.builder = Some(StateBuilder::new(
-                header.index,
-                header.term,
-                Meta::default(),
-            ));
+            self.builder = Some(BuildThread::start(header.index, header.term));
             self.header = Some(header);
             self.phase = Phase::Body;
             let rest = self.head_buf.split_off(14 + len);
@@ -421,20 +465,15 @@ impl SnapshotDecoder {
             if let Phase::Done = self.phase {
                 return Err(corrupt("frames after the end marker"));
             }
-            let b = self
-                .builder
-                .as_mut()
-                .expect("builder exists in the body phase");
             self.decoded_entries += batch.entries() as u64;
-            match batch {
-                Batch::Meta(m) => b.meta(m),
-                Batch::Nodes(v) => b.nodes(v).map_err(corrupt)?,
-                Batch::Kv(v) => b.kv(v).map_err(corrupt)?,
-                Batch::Tasks(v) => b.tasks(v).map_err(corrupt)?,
-                Batch::Deployments(v) => b.deployments(v).map_err(corrupt)?,
-                Batch::Outcomes(v) => b.outcomes(v).map_err(corrupt)?,
-                Batch::End => self.phase = Phase::Done,
+            if let Batch::End = batch {
+                self.phase = Phase::Done;
+                continue;
             }
+            self.builder
+                .as_ref()
+                .expect("builder exists in the body phase")
+                .send(batch);
         }
         // Keep the unparsed remainder small and at the front.
         if self.frames_pos > 0 && self.frames_pos * 2 >= self.frames.len() {
@@ -463,8 +502,7 @@ impl SnapshotDecoder {
         let state = self
             .builder
             .expect("a finished snapshot has a builder")
-            .finish()
-            .map_err(corrupt)?;
+            .finish()?;
         if state.hash() != header.state_hash {
             return Err(SnapshotError::StateHash {
                 expected: header.state_hash,

@@ -57,11 +57,16 @@ pub(crate) fn entry_hash<K: Hash + ?Sized, V: Hash + ?Sized>(
     key: &K,
     value: &V,
 ) -> u128 {
-    KeyHasher::new(family, key).with(value)
+    let mut h = Xxh3::new();
+    h.write_u8(family as u8);
+    key.hash(&mut h);
+    value.hash(&mut h);
+    h.digest128()
 }
 
 /// An entry's hash with its family and key already taken in: hashes the
-/// entry with any value, as `entry_hash` would.
+/// entry with any value, as `entry_hash` would (for a replaced entry and
+/// its replacement, without hashing the key twice).
 #[derive(Clone)]
 pub(crate) struct KeyHasher(Xxh3);
 
