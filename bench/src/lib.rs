@@ -72,14 +72,16 @@ pub fn set_commands(
     at_ms: u64,
     keys: std::ops::Range<u64>,
 ) -> impl Iterator<Item = LogEntry> {
-    let mut rng = SmallRng::seed_from_u64(2);
     let first = keys.start;
+    // Seeded by the first key, so the values of consecutive calls differ.
+    let mut rng = SmallRng::seed_from_u64(2 ^ first);
     keys.map(move |i| {
         let idx = from + (i - first);
         let event = Event::Command {
             cmd: Command {
-                // As the API mints them: 128 random bits in hex.
-                id: CommandId(format!("{:032x}", rng.gen::<u128>())),
+                // Like the API's (128 random bits in hex), and unique per
+                // index however the calls are split.
+                id: command_id(idx),
                 op: Op::KvSet {
                     key: key(i),
                     value: value(&mut rng),
@@ -102,6 +104,17 @@ pub fn envelopes(entries: &[LogEntry]) -> Vec<Envelope> {
         .iter()
         .map(|e| e.envelope().expect("valid entries"))
         .collect()
+}
+
+/// A command id that looks random and is unique for each `idx`:
+/// splitmix64's finaliser is a bijection on u64.
+fn command_id(idx: u64) -> CommandId {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    CommandId(format!("{:016x}{:016x}", mix(idx), mix(!idx)))
 }
 
 /// A figure runner's arguments: `N` (how many keys or events) and a mode.

@@ -75,6 +75,10 @@ pub enum Direct {
     Output(Vec<OutputChunk>),
     /// The sender is leaving the cluster on purpose (`shoal leave`).
     Leave,
+    /// The sender's heartbeat, sent one-to-one to a node it had not heard
+    /// from before: a new node learns who is there, who leads and what is
+    /// committed at once, not a heartbeat interval later.
+    Heartbeat(shoal_model::Heartbeat),
 }
 
 /// Broadcast messages.

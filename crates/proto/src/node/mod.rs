@@ -532,6 +532,7 @@ impl<L: LogStore> Node<L> {
             } => self.on_output_subscribe(from, &task, attempt, from_seq, out),
             Direct::Output(chunks) => self.on_output(&from, chunks, out),
             Direct::Leave => self.on_leave(from),
+            Direct::Heartbeat(hb) => self.on_heartbeat(from, frame.cluster, hb, out),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::io::{Output, PeerSummary};
 use super::Node;
 use crate::gap_fetcher::PeerLog;
 use crate::log_store::LogStore;
-use crate::wire::Gossip;
+use crate::wire::{Direct, Gossip};
 use shoal_model::{ClusterId, Heartbeat, NodeId, Term, TransientEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -209,7 +209,14 @@ pub struct MasterView {
 impl<L: LogStore> Node<L> {
     /// This node's heartbeat, on the heartbeat timer.
     pub(super) fn heartbeat(&mut self, out: &mut Vec<Output>) {
-        let hb = Heartbeat {
+        let hb = self.own_heartbeat();
+        out.push(Output::Broadcast(
+            self.frame(Gossip::Transient(TransientEvent::Heartbeat(hb))),
+        ));
+    }
+
+    fn own_heartbeat(&self) -> Heartbeat {
+        Heartbeat {
             node: self.cfg.node.clone(),
             addr: self.cfg.addr.clone(),
             cluster_id: self.cluster.clone(),
@@ -221,10 +228,7 @@ impl<L: LogStore> Node<L> {
             commit: self.commit_index(),
             log_floor: self.log.first_index(),
             leader: self.master_view.id.clone(),
-        };
-        out.push(Output::Broadcast(
-            self.frame(Gossip::Transient(TransientEvent::Heartbeat(hb))),
-        ));
+        }
     }
 
     pub(super) fn on_heartbeat(
@@ -250,6 +254,13 @@ impl<L: LogStore> Node<L> {
         }
         let same_cluster = cluster == self.cluster;
         let commit = hb.commit;
+        // A node heard for the first time gets this one's heartbeat at
+        // once: a joiner then knows the master, the commit and its
+        // sources within a round trip of its first heartbeat.
+        if !self.peers.known(&from) {
+            let hb = self.own_heartbeat();
+            self.send(from.clone(), Direct::Heartbeat(hb), out);
+        }
         self.peers.record(from.clone(), cluster, hb, self.now);
         if !same_cluster {
             return;

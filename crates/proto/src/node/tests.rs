@@ -73,8 +73,16 @@ fn direct(from: &str, msg: Direct) -> Input {
     })
 }
 
-/// The frames sent one-to-one, with their addressee.
+/// The frames sent one-to-one, with their addressee, but for the
+/// heartbeats a node sends to peers it hears for the first time.
 fn sent(out: &[Output]) -> Vec<(String, &Direct)> {
+    all_sent(out)
+        .into_iter()
+        .filter(|(_, m)| !matches!(m, Direct::Heartbeat(_)))
+        .collect()
+}
+
+fn all_sent(out: &[Output]) -> Vec<(String, &Direct)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Send { to, frame } => Some((to.to_string(), &frame.msg)),
@@ -101,10 +109,62 @@ fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
             if hb.node.as_str() == ME && hb.cluster_id.is_none()
     ));
     assert_eq!(wake(&out), Some(ms(300)), "the next heartbeat");
-    // Nothing is due in between: an input changes nothing about it.
-    let out = n.handle(heartbeat("z", None, 0, 0), ms(10), 0);
+    // Nothing is due in between: an input changes nothing about it (a
+    // new peer only gets this node's heartbeat, once).
+    n.handle(heartbeat("z", None, 0, 0), ms(10), 0);
+    let out = n.handle(heartbeat("z", None, 0, 0), ms(20), 0);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(n.timer(Timer::Discovery), Some(ms(2000)));
+}
+
+#[test]
+fn a_node_heard_for_the_first_time_gets_a_heartbeat_back_one_to_one() {
+    let mut n = follower(cluster_state(&["m", "me"], vec![]));
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(10), 0);
+    let replies = all_sent(&out);
+    assert_eq!(replies.len(), 1, "{out:?}");
+    let (to, Direct::Heartbeat(hb)) = &replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(to, "j");
+    assert_eq!(hb.node.as_str(), ME);
+    assert_eq!(hb.applied, n.state().index());
+    // Heard again: it knows this node already.
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(20), 0);
+    assert!(all_sent(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    let hb = Heartbeat {
+        node: NodeId::from("m"),
+        addr: "mem://m".into(),
+        cluster_id: Some(ClusterId::from("c")),
+        incarnation: 9,
+        started_ms: 1_000,
+        sent_ms: 2_000,
+        term: Term(1),
+        applied: EventIdx(50_000),
+        commit: EventIdx(50_000),
+        log_floor: EventIdx(1),
+        leader: Some(NodeId::from("m")),
+    };
+    let out = n.handle(direct("m", Direct::Heartbeat(hb)), ms(5), 0);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "c")));
+    // Once it has listened for a heartbeat interval (whom to trust, see
+    // `trust`), it believes the master about the commit and asks it for a
+    // snapshot: no gossiped heartbeat was needed.
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|(to, m)| to == "m" && matches!(m, Direct::SnapshotRequest(_))),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -408,6 +408,13 @@ impl<L: LogStore> Node<L> {
         }
         let sources = self.trusted_sources();
         let joining = self.state.cluster_id().is_none();
+        if !self.knows_members() {
+            // A joiner heard the master before it had listened long enough
+            // to believe it: the commit its last heartbeat gave counts now.
+            if let Some(hb) = self.named_master().and_then(|m| self.peers.heartbeat(&m)) {
+                self.catch_up.note_commit(hb.commit);
+            }
+        }
         let acts = self.catch_up.plan(
             self.now,
             self.state.index(),
