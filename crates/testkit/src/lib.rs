@@ -393,6 +393,12 @@ impl Sim {
                     let at = self.now + Duration::from_millis(5);
                     self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, save));
                 }
+                Output::SaveSnapshot { snap } => {
+                    self.nodes.get_mut(&from).expect("known node").disk.snapshot =
+                        Some((snap.bytes.to_vec(), snap.sha256));
+                    let at = self.now + Duration::from_millis(5);
+                    self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, true));
+                }
                 Output::ClusterAdopted(c) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
                 }

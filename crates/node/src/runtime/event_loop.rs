@@ -278,6 +278,7 @@ impl EventLoop {
                     self.wake = Some(tokio::time::Instant::from_std(wake_at(self.started, at)));
                 }
                 Output::BuildSnapshot { state, save } => self.builder.build(*state, save),
+                Output::SaveSnapshot { snap } => self.builder.save(snap),
                 Output::ClusterAdopted(c) => {
                     info!(cluster = %c, "cluster id recorded");
                     self.dir.set_cluster(&c)?;

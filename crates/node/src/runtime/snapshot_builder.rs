@@ -1,6 +1,7 @@
 //! Encoding State into a snapshot off the event loop (invariant 4): State
 //! is persistent maps, so the loop hands over a clone in O(1) and goes on
-//! applying while a blocking thread encodes (and, if asked, saves).
+//! applying while a blocking thread encodes (and, if asked, saves). A
+//! snapshot received from a peer is saved as it came, with no encode.
 
 use shoal_log::{encode_snapshot, SnapshotStore};
 use shoal_model::State;
@@ -29,26 +30,39 @@ impl SnapshotBuilder {
 
     /// Encodes on a blocking thread; the result comes back on `done`.
     pub fn build(&self, state: State, save: bool) {
-        let store = self.store.clone();
-        let tx = self.done.clone();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let (bytes, sha) = encode_snapshot(&state, LEVEL);
-            let saved = match save {
-                false => Saved::NotAsked,
-                true => match store.save(state.index(), &bytes, &sha) {
-                    Ok(()) => Saved::Saved,
-                    Err(e) => {
-                        warn!(error = %e, "could not save a local snapshot");
-                        Saved::Failed
-                    }
-                },
-            };
             let snap = EncodedSnapshot {
                 index: state.index(),
                 bytes: Arc::new(bytes),
                 sha256: sha,
             };
-            let _ = tx.blocking_send((snap, saved));
+            let saved = match save {
+                false => Saved::NotAsked,
+                true => this.write(&snap),
+            };
+            let _ = this.done.blocking_send((snap, saved));
         });
+    }
+
+    /// Saves a snapshot that arrived encoded (received and verified) on a
+    /// blocking thread; the answer comes back on `done` as for `build`.
+    pub fn save(&self, snap: EncodedSnapshot) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let saved = this.write(&snap);
+            let _ = this.done.blocking_send((snap, saved));
+        });
+    }
+
+    fn write(&self, snap: &EncodedSnapshot) -> Saved {
+        match self.store.save(snap.index, &snap.bytes, &snap.sha256) {
+            Ok(()) => Saved::Saved,
+            Err(e) => {
+                warn!(error = %e, "could not save a local snapshot");
+                Saved::Failed
+            }
+        }
     }
 }

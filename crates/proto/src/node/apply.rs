@@ -8,6 +8,7 @@
 use super::io::Output;
 use super::{Node, StartError};
 use crate::log_store::LogStore;
+use crate::snapshot_transfer::EncodedSnapshot;
 use shoal_log::HardState;
 use shoal_model::{Envelope, Event, EventIdx, LogEntry, Op, State};
 
@@ -199,8 +200,14 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    /// A State that arrived by snapshot replaces this node's own.
-    pub(super) fn install_snapshot(&mut self, state: State, out: &mut Vec<Output>) {
+    /// A State that arrived by snapshot replaces this node's own; the
+    /// snapshot's bytes are saved and served as they came.
+    pub(super) fn install_snapshot(
+        &mut self,
+        state: State,
+        snap: EncodedSnapshot,
+        out: &mut Vec<Output>,
+    ) {
         if state.index() <= self.state.index() {
             return;
         }
@@ -225,10 +232,7 @@ impl<L: LogStore> Node<L> {
         }
         self.last_local_snapshot = index;
         self.local_snapshot_building = true;
-        out.push(Output::BuildSnapshot {
-            state: Box::new(self.state.clone()),
-            save: true,
-        });
+        out.push(Output::SaveSnapshot { snap });
         out.push(Output::SnapshotInstalled { index });
         self.members_changed();
         if let Err(e) = self.sync_raft_membership() {

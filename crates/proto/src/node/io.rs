@@ -80,6 +80,12 @@ pub enum Output {
         state: Box<State>,
         save: bool,
     },
+    /// Write a snapshot received and verified whole to disk, off the loop,
+    /// and answer as for `BuildSnapshot` with `save`: the bytes that came
+    /// are the bytes to keep and to serve, with no encode.
+    SaveSnapshot {
+        snap: EncodedSnapshot,
+    },
     /// This node now belongs to this cluster: persist it.
     ClusterAdopted(ClusterId),
     /// A member's address: keep a connection to it.

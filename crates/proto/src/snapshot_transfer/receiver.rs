@@ -1,11 +1,17 @@
 //! The receiving side: chunk requests with a window, decoding as bytes
 //! arrive, re-requests of late chunks, and the final check.
 
+use super::EncodedSnapshot;
 use crate::wire::{SnapshotChunk, SnapshotRequest, SNAPSHOT_CHUNK_BYTES};
 use shoal_log::{SnapshotDecoder, SnapshotError};
 use shoal_model::{EventIdx, NodeId, State};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Room set aside up front for the received bytes, at most: the rest
+/// grows with what arrives, never ahead of it.
+const MAX_RESERVE: u64 = 256 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiveConfig {
@@ -39,8 +45,11 @@ pub enum ReceiveEvent {
         total: u64,
         entries: u64,
     },
+    /// The State, and the snapshot's bytes as they came (kept on disk and
+    /// served to others as they are).
     Done {
         state: Box<State>,
+        snap: EncodedSnapshot,
     },
     Failed {
         reason: String,
@@ -62,8 +71,9 @@ pub struct SnapshotReceiver {
     source: NodeId,
     offer: Option<Offer>,
     decoder: Option<SnapshotDecoder>,
-    /// Bytes handed to the decoder so far.
+    /// Bytes handed to the decoder so far, and kept.
     next_offset: u64,
+    bytes: Vec<u8>,
     /// Chunks that arrived ahead of `next_offset`.
     stash: BTreeMap<u64, Vec<u8>>,
     /// Outstanding requests by offset, with their deadlines.
@@ -87,6 +97,7 @@ impl SnapshotReceiver {
             offer: None,
             decoder: Some(SnapshotDecoder::new()),
             next_offset: 0,
+            bytes: Vec::new(),
             stash: BTreeMap::new(),
             requested: BTreeMap::new(),
             retries: 0,
@@ -126,6 +137,7 @@ impl SnapshotReceiver {
     fn fail(&mut self, reason: String) -> Vec<ReceiveEvent> {
         self.finished = true;
         self.decoder = None;
+        self.bytes = Vec::new();
         vec![ReceiveEvent::Failed { reason }]
     }
 
@@ -155,6 +167,8 @@ impl SnapshotReceiver {
         }
         match &self.offer {
             None => {
+                self.bytes
+                    .reserve_exact(chunk.total_len.min(MAX_RESERVE) as usize);
                 self.offer = Some(Offer {
                     index: chunk.index,
                     total_len: chunk.total_len,
@@ -184,6 +198,7 @@ impl SnapshotReceiver {
                 return self.fail(format!("snapshot from {from} failed to decode: {e}"));
             }
             self.next_offset += data.len() as u64;
+            self.bytes.extend_from_slice(&data);
         }
         let offer = self.offer.as_ref().expect("offer set above");
         let (total, index, sha) = (offer.total_len, offer.index, offer.sha256);
@@ -193,6 +208,11 @@ impl SnapshotReceiver {
             return match decoder.finish(&sha) {
                 Ok(state) if state.index() == index => vec![ReceiveEvent::Done {
                     state: Box::new(state),
+                    snap: EncodedSnapshot {
+                        index,
+                        bytes: Arc::new(std::mem::take(&mut self.bytes)),
+                        sha256: sha,
+                    },
                 }],
                 Ok(_) => vec![ReceiveEvent::Failed {
                     reason: "snapshot index differs from its offer".into(),

@@ -47,6 +47,15 @@ fn cfg() -> ReceiveConfig {
 
 /// Runs a transfer; `lose(n)` says whether the n-th chunk is lost.
 fn transfer(s: &State, lose: impl Fn(usize) -> bool, corrupt: bool) -> Result<State, String> {
+    transfer_keeping(s, lose, corrupt).map(|(state, _)| state)
+}
+
+/// As `transfer`, with the snapshot's bytes as the receiver kept them.
+fn transfer_keeping(
+    s: &State,
+    lose: impl Fn(usize) -> bool,
+    corrupt: bool,
+) -> Result<(State, super::EncodedSnapshot), String> {
     let server_node = NodeId::from("server");
     let me = NodeId::from("me");
     let mut server = SnapshotServer::default();
@@ -80,7 +89,7 @@ fn transfer(s: &State, lose: impl Fn(usize) -> bool, corrupt: bool) -> Result<St
                     }
                 }
                 ReceiveEvent::Progress { .. } => {}
-                ReceiveEvent::Done { state } => return Ok(*state),
+                ReceiveEvent::Done { state, snap } => return Ok((*state, snap)),
                 ReceiveEvent::Failed { reason } => return Err(reason),
             }
         }
@@ -106,6 +115,16 @@ fn lost_chunks_are_re_requested_and_the_transfer_resumes() {
     let s = state(3000);
     let got = transfer(&s, |n| n % 4 == 2, false).unwrap();
     assert_eq!(got.hash(), s.hash());
+}
+
+#[test]
+fn the_receiver_keeps_the_bytes_the_source_served_to_save_and_serve_them() {
+    let s = state(3000);
+    let (got, snap) = transfer_keeping(&s, |n| n % 5 == 3, false).unwrap();
+    let served = built(&s);
+    assert_eq!(snap.index, got.index());
+    assert_eq!(snap.sha256, served.sha256);
+    assert_eq!(snap.bytes, served.bytes, "the bytes as they came, in order");
 }
 
 #[test]
@@ -272,7 +291,7 @@ mod properties {
                                 }
                             }
                         }
-                        ReceiveEvent::Done { state } => result = Some(Ok(state.hash())),
+                        ReceiveEvent::Done { state, .. } => result = Some(Ok(state.hash())),
                         ReceiveEvent::Failed { reason } => result = Some(Err(reason)),
                         ReceiveEvent::Progress { .. } => {}
                     }

@@ -21,7 +21,7 @@ use super::Node;
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
 use crate::log_store::LogStore;
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
-use crate::snapshot_transfer::{ReceiveConfig, ReceiveEvent, SnapshotReceiver};
+use crate::snapshot_transfer::{EncodedSnapshot, ReceiveConfig, ReceiveEvent, SnapshotReceiver};
 use crate::wire::{Direct, FetchRange, RangeReply, SnapshotChunk, SnapshotRequest};
 use rand::Rng;
 use shoal_model::{EventIdx, LogEntry, NodeId, State};
@@ -82,8 +82,9 @@ pub enum CatchUpAction {
         total: u64,
         entries: u64,
     },
-    /// A snapshot arrived whole and verified: install it.
-    Install(Box<State>),
+    /// A snapshot arrived whole and verified: install it (and keep its
+    /// bytes).
+    Install(Box<State>, EncodedSnapshot),
     /// A transfer failed; another starts after `retry_after`.
     Failed(String),
 }
@@ -252,9 +253,9 @@ impl CatchUp {
                     total,
                     entries,
                 }),
-                ReceiveEvent::Done { state } => {
+                ReceiveEvent::Done { state, snap } => {
                     self.rx = None;
-                    out.push(CatchUpAction::Install(state));
+                    out.push(CatchUpAction::Install(state, snap));
                 }
                 ReceiveEvent::Failed { reason } => {
                     self.rx = None;
@@ -452,7 +453,7 @@ impl<L: LogStore> Node<L> {
                     total,
                     entries,
                 }),
-                CatchUpAction::Install(state) => self.install_snapshot(*state, out),
+                CatchUpAction::Install(state, snap) => self.install_snapshot(*state, snap, out),
                 CatchUpAction::Failed(reason) => {
                     tracing::warn!(node = %self.cfg.node, reason = %reason, "snapshot transfer failed; will retry");
                     self.metrics.snapshot_failures += 1;

@@ -51,7 +51,7 @@ fn kinds(acts: &[CatchUpAction]) -> Vec<&'static str> {
             CatchUpAction::SnapshotRequest { .. } => "snapshot_request",
             CatchUpAction::SnapshotStarted { .. } => "snapshot_started",
             CatchUpAction::Progress { .. } => "progress",
-            CatchUpAction::Install(_) => "install",
+            CatchUpAction::Install(..) => "install",
             CatchUpAction::Failed(_) => "failed",
         })
         .collect()
