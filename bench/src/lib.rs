@@ -188,9 +188,18 @@ pub mod procs {
 
     /// A process's peak resident set (VmHWM), in KiB.
     pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+        status_kib(pid, "VmHWM:")
+    }
+
+    /// A process's resident set now (VmRSS), in KiB.
+    pub fn rss_kib(pid: u32) -> Option<u64> {
+        status_kib(pid, "VmRSS:")
+    }
+
+    fn status_kib(pid: u32, field: &str) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         s.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
     }
 }

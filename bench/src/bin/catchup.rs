@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use shoal_bench::procs::{free_port, peak_rss_kib, time_until, wait};
+use shoal_bench::procs::{free_port, peak_rss_kib, rss_kib, time_until, wait};
 use shoal_bench::{key, set_commands, value};
 use shoal_log::{DurableLog, HardState, LogConfig};
 use shoal_model::Term;
@@ -199,6 +199,43 @@ fn preloaded(
     Ok((node, restart.as_secs_f64()))
 }
 
+/// Stops a node that caught up by snapshot once its local copy is on
+/// disk, and restarts it on the same ports: the time from its process
+/// start until it serves a read of the last key.
+fn restart_from_disk(
+    bin: &Path,
+    c: &reqwest::blocking::Client,
+    dir: &Path,
+    mut node: Node,
+    peer: &Node,
+    n: u64,
+) -> Result<f64> {
+    let snapshots = dir.join("snapshots");
+    let saved = wait(Duration::from_secs(120), || {
+        std::fs::read_dir(&snapshots).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        })
+    });
+    if !saved {
+        bail!("the joiner did not save its snapshot");
+    }
+    Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()?;
+    node.child.wait()?;
+    // Keep the log of the join beside the restart's.
+    std::fs::rename(dir.with_extension("log"), dir.with_extension("join.log"))?;
+    let t0 = Instant::now();
+    let again = start_at(bin, dir, Some(peer.p2p), &[], (node.api, node.p2p))?;
+    let last = format!("http://127.0.0.1:{}/v1/kv/{}", again.api, key(n - 1));
+    let restart = time_until(t0, Duration::from_secs(120), || {
+        c.get(&last).send().is_ok_and(|r| r.status().is_success())
+    })
+    .context("the restarted joiner did not serve reads")?;
+    Ok(restart.as_secs_f64())
+}
+
 fn main() -> Result<()> {
     let (n, mode) = shoal_bench::args(100_000, "both")?;
     let http_load = std::env::args().nth(3).as_deref() == Some("http");
@@ -226,7 +263,7 @@ fn main() -> Result<()> {
     // The cluster keeps its whole log, so that the replay path can fetch it.
     let retain = ["--log-retain", "100000000"];
     let load = Instant::now();
-    let (first, restart_s) = if http_load {
+    let (first, founder_restart_s) = if http_load {
         (start(&bin, &root.join("n1"), None, &retain)?, None)
     } else {
         let (node, restart) = preloaded(&bin, &c, &root.join("n1"), n, &retain)?;
@@ -300,6 +337,24 @@ fn main() -> Result<()> {
         });
         let snapshot_bytes = metric(&c, joiner.api, "shoal_snapshot_bytes_received_total");
         let rss = peak_rss_kib(joiner.child.id());
+        let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+        let steady = json!({
+            "joiner_rss_mib": mib(rss_kib(joiner.child.id())),
+            "founder_rss_mib": mib(rss_kib(first.child.id())),
+        });
+        let restart_s = if *m == "snapshot" {
+            Some(restart_from_disk(
+                &bin,
+                &c,
+                &root.join(format!("joiner{i}")),
+                joiner,
+                &first,
+                n,
+            )?)
+        } else {
+            drop(joiner);
+            None
+        };
         println!(
             "{}",
             json!({
@@ -313,10 +368,11 @@ fn main() -> Result<()> {
                 "joiner_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
                 "load_s": load_s,
                 "loaded": if http_load { "http" } else { "preloaded" },
-                "founder_restart_s": restart_s,
+                "founder_restart_s": founder_restart_s,
+                "steady_rss": steady,
+                "joiner_restart_from_disk_s": restart_s,
             })
         );
-        drop(joiner);
     }
     Ok(())
 }
