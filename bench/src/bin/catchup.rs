@@ -3,7 +3,11 @@
 //! starts empty and catches up. Prints one JSON object per mode:
 //! time from the joiner's process start until its applied index reaches the
 //! commit index the cluster had when it started (with equal state hash),
-//! snapshot bytes received, and the joiner's peak RSS.
+//! snapshot bytes received, the joiner's peak RSS, both nodes' RSS once
+//! caught up, and (by snapshot) the joiner's restart from its own disk.
+//! With `CATCHUP_WRITES=R` the master takes R single writes a second
+//! (64 clients) from 3 s before the joiner starts until it has caught up,
+//! and the writes' p99 before and during the join is reported.
 //!
 //! The cluster is loaded one of two ways. By default (`preload`) the
 //! founder is founded, stopped, its log extended on disk with N committed
@@ -24,6 +28,8 @@ use shoal_log::{DurableLog, HardState, LogConfig};
 use shoal_model::Term;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Node {
@@ -149,6 +155,80 @@ fn load_over_http(nodes: &[&Node], n: u64) {
     });
 }
 
+/// Single writes at a steady rate to one node, from many clients, each
+/// write's start and latency recorded, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Duration)>>>,
+}
+
+impl Load {
+    fn start(api: u16, per_s: u32) -> Load {
+        let clients = 64u32;
+        let every = Duration::from_secs_f64(f64::from(clients) / f64::from(per_s.max(1)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let threads = (0..clients)
+            .map(|t| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let c = reqwest::blocking::Client::new();
+                    let mut rng = SmallRng::seed_from_u64(u64::from(t) + 1000);
+                    let mut next = t0 + every.mul_f64(f64::from(t) / f64::from(clients));
+                    let mut done = Vec::new();
+                    let mut k = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                        let url = format!("http://127.0.0.1:{api}/v1/kv/load-{t}-{k}");
+                        let start = Instant::now();
+                        let ok = c
+                            .put(&url)
+                            .bearer_auth(TOKEN)
+                            .body(value(&mut rng))
+                            .send()
+                            .is_ok_and(|r| r.status().is_success());
+                        if ok {
+                            done.push((start, start.elapsed()));
+                        }
+                        k += 1;
+                        // Keep the pace; a late write does not make a burst.
+                        next = (next + every).max(Instant::now());
+                    }
+                    done
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn stop(self) -> Vec<(Instant, Duration)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// The 99th percentile latency, in ms, of the writes started in
+/// `[from, to)`, with how many there were.
+fn p99_ms(writes: &[(Instant, Duration)], from: Instant, to: Instant) -> (f64, usize) {
+    let mut l: Vec<Duration> = writes
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .map(|(_, d)| *d)
+        .collect();
+    if l.is_empty() {
+        return (f64::NAN, 0);
+    }
+    l.sort_unstable();
+    let i = ((l.len() as f64 * 0.99).ceil() as usize).clamp(1, l.len()) - 1;
+    (l[i].as_secs_f64() * 1000.0, l.len())
+}
+
 /// A founder holding `n` set commands, as `n` single writes would have
 /// left them: founded, stopped, its log extended on disk with `n`
 /// committed entries of its term (one command id each, stamped now), and
@@ -239,6 +319,10 @@ fn restart_from_disk(
 fn main() -> Result<()> {
     let (n, mode) = shoal_bench::args(100_000, "both")?;
     let http_load = std::env::args().nth(3).as_deref() == Some("http");
+    let load_rate: Option<u32> = std::env::var("CATCHUP_WRITES")
+        .ok()
+        .map(|r| r.parse())
+        .transpose()?;
     let bin = std::env::var("SHOAL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
@@ -314,6 +398,20 @@ fn main() -> Result<()> {
         } else {
             &[]
         };
+        // With CATCHUP_WRITES=R, the master takes R single writes a second
+        // from 3 s before the joiner starts until it has caught up.
+        let load = load_rate.map(|r| Load::start(first.api, r));
+        let idle_from = Instant::now();
+        if load.is_some() {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let target = if load.is_some() {
+            status(&c, first.api)
+                .and_then(|s| s["commit_index"].as_u64())
+                .context("no status")?
+        } else {
+            target
+        };
         let t0 = Instant::now();
         let joiner = start(
             &bin,
@@ -328,6 +426,19 @@ fn main() -> Result<()> {
         })
         .with_context(|| format!("{m}: the joiner did not catch up"))?
         .as_secs_f64();
+        let writes = load.map(|l| {
+            let caught = t0 + Duration::from_secs_f64(caught_up_s);
+            let w = l.stop();
+            let (idle, idle_n) = p99_ms(&w, idle_from, t0);
+            let (during, during_n) = p99_ms(&w, t0, caught);
+            json!({
+                "per_s_asked": load_rate,
+                "p99_ms_before_join": idle,
+                "p99_ms_during_join": during,
+                "writes_before_join": idle_n,
+                "writes_during_join": during_n,
+            })
+        });
         // Equal state: both at one index, one hash.
         let same = wait(Duration::from_secs(30), || {
             let (a, b) = (status(&c, joiner.api), status(&c, first.api));
@@ -371,6 +482,7 @@ fn main() -> Result<()> {
                 "founder_restart_s": founder_restart_s,
                 "steady_rss": steady,
                 "joiner_restart_from_disk_s": restart_s,
+                "writes": writes,
             })
         );
     }
