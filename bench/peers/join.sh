@@ -2,7 +2,7 @@
 # Join figures in one run: shoal's catch-up runner (a joiner of a 3-node
 # cluster holding N events, by snapshot), then a Redis replica's full sync
 # and an etcd learner's join on the same data set; one JSON line each, then
-# the ratios shoal / peer.
+# the ratios shoal / peer, and bench/join-<N>.png from them.
 #
 #   bench/peers/join.sh [N]          (default 1000000)
 #
@@ -26,3 +26,7 @@ for r in rows:
                           "peer_s": round(r["caught_up_s"], 3),
                           "shoal_over_peer": round(shoal["caught_up_s"] / r["caught_up_s"], 2)}))
 PY
+# The figure the README shows (needs Debian's fonts-dejavu-core, or
+# SHOAL_PLOT_FONT=/path/to/a.ttf).
+label=$([ "$n" -ge 1000000 ] && echo "$((n / 1000000))m" || echo "$((n / 1000))k")
+target/release/join_plot "$out" "bench/join-$label.png"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the systems shoal is measured beside, from Debian's packages:
 # etcd 3.4 (etcd-server, etcd-client), Redis 7 (redis-server, redis-tools)
-# and wrk. Needs root and apt-get; the services the packages would start
+# and wrk, and a font for the figures. Needs root and apt-get; the services the packages would start
 # are not started (the benchmarks start their own on loopback).
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server etcd-client)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server redis-tools)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# The font join_plot draws its text with.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} = 0 ]; then
     exit 0
 fi
