@@ -76,6 +76,13 @@ fn a_joiner_behind_100k_events_catches_up_by_snapshot_plus_tail() {
     join_behind(7, 100_000);
 }
 
+/// The join benchmark's size (`bench/`), for the hash, not the time: a
+/// million keys and a million command outcomes in one snapshot.
+#[test]
+fn a_joiner_behind_1m_events_catches_up_by_snapshot_plus_tail() {
+    join_behind(11, 1_000_000);
+}
+
 #[test]
 fn heavy_message_loss_still_converges_and_a_restart_resumes_from_its_own_log() {
     for seed in seeds(40) {
