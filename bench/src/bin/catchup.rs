@@ -7,7 +7,10 @@
 //! caught up, and (by snapshot) the joiner's restart from its own disk.
 //! With `CATCHUP_WRITES=R` the master takes R single writes a second
 //! (64 clients) from 3 s before the joiner starts until it has caught up,
-//! and the writes' p99 before and during the join is reported.
+//! and the writes' p99 before and during the join is reported. With
+//! `CATCHUP_MEMBERS=M` the cluster has M nodes (3 voters, the rest
+//! followers); the snapshot bytes all of them sent for the join are
+//! reported.
 //!
 //! The cluster is loaded one of two ways. By default (`preload`) the
 //! founder is founded, stopped, its log extended on disk with N committed
@@ -319,6 +322,12 @@ fn restart_from_disk(
 fn main() -> Result<()> {
     let (n, mode) = shoal_bench::args(100_000, "both")?;
     let http_load = std::env::args().nth(3).as_deref() == Some("http");
+    let members: u32 = std::env::var("CATCHUP_MEMBERS")
+        .ok()
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(3)
+        .max(3);
     let load_rate: Option<u32> = std::env::var("CATCHUP_WRITES")
         .ok()
         .map(|r| r.parse())
@@ -353,7 +362,7 @@ fn main() -> Result<()> {
         let (node, restart) = preloaded(&bin, &c, &root.join("n1"), n, &retain)?;
         (node, Some(restart))
     };
-    let rest: Vec<Node> = (2..=3)
+    let rest: Vec<Node> = (2..=members)
         .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &retain))
         .collect::<Result<_>>()?;
     let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
@@ -374,7 +383,7 @@ fn main() -> Result<()> {
     }
     let all: Vec<u16> = nodes.iter().map(|n| n.api).collect();
     if !wait(Duration::from_secs(600), || agreed(&c, &all)) {
-        bail!("the cluster's three nodes did not agree after loading");
+        bail!("the cluster's nodes did not agree after loading");
     }
     let load_s = load.elapsed().as_secs_f64();
     let target = nodes
@@ -412,6 +421,13 @@ fn main() -> Result<()> {
         } else {
             target
         };
+        let sent = |nodes: &[&Node]| -> f64 {
+            nodes
+                .iter()
+                .map(|n| metric(&c, n.api, "shoal_snapshot_bytes_sent_total"))
+                .sum()
+        };
+        let sent_before = sent(&nodes);
         let t0 = Instant::now();
         let joiner = start(
             &bin,
@@ -447,6 +463,7 @@ fn main() -> Result<()> {
             })
         });
         let snapshot_bytes = metric(&c, joiner.api, "shoal_snapshot_bytes_received_total");
+        let cluster_sent = sent(&nodes) - sent_before;
         let rss = peak_rss_kib(joiner.child.id());
         let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
         let steady = json!({
@@ -476,6 +493,8 @@ fn main() -> Result<()> {
                 "events_per_s": target as f64 / caught_up_s,
                 "equal_state_hash": same,
                 "snapshot_bytes": snapshot_bytes,
+                "members": members,
+                "cluster_snapshot_bytes_sent": cluster_sent,
                 "joiner_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
                 "load_s": load_s,
                 "loaded": if http_load { "http" } else { "preloaded" },
