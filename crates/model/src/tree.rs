@@ -777,6 +777,53 @@ mod tests {
         }
     }
 
+    /// The property test above stays within two levels; this one drives a
+    /// three- and four-level tree through splits and merges of branches,
+    /// with clones kept along the way.
+    #[test]
+    fn deep_trees_behave_as_a_btreemap_through_splits_and_merges() {
+        for seed in [1u64, 2, 3] {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut rand = move |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let start: BTreeMap<u32, u64> = (0..40_000).map(|k| (k * 2, u64::from(k))).collect();
+            let mut model = start.clone();
+            let mut tree = TreeMap::from_sorted(start).unwrap();
+            assert!(tree.check() >= 4);
+            let mut clones = Vec::new();
+            for step in 0..120_000u64 {
+                let k = rand(100_000) as u32;
+                // Removals outnumber inserts in the middle third, so whole
+                // branches empty out and merge.
+                let removing = if (40_000..80_000).contains(&step) {
+                    3
+                } else {
+                    1
+                };
+                if rand(4) < removing {
+                    assert_eq!(tree.remove_with_key(&k), model.remove_entry(&k));
+                } else {
+                    assert_eq!(tree.insert(k, step), model.insert(k, step));
+                }
+                if step % 20_000 == 0 {
+                    tree.check();
+                    clones.push((tree.clone(), model.clone()));
+                }
+            }
+            tree.check();
+            assert!(tree.iter().eq(model.iter()), "seed {seed}");
+            for (t, m) in &clones {
+                assert!(t.iter().eq(m.iter()), "seed {seed}: a clone changed");
+            }
+            let (lo, hi) = (25_000u32, 60_000u32);
+            assert!(tree.range(lo..hi).eq(model.range(lo..hi)));
+        }
+    }
+
     #[test]
     fn keys_inserted_in_order_fill_their_leaves() {
         let mut t = TreeMap::new();
