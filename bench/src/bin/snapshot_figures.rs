@@ -7,18 +7,11 @@
 //!
 //! `cargo run --release -p shoal-bench --bin snapshot_figures -- [N]`
 
-use shoal_bench::{cluster_writes, procs::peak_rss_kib};
+use shoal_bench::cluster_writes;
+use shoal_bench::procs::{peak_rss_kib, rss_kib};
 use shoal_log::{encode_snapshot, SnapshotDecoder};
 use shoal_model::State;
 use std::time::Instant;
-
-fn rss_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// `snapshot_figures decode FILE`: the fresh process's part.
 fn decode(path: &str) -> anyhow::Result<()> {
@@ -26,7 +19,9 @@ fn decode(path: &str) -> anyhow::Result<()> {
     let sha: [u8; 32] = std::fs::read(format!("{path}.sha256"))?
         .try_into()
         .map_err(|_| anyhow::anyhow!("bad checksum file"))?;
-    let before = rss_kib("VmRSS:");
+    let me = std::process::id();
+    let rss = || rss_kib(me).unwrap_or(0);
+    let before = rss();
     let t = Instant::now();
     let mut d = SnapshotDecoder::new();
     for chunk in bytes.chunks(1 << 20) {
@@ -39,8 +34,8 @@ fn decode(path: &str) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "decode_streaming_cold_s": decode_s,
-            "state_rss_mib": (rss_kib("VmRSS:") - before.min(rss_kib("VmRSS:"))) / 1024,
-            "peak_rss_mib": peak_rss_kib(std::process::id()).unwrap_or(0) / 1024,
+            "state_rss_mib": rss().saturating_sub(before) / 1024,
+            "peak_rss_mib": peak_rss_kib(me).unwrap_or(0) / 1024,
             "hash": state.hash().to_string(),
         })
     );

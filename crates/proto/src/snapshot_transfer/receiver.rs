@@ -71,10 +71,10 @@ pub struct SnapshotReceiver {
     source: NodeId,
     offer: Option<Offer>,
     decoder: Option<SnapshotDecoder>,
-    /// Bytes handed to the decoder so far, and kept.
-    next_offset: u64,
+    /// Bytes handed to the decoder so far, kept to save and serve; their
+    /// length is where the next chunk starts.
     bytes: Vec<u8>,
-    /// Chunks that arrived ahead of `next_offset`.
+    /// Chunks that arrived ahead of `next_offset()`.
     stash: BTreeMap<u64, Vec<u8>>,
     /// Outstanding requests by offset, with their deadlines.
     requested: BTreeMap<u64, Duration>,
@@ -96,7 +96,6 @@ impl SnapshotReceiver {
             source,
             offer: None,
             decoder: Some(SnapshotDecoder::new()),
-            next_offset: 0,
             bytes: Vec::new(),
             stash: BTreeMap::new(),
             requested: BTreeMap::new(),
@@ -127,6 +126,11 @@ impl SnapshotReceiver {
     /// Bytes received ahead of what was decoded, waiting for a gap.
     pub fn stashed_bytes(&self) -> usize {
         self.stash.values().map(Vec::len).sum()
+    }
+
+    /// Where the next chunk to decode starts.
+    fn next_offset(&self) -> u64 {
+        self.bytes.len() as u64
     }
 
     /// The snapshot's index, once the first chunk told it.
@@ -185,11 +189,11 @@ impl SnapshotReceiver {
             Some(_) => {}
         }
         self.requested.remove(&chunk.offset);
-        if chunk.offset >= self.next_offset && !chunk.data.is_empty() {
+        if chunk.offset >= self.next_offset() && !chunk.data.is_empty() {
             self.stash.insert(chunk.offset, chunk.data);
         }
         // Feed whatever is now contiguous.
-        while let Some(data) = self.stash.remove(&self.next_offset) {
+        while let Some(data) = self.stash.remove(&self.next_offset()) {
             let decoder = self
                 .decoder
                 .as_mut()
@@ -197,12 +201,11 @@ impl SnapshotReceiver {
             if let Err(e) = decoder.push(&data) {
                 return self.fail(format!("snapshot from {from} failed to decode: {e}"));
             }
-            self.next_offset += data.len() as u64;
             self.bytes.extend_from_slice(&data);
         }
         let offer = self.offer.as_ref().expect("offer set above");
         let (total, index, sha) = (offer.total_len, offer.index, offer.sha256);
-        if self.next_offset >= total {
+        if self.next_offset() >= total {
             self.finished = true;
             let decoder = self.decoder.take().expect("a live transfer has a decoder");
             return match decoder.finish(&sha) {
@@ -229,7 +232,7 @@ impl SnapshotReceiver {
 
     fn progress(&self) -> ReceiveEvent {
         ReceiveEvent::Progress {
-            received: self.next_offset,
+            received: self.next_offset(),
             total: self.offer.as_ref().map_or(0, |o| o.total_len),
             entries: self.decoder.as_ref().map_or(0, |d| d.entries_decoded()),
         }
@@ -242,7 +245,7 @@ impl SnapshotReceiver {
         };
         let step = self.cfg.chunk_bytes as u64;
         let mut out = Vec::new();
-        let mut offset = self.next_offset;
+        let mut offset = self.next_offset();
         let mut slots = self.cfg.window;
         while offset < offer.total_len && slots > 0 {
             if !self.stash.contains_key(&offset) && !self.requested.contains_key(&offset) {
