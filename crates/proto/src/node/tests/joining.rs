@@ -1,0 +1,161 @@
+//! Finding peers, founding or joining a cluster, and whom a joiner
+//! believes about the master and the commit.
+
+use super::*;
+
+#[test]
+fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
+    let mut n = start(None, None);
+    let out = n.handle(Input::Wake, ms(0), 0);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(matches!(
+        &out[0],
+        Output::Broadcast(Frame { msg: Gossip::Transient(TransientEvent::Heartbeat(hb)), .. })
+            if hb.node.as_str() == ME && hb.cluster_id.is_none()
+    ));
+    assert_eq!(wake(&out), Some(ms(300)), "the next heartbeat");
+    // Nothing is due in between: an input changes nothing about it (a
+    // new peer only gets this node's heartbeat, once).
+    n.handle(heartbeat("z", None, 0, 0), ms(10), 0);
+    let out = n.handle(heartbeat("z", None, 0, 0), ms(20), 0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(n.timer(Timer::Discovery), Some(ms(2000)));
+}
+
+#[test]
+fn a_node_heard_for_the_first_time_gets_a_heartbeat_back_one_to_one() {
+    let mut n = follower(cluster_state(&["m", "me"], vec![]));
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(10), 0);
+    let replies = all_sent(&out);
+    assert_eq!(replies.len(), 1, "{out:?}");
+    let (to, Direct::Heartbeat(hb)) = &replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(to, "j");
+    assert_eq!(hb.node.as_str(), ME);
+    assert_eq!(hb.applied, n.state().index());
+    // Heard again: it knows this node already.
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(20), 0);
+    assert!(all_sent(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    let hb = Heartbeat {
+        node: NodeId::from("m"),
+        addr: "mem://m".into(),
+        cluster_id: Some(ClusterId::from("c")),
+        incarnation: 9,
+        started_ms: 1_000,
+        sent_ms: 2_000,
+        term: Term(1),
+        applied: EventIdx(50_000),
+        commit: EventIdx(50_000),
+        log_floor: EventIdx(1),
+        leader: Some(NodeId::from("m")),
+    };
+    let out = n.handle(direct("m", Direct::Heartbeat(hb)), ms(5), 0);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "c")));
+    // Once it has listened for a heartbeat interval (whom to trust, see
+    // `trust`), it believes the master about the commit and asks it for a
+    // snapshot: no gossiped heartbeat was needed.
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|(to, m)| to == "m" && matches!(m, Direct::SnapshotRequest(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_lone_node_founds_its_cluster_after_the_discovery_window() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    let out = n.handle(Input::Wake, ms(2000), 0);
+    let adopted: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ClusterAdopted(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted.len(), 1);
+    assert!(n.is_master(), "a lone voter elects itself");
+    assert_eq!(
+        n.timer(Timer::Plan),
+        Some(ms(2000)),
+        "its first plan tick is due now"
+    );
+    assert_eq!(wake(&out), Some(ms(2001)));
+    // The plan tick proposes the founding entry; one voter commits it.
+    n.handle(Input::Wake, ms(2001), 5);
+    assert_eq!(n.state().cluster_id(), Some(&adopted[0]));
+    assert_eq!(n.status().role, NodeRole::Master);
+}
+
+#[test]
+fn a_node_given_peers_founds_only_once_it_hears_one() {
+    let mut cfg = cfg();
+    cfg.found_with_peers_only = true;
+    let mut n = Node::new(cfg, MemLog::new(), None, None, ms(0)).unwrap();
+    n.handle(Input::Wake, ms(0), 0);
+    // Its peers never answer (down, or another cluster key): it waits.
+    for t in (2000..=20_000).step_by(300) {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(!out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+    }
+    assert!(!n.is_master());
+    assert!(n.timer(Timer::Discovery).is_some(), "it keeps looking");
+    // A larger empty peer answers: now this one founds, and the peer joins.
+    n.handle(heartbeat("zz", None, 0, 0), ms(20_100), 0);
+    let out = n.handle(Input::Wake, ms(20_300), 0);
+    assert!(out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+}
+
+#[test]
+fn a_smaller_empty_node_in_sight_founds_instead() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(heartbeat("a", None, 0, 0), ms(1900), 0);
+    let out = n.handle(Input::Wake, ms(2000), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+    assert_eq!(
+        n.timer(Timer::Discovery),
+        Some(ms(2300)),
+        "looks again a heartbeat later"
+    );
+    // The smaller one founded: its cluster is adopted.
+    let out = n.handle(heartbeat("a", Some("c"), 1, 1), ms(2100), 0);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "c")));
+    assert_eq!(n.timer(Timer::Discovery), None);
+}
+
+#[test]
+fn a_joiner_asks_the_master_its_peers_name_for_a_snapshot() {
+    let mut n = start(Some("c"), None);
+    n.handle(Input::Wake, ms(0), 0);
+    // "a" names "m" master; "m" is not heard yet: nobody to ask.
+    n.handle(heartbeat("a", Some("c"), 5, 5), ms(10), 0);
+    let out = n.handle(Input::Wake, ms(300), 0);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    // Heard, and listened a heartbeat interval: "m" is asked.
+    let out = n.handle(heartbeat("m", Some("c"), 5, 5), ms(310), 0);
+    let sent = sent(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0].0, "m");
+    assert!(matches!(
+        sent[0].1,
+        Direct::SnapshotRequest(SnapshotRequest {
+            index: None,
+            offset: 0,
+            ..
+        })
+    ));
+}
