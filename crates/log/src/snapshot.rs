@@ -38,6 +38,9 @@ const BATCH_BYTES: usize = 4 << 20;
 /// 4096 values of 64 KiB.
 const MAX_FRAME_LEN: usize = 320 << 20;
 const MAX_HEADER_LEN: usize = 64 << 10;
+/// Batches parsed and not yet built, at most: a builder that falls behind
+/// holds back the parser rather than let decoded batches pile up.
+const BUILD_QUEUE: usize = 32;
 /// The most a snapshot body may decompress to, whatever its header says:
 /// far beyond any State that fits a host's memory.
 pub const MAX_BODY: u64 = 64 << 30;
@@ -234,13 +237,13 @@ enum Phase {
 /// maps are built (and hashed) while the next bytes are decompressed and
 /// parsed: about half a decode's work, off the caller's thread.
 struct BuildThread {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::SyncSender<Batch>,
     handle: std::thread::JoinHandle<Result<State, BuildError>>,
 }
 
 impl BuildThread {
     fn start(index: EventIdx, term: Term) -> Self {
-        let (tx, rx) = mpsc::channel::<Batch>();
+        let (tx, rx) = mpsc::sync_channel::<Batch>(BUILD_QUEUE);
         let handle = std::thread::Builder::new()
             .name("snapshot-build".into())
             .spawn(move || {
@@ -262,8 +265,9 @@ impl BuildThread {
         BuildThread { tx, handle }
     }
 
-    /// Hands over a batch. A builder that stopped (entries out of order)
-    /// drops the rest; `finish` reports why.
+    /// Hands over a batch, waiting while `BUILD_QUEUE` batches are queued
+    /// (the builder is behind). A builder that stopped (entries out of
+    /// order) drops the rest; `finish` reports why.
     fn send(&self, batch: Batch) {
         let _ = self.tx.send(batch);
     }
