@@ -19,7 +19,9 @@ pub struct ReceiveConfig {
     /// Chunk requests in flight.
     pub window: usize,
     pub chunk_timeout: Duration,
-    /// Re-requests of one transfer before it is given up.
+    /// Rounds of re-requests in a row, with no chunk arriving between
+    /// them, before the source is given up. A source that keeps delivering
+    /// is never given up for losing some chunks.
     pub max_retries: u32,
 }
 
@@ -189,6 +191,7 @@ impl SnapshotReceiver {
             Some(_) => {}
         }
         self.requested.remove(&chunk.offset);
+        self.retries = 0;
         if chunk.offset >= self.next_offset() && !chunk.data.is_empty() {
             self.stash.insert(chunk.offset, chunk.data);
         }

@@ -113,8 +113,16 @@ fn a_transfer_delivers_the_state() {
 #[test]
 fn lost_chunks_are_re_requested_and_the_transfer_resumes() {
     let s = state(3000);
-    let got = transfer(&s, |n| n % 4 == 2, false).unwrap();
+    let lost = std::cell::Cell::new(0u32);
+    let lose = |n: usize| {
+        let l = n % 4 == 2;
+        lost.set(lost.get() + u32::from(l));
+        l
+    };
+    let got = transfer(&s, lose, false).unwrap();
     assert_eq!(got.hash(), s.hash());
+    // Losses spread over a transfer that keeps moving never give it up.
+    assert!(lost.get() > cfg().max_retries, "lost {}", lost.get());
 }
 
 #[test]
