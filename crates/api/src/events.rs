@@ -222,7 +222,7 @@ enum Part {
     Kv(Option<String>),
     Tasks(Option<shoal_model::TaskId>),
     Deployments(Option<String>),
-    Outcomes(Option<shoal_model::CommandId>),
+    Outcomes(Option<shoal_model::CommandDigest>),
     Done,
 }
 

@@ -1,6 +1,6 @@
 //! The State snapshot codec.
 //!
-//! Layout (format version 2):
+//! Layout (format version 3):
 //!
 //! ```text
 //! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
@@ -10,7 +10,10 @@
 //! The header says how many bytes the zstd stream decompresses to; a
 //! decoder never decompresses more (a zstd bomb stops at the first byte
 //! past it). Version 1, without that length, is still read (snapshots a
-//! node saved before), capped at `MAX_BODY`.
+//! node saved before), capped at `MAX_BODY`. Versions 1 and 2 carry
+//! command outcomes keyed by command id rather than by its digest; they are
+//! converted as they are read, and their state hash is checked as their
+//! writer computed it.
 //!
 //! Batches are sorted runs of one collection's entries, so the receiver
 //! rebuilds each map from ordered inserts while the bytes are still
@@ -21,14 +24,14 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_model::{
-    BuildError, ClusterId, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId, NodeInfo,
-    OutcomeRecord, State, StateBuilder, StateHash, Task, TaskId, Term,
+    BuildError, ClusterId, CommandDigest, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId,
+    NodeInfo, OutcomeRecord, State, StateBuilder, StateHash, Task, TaskId, Term,
 };
 use std::io::Write;
 use std::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 /// Entries per batch at most: big enough to amortise framing, small enough
 /// that a batch is a modest allocation on both sides.
 const BATCH_ENTRIES: usize = 4096;
@@ -74,8 +77,11 @@ enum Batch {
     Kv(Vec<(String, KvEntry)>),
     Tasks(Vec<(TaskId, Task)>),
     Deployments(Vec<(String, Deployment)>),
-    Outcomes(Vec<(CommandId, OutcomeRecord)>),
+    /// Outcomes keyed by command id: formats 1 and 2.
+    OutcomesById(Vec<(CommandId, OutcomeRecord)>),
     End,
+    /// Outcomes keyed by their command's digest (format 3).
+    Outcomes(Vec<(CommandDigest, OutcomeRecord)>),
 }
 
 impl Batch {
@@ -87,6 +93,7 @@ impl Batch {
             Batch::Kv(v) => v.len(),
             Batch::Tasks(v) => v.len(),
             Batch::Deployments(v) => v.len(),
+            Batch::OutcomesById(v) => v.len(),
             Batch::Outcomes(v) => v.len(),
         }
     }
@@ -238,7 +245,7 @@ enum Phase {
 /// parsed: about half a decode's work, off the caller's thread.
 struct BuildThread {
     tx: mpsc::SyncSender<Batch>,
-    handle: std::thread::JoinHandle<Result<State, BuildError>>,
+    handle: std::thread::JoinHandle<Result<(State, StateHash), BuildError>>,
 }
 
 impl BuildThread {
@@ -255,11 +262,12 @@ impl BuildThread {
                         Batch::Kv(v) => b.kv(v)?,
                         Batch::Tasks(v) => b.tasks(v)?,
                         Batch::Deployments(v) => b.deployments(v)?,
+                        Batch::OutcomesById(v) => b.outcomes_by_id(v)?,
                         Batch::Outcomes(v) => b.outcomes(v)?,
                         Batch::End => break,
                     }
                 }
-                b.finish()
+                b.finish_with_written_hash()
             })
             .expect("a thread for the snapshot builder");
         BuildThread { tx, handle }
@@ -272,7 +280,8 @@ impl BuildThread {
         let _ = self.tx.send(batch);
     }
 
-    fn finish(self) -> Result<State, SnapshotError> {
+    /// State, and its hash as the snapshot's writer computed it.
+    fn finish(self) -> Result<(State, StateHash), SnapshotError> {
         drop(self.tx);
         match self.handle.join() {
             Ok(built) => built.map_err(corrupt),
@@ -364,7 +373,7 @@ impl SnapshotDecoder {
                 return Err(SnapshotError::BadMagic);
             }
             let version = u16::from_le_bytes([b[8], b[9]]);
-            if version != SNAPSHOT_FORMAT_VERSION && version != 1 {
+            if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
                 return Err(SnapshotError::Version {
                     found: version,
                     supported: SNAPSHOT_FORMAT_VERSION,
@@ -503,14 +512,14 @@ impl SnapshotDecoder {
             )));
         }
         let header = self.header.expect("a finished snapshot has a header");
-        let state = self
+        let (state, written) = self
             .builder
             .expect("a finished snapshot has a builder")
             .finish()?;
-        if state.hash() != header.state_hash {
+        if written != header.state_hash {
             return Err(SnapshotError::StateHash {
                 expected: header.state_hash,
-                found: state.hash(),
+                found: written,
             });
         }
         Ok(state)

@@ -242,11 +242,11 @@ fn a_snapshot_saved_in_format_1_still_loads() {
         entries: u64,
     }
     // An empty State: its body is the meta batch and the end marker, the
-    // same in both formats; take it from a version 2 encoding.
+    // same in every format; take it from a current encoding.
     let s = State::new();
-    let (v2, _) = encode_snapshot(&s, 1);
-    let head_len = u32::from_le_bytes(v2[10..14].try_into().unwrap()) as usize;
-    let body = zstd::decode_all(&v2[14 + head_len..]).unwrap();
+    let (now, _) = encode_snapshot(&s, 1);
+    let head_len = u32::from_le_bytes(now[10..14].try_into().unwrap()) as usize;
+    let body = zstd::decode_all(&now[14 + head_len..]).unwrap();
     let header = HeaderV1 {
         index: s.index(),
         term: s.term(),
@@ -256,4 +256,39 @@ fn a_snapshot_saved_in_format_1_still_loads() {
     };
     let (bytes, sha) = assemble(1, &postcard::to_allocvec(&header).unwrap(), &body);
     assert_eq!(decode_snapshot(&bytes, &sha).unwrap().hash(), s.hash());
+}
+
+/// `fixtures/format2.snap` was written by the format 2 encoder from
+/// `state_with(200)`: its outcomes are keyed by command id, and its header's
+/// state hash sums them that way.
+#[test]
+fn a_snapshot_saved_in_format_2_loads_with_outcomes_by_digest() {
+    use sha2::{Digest, Sha256};
+    let v2 = include_bytes!("fixtures/format2.snap");
+    assert_eq!(u16::from_le_bytes([v2[8], v2[9]]), 2);
+    let sha: [u8; 32] = Sha256::digest(v2).into();
+    let got = decode_snapshot(v2, &sha).unwrap();
+    let want = state_with(200);
+    assert_eq!(got.hash(), want.hash());
+    assert_eq!(got.recompute_hash(), want.hash());
+    assert_eq!(got.outcomes(), want.outcomes());
+    assert_eq!(got.kv(), want.kv());
+    assert!(got.outcome(&CommandId::from("c7")).is_some());
+
+    // The writer's hash is checked: the same body under a header that
+    // promises another hash is refused.
+    let head_len = u32::from_le_bytes(v2[10..14].try_into().unwrap()) as usize;
+    let mut header: shoal_log::SnapshotHeader =
+        postcard::from_bytes(&v2[14..14 + head_len]).unwrap();
+    header.state_hash.0 ^= 1;
+    let head = postcard::to_allocvec(&header).unwrap();
+    let mut bad = v2[..10].to_vec();
+    bad.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    bad.extend_from_slice(&head);
+    bad.extend_from_slice(&v2[14 + head_len..]);
+    let sha: [u8; 32] = Sha256::digest(&bad).into();
+    assert!(matches!(
+        decode_snapshot(&bad, &sha),
+        Err(SnapshotError::StateHash { .. })
+    ));
 }

@@ -31,7 +31,7 @@ pub use validate::{validate_op, Limits};
 
 use crate::event::{Command, Envelope, Event, Op, Outcome, Rejection};
 use crate::hash::{entry_hash, Family, StateHash};
-use crate::ids::{ClusterId, CommandId, EventIdx, TaskId, Term};
+use crate::ids::{ClusterId, CommandDigest, CommandId, EventIdx, TaskId, Term};
 use crate::tree::TreeMap;
 use hashed_map::HashedMap;
 use imbl::OrdSet;
@@ -64,9 +64,10 @@ pub struct State {
     expiring: OrdSet<String>,
     tasks: HashedMap<TaskId, Task>,
     deployments: HashedMap<String, Deployment>,
-    outcomes: HashedMap<CommandId, OutcomeRecord>,
+    /// Outcomes by the digest of their command's id.
+    outcomes: HashedMap<CommandDigest, OutcomeRecord>,
     /// Outcomes by age, for expiry and for the cap. Derived from `outcomes`.
-    outcome_age: TreeMap<(u64, EventIdx), CommandId>,
+    outcome_age: TreeMap<(u64, EventIdx), CommandDigest>,
 }
 
 impl Default for State {
@@ -174,12 +175,13 @@ impl State {
         self.deployments.as_map()
     }
 
-    pub fn outcomes(&self) -> &TreeMap<CommandId, OutcomeRecord> {
+    /// Stored outcomes by the digest of their command's id.
+    pub fn outcomes(&self) -> &TreeMap<CommandDigest, OutcomeRecord> {
         self.outcomes.as_map()
     }
 
     pub fn outcome(&self, id: &CommandId) -> Option<&OutcomeRecord> {
-        self.outcomes.get(id)
+        self.outcomes.get(&CommandDigest::of(id))
     }
 
     /// Keys that carry a TTL (locks and set-if-absent keys).
@@ -249,7 +251,8 @@ impl State {
     /// A command, once per id (invariant 7): a repeat returns the outcome
     /// stored the first time and changes nothing.
     fn apply_command(&mut self, idx: EventIdx, cmd: &Command, at_ms: u64) -> CommandResult {
-        if let Some(known) = self.known_command(&cmd.id) {
+        let digest = CommandDigest::of(&cmd.id);
+        if let Some(known) = self.known_command(&cmd.id, &digest) {
             return known;
         }
         let outcome = self.apply_op(idx, &cmd.id, &cmd.op, at_ms);
@@ -262,7 +265,7 @@ impl State {
                 duplicate: false,
             };
         }
-        self.record_outcome(idx, &cmd.id, outcome, at_ms)
+        self.record_outcome(idx, &cmd.id, digest, outcome, at_ms)
     }
 
     fn apply_op(&mut self, idx: EventIdx, id: &CommandId, op: &Op, at_ms: u64) -> Outcome {

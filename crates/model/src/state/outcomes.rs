@@ -2,12 +2,13 @@
 //! once stores what it returned; a retry with the same id gets that back
 //! and changes nothing, across master changes. Outcomes are kept for the
 //! retry window and expire by a logged event, oldest first; past the cap
-//! the oldest is dropped.
+//! the oldest is dropped. An outcome is stored under its id's digest
+//! (`CommandDigest`), 16 bytes that need no allocation of their own.
 
 use super::validate::Limits;
 use super::State;
 use crate::event::Outcome;
-use crate::ids::{CommandId, EventIdx};
+use crate::ids::{CommandDigest, CommandId, EventIdx};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,8 +42,12 @@ impl State {
     }
 
     /// The stored result of a command applied before.
-    pub(super) fn known_command(&self, id: &CommandId) -> Option<CommandResult> {
-        self.outcomes.get(id).map(|rec| CommandResult {
+    pub(super) fn known_command(
+        &self,
+        id: &CommandId,
+        digest: &CommandDigest,
+    ) -> Option<CommandResult> {
+        self.outcomes.get(digest).map(|rec| CommandResult {
             id: id.clone(),
             outcome: rec.outcome.clone(),
             idx: rec.idx,
@@ -54,6 +59,7 @@ impl State {
         &mut self,
         idx: EventIdx,
         id: &CommandId,
+        digest: CommandDigest,
         outcome: Outcome,
         at_ms: u64,
     ) -> CommandResult {
@@ -65,7 +71,7 @@ impl State {
             idx,
             at_ms,
         };
-        self.insert_outcome(id.clone(), rec);
+        self.insert_outcome(digest, rec);
         CommandResult {
             id: id.clone(),
             outcome,
@@ -75,9 +81,9 @@ impl State {
     }
 
     /// Every stored outcome goes through here, keeping the age index.
-    pub(super) fn insert_outcome(&mut self, id: CommandId, rec: OutcomeRecord) {
-        self.outcome_age.insert((rec.at_ms, rec.idx), id.clone());
-        self.outcomes.insert(id, rec);
+    pub(super) fn insert_outcome(&mut self, digest: CommandDigest, rec: OutcomeRecord) {
+        self.outcome_age.insert((rec.at_ms, rec.idx), digest);
+        self.outcomes.insert(digest, rec);
     }
 
     /// Outcomes stamped before `before_ms` go (the retry window passed).

@@ -151,7 +151,9 @@ fn outcomes_expire_by_age() {
         at(&mut s, Event::Command { cmd: c, at_ms });
     }
     at(&mut s, Event::OutcomesExpired { before_ms: 25 });
-    let left: Vec<_> = s.outcomes().keys().map(|k| k.0.clone()).collect();
-    assert_eq!(left, vec!["c30".to_string()]);
+    let left: Vec<_> = s.outcomes().keys().copied().collect();
+    assert_eq!(left, vec![CommandDigest::of(&CommandId::from("c30"))]);
+    assert!(s.outcome(&CommandId::from("c30")).is_some());
+    assert!(s.outcome(&CommandId::from("c20")).is_none());
     assert_eq!(s.hash(), s.recompute_hash());
 }
