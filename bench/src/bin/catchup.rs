@@ -466,6 +466,19 @@ fn main() -> Result<()> {
         let cluster_sent = sent(&nodes) - sent_before;
         let rss = peak_rss_kib(joiner.child.id());
         let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+        // Steady: once the joiner has saved the snapshot it received (it
+        // then serves it from the file), and a moment later.
+        let snaps = root.join(format!("joiner{i}")).join("snapshots");
+        let saved = wait(Duration::from_secs(30), || {
+            std::fs::read_dir(&snaps).is_ok_and(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+            })
+        });
+        if !saved {
+            eprintln!("{m}: the joiner saved no snapshot in 30 s");
+        }
+        std::thread::sleep(Duration::from_secs(1));
         let steady = json!({
             "joiner_rss_mib": mib(rss_kib(joiner.child.id())),
             "founder_rss_mib": mib(rss_kib(first.child.id())),

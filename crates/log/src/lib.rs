@@ -12,6 +12,7 @@
 
 mod segment_log;
 mod snapshot;
+mod snapshot_bytes;
 mod snapshot_store;
 
 pub use segment_log::{
@@ -21,4 +22,5 @@ pub use snapshot::{
     decode_snapshot, encode_snapshot, SnapshotDecoder, SnapshotError, SnapshotHeader,
     SNAPSHOT_FORMAT_VERSION,
 };
+pub use snapshot_bytes::{SnapshotBytes, SnapshotFile};
 pub use snapshot_store::SnapshotStore;

@@ -1,8 +1,8 @@
 //! Snapshots on local disk: one file per snapshot, written atomically, with
 //! a SHA-256 trailer; the newest readable one is loaded on restart.
 
-use crate::snapshot::{decode_snapshot, SnapshotError};
-use sha2::{Digest, Sha256};
+use crate::snapshot::{SnapshotDecoder, SnapshotError};
+use crate::snapshot_bytes::{SnapshotBytes, SnapshotFile};
 use shoal_model::{EventIdx, State};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -42,10 +42,15 @@ impl SnapshotStore {
     }
 
     /// Writes a snapshot (bytes as `encode_snapshot` made them) durably.
-    pub fn save(&self, index: EventIdx, bytes: &[u8], sha: &[u8; 32]) -> io::Result<()> {
+    pub fn save(
+        &self,
+        index: EventIdx,
+        bytes: &dyn SnapshotBytes,
+        sha: &[u8; 32],
+    ) -> io::Result<()> {
         let tmp = self.dir.join(format!("{:020}.snap.tmp", index.0));
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        bytes.write_to(&mut f)?;
         f.write_all(sha)?;
         f.sync_all()?;
         fs::rename(&tmp, self.path(index.0))?;
@@ -57,13 +62,38 @@ impl SnapshotStore {
         Ok(())
     }
 
+    /// The saved snapshot at `index`, to serve from its file.
+    pub fn open_file(&self, index: EventIdx) -> io::Result<SnapshotFile> {
+        let file = File::open(self.path(index.0))?;
+        let len = file.metadata()?.len().checked_sub(32).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot file shorter than its checksum",
+            )
+        })?;
+        Ok(SnapshotFile::new(file, len))
+    }
+
+    /// An unnamed file in the store's directory holding `bytes`, gone once
+    /// its last handle closes: a snapshot built to serve, not to keep, is
+    /// served from it instead of from memory. Not synced: nothing reads it
+    /// after a crash.
+    pub fn spill(&self, bytes: &[u8]) -> io::Result<SnapshotFile> {
+        let mut file = tempfile::tempfile_in(&self.dir)?;
+        file.write_all(bytes)?;
+        Ok(SnapshotFile::new(file, bytes.len() as u64))
+    }
+
     /// The newest snapshot that verifies; unreadable ones are skipped with a
     /// warning.
     pub fn load_latest(&self) -> io::Result<Option<State>> {
         for idx in self.indices()?.into_iter().rev() {
             let path = self.path(idx);
-            let bytes = fs::read(&path)?;
-            match split_and_decode(&bytes) {
+            let loaded = self
+                .open_file(EventIdx(idx))
+                .map_err(unreadable)
+                .and_then(|f| read_and_decode(&f));
+            match loaded {
                 Ok(state) => return Ok(Some(state)),
                 Err(e) => warn!(path = %path.display(), error = %e, "skipping unreadable snapshot"),
             }
@@ -72,12 +102,21 @@ impl SnapshotStore {
     }
 }
 
-fn split_and_decode(bytes: &[u8]) -> Result<State, SnapshotError> {
-    if bytes.len() < 32 {
-        return Err(SnapshotError::Truncated);
+/// Decodes a saved snapshot as it is read, a few MiB at a time, and checks
+/// it against the checksum in the file's trailer.
+fn read_and_decode(file: &SnapshotFile) -> Result<State, SnapshotError> {
+    const STEP: usize = 4 << 20;
+    let trailer = file.read_trailer().map_err(unreadable)?;
+    let mut d = SnapshotDecoder::new();
+    let mut offset = 0;
+    while offset < file.len() {
+        let chunk = file.read_at(offset, STEP).map_err(unreadable)?;
+        d.push(&chunk)?;
+        offset += chunk.len() as u64;
     }
-    let (body, trailer) = bytes.split_at(bytes.len() - 32);
-    let sha: [u8; 32] = trailer.try_into().expect("32 bytes");
-    debug_assert_eq!(sha.len(), Sha256::output_size());
-    decode_snapshot(body, &sha)
+    d.finish(&trailer)
+}
+
+fn unreadable(e: io::Error) -> SnapshotError {
+    SnapshotError::Corrupt(format!("cannot read: {e}"))
 }

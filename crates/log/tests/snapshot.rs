@@ -175,6 +175,45 @@ fn the_store_loads_the_newest_snapshot_that_verifies() {
     assert_eq!(store.load_latest().unwrap().unwrap().hash(), old.hash());
 }
 
+#[test]
+fn a_saved_snapshot_is_served_from_its_file_even_after_the_store_drops_it() {
+    use shoal_log::SnapshotBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let first = state_with(300);
+    let (bytes, sha) = encode_snapshot(&first, 1);
+    store.save(first.index(), &bytes, &sha).unwrap();
+    let file = store.open_file(first.index()).unwrap();
+    assert_eq!(file.len(), bytes.len() as u64);
+    // Chunks as a server cuts them, the last one short.
+    let mut read = Vec::new();
+    let mut offset = 0;
+    while offset < file.len() {
+        let chunk = file.read_at(offset, 1000).unwrap();
+        assert!(!chunk.is_empty() && chunk.len() <= 1000);
+        offset += chunk.len() as u64;
+        read.extend(chunk);
+    }
+    assert_eq!(read, bytes);
+    assert!(file.read_at(file.len(), 1000).unwrap().is_empty());
+    // Two newer snapshots make the store delete the first file; the open
+    // one still reads.
+    for n in [310, 320] {
+        let s = state_with(n);
+        let (b, h) = encode_snapshot(&s, 1);
+        store.save(s.index(), &b, &h).unwrap();
+    }
+    assert!(store.open_file(first.index()).is_err());
+    assert_eq!(file.read_all().unwrap(), bytes);
+
+    // A snapshot spilled to serve reads back and leaves no file behind.
+    let names = || std::fs::read_dir(dir.path()).unwrap().count();
+    let before = names();
+    let spilled = store.spill(&bytes).unwrap();
+    assert_eq!(spilled.read_all().unwrap(), bytes);
+    assert_eq!(names(), before);
+}
+
 /// A snapshot's bytes: `header` (postcard) in format `version`, then a
 /// zstd stream of `body`.
 fn assemble(version: u16, header: &[u8], body: &[u8]) -> (Vec<u8>, [u8; 32]) {

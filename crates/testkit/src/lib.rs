@@ -395,7 +395,7 @@ impl Sim {
                 }
                 Output::SaveSnapshot { snap } => {
                     self.nodes.get_mut(&from).expect("known node").disk.snapshot =
-                        Some((snap.bytes.to_vec(), snap.sha256));
+                        Some((snap.bytes.read_all().expect("bytes in memory"), snap.sha256));
                     let at = self.now + Duration::from_millis(5);
                     self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, true));
                 }

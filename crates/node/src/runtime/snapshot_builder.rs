@@ -1,9 +1,10 @@
 //! Encoding State into a snapshot off the event loop (invariant 4): State
 //! is persistent maps, so the loop hands over a clone in O(1) and goes on
 //! applying while a blocking thread encodes (and, if asked, saves). A
-//! snapshot received from a peer is saved as it came, with no encode.
+//! snapshot received from a peer is saved as it came, with no encode. Once
+//! saved, a snapshot is served from its file and its bytes leave memory.
 
-use shoal_log::{encode_snapshot, SnapshotStore};
+use shoal_log::{encode_snapshot, SnapshotBytes, SnapshotStore};
 use shoal_model::State;
 use shoal_proto::node::Saved;
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
@@ -33,32 +34,62 @@ impl SnapshotBuilder {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let (bytes, sha) = encode_snapshot(&state, LEVEL);
-            let snap = EncodedSnapshot {
-                index: state.index(),
-                bytes: Arc::new(bytes),
-                sha256: sha,
-            };
-            let saved = match save {
-                false => Saved::NotAsked,
-                true => this.write(&snap),
+            let index = state.index();
+            drop(state);
+            let (snap, saved) = if save {
+                let mut snap = EncodedSnapshot {
+                    index,
+                    bytes: Arc::new(bytes),
+                    sha256: sha,
+                };
+                let saved = this.write(&mut snap);
+                (snap, saved)
+            } else {
+                let snap = EncodedSnapshot {
+                    index,
+                    bytes: this.spill(bytes),
+                    sha256: sha,
+                };
+                (snap, Saved::NotAsked)
             };
             let _ = this.done.blocking_send((snap, saved));
         });
+    }
+
+    /// A snapshot built only to serve is served from an unnamed file.
+    fn spill(&self, bytes: Vec<u8>) -> Arc<dyn SnapshotBytes> {
+        match self.store.spill(&bytes) {
+            Ok(file) => Arc::new(file),
+            Err(e) => {
+                warn!(error = %e, "serving a snapshot from memory");
+                Arc::new(bytes)
+            }
+        }
     }
 
     /// Saves a snapshot that arrived encoded (received and verified) on a
     /// blocking thread; the answer comes back on `done` as for `build`.
-    pub fn save(&self, snap: EncodedSnapshot) {
+    pub fn save(&self, mut snap: EncodedSnapshot) {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let saved = this.write(&snap);
+            let saved = this.write(&mut snap);
             let _ = this.done.blocking_send((snap, saved));
         });
     }
 
-    fn write(&self, snap: &EncodedSnapshot) -> Saved {
-        match self.store.save(snap.index, &snap.bytes, &snap.sha256) {
-            Ok(()) => Saved::Saved,
+    /// Saves the snapshot and points it at its file.
+    fn write(&self, snap: &mut EncodedSnapshot) -> Saved {
+        match self
+            .store
+            .save(snap.index, snap.bytes.as_ref(), &snap.sha256)
+        {
+            Ok(()) => {
+                match self.store.open_file(snap.index) {
+                    Ok(file) => snap.bytes = Arc::new(file),
+                    Err(e) => warn!(error = %e, "serving a saved snapshot from memory"),
+                }
+                Saved::Saved
+            }
             Err(e) => {
                 warn!(error = %e, "could not save a local snapshot");
                 Saved::Failed

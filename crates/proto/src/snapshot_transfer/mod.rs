@@ -15,14 +15,16 @@ mod server;
 pub use receiver::{ReceiveConfig, ReceiveEvent, SnapshotReceiver};
 pub use server::{ServeAction, SnapshotServer};
 
+use shoal_log::SnapshotBytes;
 use shoal_model::EventIdx;
 use std::sync::Arc;
 
-/// An encoded snapshot, shared between the cache and the shell.
+/// An encoded snapshot, shared between the cache and the shell: its bytes
+/// in memory, or in its file once the shell saved it.
 #[derive(Clone, Debug)]
 pub struct EncodedSnapshot {
     pub index: EventIdx,
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Arc<dyn SnapshotBytes>,
     pub sha256: [u8; 32],
 }
 

@@ -104,7 +104,7 @@ impl SnapshotServer {
             (Some(c), _, _) => c,
             _ => unreachable!("chunks are cut from a cached snapshot"),
         };
-        let total = c.bytes.len() as u64;
+        let total = c.bytes.len();
         if req.offset > total {
             return ServeAction::Refuse {
                 to,
@@ -112,9 +112,17 @@ impl SnapshotServer {
                 reason: format!("offset {} is past the end ({total})", req.offset),
             };
         }
-        let len = req.len.min(SNAPSHOT_CHUNK_BYTES) as u64;
-        let end = (req.offset + len).min(total);
-        let data = c.bytes[req.offset as usize..end as usize].to_vec();
+        let len = req.len.min(SNAPSHOT_CHUNK_BYTES) as usize;
+        let data = match c.bytes.read_at(req.offset, len) {
+            Ok(data) => data,
+            Err(e) => {
+                return ServeAction::Refuse {
+                    to,
+                    session: req.session,
+                    reason: format!("cannot read snapshot {}: {e}", c.index),
+                }
+            }
+        };
         ServeAction::Send {
             to,
             chunk: SnapshotChunk {
