@@ -3,7 +3,7 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_model::{
-    encode_event, Command, CommandId, EntryKind, Envelope, Event, EventIdx, KvEntry, KvValue,
+    encode_event, Command, CommandId, EntryKind, Envelope, Event, EventIdx, Key, KvEntry, KvValue,
     LogEntry, Meta, Op, State, StateBuilder, Term,
 };
 
@@ -25,10 +25,10 @@ pub fn key(i: u64) -> String {
 pub fn kv_state(n: u64) -> State {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut b = StateBuilder::new(EventIdx(n), Term(1), Meta::default());
-    let batch: Vec<(String, KvEntry)> = (0..n)
+    let batch: Vec<(Key, KvEntry)> = (0..n)
         .map(|i| {
             (
-                key(i),
+                Key::from(key(i)),
                 KvEntry {
                     value: KvValue::Str(value(&mut rng)),
                     version: EventIdx(i + 1),

@@ -219,7 +219,7 @@ struct StateCursor {
 
 enum Part {
     Nodes(Option<shoal_model::NodeId>),
-    Kv(Option<String>),
+    Kv(Option<shoal_model::Key>),
     Tasks(Option<shoal_model::TaskId>),
     Deployments(Option<String>),
     Outcomes(Option<shoal_model::CommandDigest>),

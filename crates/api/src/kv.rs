@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{CommandId, KvEntry, KvValue, Op, State};
 use shoal_node::NodeHandle;
+use std::ops::Bound;
 use std::time::Duration;
 
 /// How long a consistent read waits for this replica to apply the barrier.
@@ -114,7 +115,10 @@ async fn read(
     Query(q): Query<ReadQuery>,
 ) -> ApiResult {
     let s = read_state(&node, q.consistent).await?;
-    let e = s.kv().get(&key).ok_or_else(|| not_found(&key, &s))?;
+    let e = s
+        .kv()
+        .get(key.as_str())
+        .ok_or_else(|| not_found(&key, &s))?;
     let mut v = entry_json(&key, e);
     v["index"] = json!(s.index());
     Ok(Json(v))
@@ -134,7 +138,8 @@ async fn list(AxState(node): AxState<NodeHandle>, Query(q): Query<ListQuery>) ->
     let limit = q.limit.unwrap_or(1000).min(MAX_LIST);
     let mut keys = Vec::new();
     let mut truncated = false;
-    for (k, e) in s.kv().range(q.prefix.clone()..) {
+    let from = (Bound::Included(q.prefix.as_str()), Bound::Unbounded);
+    for (k, e) in s.kv().range::<str, _>(from) {
         if !k.starts_with(&q.prefix) {
             break;
         }
@@ -174,7 +179,10 @@ async fn range(
     Query(q): Query<RangeQuery>,
 ) -> ApiResult {
     let s = read_state(&node, q.consistent).await?;
-    let e = s.kv().get(&key).ok_or_else(|| not_found(&key, &s))?;
+    let e = s
+        .kv()
+        .get(key.as_str())
+        .ok_or_else(|| not_found(&key, &s))?;
     let KvValue::List(list) = &e.value else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -24,8 +24,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_model::{
-    BuildError, ClusterId, CommandDigest, CommandId, Deployment, EventIdx, KvEntry, Meta, NodeId,
-    NodeInfo, OutcomeRecord, State, StateBuilder, StateHash, Task, TaskId, Term,
+    BuildError, ClusterId, CommandDigest, CommandId, Deployment, EventIdx, Key, KvEntry, Meta,
+    NodeId, NodeInfo, OutcomeRecord, State, StateBuilder, StateHash, Task, TaskId, Term,
 };
 use std::io::Write;
 use std::sync::mpsc;
@@ -74,7 +74,7 @@ struct HeaderV1 {
 enum Batch {
     Meta(Meta),
     Nodes(Vec<(NodeId, NodeInfo)>),
-    Kv(Vec<(String, KvEntry)>),
+    Kv(Vec<(Key, KvEntry)>),
     Tasks(Vec<(TaskId, Task)>),
     Deployments(Vec<(String, Deployment)>),
     /// Outcomes keyed by command id: formats 1 and 2.
@@ -169,10 +169,8 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-/// About how many bytes a key-value entry takes encoded. (`&String`: the
-/// batch writer takes one signature, `fn(&K, &V)`, for every map.)
-#[allow(clippy::ptr_arg)]
-fn kv_size(key: &String, e: &KvEntry) -> usize {
+/// About how many bytes a key-value entry takes encoded.
+fn kv_size(key: &Key, e: &KvEntry) -> usize {
     use shoal_model::KvValue;
     let value = match &e.value {
         KvValue::Str(s) => s.len(),

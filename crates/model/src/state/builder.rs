@@ -12,7 +12,7 @@
 //! still be checked.
 
 use super::hashed_map::SortedHashedBuilder;
-use super::{Deployment, KvEntry, Meta, NodeInfo, OutcomeRecord, State, Task};
+use super::{Deployment, Key, KvEntry, Meta, NodeInfo, OutcomeRecord, State, Task};
 use crate::hash::{entry_hash, Family, StateHash};
 use crate::ids::{CommandDigest, CommandId, EventIdx, NodeId, TaskId, Term};
 use crate::tree::{NotAscending, TreeMap};
@@ -34,7 +34,7 @@ fn in_order(collection: &'static str) -> impl Fn(NotAscending) -> BuildError {
 pub struct StateBuilder {
     state: State,
     nodes: SortedHashedBuilder<NodeId, NodeInfo>,
-    kv: SortedHashedBuilder<String, KvEntry>,
+    kv: SortedHashedBuilder<Key, KvEntry>,
     tasks: SortedHashedBuilder<TaskId, Task>,
     deployments: SortedHashedBuilder<String, Deployment>,
     outcomes: SortedHashedBuilder<CommandDigest, OutcomeRecord>,
@@ -78,7 +78,7 @@ impl StateBuilder {
         Ok(())
     }
 
-    pub fn kv(&mut self, batch: Vec<(String, KvEntry)>) -> Result<(), BuildError> {
+    pub fn kv(&mut self, batch: Vec<(Key, KvEntry)>) -> Result<(), BuildError> {
         for (k, v) in batch {
             if v.ttl_ms.is_some() {
                 self.state.expiring.insert(k.clone());

@@ -11,6 +11,10 @@ use crate::ids::{EventIdx, FencingToken};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// A key as State holds it: up to 24 bytes inline, with no allocation of
+/// its own; hashed, ordered and encoded exactly as a `String`.
+pub type Key = compact_str::CompactString;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvValue {
     Str(String),
@@ -45,15 +49,15 @@ type Write = Result<(Option<KvValue>, Option<u64>, Outcome), Rejection>;
 
 impl State {
     /// Every change to `kv` goes through here, keeping `expiring` in step.
-    pub(super) fn kv_put(&mut self, key: String, entry: Option<KvEntry>) -> Option<KvEntry> {
+    pub(super) fn kv_put(&mut self, key: &str, entry: Option<KvEntry>) -> Option<KvEntry> {
         if entry.as_ref().is_some_and(|e| e.ttl_ms.is_some()) {
-            self.expiring.insert(key.clone());
-        } else {
-            self.expiring.remove(&key);
+            self.expiring.insert(Key::from(key));
+        } else if !self.expiring.is_empty() {
+            self.expiring.remove(key);
         }
         match entry {
-            Some(e) => self.kv.insert(key, e),
-            None => self.kv.remove(&key),
+            Some(e) => self.kv.insert(Key::from(key), e),
+            None => self.kv.remove(key),
         }
     }
 
@@ -73,7 +77,7 @@ impl State {
             .get(key)
             .is_some_and(|e| e.version == version && e.ttl_ms.is_some());
         if expired {
-            self.kv_put(key.to_owned(), None);
+            self.kv_put(key, None);
         }
     }
 
@@ -100,7 +104,7 @@ impl State {
             } => self.kv_write(key, idx, |cur| cas(cur, expected.as_deref(), value)),
             Op::KvIncrBy { key, by } => self.kv_write(key, idx, |cur| incr(cur, *by)),
             Op::KvDelete { key } => {
-                let old = self.kv_put(key.clone(), None);
+                let old = self.kv_put(key, None);
                 Outcome::Applied(old.is_some())
             }
             Op::SetAdd { key, member } => self.kv_write(key, idx, |cur| set_add(cur, member)),
@@ -133,7 +137,7 @@ impl State {
             }),
             Op::LockRelease { name, token } => {
                 if self.lock_token(name) == Some(*token) {
-                    self.kv_put(name.clone(), None);
+                    self.kv_put(name, None);
                     Outcome::Done
                 } else {
                     rejected(Rejection::StaleToken)
@@ -160,7 +164,7 @@ impl State {
             version: idx,
             ttl_ms: None,
         });
-        self.kv_put(key.to_owned(), entry);
+        self.kv_put(key, entry);
         Outcome::Applied(true)
     }
 
@@ -185,7 +189,7 @@ impl State {
                     version: idx,
                     ttl_ms,
                 };
-                self.kv_put(key.to_owned(), Some(entry));
+                self.kv_put(key, Some(entry));
                 outcome
             }
         }

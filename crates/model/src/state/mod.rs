@@ -23,7 +23,7 @@ mod validate;
 
 pub use builder::{BuildError, StateBuilder};
 pub use deployments::{Deployment, ReplicaPlacement};
-pub use kv::{KvEntry, KvValue};
+pub use kv::{Key, KvEntry, KvValue};
 pub use members::NodeInfo;
 pub use outcomes::{Applied, CommandResult, OutcomeRecord};
 pub use tasks::{Task, TaskStatus};
@@ -59,9 +59,9 @@ pub struct State {
     meta: Meta,
     meta_hash: StateHash,
     nodes: HashedMap<crate::ids::NodeId, NodeInfo>,
-    kv: HashedMap<String, KvEntry>,
+    kv: HashedMap<Key, KvEntry>,
     /// Keys with a TTL, for the master's expiry tick. Derived from `kv`.
-    expiring: OrdSet<String>,
+    expiring: OrdSet<Key>,
     tasks: HashedMap<TaskId, Task>,
     deployments: HashedMap<String, Deployment>,
     /// Outcomes by the digest of their command's id.
@@ -163,7 +163,7 @@ impl State {
         self.nodes.as_map()
     }
 
-    pub fn kv(&self) -> &TreeMap<String, KvEntry> {
+    pub fn kv(&self) -> &TreeMap<Key, KvEntry> {
         self.kv.as_map()
     }
 
@@ -185,7 +185,7 @@ impl State {
     }
 
     /// Keys that carry a TTL (locks and set-if-absent keys).
-    pub fn expiring(&self) -> &OrdSet<String> {
+    pub fn expiring(&self) -> &OrdSet<Key> {
         &self.expiring
     }
 

@@ -84,7 +84,7 @@ proptest! {
         for (i, e) in events.into_iter().enumerate() {
             s.apply(&env(i as u64 + 2, e)).unwrap();
             prop_assert_eq!(s.hash(), s.recompute_hash());
-            let with_ttl: Vec<&String> = s.kv().iter().filter(|(_, e)| e.ttl_ms.is_some()).map(|(k, _)| k).collect();
+            let with_ttl: Vec<&Key> = s.kv().iter().filter(|(_, e)| e.ttl_ms.is_some()).map(|(k, _)| k).collect();
             prop_assert_eq!(with_ttl, s.expiring().iter().collect::<Vec<_>>());
         }
     }

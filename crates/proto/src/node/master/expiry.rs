@@ -7,7 +7,7 @@
 //! no earlier clock) and never ends within one node timeout of it.
 
 use shoal_model::Event;
-use shoal_model::{EventIdx, State, TaskId};
+use shoal_model::{EventIdx, Key, State, TaskId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -25,9 +25,9 @@ pub struct Retention {
 #[derive(Debug)]
 pub struct Expiry {
     /// Per key with a TTL: the version seen and when it expires.
-    deadlines: BTreeMap<String, (EventIdx, Duration)>,
+    deadlines: BTreeMap<Key, (EventIdx, Duration)>,
     /// Expiries proposed, not yet applied.
-    pending: BTreeSet<(String, EventIdx)>,
+    pending: BTreeSet<(Key, EventIdx)>,
     next_sweep: Duration,
 }
 
@@ -70,7 +70,7 @@ impl Expiry {
             }
             if now >= d.1 && !self.pending.contains(&(key.clone(), entry.version)) {
                 events.push(Event::KvExpired {
-                    key: key.clone(),
+                    key: key.to_string(),
                     version: entry.version,
                 });
             }
@@ -84,11 +84,11 @@ impl Expiry {
 
     /// An expiry was proposed: not proposed again until it applies.
     pub fn proposed(&mut self, key: String, version: EventIdx) {
-        self.pending.insert((key, version));
+        self.pending.insert((Key::from(key), version));
     }
 
     pub fn on_applied(&mut self, key: &str, version: EventIdx) {
-        self.pending.remove(&(key.to_owned(), version));
+        self.pending.remove(&(Key::from(key), version));
     }
 }
 
