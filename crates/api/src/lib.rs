@@ -393,6 +393,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         m.snapshots_installed as f64,
     );
     put(
+        "local_snapshots_saved_total",
+        "counter",
+        "Snapshots of State saved to this node's own disk.",
+        m.local_snapshots_saved as f64,
+    );
+    put(
         "leader_changes_total",
         "counter",
         "Leader changes seen.",

@@ -176,10 +176,25 @@ impl<L: LogStore> Node<L> {
     }
 
     /// Every `local_snapshot_every` events, State is saved to disk (built
-    /// off the loop) and the log compacted below it.
+    /// off the loop) and the log compacted below it. A node catching up
+    /// from far behind waits until it is near the commit: an encode on the
+    /// way would compete with applying for the CPU, and be stale at once.
+    /// It waits at most `LOCAL_SNAPSHOT_DEFER` intervals, so its log stays
+    /// bounded however long it trails.
     fn maybe_local_snapshot(&mut self, out: &mut Vec<Output>) {
-        let due =
-            self.state.index().0 >= self.last_local_snapshot.0 + self.cfg.local_snapshot_every;
+        const LOCAL_SNAPSHOT_DEFER: u64 = 10;
+        let every = self.cfg.local_snapshot_every;
+        let since = self
+            .state
+            .index()
+            .0
+            .saturating_sub(self.last_local_snapshot.0);
+        let behind = self
+            .catch_up
+            .known_commit()
+            .0
+            .saturating_sub(self.state.index().0);
+        let due = since >= every && (behind < every || since >= every * LOCAL_SNAPSHOT_DEFER);
         if !self.local_snapshot_building && due {
             self.local_snapshot_building = true;
             out.push(Output::BuildSnapshot {
@@ -193,6 +208,7 @@ impl<L: LogStore> Node<L> {
     /// for lagging replicas, can go.
     pub(super) fn on_local_snapshot_saved(&mut self, index: EventIdx) {
         self.local_snapshot_building = false;
+        self.metrics.local_snapshots_saved += 1;
         self.last_local_snapshot = index;
         let floor = EventIdx(index.0.saturating_sub(self.cfg.log_retain) + 1);
         if let Err(e) = self.log.compact(floor) {

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub snapshot_bytes_sent: u64,
     pub snapshot_bytes_received: u64,
     pub snapshots_installed: u64,
+    /// Local snapshots this node saved to its own disk.
+    pub local_snapshots_saved: u64,
     pub snapshot_failures: u64,
     pub leader_changes: u64,
     pub bad_messages: u64,

@@ -76,6 +76,51 @@ fn a_joiner_behind_100k_events_catches_up_by_snapshot_plus_tail() {
     join_behind(7, 100_000);
 }
 
+/// A node replaying a long history (no snapshot) saves no local snapshot
+/// on the way, where each would be stale at once and take CPU from
+/// applying; it saves one near the commit, or after
+/// `LOCAL_SNAPSHOT_DEFER` (10) intervals at most, so its log stays bounded.
+#[test]
+fn a_node_replaying_a_long_history_saves_local_snapshots_near_the_commit() {
+    let seed = 11;
+    let every = 100;
+    let history = 3000;
+    // Ranges of 50 entries, so that the replay takes many steps.
+    let mut sim = Sim::with_config(
+        seed,
+        NetConfig::default(),
+        Box::new(move |id: NodeId, seed| {
+            let mut cfg = shoal_testkit::default_config(id.clone(), seed);
+            if id.as_str() == "n9" {
+                cfg.catch_up.no_snapshot = true;
+                cfg.catch_up.gaps.range_entries = 50;
+                cfg.local_snapshot_every = every;
+            }
+            cfg
+        }),
+    );
+    for n in names(3) {
+        sim.add_node(&n);
+    }
+    sim.expect_master(secs(20));
+    let m = sim.master().unwrap();
+    bulk_writes(&mut sim, &m, history, 1000);
+    sim.expect_converged(secs(10));
+    let joiner = sim.add_node("n9");
+    sim.expect_converged(secs(60));
+    sim.run_for(secs(1));
+    let j = sim.node(&joiner).unwrap().metrics();
+    assert_eq!(j.snapshots_installed, 0, "replayed, as configured");
+    assert!(j.events_applied >= history);
+    // Without deferral it saves 8 here, one build after another. With it:
+    // one per 1000 events while far behind, and one at the end.
+    assert!(
+        (1..=4).contains(&j.local_snapshots_saved),
+        "saved {} local snapshots",
+        j.local_snapshots_saved
+    );
+}
+
 /// The join benchmark's size (`bench/`), for the hash, not the time: a
 /// million keys and a million command outcomes in one snapshot.
 #[test]
