@@ -1,5 +1,8 @@
 //! Data sets shared by shoal's benchmarks.
 
+pub mod etcd;
+pub mod nodes;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shoal_model::{
@@ -127,8 +130,10 @@ pub fn args(n: u64, mode: &str) -> Result<(u64, String), std::num::ParseIntError
 /// Processes the figure runners start and watch: each is killed (by its
 /// PID) when its guard drops.
 pub mod procs {
+    use anyhow::Context;
     use std::net::TcpListener;
-    use std::process::Child;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     /// A child process, killed and reaped on drop.
@@ -146,6 +151,22 @@ pub mod procs {
         pub fn pid(&self) -> u32 {
             self.0.id()
         }
+    }
+
+    /// Starts `cmd` with its output in `log` (and `log` with the
+    /// extension `err`), guarded.
+    pub fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Guard> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log)?)
+            .stderr(Stdio::from(std::fs::File::create(
+                log.with_extension("err"),
+            )?))
+            .spawn()
+            .with_context(|| {
+                format!("{:?} (bench/peers/setup.sh installs it)", cmd.get_program())
+            })?;
+        Ok(Guard(child))
     }
 
     /// A loopback port free at the time of asking.

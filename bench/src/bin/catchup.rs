@@ -24,109 +24,17 @@
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use serde_json::{json, Value};
-use shoal_bench::procs::{free_port, peak_rss_kib, rss_kib, time_until, wait};
+use serde_json::json;
+use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, start_at, status, Node, TOKEN};
+use shoal_bench::procs::{peak_rss_kib, rss_kib, time_until, wait};
 use shoal_bench::{key, set_commands, value};
 use shoal_log::{DurableLog, HardState, LogConfig};
 use shoal_model::Term;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Node {
-    child: Child,
-    api: u16,
-    p2p: u16,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The API token every node of the benchmark cluster is started with.
-const TOKEN: &str = "catchup-benchmark-token";
-
-fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
-    start_at(bin, dir, peer, extra, (free_port(), free_port()))
-}
-
-/// Starts a node on the given API and peer ports.
-fn start_at(
-    bin: &Path,
-    dir: &Path,
-    peer: Option<u16>,
-    extra: &[&str],
-    (api, p2p): (u16, u16),
-) -> Result<Node> {
-    let token_file = dir.with_extension("token");
-    std::fs::write(&token_file, TOKEN)?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
-            "--api",
-            &format!("127.0.0.1:{api}"),
-            "--no-mdns",
-        ])
-        .args(extra)
-        .arg("--api-token-file")
-        .arg(&token_file)
-        .env("SHOAL_LOG", "info,libp2p=warn")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.with_extension("log"))?);
-    if let Some(p) = peer {
-        cmd.args(["--peer", &format!("/ip4/127.0.0.1/tcp/{p}")]);
-    }
-    Ok(Node {
-        child: cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?,
-        api,
-        p2p,
-    })
-}
-
-fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
-    c.get(format!("http://127.0.0.1:{api}/v1/status"))
-        .send()
-        .ok()?
-        .json()
-        .ok()
-}
-
-fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
-    let text = c
-        .get(format!("http://127.0.0.1:{api}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// True when every node reports the same applied index (at its commit
-/// index) and state hash.
-fn agreed(c: &reqwest::blocking::Client, apis: &[u16]) -> bool {
-    let st: Option<Vec<Value>> = apis.iter().map(|a| status(c, *a)).collect();
-    st.is_some_and(|st| {
-        st.iter().all(|s| {
-            s["applied_index"] == st[0]["applied_index"]
-                && s["applied_index"] == s["commit_index"]
-                && s["state_hash"] == st[0]["state_hash"]
-        })
-    })
-}
 
 /// N single writes through the API: 64 clients over the nodes.
 fn load_over_http(nodes: &[&Node], n: u64) {
@@ -332,15 +240,7 @@ fn main() -> Result<()> {
         .ok()
         .map(|r| r.parse())
         .transpose()?;
-    let bin = std::env::var("SHOAL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/release/shoal"));
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p shoal (or set SHOAL_BIN)",
-            bin.display()
-        );
-    }
+    let bin = shoal_bin()?;
     // Node logs land beside their data directories (DIR.log).
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_owned();
@@ -366,16 +266,7 @@ fn main() -> Result<()> {
         .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &retain))
         .collect::<Result<_>>()?;
     let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
-    let formed = wait(Duration::from_secs(600), || {
-        nodes
-            .iter()
-            .filter(|n| {
-                status(&c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter")
-            })
-            .count()
-            == 3
-    });
-    if !formed {
+    if !wait(Duration::from_secs(600), || formed(&c, &nodes)) {
         bail!("the cluster did not form");
     }
     if http_load {

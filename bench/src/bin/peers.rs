@@ -24,12 +24,13 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::json;
-use shoal_bench::procs::{free_port, peak_rss_kib, time_until, wait, Guard};
+use shoal_bench::etcd::{Etcd, EtcdCluster};
+use shoal_bench::procs::{free_port, peak_rss_kib, spawn, time_until, wait, Guard};
 use shoal_bench::{key, value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<()> {
@@ -48,18 +49,6 @@ fn main() -> Result<()> {
 fn values(n: u64) -> impl Iterator<Item = (String, String)> {
     let mut rng = SmallRng::seed_from_u64(1);
     (0..n).map(move |i| (key(i), value(&mut rng)))
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Result<Guard> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(log)?)
-        .stderr(Stdio::from(std::fs::File::create(
-            log.with_extension("err"),
-        )?))
-        .spawn()
-        .with_context(|| format!("{:?} (bench/peers/setup.sh installs it)", cmd.get_program()))?;
-    Ok(Guard(child))
 }
 
 // ---- Redis -------------------------------------------------------------
@@ -182,69 +171,6 @@ fn redis(n: u64, tmp: &Path) -> Result<serde_json::Value> {
 
 // ---- etcd --------------------------------------------------------------
 
-struct Etcd {
-    name: String,
-    client: u16,
-    peer: u16,
-    metrics: u16,
-}
-
-impl Etcd {
-    fn new(i: usize) -> Etcd {
-        Etcd {
-            name: format!("e{i}"),
-            client: free_port(),
-            peer: free_port(),
-            metrics: free_port(),
-        }
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.client)
-    }
-
-    fn start(&self, dir: &Path, cluster: &str, state: &str) -> Result<Guard> {
-        let c = format!("http://127.0.0.1:{}", self.client);
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", &self.name])
-            .arg("--data-dir")
-            .arg(dir.join(&self.name))
-            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args(["--listen-peer-urls", &self.peer_url()])
-            .args(["--initial-advertise-peer-urls", &self.peer_url()])
-            .args([
-                "--initial-cluster",
-                cluster,
-                "--initial-cluster-state",
-                state,
-            ])
-            .args(["--initial-cluster-token", "shoal-bench"])
-            .args(["--snapshot-count", "100", "--max-txn-ops", "1000"])
-            .args([
-                "--listen-metrics-urls",
-                &format!("http://127.0.0.1:{}", self.metrics),
-            ]);
-        spawn(&mut cmd, &dir.join(format!("{}.log", self.name)))
-    }
-
-    /// The revision this member's store is at, from its metrics port.
-    fn revision(&self, c: &reqwest::blocking::Client) -> Option<u64> {
-        let text = c
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics))
-            .send()
-            .and_then(|r| r.text())
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_current_revision "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v as u64)
-    }
-}
-
 fn etcd(n: u64, tmp: &Path) -> Result<serde_json::Value> {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
@@ -253,33 +179,12 @@ fn etcd(n: u64, tmp: &Path) -> Result<serde_json::Value> {
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let members: Vec<Etcd> = (1..=3).map(Etcd::new).collect();
-    let cluster = members
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let _running: Vec<Guard> = members
-        .iter()
-        .map(|m| m.start(&dir, &cluster, "new"))
-        .collect::<Result<_>>()?;
-    let healthy = wait(Duration::from_secs(60), || {
-        members.iter().all(|m| {
-            c.get(m.url("/health"))
-                .send()
-                .and_then(|r| r.text())
-                .is_ok_and(|t| t.contains("true"))
-        })
-    });
-    if !healthy {
-        bail!("the etcd cluster did not form");
-    }
-    let version = c
-        .get(members[0].url("/version"))
-        .send()
-        .and_then(|r| r.json::<serde_json::Value>())
-        .ok()
-        .and_then(|v| v["etcdserver"].as_str().map(str::to_owned));
+    let EtcdCluster {
+        members,
+        cluster,
+        running: _running,
+        version,
+    } = EtcdCluster::start(&dir, &c)?;
 
     // Load: transactions of 1000 puts, four clients over the members.
     let load = Instant::now();

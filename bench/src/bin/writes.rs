@@ -1,0 +1,214 @@
+//! Committed single-key writes through HTTP, shoal beside etcd in one run:
+//! three members of each on loopback, one `wrk` run per system and target
+//! (the leader, then a follower), each request a fresh key with a 100-byte
+//! value. Prints one JSON object per run, then the ratios shoal / etcd.
+//!
+//! ```text
+//! bench/peers/setup.sh                          # Debian's etcd-server and wrk (root)
+//! cargo build --release -p shoal -p shoal-bench
+//! target/release/writes [SECONDS] [CONNECTIONS]  # default 20 s, 64 connections
+//! ```
+//!
+//! shoal: `PUT /v1/kv/KEY` (`bench/peers/wrk/put-shoal.lua`). etcd 3.4:
+//! `POST /v3/kv/put` through its JSON gateway (`put-etcd.lua`). wrk runs
+//! with 2 threads and `--latency`; a run whose requests were refused or
+//! failed says so (`non_2xx`, `socket_errors`).
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use shoal_bench::etcd::{Etcd, EtcdCluster};
+use shoal_bench::nodes::{agreed, formed, shoal_bin, start, status, Node, TOKEN};
+use shoal_bench::procs::wait;
+use std::process::Command;
+use std::time::Duration;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let conns: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let tmp = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+
+    {
+        let bin = shoal_bin()?;
+        let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
+        let rest: Vec<Node> = (2..=3)
+            .map(|i| {
+                start(
+                    &bin,
+                    &tmp.path().join(format!("n{i}")),
+                    Some(first.p2p),
+                    &[],
+                )
+            })
+            .collect::<Result<_>>()?;
+        let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
+        let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+        if !wait(Duration::from_secs(120), || {
+            formed(&c, &nodes) && agreed(&c, &apis)
+        }) {
+            bail!("the shoal cluster did not form");
+        }
+        let role = |n: &&Node| status(&c, n.api).map(|s| s["role"].as_str() == Some("master"));
+        let master = nodes
+            .iter()
+            .find(|n| role(n) == Some(true))
+            .context("no master")?;
+        let follower = nodes
+            .iter()
+            .find(|n| role(n) == Some(false))
+            .context("no follower")?;
+        for (target, node) in [("leader", master), ("follower", follower)] {
+            let url = format!("http://127.0.0.1:{}", node.api);
+            let run = wrk(
+                "put-shoal.lua",
+                &url,
+                secs,
+                conns,
+                &[("SHOAL_TOKEN", TOKEN)],
+            )?;
+            rows.push(row("shoal", target, run));
+        }
+    }
+
+    {
+        let dir = tmp.path().join("etcd");
+        std::fs::create_dir_all(&dir)?;
+        let etcd = EtcdCluster::start(&dir, &c)?;
+        let leader_id = etcd_status(&c, &etcd.members[0])?["leader"].clone();
+        let mut leader = None;
+        let mut follower = None;
+        for m in &etcd.members {
+            let s = etcd_status(&c, m)?;
+            if s["header"]["member_id"] == leader_id {
+                leader = Some(m);
+            } else {
+                follower = Some(m);
+            }
+        }
+        let targets = [
+            ("leader", leader.context("no etcd leader")?),
+            ("follower", follower.context("no etcd follower")?),
+        ];
+        for (target, m) in targets {
+            let run = wrk("put-etcd.lua", &m.url(""), secs, conns, &[])?;
+            let mut r = row("etcd", target, run);
+            r["version"] = json!(etcd.version);
+            rows.push(r);
+        }
+    }
+
+    for r in &rows {
+        println!("{r}");
+    }
+    for target in ["leader", "follower"] {
+        let get = |sys: &str| {
+            rows.iter()
+                .find(|r| r["system"] == sys && r["target"] == target)
+                .and_then(|r| r["writes_per_s"].as_f64())
+        };
+        if let (Some(s), Some(e)) = (get("shoal"), get("etcd")) {
+            println!(
+                "{}",
+                json!({"ratio": "shoal/etcd", "target": target, "writes_per_s": (s / e * 100.0).round() / 100.0})
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An etcd member's `/v3/maintenance/status`.
+fn etcd_status(c: &reqwest::blocking::Client, m: &Etcd) -> Result<Value> {
+    Ok(c.post(m.url("/v3/maintenance/status"))
+        .json(&json!({}))
+        .send()?
+        .json()?)
+}
+
+fn row(system: &str, target: &str, mut run: Value) -> Value {
+    run["system"] = json!(system);
+    run["target"] = json!(target);
+    run
+}
+
+/// Runs wrk with one of `bench/peers/wrk/`'s scripts and reads its report.
+fn wrk(script: &str, url: &str, secs: u64, conns: u32, env: &[(&str, &str)]) -> Result<Value> {
+    let path = format!("bench/peers/wrk/{script}");
+    if !std::path::Path::new(&path).exists() {
+        bail!("{path} not found: run from the repository's root");
+    }
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
+        .args(["-s", &path, url])
+        .envs(env.iter().copied())
+        .output()
+        .context("wrk (bench/peers/setup.sh installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("unreadable wrk report:\n{text}"))
+}
+
+/// The figures of a wrk report: requests/s, the latency percentiles (ms),
+/// refused and failed requests.
+fn parse_wrk(text: &str) -> Option<Value> {
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let per_s: f64 = field("Requests/sec:")?.parse().ok()?;
+    let pct = |p: &str| field(&format!("{p}%")).and_then(|v| millis(&v));
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let socket_errors = field("Socket errors:").unwrap_or_default();
+    Some(json!({
+        "writes_per_s": per_s,
+        "p50_ms": pct("50")?,
+        "p90_ms": pct("90")?,
+        "p99_ms": pct("99")?,
+        "non_2xx": non_2xx,
+        "socket_errors": socket_errors,
+    }))
+}
+
+/// wrk's durations (`812.00us`, `1.23ms`, `1.02s`) in milliseconds.
+fn millis(v: &str) -> Option<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrk_report_is_read() {
+        let text = "Running 20s test @ http://127.0.0.1:1\n  2 threads and 64 connections\n  Latency Distribution\n     50%   27.61ms\n     75%   35.12ms\n     90%   45.00ms\n     99%    1.02s\n  40000 requests in 20.00s, 5.00MB read\n  Socket errors: connect 0, read 0, write 0, timeout 3\n  Non-2xx or 3xx responses: 7\nRequests/sec:   2000.50\nTransfer/sec:    256.00KB\n";
+        let v = parse_wrk(text).unwrap();
+        assert_eq!(v["writes_per_s"], 2000.5);
+        assert_eq!(v["p50_ms"], 27.61);
+        assert_eq!(v["p99_ms"], 1020.0);
+        assert_eq!(v["non_2xx"], 7);
+        assert_eq!(v["socket_errors"], "connect 0, read 0, write 0, timeout 3");
+        assert_eq!(millis("812.00us"), Some(0.812));
+        assert!(parse_wrk("nothing").is_none());
+    }
+}

@@ -1,0 +1,126 @@
+//! shoal processes for the figure runners: started on loopback with a
+//! data directory each (their logs beside it, `DIR.log`), asked for their
+//! status and metrics over the API, killed by PID when dropped.
+
+use crate::procs::free_port;
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+#[derive(Debug)]
+pub struct Node {
+    pub child: Child,
+    pub api: u16,
+    pub p2p: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The API token every node of the benchmark cluster is started with.
+pub const TOKEN: &str = "catchup-benchmark-token";
+
+pub fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
+    start_at(bin, dir, peer, extra, (free_port(), free_port()))
+}
+
+/// Starts a node on the given API and peer ports.
+pub fn start_at(
+    bin: &Path,
+    dir: &Path,
+    peer: Option<u16>,
+    extra: &[&str],
+    (api, p2p): (u16, u16),
+) -> Result<Node> {
+    let token_file = dir.with_extension("token");
+    std::fs::write(&token_file, TOKEN)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            "--api",
+            &format!("127.0.0.1:{api}"),
+            "--no-mdns",
+        ])
+        .args(extra)
+        .arg("--api-token-file")
+        .arg(&token_file)
+        .env("SHOAL_LOG", "info,libp2p=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log"))?);
+    if let Some(p) = peer {
+        cmd.args(["--peer", &format!("/ip4/127.0.0.1/tcp/{p}")]);
+    }
+    Ok(Node {
+        child: cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+        api,
+        p2p,
+    })
+}
+
+pub fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
+    c.get(format!("http://127.0.0.1:{api}/v1/status"))
+        .send()
+        .ok()?
+        .json()
+        .ok()
+}
+
+pub fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
+    let text = c
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// True when every node reports the same applied index (at its commit
+/// index) and state hash.
+pub fn agreed(c: &reqwest::blocking::Client, apis: &[u16]) -> bool {
+    let st: Option<Vec<Value>> = apis.iter().map(|a| status(c, *a)).collect();
+    st.is_some_and(|st| {
+        st.iter().all(|s| {
+            s["applied_index"] == st[0]["applied_index"]
+                && s["applied_index"] == s["commit_index"]
+                && s["state_hash"] == st[0]["state_hash"]
+        })
+    })
+}
+
+/// The binary the runners start: `$SHOAL_BIN`, or the release build.
+pub fn shoal_bin() -> Result<std::path::PathBuf> {
+    let bin = std::env::var("SHOAL_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| "target/release/shoal".into());
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} not found: cargo build --release -p shoal (or set SHOAL_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// True once three of `nodes` are voters, one of them the master.
+pub fn formed(c: &reqwest::blocking::Client, nodes: &[&Node]) -> bool {
+    nodes
+        .iter()
+        .filter(|n| status(c, n.api).is_some_and(|s| s["role"] == "master" || s["role"] == "voter"))
+        .count()
+        == 3
+}
