@@ -6,7 +6,8 @@
 //! ```text
 //! bench/peers/setup.sh                          # Debian's etcd-server and wrk (root)
 //! cargo build --release -p shoal -p shoal-bench
-//! target/release/writes [SECONDS] [CONNECTIONS]  # default 20 s, 64 connections
+//! target/release/writes [SECONDS] [CONNECTIONS] [shoal|etcd|both]
+//!                                               # default 20 s, 64 connections, both
 //! ```
 //!
 //! shoal: `PUT /v1/kv/KEY` (`bench/peers/wrk/put-shoal.lua`). etcd 3.4:
@@ -17,7 +18,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::etcd::{Etcd, EtcdCluster};
-use shoal_bench::nodes::{agreed, formed, shoal_bin, start, status, Node, TOKEN};
+use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, status, Node, TOKEN};
 use shoal_bench::procs::wait;
 use std::process::Command;
 use std::time::Duration;
@@ -26,13 +27,14 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
     let conns: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let which = args.next().unwrap_or_else(|| "both".into());
     let c = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
 
-    {
+    if which != "etcd" {
         let bin = shoal_bin()?;
         let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
         let rest: Vec<Node> = (2..=3)
@@ -61,20 +63,34 @@ fn main() -> Result<()> {
             .iter()
             .find(|n| role(n) == Some(false))
             .context("no follower")?;
+        // Summed over the three nodes, to say what one write costs.
+        let sum = |name: &str| -> f64 { apis.iter().map(|a| metric(&c, *a, name)).sum() };
+        let counted = [
+            "shoal_net_messages_sent_total",
+            "shoal_net_gossip_received_total",
+        ];
         for (target, node) in [("leader", master), ("follower", follower)] {
             let url = format!("http://127.0.0.1:{}", node.api);
-            let run = wrk(
+            let before: Vec<f64> = counted.iter().map(|m| sum(m)).collect();
+            let applied = metric(&c, node.api, "shoal_events_applied_total");
+            let mut run = wrk(
                 "put-shoal.lua",
                 &url,
                 secs,
                 conns,
                 &[("SHOAL_TOKEN", TOKEN)],
             )?;
+            let writes = (metric(&c, node.api, "shoal_events_applied_total") - applied).max(1.0);
+            for (m, b) in counted.iter().zip(before) {
+                let per = (sum(m) - b) / writes;
+                let name = m.trim_start_matches("shoal_").trim_end_matches("_total");
+                run[format!("{name}_per_write")] = json!((per * 100.0).round() / 100.0);
+            }
             rows.push(row("shoal", target, run));
         }
     }
 
-    {
+    if which != "shoal" {
         let dir = tmp.path().join("etcd");
         std::fs::create_dir_all(&dir)?;
         let etcd = EtcdCluster::start(&dir, &c)?;

@@ -447,6 +447,24 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         v.send_overflow as f64,
     );
     put(
+        "net_messages_sent_total",
+        "counter",
+        "Frames sent one-to-one or published.",
+        v.net.sent as f64,
+    );
+    put(
+        "net_messages_received_total",
+        "counter",
+        "Frames received one-to-one or by gossip.",
+        v.net.received as f64,
+    );
+    put(
+        "net_gossip_received_total",
+        "counter",
+        "Gossip messages received (each once, however many peers relayed it).",
+        v.net.gossip_received as f64,
+    );
+    put(
         "net_send_failures_total",
         "counter",
         "Frames the network could not deliver.",

@@ -304,6 +304,9 @@ impl Actor {
                 ..
             })) => {
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .gossip_received
+                    .fetch_add(1, Ordering::Relaxed);
                 self.emit(NetEvent::Gossip {
                     source: message.source,
                     bytes: message.data,

@@ -145,8 +145,13 @@ pub enum NetError {
 /// What the actor counts; read with `NetHandle::counters`.
 #[derive(Debug, Default)]
 pub struct NetCounters {
+    /// Frames sent one-to-one or published.
     pub sent: AtomicU64,
+    /// Frames received one-to-one or by gossip.
     pub received: AtomicU64,
+    /// Of those received, by gossip (each message once, however many
+    /// peers relayed it).
+    pub gossip_received: AtomicU64,
     /// Frames not delivered: a failed send or publish, a held message
     /// dropped by the delay fault.
     pub send_failures: AtomicU64,
@@ -168,6 +173,7 @@ pub struct NetCounters {
 pub struct NetStats {
     pub sent: u64,
     pub received: u64,
+    pub gossip_received: u64,
     pub send_failures: u64,
     pub inbound_failures: u64,
     pub dropped_events: u64,
@@ -195,6 +201,7 @@ impl NetHandle {
         NetStats {
             sent: c.sent.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
+            gossip_received: c.gossip_received.load(Ordering::Relaxed),
             send_failures: c.send_failures.load(Ordering::Relaxed),
             inbound_failures: c.inbound_failures.load(Ordering::Relaxed),
             dropped_events: c.dropped_events.load(Ordering::Relaxed),
