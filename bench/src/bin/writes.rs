@@ -86,7 +86,9 @@ fn main() -> Result<()> {
                 let name = m.trim_start_matches("shoal_").trim_end_matches("_total");
                 run[format!("{name}_per_write")] = json!((per * 100.0).round() / 100.0);
             }
-            rows.push(row("shoal", target, run));
+            let r = row("shoal", target, run);
+            println!("{r}");
+            rows.push(r);
         }
     }
 
@@ -113,13 +115,11 @@ fn main() -> Result<()> {
             let run = wrk("put-etcd.lua", &m.url(""), secs, conns, &[])?;
             let mut r = row("etcd", target, run);
             r["version"] = json!(etcd.version);
+            println!("{r}");
             rows.push(r);
         }
     }
 
-    for r in &rows {
-        println!("{r}");
-    }
     for target in ["leader", "follower"] {
         let get = |sys: &str| {
             rows.iter()
