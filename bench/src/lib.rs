@@ -1,6 +1,7 @@
 //! Data sets shared by shoal's benchmarks.
 
 pub mod etcd;
+pub mod load;
 pub mod nodes;
 
 use rand::rngs::SmallRng;

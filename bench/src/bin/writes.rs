@@ -13,15 +13,21 @@
 //! shoal: `PUT /v1/kv/KEY` (`bench/peers/wrk/put-shoal.lua`). etcd 3.4:
 //! `POST /v3/kv/put` through its JSON gateway (`put-etcd.lua`). wrk runs
 //! with 2 threads and `--latency`; a run whose requests were refused or
-//! failed says so (`non_2xx`, `socket_errors`).
+//! failed says so (`non_2xx`, `socket_errors`). Then shoal's master takes
+//! a steady 1k writes/s from 64 clients for as long, and the latency of
+//! those writes is reported (`paced_per_s`).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::etcd::{Etcd, EtcdCluster};
+use shoal_bench::load::{percentile_ms, Load};
 use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, status, Node, TOKEN};
 use shoal_bench::procs::wait;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The steady rate whose latency is reported.
+const PACED_PER_S: u32 = 1000;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -90,6 +96,27 @@ fn main() -> Result<()> {
             println!("{r}");
             rows.push(r);
         }
+        // Latency at a steady 1k writes/s on the master, the first second
+        // left out.
+        let load = Load::start(master.api, PACED_PER_S);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs.max(2)));
+        let end = Instant::now();
+        let w = load.stop();
+        let from = t0 + Duration::from_secs(1);
+        let (p50, n) = percentile_ms(&w, from, end, 0.5);
+        let (p99, _) = percentile_ms(&w, from, end, 0.99);
+        let paced = json!({
+            "system": "shoal",
+            "target": "leader",
+            "paced_per_s": PACED_PER_S,
+            "writes": n,
+            "achieved_per_s": n as f64 / (end - from).as_secs_f64(),
+            "p50_ms": p50,
+            "p99_ms": p99,
+        });
+        println!("{paced}");
+        rows.push(paced);
     }
 
     if which != "shoal" {
@@ -123,8 +150,8 @@ fn main() -> Result<()> {
     for target in ["leader", "follower"] {
         let get = |sys: &str| {
             rows.iter()
-                .find(|r| r["system"] == sys && r["target"] == target)
-                .and_then(|r| r["writes_per_s"].as_f64())
+                .filter(|r| r["system"] == sys && r["target"] == target)
+                .find_map(|r| r["writes_per_s"].as_f64())
         };
         if let (Some(s), Some(e)) = (get("shoal"), get("etcd")) {
             println!(
