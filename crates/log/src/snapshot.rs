@@ -118,6 +118,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot body decompresses past the {0} bytes its header declares")]
     TooLarge(u64),
+    #[error("cannot read the snapshot: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 fn corrupt(e: impl std::fmt::Display) -> SnapshotError {

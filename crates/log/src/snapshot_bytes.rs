@@ -26,15 +26,27 @@ pub trait SnapshotBytes: Send + Sync + fmt::Debug {
 
     /// Writes all of it to `w`, a few MiB at a time.
     fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
-        const STEP: usize = 4 << 20;
-        let mut offset = 0;
-        while offset < self.len() {
-            let chunk = self.read_at(offset, STEP)?;
-            w.write_all(&chunk)?;
-            offset += chunk.len() as u64;
-        }
-        Ok(())
+        each_chunk(self, |chunk| w.write_all(chunk))
     }
+}
+
+/// Hands all of `bytes` to `f` in order, a few MiB at a time.
+pub(crate) fn each_chunk<B, E>(
+    bytes: &B,
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    B: SnapshotBytes + ?Sized,
+    E: From<io::Error>,
+{
+    const STEP: usize = 4 << 20;
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let chunk = bytes.read_at(offset, STEP)?;
+        f(&chunk)?;
+        offset += chunk.len() as u64;
+    }
+    Ok(())
 }
 
 impl SnapshotBytes for Vec<u8> {

@@ -2,7 +2,7 @@
 //! a SHA-256 trailer; the newest readable one is loaded on restart.
 
 use crate::snapshot::{SnapshotDecoder, SnapshotError};
-use crate::snapshot_bytes::{SnapshotBytes, SnapshotFile};
+use crate::snapshot_bytes::{each_chunk, SnapshotBytes, SnapshotFile};
 use shoal_model::{EventIdx, State};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -91,7 +91,7 @@ impl SnapshotStore {
             let path = self.path(idx);
             let loaded = self
                 .open_file(EventIdx(idx))
-                .map_err(unreadable)
+                .map_err(SnapshotError::from)
                 .and_then(|f| read_and_decode(&f));
             match loaded {
                 Ok(state) => return Ok(Some(state)),
@@ -105,18 +105,8 @@ impl SnapshotStore {
 /// Decodes a saved snapshot as it is read, a few MiB at a time, and checks
 /// it against the checksum in the file's trailer.
 fn read_and_decode(file: &SnapshotFile) -> Result<State, SnapshotError> {
-    const STEP: usize = 4 << 20;
-    let trailer = file.read_trailer().map_err(unreadable)?;
+    let trailer = file.read_trailer()?;
     let mut d = SnapshotDecoder::new();
-    let mut offset = 0;
-    while offset < file.len() {
-        let chunk = file.read_at(offset, STEP).map_err(unreadable)?;
-        d.push(&chunk)?;
-        offset += chunk.len() as u64;
-    }
+    each_chunk(file, |chunk| d.push(chunk))?;
     d.finish(&trailer)
-}
-
-fn unreadable(e: io::Error) -> SnapshotError {
-    SnapshotError::Corrupt(format!("cannot read: {e}"))
 }
