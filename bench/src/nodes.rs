@@ -124,3 +124,12 @@ pub fn formed(c: &reqwest::blocking::Client, nodes: &[&Node]) -> bool {
         .count()
         == 3
 }
+
+/// True once the node with data directory `dir` has a snapshot on disk
+/// (a `.snap` file, not the `.snap.tmp` it is written as).
+pub fn has_saved_snapshot(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("snapshots")).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+    })
+}

@@ -26,7 +26,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde_json::json;
 use shoal_bench::load::{p99_ms, Load};
-use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, start_at, status, Node, TOKEN};
+use shoal_bench::nodes::{
+    agreed, formed, has_saved_snapshot, metric, shoal_bin, start, start_at, status, Node, TOKEN,
+};
 use shoal_bench::procs::{peak_rss_kib, rss_kib, time_until, wait};
 use shoal_bench::{key, set_commands, value};
 use shoal_log::{DurableLog, HardState, LogConfig};
@@ -126,13 +128,7 @@ fn restart_from_disk(
     peer: &Node,
     n: u64,
 ) -> Result<f64> {
-    let snapshots = dir.join("snapshots");
-    let saved = wait(Duration::from_secs(120), || {
-        std::fs::read_dir(&snapshots).is_ok_and(|d| {
-            d.filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
-        })
-    });
+    let saved = wait(Duration::from_secs(120), || has_saved_snapshot(dir));
     if !saved {
         bail!("the joiner did not save its snapshot");
     }
@@ -284,13 +280,8 @@ fn main() -> Result<()> {
         let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
         // Steady: once the joiner has saved the snapshot it received (it
         // then serves it from the file), and a moment later.
-        let snaps = root.join(format!("joiner{i}")).join("snapshots");
-        let saved = wait(Duration::from_secs(30), || {
-            std::fs::read_dir(&snaps).is_ok_and(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
-            })
-        });
+        let joiner_dir = root.join(format!("joiner{i}"));
+        let saved = wait(Duration::from_secs(30), || has_saved_snapshot(&joiner_dir));
         if !saved {
             eprintln!("{m}: the joiner saved no snapshot in 30 s");
         }

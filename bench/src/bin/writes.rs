@@ -60,15 +60,12 @@ fn main() -> Result<()> {
         }) {
             bail!("the shoal cluster did not form");
         }
-        let role = |n: &&Node| status(&c, n.api).map(|s| s["role"].as_str() == Some("master"));
-        let master = nodes
+        // Each node's role, asked once.
+        let (masters, others): (Vec<&Node>, Vec<&Node>) = nodes
             .iter()
-            .find(|n| role(n) == Some(true))
-            .context("no master")?;
-        let follower = nodes
-            .iter()
-            .find(|n| role(n) == Some(false))
-            .context("no follower")?;
+            .partition(|n| status(&c, n.api).is_some_and(|s| s["role"] == "master"));
+        let master = *masters.first().context("no master")?;
+        let follower = *others.first().context("no follower")?;
         // Summed over the three nodes, to say what one write costs.
         let sum = |name: &str| -> f64 { apis.iter().map(|a| metric(&c, *a, name)).sum() };
         let counted = [
