@@ -5,7 +5,7 @@
 //! reason when it cannot commit.
 
 use crate::wire::{CommandReply, Refusal};
-use shoal_model::{Command, CommandId, CommandResult, State};
+use shoal_model::{Command, CommandId, CommandResult, EventIdx, Outcome, State};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -109,20 +109,21 @@ impl PendingCommands {
 
     /// State jumped (a snapshot): answer whatever it already holds.
     pub fn on_state_replaced(&mut self, state: &State) -> Vec<PendingAction> {
-        let done: Vec<CommandId> = self
+        let done: Vec<(CommandId, EventIdx, Outcome)> = self
             .waiting
             .keys()
-            .filter(|id| state.outcome(id).is_some())
-            .cloned()
+            .filter_map(|id| {
+                let rec = state.outcome(id)?;
+                Some((id.clone(), rec.idx, rec.outcome.clone()))
+            })
             .collect();
         let mut out = Vec::new();
-        for id in done {
-            let rec = state.outcome(&id).expect("filtered above");
-            let w = self.waiting.remove(&id).expect("filtered above");
+        for (id, idx, outcome) in done {
+            let w = self.waiting.remove(&id).expect("listed above");
             out.extend(
                 w.replies
                     .into_iter()
-                    .map(|to| PendingAction::Reply(to, Ok((rec.idx, rec.outcome.clone())))),
+                    .map(|to| PendingAction::Reply(to, Ok((idx, outcome.clone())))),
             );
         }
         out

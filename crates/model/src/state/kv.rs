@@ -50,15 +50,17 @@ type Write = Result<(Option<KvValue>, Option<u64>, Outcome), Rejection>;
 impl State {
     /// Every change to `kv` goes through here, keeping `expiring` in step.
     pub(super) fn kv_put(&mut self, key: &str, entry: Option<KvEntry>) -> Option<KvEntry> {
-        if entry.as_ref().is_some_and(|e| e.ttl_ms.is_some()) {
-            self.expiring.insert(Key::from(key));
-        } else if !self.expiring.is_empty() {
+        let Some(e) = entry else {
             self.expiring.remove(key);
+            return self.kv.remove(key);
+        };
+        let key = Key::from(key);
+        if e.ttl_ms.is_some() {
+            self.expiring.insert(key.clone());
+        } else {
+            self.expiring.remove(&key);
         }
-        match entry {
-            Some(e) => self.kv.insert(Key::from(key), e),
-            None => self.kv.remove(key),
-        }
+        self.kv.insert(key, e)
     }
 
     /// The token of the lock held under `name`, if one is.
