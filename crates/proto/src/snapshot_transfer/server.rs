@@ -98,6 +98,10 @@ impl SnapshotServer {
             .collect()
     }
 
+    /// One chunk, cut from the cached snapshot. A snapshot held in its
+    /// file costs one read of at most `SNAPSHOT_CHUNK_BYTES` here, from
+    /// the page cache while the file is fresh: the copy a chunk held in
+    /// memory cost too. A read that fails refuses the request with why.
     fn chunk(&self, to: NodeId, req: SnapshotRequest) -> ServeAction {
         let c = match (&self.cache, &self.previous, req.index) {
             (_, Some(p), Some(i)) if p.index == i => p,
