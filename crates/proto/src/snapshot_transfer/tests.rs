@@ -325,3 +325,49 @@ mod properties {
         }
     }
 }
+
+/// Bytes whose every read fails, as a snapshot file on a failing disk.
+#[derive(Debug)]
+struct Unreadable;
+
+impl SnapshotBytes for Unreadable {
+    fn len(&self) -> u64 {
+        100
+    }
+
+    fn read_at(&self, _: u64, _: usize) -> std::io::Result<Vec<u8>> {
+        Err(std::io::Error::other("disk failed"))
+    }
+}
+
+#[test]
+fn a_chunk_that_cannot_be_read_is_refused_with_why() {
+    let mut server = SnapshotServer::default();
+    let req = SnapshotRequest {
+        session: 3,
+        index: None,
+        offset: 0,
+        len: 100,
+    };
+    let me = NodeId::from("me");
+    assert_eq!(
+        server.on_request(me.clone(), req, EventIdx(5), EventIdx(1), 100),
+        vec![ServeAction::Build]
+    );
+    let acts = server.on_built(EncodedSnapshot {
+        index: EventIdx(5),
+        bytes: Arc::new(Unreadable),
+        sha256: [0; 32],
+    });
+    match acts.as_slice() {
+        [ServeAction::Refuse {
+            to,
+            session: 3,
+            reason,
+        }] => {
+            assert_eq!(*to, me);
+            assert!(reason.contains("disk failed"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
