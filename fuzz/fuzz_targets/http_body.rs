@@ -26,12 +26,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let key = || "fuzz-key".to_owned();
-    let op = match route % 13 {
+    let op = match route % 14 {
         0 => shoal_request::text(body, "value").map(|value| Op::KvSet { key: key(), value }),
         1 => shoal_request::cas(key(), body),
         2 => shoal_request::lock(key(), body),
         3 => shoal_request::task(body).map(|spec| Op::TaskSubmit { spec }),
         4 => shoal_request::deploy(body),
+        13 => shoal_request::txn(body),
         12 => std::str::from_utf8(body)
             .map_err(|_| shoal_request::Invalid(String::new()))
             .and_then(|h| {

@@ -1,10 +1,11 @@
 //! `shoal kv …`: the coordination primitives from the command line.
 
 use crate::client::{encode, Body, Client};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
+use shoal_request::TXN_SHAPE;
 use std::time::Duration;
 
 /// Exit status of a conditional write that did not apply.
@@ -114,6 +115,26 @@ pub enum KvCmd {
     Keepalive { name: String, token: u64 },
     /// Release a lock.
     Unlock { name: String, token: u64 },
+    /// Apply several writes at once, all or none, if every guard holds.
+    /// Prints the answer as JSON; exits 2 if a guard did not hold.
+    ///
+    /// The transaction is JSON, read from FILE (default: standard input):
+    ///
+    ///   {"guards": [{"key": "config", "version": 41}],
+    ///    "ops": [{"op": "set", "key": "config", "value": "v2"},
+    ///            {"op": "incr", "key": "config-changes"}]}
+    ///
+    /// A guard names a key and one of "exists" (true/false), "version" (the
+    /// index of its last change) or "value". Ops: set, delete, incr ("by"),
+    /// cas ("expected", null for absent), set-if-absent ("ttl_ms"), add and
+    /// remove ("member"), push ("value").
+    #[command(verbatim_doc_comment)]
+    Txn {
+        #[arg(default_value = "-")]
+        file: String,
+        #[arg(long, value_name = "LOCK:TOKEN")]
+        fence: Option<String>,
+    },
 }
 
 /// Text as a terminal may show it: control characters (escape sequences,
@@ -307,6 +328,20 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
             let body = Body::Json(json!({ "token": token }));
             c.write(Method::POST, &k(&name, "/unlock"), body, None)?;
             println!("ok");
+        }
+        KvCmd::Txn { file, fence } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{file} is not JSON; it must be {TXN_SHAPE}"))?;
+            let v = c.write(Method::POST, "/v1/txn", Body::Json(body), fence.as_deref())?;
+            println!("{v}");
+            if v["applied"].as_bool() != Some(true) {
+                return Ok(NOT_APPLIED);
+            }
         }
     }
     Ok(0)

@@ -113,7 +113,14 @@ impl From<Refusal> for ApiError {
 
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
-        let (status, code) = match r {
+        // A refused transaction answers as its refused op would, and says
+        // which op it was.
+        let mut cause = &r;
+        while let Rejection::InTxn { reason, .. } = cause {
+            cause = reason;
+        }
+        let (status, code) = match cause {
+            Rejection::InTxn { .. } => unreachable!("unwrapped above"),
             Rejection::WrongType => (StatusCode::CONFLICT, ErrorCode::WrongType),
             Rejection::Overflow => (StatusCode::CONFLICT, ErrorCode::Overflow),
             Rejection::StaleToken => (StatusCode::CONFLICT, ErrorCode::StaleToken),

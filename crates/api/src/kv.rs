@@ -6,13 +6,13 @@
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{CommandId, KvEntry, KvValue, Op, State};
+use shoal_model::{CommandId, KvEntry, KvValue, Limits, Op, State};
 use shoal_node::NodeHandle;
 use std::ops::Bound;
 use std::time::Duration;
@@ -21,6 +21,8 @@ use std::time::Duration;
 const CONSISTENT_WAIT: Duration = Duration::from_secs(5);
 /// Keys a prefix listing returns at most.
 const MAX_LIST: usize = 10_000;
+/// A transaction's body: room for its keys and values, JSON-escaped.
+const MAX_TXN_BODY: usize = 4 * Limits::MAX_TXN_BYTES;
 
 pub(crate) fn routes() -> Router<NodeHandle> {
     Router::new()
@@ -33,6 +35,10 @@ pub(crate) fn routes() -> Router<NodeHandle> {
         // set-if-absent, add, remove, push: the body is one text value.
         // keepalive, unlock: the body is {"token": T}.
         .route("/v1/kv/{key}/{verb}", post(verb))
+        .route(
+            "/v1/txn",
+            post(txn).layer(DefaultBodyLimit::max(MAX_TXN_BODY)),
+        )
 }
 
 pub(crate) fn value_json(v: &KvValue) -> Value {
@@ -260,6 +266,13 @@ async fn verb(
             format!("no operation {verb:?} on keys"),
         ));
     };
+    write(&node, &headers, op).await
+}
+
+/// `POST /v1/txn`: guards, then key-value writes, all applied or none.
+async fn txn(AxState(node): AxState<NodeHandle>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    json_content(&headers)?;
+    let op = shoal_request::txn(&body)?;
     write(&node, &headers, op).await
 }
 

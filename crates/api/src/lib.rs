@@ -26,6 +26,7 @@
 //! POST   /v1/kv/{key}/push                list element (body) -> new length
 //! POST   /v1/kv/{key}/lock                {"holder": H, "ttl_ms": N} -> token
 //! POST   /v1/kv/{key}/keepalive | /unlock {"token": T}
+//! POST   /v1/txn                          {"guards": [..], "ops": [..]}: all or none (see `kv.rs`)
 //! ```
 //!
 //! Reads take `?consistent=true` to go through the master (a committed
@@ -67,7 +68,7 @@ use axum::{Json, Router};
 pub(crate) use error::{json_content, stopped};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{Limits, NodeInfo, Outcome, State};
+use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
 use shoal_node::{NodeHandle, View};
 use shoal_proto::node::NodeRole;
 use shoal_proto::wire::CommandReply;
@@ -291,16 +292,31 @@ async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) 
 
 pub(crate) fn committed(reply: CommandReply) -> ApiResult {
     let (idx, outcome) = reply?;
-    let body = match outcome {
-        Outcome::Rejected(r) => return Err(r.into()),
-        Outcome::Done => json!({"index": idx}),
-        Outcome::Value(v) => json!({"index": idx, "value": v}),
-        Outcome::Int(n) => json!({"index": idx, "value": n}),
-        Outcome::Applied(b) => json!({"index": idx, "applied": b}),
-        Outcome::Token(t) => json!({"index": idx, "token": t}),
-        Outcome::Task(t) => json!({"index": idx, "task": t}),
-    };
+    let mut body = outcome_json(outcome)?;
+    body["index"] = json!(idx);
     Ok(Json(body))
+}
+
+/// An outcome as the API answers it (without the index); a transaction's
+/// carries each op's in `results`.
+fn outcome_json(outcome: Outcome) -> Result<Value, Rejection> {
+    Ok(match outcome {
+        Outcome::Rejected(r) => return Err(r),
+        Outcome::Done => json!({}),
+        Outcome::Value(v) => json!({"value": v}),
+        Outcome::Int(n) => json!({"value": n}),
+        Outcome::Applied(b) => json!({"applied": b}),
+        Outcome::Token(t) => json!({"token": t}),
+        Outcome::Task(t) => json!({"task": t}),
+        Outcome::Txn(results) => {
+            let results = results
+                .into_iter()
+                .map(outcome_json)
+                .collect::<Result<Vec<_>, _>>()?;
+            json!({"applied": true, "results": results})
+        }
+        Outcome::GuardFailed { guard } => json!({"applied": false, "failed_guard": guard}),
+    })
 }
 
 async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {

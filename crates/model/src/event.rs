@@ -192,6 +192,30 @@ pub enum Op {
         token: FencingToken,
         op: Box<Op>,
     },
+    /// Key-value writes applied together or not at all: if every guard
+    /// holds, each op in order (each sees the ones before it); if an op is
+    /// refused, none. One command, so one idempotency key (etcd's Txn).
+    Txn {
+        guards: Vec<Guard>,
+        ops: Vec<Op>,
+    },
+}
+
+/// A condition on one key that a transaction checks before it writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Guard {
+    pub key: String,
+    pub check: Check,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Check {
+    /// The key exists (true) or is absent (false).
+    Exists(bool),
+    /// The key exists and was last changed at this index.
+    Version(EventIdx),
+    /// The key holds this value (a string, or an integer in its text form).
+    Value(String),
 }
 
 impl Op {
@@ -226,6 +250,22 @@ pub enum Outcome {
     /// The id of a created task.
     Task(TaskId),
     Rejected(Rejection),
+    /// Every guard of a transaction held: each op's outcome, in order.
+    Txn(Vec<Outcome>),
+    /// A transaction's guard (by position) did not hold: nothing changed.
+    GuardFailed {
+        guard: u32,
+    },
+}
+
+impl Outcome {
+    /// What the outcome counts for against the cap on stored outcomes.
+    pub fn weight(&self) -> usize {
+        match self {
+            Outcome::Txn(results) => 1 + results.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// Why a well-formed command was refused by State.
@@ -247,6 +287,9 @@ pub enum Rejection {
     Full { what: String },
     #[error("invalid: {reason}")]
     Invalid { reason: String },
+    /// An op of a transaction was refused, so none of its ops applied.
+    #[error("transaction op {op}: {reason}")]
+    InTxn { op: u32, reason: Box<Rejection> },
 }
 
 /// What to run for a task or an instance.

@@ -17,6 +17,7 @@
 //! POST /v1/kv/KEY/keepalive        {"token": T}; unlock: the same
 //! Shoal-Fence: LOCK:TOKEN          (header) any key-value write, fenced
 //! POST /v1/tasks                   a task (below)
+//! POST /v1/txn                    {"guards": [{"key": K, "version": N}], "ops": [{"op": "set", "key": K, "value": V}]}
 //! POST /v1/deployments             {"name", "replicas", what to run, "cpu_milli", "mem_bytes"}
 //! ```
 //!
@@ -27,7 +28,10 @@
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use shoal_model::{FencingToken, InstanceSpec, Limits, NodeId, Op, Resources, Runner, TaskSpec};
+use shoal_model::{
+    Check, EventIdx, FencingToken, Guard, InstanceSpec, Limits, NodeId, Op, Resources, Runner,
+    TaskSpec,
+};
 use std::collections::BTreeMap;
 
 /// Attempts a task gets unless it asks otherwise.
@@ -155,6 +159,127 @@ pub fn verb(
         _ => return Ok(None),
     }))
 }
+
+/// One op of a transaction, named by `"op"`.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+enum TxnOp {
+    Set {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    Incr {
+        key: String,
+        #[serde(default = "one")]
+        by: i64,
+    },
+    Cas {
+        key: String,
+        expected: Option<String>,
+        value: String,
+    },
+    SetIfAbsent {
+        key: String,
+        value: String,
+        ttl_ms: Option<u64>,
+    },
+    Add {
+        key: String,
+        member: String,
+    },
+    Remove {
+        key: String,
+        member: String,
+    },
+    Push {
+        key: String,
+        value: String,
+    },
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl From<TxnOp> for Op {
+    fn from(op: TxnOp) -> Op {
+        match op {
+            TxnOp::Set { key, value } => Op::KvSet { key, value },
+            TxnOp::Delete { key } => Op::KvDelete { key },
+            TxnOp::Incr { key, by } => Op::KvIncrBy { key, by },
+            TxnOp::Cas {
+                key,
+                expected,
+                value,
+            } => Op::KvCas {
+                key,
+                expected,
+                value,
+            },
+            TxnOp::SetIfAbsent { key, value, ttl_ms } => Op::KvSetIfAbsent { key, value, ttl_ms },
+            TxnOp::Add { key, member } => Op::SetAdd { key, member },
+            TxnOp::Remove { key, member } => Op::SetRemove { key, member },
+            TxnOp::Push { key, value } => Op::ListPush { key, value },
+        }
+    }
+}
+
+/// A guard: the key and exactly one of `exists`, `version`, `value`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxnGuard {
+    key: String,
+    exists: Option<bool>,
+    version: Option<u64>,
+    value: Option<String>,
+}
+
+impl TxnGuard {
+    fn guard(self) -> Result<Guard, Invalid> {
+        let check = match (self.exists, self.version, self.value) {
+            (Some(e), None, None) => Check::Exists(e),
+            (None, Some(v), None) => Check::Version(EventIdx(v)),
+            (None, None, Some(v)) => Check::Value(v),
+            _ => {
+                return Err(invalid(format!(
+                    "guard on {:?}: give exactly one of exists, version and value",
+                    self.key
+                )))
+            }
+        };
+        Ok(Guard {
+            key: self.key,
+            check,
+        })
+    }
+}
+
+/// `POST /v1/txn`: `{"guards": [...], "ops": [...]}`.
+pub fn txn(body: &[u8]) -> Result<Op, Invalid> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        guards: Vec<TxnGuard>,
+        ops: Vec<TxnOp>,
+    }
+    let b: Body = json(body, TXN_SHAPE)?;
+    let guards = b
+        .guards
+        .into_iter()
+        .map(TxnGuard::guard)
+        .collect::<Result<_, _>>()?;
+    Ok(Op::Txn {
+        guards,
+        ops: b.ops.into_iter().map(Op::from).collect(),
+    })
+}
+
+/// What a transaction's body looks like, for errors and help.
+pub const TXN_SHAPE: &str = r#"{"guards": [{"key": K, "exists"|"version"|"value": X}], "ops": [{"op": "set"|"delete"|"incr"|"cas"|"set-if-absent"|"add"|"remove"|"push", "key": K, ...}]}"#;
 
 #[derive(Deserialize)]
 struct Synthetic {
@@ -368,6 +493,51 @@ mod tests {
         ));
         for bad in ["7", "l:", "l:-1", "l:x", "l:18446744073709551616"] {
             assert_eq!(fence(bad, set()).unwrap_err().0, FENCE_SHAPE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_names_each_op_and_one_check_per_guard() {
+        let op = txn(
+            br#"{"guards": [{"key": "a", "version": 3}, {"key": "b", "exists": false},
+                                     {"key": "c", "value": "x"}],
+                          "ops": [{"op": "set", "key": "a", "value": "1"},
+                                  {"op": "incr", "key": "n"},
+                                  {"op": "cas", "key": "c", "expected": "x", "value": "y"},
+                                  {"op": "set-if-absent", "key": "b", "value": "v", "ttl_ms": 9},
+                                  {"op": "delete", "key": "d"}]}"#,
+        )
+        .unwrap();
+        let Op::Txn { guards, ops } = op else {
+            panic!("{op:?}")
+        };
+        assert_eq!(
+            guards.iter().map(|g| &g.check).collect::<Vec<_>>(),
+            [
+                &Check::Version(EventIdx(3)),
+                &Check::Exists(false),
+                &Check::Value("x".into())
+            ]
+        );
+        assert_eq!(ops.len(), 5);
+        assert_eq!(
+            ops[1],
+            Op::KvIncrBy {
+                key: "n".into(),
+                by: 1
+            }
+        );
+        for bad in [
+            &br#"{"guards": []}"#[..],
+            br#"{"ops": [{"op": "lock", "key": "a"}]}"#,
+            br#"{"ops": [{"op": "set", "key": "a"}]}"#,
+            br#"{"ops": [{"op": "set", "key": "a", "value": "1", "ttl": 5}]}"#,
+            br#"{"guards": [{"key": "a"}], "ops": [{"op": "delete", "key": "a"}]}"#,
+            br#"{"guards": [{"key": "a", "exists": true, "value": "1"}], "ops": [{"op": "delete", "key": "a"}]}"#,
+            br#"{"ops": [], "then": []}"#,
+        ] {
+            let e = txn(bad).unwrap_err();
+            assert!(!e.0.is_empty(), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -155,6 +155,12 @@ impl StateBuilder {
         state.tasks = self.tasks.finish();
         state.deployments = self.deployments.finish();
         state.outcomes = self.outcomes.finish();
+        state.outcome_weight = state
+            .outcomes
+            .as_map()
+            .values()
+            .map(|r| r.outcome.weight())
+            .sum();
         let mut ages = self.ages;
         ages.sort_unstable_by_key(|a| a.0);
         state.outcome_age = TreeMap::from_sorted(ages).map_err(in_order("outcome age"))?;

@@ -19,6 +19,7 @@ mod kv;
 mod members;
 mod outcomes;
 mod tasks;
+mod txn;
 mod validate;
 
 pub use builder::{BuildError, StateBuilder};
@@ -68,6 +69,9 @@ pub struct State {
     outcomes: HashedMap<CommandDigest, OutcomeRecord>,
     /// Outcomes by age, for expiry and for the cap. Derived from `outcomes`.
     outcome_age: TreeMap<(u64, EventIdx), CommandDigest>,
+    /// The stored outcomes' weights summed (`Outcome::weight`), for the
+    /// cap. Derived from `outcomes`.
+    outcome_weight: usize,
 }
 
 impl Default for State {
@@ -115,6 +119,7 @@ impl State {
             deployments: HashedMap::new(Family::Deployment),
             outcomes: HashedMap::new(Family::Outcome),
             outcome_age: TreeMap::new(),
+            outcome_weight: 0,
         }
     }
 
@@ -301,6 +306,7 @@ impl State {
                     rejected(Rejection::StaleToken)
                 }
             }
+            Op::Txn { guards, ops } => self.apply_txn(idx, guards, ops),
             kv => self.apply_kv(idx, kv),
         }
     }

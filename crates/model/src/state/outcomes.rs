@@ -63,7 +63,9 @@ impl State {
         outcome: Outcome,
         at_ms: u64,
     ) -> CommandResult {
-        if self.outcomes.len() >= Limits::MAX_OUTCOMES {
+        while self.outcomes.len() > 0
+            && self.outcome_weight + outcome.weight() > Limits::MAX_OUTCOMES
+        {
             self.drop_oldest_outcome();
         }
         let rec = OutcomeRecord {
@@ -83,7 +85,10 @@ impl State {
     /// Every stored outcome goes through here, keeping the age index.
     pub(super) fn insert_outcome(&mut self, digest: CommandDigest, rec: OutcomeRecord) {
         self.outcome_age.insert((rec.at_ms, rec.idx), digest);
-        self.outcomes.insert(digest, rec);
+        self.outcome_weight += rec.outcome.weight();
+        if let Some(old) = self.outcomes.insert(digest, rec) {
+            self.outcome_weight -= old.outcome.weight();
+        }
     }
 
     /// Outcomes stamped before `before_ms` go (the retry window passed).
@@ -101,7 +106,9 @@ impl State {
             return;
         };
         if let Some((_, id)) = self.outcome_age.remove_with_key(&age) {
-            self.outcomes.remove(&id);
+            if let Some(old) = self.outcomes.remove(&id) {
+                self.outcome_weight -= old.outcome.weight();
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! reaches the log. `apply` runs the same checks, so it stays total if one
 //! does reach it.
 
-use crate::event::{Op, Rejection};
+use crate::event::{Check, Guard, Op, Rejection};
 
 /// Caps on every collection. A command that would pass one is refused
 /// with `Rejection::Full`; logged clean-ups keep the rest small.
@@ -21,7 +21,14 @@ impl Limits {
     pub const MAX_DEPLOYMENTS: usize = 1024;
     pub const MAX_REPLICAS: u32 = 64;
     /// Stored command outcomes; past it the oldest is dropped.
+    /// Stored outcomes, a transaction's counting once per op (plus one);
+    /// past it the oldest is dropped.
     pub const MAX_OUTCOMES: usize = 1_000_000;
+    /// Ops and guards of one transaction, and the bytes of its keys and
+    /// values together.
+    pub const MAX_TXN_OPS: usize = 1024;
+    pub const MAX_TXN_GUARDS: usize = 64;
+    pub const MAX_TXN_BYTES: usize = 1 << 20;
 }
 
 pub(crate) fn full(what: &str) -> Rejection {
@@ -99,15 +106,71 @@ pub fn validate_op(op: &Op) -> Result<(), String> {
         } => check_key(name),
         Op::Fenced { lock, op, .. } => {
             check_key(lock)?;
-            if !op.is_kv_write() {
+            if !op.is_kv_write() && !matches!(**op, Op::Txn { .. }) {
                 return Err("a fence guards key-value writes only".into());
             }
             validate_op(op)
         }
+        Op::Txn { guards, ops } => validate_txn(guards, ops),
         Op::Barrier
         | Op::TaskSubmit { .. }
         | Op::TaskCancel { .. }
         | Op::TaskDelete { .. }
         | Op::TaskReport { .. } => Ok(()),
+    }
+}
+
+fn validate_txn(guards: &[Guard], ops: &[Op]) -> Result<(), String> {
+    if ops.is_empty() || ops.len() > Limits::MAX_TXN_OPS {
+        return Err(format!("a transaction has 1..={} ops", Limits::MAX_TXN_OPS));
+    }
+    if guards.len() > Limits::MAX_TXN_GUARDS {
+        return Err(format!(
+            "a transaction has at most {} guards",
+            Limits::MAX_TXN_GUARDS
+        ));
+    }
+    let mut bytes = 0;
+    for g in guards {
+        check_key(&g.key)?;
+        bytes += g.key.len();
+        if let Check::Value(v) = &g.check {
+            check_value(v)?;
+            bytes += v.len();
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        if !op.is_kv_write() {
+            return Err(format!(
+                "transaction op {i}: only key-value writes (no locks, no nesting)"
+            ));
+        }
+        validate_op(op).map_err(|e| format!("transaction op {i}: {e}"))?;
+        bytes += op_bytes(op);
+    }
+    if bytes > Limits::MAX_TXN_BYTES {
+        return Err(format!(
+            "a transaction's keys and values exceed {} bytes",
+            Limits::MAX_TXN_BYTES
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of a key-value write's key and values.
+fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::KvSet { key, value }
+        | Op::ListPush { key, value }
+        | Op::KvSetIfAbsent { key, value, .. }
+        | Op::SetAdd { key, member: value }
+        | Op::SetRemove { key, member: value } => key.len() + value.len(),
+        Op::KvCas {
+            key,
+            expected,
+            value,
+        } => key.len() + value.len() + expected.as_ref().map_or(0, String::len),
+        Op::KvIncrBy { key, .. } | Op::KvDelete { key } => key.len(),
+        _ => 0,
     }
 }

@@ -5,6 +5,7 @@ mod kv;
 mod members;
 mod properties;
 mod tasks;
+mod txn;
 
 use super::*;
 use crate::event::*;

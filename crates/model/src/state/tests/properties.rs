@@ -11,7 +11,8 @@ fn arb_key() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["a", "b", "c", "lock", "s", "l"]).prop_map(str::to_owned)
 }
 
-fn arb_op() -> impl Strategy<Value = Op> {
+/// The key-value writes, the ops a transaction may hold.
+pub(super) fn arb_kv_write() -> impl Strategy<Value = Op> {
     prop_oneof![
         (arb_key(), "[a-z0-9]{0,4}").prop_map(|(key, value)| Op::KvSet { key, value }),
         (arb_key(), "[a-z]{0,3}", prop::option::of(1u64..1000))
@@ -28,6 +29,26 @@ fn arb_op() -> impl Strategy<Value = Op> {
         (arb_key(), "[a-c]").prop_map(|(key, member)| Op::SetAdd { key, member }),
         (arb_key(), "[a-c]").prop_map(|(key, member)| Op::SetRemove { key, member }),
         (arb_key(), "[a-c]").prop_map(|(key, value)| Op::ListPush { key, value }),
+    ]
+}
+
+pub(super) fn arb_guard() -> impl Strategy<Value = Guard> {
+    let check = prop_oneof![
+        any::<bool>().prop_map(Check::Exists),
+        (0u64..40).prop_map(|v| Check::Version(EventIdx(v))),
+        "[a-z0-9]{0,2}".prop_map(Check::Value),
+    ];
+    (arb_key(), check).prop_map(|(key, check)| Guard { key, check })
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        arb_kv_write(),
+        (
+            prop::collection::vec(arb_guard(), 0..3),
+            prop::collection::vec(arb_kv_write(), 1..6)
+        )
+            .prop_map(|(guards, ops)| Op::Txn { guards, ops }),
         (arb_key(), "[xy]", 1u64..100).prop_map(|(name, holder, ttl_ms)| Op::LockAcquire {
             name,
             holder,
