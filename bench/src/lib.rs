@@ -1,5 +1,6 @@
 //! Data sets shared by shoal's benchmarks.
 
+pub mod batch;
 pub mod etcd;
 pub mod load;
 pub mod nodes;

@@ -12,19 +12,23 @@
 //! followers); the snapshot bytes all of them sent for the join are
 //! reported.
 //!
-//! The cluster is loaded one of two ways. By default (`preload`) the
+//! The cluster is loaded one of three ways. By default (`preload`) the
 //! founder is founded, stopped, its log extended on disk with N committed
 //! set commands (what N single writes leave: N events, N keys, N command
 //! outcomes) and restarted, then the two other voters join: minutes for
 //! 1M. `http` sends N single writes through the API instead, as the
-//! benchmark did first (about ten minutes for 1M).
+//! benchmark did first (about ten minutes for 1M). `txn` sends them in
+//! transactions of 1000 sets (`POST /v1/txn`): N keys in N / 1000 events,
+//! seconds for 1M.
 //!
-//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin catchup -- [N] [snapshot|replay|both] [preload|http]`
+//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin catchup -- [N] [snapshot|replay|both] [preload|http|txn]`
 
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::json;
+use shoal_bench::batch::{self, System};
 use shoal_bench::load::{p99_ms, Load};
 use shoal_bench::nodes::{
     agreed, formed, has_saved_snapshot, metric, shoal_bin, start, start_at, status, Node, TOKEN,
@@ -37,33 +41,54 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// N single writes through the API: 64 clients over the nodes.
-fn load_over_http(nodes: &[&Node], n: u64) {
+/// Keys `0..n` through the API from `clients` clients over the nodes,
+/// `per_request` keys a request as `request` builds it (each tried up to
+/// 10 times).
+fn load_over_api(
+    nodes: &[&Node],
+    n: u64,
+    clients: u64,
+    per_request: u64,
+    request: impl Fn(&Client, u16, std::ops::Range<u64>, &mut SmallRng) -> RequestBuilder + Sync,
+) {
     let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
-    let clients = 64u64;
+    let request = &request;
     std::thread::scope(|s| {
         for t in 0..clients {
             let api = apis[t as usize % apis.len()];
             s.spawn(move || {
-                let c = reqwest::blocking::Client::new();
+                let c = Client::new();
                 let mut rng = SmallRng::seed_from_u64(t);
-                let mut i = t;
-                while i < n {
-                    let url = format!("http://127.0.0.1:{api}/v1/kv/{}", key(i));
+                let mut from = t * per_request;
+                while from < n {
+                    let req = request(&c, api, from..(from + per_request).min(n), &mut rng);
                     for _ in 0..10 {
-                        if c.put(&url)
-                            .bearer_auth(TOKEN)
-                            .body(value(&mut rng))
-                            .send()
-                            .is_ok_and(|r| r.status().is_success())
-                        {
+                        let sent = req.try_clone().map(|r| r.bearer_auth(TOKEN).send());
+                        if sent.is_some_and(|r| r.is_ok_and(|r| r.status().is_success())) {
                             break;
                         }
                     }
-                    i += clients;
+                    from += clients * per_request;
                 }
             });
         }
+    });
+}
+
+/// N single writes through the API: 64 clients over the nodes.
+fn load_over_http(nodes: &[&Node], n: u64) {
+    load_over_api(nodes, n, 64, 1, |c, api, keys, rng| {
+        c.put(format!("http://127.0.0.1:{api}/v1/kv/{}", key(keys.start)))
+            .body(value(rng))
+    });
+}
+
+/// N keys in transactions of 1000 sets (`POST /v1/txn`) from 8 clients
+/// over the nodes: N / 1000 events.
+fn load_with_txns(nodes: &[&Node], n: u64) {
+    load_over_api(nodes, n, 8, 1000, |c, api, keys, rng| {
+        let body = batch::body(System::Shoal, keys.map(key), rng);
+        c.post(format!("http://127.0.0.1:{api}/v1/txn")).json(&body)
     });
 }
 
@@ -150,7 +175,11 @@ fn restart_from_disk(
 
 fn main() -> Result<()> {
     let (n, mode) = shoal_bench::args(100_000, "both")?;
-    let http_load = std::env::args().nth(3).as_deref() == Some("http");
+    let loaded = std::env::args().nth(3).unwrap_or_else(|| "preload".into());
+    if !["preload", "http", "txn"].contains(&loaded.as_str()) {
+        bail!("load with preload, http or txn, not {loaded}");
+    }
+    let preload = loaded == "preload";
     let members: u32 = std::env::var("CATCHUP_MEMBERS")
         .ok()
         .map(|r| r.parse())
@@ -177,11 +206,11 @@ fn main() -> Result<()> {
     // The cluster keeps its whole log, so that the replay path can fetch it.
     let retain = ["--log-retain", "100000000"];
     let load = Instant::now();
-    let (first, founder_restart_s) = if http_load {
-        (start(&bin, &root.join("n1"), None, &retain)?, None)
-    } else {
+    let (first, founder_restart_s) = if preload {
         let (node, restart) = preloaded(&bin, &c, &root.join("n1"), n, &retain)?;
         (node, Some(restart))
+    } else {
+        (start(&bin, &root.join("n1"), None, &retain)?, None)
     };
     let rest: Vec<Node> = (2..=members)
         .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &retain))
@@ -190,8 +219,10 @@ fn main() -> Result<()> {
     if !wait(Duration::from_secs(600), || formed(&c, &nodes)) {
         bail!("the cluster did not form");
     }
-    if http_load {
-        load_over_http(&nodes, n);
+    match loaded.as_str() {
+        "http" => load_over_http(&nodes, n),
+        "txn" => load_with_txns(&nodes, n),
+        _ => {}
     }
     let all: Vec<u16> = nodes.iter().map(|n| n.api).collect();
     if !wait(Duration::from_secs(600), || agreed(&c, &all)) {
@@ -204,10 +235,7 @@ fn main() -> Result<()> {
         .filter_map(|s| s["commit_index"].as_u64())
         .max()
         .context("no status")?;
-    eprintln!(
-        "loaded {n} events ({}) in {load_s:.1} s; commit index {target}",
-        if http_load { "over HTTP" } else { "preloaded" }
-    );
+    eprintln!("loaded {n} keys ({loaded}) in {load_s:.1} s; commit index {target}");
 
     let modes: Vec<&str> = match mode.as_str() {
         "both" => vec!["snapshot", "replay"],
@@ -307,7 +335,7 @@ fn main() -> Result<()> {
             "{}",
             json!({
                 "mode": m,
-                "events": n,
+                "keys": n,
                 "target_index": target,
                 "caught_up_s": caught_up_s,
                 "events_per_s": target as f64 / caught_up_s,
@@ -317,7 +345,7 @@ fn main() -> Result<()> {
                 "cluster_snapshot_bytes_sent": cluster_sent,
                 "joiner_peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
                 "load_s": load_s,
-                "loaded": if http_load { "http" } else { "preloaded" },
+                "loaded": loaded,
                 "founder_restart_s": founder_restart_s,
                 "steady_rss": steady,
                 "joiner_restart_from_disk_s": restart_s,

@@ -26,7 +26,7 @@ fn bars(lines: &str) -> Result<(u64, Vec<Bar>)> {
         let v: Value = serde_json::from_str(line)?;
         let secs = v["caught_up_s"].as_f64();
         let (name, rss) = if v["mode"] == "snapshot" {
-            keys = v["events"].as_u64().unwrap_or(0);
+            keys = v["keys"].as_u64().unwrap_or(0);
             ("shoal".to_owned(), v["joiner_peak_rss_mib"].as_f64())
         } else if let Some(sys) = v["system"].as_str() {
             let version = v["version"].as_str().unwrap_or("");

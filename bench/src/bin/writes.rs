@@ -15,10 +15,13 @@
 //! with 2 threads and `--latency`; a run whose requests were refused or
 //! failed says so (`non_2xx`, `socket_errors`). Then shoal's master takes
 //! a steady 1k writes/s from 64 clients for as long, and the latency of
-//! those writes is reported (`paced_per_s`).
+//! those writes is reported (`paced_per_s`). Last, each leader takes
+//! batch writes of 1000 fresh keys (shoal: `POST /v1/txn`; etcd: a Txn of
+//! 1000 puts) from 8 clients for as long (`ops_per_s`).
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use shoal_bench::batch::{self, System};
 use shoal_bench::etcd::{Etcd, EtcdCluster};
 use shoal_bench::load::{percentile_ms, Load};
 use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, status, Node, TOKEN};
@@ -28,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// The steady rate whose latency is reported.
 const PACED_PER_S: u32 = 1000;
+/// Sets per batch write (etcd is started with `--max-txn-ops 1000`).
+const BATCH_OPS: usize = 1000;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -65,6 +70,7 @@ fn main() -> Result<()> {
             .iter()
             .partition(|n| status(&c, n.api).is_some_and(|s| s["role"] == "master"));
         let master = *masters.first().context("no master")?;
+        let master_url = format!("http://127.0.0.1:{}", master.api);
         let follower = *others.first().context("no follower")?;
         // Summed over the three nodes, to say what one write costs.
         let sum = |name: &str| -> f64 { apis.iter().map(|a| metric(&c, *a, name)).sum() };
@@ -93,6 +99,13 @@ fn main() -> Result<()> {
             println!("{r}");
             rows.push(r);
         }
+        let r = row(
+            "shoal",
+            "leader",
+            batch::run(System::Shoal, &master_url, BATCH_OPS, secs),
+        );
+        println!("{r}");
+        rows.push(r);
         // Latency at a steady 1k writes/s on the master, the first second
         // left out.
         let load = Load::start(master.api, PACED_PER_S);
@@ -142,18 +155,30 @@ fn main() -> Result<()> {
             println!("{r}");
             rows.push(r);
         }
+        let leader = targets[0].1;
+        let r = row(
+            "etcd",
+            "leader",
+            batch::run(System::Etcd, &leader.url(""), BATCH_OPS, secs),
+        );
+        println!("{r}");
+        rows.push(r);
     }
 
-    for target in ["leader", "follower"] {
+    for (target, figure) in [
+        ("leader", "writes_per_s"),
+        ("follower", "writes_per_s"),
+        ("leader", "ops_per_s"),
+    ] {
         let get = |sys: &str| {
             rows.iter()
                 .filter(|r| r["system"] == sys && r["target"] == target)
-                .find_map(|r| r["writes_per_s"].as_f64())
+                .find_map(|r| r[figure].as_f64())
         };
         if let (Some(s), Some(e)) = (get("shoal"), get("etcd")) {
             println!(
                 "{}",
-                json!({"ratio": "shoal/etcd", "target": target, "writes_per_s": (s / e * 100.0).round() / 100.0})
+                json!({"ratio": "shoal/etcd", "target": target, figure: (s / e * 100.0).round() / 100.0})
             );
         }
     }
