@@ -1,7 +1,8 @@
 //! The coordination primitives under `/v1/kv`. Writes are commands
 //! committed in order through the master; reads answer from this replica
-//! with the index they reflect, or, with `?consistent=true`, after a
-//! barrier committed through the master.
+//! with the index they reflect, or, with `?consistent=true`, at a read
+//! index the master confirmed with a majority (Raft's ReadIndex: no log
+//! entry per read).
 
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
@@ -91,13 +92,14 @@ pub(crate) struct ReadQuery {
     consistent: bool,
 }
 
-/// State to read from: this replica's, or after a barrier through the
-/// master so that every write committed before the read is visible.
+/// State to read from: this replica's, or, consistent, once it has applied
+/// the read index the master confirmed, so that every write committed
+/// before the read is visible.
 pub(crate) async fn read_state(node: &NodeHandle, consistent: bool) -> Result<State, ApiError> {
     if !consistent {
         return node.state().await.ok_or_else(stopped);
     }
-    let (idx, _) = node.submit(Op::Barrier, None).await?;
+    let idx = node.read_index().await?;
     node.state_at(idx, CONSISTENT_WAIT).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -24,6 +24,7 @@ pub mod node;
 pub mod ordered_buffer;
 pub mod pending;
 pub mod placement;
+pub mod reads;
 pub mod replicas;
 pub mod sequencer;
 pub mod snapshot_transfer;

@@ -79,6 +79,15 @@ pub enum Direct {
     /// from before: a new node learns who is there, who leads and what is
     /// committed at once, not a heartbeat interval later.
     Heartbeat(shoal_model::Heartbeat),
+    /// A follower's consistent read asks the master for an index to read
+    /// at (`crate::reads`); `id` is the follower's.
+    ReadIndex {
+        id: u64,
+    },
+    ReadIndexReply {
+        id: u64,
+        result: Result<EventIdx, Refusal>,
+    },
 }
 
 /// Broadcast messages.

@@ -310,6 +310,15 @@ impl Sim {
         reply
     }
 
+    /// A consistent read through `via` asks for its read index; returns a
+    /// handle for `reply` (the index comes with `Outcome::Done`).
+    pub fn read_index(&mut self, via: &NodeId) -> u64 {
+        let reply = self.next_reply;
+        self.next_reply += 1;
+        self.input(via, Input::ReadIndex { reply });
+        reply
+    }
+
     pub fn reply(&self, handle: u64) -> Option<&CommandReply> {
         self.replies.get(&handle)
     }

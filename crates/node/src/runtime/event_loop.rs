@@ -244,6 +244,12 @@ impl EventLoop {
                     reply: id,
                 })
             }
+            Call::ReadIndex(reply) => {
+                let id = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(id, reply);
+                Some(Input::ReadIndex { reply: id })
+            }
             Call::State(tx) => {
                 let _ = tx.send(self.node.state().clone());
                 None

@@ -46,6 +46,8 @@ pub(super) enum Call {
         reply: oneshot::Sender<CommandReply>,
     },
     State(oneshot::Sender<State>),
+    /// A consistent read asks for the index to read at.
+    ReadIndex(oneshot::Sender<CommandReply>),
     /// A client follows a task's output: subscribe at the node running it.
     WatchOutput(TaskId),
     /// What this node keeps of a task's output.
@@ -91,6 +93,18 @@ impl NodeHandle {
             return Err(Refusal::Busy);
         }
         rx.await.unwrap_or(Err(Refusal::Timeout))
+    }
+
+    /// An index at or past every write committed before this call, for a
+    /// consistent read (Raft's ReadIndex: no log entry is written).
+    pub async fn read_index(&self) -> Result<EventIdx, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.try_send(Call::ReadIndex(tx)).is_err() {
+            return Err(Refusal::Busy);
+        }
+        rx.await
+            .unwrap_or(Err(Refusal::Timeout))
+            .map(|(idx, _)| idx)
     }
 
     /// A copy of State (O(1): persistent maps).

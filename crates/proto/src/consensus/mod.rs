@@ -94,6 +94,12 @@ pub enum RaftOutput {
         leader: Option<RaftId>,
         term: Term,
     },
+    /// The leader confirmed read round `ctx` (`read_index`): a majority
+    /// still followed it after it noted commit index `index`.
+    ReadReady {
+        ctx: u64,
+        index: EventIdx,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -439,6 +445,18 @@ impl RaftCore {
         self.after_op();
     }
 
+    /// Whether the leader can serve a read index now: Raft answers one
+    /// only once the leader has committed an entry of its own term.
+    pub fn can_read(&self) -> bool {
+        self.is_leader() && self.raw.raft.commit_to_current_term()
+    }
+
+    /// Starts a ReadIndex round under `ctx` (leader only); its answer
+    /// comes out of `drive` as `ReadReady`.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
+        contained(|| self.raw.read_index(ctx.to_be_bytes().to_vec()))
+    }
+
     /// Handles everything Raft has ready: persist, then send, then hand
     /// out what committed.
     pub fn drive(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
@@ -455,6 +473,14 @@ impl RaftCore {
                     out.push(RaftOutput::LeaderChanged {
                         leader: (ss.leader_id != 0).then_some(RaftId(ss.leader_id)),
                         term: Term(self.raw.raft.term),
+                    });
+                }
+            }
+            for rs in rd.take_read_states() {
+                if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                    out.push(RaftOutput::ReadReady {
+                        ctx: u64::from_be_bytes(ctx),
+                        index: EventIdx(rs.index),
                     });
                 }
             }

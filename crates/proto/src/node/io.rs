@@ -26,6 +26,12 @@ pub enum Input {
         cmd: Command,
         reply: ReplyTo,
     },
+    /// A client's consistent read asks for the index to read at: every
+    /// write committed before it is at or below the index that comes back
+    /// as `Output::Reply` (with `Outcome::Done`).
+    ReadIndex {
+        reply: ReplyTo,
+    },
     /// The shell finished `Output::BuildSnapshot`.
     SnapshotBuilt {
         snap: EncodedSnapshot,
@@ -137,6 +143,9 @@ pub struct Metrics {
     pub bad_messages: u64,
     pub foreign_messages: u64,
     pub proposals_refused: u64,
+    /// ReadIndex rounds this node started as master (each serves every
+    /// consistent read that waited for it).
+    pub read_rounds: u64,
     /// Times raft-rs failed inside and was started again from the log.
     pub raft_restarts: u64,
     /// Range replies not (or no longer) asked for: late, or unsolicited.

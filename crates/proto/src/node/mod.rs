@@ -34,6 +34,7 @@ mod leave;
 pub mod master;
 mod peers;
 mod raft;
+mod reads;
 mod serve;
 mod storage;
 mod timers;
@@ -50,6 +51,7 @@ use crate::consensus::{RaftCore, RaftError};
 use crate::log_store::LogStore;
 use crate::pending::PendingCommands;
 use crate::placement::Capacities;
+use crate::reads::Reads;
 use crate::replicas::Replicas;
 use crate::snapshot_transfer::SnapshotServer;
 use crate::task_output::OutputHub;
@@ -100,6 +102,7 @@ pub struct Node<L: LogStore> {
     catch_up: CatchUp,
     snapshots: SnapshotServer,
     pending: PendingCommands,
+    reads: Reads,
     peers: Peers,
     capacities: Capacities,
     worker: Worker,
@@ -176,6 +179,7 @@ impl<L: LogStore> Node<L> {
         let mut node = Node {
             catch_up: CatchUp::new(cfg.catch_up, applied.next(), cfg.incarnation, now),
             pending: PendingCommands::new(cfg.pending),
+            reads: Reads::default(),
             peers: Peers::new(cfg.node_timeout),
             worker: Worker::new(cfg.worker, applied),
             replicas: Replicas::new(cfg.replicas),
@@ -327,6 +331,7 @@ impl<L: LogStore> Node<L> {
             Input::Direct(frame) => self.on_direct(frame, out),
             Input::Gossip(frame) => self.on_gossip(frame, out),
             Input::Submit { cmd, reply } => self.submit(cmd, reply, out),
+            Input::ReadIndex { reply } => self.read_index(reply, out),
             Input::SnapshotBuilt { snap, save } => self.on_snapshot_built(snap, save, out),
             Input::HostCapacity {
                 cpu_free_milli,
@@ -371,6 +376,7 @@ impl<L: LogStore> Node<L> {
         let acts = self.catch_up.tick(self.now);
         self.run_catch_up(acts, out);
         self.tick_pending(out);
+        self.tick_reads(out);
         self.leave_step(out);
         if self.cluster.is_some() {
             self.maybe_join(out);
@@ -405,6 +411,7 @@ impl<L: LogStore> Node<L> {
         let parts = [
             self.catch_up.next_wake(now),
             self.pending.next_wake(),
+            self.reads.next_wake(),
             self.worker.next_wake(),
             self.replicas.next_wake(),
             self.leave_wake(),
@@ -533,6 +540,10 @@ impl<L: LogStore> Node<L> {
             Direct::Output(chunks) => self.on_output(&from, chunks, out),
             Direct::Leave => self.on_leave(from),
             Direct::Heartbeat(hb) => self.on_heartbeat(from, frame.cluster, hb, out),
+            Direct::ReadIndex { id } => self.on_read_index(from, id, out),
+            Direct::ReadIndexReply { id, result } => {
+                self.on_read_index_reply(&from, id, result, out)
+            }
         }
     }
 }

@@ -205,6 +205,7 @@ impl<L: LogStore> Node<L> {
                     self.catch_up.offer(entries);
                 }
                 RaftOutput::SnapshotInstalled { index, .. } => self.catch_up.note_commit(index),
+                RaftOutput::ReadReady { ctx, index } => self.on_read_ready(ctx, index, out),
                 RaftOutput::LeaderChanged { leader, term } => {
                     self.metrics.leader_changes += 1;
                     self.master_view.id = leader.and_then(|r| self.raft_peers.get(&r).cloned());

@@ -10,6 +10,7 @@ mod cluster;
 mod commands;
 mod deployments;
 mod hostile;
+mod reads;
 mod tasks;
 
 use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};
