@@ -133,3 +133,31 @@ pub fn has_saved_snapshot(dir: &Path) -> bool {
             .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
     })
 }
+
+/// `n` nodes on loopback under `root` (`n1`, `n2`, ...), the first alone
+/// and the rest pointed at it, started and waited for until three are
+/// voters and all agree.
+pub fn cluster(
+    c: &reqwest::blocking::Client,
+    bin: &Path,
+    root: &Path,
+    n: usize,
+    extra: &[&str],
+) -> Result<Vec<Node>> {
+    std::fs::create_dir_all(root)?;
+    let first = start(bin, &root.join("n1"), None, extra)?;
+    let peer = first.p2p;
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(start(bin, &root.join(format!("n{i}")), Some(peer), extra)?);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+    let ok = crate::procs::wait(std::time::Duration::from_secs(120), || {
+        formed(c, &refs) && agreed(c, &apis)
+    });
+    if !ok {
+        anyhow::bail!("the shoal cluster did not form");
+    }
+    Ok(nodes)
+}

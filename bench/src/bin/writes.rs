@@ -15,7 +15,10 @@
 //! with 2 threads and `--latency`; a run whose requests were refused or
 //! failed says so (`non_2xx`, `socket_errors`). Then shoal's master takes
 //! a steady 1k writes/s from 64 clients for as long, and the latency of
-//! those writes is reported (`paced_per_s`). Last, each leader takes
+//! those writes is reported (`paced_per_s`). Then consistent reads of one
+//! key on the leader and a follower (shoal: `GET /v1/kv/KEY?consistent=true`;
+//! etcd: a linearizable `POST /v3/kv/range`), `reads_per_s`. Last, each
+//! leader takes
 //! batch writes of 1000 fresh keys (shoal: `POST /v1/txn`; etcd: a Txn of
 //! 1000 puts) from 8 clients for as long (`ops_per_s`).
 
@@ -24,8 +27,7 @@ use serde_json::{json, Value};
 use shoal_bench::batch::{self, System};
 use shoal_bench::etcd::{Etcd, EtcdCluster};
 use shoal_bench::load::{percentile_ms, Load};
-use shoal_bench::nodes::{agreed, formed, metric, shoal_bin, start, status, Node, TOKEN};
-use shoal_bench::procs::wait;
+use shoal_bench::nodes::{self, metric, shoal_bin, status, Node, TOKEN};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -47,24 +49,9 @@ fn main() -> Result<()> {
 
     if which != "etcd" {
         let bin = shoal_bin()?;
-        let first = start(&bin, &tmp.path().join("n1"), None, &[])?;
-        let rest: Vec<Node> = (2..=3)
-            .map(|i| {
-                start(
-                    &bin,
-                    &tmp.path().join(format!("n{i}")),
-                    Some(first.p2p),
-                    &[],
-                )
-            })
-            .collect::<Result<_>>()?;
-        let nodes: Vec<&Node> = std::iter::once(&first).chain(rest.iter()).collect();
+        let cluster = nodes::cluster(&c, &bin, tmp.path(), 3, &[])?;
+        let nodes: Vec<&Node> = cluster.iter().collect();
         let apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
-        if !wait(Duration::from_secs(120), || {
-            formed(&c, &nodes) && agreed(&c, &apis)
-        }) {
-            bail!("the shoal cluster did not form");
-        }
         // Each node's role, asked once.
         let (masters, others): (Vec<&Node>, Vec<&Node>) = nodes
             .iter()
@@ -96,6 +83,24 @@ fn main() -> Result<()> {
                 run[format!("{name}_per_write")] = json!((per * 100.0).round() / 100.0);
             }
             let r = row("shoal", target, run);
+            println!("{r}");
+            rows.push(r);
+        }
+        let set = c
+            .put(format!("{master_url}/v1/kv/read-key"))
+            .bearer_auth(TOKEN)
+            .body("v".repeat(100))
+            .send()?;
+        if !set.status().is_success() {
+            bail!("read-key not set: {}", set.status());
+        }
+        for (target, node) in [("leader", master), ("follower", follower)] {
+            let url = format!("http://127.0.0.1:{}", node.api);
+            let r = reads(row(
+                "shoal",
+                target,
+                wrk("get-shoal.lua", &url, secs, conns, &[])?,
+            ));
             println!("{r}");
             rows.push(r);
         }
@@ -155,6 +160,17 @@ fn main() -> Result<()> {
             println!("{r}");
             rows.push(r);
         }
+        let put = json!({"key": "cmVhZC1rZXk=", "value": "dg=="});
+        c.post(targets[0].1.url("/v3/kv/put")).json(&put).send()?;
+        for (target, m) in targets {
+            let r = reads(row(
+                "etcd",
+                target,
+                wrk("get-etcd.lua", &m.url(""), secs, conns, &[])?,
+            ));
+            println!("{r}");
+            rows.push(r);
+        }
         let leader = targets[0].1;
         let r = row(
             "etcd",
@@ -169,6 +185,8 @@ fn main() -> Result<()> {
         ("leader", "writes_per_s"),
         ("follower", "writes_per_s"),
         ("leader", "ops_per_s"),
+        ("leader", "reads_per_s"),
+        ("follower", "reads_per_s"),
     ] {
         let get = |sys: &str| {
             rows.iter()
@@ -191,6 +209,14 @@ fn etcd_status(c: &reqwest::blocking::Client, m: &Etcd) -> Result<Value> {
         .json(&json!({}))
         .send()?
         .json()?)
+}
+
+/// A wrk run of reads: its rate named as such.
+fn reads(mut run: Value) -> Value {
+    if let Some(per_s) = run.as_object_mut().and_then(|o| o.remove("writes_per_s")) {
+        run["reads_per_s"] = per_s;
+    }
+    run
 }
 
 fn row(system: &str, target: &str, mut run: Value) -> Value {

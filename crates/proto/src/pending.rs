@@ -5,7 +5,7 @@
 //! reason when it cannot commit.
 
 use crate::wire::{CommandReply, Refusal};
-use shoal_model::{Command, CommandId, CommandResult, EventIdx, Outcome, State};
+use shoal_model::{Command, CommandId, CommandResult, EventIdx, NodeId, Outcome, State};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,7 +32,10 @@ impl Default for PendingConfig {
         PendingConfig {
             max_waiting: 10_000,
             resend_every: Duration::from_millis(500),
-            no_master_grace: Duration::from_secs(5),
+            // A write on the minority side of a partition is refused
+            // within a second of its arrival (the master is out of sight
+            // once its heartbeats stop for `node_timeout`).
+            no_master_grace: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
         }
     }
@@ -53,6 +56,8 @@ pub struct PendingCommands {
     /// No waiting command has anything due before this (a lower bound:
     /// `on_tick` makes it exact again).
     next_due: Option<Duration>,
+    /// The live master last seen (`master_is`).
+    master: Option<NodeId>,
 }
 
 impl PendingCommands {
@@ -61,6 +66,7 @@ impl PendingCommands {
             cfg,
             waiting: BTreeMap::new(),
             next_due: None,
+            master: None,
         }
     }
 
@@ -154,6 +160,22 @@ impl PendingCommands {
                     .collect(),
                 None => vec![],
             },
+        }
+    }
+
+    /// The live master this node sees now, if any. When a new one comes
+    /// into sight (a failover), every waiting command is resent to it at
+    /// once rather than at its next resend.
+    pub fn master_is(&mut self, master: Option<&NodeId>, now: Duration) {
+        if master.is_none() || master == self.master.as_ref() {
+            return;
+        }
+        self.master = master.cloned();
+        for w in self.waiting.values_mut() {
+            w.resend_at = now;
+        }
+        if !self.waiting.is_empty() {
+            self.note_due(now);
         }
     }
 
@@ -285,16 +307,40 @@ mod tests {
         );
         assert_eq!(r.next_wake(), Some(ms(1000)));
         // No master for the grace period: `no quorum`.
-        assert!(r.on_tick(ms(4900), false).is_empty());
-        assert_eq!(r.next_wake(), Some(ms(5000)), "wakes when the grace ends");
+        assert!(r.on_tick(ms(900), false).is_empty());
+        assert_eq!(r.next_wake(), Some(ms(1000)), "wakes when the grace ends");
         assert_eq!(
-            r.on_tick(ms(5000), false),
+            r.on_tick(ms(1000), false),
             vec![PendingAction::Reply(1, Err(Refusal::NoQuorum))]
         );
         r.submit(cmd("b"), 2, ms(0));
         assert_eq!(
             r.on_refused(&CommandId::from("b"), Refusal::NoQuorum, ms(1)),
             vec![PendingAction::Reply(2, Err(Refusal::NoQuorum))]
+        );
+    }
+
+    #[test]
+    fn a_new_master_in_sight_gets_every_waiting_command_at_once() {
+        let mut r = PendingCommands::new(PendingConfig::default());
+        let (m1, m2) = (NodeId::from("m1"), NodeId::from("m2"));
+        r.master_is(Some(&m1), ms(0));
+        r.submit(cmd("a"), 1, ms(0));
+        r.submit(cmd("b"), 2, ms(0));
+        r.master_is(Some(&m1), ms(100));
+        assert!(
+            r.on_tick(ms(100), true).is_empty(),
+            "same master: no resend"
+        );
+        r.master_is(None, ms(200));
+        r.master_is(Some(&m2), ms(300));
+        assert_eq!(r.next_wake(), Some(ms(300)));
+        assert_eq!(
+            r.on_tick(ms(300), true),
+            vec![
+                PendingAction::Forward(cmd("a")),
+                PendingAction::Forward(cmd("b"))
+            ]
         );
     }
 }

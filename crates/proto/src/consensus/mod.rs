@@ -67,7 +67,7 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            election_ticks: 10,
+            election_ticks: 8,
             heartbeat_ticks: 2,
             keep_in_memory: 10_000,
             max_msg_bytes: 1 << 20,

@@ -72,7 +72,11 @@ impl NodeConfig {
             voters: 3,
             node_timeout: Duration::from_secs(2),
             heartbeat_every: Duration::from_millis(300),
-            raft_tick: Duration::from_millis(100),
+            // With `RaftConfig`'s ticks: heartbeats every 100 ms, an
+            // election after 400-800 ms without one (etcd: 100 ms and
+            // 1 s), so that a write commits again within a second of the
+            // master's death (`bench/src/bin/failover.rs`).
+            raft_tick: Duration::from_millis(50),
             plan_every: Duration::from_millis(250),
             discovery_window: Duration::from_secs(2),
             found_with_peers_only: false,

@@ -267,8 +267,10 @@ fn an_idle_node_wakes_only_for_its_own_timers() {
         let node = sim.node(id).unwrap();
         let (voter, master) = (node.raft().is_some(), node.is_master());
         // A heartbeat every 300 ms and metrics every second; a voter also
-        // ticks Raft every 100 ms, and the master plans every 250 ms.
-        let per_sec = 4 + 1 + if voter { 10 } else { 0 } + if master { 4 } else { 0 };
+        // ticks Raft, and the master plans every 250 ms.
+        let tick = shoal_testkit::default_config(id.clone(), 1).raft_tick;
+        let raft = (1000 / tick.as_millis()) as u64;
+        let per_sec = 4 + 1 + if voter { raft } else { 0 } + if master { 4 } else { 0 };
         let due = 10 * per_sec;
         assert!(
             woke <= due,
