@@ -33,9 +33,9 @@ impl Default for PendingConfig {
             max_waiting: 10_000,
             resend_every: Duration::from_millis(500),
             // A write on the minority side of a partition is refused
-            // within a second of its arrival (the master is out of sight
-            // once its heartbeats stop for `node_timeout`).
-            no_master_grace: Duration::from_secs(1),
+            // within a second of its arrival: the master is out of sight
+            // 900 ms after its last heartbeat (`master_in_sight`).
+            no_master_grace: Duration::from_millis(800),
             timeout: Duration::from_secs(10),
         }
     }
@@ -305,12 +305,16 @@ mod tests {
             r.on_tick(ms(500), true),
             vec![PendingAction::Forward(cmd("a"))]
         );
-        assert_eq!(r.next_wake(), Some(ms(1000)));
-        // No master for the grace period: `no quorum`.
-        assert!(r.on_tick(ms(900), false).is_empty());
-        assert_eq!(r.next_wake(), Some(ms(1000)), "wakes when the grace ends");
         assert_eq!(
-            r.on_tick(ms(1000), false),
+            r.next_wake(),
+            Some(ms(800)),
+            "the grace ends before the resend"
+        );
+        // No master for the grace period: `no quorum`.
+        assert!(r.on_tick(ms(700), false).is_empty());
+        assert_eq!(r.next_wake(), Some(ms(800)), "wakes when the grace ends");
+        assert_eq!(
+            r.on_tick(ms(800), false),
             vec![PendingAction::Reply(1, Err(Refusal::NoQuorum))]
         );
         r.submit(cmd("b"), 2, ms(0));

@@ -9,11 +9,12 @@
 //! read that arrives meanwhile waits for the next one, so a burst of reads
 //! costs one heartbeat round, not one each (etcd's linearizable read loop).
 //!
-//! A follower's reader asks the master (`Direct::ReadIndex`) and waits for
-//! the index, asking again (the new master, or after a silence) until its
-//! deadline. A master that stops leading hands its own readers over to
-//! the follower side and refuses the ones it was asked for, so that they
-//! ask the new master.
+//! A follower asks the master (`Direct::ReadIndex`) on behalf of its
+//! readers, the same way: one ask in flight, the reads that arrive
+//! meanwhile go in the next. It asks again (the new master, or after a
+//! silence) until their deadline. A master that stops leading hands its
+//! own readers over to the follower side and refuses the ones it was
+//! asked for, so that they ask the new master.
 //!
 //! Pure and deterministic: the node core feeds it events and time and
 //! performs the `ReadAction`s it answers.
@@ -21,7 +22,6 @@
 use crate::pending::ReplyTo;
 use crate::wire::Refusal;
 use shoal_model::{EventIdx, NodeId};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long a read may wait for its index before it is refused with
@@ -78,33 +78,44 @@ struct Round {
     readers: Vec<Waiting>,
 }
 
-/// A follower's reader, waiting for the master's answer.
+/// A follower's question to the master, for the readers it carries.
 #[derive(Debug)]
-struct Asked {
-    reply: ReplyTo,
-    deadline: Duration,
-    /// Whom it was last sent to, and when.
-    sent: Option<(NodeId, Duration)>,
+struct Ask {
+    id: u64,
+    to: NodeId,
+    sent: Duration,
+    readers: Vec<Waiting>,
 }
 
 #[derive(Debug, Default)]
 pub struct Reads {
-    /// Round contexts and follower request ids, never reused.
+    /// Round contexts and ask ids, never reused.
     next: u64,
-    /// Master: reads for the next round.
+    /// Master: reads for the next round, and the round in flight.
     queued: Vec<Waiting>,
     round: Option<Round>,
-    /// Follower: this node's readers, by the id sent to the master.
-    asked: BTreeMap<u64, Asked>,
+    /// Follower: this node's reads for the next ask, and the ask in
+    /// flight (the same sharing as the master's rounds).
+    unasked: Vec<Waiting>,
+    ask: Option<Ask>,
+    /// The master that last said it no longer leads, and when: it is not
+    /// asked again until `ASK_AGAIN` has passed.
+    refused_by: Option<(NodeId, Duration)>,
 }
 
 impl Reads {
     pub fn is_empty(&self) -> bool {
-        self.queued.is_empty() && self.round.is_none() && self.asked.is_empty()
+        self.queued.is_empty()
+            && self.round.is_none()
+            && self.unasked.is_empty()
+            && self.ask.is_none()
     }
 
     fn waiting(&self) -> usize {
-        self.queued.len() + self.round.as_ref().map_or(0, |r| r.readers.len()) + self.asked.len()
+        self.queued.len()
+            + self.round.as_ref().map_or(0, |r| r.readers.len())
+            + self.unasked.len()
+            + self.ask.as_ref().map_or(0, |a| a.readers.len())
     }
 
     fn next_id(&mut self) -> u64 {
@@ -136,20 +147,14 @@ impl Reads {
         if self.waiting() >= MAX_READS {
             return vec![ReadAction::Answer(reader, Err(Refusal::Busy))];
         }
-        let deadline = now + READ_WAIT;
-        match reader {
-            Reader::Local(reply) if !view.leading => {
-                let id = self.next_id();
-                self.asked.insert(
-                    id,
-                    Asked {
-                        reply,
-                        deadline,
-                        sent: None,
-                    },
-                );
-            }
-            reader => self.queued.push(Waiting { reader, deadline }),
+        let w = Waiting {
+            reader,
+            deadline: now + READ_WAIT,
+        };
+        if view.leading {
+            self.queued.push(w);
+        } else {
+            self.unasked.push(w);
         }
         self.tick(now, view)
     }
@@ -163,82 +168,81 @@ impl Reads {
         view: &ReadView,
     ) -> Vec<ReadAction> {
         let mut acts = Vec::new();
-        if self.round.as_ref().is_some_and(|r| r.ctx == ctx) {
-            let round = self.round.take().expect("checked");
-            acts.extend(
-                round
-                    .readers
-                    .into_iter()
-                    .map(|w| ReadAction::Answer(w.reader, Ok(index))),
-            );
+        if let Some(round) = self.round.take_if(|r| r.ctx == ctx) {
+            acts.extend(answer(round.readers, Ok(index)));
         }
         acts.extend(self.tick(now, view));
         acts
     }
 
-    /// The master answered a read this node asked for. An answer from a
-    /// node it was not sent to is ignored (returns false).
+    /// The master answered this node's ask `id`. An answer from a node it
+    /// was not sent to is ignored and reported (false); a late answer to
+    /// an earlier ask is ignored.
     pub fn answered(
         &mut self,
         from: &NodeId,
         id: u64,
         result: Result<EventIdx, Refusal>,
+        now: Duration,
     ) -> (bool, Vec<ReadAction>) {
-        let Some(a) = self.asked.get_mut(&id) else {
+        let Some(ask) = self.ask.take_if(|a| a.id == id) else {
             return (true, Vec::new());
         };
-        if a.sent.as_ref().is_none_or(|(to, _)| to != from) {
+        if ask.to != *from {
+            self.ask = Some(ask);
             return (false, Vec::new());
         }
         match result {
             // It no longer leads: ask the next master this node hears of,
             // or this one again after a while.
-            Err(Refusal::NotMaster) => (true, Vec::new()),
-            result => {
-                let a = self.asked.remove(&id).expect("present");
-                (
-                    true,
-                    vec![ReadAction::Answer(Reader::Local(a.reply), result)],
-                )
+            Err(Refusal::NotMaster) => {
+                self.refused_by = Some((from.clone(), now));
+                let mut readers = ask.readers;
+                readers.append(&mut self.unasked);
+                self.unasked = readers;
+                (true, Vec::new())
             }
+            result => (true, answer(ask.readers, result)),
         }
     }
 
-    /// Rounds to start, reads to hand over, ask again or refuse.
+    /// Rounds and asks to start, reads to hand over, ask again or refuse.
     pub fn tick(&mut self, now: Duration, view: &ReadView) -> Vec<ReadAction> {
         let mut acts = Vec::new();
-        if !view.leading {
-            self.step_down(now, &mut acts);
+        if view.leading {
+            // Became master: this node's own reads wait for rounds here.
+            let asked = self.ask.take().map(|a| a.readers).unwrap_or_default();
+            self.queued.extend(asked);
+            self.queued.append(&mut self.unasked);
         } else {
-            // Became master: this node's own readers wait for rounds here.
-            for (_, a) in std::mem::take(&mut self.asked) {
-                self.queued.push(Waiting {
-                    reader: Reader::Local(a.reply),
-                    deadline: a.deadline,
-                });
-            }
+            self.step_down(&mut acts);
         }
+        // A round or an ask unanswered for long is dropped; its reads go
+        // in the next one.
         if let Some(r) = self.round.take_if(|r| now >= r.started + ROUND_RETRY) {
-            let mut readers = r.readers;
-            readers.append(&mut self.queued);
-            self.queued = readers;
+            requeue(&mut self.queued, r.readers);
         }
-        let (mut expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued)
-            .into_iter()
-            .partition(|w| now >= w.deadline);
-        self.queued = kept;
-        if let Some(r) = self.round.as_mut() {
-            let (late, kept) = std::mem::take(&mut r.readers)
+        let stale = |a: &Ask| now >= a.sent + ASK_AGAIN || view.master.as_ref() != Some(&a.to);
+        if let Some(a) = self.ask.take_if(|a| stale(a)) {
+            requeue(&mut self.unasked, a.readers);
+        }
+        let in_round = self.round.as_mut().map(|r| &mut r.readers);
+        let in_ask = self.ask.as_mut().map(|a| &mut a.readers);
+        for readers in [
+            Some(&mut self.queued),
+            Some(&mut self.unasked),
+            in_round,
+            in_ask,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let (late, kept) = std::mem::take(readers)
                 .into_iter()
                 .partition(|w| now >= w.deadline);
-            r.readers = kept;
-            expired.extend::<Vec<_>>(late);
+            *readers = kept;
+            acts.extend(answer(late, Err(Refusal::NoQuorum)));
         }
-        acts.extend(
-            expired
-                .into_iter()
-                .map(|w| ReadAction::Answer(w.reader, Err(Refusal::NoQuorum))),
-        );
         if view.leading && view.can_read && self.round.is_none() && !self.queued.is_empty() {
             let ctx = self.next_id();
             self.round = Some(Round {
@@ -248,84 +252,84 @@ impl Reads {
             });
             acts.push(ReadAction::Round(ctx));
         }
-        self.follower_tick(now, view, &mut acts);
+        self.maybe_ask(now, view, &mut acts);
         acts
     }
 
-    /// Not leading: own readers go to the follower side, followers' are
-    /// told to ask the new master.
-    fn step_down(&mut self, now: Duration, acts: &mut Vec<ReadAction>) {
+    /// Not leading: followers' reads are told to ask the new master; this
+    /// node's own go to the follower side.
+    fn step_down(&mut self, acts: &mut Vec<ReadAction>) {
         let mut readers: Vec<Waiting> = self.round.take().map(|r| r.readers).unwrap_or_default();
         readers.append(&mut self.queued);
         for w in readers {
             match w.reader {
-                Reader::Local(reply) if now < w.deadline => {
-                    let id = self.next_id();
-                    self.asked.insert(
-                        id,
-                        Asked {
-                            reply,
-                            deadline: w.deadline,
-                            sent: None,
-                        },
-                    );
-                }
-                Reader::Local(reply) => acts.push(ReadAction::Answer(
-                    Reader::Local(reply),
-                    Err(Refusal::NoQuorum),
-                )),
+                Reader::Local(_) => self.unasked.push(w),
                 remote => acts.push(ReadAction::Answer(remote, Err(Refusal::NotMaster))),
             }
         }
     }
 
-    fn follower_tick(&mut self, now: Duration, view: &ReadView, acts: &mut Vec<ReadAction>) {
-        let expired: Vec<u64> = self
-            .asked
-            .iter()
-            .filter(|(_, a)| now >= a.deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let a = self.asked.remove(&id).expect("present");
-            acts.push(ReadAction::Answer(
-                Reader::Local(a.reply),
-                Err(Refusal::NoQuorum),
-            ));
+    fn maybe_ask(&mut self, now: Duration, view: &ReadView, acts: &mut Vec<ReadAction>) {
+        if self.ask.is_some() || self.unasked.is_empty() || view.leading {
+            return;
         }
-        let Some(master) = view.master.as_ref().filter(|_| !view.leading) else {
+        let Some(master) = view.master.clone() else {
             return;
         };
-        for (id, a) in &mut self.asked {
-            let due = match &a.sent {
-                None => true,
-                Some((to, at)) => to != master || now >= *at + ASK_AGAIN,
-            };
-            if due {
-                a.sent = Some((master.clone(), now));
-                acts.push(ReadAction::Ask {
-                    to: master.clone(),
-                    id: *id,
-                });
-            }
+        let refused = self
+            .refused_by
+            .as_ref()
+            .is_some_and(|(m, at)| *m == master && now < *at + ASK_AGAIN);
+        if refused {
+            return;
         }
+        let id = self.next_id();
+        acts.push(ReadAction::Ask {
+            to: master.clone(),
+            id,
+        });
+        self.ask = Some(Ask {
+            id,
+            to: master,
+            sent: now,
+            readers: std::mem::take(&mut self.unasked),
+        });
     }
 
-    /// The next time a deadline, retry or resend is due.
+    /// The next time a deadline, retry or ask is due.
     pub fn next_wake(&self) -> Option<Duration> {
         let round = self.round.as_ref().map(|r| r.started + ROUND_RETRY);
+        let ask = self.ask.as_ref().map(|a| a.sent + ASK_AGAIN);
+        let refused = self
+            .refused_by
+            .as_ref()
+            .filter(|_| !self.unasked.is_empty())
+            .map(|(_, at)| *at + ASK_AGAIN);
         let in_round = self.round.iter().flat_map(|r| &r.readers);
-        let queued = self.queued.iter().chain(in_round).map(|w| w.deadline).min();
-        let asked = self
-            .asked
-            .values()
-            .map(|a| match &a.sent {
-                Some((_, at)) => a.deadline.min(*at + ASK_AGAIN),
-                None => a.deadline,
-            })
+        let in_ask = self.ask.iter().flat_map(|a| &a.readers);
+        let deadline = self
+            .queued
+            .iter()
+            .chain(&self.unasked)
+            .chain(in_round)
+            .chain(in_ask)
+            .map(|w| w.deadline)
             .min();
-        [round, queued, asked].into_iter().flatten().min()
+        [round, ask, refused, deadline].into_iter().flatten().min()
     }
+}
+
+/// Readers whose round or ask was dropped go first in the next one.
+fn requeue(queue: &mut Vec<Waiting>, mut readers: Vec<Waiting>) {
+    readers.append(queue);
+    *queue = readers;
+}
+
+fn answer(readers: Vec<Waiting>, result: Result<EventIdx, Refusal>) -> Vec<ReadAction> {
+    readers
+        .into_iter()
+        .map(|w| ReadAction::Answer(w.reader, result.clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl<L: LogStore> Node<L> {
 
     /// Resends and time-outs of waiting commands.
     pub(super) fn tick_pending(&mut self, out: &mut Vec<Output>) {
-        let master_known = self.master_alive();
+        let master_known = self.master_in_sight();
         let master = self.master_view.id.as_ref().filter(|_| master_known);
         self.pending.master_is(master, self.now);
         if self.pending.next_wake().is_none_or(|t| t > self.now) {

@@ -335,11 +335,18 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    /// Whether the master this node believes in is alive.
-    pub(super) fn master_alive(&self) -> bool {
+    /// Whether the master this node believes in was heard from within three
+    /// heartbeat intervals: a client's write waits for it only while it
+    /// is, so that a write on the minority side of a partition is refused
+    /// within a second (`PendingConfig::no_master_grace`), long before the
+    /// failure detector's `node_timeout` marks the master suspect.
+    pub(super) fn master_in_sight(&self) -> bool {
         match &self.master_view.id {
             Some(l) if *l == self.cfg.node => self.is_master(),
-            Some(l) => self.peers.heard(l, self.now),
+            Some(l) => self
+                .peers
+                .last_seen(l)
+                .is_some_and(|t| self.now.saturating_sub(t) < self.cfg.heartbeat_every * 3),
             None => false,
         }
     }

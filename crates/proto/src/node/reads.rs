@@ -20,7 +20,7 @@ impl<L: LogStore> Node<L> {
                 .master_view
                 .id
                 .clone()
-                .filter(|m| *m != self.cfg.node && self.master_alive()),
+                .filter(|m| *m != self.cfg.node && self.master_in_sight()),
         }
     }
 
@@ -51,7 +51,7 @@ impl<L: LogStore> Node<L> {
         result: Result<EventIdx, Refusal>,
         out: &mut Vec<Output>,
     ) {
-        let (trusted, acts) = self.reads.answered(from, id, result);
+        let (trusted, acts) = self.reads.answered(from, id, result, self.now);
         if !trusted {
             self.metrics.untrusted_messages += 1;
         }

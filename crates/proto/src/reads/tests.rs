@@ -106,6 +106,15 @@ fn no_round_starts_before_the_master_committed_in_its_term() {
     assert_eq!(rounds(&r.tick(ms(5), &MASTER)).len(), 1);
 }
 
+fn asks(acts: &[ReadAction]) -> Vec<(NodeId, u64)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            ReadAction::Ask { to, id } => Some((to.clone(), *id)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_follower_asks_the_master_and_asks_a_new_one_again() {
     let mut r = Reads::default();
@@ -113,42 +122,63 @@ fn a_follower_asks_the_master_and_asks_a_new_one_again() {
         r.read(1, ms(0), &ReadView::default()).is_empty(),
         "no master known: wait"
     );
-    let acts = r.tick(ms(1), &follower_of("m1"));
-    let [ReadAction::Ask { to, id }] = &acts[..] else {
-        panic!("{acts:?}")
+    let [(ref to, id)] = asks(&r.tick(ms(1), &follower_of("m1")))[..] else {
+        panic!("one ask")
     };
-    assert_eq!(to, &node("m1"));
-    let id = *id;
+    assert_eq!(*to, node("m1"));
     // An answer from another node is not trusted.
-    let (trusted, acts) = r.answered(&node("m2"), id, Ok(EventIdx(99)));
+    let (trusted, acts) = r.answered(&node("m2"), id, Ok(EventIdx(99)), ms(1));
     assert!(!trusted && acts.is_empty());
     // The old master says it no longer leads; the new one is asked.
-    let (_, acts) = r.answered(&node("m1"), id, Err(Refusal::NotMaster));
+    let (_, acts) = r.answered(&node("m1"), id, Err(Refusal::NotMaster), ms(2));
     assert!(acts.is_empty());
     assert!(r.tick(ms(2), &follower_of("m1")).is_empty(), "not at once");
-    let acts = r.tick(ms(3), &follower_of("m2"));
-    assert_eq!(acts, [ReadAction::Ask { to: node("m2"), id }]);
-    let (trusted, acts) = r.answered(&node("m2"), id, Ok(EventIdx(12)));
+    let [(ref to, id)] = asks(&r.tick(ms(3), &follower_of("m2")))[..] else {
+        panic!("one ask")
+    };
+    assert_eq!(*to, node("m2"));
+    let (trusted, acts) = r.answered(&node("m2"), id, Ok(EventIdx(12)), ms(4));
     assert!(trusted);
     assert_eq!(answers(&acts), [(Reader::Local(1), Ok(EventIdx(12)))]);
     assert!(r.is_empty());
 }
 
 #[test]
+fn reads_that_arrive_during_a_followers_ask_share_the_next_one() {
+    let mut r = Reads::default();
+    let view = follower_of("m");
+    let [(_, first)] = asks(&r.read(1, ms(0), &view))[..] else {
+        panic!("one ask")
+    };
+    assert!(asks(&r.read(2, ms(1), &view)).is_empty());
+    assert!(asks(&r.read(3, ms(1), &view)).is_empty());
+    let (_, acts) = r.answered(&node("m"), first, Ok(EventIdx(5)), ms(2));
+    assert_eq!(answers(&acts), [(Reader::Local(1), Ok(EventIdx(5)))]);
+    let [(_, second)] = asks(&r.tick(ms(2), &view))[..] else {
+        panic!("one ask for both")
+    };
+    let (_, acts) = r.answered(&node("m"), second, Ok(EventIdx(6)), ms(3));
+    assert_eq!(
+        answers(&acts),
+        [
+            (Reader::Local(2), Ok(EventIdx(6))),
+            (Reader::Local(3), Ok(EventIdx(6)))
+        ]
+    );
+    let (trusted, acts) = r.answered(&node("m"), first, Ok(EventIdx(9)), ms(4));
+    assert!(trusted && acts.is_empty(), "a late answer answers nobody");
+}
+
+#[test]
 fn a_follower_with_a_silent_master_asks_again_then_refuses() {
     let mut r = Reads::default();
     let view = follower_of("m");
-    let asks = |acts: &[ReadAction]| {
-        acts.iter()
-            .filter(|a| matches!(a, ReadAction::Ask { .. }))
-            .count()
-    };
-    let mut sent = asks(&r.read(1, ms(0), &view));
+    let mut sent = asks(&r.read(1, ms(0), &view)).len();
     let mut t;
     loop {
         t = r.next_wake().expect("pending");
         let acts = r.tick(t, &view);
-        sent += asks(&acts);
+        sent += asks(&acts).len();
         if let Some(a) = answers(&acts).into_iter().next() {
             assert_eq!(a, (Reader::Local(1), Err(Refusal::NoQuorum)));
             break;
