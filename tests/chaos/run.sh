@@ -3,6 +3,7 @@
 # generator, and a checker that exits non-zero on a correctness violation.
 #
 #   tests/chaos/run.sh [--hosts K] [--duration SECONDS] [--seed N] [--json FILE]
+#                      [--faults kill-restart,kill-master,link-flap,partition,loss,delay,pause]
 #
 # Needs root and network namespaces (skips cleanly otherwise); installs
 # iptables and curl from Debian's packages if missing. Builds shoal and the checker
@@ -15,13 +16,15 @@ hosts=5
 duration=120
 seed=$RANDOM
 json=""
+faults=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --hosts) hosts=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
-    *) echo "usage: run.sh [--hosts K] [--duration SECONDS] [--seed N] [--json FILE]" >&2; exit 2 ;;
+    --faults) faults=$2; shift 2 ;;
+    *) echo "usage: run.sh [--hosts K] [--duration SECONDS] [--seed N] [--json FILE] [--faults LIST]" >&2; exit 2 ;;
     esac
 done
 export CHAOS_ID=${CHAOS_ID:-shc$$}
@@ -51,5 +54,6 @@ trap 'exit 130' INT TERM
 "$here/cluster.sh" up "$hosts" "$SHOAL_BIN"
 args=(--hosts "$hosts" --duration "$duration" --dir "$CHAOS_DIR" --scripts "$here" --seed "$seed")
 [ -n "$json" ] && args+=(--json "$json")
+[ -n "$faults" ] && args+=(--faults "$faults")
 echo "chaos: $hosts hosts, ${duration}s, seed $seed, namespaces $CHAOS_ID-*" >&2
 ip netns exec "$CTL_NS" "$CHAOS_BIN" "${args[@]}"

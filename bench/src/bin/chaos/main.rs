@@ -20,11 +20,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod cluster;
+use cluster::*;
 
 const SUBNET: &str = "10.231.77";
 /// Bounds that catch a hang, not targets.
@@ -40,6 +42,8 @@ struct Args {
     seed: u64,
     max_rss_mb: u64,
     json: Option<PathBuf>,
+    /// The faults to cycle through (`--faults partition,link-flap`).
+    faults: Vec<Fault>,
 }
 
 fn args() -> Result<Args> {
@@ -51,6 +55,7 @@ fn args() -> Result<Args> {
         seed: 1,
         max_rss_mb: 1024,
         json: None,
+        faults: Fault::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,152 +68,11 @@ fn args() -> Result<Args> {
             "--seed" => a.seed = val()?.parse()?,
             "--max-rss-mb" => a.max_rss_mb = val()?.parse()?,
             "--json" => a.json = Some(val()?.into()),
+            "--faults" => a.faults = val()?.split(',').map(Fault::parse).collect::<Result<_>>()?,
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(a)
-}
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::blocking::Client,
-    token: String,
-}
-
-impl Api {
-    fn url(i: usize, path: &str) -> String {
-        format!("http://{SUBNET}.{i}:4101{path}")
-    }
-
-    fn get(&self, i: usize, path: &str) -> Option<Value> {
-        let r = self
-            .http
-            .get(Self::url(i, path))
-            .bearer_auth(&self.token)
-            .send()
-            .ok()?;
-        r.json().ok()
-    }
-
-    /// (status, body); status 0 when the node could not be reached.
-    fn post(&self, i: usize, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(Self::url(i, path))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.send() {
-            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
-            Err(_) => (0, Value::Null),
-        }
-    }
-}
-
-fn script(a: &Args, name: &str, args: &[&str]) {
-    let ok = Command::new(a.scripts.join(name))
-        .args(args)
-        .env("CHAOS_DIR", &a.dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("chaos: {name} {args:?} failed");
-    }
-}
-
-fn pid_of(dir: &Path, i: usize) -> Option<u32> {
-    std::fs::read_to_string(dir.join(format!("h{i}.pid")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Everyone answers with one master, index and hash, applied = commit.
-fn converged(api: &Api, hosts: &[usize]) -> bool {
-    let st: Vec<Option<Value>> = hosts.iter().map(|i| api.get(*i, "/v1/status")).collect();
-    let Some(Some(first)) = st.first() else {
-        return false;
-    };
-    st.iter().all(|s| {
-        s.as_ref().is_some_and(|s| {
-            !s["master_id"].is_null()
-                && s["master_id"] == first["master_id"]
-                && s["applied_index"] == first["applied_index"]
-                && s["applied_index"] == s["commit_index"]
-                && s["state_hash"] == first["state_hash"]
-        })
-    })
-}
-
-/// Under load: every node answers, agrees on the master, and has applied
-/// at least `target` (the highest commit any node knew when asked).
-fn caught_up(api: &Api, hosts: &[usize], target: u64) -> bool {
-    let st: Vec<Option<Value>> = hosts.iter().map(|i| api.get(*i, "/v1/status")).collect();
-    let Some(Some(first)) = st.first() else {
-        return false;
-    };
-    st.iter().all(|s| {
-        s.as_ref().is_some_and(|s| {
-            !s["master_id"].is_null()
-                && s["master_id"] == first["master_id"]
-                && s["applied_index"].as_u64().unwrap_or(0) >= target
-        })
-    })
-}
-
-fn max_commit(api: &Api, hosts: &[usize]) -> u64 {
-    hosts
-        .iter()
-        .filter_map(|i| api.get(*i, "/v1/status"))
-        .filter_map(|s| s["commit_index"].as_u64())
-        .max()
-        .unwrap_or(0)
-}
-
-fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-fn master_host(api: &Api, hosts: &[usize]) -> Option<usize> {
-    let id = hosts
-        .iter()
-        .find_map(|i| api.get(*i, "/v1/status").map(|s| s["master_id"].clone()))?;
-    hosts.iter().copied().find(|i| {
-        api.get(*i, "/v1/status")
-            .is_some_and(|s| s["node_id"] == id && !id.is_null())
-    })
-}
-
-fn node_id(api: &Api, i: usize) -> Option<String> {
-    api.get(i, "/v1/status")?["node_id"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 #[derive(Default)]
@@ -270,7 +134,7 @@ fn client(api: Api, hosts: usize, t: usize, load: Arc<Load>, stop: Arc<AtomicBoo
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     KillRestart,
     KillMaster,
@@ -279,6 +143,76 @@ enum Fault {
     Loss,
     Delay,
     Pause,
+}
+
+impl Fault {
+    const ALL: [Fault; 7] = [
+        Fault::KillRestart,
+        Fault::KillMaster,
+        Fault::LinkFlap,
+        Fault::Partition,
+        Fault::Loss,
+        Fault::Delay,
+        Fault::Pause,
+    ];
+
+    /// `kill-restart`, `link-flap`, ...: the name in kebab case.
+    fn parse(name: &str) -> Result<Fault> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| kebab(&format!("{f:?}")) == name)
+            .with_context(|| format!("no fault {name:?}"))
+    }
+}
+
+fn kebab(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Writes sent to the minority side of a partition, one every 400 ms
+/// (round-robin over its hosts) for `span`, each on its own thread: how
+/// long each took to be answered, and how (the error code, or "committed",
+/// or "unreachable").
+fn minority_writes(api: &Api, minority: &[usize], span: Duration) -> Vec<(f64, String)> {
+    let out = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let mut i = 0;
+        while t0.elapsed() < span {
+            let host = minority[i % minority.len()];
+            i += 1;
+            let out = &out;
+            s.spawn(move || {
+                let sent = Instant::now();
+                let key = format!("minority-{}", rand::random::<u64>());
+                let (code, body) = api.post(host, "/v1/kv/chaos-minority/incr", &key, None);
+                let how = match code {
+                    200 => "committed".to_owned(),
+                    0 => "unreachable".to_owned(),
+                    _ => body["error"]["code"].as_str().unwrap_or("?").to_owned(),
+                };
+                if let Ok(mut o) = out.lock() {
+                    o.push((sent.elapsed().as_secs_f64(), how));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    out.into_inner().unwrap_or_default()
+}
+
+/// The `q` quantile of `xs` (None when empty).
+fn quantile(xs: &mut [f64], q: f64) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len().max(1)) - 1;
+    xs.get(i).copied()
 }
 
 fn main() {
@@ -362,15 +296,8 @@ fn run() -> Result<bool> {
     // Faults, one after another, each healed and converged before the next.
     let mut rng = SmallRng::seed_from_u64(a.seed);
     let mut faults = Vec::new();
-    let kinds = [
-        Fault::KillRestart,
-        Fault::KillMaster,
-        Fault::LinkFlap,
-        Fault::Partition,
-        Fault::Loss,
-        Fault::Delay,
-        Fault::Pause,
-    ];
+    let kinds = a.faults.clone();
+    let mut refusals: Vec<(f64, String)> = Vec::new();
     let begin = Instant::now();
     let mut k = 0;
     while begin.elapsed() < a.duration {
@@ -458,7 +385,16 @@ fn run() -> Result<bool> {
                     .join(" ");
                 rec["minority"] = json!(minority);
                 script(&a, "partition.sh", &["split", &list]);
-                std::thread::sleep(Duration::from_secs(8));
+                // Meanwhile, writes to the minority side: each must be
+                // refused, and soon.
+                let probes = minority_writes(&api, &minority, Duration::from_secs(8));
+                let mut took: Vec<f64> = probes.iter().map(|(t, _)| *t).collect();
+                rec["minority_writes"] = json!(probes.len());
+                rec["minority_answer_p99_s"] = json!(quantile(&mut took, 0.99));
+                if probes.iter().any(|(_, how)| how == "committed") {
+                    violations.push("a write on the minority side committed".into());
+                }
+                refusals.extend(probes);
                 script(&a, "partition.sh", &["heal"]);
             }
             Fault::Loss => {
@@ -583,6 +519,30 @@ fn run() -> Result<bool> {
     }
 
     let refused = load.refused.lock().unwrap().clone();
+    // Each kind of fault's times, over every time it was injected.
+    let mut times = BTreeMap::new();
+    for kind in &kinds {
+        let name = format!("{kind:?}");
+        for figure in ["converge_s", "failover_s", "detection_s"] {
+            let mut xs: Vec<f64> = faults
+                .iter()
+                .filter(|f| f["fault"] == name.as_str())
+                .filter_map(|f| f[figure].as_f64())
+                .collect();
+            if !xs.is_empty() {
+                let (p50, p99) = (quantile(&mut xs, 0.5), quantile(&mut xs, 0.99));
+                times.insert(
+                    format!("{}_{figure}", kebab(&name)),
+                    json!({"n": xs.len(), "p50": p50, "p99": p99}),
+                );
+            }
+        }
+    }
+    let mut answered: Vec<f64> = refusals.iter().map(|(t, _)| *t).collect();
+    let mut hows: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, how) in &refusals {
+        *hows.entry(how.as_str()).or_default() += 1;
+    }
     let report = json!({
         "hosts": a.hosts,
         "duration_s": begin.elapsed().as_secs_f64(),
@@ -594,6 +554,13 @@ fn run() -> Result<bool> {
             "acknowledged_tasks": tasks.len(),
             "unknown": unknown.iter().sum::<u64>(),
             "refusals": refused,
+        },
+        "times": times,
+        "minority_writes": {
+            "n": refusals.len(),
+            "answered_p50_s": quantile(&mut answered, 0.5),
+            "answered_p99_s": quantile(&mut answered, 0.99),
+            "answers": hows,
         },
         "peak_rss_mib": peak.iter().map(|(i, kb)| (i.to_string(), kb / 1024)).collect::<BTreeMap<_, _>>(),
         "violations": violations,
