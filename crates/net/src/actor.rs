@@ -162,6 +162,13 @@ impl Actor {
                 }
             }
             NetCommand::Dial(addr) => self.redials.add(addr, Instant::now()),
+            NetCommand::Reconnect(peer) => {
+                if self.swarm.disconnect_peer_id(peer).is_ok() {
+                    debug!(peer = %peer, "silent: reconnecting");
+                }
+                self.redials
+                    .retry_now(Instant::now(), |a| peer_of(a) == Some(peer));
+            }
             NetCommand::SetDelay(d) => {
                 warn!(
                     delay_ms = d.as_millis() as u64,

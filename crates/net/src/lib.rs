@@ -91,6 +91,10 @@ pub enum NetCommand {
     },
     /// Keep this address connected.
     Dial(Multiaddr),
+    /// This peer fell silent: close its connections (one may be
+    /// black-holed by a cut link, its retransmissions backing off for
+    /// minutes) and dial it afresh at once.
+    Reconnect(PeerId),
     /// Test-only fault: hold every outgoing message this long first (for
     /// chaos runs on kernels without netem). Zero turns it off.
     SetDelay(Duration),

@@ -415,7 +415,10 @@ impl Sim {
                     let at = self.now + Duration::from_millis(1);
                     self.deliver_to_self(&from, at, Payload::HostCapacity(HOST_CAPACITY));
                 }
-                Output::Dial(_) | Output::CatchUp { .. } | Output::SnapshotInstalled { .. } => {}
+                Output::Dial(_)
+                | Output::Reconnect(_)
+                | Output::CatchUp { .. }
+                | Output::SnapshotInstalled { .. } => {}
                 Output::StartRun(run) => {
                     self.start_run(&from, run.task, run.token, run.attempt, &run.spec.runner)
                 }

@@ -290,6 +290,11 @@ impl EventLoop {
                     self.dir.set_cluster(&c)?;
                 }
                 Output::Dial(addr) => self.dial(&addr),
+                Output::Reconnect(node) => {
+                    if let Some(peer) = self.book.peer(&node) {
+                        let _ = self.net.try_send(NetCommand::Reconnect(peer));
+                    }
+                }
                 Output::MeasureHost => {
                     let (cpu_free_milli, mem_free_bytes) = host::capacity();
                     self.follow_up.push(Input::HostCapacity {

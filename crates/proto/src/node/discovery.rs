@@ -141,6 +141,27 @@ impl<L: LogStore> Node<L> {
         self.dial_pending = true;
     }
 
+    /// Members heard before and not for three heartbeat intervals are
+    /// reconnected, once each time they fall silent: after a cut link or a
+    /// partition heals, the connection is a new one at once.
+    pub(super) fn reconnect_silent(&mut self, out: &mut Vec<Output>) {
+        let silence = self.cfg.heartbeat_every * 3;
+        let now = self.now;
+        for (id, n) in self.state.nodes() {
+            if *id == self.cfg.node || n.liveness == Liveness::Left {
+                continue;
+            }
+            let Some(seen) = self.peers.last_seen(id) else {
+                continue;
+            };
+            if now.saturating_sub(seen) < silence {
+                self.silent.remove(id);
+            } else if self.silent.insert(id.clone()) {
+                out.push(Output::Reconnect(id.clone()));
+            }
+        }
+    }
+
     pub(super) fn dial_members(&mut self, out: &mut Vec<Output>) {
         if !std::mem::take(&mut self.dial_pending) {
             return;

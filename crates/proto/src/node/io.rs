@@ -96,6 +96,11 @@ pub enum Output {
     ClusterAdopted(ClusterId),
     /// A member's address: keep a connection to it.
     Dial(String),
+    /// A member fell silent (no heartbeat for three intervals): drop the
+    /// connection to it and dial it afresh, so that the path is new once
+    /// the link or partition heals rather than a connection whose
+    /// retransmissions back off.
+    Reconnect(NodeId),
     /// Measure this host's free capacity; answer with `Input::HostCapacity`.
     MeasureHost,
     /// Snapshot download progress while catching up.

@@ -118,6 +118,9 @@ pub struct Node<L: LogStore> {
     peer_wait_said: Option<Duration>,
     /// Members changed since the shell was last asked to dial them.
     dial_pending: bool,
+    /// Members silent for three heartbeat intervals, reconnected once each
+    /// time they fall silent (`reconnect_silent`).
+    silent: std::collections::BTreeSet<NodeId>,
     /// This host's free CPU (millicores) and memory, as last measured.
     capacity: (u32, u64),
     last_local_snapshot: EventIdx,
@@ -201,6 +204,7 @@ impl<L: LogStore> Node<L> {
             peer_wait_said: None,
             storage: None,
             dial_pending: true,
+            silent: Default::default(),
             capacity: (0, 0),
             local_snapshot_building: false,
             timers,
@@ -357,6 +361,7 @@ impl<L: LogStore> Node<L> {
                     self.timers
                         .set(Timer::Heartbeat, self.now + self.cfg.heartbeat_every);
                     self.heartbeat(out);
+                    self.reconnect_silent(out);
                 }
                 Timer::Metrics => self.publish_metrics(out),
                 Timer::Plan => self.plan(),

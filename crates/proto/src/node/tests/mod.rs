@@ -335,6 +335,40 @@ fn members_are_dialled_once_per_change() {
 }
 
 #[test]
+fn a_member_silent_for_three_heartbeats_is_reconnected_once_per_silence() {
+    let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
+    let reconnects = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Reconnect(id) => Some(id.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    // "a" is heard at 100 ms, "m" all along; then "a" falls silent.
+    n.handle(heartbeat("a", Some("c"), 1, 1), ms(100), 0);
+    for t in (300..=3000).step_by(300) {
+        // Any input runs the timers that are due.
+        for id in reconnects(&n.handle(heartbeat("m", Some("c"), 1, 1), ms(t), 0)) {
+            seen.push((t, id));
+        }
+    }
+    assert_eq!(seen, [(1200, "a".to_owned())], "once, after 900 ms");
+    // Heard again, then silent again: reconnected again.
+    n.handle(heartbeat("a", Some("c"), 1, 1), ms(3100), 0);
+    let mut again = Vec::new();
+    for t in (3300..=4500).step_by(300) {
+        again.extend(reconnects(&n.handle(
+            heartbeat("m", Some("c"), 1, 1),
+            ms(t),
+            0,
+        )));
+    }
+    assert_eq!(again, ["a"]);
+}
+
+#[test]
 fn task_output_reaches_local_clients_and_subscribed_nodes() {
     let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
     let task = shoal_model::TaskId::from("t");
