@@ -4,6 +4,7 @@ pub mod batch;
 pub mod etcd;
 pub mod load;
 pub mod nodes;
+pub mod plot;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -18,7 +18,8 @@ use shoal_node::NodeHandle;
 use std::ops::Bound;
 use std::time::Duration;
 
-/// How long a consistent read waits for this replica to apply the barrier.
+/// How long a consistent read waits for this replica to apply its read
+/// index.
 const CONSISTENT_WAIT: Duration = Duration::from_secs(5);
 /// Keys a prefix listing returns at most.
 const MAX_LIST: usize = 10_000;

@@ -29,8 +29,9 @@
 //! POST   /v1/txn                          {"guards": [..], "ops": [..]}: all or none (see `kv.rs`)
 //! ```
 //!
-//! Reads take `?consistent=true` to go through the master (a committed
-//! barrier) instead of answering from this replica. Writes honour
+//! Reads take `?consistent=true` to read at an index the master confirmed
+//! with a majority (ReadIndex) instead of answering from this replica as
+//! it is. Writes honour
 //! `Idempotency-Key` (a retry returns the first outcome) and
 //! `Shoal-Fence: LOCK:TOKEN` (applied only while that lock holds that
 //! token). Writes need `Authorization: Bearer TOKEN`; reads too unless the

@@ -128,7 +128,7 @@ pub fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
         if f() {
             return Some(t.elapsed());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     None
 }

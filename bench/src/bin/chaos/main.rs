@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,10 +178,11 @@ fn kebab(camel: &str) -> String {
 }
 
 /// Writes sent to the minority side of a partition, one every 400 ms
-/// (round-robin over its hosts) for `span`, each on its own thread: how
-/// long each took to be answered, and how (the error code, or "committed",
-/// or "unreachable").
-fn minority_writes(api: &Api, minority: &[usize], span: Duration) -> Vec<(f64, String)> {
+/// (round-robin over its hosts) for `span`, each on its own thread and
+/// from inside its host (`write.sh`: the checker is cut off from the
+/// minority): how long each took to be answered, and how (the error code,
+/// "committed", or "unanswered" after 3 s).
+fn minority_writes(a: &Args, minority: &[usize], span: Duration) -> Vec<(f64, String)> {
     let out = Mutex::new(Vec::new());
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -192,14 +194,26 @@ fn minority_writes(api: &Api, minority: &[usize], span: Duration) -> Vec<(f64, S
             s.spawn(move || {
                 let sent = Instant::now();
                 let key = format!("minority-{}", rand::random::<u64>());
-                let (code, body) = api.post(host, "/v1/kv/chaos-minority/incr", &key, None);
-                let how = match code {
-                    200 => "committed".to_owned(),
-                    0 => "unreachable".to_owned(),
+                let answer = Command::new(a.scripts.join("write.sh"))
+                    .args([&host.to_string(), &key])
+                    .env("CHAOS_DIR", &a.dir)
+                    .output();
+                let took = sent.elapsed().as_secs_f64();
+                let text = answer
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let mut lines = text.lines();
+                let body: Value = lines
+                    .next()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .unwrap_or(Value::Null);
+                let how = match lines.next().unwrap_or("000") {
+                    "200" => "committed".to_owned(),
+                    "000" => "unanswered".to_owned(),
                     _ => body["error"]["code"].as_str().unwrap_or("?").to_owned(),
                 };
                 if let Ok(mut o) = out.lock() {
-                    o.push((sent.elapsed().as_secs_f64(), how));
+                    o.push((took, how));
                 }
             });
             std::thread::sleep(Duration::from_millis(400));
@@ -338,20 +352,9 @@ fn run() -> Result<bool> {
                 let t0 = Instant::now();
                 script(&a, "kill.sh", &[&ts]);
                 let others: Vec<usize> = all.iter().copied().filter(|i| *i != target).collect();
-                let detected = wait(Duration::from_secs(30), || {
-                    others.iter().any(|o| {
-                        api.get(*o, "/v1/nodes").is_some_and(|n| {
-                            n["nodes"].as_array().is_some_and(|ns| {
-                                ns.iter().any(|x| {
-                                    Some(x["node_id"].as_str().unwrap_or("")) == id.as_deref()
-                                        && x["liveness"] == "dead"
-                                })
-                            })
-                        })
-                    })
-                });
                 rec["target"] = json!(target);
-                rec["detection_s"] = json!(detected.map(|d| d.as_secs_f64()));
+                // From the kill: the first write committed through another
+                // node, then the others marking the victim dead.
                 if matches!(fault, Fault::KillMaster) {
                     let failover = wait(Duration::from_secs(30), || {
                         let o = others[rng.gen_range(0..others.len())];
@@ -365,6 +368,19 @@ fn run() -> Result<bool> {
                     });
                     rec["failover_s"] = json!(failover.map(|_| t0.elapsed().as_secs_f64()));
                 }
+                let detected = wait(Duration::from_secs(30), || {
+                    others.iter().any(|o| {
+                        api.get(*o, "/v1/nodes").is_some_and(|n| {
+                            n["nodes"].as_array().is_some_and(|ns| {
+                                ns.iter().any(|x| {
+                                    Some(x["node_id"].as_str().unwrap_or("")) == id.as_deref()
+                                        && x["liveness"] == "dead"
+                                })
+                            })
+                        })
+                    })
+                });
+                rec["detection_s"] = json!(detected.map(|_| t0.elapsed().as_secs_f64()));
                 script(&a, "cluster.sh", &["start", &ts]);
             }
             Fault::LinkFlap => {
@@ -387,7 +403,7 @@ fn run() -> Result<bool> {
                 script(&a, "partition.sh", &["split", &list]);
                 // Meanwhile, writes to the minority side: each must be
                 // refused, and soon.
-                let probes = minority_writes(&api, &minority, Duration::from_secs(8));
+                let probes = minority_writes(&a, &minority, Duration::from_secs(8));
                 let mut took: Vec<f64> = probes.iter().map(|(t, _)| *t).collect();
                 rec["minority_writes"] = json!(probes.len());
                 rec["minority_answer_p99_s"] = json!(quantile(&mut took, 0.99));
@@ -442,7 +458,24 @@ fn run() -> Result<bool> {
     }
     let _ = sampler.join();
     if wait(CONVERGE_LIMIT, || converged(&api, &all)).is_none() {
-        violations.push("the nodes did not end on one state hash".into());
+        let statuses: Vec<String> = all
+            .iter()
+            .map(|i| {
+                let s = api.get(*i, "/v1/status").unwrap_or(Value::Null);
+                format!(
+                    "h{i}: role {} master {} applied {} commit {} hash {}",
+                    s["role"],
+                    s["master_id"],
+                    s["applied_index"],
+                    s["commit_index"],
+                    s["state_hash"]
+                )
+            })
+            .collect();
+        violations.push(format!(
+            "the nodes did not end on one state hash: {}",
+            statuses.join("; ")
+        ));
     }
 
     // Exactly once: increments.

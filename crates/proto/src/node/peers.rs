@@ -321,8 +321,12 @@ impl<L: LogStore> Node<L> {
             self.named_master().map(|m| (m, self.master_view.term))
         };
         match named {
-            Some((id, term)) => self.master_view = MasterView { id: Some(id), term },
-            None => {
+            // Others may still name this node after it stepped down (their
+            // heartbeats predate it): only Raft makes it the master.
+            Some((id, term)) if id != self.cfg.node => {
+                self.master_view = MasterView { id: Some(id), term }
+            }
+            _ => {
                 let stepped_down = self.master_view.id.as_ref().is_some_and(|m| {
                     self.peers
                         .heartbeat(m)
@@ -340,13 +344,23 @@ impl<L: LogStore> Node<L> {
     /// is, so that a write on the minority side of a partition is refused
     /// within a second (`PendingConfig::no_master_grace`), long before the
     /// failure detector's `node_timeout` marks the master suspect.
+    /// A master that stepped down (its own heartbeat names no leader, or
+    /// another) is not in sight, though it is heard: on the minority side
+    /// of a partition, the old master is.
     pub(super) fn master_in_sight(&self) -> bool {
         match &self.master_view.id {
             Some(l) if *l == self.cfg.node => self.is_master(),
-            Some(l) => self
-                .peers
-                .last_seen(l)
-                .is_some_and(|t| self.now.saturating_sub(t) < self.cfg.heartbeat_every * 3),
+            Some(l) => {
+                let heard = self
+                    .peers
+                    .last_seen(l)
+                    .is_some_and(|t| self.now.saturating_sub(t) < self.cfg.heartbeat_every * 3);
+                let leads = self
+                    .peers
+                    .heartbeat(l)
+                    .is_some_and(|hb| hb.leader.as_ref() == Some(l));
+                heard && leads
+            }
             None => false,
         }
     }

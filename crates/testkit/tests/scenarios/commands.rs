@@ -102,3 +102,51 @@ fn expiring_keys_and_locks_expire_on_the_masters_clock() {
         assert!(t2.0 > EventIdx::ZERO.0);
     }
 }
+
+/// A write sent to the minority side of a partition (two of five nodes,
+/// at most one of the three voters) is refused `no_quorum` within a
+/// second, whether the old master is on that side (it steps down, and is
+/// not waited for) or not; never committed.
+#[test]
+fn a_write_on_the_minority_side_is_refused_within_a_second() {
+    for seed in seeds(6) {
+        for master_in_minority in [false, true] {
+            let (mut sim, ids) = cluster(seed, 5);
+            let master = sim.master().expect("a master");
+            // Two nodes holding at most one voter: the master and a
+            // non-voter, or two non-voters.
+            let voters = voters(&sim);
+            let others: Vec<NodeId> = ids
+                .iter()
+                .filter(|n| !voters.contains(n))
+                .cloned()
+                .collect();
+            let minority: Vec<NodeId> = if master_in_minority {
+                vec![master.clone(), others[0].clone()]
+            } else {
+                others[..2].to_vec()
+            };
+            let majority: Vec<NodeId> = ids
+                .iter()
+                .filter(|n| !minority.contains(n))
+                .cloned()
+                .collect();
+            sim.partition(&minority, &majority);
+            // Some time in, then a write through a minority follower.
+            sim.run_for(Duration::from_millis(300));
+            let via = minority.iter().find(|n| **n != master).expect("a follower");
+            let sent = sim.now();
+            let reply = write(&mut sim, via, incr("minority"), secs(5));
+            let took = sim.now() - sent;
+            assert_eq!(
+                reply.map(|r| r.map(|(idx, _)| idx)),
+                Some(Err(Refusal::NoQuorum)),
+                "seed {seed}, master in minority: {master_in_minority}"
+            );
+            assert!(
+                took <= Duration::from_millis(1100),
+                "seed {seed}, master in minority: {master_in_minority}: refused after {took:?}"
+            );
+        }
+    }
+}

@@ -164,13 +164,7 @@ fn forged_keys(sim: &Sim, node: &NodeId) -> usize {
 fn under_attack(seed: u64, liar_is_voter: bool) {
     let (mut sim, mut ids) = cluster(seed, 5);
     let master = sim.master().unwrap();
-    let voters: BTreeSet<NodeId> = sim
-        .state_of(&master)
-        .unwrap()
-        .members(Role::Voter)
-        .into_iter()
-        .map(|(_, n)| n)
-        .collect();
+    let voters = voters(&sim);
     let liar = ids
         .iter()
         .find(|n| voters.contains(*n) == liar_is_voter && **n != master)

@@ -56,6 +56,17 @@ fn cluster(seed: u64, n: usize) -> (Sim, Vec<NodeId>) {
     (sim, ids)
 }
 
+/// The voters, as the master's State names them.
+fn voters(sim: &Sim) -> BTreeSet<NodeId> {
+    let master = sim.master().expect("a master");
+    sim.state_of(&master)
+        .unwrap()
+        .members(Role::Voter)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
+}
+
 fn incr(key: &str) -> Op {
     Op::KvIncrBy {
         key: key.into(),
