@@ -40,7 +40,7 @@ pub fn panel(
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(36)
-        .y_label_area_size(56)
+        .y_label_area_size(76)
         .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top)?;
     chart
         .configure_mesh()
