@@ -12,7 +12,7 @@ use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
 use std::collections::{BTreeMap, HashSet};
@@ -204,8 +204,12 @@ impl Actor {
             // A fresh port: two nodes dialling each other at the same
             // instant could otherwise merge their attempts and fail the
             // noise handshake.
+            // `Always`: a dial still pending (its SYN lost behind a cut
+            // link, retried by the kernel with a backoff) must not hold up
+            // a fresh one once the link is back.
             let opts = match peer_of(&addr) {
                 Some(p) => DialOpts::peer_id(p)
+                    .condition(PeerCondition::Always)
                     .addresses(vec![addr.clone()])
                     .allocate_new_port()
                     .build(),

@@ -21,6 +21,11 @@ const DIRECT_TIMEOUT: Duration = Duration::from_secs(30);
 const DIRECT_STREAMS: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(200);
+/// A connection not set up (TCP, handshake, multiplexer) within this is
+/// given up. On a LAN it takes milliseconds; without a bound, a dial to a
+/// host behind a cut link waits for the kernel's SYN retries (minutes),
+/// and no new dial to that peer is made meanwhile.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection with no stream open is closed after this long.
 const IDLE_CONNECTION: Duration = Duration::from_secs(300);
 
@@ -62,11 +67,13 @@ pub(crate) fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Beh
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
                         .multiplex(yamux)
+                        .timeout(CONNECT_TIMEOUT)
                         .boxed(),
                     None => tcp
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
                         .multiplex(yamux)
+                        .timeout(CONNECT_TIMEOUT)
                         .boxed(),
                 })
             },

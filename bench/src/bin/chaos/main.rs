@@ -185,6 +185,10 @@ fn kebab(camel: &str) -> String {
 fn minority_writes(a: &Args, minority: &[usize], span: Duration) -> Vec<(f64, String)> {
     let out = Mutex::new(Vec::new());
     let t0 = Instant::now();
+    if minority.is_empty() {
+        std::thread::sleep(span);
+        return Vec::new();
+    }
     std::thread::scope(|s| {
         let mut i = 0;
         while t0.elapsed() < span {
@@ -390,10 +394,28 @@ fn run() -> Result<bool> {
                 script(&a, "link.sh", &["up", &vs]);
             }
             Fault::Partition => {
-                let mut minority: Vec<usize> = all.clone();
-                while minority.len() > a.hosts / 2 {
-                    minority.remove(rng.gen_range(0..minority.len()));
+                // Fewer than half the hosts, holding fewer than half the
+                // voters (the master may be among them): that side can
+                // commit nothing.
+                let voter = |i: usize| {
+                    api.get(i, "/v1/status")
+                        .is_some_and(|s| s["role"] == "voter" || s["role"] == "master")
+                };
+                let voters: Vec<usize> = all.iter().copied().filter(|i| voter(*i)).collect();
+                let mut shuffled = all.clone();
+                for i in (1..shuffled.len()).rev() {
+                    shuffled.swap(i, rng.gen_range(0..=i));
                 }
+                let mut minority: Vec<usize> = Vec::new();
+                for h in shuffled {
+                    let held = minority.iter().filter(|m| voters.contains(m)).count();
+                    let is_voter = voters.contains(&h);
+                    if minority.len() < a.hosts / 2 && !(is_voter && (held + 1) * 2 >= voters.len())
+                    {
+                        minority.push(h);
+                    }
+                }
+                minority.sort_unstable();
                 let list = minority
                     .iter()
                     .map(|i| i.to_string())
