@@ -67,7 +67,7 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            election_ticks: 8,
+            election_ticks: 10,
             heartbeat_ticks: 2,
             keep_in_memory: 10_000,
             max_msg_bytes: 1 << 20,
@@ -328,11 +328,13 @@ impl RaftCore {
         self.raw.raft.has_pending_conf()
     }
 
-    /// True while this leader has heard from a majority of voters within an
-    /// election timeout: otherwise a write cannot commit soon, and is
-    /// refused at once with `no quorum`.
+    /// True while this leader has heard from a majority of voters within
+    /// the longest election timeout: otherwise a write cannot commit soon,
+    /// and is refused at once with `no quorum`. (One election timeout was
+    /// too short: a voter's fsync stalling for 500 ms while the third
+    /// voter's disk was full failed every waiting write.)
     pub fn quorum_recently_active(&self) -> bool {
-        let window = self.tick_len * self.cfg.election_ticks as u32;
+        let window = self.tick_len * 2 * self.cfg.election_ticks as u32;
         let voters = self.raw.raft.prs().conf().voters().ids();
         let me = self.raw.raft.id;
         let alive = voters

@@ -125,8 +125,9 @@ fn a_leader_without_quorum_refuses_writes() {
     net.ticks(40, &[]);
     let l = net.leaders(&[])[0];
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
-    // Isolate the leader: it keeps ticking, hears nobody.
-    net.ticks(11, &others);
+    // Isolate the leader: it keeps ticking, hears nobody, past the
+    // longest election timeout.
+    net.ticks(2 * RaftConfig::default().election_ticks + 1, &others);
     let r = net.nodes[l].0.propose(vec![]);
     assert!(
         matches!(r, Err(Refusal::NoQuorum) | Err(Refusal::NotMaster)),

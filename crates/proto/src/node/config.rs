@@ -73,9 +73,11 @@ impl NodeConfig {
             node_timeout: Duration::from_secs(2),
             heartbeat_every: Duration::from_millis(300),
             // With `RaftConfig`'s ticks: heartbeats every 100 ms, an
-            // election after 400-800 ms without one (etcd: 100 ms and
-            // 1 s), so that a write commits again within a second of the
-            // master's death (`bench/src/bin/failover.rs`).
+            // election after 500-1000 ms without one (etcd: 100 ms and
+            // 1 s), so that a write commits again about a second after
+            // the master's death (`bench/src/bin/failover.rs`). 400-800 ms
+            // failed over faster but stepped a master down on a 400 ms
+            // stall of one voter's disk.
             raft_tick: Duration::from_millis(50),
             plan_every: Duration::from_millis(250),
             discovery_window: Duration::from_secs(2),
