@@ -23,14 +23,17 @@ use raft::eraftpb::{
 use raft::{RawNode, StateRole, Storage as _};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shoal_log::{HardState, LogError, MembershipRecord};
-use shoal_model::{EntryKind, EventIdx, LogEntry, RaftId, Term};
+use shoal_log::{HardState, LogError};
+use shoal_model::{EventIdx, LogEntry, RaftId, Term};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use raft::storage::MemStorage;
 
+mod entries;
 mod validate;
+
+use entries::{membership_of, to_log_entry, to_raft_entry};
 
 /// Runs raft-rs code, turning a panic inside it into `Poisoned`: a message
 /// that slipped past validation must not end the process. The caller drops
@@ -154,34 +157,6 @@ impl std::fmt::Debug for RaftCore {
             .field("leader", &self.leader)
             .finish()
     }
-}
-
-fn to_log_entry(e: &Entry) -> LogEntry {
-    LogEntry {
-        idx: EventIdx(e.index),
-        term: Term(e.term),
-        kind: match e.get_entry_type() {
-            EntryType::EntryNormal => EntryKind::Normal,
-            _ => EntryKind::ConfChange,
-        },
-        data: e.get_data().to_vec(),
-        context: e.get_context().to_vec(),
-    }
-}
-
-fn to_raft_entry(e: &LogEntry) -> Entry {
-    let mut r = Entry {
-        index: e.idx.0,
-        term: e.term.0,
-        ..Default::default()
-    };
-    r.set_entry_type(match e.kind {
-        EntryKind::Normal => EntryType::EntryNormal,
-        EntryKind::ConfChange => EntryType::EntryConfChange,
-    });
-    r.set_data(e.data.clone().into());
-    r.set_context(e.context.clone().into());
-    r
 }
 
 fn discard_logger() -> slog::Logger {
@@ -586,13 +561,6 @@ impl RaftCore {
                 .compact(applied - self.cfg.keep_in_memory)?;
         }
         Ok(())
-    }
-}
-
-fn membership_of(cs: &ConfState) -> MembershipRecord {
-    MembershipRecord {
-        voters: cs.voters.clone(),
-        learners: cs.learners.clone(),
     }
 }
 
