@@ -20,13 +20,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn three(root: &std::path::Path) -> Vec<Proc> {
-    let procs = cluster(root, 3, &[]);
-    let refs: Vec<&Proc> = procs.iter().collect();
-    expect_agreed(&refs, secs(30), "formation");
-    procs
-}
-
 /// A write retried under one idempotency key until it is answered.
 fn retried(p: &Proc, method: Method, path: &str, body: Option<&str>, key: &str) -> Value {
     for _ in 0..20 {
@@ -43,7 +36,7 @@ fn retried(p: &Proc, method: Method, path: &str, body: Option<&str>, key: &str) 
 fn concurrent_clients_through_different_nodes_see_atomic_primitives() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let procs = three(tmp.path());
+    let procs = agreed_cluster(tmp.path(), 3);
 
     // Increments: 6 clients x 40 through all three nodes end on the exact
     // sum, and every increment saw a different value.
@@ -148,7 +141,7 @@ fn concurrent_clients_through_different_nodes_see_atomic_primitives() {
 fn a_dead_holders_lock_is_reclaimed_after_its_ttl_and_its_token_is_refused() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let procs = three(tmp.path());
+    let procs = agreed_cluster(tmp.path(), 3);
     // The holder: `shoal lock` running a command that records its token
     // and pid, then waits.
     let marker = tmp.path().join("held");
@@ -251,121 +244,6 @@ fn a_dead_holders_lock_is_reclaimed_after_its_ttl_and_its_token_is_refused() {
         procs[1].get("/v1/kv/guarded?consistent=true").unwrap()["value"],
         "new holder"
     );
-}
-
-/// A transaction sent through a follower: (status, body).
-fn txn(p: &Proc, body: &Value, key: Option<&str>) -> (u16, Value) {
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(k) = key {
-        headers.push(("Idempotency-Key", k));
-    }
-    p.write(Method::POST, "/v1/txn", Some(&body.to_string()), &headers)
-}
-
-#[test]
-fn a_transaction_applies_every_op_or_none_through_any_node_and_the_cli() {
-    let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let procs = three(tmp.path());
-    let master = procs
-        .iter()
-        .find(|p| p.status().is_some_and(|s| s["role"] == "master"))
-        .expect("a master");
-    let follower = procs
-        .iter()
-        .find(|p| p.status().is_some_and(|s| s["role"] != "master"))
-        .expect("a follower");
-    let consistent = |key: &str| master.get(&format!("/v1/kv/{key}?consistent=true"));
-
-    // Every op applies, in order, through a follower; once per key.
-    let body = json!({"ops": [
-        {"op": "set", "key": "a", "value": "1"},
-        {"op": "incr", "key": "n", "by": 2},
-        {"op": "push", "key": "l", "value": "x"},
-        {"op": "set-if-absent", "key": "a", "value": "2"},
-    ]});
-    let (code, v) = txn(follower, &body, Some("txn-1"));
-    assert_eq!(code, 200, "{v}");
-    assert_eq!(v["applied"], true);
-    assert_eq!(
-        v["results"],
-        json!([{}, {"value": 2}, {"value": 1}, {"applied": false}])
-    );
-    let (_, again) = txn(follower, &body, Some("txn-1"));
-    assert_eq!(again["index"], v["index"], "a retry gets the first answer");
-    assert_eq!(field(&consistent("n"), "value"), 2, "applied once");
-
-    // A guard that does not hold writes nothing; one that does, all.
-    let version = field(&consistent("a"), "version");
-    let guarded = |version: &Value| {
-        json!({"guards": [{"key": "a", "version": version}, {"key": "b", "exists": false}],
-               "ops": [{"op": "set", "key": "a", "value": "3"}, {"op": "set", "key": "b", "value": "3"}]})
-    };
-    let (code, v) = txn(follower, &guarded(&json!(1)), None);
-    assert_eq!(
-        (code, &v["applied"], &v["failed_guard"]),
-        (200, &json!(false), &json!(0))
-    );
-    assert_eq!(field(&consistent("a"), "value"), "1");
-    let (code, v) = txn(follower, &guarded(&version), None);
-    assert_eq!((code, &v["applied"]), (200, &json!(true)), "{v}");
-    assert_eq!(field(&consistent("b"), "value"), "3");
-
-    // An op refused undoes the ops before it, and the error names it.
-    let body = json!({"ops": [
-        {"op": "set", "key": "c", "value": "1"},
-        {"op": "incr", "key": "l"},
-    ]});
-    let (code, v) = txn(follower, &body, None);
-    assert_eq!(
-        (code, &v["error"]["code"]),
-        (409, &json!("wrong_type")),
-        "{v}"
-    );
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("op 1"),
-        "{v}"
-    );
-    assert_eq!(
-        field(&consistent("c"), "error")["code"],
-        "not_found",
-        "nothing of it applied"
-    );
-
-    // A thousand writes in one command; a bad body is a 400.
-    let ops: Vec<Value> = (0..1000)
-        .map(|i| json!({"op": "set", "key": format!("bulk/{i:04}"), "value": "v".repeat(100)}))
-        .collect();
-    let (code, v) = txn(follower, &json!({ "ops": ops }), None);
-    assert_eq!(code, 200, "{v}");
-    let listed = master.get("/v1/kv?prefix=bulk/&limit=2000&consistent=true");
-    assert_eq!(field(&listed, "keys").as_array().unwrap().len(), 1000);
-    let (code, v) = txn(
-        follower,
-        &json!({"ops": [{"op": "lock", "key": "x"}]}),
-        None,
-    );
-    assert_eq!((code, &v["error"]["code"]), (400, &json!("invalid")), "{v}");
-
-    // The CLI reads the transaction from a file or standard input, and
-    // exits 2 when a guard does not hold.
-    let file = tmp.path().join("txn.json");
-    let write = |body: Value| std::fs::write(&file, body.to_string()).unwrap();
-    write(json!({"guards": [{"key": "a", "value": "3"}], "ops": [{"op": "delete", "key": "a"}]}));
-    let o = follower.cli(&["kv", "txn", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["results"], json!([{"applied": true}]));
-    let o = follower.cli(&["kv", "txn", file.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "a is gone, so the guard fails");
-    std::fs::write(&file, "not json").unwrap();
-    let o = follower.cli(&["kv", "txn", file.to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not JSON"));
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
 #[test]

@@ -261,6 +261,19 @@ pub fn field(v: &Option<Value>, name: &str) -> Value {
     v.as_ref().map(|v| v[name].clone()).unwrap_or(Value::Null)
 }
 
+/// `n` nodes started as `cluster` does, once they agree.
+pub fn agreed_cluster(root: &Path, n: usize) -> Vec<Proc> {
+    let procs = cluster(root, n, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, Duration::from_secs(30), "formation");
+    procs
+}
+
+/// A CLI run's standard output, trimmed.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
 /// Starts `n` nodes: the first alone, the rest pointed at it.
 pub fn cluster(root: &Path, n: usize, extra: &[&str]) -> Vec<Proc> {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
