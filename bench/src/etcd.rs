@@ -58,6 +58,16 @@ impl Etcd {
         spawn(&mut cmd, &dir.join(format!("{}.log", self.name)))
     }
 
+    /// This member's `/v3/maintenance/status`, if it answers.
+    pub fn status(&self, c: &reqwest::blocking::Client) -> Option<serde_json::Value> {
+        c.post(self.url("/v3/maintenance/status"))
+            .json(&serde_json::json!({}))
+            .send()
+            .ok()?
+            .json()
+            .ok()
+    }
+
     /// The revision this member's store is at, from its metrics port.
     pub fn revision(&self, c: &reqwest::blocking::Client) -> Option<u64> {
         let text = c
@@ -83,6 +93,18 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// The position in `members` of the leader, as the members say (all
+    /// must answer).
+    pub fn leader(&self, c: &reqwest::blocking::Client) -> Option<usize> {
+        let st: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| m.status(c))
+            .collect::<Option<_>>()?;
+        let leader = &st.first()?["leader"];
+        st.iter().position(|s| s["header"]["member_id"] == *leader)
+    }
+
     pub fn start(dir: &Path, c: &reqwest::blocking::Client) -> Result<EtcdCluster> {
         let members: Vec<Etcd> = (1..=3).map(Etcd::new).collect();
         let cluster = members

@@ -23,6 +23,13 @@ pub fn value(rng: &mut SmallRng) -> String {
     s
 }
 
+/// The `q` quantile of `xs` (None when empty).
+pub fn quantile(xs: &mut [f64], q: f64) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len().max(1)) - 1;
+    xs.get(i).copied()
+}
+
 pub fn key(i: u64) -> String {
     format!("key-{i:010}")
 }

@@ -14,9 +14,10 @@
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
-use shoal_bench::etcd::{Etcd, EtcdCluster};
+use shoal_bench::etcd::EtcdCluster;
 use shoal_bench::nodes::{self, agreed, shoal_bin, start_at, status, TOKEN};
 use shoal_bench::procs::wait;
+use shoal_bench::quantile;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,17 +82,13 @@ fn first_write(t0: Instant, request: impl Fn(u64) -> RequestBuilder) -> Option<f
 
 fn summary(system: &str, times: &[Option<f64>]) -> Value {
     let mut ok: Vec<f64> = times.iter().flatten().copied().collect();
-    ok.sort_by(f64::total_cmp);
-    let q = |q: f64| {
-        let i = ((ok.len() as f64 * q).ceil() as usize).clamp(1, ok.len().max(1)) - 1;
-        ok.get(i).copied()
-    };
+    let (p50, p99) = (quantile(&mut ok, 0.5), quantile(&mut ok, 0.99));
     json!({
         "system": system,
         "kills": times.len(),
         "no_write_within_30s": times.iter().filter(|t| t.is_none()).count(),
-        "p50_s": q(0.5),
-        "p99_s": q(0.99),
+        "p50_s": p50,
+        "p99_s": p99,
         "max_s": ok.last(),
         "each_s": times,
     })
@@ -135,32 +132,13 @@ fn shoal(c: &Client, root: &std::path::Path, kills: usize) -> Result<Value> {
     Ok(summary("shoal", &times))
 }
 
-fn etcd_leader(c: &Client, members: &[Etcd]) -> Option<usize> {
-    let status = |m: &Etcd| -> Option<Value> {
-        c.post(m.url("/v3/maintenance/status"))
-            .json(&json!({}))
-            .send()
-            .ok()?
-            .json()
-            .ok()
-    };
-    let mut leader_id = None;
-    let mut ids = Vec::new();
-    for m in members {
-        let s = status(m)?;
-        leader_id = Some(s["leader"].clone());
-        ids.push(s["header"]["member_id"].clone());
-    }
-    ids.iter().position(|id| Some(id) == leader_id.as_ref())
-}
-
 fn etcd(c: &Client, root: &std::path::Path, kills: usize) -> Result<Value> {
     let dir = root.join("etcd");
     std::fs::create_dir_all(&dir)?;
     let mut etcd = EtcdCluster::start(&dir, c)?;
     let mut times = Vec::new();
     for k in 0..kills {
-        let leader = etcd_leader(c, &etcd.members).context("no etcd leader")?;
+        let leader = etcd.leader(c).context("no etcd leader")?;
         let via = (leader + 1 + k % 2) % etcd.members.len();
         let url = etcd.members[via].url("/v3/kv/put");
         let t0 = Instant::now();
@@ -175,9 +153,7 @@ fn etcd(c: &Client, root: &std::path::Path, kills: usize) -> Result<Value> {
         times.push(took);
         let m = &etcd.members[leader];
         etcd.running[leader] = m.start(&dir, &etcd.cluster, "existing")?;
-        let healthy = wait(Duration::from_secs(60), || {
-            etcd_leader(c, &etcd.members).is_some()
-        });
+        let healthy = wait(Duration::from_secs(60), || etcd.leader(c).is_some());
         if !healthy {
             bail!("the etcd cluster did not settle after kill {k}");
         }

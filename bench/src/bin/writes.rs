@@ -27,7 +27,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::batch::{self, System};
-use shoal_bench::etcd::{Etcd, EtcdCluster};
+use shoal_bench::etcd::EtcdCluster;
 use shoal_bench::load::{percentile_ms, Load};
 use shoal_bench::nodes::{self, metric, shoal_bin, status, Node, TOKEN};
 use std::process::Command;
@@ -140,20 +140,11 @@ fn main() -> Result<()> {
         let dir = tmp.path().join("etcd");
         std::fs::create_dir_all(&dir)?;
         let etcd = EtcdCluster::start(&dir, &c)?;
-        let leader_id = etcd_status(&c, &etcd.members[0])?["leader"].clone();
-        let mut leader = None;
-        let mut follower = None;
-        for m in &etcd.members {
-            let s = etcd_status(&c, m)?;
-            if s["header"]["member_id"] == leader_id {
-                leader = Some(m);
-            } else {
-                follower = Some(m);
-            }
-        }
+        let leader = etcd.leader(&c).context("no etcd leader")?;
+        let follower = (leader + 1) % etcd.members.len();
         let targets = [
-            ("leader", leader.context("no etcd leader")?),
-            ("follower", follower.context("no etcd follower")?),
+            ("leader", &etcd.members[leader]),
+            ("follower", &etcd.members[follower]),
         ];
         for (target, m) in targets {
             let run = wrk("put-etcd.lua", &m.url(""), secs, conns, &[])?;
@@ -203,14 +194,6 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// An etcd member's `/v3/maintenance/status`.
-fn etcd_status(c: &reqwest::blocking::Client, m: &Etcd) -> Result<Value> {
-    Ok(c.post(m.url("/v3/maintenance/status"))
-        .json(&json!({}))
-        .send()?
-        .json()?)
 }
 
 /// A wrk run of reads: its rate named as such.

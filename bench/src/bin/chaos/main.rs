@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 use cluster::*;
+use shoal_bench::quantile;
 
 const SUBNET: &str = "10.231.77";
 /// Bounds that catch a hang, not targets.
@@ -224,13 +225,6 @@ fn minority_writes(a: &Args, minority: &[usize], span: Duration) -> Vec<(f64, St
         }
     });
     out.into_inner().unwrap_or_default()
-}
-
-/// The `q` quantile of `xs` (None when empty).
-fn quantile(xs: &mut [f64], q: f64) -> Option<f64> {
-    xs.sort_by(f64::total_cmp);
-    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len().max(1)) - 1;
-    xs.get(i).copied()
 }
 
 fn main() {
