@@ -48,6 +48,13 @@ fn a_transaction_applies_every_op_or_none_through_any_node_and_the_cli() {
     let (_, again) = txn(follower, &body, Some("txn-1"));
     assert_eq!(again["index"], v["index"], "a retry gets the first answer");
     assert_eq!(field(&consistent("n"), "value"), 2, "applied once");
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || master
+            .metric("read_rounds_total")
+            >= 1.0),
+        "consistent reads took a ReadIndex round on the master: {}",
+        master.metric("read_rounds_total")
+    );
 
     // A guard that does not hold writes nothing; one that does, all.
     let version = field(&consistent("a"), "version");

@@ -422,6 +422,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         m.leader_changes as f64,
     );
     put(
+        "read_rounds_total",
+        "counter",
+        "ReadIndex rounds started as master, each serving every consistent read waiting for it.",
+        m.read_rounds as f64,
+    );
+    put(
         "bad_messages_total",
         "counter",
         "Malformed or inconsistent messages dropped.",

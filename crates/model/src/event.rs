@@ -183,7 +183,9 @@ pub enum Op {
         status: ReplicaStatus,
     },
     /// Changes nothing: its commit tells a reader that everything committed
-    /// before it is visible (a consistent read). Its outcome is not stored.
+    /// before it is visible. Its outcome is not stored. Consistent reads
+    /// no longer use it (they take a read index, `shoal_proto::reads`);
+    /// it stays so that logs holding one still decode.
     Barrier,
     /// A key-value write applied only while lock `lock` is held with
     /// `token`: a holder that lost its lock cannot write with it.

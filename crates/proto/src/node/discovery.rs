@@ -147,6 +147,8 @@ impl<L: LogStore> Node<L> {
     pub(super) fn reconnect_silent(&mut self, out: &mut Vec<Output>) {
         let silence = self.cfg.heartbeat_every * 3;
         let now = self.now;
+        let members = self.state.nodes();
+        self.silent.retain(|id| members.contains_key(id));
         for (id, n) in self.state.nodes() {
             if *id == self.cfg.node || n.liveness == Liveness::Left {
                 continue;
