@@ -2,11 +2,15 @@
 //! data directory each (their logs beside it, `DIR.log`), asked for their
 //! status and metrics over the API, killed by PID when dropped.
 
-use crate::procs::free_port;
-use anyhow::{Context, Result};
+use crate::procs::{free_port, time_until, wait};
+use crate::{key, set_commands};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use shoal_log::{DurableLog, HardState, LogConfig};
+use shoal_model::Term;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Node {
@@ -160,4 +164,54 @@ pub fn cluster(
         anyhow::bail!("the shoal cluster did not form");
     }
     Ok(nodes)
+}
+
+/// A founder holding `n` set commands, as `n` single writes would have
+/// left them: founded, stopped, its log extended on disk with `n`
+/// committed entries of its term (one command id each, stamped now), and
+/// started again. Returns it with the seconds its restart took, from
+/// process start until it serves a read of the last key.
+pub fn preloaded(
+    bin: &Path,
+    c: &reqwest::blocking::Client,
+    dir: &Path,
+    n: u64,
+    extra: &[&str],
+) -> Result<(Node, f64)> {
+    let mut node = start(bin, dir, None, extra)?;
+    if !wait(Duration::from_secs(60), || {
+        status(c, node.api).is_some_and(|s| s["role"] == "master")
+    }) {
+        bail!("the founder did not become master");
+    }
+    let pid = node.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    node.child.wait()?;
+
+    let (mut log, _) = DurableLog::open(&dir.join("log"), LogConfig::default())?;
+    let hs = log.hard_state();
+    let from = log.last_index().0 + 1;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    for start_key in (0..n).step_by(100_000) {
+        let keys = start_key..(start_key + 100_000).min(n);
+        let entries: Vec<_> = set_commands(from + start_key, Term(hs.term), now_ms, keys).collect();
+        log.append(&entries)?;
+    }
+    log.set_hard_state(HardState {
+        commit: from + n - 1,
+        ..hs
+    })?;
+    log.sync()?;
+    drop(log);
+
+    let t0 = Instant::now();
+    let node = start_at(bin, dir, None, extra, (node.api, node.p2p))?;
+    let last = format!("http://127.0.0.1:{}/v1/kv/{}", node.api, key(n - 1));
+    let restart = time_until(t0, Duration::from_secs(600), || {
+        c.get(&last).send().is_ok_and(|r| r.status().is_success())
+    })
+    .context("the preloaded founder did not serve reads")?;
+    Ok((node, restart.as_secs_f64()))
 }

@@ -31,12 +31,11 @@ use serde_json::json;
 use shoal_bench::batch::{self, System};
 use shoal_bench::load::{p99_ms, Load};
 use shoal_bench::nodes::{
-    agreed, formed, has_saved_snapshot, metric, shoal_bin, start, start_at, status, Node, TOKEN,
+    agreed, formed, has_saved_snapshot, metric, preloaded, shoal_bin, start, start_at, status,
+    Node, TOKEN,
 };
 use shoal_bench::procs::{peak_rss_kib, rss_kib, time_until, wait};
-use shoal_bench::{key, set_commands, value};
-use shoal_log::{DurableLog, HardState, LogConfig};
-use shoal_model::Term;
+use shoal_bench::{key, value};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -90,56 +89,6 @@ fn load_with_txns(nodes: &[&Node], n: u64) {
         let body = batch::body(System::Shoal, keys.map(key), rng);
         c.post(format!("http://127.0.0.1:{api}/v1/txn")).json(&body)
     });
-}
-
-/// A founder holding `n` set commands, as `n` single writes would have
-/// left them: founded, stopped, its log extended on disk with `n`
-/// committed entries of its term (one command id each, stamped now), and
-/// started again. Returns it with the seconds its restart took, from
-/// process start until it serves a read of the last key.
-fn preloaded(
-    bin: &Path,
-    c: &reqwest::blocking::Client,
-    dir: &Path,
-    n: u64,
-    extra: &[&str],
-) -> Result<(Node, f64)> {
-    let mut node = start(bin, dir, None, extra)?;
-    if !wait(Duration::from_secs(60), || {
-        status(c, node.api).is_some_and(|s| s["role"] == "master")
-    }) {
-        bail!("the founder did not become master");
-    }
-    let pid = node.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status()?;
-    node.child.wait()?;
-
-    let (mut log, _) = DurableLog::open(&dir.join("log"), LogConfig::default())?;
-    let hs = log.hard_state();
-    let from = log.last_index().0 + 1;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    for start_key in (0..n).step_by(100_000) {
-        let keys = start_key..(start_key + 100_000).min(n);
-        let entries: Vec<_> = set_commands(from + start_key, Term(hs.term), now_ms, keys).collect();
-        log.append(&entries)?;
-    }
-    log.set_hard_state(HardState {
-        commit: from + n - 1,
-        ..hs
-    })?;
-    log.sync()?;
-    drop(log);
-
-    let t0 = Instant::now();
-    let node = start_at(bin, dir, None, extra, (node.api, node.p2p))?;
-    let last = format!("http://127.0.0.1:{}/v1/kv/{}", node.api, key(n - 1));
-    let restart = time_until(t0, Duration::from_secs(600), || {
-        c.get(&last).send().is_ok_and(|r| r.status().is_success())
-    })
-    .context("the preloaded founder did not serve reads")?;
-    Ok((node, restart.as_secs_f64()))
 }
 
 /// Stops a node that caught up by snapshot once its local copy is on

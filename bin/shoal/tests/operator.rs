@@ -322,7 +322,18 @@ fn a_voter_whose_disk_fills_steps_aside_and_catches_up_when_space_returns() {
     let mut written = 0;
     while written < 400 && !full(&procs[2]) {
         let (code, body) = procs[0].set(&format!("k{written}"), &value);
-        assert_eq!(code, 200, "a write with two healthy voters: {body}");
+        if code != 200 {
+            let tail = |p: &Proc| {
+                let log = p.log();
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            };
+            panic!(
+                "write {written} with two healthy voters: {code} {body}\n-- n1:\n{}\n-- n2:\n{}",
+                tail(&procs[0]),
+                tail(&procs[1])
+            );
+        }
         written += 1;
     }
     assert!(

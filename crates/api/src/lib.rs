@@ -201,6 +201,11 @@ pub(crate) fn status_json(v: &View) -> Value {
         "listen": v.listen,
         "uptime_s": v.started.elapsed().as_secs_f64(),
         "storage_error": s.storage_error,
+        "snapshot_download": v.catch_up.as_ref().map(|p| json!({
+            "received_bytes": p.received,
+            "total_bytes": p.total,
+            "entries": p.entries,
+        })),
     })
 }
 
@@ -408,6 +413,30 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         "counter",
         "Snapshots loaded into State.",
         m.snapshots_installed as f64,
+    );
+    put(
+        "snapshot_offers_sent_total",
+        "counter",
+        "Snapshot offers made to replicas that asked for one.",
+        m.snapshot_offers_sent as f64,
+    );
+    put(
+        "snapshot_failures_total",
+        "counter",
+        "Snapshot transfers that failed and were asked for again.",
+        m.snapshot_failures as f64,
+    );
+    put(
+        "snapshot_builds_total",
+        "counter",
+        "Snapshots encoded to serve others.",
+        m.snapshot_builds as f64,
+    );
+    put(
+        "snapshot_bad_chunks_total",
+        "counter",
+        "Snapshot sources dropped for sending a chunk that was not the one offered.",
+        m.snapshot_bad_chunks as f64,
     );
     put(
         "local_snapshots_saved_total",

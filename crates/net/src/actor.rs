@@ -454,6 +454,7 @@ impl Topic {
         match self {
             Topic::Committed => crate::COMMITTED_TOPIC,
             Topic::Transient => crate::TRANSIENT_TOPIC,
+            Topic::Snapshot => crate::SNAPSHOT_TOPIC,
         }
     }
 }

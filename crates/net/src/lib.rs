@@ -67,6 +67,8 @@ pub const DIRECT_PROTOCOL: &str = "/shoal/direct/1";
 pub const HELLO_PROTOCOL: &str = "/shoal/hello/2";
 pub const COMMITTED_TOPIC: &str = "shoal/1/committed";
 pub const TRANSIENT_TOPIC: &str = "shoal/1/transient";
+/// Requests for a snapshot; the offers and bytes go one-to-one.
+pub const SNAPSHOT_TOPIC: &str = "shoal/snapshot/1";
 /// Commands and events waiting between the actor and the node.
 const CHANNEL: usize = 4096;
 
@@ -74,6 +76,7 @@ const CHANNEL: usize = 4096;
 pub enum Topic {
     Committed,
     Transient,
+    Snapshot,
 }
 
 #[derive(Debug)]
@@ -255,7 +258,7 @@ pub async fn spawn(
     cfg: NetConfig,
 ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
     let mut swarm = transport::build_swarm(keypair.clone(), &cfg)?;
-    for t in [Topic::Committed, Topic::Transient] {
+    for t in [Topic::Committed, Topic::Transient, Topic::Snapshot] {
         swarm
             .behaviour_mut()
             .gossipsub

@@ -1,8 +1,9 @@
 //! Messages between nodes, and their versioned encoding.
 //!
 //! One-to-one messages (`Direct`) carry Raft traffic, range fetches,
-//! snapshot chunks, forwarded commands, lease renewals and task output. Broadcast messages (`Gossip`)
-//! carry committed entries and transient events. Every frame starts with the
+//! snapshot offers and chunks, forwarded commands, lease renewals and task
+//! output. Broadcast messages (`Gossip`) carry committed entries, transient
+//! events and requests for a snapshot. Every frame starts with the
 //! protocol version and the sender's cluster id; a node drops (and counts)
 //! frames of another version or another cluster.
 
@@ -12,11 +13,14 @@ use shoal_model::{
     TaskId, TransientEvent,
 };
 
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest frame any node sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Snapshot chunk payload size: well under the message cap.
 pub const SNAPSHOT_CHUNK_BYTES: u32 = 1 << 20;
+/// Chunk hashes in one offer, at most: a 64 GiB snapshot in 1 MiB chunks,
+/// 2 MiB of hashes.
+pub const MAX_SNAPSHOT_CHUNKS: usize = 1 << 16;
 /// Entries returned by one range fetch stop after this many bytes.
 pub const RANGE_MAX_BYTES: u32 = 2 << 20;
 
@@ -36,6 +40,8 @@ pub enum Direct {
     Raft(#[serde(with = "serde_bytes")] Vec<u8>),
     FetchRange(FetchRange),
     Range(RangeReply),
+    /// An answer to `Gossip::SnapshotWanted`: a snapshot this node serves.
+    SnapshotOffer(SnapshotOffer),
     SnapshotRequest(SnapshotRequest),
     SnapshotChunk(SnapshotChunk),
     SnapshotRefused {
@@ -75,10 +81,11 @@ pub enum Direct {
     Output(Vec<OutputChunk>),
     /// The sender is leaving the cluster on purpose (`shoal leave`).
     Leave,
-    /// The sender's heartbeat, sent one-to-one to a node it had not heard
-    /// from before: a new node learns who is there, who leads and what is
-    /// committed at once, not a heartbeat interval later.
-    Heartbeat(shoal_model::Heartbeat),
+    /// A transient event sent one-to-one: a heartbeat to a node heard for
+    /// the first time (a new node learns who is there, who leads and what
+    /// is committed at once, not a heartbeat interval later), and a
+    /// follower's heartbeats and capacity, which go to the members only.
+    Transient(TransientEvent),
     /// A follower's consistent read asks the master for an index to read
     /// at (`crate::reads`); `id` is the follower's.
     ReadIndex {
@@ -95,6 +102,13 @@ pub enum Direct {
 pub enum Gossip {
     Committed(Vec<LogEntry>),
     Transient(TransientEvent),
+    /// The sender needs a snapshot past `have` (its own topic). Replicas
+    /// that hold one, or can make one, answer one-to-one with an offer;
+    /// the bytes then move one-to-one, never on gossip.
+    SnapshotWanted {
+        session: u64,
+        have: EventIdx,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,23 +130,75 @@ pub enum RangeReply {
     NotYet { from: EventIdx, last: EventIdx },
 }
 
+/// A snapshot a replica serves. The encoding at an index is the same on
+/// every replica (sorted batches, one compression level), so offers of one
+/// snapshot from several replicas are equal, and a receiver pulls its
+/// chunks from all of them, checking each against `chunks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotOffer {
+    pub session: u64,
+    pub index: EventIdx,
+    pub total_len: u64,
+    /// SHA-256 of the whole byte string.
+    pub sha256: [u8; 32],
+    pub chunk_bytes: u32,
+    /// SHA-256 of each chunk, in order.
+    pub chunks: Vec<[u8; 32]>,
+    /// Transfers the sender is serving now.
+    pub busy: u32,
+}
+
+impl SnapshotOffer {
+    /// Whether the offer describes a byte string: chunk size within the
+    /// cap, one hash per chunk.
+    pub fn check(&self) -> Result<(), String> {
+        if self.chunk_bytes == 0 || self.chunk_bytes > SNAPSHOT_CHUNK_BYTES {
+            return Err(format!("chunk size {} is out of range", self.chunk_bytes));
+        }
+        let n = self.total_len.div_ceil(u64::from(self.chunk_bytes));
+        if n == 0 || n != self.chunks.len() as u64 || self.chunks.len() > MAX_SNAPSHOT_CHUNKS {
+            return Err(format!(
+                "{} chunk hashes for {} bytes in chunks of {}",
+                self.chunks.len(),
+                self.total_len,
+                self.chunk_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether both offers are of the same bytes.
+    pub fn same_snapshot(&self, other: &SnapshotOffer) -> bool {
+        self.index == other.index
+            && self.total_len == other.total_len
+            && self.sha256 == other.sha256
+            && self.chunk_bytes == other.chunk_bytes
+            && self.chunks == other.chunks
+    }
+
+    /// Where chunk `k` starts, and its length.
+    pub fn chunk_span(&self, k: u32) -> Option<(u64, usize)> {
+        let start = u64::from(k) * u64::from(self.chunk_bytes);
+        (start < self.total_len).then(|| {
+            let len = (self.total_len - start).min(u64::from(self.chunk_bytes));
+            (start, len as usize)
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRequest {
     pub session: u64,
-    /// None for a new transfer; the snapshot's index when resuming, so a
-    /// chunk always comes from the same snapshot.
-    pub index: Option<EventIdx>,
-    pub offset: u64,
-    pub len: u32,
+    /// The offered snapshot's index: a chunk always comes from it.
+    pub index: EventIdx,
+    pub chunk: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     pub session: u64,
     pub index: EventIdx,
-    pub total_len: u64,
-    pub sha256: [u8; 32],
-    pub offset: u64,
+    pub chunk: u32,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }

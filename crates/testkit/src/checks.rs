@@ -9,9 +9,10 @@ impl Sim {
     /// At most one master per term; equal State at equal index (no
     /// committed entry lost or changed); no replica goes back; no message
     /// of a correct node refused.
-    pub(crate) fn check(&mut self) {
-        for id in self.live() {
-            let node = self.node(&id).expect("live");
+    pub(crate) fn check(&mut self, id: &NodeId) {
+        // Only the node a delivery reached can have changed.
+        if let Some(node) = self.node(id) {
+            let id = id.clone();
             let master_term = node
                 .is_master()
                 .then(|| node.raft().expect("a master runs raft").term());

@@ -35,7 +35,6 @@ use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Gossip};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A node's disk: what survives a crash.
@@ -90,10 +89,17 @@ pub struct Sim {
     template: Box<dyn Fn(NodeId, u64) -> NodeConfig>,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    /// Messages that reached each node over the network (a broadcast
+    /// counts once at each node it reaches).
+    pub received: BTreeMap<NodeId, u64>,
     /// Wake-ups delivered, per node.
     pub wakes: BTreeMap<NodeId, u64>,
     /// Every run started, in order.
     pub runs: Vec<SimRun>,
+    /// Snapshots encoded to serve others (not to save), per node.
+    pub serve_builds: BTreeMap<NodeId, u64>,
+    /// Each node's last snapshot download progress: bytes received, total.
+    pub catch_up: BTreeMap<NodeId, (u64, u64)>,
     /// Task output each node handed to its own clients, in order.
     pub task_output: BTreeMap<NodeId, Vec<OutputChunk>>,
     /// A test forges messages: honest nodes refuse some.
@@ -148,6 +154,9 @@ impl Sim {
             messages_dropped: 0,
             wakes: BTreeMap::new(),
             runs: Vec::new(),
+            serve_builds: BTreeMap::new(),
+            received: BTreeMap::new(),
+            catch_up: BTreeMap::new(),
             task_output: BTreeMap::new(),
             refusals_expected: false,
         }
@@ -285,9 +294,10 @@ impl Sim {
 
     /// The live masters (normally at most one).
     pub fn masters(&self) -> Vec<NodeId> {
-        self.live()
-            .into_iter()
-            .filter(|n| self.node(n).is_some_and(|x| x.is_master()))
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.paused && n.node.as_ref().is_some_and(|x| x.is_master()))
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -388,17 +398,20 @@ impl Sim {
                     let generation = sn.wake;
                     self.deliver_to_self(&from, at, Payload::Wake(generation));
                 }
-                Output::BuildSnapshot { state, save } => {
+                Output::BuildSnapshot {
+                    state,
+                    save,
+                    chunk_bytes,
+                } => {
                     let (bytes, sha) = encode_snapshot(&state, 1);
                     if save {
                         self.nodes.get_mut(&from).expect("known node").disk.snapshot =
                             Some((bytes.clone(), sha));
                     }
-                    let snap = EncodedSnapshot {
-                        index: state.index(),
-                        bytes: Arc::new(bytes),
-                        sha256: sha,
-                    };
+                    if !save {
+                        *self.serve_builds.entry(from.clone()).or_default() += 1;
+                    }
+                    let snap = EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes);
                     let at = self.now + Duration::from_millis(5);
                     self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, save));
                 }
@@ -415,10 +428,10 @@ impl Sim {
                     let at = self.now + Duration::from_millis(1);
                     self.deliver_to_self(&from, at, Payload::HostCapacity(HOST_CAPACITY));
                 }
-                Output::Dial(_)
-                | Output::Reconnect(_)
-                | Output::CatchUp { .. }
-                | Output::SnapshotInstalled { .. } => {}
+                Output::CatchUp(p) => {
+                    self.catch_up.insert(from.clone(), (p.received, p.total));
+                }
+                Output::Dial(_) | Output::Reconnect(_) | Output::SnapshotInstalled { .. } => {}
                 Output::StartRun(run) => {
                     self.start_run(&from, run.task, run.token, run.attempt, &run.spec.runner)
                 }
@@ -493,8 +506,9 @@ impl Sim {
             self.enqueue(at, d);
             return;
         }
+        let to = d.to.clone();
         self.deliver(d);
-        self.check();
+        self.check(&to);
     }
 
     pub fn run_for(&mut self, d: Duration) {

@@ -64,6 +64,7 @@ impl Sim {
             self.messages_dropped += 1;
             return;
         }
+        *self.received.entry(to.clone()).or_default() += 1;
         let copies = if self.rng.gen_bool(self.net.duplicate) {
             2
         } else {

@@ -6,7 +6,6 @@ use shoal_model::{ClusterId, Command, CommandId, NodeId, Op, Outcome, State};
 use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 struct Disk<'a> {
@@ -67,7 +66,11 @@ impl<'a> Disk<'a> {
                 .handle(input, self.now, 1_000 + self.now.as_millis() as u64)
             {
                 match o {
-                    Output::BuildSnapshot { state, save } => {
+                    Output::BuildSnapshot {
+                        state,
+                        save,
+                        chunk_bytes,
+                    } => {
                         let (bytes, sha) = encode_snapshot(&state, 1);
                         if save {
                             SnapshotStore::open(&self.dir.join("snapshots"))
@@ -75,11 +78,7 @@ impl<'a> Disk<'a> {
                                 .save(state.index(), &bytes, &sha)
                                 .unwrap();
                         }
-                        let snap = EncodedSnapshot {
-                            index: state.index(),
-                            bytes: Arc::new(bytes),
-                            sha256: sha,
-                        };
+                        let snap = EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes);
                         let save = if save { Saved::Saved } else { Saved::NotAsked };
                         queue.push(Input::SnapshotBuilt { snap, save });
                     }

@@ -283,7 +283,11 @@ impl EventLoop {
                 Output::Wake { at } => {
                     self.wake = Some(tokio::time::Instant::from_std(wake_at(self.started, at)));
                 }
-                Output::BuildSnapshot { state, save } => self.builder.build(*state, save),
+                Output::BuildSnapshot {
+                    state,
+                    save,
+                    chunk_bytes,
+                } => self.builder.build(*state, save, chunk_bytes),
                 Output::SaveSnapshot { snap } => self.builder.save(snap),
                 Output::ClusterAdopted(c) => {
                     info!(cluster = %c, "cluster id recorded");
@@ -302,15 +306,7 @@ impl EventLoop {
                         mem_free_bytes,
                     });
                 }
-                Output::CatchUp {
-                    received,
-                    total,
-                    entries,
-                } => self.progress(CatchUpProgress {
-                    received,
-                    total,
-                    entries,
-                }),
+                Output::CatchUp(p) => self.progress(p),
                 Output::SnapshotInstalled { index } => {
                     self.catch_up = None;
                     self.last_progress_log = None;
@@ -392,6 +388,7 @@ impl EventLoop {
         let topic = match frame.msg {
             Gossip::Committed(_) => Topic::Committed,
             Gossip::Transient(_) => Topic::Transient,
+            Gossip::SnapshotWanted { .. } => Topic::Snapshot,
         };
         match wire::encode(frame) {
             Ok(bytes) => {

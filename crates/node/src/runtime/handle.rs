@@ -31,12 +31,7 @@ pub struct View {
 }
 
 /// How far a snapshot download has come.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CatchUpProgress {
-    pub received: u64,
-    pub total: u64,
-    pub entries: u64,
-}
+pub type CatchUpProgress = shoal_proto::snapshot_transfer::Progress;
 
 /// A call from a handle into the event loop.
 #[derive(Debug)]

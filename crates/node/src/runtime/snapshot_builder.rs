@@ -7,7 +7,7 @@
 use shoal_log::{encode_snapshot, SnapshotBytes, SnapshotStore};
 use shoal_model::State;
 use shoal_proto::node::Saved;
-use shoal_proto::snapshot_transfer::EncodedSnapshot;
+use shoal_proto::snapshot_transfer::{chunk_hashes, EncodedSnapshot};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -30,27 +30,29 @@ impl SnapshotBuilder {
     }
 
     /// Encodes on a blocking thread; the result comes back on `done`.
-    pub fn build(&self, state: State, save: bool) {
+    pub fn build(&self, state: State, save: bool, chunk_bytes: u32) {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let (bytes, sha) = encode_snapshot(&state, LEVEL);
             let index = state.index();
             drop(state);
-            let (snap, saved) = if save {
-                let mut snap = EncodedSnapshot {
-                    index,
-                    bytes: Arc::new(bytes),
-                    sha256: sha,
-                };
-                let saved = this.write(&mut snap);
-                (snap, saved)
+            let chunks = chunk_hashes(&bytes, chunk_bytes);
+            let bytes: Arc<dyn SnapshotBytes> = if save {
+                Arc::new(bytes)
             } else {
-                let snap = EncodedSnapshot {
-                    index,
-                    bytes: this.spill(bytes),
-                    sha256: sha,
-                };
-                (snap, Saved::NotAsked)
+                this.spill(bytes)
+            };
+            let mut snap = EncodedSnapshot {
+                index,
+                bytes,
+                sha256: sha,
+                chunk_bytes,
+                chunks,
+            };
+            let saved = if save {
+                this.write(&mut snap)
+            } else {
+                Saved::NotAsked
             };
             let _ = this.done.blocking_send((snap, saved));
         });

@@ -67,6 +67,7 @@ impl<L: LogStore> Node<L> {
             };
             applied_any = true;
             self.metrics.events_applied += 1;
+            self.note_snapshot_point();
             // Raft writes a member's log; an entry that reached a member
             // by gossip ahead of Raft is kept too, so that it survives a
             // demotion or restart.
@@ -175,10 +176,11 @@ impl<L: LogStore> Node<L> {
         self.log.sync()
     }
 
-    /// Every `local_snapshot_every` events, State is saved to disk (built
-    /// off the loop) and the log compacted below it. A node catching up
-    /// from far behind waits until it is near the commit: an encode on the
-    /// way would compete with applying for the CPU, and be stale at once.
+    /// Every `local_snapshot_every` events, State at the snapshot point is
+    /// saved to disk (built off the loop; the same bytes it serves) and the
+    /// log compacted below it. A node catching up from far behind waits
+    /// until it is near the commit: an encode on the way would compete with
+    /// applying for the CPU, and be stale at once.
     /// It waits at most `LOCAL_SNAPSHOT_DEFER` intervals, so its log stays
     /// bounded however long it trails.
     fn maybe_local_snapshot(&mut self, out: &mut Vec<Output>) {
@@ -197,9 +199,18 @@ impl<L: LogStore> Node<L> {
         let due = since >= every && (behind < every || since >= every * LOCAL_SNAPSHOT_DEFER);
         if !self.local_snapshot_building && due {
             self.local_snapshot_building = true;
+            // The snapshot point when there is a new one (the bytes it
+            // serves), else the present.
+            let point = self.snapshot_point();
+            let state = if point.index() > self.last_local_snapshot {
+                point
+            } else {
+                &self.state
+            };
             out.push(Output::BuildSnapshot {
-                state: Box::new(self.state.clone()),
+                state: Box::new(state.clone()),
                 save: true,
+                chunk_bytes: self.cfg.catch_up.chunk_bytes,
             });
         }
     }
@@ -236,6 +247,7 @@ impl<L: LogStore> Node<L> {
         let index = state.index();
         tracing::info!(node = %self.cfg.node, index = %index, "installed snapshot");
         self.metrics.snapshots_installed += 1;
+        self.point = Some(state.clone());
         self.state = state;
         self.worker.note_state_replaced();
         self.replicas_dirty = true;

@@ -150,7 +150,8 @@ impl<L: LogStore> Node<L> {
         let members = self.state.nodes();
         self.silent.retain(|id| members.contains_key(id));
         for (id, n) in self.state.nodes() {
-            if *id == self.cfg.node || n.liveness == Liveness::Left {
+            let expected = self.expects_heartbeats_from(n.role);
+            if *id == self.cfg.node || n.liveness == Liveness::Left || !expected {
                 continue;
             }
             let Some(seen) = self.peers.last_seen(id) else {
@@ -168,8 +169,12 @@ impl<L: LogStore> Node<L> {
         if !std::mem::take(&mut self.dial_pending) {
             return;
         }
+        // A follower keeps connections to the members it talks to, not to
+        // every other follower: connections grow with N, not N squared.
         for (id, n) in self.state.nodes() {
-            if *id != self.cfg.node && n.liveness != Liveness::Left && !n.addr.is_empty() {
+            let wanted = self.expects_heartbeats_from(n.role);
+            if *id != self.cfg.node && n.liveness != Liveness::Left && !n.addr.is_empty() && wanted
+            {
                 out.push(Output::Dial(n.addr.clone()));
             }
         }

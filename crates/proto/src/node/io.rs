@@ -4,7 +4,7 @@
 
 use crate::pending::ReplyTo;
 use crate::replicas::ReplicaRun;
-use crate::snapshot_transfer::EncodedSnapshot;
+use crate::snapshot_transfer::{EncodedSnapshot, Progress};
 use crate::wire::{CommandReply, Direct, Frame, Gossip};
 use crate::worker::{StopReason, TaskRun};
 use serde::{Deserialize, Serialize};
@@ -81,10 +81,12 @@ pub enum Output {
     Wake {
         at: Duration,
     },
-    /// Encode this State off the loop; `save` also writes it to disk.
+    /// Encode this State off the loop, hashing it in chunks of
+    /// `chunk_bytes`; `save` also writes it to disk.
     BuildSnapshot {
         state: Box<State>,
         save: bool,
+        chunk_bytes: u32,
     },
     /// Write a snapshot received and verified whole to disk, off the loop,
     /// and answer as for `BuildSnapshot` with `save`: the bytes that came
@@ -104,11 +106,7 @@ pub enum Output {
     /// Measure this host's free capacity; answer with `Input::HostCapacity`.
     MeasureHost,
     /// Snapshot download progress while catching up.
-    CatchUp {
-        received: u64,
-        total: u64,
-        entries: u64,
-    },
+    CatchUp(Progress),
     /// A State arrived by snapshot and replaced the local one.
     SnapshotInstalled {
         index: EventIdx,
@@ -144,6 +142,12 @@ pub struct Metrics {
     /// Local snapshots this node saved to its own disk.
     pub local_snapshots_saved: u64,
     pub snapshot_failures: u64,
+    /// Snapshot sources dropped for a chunk that was not the one offered.
+    pub snapshot_bad_chunks: u64,
+    /// Snapshot offers this node made to others.
+    pub snapshot_offers_sent: u64,
+    /// Snapshots this node encoded to serve others.
+    pub snapshot_builds: u64,
     pub leader_changes: u64,
     pub bad_messages: u64,
     pub foreign_messages: u64,

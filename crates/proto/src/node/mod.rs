@@ -7,14 +7,14 @@
 //!
 //! | file | what it decides |
 //! | --- | --- |
-//! | `catch_up` | ordering of committed entries; fetch ranges or load a snapshot |
+//! | `catch_up` | ordering of committed entries; fetch ranges or ask for a snapshot, choose among offers |
 //! | `apply` | applying entries, the follower's log, local snapshots, start-up replay |
 //! | `raft` | running Raft while a member; the master role starts and ends |
 //! | `master/` | the master's state and plan tick: liveness, voters, expiry, placement |
-//! | `peers` | heartbeats, who is alive, how followers learn the master |
+//! | `peers` | heartbeats (a follower's go to the members only), who is alive, how followers learn the master |
 //! | `discovery` | founding or adopting a cluster, joining it, dialling members |
 //! | `commands` | admission of client commands, routing to the master, replies |
-//! | `serve` | ranges and snapshots for other replicas, events for subscribers |
+//! | `serve` | ranges, snapshot offers and chunks for other replicas; snapshot points |
 //! | `work` | tasks and replicas run here, leases, capacity, task output |
 //! | `leave` | leaving on purpose |
 //! | `storage` | a disk that stops taking writes, and recovering from it |
@@ -125,6 +125,8 @@ pub struct Node<L: LogStore> {
     capacity: (u32, u64),
     last_local_snapshot: EventIdx,
     local_snapshot_building: bool,
+    /// State at the last snapshot point (see `serve`).
+    point: Option<State>,
     timers: Timers,
     /// The wake-up the shell holds (None once it fired).
     armed: Option<Duration>,
@@ -207,6 +209,7 @@ impl<L: LogStore> Node<L> {
             silent: Default::default(),
             capacity: (0, 0),
             local_snapshot_building: false,
+            point: None,
             timers,
             armed: None,
             started: now,
@@ -498,11 +501,27 @@ impl<L: LogStore> Node<L> {
                     self.metrics.untrusted_messages += 1;
                 }
             }
-            Gossip::Transient(TransientEvent::Heartbeat(hb)) => {
-                self.on_heartbeat(frame.from, frame.cluster, hb, out)
+            Gossip::Transient(ev) => self.on_transient(frame.from, frame.cluster, ev, out),
+            Gossip::SnapshotWanted { session, have } => {
+                if self.cluster.is_some() && frame.cluster == self.cluster {
+                    self.on_snapshot_wanted(frame.from, session, have, out);
+                }
             }
-            Gossip::Transient(TransientEvent::Metrics(m)) => self.on_metrics(&frame.from, m),
-            Gossip::Transient(_) => {}
+        }
+    }
+
+    /// A heartbeat or capacity report, broadcast or sent one-to-one.
+    fn on_transient(
+        &mut self,
+        from: NodeId,
+        cluster: Option<ClusterId>,
+        ev: TransientEvent,
+        out: &mut Vec<Output>,
+    ) {
+        match ev {
+            TransientEvent::Heartbeat(hb) => self.on_heartbeat(from, cluster, hb, out),
+            TransientEvent::Metrics(m) => self.on_metrics(&from, m),
+            _ => {}
         }
     }
 
@@ -520,6 +539,7 @@ impl<L: LogStore> Node<L> {
                 Err(BadRange::Unasked) => self.metrics.unasked_replies += 1,
                 Err(BadRange::NotConsecutive) => self.metrics.bad_messages += 1,
             },
+            Direct::SnapshotOffer(offer) => self.on_snapshot_offer(from, offer),
             Direct::SnapshotRequest(req) => self.serve_snapshot(from, req, out),
             Direct::SnapshotChunk(chunk) => {
                 let (bytes, acts) = self.catch_up.on_chunk(&from, chunk, self.now);
@@ -544,7 +564,7 @@ impl<L: LogStore> Node<L> {
             } => self.on_output_subscribe(from, &task, attempt, from_seq, out),
             Direct::Output(chunks) => self.on_output(&from, chunks, out),
             Direct::Leave => self.on_leave(from),
-            Direct::Heartbeat(hb) => self.on_heartbeat(from, frame.cluster, hb, out),
+            Direct::Transient(ev) => self.on_transient(from, frame.cluster, ev, out),
             Direct::ReadIndex { id } => self.on_read_index(from, id, out),
             Direct::ReadIndexReply { id, result } => {
                 self.on_read_index_reply(&from, id, result, out)

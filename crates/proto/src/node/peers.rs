@@ -4,17 +4,18 @@
 //!
 //! Liveness comes from heartbeats (transient, every few hundred
 //! milliseconds), never from connection events: a peer is alive while its
-//! last heartbeat is younger than the node timeout. The master's failure
+//! last heartbeat is younger than the node timeout. Members broadcast
+//! theirs; a follower sends its own to the members only (`fan_in`), so a
+//! member hears every node and a follower hears the members. The master's failure
 //! detector (`master::liveness`) turns the same sightings into logged
 //! `NodeLiveness` events.
 
 use super::catch_up::Source;
 use super::io::{Output, PeerSummary};
 use super::Node;
-use crate::gap_fetcher::PeerLog;
 use crate::log_store::LogStore;
 use crate::wire::{Direct, Gossip};
-use shoal_model::{ClusterId, Heartbeat, NodeId, Term, TransientEvent};
+use shoal_model::{ClusterId, Heartbeat, NodeId, Role, Term, TransientEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -100,27 +101,25 @@ impl Peers {
 
     /// Peers of `cluster` as sources of ranges and snapshots.
     pub fn sources(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<Source> {
+        self.sources_where(cluster, now, |_| true)
+    }
+
+    /// As `sources`, only the peers `keep` admits (asked before anything
+    /// is copied).
+    pub fn sources_where(
+        &self,
+        cluster: Option<&ClusterId>,
+        now: Duration,
+        keep: impl Fn(&NodeId) -> bool,
+    ) -> Vec<Source> {
         self.map
             .iter()
-            .filter(|(_, p)| p.cluster.as_ref() == cluster)
+            .filter(|(n, p)| p.cluster.as_ref() == cluster && keep(n))
             .map(|(n, p)| Source {
                 node: n.clone(),
                 floor: p.hb.log_floor,
                 applied: p.hb.applied,
                 live: self.fresh(p, now),
-            })
-            .collect()
-    }
-
-    /// Live peers of `cluster`, as the gap fetcher sees them.
-    pub fn logs(&self, cluster: Option<&ClusterId>, now: Duration) -> Vec<PeerLog> {
-        self.sources(cluster, now)
-            .into_iter()
-            .filter(|s| s.live)
-            .map(|s| PeerLog {
-                node: s.node,
-                floor: s.floor,
-                applied: s.applied,
             })
             .collect()
     }
@@ -207,12 +206,55 @@ pub struct MasterView {
 }
 
 impl<L: LogStore> Node<L> {
-    /// This node's heartbeat, on the heartbeat timer.
+    /// This node's heartbeat, on the heartbeat timer (see `announce`).
     pub(super) fn heartbeat(&mut self, out: &mut Vec<Output>) {
         let hb = self.own_heartbeat();
-        out.push(Output::Broadcast(
-            self.frame(Gossip::Transient(TransientEvent::Heartbeat(hb))),
-        ));
+        self.announce(TransientEvent::Heartbeat(hb), out);
+    }
+
+    /// A periodic message about this node: broadcast by a Raft member or a
+    /// node nobody knows yet, sent one-to-one to the members by a follower
+    /// (`fan_in`).
+    pub(super) fn announce(&self, ev: TransientEvent, out: &mut Vec<Output>) {
+        match self.fan_in() {
+            Some(members) => {
+                for m in members {
+                    self.send(m, Direct::Transient(ev.clone()), out);
+                }
+            }
+            None => out.push(Output::Broadcast(self.frame(Gossip::Transient(ev)))),
+        }
+    }
+
+    /// Whom a follower's periodic messages (heartbeats, capacity) go to:
+    /// the Raft members its State names, which track liveness and place
+    /// work and of which any may become master. None for a node that
+    /// broadcasts instead: a member, whose heartbeat every node follows
+    /// (who leads, how far the log is committed), and a node its State
+    /// does not record yet, which nobody would otherwise hear.
+    ///
+    /// So each follower sends a fixed number of messages whatever the
+    /// cluster's size, and receives only the members' broadcasts; the
+    /// master receives one heartbeat per node: traffic grows with N at the
+    /// members, not with N squared.
+    pub(super) fn fan_in(&self) -> Option<Vec<NodeId>> {
+        if self.raft.is_some() || !self.state.nodes().contains_key(&self.cfg.node) {
+            return None;
+        }
+        let members: Vec<NodeId> = self
+            .state
+            .nodes()
+            .iter()
+            .filter(|(id, n)| n.role != Role::Follower && **id != self.cfg.node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        (!members.is_empty()).then_some(members)
+    }
+
+    /// Whether this node should hear `id`'s heartbeats: a member hears
+    /// every node; a follower hears the members (see `fan_in`).
+    pub(super) fn expects_heartbeats_from(&self, role: Role) -> bool {
+        self.raft.is_some() || role != Role::Follower
     }
 
     fn own_heartbeat(&self) -> Heartbeat {
@@ -259,7 +301,8 @@ impl<L: LogStore> Node<L> {
         // sources within a round trip of its first heartbeat.
         if !self.peers.known(&from) {
             let hb = self.own_heartbeat();
-            self.send(from.clone(), Direct::Heartbeat(hb), out);
+            let hb = TransientEvent::Heartbeat(hb);
+            self.send(from.clone(), Direct::Transient(hb), out);
         }
         self.peers.record(from.clone(), cluster, hb, self.now);
         if !same_cluster {

@@ -1,14 +1,13 @@
-//! Serving others from this replica: ranges of the log (NACK replies), a
-//! snapshot of State in chunks, and applied events for external
-//! subscribers. Any up-to-date replica serves; a join does not load the
-//! master alone.
+//! Serving others from this replica: ranges of the log (NACK replies), and
+//! snapshots of State, offered on request and sent in chunks. Any
+//! up-to-date replica serves; a join does not load the master alone.
 
 use super::io::{Output, Saved};
 use super::Node;
 use crate::log_store::LogStore;
 use crate::snapshot_transfer::{EncodedSnapshot, ServeAction};
 use crate::wire::{Direct, FetchRange, RangeReply, SnapshotRequest, RANGE_MAX_BYTES};
-use shoal_model::NodeId;
+use shoal_model::{EventIdx, NodeId, State};
 
 impl<L: LogStore> Node<L> {
     /// A range request: the entries, or why not (compacted: ask for a
@@ -44,22 +43,61 @@ impl<L: LogStore> Node<L> {
         self.send(to, Direct::Range(reply), out);
     }
 
-    /// A snapshot request: served from the cached encoding while it is
-    /// fresh, else after a build (off the loop). A cached snapshot older
-    /// than the log's floor is never served: the receiver would be left a
-    /// hole (invariant 4).
+    /// A replica asks on gossip for a snapshot past `have`. A Raft member
+    /// offers its snapshot point, building it if it has not; any other
+    /// replica offers only what it holds already. A node that has no
+    /// State of this cluster yet says nothing.
+    pub(super) fn on_snapshot_wanted(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        have: EventIdx,
+        out: &mut Vec<Output>,
+    ) {
+        if from == self.cfg.node || self.state.cluster_id().is_none() {
+            return;
+        }
+        let lag = self.cfg.catch_up.snapshot_threshold / 2;
+        let point = self
+            .raft
+            .is_some()
+            .then(|| (self.snapshot_point().index(), lag));
+        let acts = self
+            .snapshots
+            .on_wanted(from, session, have, point, self.now);
+        self.serve(acts, out);
+    }
+
+    /// A chunk of a snapshot this node offered.
     pub(super) fn serve_snapshot(
         &mut self,
         from: NodeId,
         req: SnapshotRequest,
         out: &mut Vec<Output>,
     ) {
-        let floor = self.log.first_index();
-        let max_lag = self.cfg.catch_up.snapshot_threshold / 2;
-        let acts = self
-            .snapshots
-            .on_request(from, req, self.state.index(), floor, max_lag);
-        self.serve(acts, out);
+        let act = self.snapshots.on_request(from, req, self.now);
+        self.serve(vec![act], out);
+    }
+
+    /// The State this node builds snapshots from: the one at its last
+    /// snapshot point (a multiple of `snapshot_point_every`, so that every
+    /// replica builds the same bytes), or the present one when no point
+    /// was passed within that many events (a young cluster, a node just
+    /// restarted: an idle cluster's replicas then agree all the same).
+    pub(super) fn snapshot_point(&self) -> &State {
+        let every = self.cfg.catch_up.snapshot_point_every;
+        match &self.point {
+            Some(p) if p.index().0.saturating_add(every) > self.state.index().0 => p,
+            _ => &self.state,
+        }
+    }
+
+    /// Remembers State at a snapshot point (O(1): persistent maps).
+    pub(super) fn note_snapshot_point(&mut self) {
+        let every = self.cfg.catch_up.snapshot_point_every.max(1);
+        if self.state.index().0.is_multiple_of(every) {
+            self.point = Some(self.state.clone());
+        }
     }
 
     /// A build finished: it answers whoever waited; a saved one also
@@ -75,13 +113,17 @@ impl<L: LogStore> Node<L> {
             Saved::Failed => self.local_snapshot_building = false,
             Saved::NotAsked => {}
         }
-        let acts = self.snapshots.on_built(snap);
+        let acts = self.snapshots.on_built(snap, self.now);
         self.serve(acts, out);
     }
 
     fn serve(&mut self, acts: Vec<ServeAction>, out: &mut Vec<Output>) {
         for a in acts {
             match a {
+                ServeAction::Offer { to, offer } => {
+                    self.metrics.snapshot_offers_sent += 1;
+                    self.send(to, Direct::SnapshotOffer(offer), out);
+                }
                 ServeAction::Send { to, chunk } => {
                     self.metrics.snapshot_bytes_sent += chunk.data.len() as u64;
                     self.send(to, Direct::SnapshotChunk(chunk), out);
@@ -91,10 +133,14 @@ impl<L: LogStore> Node<L> {
                     session,
                     reason,
                 } => self.send(to, Direct::SnapshotRefused { session, reason }, out),
-                ServeAction::Build => out.push(Output::BuildSnapshot {
-                    state: Box::new(self.state.clone()),
-                    save: false,
-                }),
+                ServeAction::Build => {
+                    self.metrics.snapshot_builds += 1;
+                    out.push(Output::BuildSnapshot {
+                        state: Box::new(self.snapshot_point().clone()),
+                        save: false,
+                        chunk_bytes: self.cfg.catch_up.chunk_bytes,
+                    })
+                }
             }
         }
     }

@@ -64,13 +64,13 @@ impl<L: LogStore> Node<L> {
 
     /// The replicas ranges and snapshots may be asked of.
     pub(super) fn trusted_sources(&self) -> Vec<Source> {
-        let all = self.peers.sources(self.cluster.as_ref(), self.now);
+        let (cluster, now) = (self.cluster.as_ref(), self.now);
         if self.knows_members() {
-            return all.into_iter().filter(|s| self.trusted(&s.node)).collect();
+            return self.peers.sources_where(cluster, now, |n| self.trusted(n));
         }
-        let named = self.named_master();
-        all.into_iter()
-            .filter(|s| Some(&s.node) == named.as_ref())
-            .collect()
+        let Some(named) = self.named_master() else {
+            return Vec::new();
+        };
+        self.peers.sources_where(cluster, now, |n| *n == named)
     }
 }

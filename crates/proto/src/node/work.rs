@@ -13,7 +13,7 @@ use super::timers::Timer;
 use super::Node;
 use crate::log_store::LogStore;
 use crate::replicas::ReplicaAction;
-use crate::wire::{Direct, Gossip};
+use crate::wire::Direct;
 use crate::worker::{StopReason, WorkerAction};
 use shoal_model::{
     ExitClass, FencingToken, NodeId, NodeMetrics, OutputChunk, TaskId, TransientEvent,
@@ -177,9 +177,7 @@ impl<L: LogStore> Node<L> {
             exec: self.cfg.exec,
         };
         self.capacities.on_metrics(m.clone(), self.now);
-        out.push(Output::Broadcast(
-            self.frame(Gossip::Transient(TransientEvent::Metrics(m))),
-        ));
+        self.announce(TransientEvent::Metrics(m), out);
         out.push(Output::MeasureHost);
     }
 

@@ -1,10 +1,19 @@
-//! The receiving side: chunk requests with a window, decoding as bytes
-//! arrive, re-requests of late chunks, and the final check.
+//! The receiving side: one snapshot, pulled chunk by chunk from every
+//! source that offered it, each chunk checked against the offer's hash,
+//! decoded in order as the bytes become contiguous.
+//!
+//! Work goes to sources as they free up: a source gets its next chunk
+//! when it delivers one, so a fast source serves more than a slow one. A
+//! chunk that comes late is asked of another source, from where the
+//! transfer stands, not from the start; a source late too often in a row,
+//! one that refuses, or one whose chunk does not match its hash, is
+//! dropped, and its chunks go to the others.
 
-use super::EncodedSnapshot;
-use crate::wire::{SnapshotChunk, SnapshotRequest, SNAPSHOT_CHUNK_BYTES};
+use super::{EncodedSnapshot, Progress};
+use crate::wire::{SnapshotChunk, SnapshotOffer, SnapshotRequest};
+use sha2::{Digest, Sha256};
 use shoal_log::{SnapshotDecoder, SnapshotError};
-use shoal_model::{EventIdx, NodeId, State};
+use shoal_model::{NodeId, State};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,22 +24,24 @@ const MAX_RESERVE: u64 = 256 << 20;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiveConfig {
-    pub chunk_bytes: u32,
-    /// Chunk requests in flight.
+    /// Chunk requests in flight over all sources; also how far past the
+    /// next chunk to decode a request may reach (what waits is bounded).
     pub window: usize,
+    /// Chunk requests in flight at one source.
+    pub per_source: usize,
     pub chunk_timeout: Duration,
-    /// Rounds of re-requests in a row, with no chunk arriving between
-    /// them, before the source is given up. A source that keeps delivering
-    /// is never given up for losing some chunks.
+    /// Late chunks in a row at one source, with none delivered between
+    /// them, before it is dropped. A source that keeps delivering is
+    /// never dropped for losing some chunks.
     pub max_retries: u32,
 }
 
 impl Default for ReceiveConfig {
     fn default() -> Self {
         ReceiveConfig {
-            chunk_bytes: SNAPSHOT_CHUNK_BYTES,
-            window: 4,
-            chunk_timeout: Duration::from_secs(2),
+            window: 8,
+            per_source: 2,
+            chunk_timeout: Duration::from_secs(1),
             max_retries: 3,
         }
     }
@@ -42,10 +53,13 @@ pub enum ReceiveEvent {
         to: NodeId,
         req: SnapshotRequest,
     },
-    Progress {
-        received: u64,
-        total: u64,
-        entries: u64,
+    Progress(Progress),
+    /// A source is no longer asked: it refused, stopped sending, or (with
+    /// `bad`) sent a chunk that is not the one offered.
+    Dropped {
+        source: NodeId,
+        reason: String,
+        bad: bool,
     },
     /// The State, and the snapshot's bytes as they came (kept on disk and
     /// served to others as they are).
@@ -59,70 +73,95 @@ pub enum ReceiveEvent {
 }
 
 #[derive(Debug)]
-struct Offer {
-    index: EventIdx,
-    total_len: u64,
-    sha256: [u8; 32],
+struct Source {
+    node: NodeId,
+    in_flight: usize,
+    /// Late chunks since its last delivery.
+    late: u32,
+    delivered: u64,
+    dropped: bool,
 }
 
-/// One snapshot transfer, from one source.
+/// One snapshot transfer, from one or more sources.
 #[derive(Debug)]
 pub struct SnapshotReceiver {
     cfg: ReceiveConfig,
     session: u64,
-    source: NodeId,
-    offer: Option<Offer>,
+    offer: SnapshotOffer,
+    sources: Vec<Source>,
     decoder: Option<SnapshotDecoder>,
-    /// Bytes handed to the decoder so far, kept to save and serve; their
-    /// length is where the next chunk starts.
+    /// Bytes handed to the decoder so far, kept to save and serve.
     bytes: Vec<u8>,
-    /// Chunks that arrived ahead of `next_offset()`.
-    stash: BTreeMap<u64, Vec<u8>>,
-    /// Outstanding requests by offset, with their deadlines.
-    requested: BTreeMap<u64, Duration>,
-    retries: u32,
+    /// The next chunk to decode.
+    next: u32,
+    /// Chunks that arrived ahead of `next`.
+    stash: BTreeMap<u32, Vec<u8>>,
+    /// Outstanding requests by chunk: the source asked and the deadline.
+    requested: BTreeMap<u32, (usize, Duration)>,
+    /// The source a chunk was last late at, spared for it while another
+    /// can take it.
+    late_at: BTreeMap<u32, usize>,
+    /// Why the last source was dropped.
+    last_drop: String,
     finished: bool,
 }
 
 impl SnapshotReceiver {
-    /// Starts a transfer; the first request goes out at once.
+    /// Starts pulling `offer` (checked by the caller) from `sources`.
     pub fn start(
         cfg: ReceiveConfig,
-        session: u64,
-        source: NodeId,
+        offer: SnapshotOffer,
+        sources: Vec<NodeId>,
         now: Duration,
     ) -> (Self, Vec<ReceiveEvent>) {
+        let mut bytes = Vec::new();
+        bytes.reserve_exact(offer.total_len.min(MAX_RESERVE) as usize);
         let mut r = SnapshotReceiver {
             cfg,
-            session,
-            source,
-            offer: None,
+            session: offer.session,
+            sources: sources
+                .into_iter()
+                .map(|node| Source {
+                    node,
+                    in_flight: 0,
+                    late: 0,
+                    delivered: 0,
+                    dropped: false,
+                })
+                .collect(),
+            offer,
             decoder: Some(SnapshotDecoder::new()),
-            bytes: Vec::new(),
+            bytes,
+            next: 0,
             stash: BTreeMap::new(),
             requested: BTreeMap::new(),
-            retries: 0,
+            late_at: BTreeMap::new(),
+            last_drop: "no source".into(),
             finished: false,
         };
-        r.requested.insert(0, now + cfg.chunk_timeout);
-        let first = ReceiveEvent::Request {
-            to: r.source.clone(),
-            req: SnapshotRequest {
-                session,
-                index: None,
-                offset: 0,
-                len: cfg.chunk_bytes,
-            },
-        };
-        (r, vec![first])
+        let evs = r.fill(now);
+        (r, evs)
     }
 
     pub fn session(&self) -> u64 {
         self.session
     }
 
-    pub fn source(&self) -> &NodeId {
-        &self.source
+    pub fn offer(&self) -> &SnapshotOffer {
+        &self.offer
+    }
+
+    /// Whether `node` is a source of this transfer, not dropped.
+    pub fn is_source(&self, node: &NodeId) -> bool {
+        self.sources.iter().any(|s| &s.node == node && !s.dropped)
+    }
+
+    /// Chunks delivered by each source so far.
+    pub fn delivered(&self) -> Vec<(NodeId, u64)> {
+        self.sources
+            .iter()
+            .map(|s| (s.node.clone(), s.delivered))
+            .collect()
     }
 
     /// Bytes received ahead of what was decoded, waiting for a gap.
@@ -130,28 +169,65 @@ impl SnapshotReceiver {
         self.stash.values().map(Vec::len).sum()
     }
 
-    /// Where the next chunk to decode starts.
-    fn next_offset(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    /// The snapshot's index, once the first chunk told it.
-    pub fn index(&self) -> Option<EventIdx> {
-        self.offer.as_ref().map(|o| o.index)
+    fn chunk_count(&self) -> u32 {
+        self.offer.chunks.len() as u32
     }
 
     fn fail(&mut self, reason: String) -> Vec<ReceiveEvent> {
         self.finished = true;
         self.decoder = None;
         self.bytes = Vec::new();
+        self.stash.clear();
         vec![ReceiveEvent::Failed { reason }]
     }
 
-    pub fn on_refused(&mut self, from: &NodeId, session: u64, reason: &str) -> Vec<ReceiveEvent> {
-        if self.finished || session != self.session || from != &self.source {
+    /// Stops asking source `i`; its outstanding chunks go to the others.
+    fn drop_source(&mut self, i: usize, reason: String, bad: bool) -> ReceiveEvent {
+        let s = &mut self.sources[i];
+        s.dropped = true;
+        s.in_flight = 0;
+        self.requested.retain(|_, (src, _)| *src != i);
+        self.last_drop = format!("{}: {reason}", s.node);
+        ReceiveEvent::Dropped {
+            source: s.node.clone(),
+            reason,
+            bad,
+        }
+    }
+
+    /// Whatever follows a change of sources: more requests, or the end
+    /// when none is left.
+    fn after_drop(&mut self, mut out: Vec<ReceiveEvent>, now: Duration) -> Vec<ReceiveEvent> {
+        if self.sources.iter().all(|s| s.dropped) {
+            let reason = format!("no snapshot source left (last, {})", self.last_drop);
+            out.extend(self.fail(reason));
+            return out;
+        }
+        out.extend(self.fill(now));
+        out
+    }
+
+    pub fn on_refused(
+        &mut self,
+        from: &NodeId,
+        session: u64,
+        reason: &str,
+        now: Duration,
+    ) -> Vec<ReceiveEvent> {
+        if self.finished || session != self.session {
             return vec![];
         }
-        self.fail(format!("{from} refused the snapshot: {reason}"))
+        let Some(i) = self.live_source(from) else {
+            return vec![];
+        };
+        let ev = self.drop_source(i, format!("refused: {reason}"), false);
+        self.after_drop(vec![ev], now)
+    }
+
+    fn live_source(&self, node: &NodeId) -> Option<usize> {
+        self.sources
+            .iter()
+            .position(|s| &s.node == node && !s.dropped)
     }
 
     pub fn on_chunk(
@@ -160,111 +236,133 @@ impl SnapshotReceiver {
         chunk: SnapshotChunk,
         now: Duration,
     ) -> Vec<ReceiveEvent> {
-        if self.finished || chunk.session != self.session || from != &self.source {
+        if self.finished || chunk.session != self.session || chunk.index != self.offer.index {
             return vec![];
         }
-        // Only chunks this receiver asked for are kept, each at most the
-        // size it asked for and within the snapshot: what a source sends
-        // unasked never grows the stash (invariant 9).
-        let fits = chunk.data.len() <= self.cfg.chunk_bytes as usize
-            && chunk.offset.saturating_add(chunk.data.len() as u64) <= chunk.total_len;
-        if !fits || !self.requested.contains_key(&chunk.offset) {
+        let Some(i) = self.live_source(from) else {
             return vec![];
+        };
+        let k = chunk.chunk;
+        // Only chunks asked for (of this source or, late there, of
+        // another) and not yet here are taken: what a source sends unasked
+        // never grows the stash (invariant 9).
+        let Some(&(asked, _)) = self.requested.get(&k) else {
+            return vec![];
+        };
+        let (_, len) = self.offer.chunk_span(k).expect("requested chunks exist");
+        let hash: [u8; 32] = Sha256::digest(&chunk.data).into();
+        if chunk.data.len() != len || hash != self.offer.chunks[k as usize] {
+            let ev = self.drop_source(i, format!("chunk {k} does not match its offer"), true);
+            return self.after_drop(vec![ev], now);
         }
-        match &self.offer {
-            None => {
-                self.bytes
-                    .reserve_exact(chunk.total_len.min(MAX_RESERVE) as usize);
-                self.offer = Some(Offer {
-                    index: chunk.index,
-                    total_len: chunk.total_len,
-                    sha256: chunk.sha256,
-                })
-            }
-            Some(o)
-                if o.index != chunk.index
-                    || o.total_len != chunk.total_len
-                    || o.sha256 != chunk.sha256 =>
-            {
-                return self.fail("the source switched snapshots mid-transfer".into());
-            }
-            Some(_) => {}
-        }
-        self.requested.remove(&chunk.offset);
-        self.retries = 0;
-        if chunk.offset >= self.next_offset() && !chunk.data.is_empty() {
-            self.stash.insert(chunk.offset, chunk.data);
-        }
-        // Feed whatever is now contiguous.
-        while let Some(data) = self.stash.remove(&self.next_offset()) {
+        self.requested.remove(&k);
+        self.late_at.remove(&k);
+        let src = &mut self.sources[asked];
+        src.in_flight = src.in_flight.saturating_sub(1);
+        let src = &mut self.sources[i];
+        src.late = 0;
+        src.delivered += 1;
+        self.stash.insert(k, chunk.data);
+        while let Some(data) = self.stash.remove(&self.next) {
             let decoder = self
                 .decoder
                 .as_mut()
                 .expect("a live transfer has a decoder");
             if let Err(e) = decoder.push(&data) {
-                return self.fail(format!("snapshot from {from} failed to decode: {e}"));
+                return self.fail(format!(
+                    "snapshot {} failed to decode: {e}",
+                    self.offer.index
+                ));
             }
             self.bytes.extend_from_slice(&data);
+            self.next += 1;
         }
-        let offer = self.offer.as_ref().expect("offer set above");
-        let (total, index, sha) = (offer.total_len, offer.index, offer.sha256);
-        if self.next_offset() >= total {
-            self.finished = true;
-            let decoder = self.decoder.take().expect("a live transfer has a decoder");
-            return match decoder.finish(&sha) {
-                Ok(state) if state.index() == index => vec![ReceiveEvent::Done {
-                    state: Box::new(state),
-                    snap: EncodedSnapshot {
-                        index,
-                        bytes: Arc::new(std::mem::take(&mut self.bytes)),
-                        sha256: sha,
-                    },
-                }],
-                Ok(_) => vec![ReceiveEvent::Failed {
-                    reason: "snapshot index differs from its offer".into(),
-                }],
-                Err(e) => vec![ReceiveEvent::Failed {
-                    reason: describe(&e, from),
-                }],
-            };
+        if self.next >= self.chunk_count() {
+            return self.finish();
         }
         let mut out = vec![self.progress()];
-        out.extend(self.fill_window(now));
+        out.extend(self.fill(now));
         out
     }
 
-    fn progress(&self) -> ReceiveEvent {
-        ReceiveEvent::Progress {
-            received: self.next_offset(),
-            total: self.offer.as_ref().map_or(0, |o| o.total_len),
-            entries: self.decoder.as_ref().map_or(0, |d| d.entries_decoded()),
+    fn finish(&mut self) -> Vec<ReceiveEvent> {
+        self.finished = true;
+        let decoder = self.decoder.take().expect("a live transfer has a decoder");
+        let o = &self.offer;
+        match decoder.finish(&o.sha256) {
+            Ok(state) if state.index() == o.index => vec![ReceiveEvent::Done {
+                state: Box::new(state),
+                snap: EncodedSnapshot {
+                    index: o.index,
+                    bytes: Arc::new(std::mem::take(&mut self.bytes)),
+                    sha256: o.sha256,
+                    chunk_bytes: o.chunk_bytes,
+                    chunks: o.chunks.clone().into(),
+                },
+            }],
+            Ok(_) => vec![ReceiveEvent::Failed {
+                reason: "snapshot index differs from its offer".into(),
+            }],
+            Err(e) => vec![ReceiveEvent::Failed {
+                reason: describe(&e, o),
+            }],
         }
     }
 
-    /// Keeps `window` requests in flight past what has been received.
-    fn fill_window(&mut self, now: Duration) -> Vec<ReceiveEvent> {
-        let Some(offer) = &self.offer else {
-            return vec![];
-        };
-        let step = self.cfg.chunk_bytes as u64;
+    fn progress(&self) -> ReceiveEvent {
+        ReceiveEvent::Progress(Progress {
+            received: self.bytes.len() as u64,
+            total: self.offer.total_len,
+            entries: self.decoder.as_ref().map_or(0, |d| d.entries_decoded()),
+        })
+    }
+
+    /// Asks for chunks from `next` on, up to `window` in flight and
+    /// `per_source` at each source: the least loaded source first, the
+    /// one that delivered most among equals.
+    fn fill(&mut self, now: Duration) -> Vec<ReceiveEvent> {
         let mut out = Vec::new();
-        let mut offset = self.next_offset();
-        let mut slots = self.cfg.window;
-        while offset < offer.total_len && slots > 0 {
-            if !self.stash.contains_key(&offset) && !self.requested.contains_key(&offset) {
-                self.requested.insert(offset, now + self.cfg.chunk_timeout);
-                out.push(ReceiveEvent::Request {
-                    to: self.source.clone(),
-                    req: SnapshotRequest {
-                        session: self.session,
-                        index: Some(offer.index),
-                        offset,
-                        len: self.cfg.chunk_bytes,
-                    },
-                });
+        let end = self
+            .next
+            .saturating_add(self.cfg.window as u32)
+            .min(self.chunk_count());
+        for k in self.next..end {
+            if self.requested.len() >= self.cfg.window {
+                break;
             }
-            offset += step;
-            slots -= 1;
+            if self.stash.contains_key(&k) || self.requested.contains_key(&k) {
+                continue;
+            }
+            let spare = self.late_at.get(&k).copied();
+            // A source that was late since its last delivery is on
+            // probation: one chunk at a time, and only when the punctual
+            // ones are full.
+            let pick = |avoid: Option<usize>| {
+                self.sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| {
+                        let cap = if s.late > 0 { 1 } else { self.cfg.per_source };
+                        !s.dropped && s.in_flight < cap && Some(*i) != avoid
+                    })
+                    .min_by_key(|(i, s)| {
+                        (s.late > 0, s.in_flight, std::cmp::Reverse(s.delivered), *i)
+                    })
+                    .map(|(i, _)| i)
+            };
+            let Some(i) = pick(spare).or_else(|| pick(None)) else {
+                break;
+            };
+            self.sources[i].in_flight += 1;
+            self.requested.insert(k, (i, now + self.cfg.chunk_timeout));
+            out.push(ReceiveEvent::Request {
+                to: self.sources[i].node.clone(),
+                req: SnapshotRequest {
+                    session: self.session,
+                    index: self.offer.index,
+                    chunk: k,
+                },
+            });
         }
         out
     }
@@ -274,44 +372,42 @@ impl SnapshotReceiver {
         if self.finished {
             return None;
         }
-        self.requested.values().min().copied()
+        self.requested.values().map(|(_, d)| *d).min()
     }
 
-    /// Re-requests chunks whose answer did not come in time.
+    /// Chunks whose answer did not come in time are asked again, of
+    /// another source where there is one; a source late `max_retries`
+    /// times in a row is dropped.
     pub fn on_tick(&mut self, now: Duration) -> Vec<ReceiveEvent> {
         if self.finished {
             return vec![];
         }
-        let late: Vec<u64> = self
+        let late: Vec<(u32, usize)> = self
             .requested
             .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(o, _)| *o)
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(k, (i, _))| (*k, *i))
             .collect();
         if late.is_empty() {
             return vec![];
         }
-        self.retries += 1;
-        if self.retries > self.cfg.max_retries {
-            return self.fail(format!("{} stopped sending snapshot chunks", self.source));
-        }
         let mut out = Vec::new();
-        for offset in late {
-            self.requested.insert(offset, now + self.cfg.chunk_timeout);
-            out.push(ReceiveEvent::Request {
-                to: self.source.clone(),
-                req: SnapshotRequest {
-                    session: self.session,
-                    index: self.offer.as_ref().map(|o| o.index),
-                    offset,
-                    len: self.cfg.chunk_bytes,
-                },
-            });
+        for (k, i) in late {
+            if self.requested.remove(&k).is_none() {
+                continue;
+            }
+            self.late_at.insert(k, i);
+            let s = &mut self.sources[i];
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.late += 1;
+            if !s.dropped && s.late > self.cfg.max_retries {
+                out.push(self.drop_source(i, "stopped sending snapshot chunks".into(), false));
+            }
         }
-        out
+        self.after_drop(out, now)
     }
 }
 
-fn describe(e: &SnapshotError, from: &NodeId) -> String {
-    format!("snapshot from {from} rejected: {e}")
+fn describe(e: &SnapshotError, o: &SnapshotOffer) -> String {
+    format!("snapshot {} rejected: {e}", o.index)
 }

@@ -1,11 +1,17 @@
-//! The serving side: chunks cut from a cached encoded snapshot.
+//! The serving side: offers of a cached encoded snapshot, and its chunks.
 
 use super::EncodedSnapshot;
-use crate::wire::{SnapshotChunk, SnapshotRequest, SNAPSHOT_CHUNK_BYTES};
+use crate::wire::{SnapshotChunk, SnapshotOffer, SnapshotRequest};
 use shoal_model::{EventIdx, NodeId};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServeAction {
+    Offer {
+        to: NodeId,
+        offer: SnapshotOffer,
+    },
     Send {
         to: NodeId,
         chunk: SnapshotChunk,
@@ -15,12 +21,18 @@ pub enum ServeAction {
         session: u64,
         reason: String,
     },
-    /// Encode this State off the loop and report back with `on_built`.
+    /// Encode State at this node's snapshot point off the loop and report
+    /// back with `on_built`.
     Build,
 }
 
 /// Requests waiting for a build, at most this many.
 const MAX_WAITING: usize = 64;
+/// A transfer counts as under way while its receiver asked for a chunk
+/// within this.
+const BUSY_WINDOW: Duration = Duration::from_secs(2);
+/// Transfers tracked for `busy`, at most.
+const MAX_TRACKED: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct SnapshotServer {
@@ -29,7 +41,12 @@ pub struct SnapshotServer {
     /// snapshot is built can finish.
     previous: Option<EncodedSnapshot>,
     building: bool,
-    waiting: Vec<(NodeId, SnapshotRequest)>,
+    /// Offers owed once the build lands: who asked, their session, what
+    /// they have.
+    waiting: Vec<(NodeId, u64, EventIdx)>,
+    /// Transfers served lately, by receiver and session: when they last
+    /// asked for a chunk.
+    serving: BTreeMap<(NodeId, u64), Duration>,
 }
 
 impl SnapshotServer {
@@ -37,104 +54,118 @@ impl SnapshotServer {
         self.cache.as_ref()
     }
 
-    /// Handles a chunk request. A new transfer is served from the cache
-    /// while the cached snapshot is fresh: within `max_lag` of `current`
-    /// (this node's applied index), and not below `log_floor`, the lowest
-    /// index this node can still serve by range (older would leave the
-    /// receiver a hole). Otherwise a new one is built.
-    pub fn on_request(
-        &mut self,
-        from: NodeId,
-        req: SnapshotRequest,
-        current: EventIdx,
-        log_floor: EventIdx,
-        max_lag: u64,
-    ) -> Vec<ServeAction> {
-        match req.index {
-            Some(index) => match (&self.cache, &self.previous) {
-                (Some(c), _) if c.index == index => vec![self.chunk(from, req)],
-                (_, Some(p)) if p.index == index => vec![self.chunk(from, req)],
-                _ => vec![ServeAction::Refuse {
-                    to: from,
-                    session: req.session,
-                    reason: format!("snapshot {index} is no longer held"),
-                }],
-            },
-            None => {
-                let fresh = |c: &EncodedSnapshot| {
-                    c.index.next() >= log_floor && current.0.saturating_sub(c.index.0) <= max_lag
-                };
-                if self.cache.as_ref().is_some_and(fresh) {
-                    return vec![self.chunk(from, req)];
-                }
-                if self.waiting.len() >= MAX_WAITING {
-                    return vec![ServeAction::Refuse {
-                        to: from,
-                        session: req.session,
-                        reason: "too many snapshot requests waiting".into(),
-                    }];
-                }
-                self.waiting.push((from, req));
-                if self.building {
-                    return vec![];
-                }
-                self.building = true;
-                vec![ServeAction::Build]
-            }
-        }
+    /// Transfers under way now.
+    pub fn busy(&mut self, now: Duration) -> u32 {
+        self.serving
+            .retain(|_, at| now.saturating_sub(*at) < BUSY_WINDOW);
+        self.serving.len() as u32
     }
 
-    /// A build finished: cache it and answer whoever waited.
-    pub fn on_built(&mut self, snap: EncodedSnapshot) -> Vec<ServeAction> {
+    /// The newest snapshot held past `have`.
+    fn held_past(&self, have: EventIdx) -> Option<&EncodedSnapshot> {
+        [&self.cache, &self.previous]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.index > have)
+            .max_by_key(|s| s.index)
+    }
+
+    /// A replica wants a snapshot past `have`. `point` is the index this
+    /// node would build at, if it builds for others at all (a Raft member
+    /// does; a follower offers only what it holds). A held snapshot no more
+    /// than `lag` events behind the point is offered at once (so that
+    /// writes going on do not make every request a new build); else one is
+    /// built at the point and offered when done. With nothing to offer,
+    /// nothing is said.
+    pub fn on_wanted(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        have: EventIdx,
+        point: Option<(EventIdx, u64)>,
+        now: Duration,
+    ) -> Vec<ServeAction> {
+        let busy = self.busy(now);
+        if let Some(s) = self.held_past(have) {
+            if point.is_none_or(|(p, lag)| s.index.0.saturating_add(lag) >= p.0) {
+                return vec![ServeAction::Offer {
+                    to: from,
+                    offer: s.offer(session, busy),
+                }];
+            }
+        }
+        if point.is_none_or(|(p, _)| p <= have) || self.waiting.len() >= MAX_WAITING {
+            return vec![];
+        }
+        self.waiting.retain(|(n, _, _)| *n != from);
+        self.waiting.push((from, session, have));
+        if self.building {
+            return vec![];
+        }
+        self.building = true;
+        vec![ServeAction::Build]
+    }
+
+    /// A build finished: cache it and make the offers owed.
+    pub fn on_built(&mut self, snap: EncodedSnapshot, now: Duration) -> Vec<ServeAction> {
         self.building = false;
         if self.cache.as_ref().is_none_or(|c| c.index != snap.index) {
             self.previous = self.cache.take();
         }
         self.cache = Some(snap);
+        let busy = self.busy(now);
         let waiting = std::mem::take(&mut self.waiting);
         waiting
             .into_iter()
-            .map(|(to, req)| self.chunk(to, req))
+            .filter_map(|(to, session, have)| {
+                let s = self.held_past(have)?;
+                Some(ServeAction::Offer {
+                    to,
+                    offer: s.offer(session, busy),
+                })
+            })
             .collect()
     }
 
-    /// One chunk, cut from the cached snapshot. A snapshot held in its
-    /// file costs one read of at most `SNAPSHOT_CHUNK_BYTES` here, from
-    /// the page cache while the file is fresh: the copy a chunk held in
-    /// memory cost too. A read that fails refuses the request with why.
-    fn chunk(&self, to: NodeId, req: SnapshotRequest) -> ServeAction {
-        let c = match (&self.cache, &self.previous, req.index) {
-            (_, Some(p), Some(i)) if p.index == i => p,
-            (Some(c), _, _) => c,
-            _ => unreachable!("chunks are cut from a cached snapshot"),
+    /// A chunk of a held snapshot. A snapshot held in its file costs one
+    /// read of at most a chunk here, from the page cache while the file is
+    /// fresh. A read that fails refuses the request with why.
+    pub fn on_request(&mut self, to: NodeId, req: SnapshotRequest, now: Duration) -> ServeAction {
+        let refuse = |to, reason| ServeAction::Refuse {
+            to,
+            session: req.session,
+            reason,
         };
-        let total = c.bytes.len();
-        if req.offset > total {
-            return ServeAction::Refuse {
-                to,
-                session: req.session,
-                reason: format!("offset {} is past the end ({total})", req.offset),
-            };
+        let held = [&self.cache, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|s| s.index == req.index);
+        let Some(s) = held else {
+            return refuse(to, format!("snapshot {} is no longer held", req.index));
+        };
+        let start = u64::from(req.chunk) * u64::from(s.chunk_bytes);
+        let total = s.bytes.len();
+        if start >= total {
+            return refuse(to, format!("chunk {} is past the end", req.chunk));
         }
-        let len = req.len.min(SNAPSHOT_CHUNK_BYTES) as usize;
-        let data = match c.bytes.read_at(req.offset, len) {
+        let len = (total - start).min(u64::from(s.chunk_bytes)) as usize;
+        let data = match s.bytes.read_at(start, len) {
             Ok(data) => data,
-            Err(e) => {
-                return ServeAction::Refuse {
-                    to,
-                    session: req.session,
-                    reason: format!("cannot read snapshot {}: {e}", c.index),
-                }
-            }
+            Err(e) => return refuse(to, format!("cannot read snapshot {}: {e}", s.index)),
         };
+        let index = s.index;
+        if self.serving.len() >= MAX_TRACKED {
+            self.busy(now);
+        }
+        if self.serving.len() < MAX_TRACKED {
+            self.serving.insert((to.clone(), req.session), now);
+        }
         ServeAction::Send {
             to,
             chunk: SnapshotChunk {
                 session: req.session,
-                index: c.index,
-                total_len: total,
-                sha256: c.sha256,
-                offset: req.offset,
+                index,
+                chunk: req.chunk,
                 data,
             },
         }

@@ -2,36 +2,6 @@
 
 use super::*;
 
-/// Runs `n` increments through the cluster, many in flight at once.
-fn bulk_writes(sim: &mut Sim, via: &NodeId, n: u64, batch: u64) {
-    let mut done = 0;
-    while done < n {
-        let k = batch.min(n - done);
-        let handles: Vec<u64> = (0..k)
-            .map(|i| {
-                sim.submit(
-                    via,
-                    Op::KvSet {
-                        key: format!("key-{:08}", done + i),
-                        value: "v".repeat(40),
-                    },
-                )
-            })
-            .collect();
-        let ok = sim.run_until(secs(30), |s| handles.iter().all(|h| s.reply(*h).is_some()));
-        assert!(ok, "seed {}: bulk batch stuck", sim.seed);
-        for h in handles {
-            assert!(
-                matches!(sim.reply(h), Some(Ok(_))),
-                "seed {}: {:?}",
-                sim.seed,
-                sim.reply(h)
-            );
-        }
-        done += k;
-    }
-}
-
 fn join_behind(seed: u64, history: u64) {
     let (mut sim, ids) = cluster(seed, 3);
     let m = sim.master().unwrap();

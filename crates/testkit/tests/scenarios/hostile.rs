@@ -11,7 +11,7 @@ use shoal_model::{
     encode_event, EntryKind, Event, FencingToken, Heartbeat, LogEntry, OutputChunk, Stream, TaskId,
     Term, TransientEvent,
 };
-use shoal_proto::wire::{Direct, Gossip, RangeReply, SnapshotChunk};
+use shoal_proto::wire::{Direct, Gossip, RangeReply, SnapshotChunk, SnapshotOffer};
 
 /// Entries that would set `forged-*` keys, at the indices after `next`.
 fn forged_entries(next: EventIdx, term: Term) -> Vec<LogEntry> {
@@ -69,6 +69,14 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
         leader: Some(h.clone()),
     };
     sim.forge_gossip(h, Gossip::Transient(TransientEvent::Heartbeat(hb)));
+    // Asking for snapshots costs the members one build per point, no more.
+    sim.forge_gossip(
+        h,
+        Gossip::SnapshotWanted {
+            session: round,
+            have: EventIdx::ZERO,
+        },
+    );
     let my_raft_id = st.nodes()[h].raft_id.0;
     let others: Vec<(NodeId, u64)> = st
         .nodes()
@@ -84,12 +92,20 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
             };
             sim.forge_direct(h, &to, Direct::Range(forged));
         }
+        let offer = SnapshotOffer {
+            session: round,
+            index: huge,
+            total_len: 1 << 30,
+            sha256: [7; 32],
+            chunk_bytes: 1 << 20,
+            chunks: vec![[7; 32]; 1 << 10],
+            busy: 0,
+        };
+        sim.forge_direct(h, &to, Direct::SnapshotOffer(offer));
         let chunk = SnapshotChunk {
             session: round,
             index: huge,
-            total_len: 1 << 40,
-            sha256: [7; 32],
-            offset: (round % 64) << 20,
+            chunk: (round % 64) as u32,
             data: vec![0; 4096],
         };
         sim.forge_direct(h, &to, Direct::SnapshotChunk(chunk));

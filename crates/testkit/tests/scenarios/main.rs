@@ -2,7 +2,9 @@
 //! names its seed; `SHOAL_SIM_SEED=N` runs only that one.
 //!
 //! `cluster`: elections, failover, partitions, voters, idleness;
-//! `catch_up`: joiners and lossy networks; `commands`: retries and TTLs;
+//! `catch_up`: joiners and lossy networks; `snapshots`: snapshots from
+//! many sources, join storms; `scale`: two hundred nodes; `commands`:
+//! retries and TTLs;
 //! `tasks` and `deployments`: workloads under faults.
 
 mod catch_up;
@@ -11,12 +13,14 @@ mod commands;
 mod deployments;
 mod hostile;
 mod reads;
+mod scale;
+mod snapshots;
 mod tasks;
 
 use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};
 use shoal_proto::wire::Refusal;
 use shoal_testkit::{NetConfig, Sim};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 fn secs(n: u64) -> Duration {
@@ -42,7 +46,12 @@ fn names(n: usize) -> Vec<String> {
 
 /// A cluster of `n` nodes, formed and settled with its voters chosen.
 fn cluster(seed: u64, n: usize) -> (Sim, Vec<NodeId>) {
-    let mut sim = Sim::new(seed);
+    formed(Sim::new(seed), n)
+}
+
+/// `n` nodes added to `sim`, formed and settled as in `cluster`.
+fn formed(mut sim: Sim, n: usize) -> (Sim, Vec<NodeId>) {
+    let seed = sim.seed;
     let ids: Vec<NodeId> = names(n).iter().map(|s| sim.add_node(s)).collect();
     sim.expect_master(secs(20));
     let want = n.min(3);
@@ -54,6 +63,36 @@ fn cluster(seed: u64, n: usize) -> (Sim, Vec<NodeId>) {
     });
     assert!(ok, "seed {seed}: cluster of {n} did not settle");
     (sim, ids)
+}
+
+/// Runs `n` distinct writes through the cluster, many in flight at once.
+fn bulk_writes(sim: &mut Sim, via: &NodeId, n: u64, batch: u64) {
+    let mut done = 0;
+    while done < n {
+        let k = batch.min(n - done);
+        let handles: Vec<u64> = (0..k)
+            .map(|i| {
+                sim.submit(
+                    via,
+                    Op::KvSet {
+                        key: format!("key-{:08}", done + i),
+                        value: "v".repeat(40),
+                    },
+                )
+            })
+            .collect();
+        let ok = sim.run_until(secs(30), |s| handles.iter().all(|h| s.reply(*h).is_some()));
+        assert!(ok, "seed {}: bulk batch stuck", sim.seed);
+        for h in handles {
+            assert!(
+                matches!(sim.reply(h), Some(Ok(_))),
+                "seed {}: {:?}",
+                sim.seed,
+                sim.reply(h)
+            );
+        }
+        done += k;
+    }
 }
 
 /// The voters, as the master's State names them.

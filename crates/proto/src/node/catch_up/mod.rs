@@ -11,21 +11,31 @@
 //! - or has a gap that no peer's log holds any more (a range came back
 //!   `Compacted`, or no live peer's log reaches down to it).
 //!
-//! With `no_snapshot` only the last reason applies. Only one transfer runs
-//! at a time; while it runs no ranges are fetched (they would be thrown
-//! away when the snapshot lands), and a failed transfer is retried from
-//! another source after a pause.
+//! With `no_snapshot` only the last reason applies. A snapshot is asked
+//! for on gossip; replicas answer with offers, and the one a trusted node
+//! vouched for is pulled from every replica that offered the same bytes
+//! (`offers`, `crate::snapshot_transfer`). Only one transfer runs at a
+//! time; while it runs no ranges are fetched (they would be thrown away
+//! when the snapshot lands), and a failed one is asked for again after a
+//! pause.
 
 use super::io::Output;
 use super::Node;
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
 use crate::log_store::LogStore;
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
-use crate::snapshot_transfer::{EncodedSnapshot, ReceiveConfig, ReceiveEvent, SnapshotReceiver};
-use crate::wire::{Direct, FetchRange, RangeReply, SnapshotChunk, SnapshotRequest};
-use rand::Rng;
+use crate::snapshot_transfer::{
+    EncodedSnapshot, Progress, ReceiveConfig, ReceiveEvent, SnapshotReceiver,
+};
+use crate::wire::{
+    Direct, FetchRange, Gossip, RangeReply, SnapshotChunk, SnapshotOffer, SnapshotRequest,
+    SNAPSHOT_CHUNK_BYTES,
+};
+use offers::Offered;
 use shoal_model::{EventIdx, LogEntry, NodeId, State};
 use std::time::Duration;
+
+mod offers;
 
 #[derive(Clone, Copy, Debug)]
 pub struct CatchUpConfig {
@@ -33,9 +43,19 @@ pub struct CatchUpConfig {
     pub snapshot_threshold: u64,
     /// Never ask for a snapshot unless no replica holds the range.
     pub no_snapshot: bool,
-    /// A snapshot source should have applied within this many events of
-    /// the known commit; otherwise the tail after it is long.
-    pub source_max_lag: u64,
+    /// Replicas build the snapshots they serve at multiples of this
+    /// index, so that they build the same bytes; the tail past one comes
+    /// by range.
+    pub snapshot_point_every: u64,
+    /// Once a trusted replica offered a snapshot, other offers are awaited
+    /// this much longer.
+    pub offer_wait: Duration,
+    /// With no trusted offer by then, the request has failed.
+    pub offer_timeout: Duration,
+    /// Sources of one transfer, at most.
+    pub max_sources: usize,
+    /// Chunk size of the snapshots this node builds to serve.
+    pub chunk_bytes: u32,
     /// After a failed transfer, the next starts this much later.
     pub retry_after: Duration,
     pub gaps: GapConfig,
@@ -48,7 +68,11 @@ impl Default for CatchUpConfig {
         CatchUpConfig {
             snapshot_threshold: 10_000,
             no_snapshot: false,
-            source_max_lag: 1000,
+            snapshot_point_every: 1024,
+            offer_wait: Duration::from_millis(50),
+            offer_timeout: Duration::from_secs(3),
+            max_sources: 4,
+            chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             retry_after: Duration::from_secs(1),
             gaps: GapConfig::default(),
             receive: ReceiveConfig::default(),
@@ -57,8 +81,8 @@ impl Default for CatchUpConfig {
     }
 }
 
-/// A replica of this node's cluster that could serve ranges or a snapshot,
-/// as its heartbeats describe it.
+/// A replica of this node's cluster that could serve ranges or vouch for a
+/// snapshot, as its heartbeats describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
     pub node: NodeId,
@@ -72,15 +96,32 @@ pub struct Source {
 #[derive(Debug)]
 pub enum CatchUpAction {
     /// Ask `peer` for a range (a NACK).
-    Fetch { peer: NodeId, range: FetchRange },
-    /// Ask `to` for (part of) a snapshot.
-    SnapshotRequest { to: NodeId, req: SnapshotRequest },
+    Fetch {
+        peer: NodeId,
+        range: FetchRange,
+    },
+    /// Ask on gossip for a snapshot past `have`.
+    Ask {
+        session: u64,
+        have: EventIdx,
+    },
+    /// Ask `to` for a chunk of the snapshot.
+    SnapshotRequest {
+        to: NodeId,
+        req: SnapshotRequest,
+    },
     /// A transfer began.
-    SnapshotStarted { source: NodeId, behind: u64 },
-    Progress {
-        received: u64,
-        total: u64,
-        entries: u64,
+    SnapshotStarted {
+        sources: Vec<NodeId>,
+        index: EventIdx,
+        behind: u64,
+    },
+    Progress(Progress),
+    /// A source was dropped (`bad`: it sent bytes that were not offered).
+    Dropped {
+        source: NodeId,
+        reason: String,
+        bad: bool,
     },
     /// A snapshot arrived whole and verified: install it (and keep its
     /// bytes).
@@ -98,12 +139,44 @@ pub enum BadRange {
     NotConsecutive,
 }
 
+/// An offer that is not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadOffer {
+    /// No request of this session is open.
+    Unasked,
+    /// It does not describe a byte string (`SnapshotOffer::check`).
+    Malformed(String),
+}
+
+/// Where the one snapshot transfer stands.
+#[derive(Debug)]
+enum Transfer {
+    Idle,
+    /// Asked on gossip; offers come in.
+    Asking(Asking),
+    Receiving(Box<SnapshotReceiver>),
+}
+
+#[derive(Debug)]
+struct Asking {
+    session: u64,
+    have: EventIdx,
+    master: Option<NodeId>,
+    offers: Vec<Offered>,
+    /// Set once a trusted replica offered: when to choose.
+    decide_at: Option<Duration>,
+    give_up_at: Duration,
+}
+
+/// Offers kept per request, at most.
+const MAX_OFFERS: usize = 64;
+
 #[derive(Debug)]
 pub struct CatchUp {
     cfg: CatchUpConfig,
     buffer: OrderedBuffer,
     gaps: GapFetcher,
-    rx: Option<SnapshotReceiver>,
+    transfer: Transfer,
     /// A gap no log holds: only a snapshot can fill it.
     need_snapshot: bool,
     /// No new transfer before this (after a failure).
@@ -124,7 +197,7 @@ impl CatchUp {
             cfg,
             buffer: OrderedBuffer::new(next, cfg.buffer),
             gaps: GapFetcher::new(cfg.gaps),
-            rx: None,
+            transfer: Transfer::Idle,
             need_snapshot: false,
             retry_at: now,
             session: 0,
@@ -137,9 +210,16 @@ impl CatchUp {
         self.known_commit
     }
 
-    /// Whether a snapshot transfer is under way.
+    /// Whether a snapshot is asked for or under way.
     pub fn receiving(&self) -> bool {
-        self.rx.is_some()
+        !matches!(self.transfer, Transfer::Idle)
+    }
+
+    /// Whether `plan` may need the sources: a transfer under way, or
+    /// something known to be missing. When not, they need not be gathered
+    /// (an O(peers) step on every input otherwise).
+    pub fn has_work(&self) -> bool {
+        self.receiving() || self.need_snapshot || self.known_commit >= self.buffer.next()
     }
 
     /// A commit index heard of (a heartbeat, Raft).
@@ -197,6 +277,46 @@ impl CatchUp {
         Ok(())
     }
 
+    /// A replica offers a snapshot; `vouched` when it is one whose word
+    /// counts (see `trust`). Offers are chosen among when the wait after
+    /// the first vouched one is over, or at once when enough sources of
+    /// it are in.
+    pub fn on_offer(
+        &mut self,
+        from: &NodeId,
+        offer: SnapshotOffer,
+        vouched: bool,
+        now: Duration,
+    ) -> Result<(), BadOffer> {
+        let Transfer::Asking(a) = &mut self.transfer else {
+            return Err(BadOffer::Unasked);
+        };
+        if offer.session != a.session {
+            return Err(BadOffer::Unasked);
+        }
+        offer.check().map_err(BadOffer::Malformed)?;
+        if offer.index <= a.have {
+            return Ok(());
+        }
+        a.offers.retain(|o| &o.from != from);
+        if a.offers.len() >= MAX_OFFERS {
+            return Ok(());
+        }
+        a.offers.push(Offered {
+            from: from.clone(),
+            offer,
+            vouched,
+        });
+        let enough = offers::choose(&a.offers, a.master.as_ref(), self.cfg.max_sources)
+            .is_some_and(|(_, sources)| sources.len() >= self.cfg.max_sources);
+        if enough {
+            a.decide_at = Some(now);
+        } else if vouched && a.decide_at.is_none() {
+            a.decide_at = Some(now + self.cfg.offer_wait);
+        }
+        Ok(())
+    }
+
     /// Bytes of `chunk` that belong to the transfer under way (counted as
     /// received), and what follows from it.
     pub fn on_chunk(
@@ -205,10 +325,10 @@ impl CatchUp {
         chunk: SnapshotChunk,
         now: Duration,
     ) -> (u64, Vec<CatchUpAction>) {
-        let Some(rx) = self.rx.as_mut() else {
+        let Transfer::Receiving(rx) = &mut self.transfer else {
             return (0, vec![]);
         };
-        let ours = rx.session() == chunk.session && rx.source() == from;
+        let ours = rx.session() == chunk.session && rx.is_source(from);
         let bytes = if ours { chunk.data.len() as u64 } else { 0 };
         let evs = rx.on_chunk(from, chunk, now);
         (bytes, self.receive_events(evs, now))
@@ -221,20 +341,66 @@ impl CatchUp {
         reason: &str,
         now: Duration,
     ) -> Vec<CatchUpAction> {
-        let Some(rx) = self.rx.as_mut() else {
+        let Transfer::Receiving(rx) = &mut self.transfer else {
             return vec![];
         };
-        let evs = rx.on_refused(from, session, reason);
+        let evs = rx.on_refused(from, session, reason, now);
         self.receive_events(evs, now)
     }
 
-    /// Chunks whose answer is late are asked for again.
+    /// What is due by time: late chunks asked again, offers chosen among,
+    /// a request with no trusted offer given up.
     pub fn tick(&mut self, now: Duration) -> Vec<CatchUpAction> {
-        let Some(rx) = self.rx.as_mut() else {
+        match &mut self.transfer {
+            Transfer::Idle => vec![],
+            Transfer::Receiving(rx) => {
+                let evs = rx.on_tick(now);
+                self.receive_events(evs, now)
+            }
+            Transfer::Asking(a) => {
+                if a.decide_at.is_some_and(|t| t <= now) {
+                    return self.decide(now);
+                }
+                if a.give_up_at <= now {
+                    let why = format!(
+                        "no trusted replica offered a snapshot within {:?}",
+                        self.cfg.offer_timeout
+                    );
+                    return self.failed(why, now);
+                }
+                vec![]
+            }
+        }
+    }
+
+    /// Chooses among the offers and starts pulling the chosen snapshot.
+    fn decide(&mut self, now: Duration) -> Vec<CatchUpAction> {
+        let Transfer::Asking(a) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
             return vec![];
         };
-        let evs = rx.on_tick(now);
-        self.receive_events(evs, now)
+        let Some((offer, sources)) =
+            offers::choose(&a.offers, a.master.as_ref(), self.cfg.max_sources)
+        else {
+            return self.failed("no usable snapshot offer".into(), now);
+        };
+        let index = offer.index;
+        let (rx, evs) = SnapshotReceiver::start(self.cfg.receive, offer, sources.clone(), now);
+        self.transfer = Transfer::Receiving(Box::new(rx));
+        let behind = self.known_commit.0.saturating_sub(a.have.0);
+        let mut out = vec![CatchUpAction::SnapshotStarted {
+            sources,
+            index,
+            behind,
+        }];
+        out.extend(self.receive_events(evs, now));
+        out
+    }
+
+    fn failed(&mut self, reason: String, now: Duration) -> Vec<CatchUpAction> {
+        self.transfer = Transfer::Idle;
+        self.retry_at = now + self.cfg.retry_after;
+        self.need_snapshot = true;
+        vec![CatchUpAction::Failed(reason)]
     }
 
     fn receive_events(&mut self, evs: Vec<ReceiveEvent>, now: Duration) -> Vec<CatchUpAction> {
@@ -244,25 +410,21 @@ impl CatchUp {
                 ReceiveEvent::Request { to, req } => {
                     out.push(CatchUpAction::SnapshotRequest { to, req })
                 }
-                ReceiveEvent::Progress {
-                    received,
-                    total,
-                    entries,
-                } => out.push(CatchUpAction::Progress {
-                    received,
-                    total,
-                    entries,
+                ReceiveEvent::Progress(p) => out.push(CatchUpAction::Progress(p)),
+                ReceiveEvent::Dropped {
+                    source,
+                    reason,
+                    bad,
+                } => out.push(CatchUpAction::Dropped {
+                    source,
+                    reason,
+                    bad,
                 }),
                 ReceiveEvent::Done { state, snap } => {
-                    self.rx = None;
+                    self.transfer = Transfer::Idle;
                     out.push(CatchUpAction::Install(state, snap));
                 }
-                ReceiveEvent::Failed { reason } => {
-                    self.rx = None;
-                    self.retry_at = now + self.cfg.retry_after;
-                    self.need_snapshot = true;
-                    out.push(CatchUpAction::Failed(reason));
-                }
+                ReceiveEvent::Failed { reason } => out.extend(self.failed(reason, now)),
             }
         }
         out
@@ -279,8 +441,8 @@ impl CatchUp {
 
     /// The "range or snapshot" decision, after every step. `applied` is
     /// State's index; `joining` that State has no cluster yet; `sources`
-    /// the replicas of this cluster heard of; `master` the one believed
-    /// to lead (spared as a snapshot source when another will do).
+    /// the replicas of this cluster whose word counts; `master` the one
+    /// believed to lead (spared as a snapshot source when another will do).
     pub fn plan(
         &mut self,
         now: Duration,
@@ -288,13 +450,12 @@ impl CatchUp {
         joining: bool,
         sources: &[Source],
         master: Option<&NodeId>,
-        rng: &mut impl Rng,
     ) -> Vec<CatchUpAction> {
-        if self.rx.is_some() {
+        if self.receiving() {
             return vec![];
         }
         let mut out = self.plan_ranges(now, sources);
-        out.extend(self.plan_snapshot(now, applied, joining, sources, master, rng));
+        out.extend(self.plan_snapshot(now, applied, joining, sources, master));
         out
     }
 
@@ -322,6 +483,8 @@ impl CatchUp {
         out
     }
 
+    /// Asks on gossip when a snapshot is wanted and a replica whose word
+    /// counts is live to vouch for one.
     fn plan_snapshot(
         &mut self,
         now: Duration,
@@ -329,7 +492,6 @@ impl CatchUp {
         joining: bool,
         sources: &[Source],
         master: Option<&NodeId>,
-        rng: &mut impl Rng,
     ) -> Vec<CatchUpAction> {
         if now < self.retry_at {
             return vec![];
@@ -342,55 +504,38 @@ impl CatchUp {
             self.need_snapshot = false;
             return vec![];
         }
-        let Some(source) = self.choose_source(applied, sources, master, rng) else {
+        if !sources.iter().any(|s| s.live && s.applied > applied) {
             return vec![];
-        };
+        }
         self.session = self.session.wrapping_add(1) | self.session_tag;
-        let (rx, evs) =
-            SnapshotReceiver::start(self.cfg.receive, self.session, source.clone(), now);
-        self.rx = Some(rx);
+        self.transfer = Transfer::Asking(Asking {
+            session: self.session,
+            have: applied,
+            master: master.cloned(),
+            offers: Vec::new(),
+            decide_at: None,
+            give_up_at: now + self.cfg.offer_timeout,
+        });
         self.need_snapshot = false;
-        let mut out = vec![CatchUpAction::SnapshotStarted { source, behind }];
-        out.extend(self.receive_events(evs, now));
-        out
-    }
-
-    /// An up-to-date live replica that is not the master, so that joins do
-    /// not all load one node; else the master; else anyone ahead of us.
-    fn choose_source(
-        &self,
-        applied: EventIdx,
-        sources: &[Source],
-        master: Option<&NodeId>,
-        rng: &mut impl Rng,
-    ) -> Option<NodeId> {
-        let fresh: Vec<&Source> = sources
-            .iter()
-            .filter(|s| {
-                s.live
-                    && s.applied > applied
-                    && s.applied.0 + self.cfg.source_max_lag >= self.known_commit.0
-                    && Some(&s.node) != master
-            })
-            .collect();
-        if !fresh.is_empty() {
-            return Some(fresh[rng.gen_range(0..fresh.len())].node.clone());
-        }
-        if let Some(m) = master.filter(|m| sources.iter().any(|s| &s.node == *m)) {
-            return Some(m.clone());
-        }
-        let ahead: Vec<&Source> = sources.iter().filter(|s| s.applied > applied).collect();
-        (!ahead.is_empty()).then(|| ahead[rng.gen_range(0..ahead.len())].node.clone())
+        vec![CatchUpAction::Ask {
+            session: self.session,
+            have: applied,
+        }]
     }
 
     /// When this part next has something to do on its own: a gap to confirm
-    /// or re-ask, a late chunk, the end of a pause after a failure. Only
-    /// times after `now`: what is due now was done by the step that ran.
+    /// or re-ask, a late chunk, offers to choose among, the end of a pause
+    /// after a failure. Only times after `now`: what is due now was done by
+    /// the step that ran.
     pub fn next_wake(&self, now: Duration) -> Option<Duration> {
         let mut times = Vec::new();
-        match &self.rx {
-            Some(rx) => times.extend(rx.next_wake()),
-            None => {
+        match &self.transfer {
+            Transfer::Receiving(rx) => times.extend(rx.next_wake()),
+            Transfer::Asking(a) => {
+                times.extend(a.decide_at);
+                times.push(a.give_up_at);
+            }
+            Transfer::Idle => {
                 times.extend(self.gaps.next_wake(now));
                 if self.need_snapshot || self.known_commit >= self.buffer.next() {
                     times.push(self.retry_at);
@@ -407,7 +552,6 @@ impl<L: LogStore> Node<L> {
         if self.cluster.is_none() {
             return;
         }
-        let sources = self.trusted_sources();
         let joining = self.state.cluster_id().is_none();
         if !self.knows_members() {
             // A joiner heard the master before it had listened long enough
@@ -416,13 +560,17 @@ impl<L: LogStore> Node<L> {
                 self.catch_up.note_commit(hb.commit);
             }
         }
+        let sources = if self.catch_up.has_work() {
+            self.trusted_sources()
+        } else {
+            Vec::new()
+        };
         let acts = self.catch_up.plan(
             self.now,
             self.state.index(),
             joining,
             &sources,
             self.master_view.id.as_ref(),
-            &mut self.rng,
         );
         self.run_catch_up(acts, out);
     }
@@ -438,26 +586,52 @@ impl<L: LogStore> Node<L> {
                     self.metrics.nacks_sent += 1;
                     self.send(peer, Direct::FetchRange(range), out);
                 }
+                CatchUpAction::Ask { session, have } => {
+                    tracing::info!(node = %self.cfg.node, have = %have, "asking for a snapshot");
+                    out.push(Output::Broadcast(
+                        self.frame(Gossip::SnapshotWanted { session, have }),
+                    ));
+                }
                 CatchUpAction::SnapshotRequest { to, req } => {
                     self.send(to, Direct::SnapshotRequest(req), out)
                 }
-                CatchUpAction::SnapshotStarted { source, behind } => {
-                    tracing::info!(node = %self.cfg.node, source = %source, behind, "catching up by snapshot");
+                CatchUpAction::SnapshotStarted {
+                    sources,
+                    index,
+                    behind,
+                } => {
+                    let sources: Vec<&str> = sources.iter().map(NodeId::as_str).collect();
+                    tracing::info!(node = %self.cfg.node, index = %index, behind, sources = ?sources, "catching up by snapshot");
                 }
-                CatchUpAction::Progress {
-                    received,
-                    total,
-                    entries,
-                } => out.push(Output::CatchUp {
-                    received,
-                    total,
-                    entries,
-                }),
+                CatchUpAction::Progress(p) => out.push(Output::CatchUp(p)),
+                CatchUpAction::Dropped {
+                    source,
+                    reason,
+                    bad,
+                } => {
+                    tracing::warn!(node = %self.cfg.node, source = %source, reason = %reason, "snapshot source dropped");
+                    if bad {
+                        self.metrics.snapshot_bad_chunks += 1;
+                    }
+                }
                 CatchUpAction::Install(state, snap) => self.install_snapshot(*state, snap, out),
                 CatchUpAction::Failed(reason) => {
                     tracing::warn!(node = %self.cfg.node, reason = %reason, "snapshot transfer failed; will retry");
                     self.metrics.snapshot_failures += 1;
                 }
+            }
+        }
+    }
+
+    /// A replica offers a snapshot this node asked for.
+    pub(in crate::node) fn on_snapshot_offer(&mut self, from: NodeId, offer: SnapshotOffer) {
+        let vouched = self.trusted_sources().iter().any(|s| s.node == from);
+        match self.catch_up.on_offer(&from, offer, vouched, self.now) {
+            Ok(()) => {}
+            Err(BadOffer::Unasked) => self.metrics.unasked_replies += 1,
+            Err(BadOffer::Malformed(why)) => {
+                tracing::debug!(from = %from, why = %why, "malformed snapshot offer");
+                self.metrics.bad_messages += 1;
             }
         }
     }

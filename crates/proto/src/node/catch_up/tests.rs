@@ -1,9 +1,9 @@
 //! The range-or-snapshot decision, input by input.
 
 use super::*;
+use crate::snapshot_transfer::EncodedSnapshot;
 use crate::testing::entry;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use crate::wire::SnapshotOffer;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -39,8 +39,7 @@ fn plan(
 ) -> (Vec<&'static str>, Vec<CatchUpAction>) {
     let applied = EventIdx(c.buffer.next().0 - 1);
     let master = master.map(NodeId::from);
-    let mut rng = SmallRng::seed_from_u64(7);
-    let acts = c.plan(ms(at), applied, joining, peers, master.as_ref(), &mut rng);
+    let acts = c.plan(ms(at), applied, joining, peers, master.as_ref());
     (kinds(&acts), acts)
 }
 
@@ -48,16 +47,18 @@ fn kinds(acts: &[CatchUpAction]) -> Vec<&'static str> {
     acts.iter()
         .map(|a| match a {
             CatchUpAction::Fetch { .. } => "fetch",
+            CatchUpAction::Ask { .. } => "ask",
             CatchUpAction::SnapshotRequest { .. } => "snapshot_request",
+            CatchUpAction::Dropped { .. } => "dropped",
             CatchUpAction::SnapshotStarted { .. } => "snapshot_started",
-            CatchUpAction::Progress { .. } => "progress",
+            CatchUpAction::Progress(_) => "progress",
             CatchUpAction::Install(..) => "install",
             CatchUpAction::Failed(_) => "failed",
         })
         .collect()
 }
 
-const SNAPSHOT: [&str; 2] = ["snapshot_started", "snapshot_request"];
+const SNAPSHOT: [&str; 1] = ["ask"];
 
 #[test]
 fn entries_leave_in_order_whatever_order_they_came_in() {
@@ -86,32 +87,120 @@ fn a_short_lag_is_fetched_by_range_after_one_backoff() {
     assert_eq!((range.from, range.to), (EventIdx(101), EventIdx(150)));
 }
 
-#[test]
-fn a_long_lag_loads_a_snapshot_from_a_replica_other_than_the_master() {
-    let mut c = replica(0, 50_000, false);
-    let peers = [source("master", 1, 50_000), source("b", 1, 49_990)];
-    let (kinds, acts) = plan(&mut c, 0, false, &peers, Some("master"));
-    assert_eq!(kinds, SNAPSHOT);
-    let CatchUpAction::SnapshotStarted { source, behind } = &acts[0] else {
-        unreachable!()
-    };
-    assert_eq!((source.as_str(), *behind), ("b", 50_000));
-    assert!(c.receiving());
-    // While it runs, nothing else is asked for.
-    assert!(plan(&mut c, 100, false, &peers, Some("master"))
-        .0
-        .is_empty());
+/// The session of the request `c` made.
+fn asked(acts: &[CatchUpAction]) -> u64 {
+    match acts {
+        [CatchUpAction::Ask { session, .. }] => *session,
+        other => panic!("{:?}", kinds(other)),
+    }
+}
+
+/// An offer of a snapshot at `index` (its bytes named by `tag`).
+fn offer(session: u64, index: u64, tag: u8) -> SnapshotOffer {
+    let mut bytes = vec![tag; 3000];
+    bytes[0] = index as u8;
+    EncodedSnapshot::new(EventIdx(index), bytes, [tag; 32], 1024).offer(session, 0)
 }
 
 #[test]
-fn the_master_serves_the_snapshot_when_no_other_replica_is_fresh() {
+fn a_long_lag_asks_on_gossip_and_pulls_from_every_replica_offering_the_vouched_bytes() {
     let mut c = replica(0, 50_000, false);
-    let peers = [source("master", 1, 50_000), source("b", 1, 10)];
+    let peers = [source("master", 1, 50_000), source("b", 1, 49_990)];
     let (_, acts) = plan(&mut c, 0, false, &peers, Some("master"));
-    let CatchUpAction::SnapshotStarted { source, .. } = &acts[0] else {
+    let session = asked(&acts);
+    assert!(c.receiving());
+    // While it runs, nothing else is asked for.
+    assert!(plan(&mut c, 10, false, &peers, Some("master")).0.is_empty());
+    let n = |s: &str| NodeId::from(s);
+    // A follower's offer alone is not enough: nobody whose word counts
+    // vouched for it.
+    assert_eq!(
+        c.on_offer(&n("x"), offer(session, 49_152, 1), false, ms(20)),
+        Ok(())
+    );
+    assert_eq!(
+        c.next_wake(ms(20)),
+        Some(ms(3000)),
+        "waits for a trusted offer"
+    );
+    assert_eq!(
+        c.on_offer(&n("master"), offer(session, 49_152, 1), true, ms(30)),
+        Ok(())
+    );
+    assert_eq!(
+        c.on_offer(&n("y"), offer(session, 49_152, 2), false, ms(31)),
+        Ok(())
+    );
+    assert_eq!(
+        c.next_wake(ms(31)),
+        Some(ms(80)),
+        "a short wait for more offers"
+    );
+    let acts = c.tick(ms(80));
+    let CatchUpAction::SnapshotStarted {
+        sources,
+        index,
+        behind,
+    } = &acts[0]
+    else {
         panic!("{:?}", kinds(&acts))
     };
-    assert_eq!(source.as_str(), "master");
+    assert_eq!(*index, EventIdx(49_152));
+    assert_eq!(*behind, 50_000);
+    assert_eq!(
+        sources,
+        &[n("x"), n("master")],
+        "y offered other bytes; the master last"
+    );
+    assert_eq!(
+        kinds(&acts[1..]),
+        ["snapshot_request"; 3],
+        "two of x, one of the master"
+    );
+}
+
+#[test]
+fn offers_not_asked_for_or_malformed_are_refused() {
+    let mut c = replica(0, 50_000, false);
+    let n = NodeId::from("a");
+    assert_eq!(
+        c.on_offer(&n, offer(1, 9, 1), true, ms(0)),
+        Err(BadOffer::Unasked)
+    );
+    let (_, acts) = plan(&mut c, 0, false, &[source("a", 1, 50_000)], None);
+    let session = asked(&acts);
+    assert_eq!(
+        c.on_offer(&n, offer(session + 1, 9, 1), true, ms(0)),
+        Err(BadOffer::Unasked)
+    );
+    let mut bad = offer(session, 9, 1);
+    bad.chunks.clear();
+    assert!(matches!(
+        c.on_offer(&n, bad, true, ms(0)),
+        Err(BadOffer::Malformed(_))
+    ));
+}
+
+#[test]
+fn with_no_trusted_offer_the_request_fails_and_is_made_again_after_a_pause() {
+    let mut c = replica(0, 50_000, false);
+    let peers = [source("a", 1, 50_000)];
+    let (_, acts) = plan(&mut c, 0, false, &peers, None);
+    asked(&acts);
+    assert_eq!(kinds(&c.tick(ms(3000))), ["failed"]);
+    assert!(!c.receiving());
+    assert_eq!(plan(&mut c, 3500, false, &peers, None).0, ["fetch"; 4]);
+    assert_eq!(plan(&mut c, 4000, false, &peers, None).0, SNAPSHOT);
+}
+
+#[test]
+fn nobody_is_asked_while_no_replica_whose_word_counts_is_ahead() {
+    let mut c = replica(0, 50_000, false);
+    assert!(plan(&mut c, 0, false, &[], None).0.is_empty());
+    assert!(plan(&mut c, 0, false, &[source("a", 1, 0)], None)
+        .0
+        .is_empty());
+    assert!(!c.receiving());
 }
 
 #[test]
@@ -190,26 +279,31 @@ fn a_range_nobody_asked_for_is_not_taken() {
 }
 
 #[test]
-fn a_failed_transfer_is_retried_after_a_pause_from_a_source_that_answers() {
+fn a_failed_transfer_is_retried_after_a_pause() {
     let mut c = CatchUp::new(CatchUpConfig::default(), EventIdx(1), 3, ms(0));
     c.note_commit(EventIdx(50_000));
     let peers = [source("a", 1, 50_000)];
     let (_, acts) = plan(&mut c, 0, false, &peers, None);
-    let CatchUpAction::SnapshotRequest { req, .. } = &acts[1] else {
-        unreachable!()
-    };
-    assert_eq!(req.session >> 48, 3, "the session carries the tag");
-    let acts = c.on_refused(&NodeId::from("a"), req.session, "busy", ms(10));
-    assert_eq!(kinds(&acts), ["failed"]);
+    let session = asked(&acts);
+    assert_eq!(session >> 48, 3, "the session carries the tag");
+    let a = NodeId::from("a");
+    c.on_offer(&a, offer(session, 40_960, 1), true, ms(5))
+        .unwrap();
+    assert_eq!(
+        kinds(&c.tick(ms(55))),
+        ["snapshot_started", "snapshot_request", "snapshot_request"]
+    );
+    let acts = c.on_refused(&a, session, "busy", ms(60));
+    assert_eq!(kinds(&acts), ["dropped", "failed"]);
     assert!(!c.receiving());
     // Ranges are fetched meanwhile; the snapshot waits for the pause.
     assert_eq!(plan(&mut c, 500, false, &peers, None).0, ["fetch"; 4]);
     let wake = c.next_wake(ms(500)).unwrap();
     assert!(
-        wake > ms(500) && wake <= ms(1010),
+        wake > ms(500) && wake <= ms(1060),
         "wakes by the end of the pause"
     );
-    assert_eq!(plan(&mut c, 1010, false, &peers, None).0, SNAPSHOT);
+    assert_eq!(plan(&mut c, 1060, false, &peers, None).0, SNAPSHOT);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn a_node_heard_for_the_first_time_gets_a_heartbeat_back_one_to_one() {
     let out = n.handle(heartbeat("j", None, 0, 0), ms(10), 0);
     let replies = all_sent(&out);
     assert_eq!(replies.len(), 1, "{out:?}");
-    let (to, Direct::Heartbeat(hb)) = &replies[0] else {
+    let (to, Direct::Transient(TransientEvent::Heartbeat(hb))) = &replies[0] else {
         panic!("{replies:?}")
     };
     assert_eq!(to, "j");
@@ -56,18 +56,18 @@ fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
         log_floor: EventIdx(1),
         leader: Some(NodeId::from("m")),
     };
-    let out = n.handle(direct("m", Direct::Heartbeat(hb)), ms(5), 0);
+    let hb = Direct::Transient(TransientEvent::Heartbeat(hb));
+    let out = n.handle(direct("m", hb), ms(5), 0);
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "c")));
     // Once it has listened for a heartbeat interval (whom to trust, see
-    // `trust`), it believes the master about the commit and asks it for a
+    // `trust`), it believes the master about the commit and asks for a
     // snapshot: no gossiped heartbeat was needed.
     let out = n.handle(Input::Wake, ms(300), 0);
-    assert!(
-        sent(&out)
-            .iter()
-            .any(|(to, m)| to == "m" && matches!(m, Direct::SnapshotRequest(_))),
+    assert_eq!(
+        wanted(&out).map(|(_, have)| have),
+        Some(EventIdx::ZERO),
         "{out:?}"
     );
 }
@@ -138,24 +138,47 @@ fn a_smaller_empty_node_in_sight_founds_instead() {
 }
 
 #[test]
-fn a_joiner_asks_the_master_its_peers_name_for_a_snapshot() {
+fn a_joiner_asks_on_gossip_and_loads_what_the_master_its_peers_name_vouches_for() {
     let mut n = start(Some("c"), None);
     n.handle(Input::Wake, ms(0), 0);
-    // "a" names "m" master; "m" is not heard yet: nobody to ask.
+    // "a" names "m" master; "m" is not heard yet: nobody to vouch.
     n.handle(heartbeat("a", Some("c"), 5, 5), ms(10), 0);
     let out = n.handle(Input::Wake, ms(300), 0);
-    assert!(sent(&out).is_empty(), "{out:?}");
-    // Heard, and listened a heartbeat interval: "m" is asked.
+    assert!(wanted(&out).is_none(), "{out:?}");
+    // Heard, and listened a heartbeat interval: the joiner asks everyone.
     let out = n.handle(heartbeat("m", Some("c"), 5, 5), ms(310), 0);
-    let sent = sent(&out);
-    assert_eq!(sent.len(), 1, "{out:?}");
-    assert_eq!(sent[0].0, "m");
-    assert!(matches!(
-        sent[0].1,
-        Direct::SnapshotRequest(SnapshotRequest {
-            index: None,
-            offset: 0,
-            ..
+    let (session, have) = wanted(&out).expect("a request on gossip");
+    assert_eq!(have, EventIdx::ZERO);
+    let snap = |tag| EncodedSnapshot::new(EventIdx(5), vec![tag; 3000], [tag; 32], 1024);
+    // "a" offers other bytes than the master: not a source.
+    n.handle(
+        direct("a", Direct::SnapshotOffer(snap(2).offer(session, 0))),
+        ms(320),
+        0,
+    );
+    n.handle(
+        direct("m", Direct::SnapshotOffer(snap(1).offer(session, 0))),
+        ms(330),
+        0,
+    );
+    let out = n.handle(Input::Wake, ms(380), 0);
+    let asked: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Direct::SnapshotRequest(r) => Some((to, r.chunk)),
+            _ => None,
         })
-    ));
+        .collect();
+    assert_eq!(asked, [("m".to_string(), 0), ("m".to_string(), 1)]);
+}
+
+/// The snapshot request this node broadcast, if any.
+fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
+    out.iter().find_map(|o| match o {
+        Output::Broadcast(f) => match f.msg {
+            Gossip::SnapshotWanted { session, have } => Some((session, have)),
+            _ => None,
+        },
+        _ => None,
+    })
 }

@@ -6,8 +6,9 @@ mod joining;
 
 use super::*;
 use crate::log_store::MemLog;
+use crate::snapshot_transfer::EncodedSnapshot;
 use crate::testing;
-use crate::wire::{FetchRange, Refusal, SnapshotRequest};
+use crate::wire::{FetchRange, Refusal};
 use shoal_model::{Command, CommandId, Event, Heartbeat, Op, Outcome, Term, TransientEvent};
 
 const ME: &str = "me";
@@ -81,7 +82,7 @@ fn direct(from: &str, msg: Direct) -> Input {
 fn sent(out: &[Output]) -> Vec<(String, &Direct)> {
     all_sent(out)
         .into_iter()
-        .filter(|(_, m)| !matches!(m, Direct::Heartbeat(_)))
+        .filter(|(_, m)| !matches!(m, Direct::Transient(TransientEvent::Heartbeat(_))))
         .collect()
 }
 
@@ -318,18 +319,17 @@ fn an_earlier_run_replayed_or_a_later_process_does_not_stop_this_one() {
 }
 
 #[test]
-fn members_are_dialled_once_per_change() {
+fn a_follower_dials_the_members_once_per_change() {
     let mut n = start(Some("c"), Some(cluster_state(&["m", ME, "a"], vec![])));
     let out = n.handle(Input::Wake, ms(0), 0);
-    let mut dialled: Vec<&str> = out
+    let dialled: Vec<&str> = out
         .iter()
         .filter_map(|o| match o {
             Output::Dial(a) => Some(a.as_str()),
             _ => None,
         })
         .collect();
-    dialled.sort();
-    assert_eq!(dialled, ["mem://a", "mem://m"]);
+    assert_eq!(dialled, ["mem://m"], "the member, not the other follower");
     let out = n.handle(Input::Wake, ms(300), 0);
     assert!(!out.iter().any(|o| matches!(o, Output::Dial(_))));
 }
@@ -337,35 +337,32 @@ fn members_are_dialled_once_per_change() {
 #[test]
 fn a_member_silent_for_three_heartbeats_is_reconnected_once_per_silence() {
     let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
-    let reconnects = |out: &[Output]| -> Vec<String> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Reconnect(id) => Some(id.to_string()),
-                _ => None,
-            })
-            .collect()
+    // "m" (a member) and "a" (a follower, which sends its heartbeats to
+    // the members only) are heard at 100 ms, then fall silent.
+    let heard = |n: &mut Node<MemLog>, at| {
+        n.handle(heartbeat("m", Some("c"), 1, 1), ms(at), 0);
+        n.handle(heartbeat("a", Some("c"), 1, 1), ms(at), 0);
     };
-    let mut seen = Vec::new();
-    // "a" is heard at 100 ms, "m" all along; then "a" falls silent.
-    n.handle(heartbeat("a", Some("c"), 1, 1), ms(100), 0);
-    for t in (300..=3000).step_by(300) {
-        // Any input runs the timers that are due.
-        for id in reconnects(&n.handle(heartbeat("m", Some("c"), 1, 1), ms(t), 0)) {
-            seen.push((t, id));
+    heard(&mut n, 100);
+    let reconnects = |n: &mut Node<MemLog>, from: u64, to: u64| -> Vec<(u64, String)> {
+        let mut seen = Vec::new();
+        for t in (from..=to).step_by(300) {
+            for o in n.handle(Input::Wake, ms(t), 0) {
+                if let Output::Reconnect(id) = o {
+                    seen.push((t, id.to_string()));
+                }
+            }
         }
-    }
-    assert_eq!(seen, [(1200, "a".to_owned())], "once, after 900 ms");
+        seen
+    };
+    assert_eq!(
+        reconnects(&mut n, 300, 3000),
+        [(1200, "m".to_owned())],
+        "once, after 900 ms"
+    );
     // Heard again, then silent again: reconnected again.
-    n.handle(heartbeat("a", Some("c"), 1, 1), ms(3100), 0);
-    let mut again = Vec::new();
-    for t in (3300..=4500).step_by(300) {
-        again.extend(reconnects(&n.handle(
-            heartbeat("m", Some("c"), 1, 1),
-            ms(t),
-            0,
-        )));
-    }
-    assert_eq!(again, ["a"]);
+    heard(&mut n, 3100);
+    assert_eq!(reconnects(&mut n, 3300, 4500), [(4200, "m".to_owned())]);
 }
 
 #[test]
@@ -406,7 +403,7 @@ fn task_output_reaches_local_clients_and_subscribed_nodes() {
 }
 
 #[test]
-fn the_metrics_timer_gossips_capacity_and_asks_for_a_measurement() {
+fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement() {
     let mut n = follower(cluster_state(&["m", ME], vec![]));
     n.handle(
         Input::HostCapacity {
@@ -417,14 +414,18 @@ fn the_metrics_timer_gossips_capacity_and_asks_for_a_measurement() {
         0,
     );
     let out = n.handle(Input::Wake, ms(1000), 0);
-    let metrics = out.iter().find_map(|o| match o {
-        Output::Broadcast(Frame {
-            msg: Gossip::Transient(TransientEvent::Metrics(m)),
-            ..
-        }) => Some(m),
-        _ => None,
-    });
-    let m = metrics.expect("metrics gossiped");
+    // A follower reports to the members, one-to-one.
+    let metrics: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Direct::Transient(TransientEvent::Metrics(m)) => Some((to, m)),
+            _ => None,
+        })
+        .collect();
+    let [(to, m)] = metrics.as_slice() else {
+        panic!("capacity sent to the member: {out:?}")
+    };
+    assert_eq!(to, "m");
     assert_eq!((m.cpu_free_milli, m.mem_free_bytes), (1500, 1 << 30));
     assert!(out.iter().any(|o| matches!(o, Output::MeasureHost)));
     assert_eq!(n.timer(Timer::Metrics), Some(ms(2000)));

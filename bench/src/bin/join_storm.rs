@@ -1,0 +1,226 @@
+//! Join storms, and a snapshot source killed mid-transfer, on loopback
+//! processes. A 3-node cluster holds N keys (preloaded, as `catchup` does).
+//!
+//! `storm`: J joiners start at once while the master takes W single
+//! writes a second (`STORM_WRITES`, 200 by default). Reports each joiner's
+//! time to catch up and the snapshot bytes it received, the bytes the
+//! whole cluster sent per joiner against the snapshot's size, how many
+//! snapshots each member encoded, the writes' p99 in the 3 s before and
+//! during the storm, and whether every joiner ends with the master's state
+//! hash.
+//!
+//! `kill`: one joiner; once it has received half the snapshot, the source
+//! other than the master that sent it the most is killed with SIGKILL.
+//! Reports whether the joiner finished without starting over, the bytes
+//! it received against the snapshot's size, and the hash.
+//!
+//! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin join_storm -- [N] [storm|kill|both] [JOINERS]`
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use shoal_bench::load::{p99_ms, Load};
+use shoal_bench::nodes::{formed, metric, preloaded, shoal_bin, start, status, Node};
+use shoal_bench::procs::{time_until, wait};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+type Client = reqwest::blocking::Client;
+
+/// The size of the snapshot a node saved as it received it.
+fn saved_snapshot_len(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir.join("snapshots"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len().saturating_sub(32))
+        .max()
+}
+
+fn applied(c: &Client, api: u16) -> u64 {
+    status(c, api)
+        .and_then(|s| s["applied_index"].as_u64())
+        .unwrap_or(0)
+}
+
+fn same_state(c: &Client, a: u16, b: u16) -> bool {
+    wait(Duration::from_secs(30), || {
+        let (x, y) = (status(c, a), status(c, b));
+        x.zip(y).is_some_and(|(x, y)| {
+            x["applied_index"] == y["applied_index"] && x["state_hash"] == y["state_hash"]
+        })
+    })
+}
+
+fn sum_metric(c: &Client, apis: &[u16], name: &str) -> f64 {
+    apis.iter().map(|a| metric(c, *a, name)).sum()
+}
+
+fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) -> Result<Value> {
+    let master = &members[0];
+    let rate: u32 = std::env::var("STORM_WRITES")
+        .ok()
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(200);
+    let apis: Vec<u16> = members.iter().map(|n| n.api).collect();
+    let builds_before: Vec<f64> = apis
+        .iter()
+        .map(|a| metric(c, *a, "shoal_snapshot_builds_total"))
+        .collect();
+    let load = Load::start(master.api, rate);
+    let idle_from = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let target = applied(c, master.api);
+    let t0 = Instant::now();
+    let nodes: Vec<Node> = (0..joiners)
+        .map(|i| start(bin, &root.join(format!("storm{i}")), Some(master.p2p), &[]))
+        .collect::<Result<_>>()?;
+    let mut caught = vec![None; joiners];
+    let all_in = wait(Duration::from_secs(900), || {
+        for (i, j) in nodes.iter().enumerate() {
+            if caught[i].is_none() && applied(c, j.api) >= target {
+                caught[i] = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        caught.iter().all(Option::is_some)
+    });
+    let done = Instant::now();
+    let writes = load.stop();
+    if !all_in {
+        bail!(
+            "{} of {joiners} joiners caught up",
+            caught.iter().flatten().count()
+        );
+    }
+    let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
+    let (storm_p99, storm_n) = p99_ms(&writes, t0, done);
+    let joiner_apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+    let size = (0..joiners)
+        .filter_map(|i| saved_snapshot_len(&root.join(format!("storm{i}"))))
+        .max()
+        .context("no joiner saved its snapshot")?;
+    let received: Vec<f64> = joiner_apis
+        .iter()
+        .map(|a| metric(c, *a, "shoal_snapshot_bytes_received_total"))
+        .collect();
+    let mut all_apis = apis.clone();
+    all_apis.extend(&joiner_apis);
+    let sent = sum_metric(c, &all_apis, "shoal_snapshot_bytes_sent_total");
+    let builds: Vec<f64> = apis
+        .iter()
+        .zip(&builds_before)
+        .map(|(a, b)| metric(c, *a, "shoal_snapshot_builds_total") - b)
+        .collect();
+    let equal = joiner_apis.iter().all(|a| same_state(c, *a, master.api));
+    let mut times: Vec<f64> = caught.into_iter().flatten().collect();
+    Ok(json!({
+        "mode": "storm",
+        "joiners": joiners,
+        "snapshot_bytes": size,
+        "caught_up_s_p50": shoal_bench::quantile(&mut times, 0.5),
+        "caught_up_s_max": shoal_bench::quantile(&mut times, 1.0),
+        "received_per_joiner_max_x": received.iter().copied().fold(0.0, f64::max) / size as f64,
+        "cluster_sent_per_joiner_x": sent / joiners as f64 / size as f64,
+        "snapshot_builds_per_member": builds,
+        "writes_per_s": rate,
+        "write_p99_ms_before": idle_p99,
+        "write_p99_ms_during": storm_p99,
+        "writes_before": idle_n,
+        "writes_during": storm_n,
+        "equal_state_hash": equal,
+    }))
+}
+
+fn kill(c: &Client, bin: &Path, root: &Path, members: &mut [Node]) -> Result<Value> {
+    let target = applied(c, members[0].api);
+    let dir = root.join("killed-source-joiner");
+    let joiner = start(bin, &dir, Some(members[0].p2p), &[])?;
+    let t0 = Instant::now();
+    let mut total = 0;
+    let half = wait(Duration::from_secs(300), || {
+        let d = status(c, joiner.api).map(|s| s["snapshot_download"].clone());
+        let (got, all) = d.map_or((0, 0), |d| {
+            (
+                d["received_bytes"].as_u64().unwrap_or(0),
+                d["total_bytes"].as_u64().unwrap_or(0),
+            )
+        });
+        total = all;
+        all > 0 && got * 2 >= all
+    });
+    if !half {
+        bail!("the joiner's download never got half way");
+    }
+    let sent: Vec<f64> = members
+        .iter()
+        .map(|n| metric(c, n.api, "shoal_snapshot_bytes_sent_total"))
+        .collect();
+    let victim = (1..members.len())
+        .max_by(|a, b| sent[*a].total_cmp(&sent[*b]))
+        .context("no member besides the master")?;
+    if sent[victim] == 0.0 {
+        bail!("only the master served: nothing to kill but it");
+    }
+    members[victim].child.kill()?;
+    members[victim].child.wait()?;
+    let killed_at = t0.elapsed().as_secs_f64();
+    let caught = time_until(t0, Duration::from_secs(300), || {
+        applied(c, joiner.api) >= target
+    })
+    .context("the joiner did not finish after its source was killed")?;
+    let received = metric(c, joiner.api, "shoal_snapshot_bytes_received_total");
+    Ok(json!({
+        "mode": "kill",
+        "snapshot_bytes": total,
+        "killed_source_sent_bytes": sent[victim],
+        "killed_at_s": killed_at,
+        "caught_up_s": caught.as_secs_f64(),
+        "received_x": received / total as f64,
+        "snapshot_failures": metric(c, joiner.api, "shoal_snapshot_failures_total"),
+        "snapshots_installed": metric(c, joiner.api, "shoal_snapshots_installed_total"),
+        "equal_state_hash": same_state(c, joiner.api, members[0].api),
+    }))
+}
+
+fn main() -> Result<()> {
+    let (n, mode) = shoal_bench::args(1_000_000, "both")?;
+    let joiners: usize = std::env::args()
+        .nth(3)
+        .map(|j| j.parse())
+        .transpose()?
+        .unwrap_or(20);
+    let bin = shoal_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().to_owned();
+    let _tmp = if std::env::var_os("STORM_KEEP").is_some() {
+        eprintln!("logs kept in {}", tmp.keep().display());
+        None
+    } else {
+        Some(tmp)
+    };
+    let c = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let (first, _) = preloaded(&bin, &c, &root.join("n1"), n, &[])?;
+    let rest: Vec<Node> = (2..=3)
+        .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &[]))
+        .collect::<Result<_>>()?;
+    let mut members: Vec<Node> = std::iter::once(first).chain(rest).collect();
+    let refs: Vec<&Node> = members.iter().collect();
+    if !wait(Duration::from_secs(600), || formed(&c, &refs)) {
+        bail!("the cluster did not form");
+    }
+    let apis: Vec<u16> = members.iter().map(|m| m.api).collect();
+    if !wait(Duration::from_secs(600), || {
+        shoal_bench::nodes::agreed(&c, &apis)
+    }) {
+        bail!("the members did not agree after loading");
+    }
+    eprintln!("{n} keys loaded");
+    if mode == "storm" || mode == "both" {
+        println!("{}", storm(&c, &bin, &root, &members, joiners)?);
+    }
+    if mode == "kill" || mode == "both" {
+        println!("{}", kill(&c, &bin, &root, &mut members)?);
+    }
+    Ok(())
+}
