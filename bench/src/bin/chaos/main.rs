@@ -10,8 +10,9 @@
 //!   no log shows a panic);
 //! - memory stayed bounded (peak RSS of every node under a limit).
 //!
-//! It prints a report (faults, commands sent, acknowledged and refused,
-//! detection, failover and convergence times) as text and JSON, and exits 1
+//! It prints a report (time to form, each host's traffic while idle,
+//! faults, commands sent, acknowledged and refused, detection, failover
+//! and convergence times) as text and JSON, and exits 1
 //! on any violation. Times are reported, not asserted, except generous
 //! bounds that catch a hang. Run it through `tests/chaos/run.sh`.
 
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod traffic;
 use cluster::*;
 use shoal_bench::quantile;
 
@@ -272,6 +274,10 @@ fn run() -> Result<bool> {
         a.hosts,
         formed.as_secs_f64()
     );
+
+    // Traffic per host while idle, before any load.
+    let idle_traffic = traffic::idle(&a, &api, Duration::from_secs(10));
+    eprintln!("chaos: idle traffic by role {}", idle_traffic["by_role"]);
 
     // Memory, sampled throughout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -596,6 +602,7 @@ fn run() -> Result<bool> {
         "hosts": a.hosts,
         "duration_s": begin.elapsed().as_secs_f64(),
         "formation_s": formed.as_secs_f64(),
+        "idle_traffic": idle_traffic,
         "faults": faults,
         "commands": {
             "sent": load.sent.load(Ordering::Relaxed),

@@ -57,11 +57,7 @@ impl<L: LogStore> Node<L> {
         if from == self.cfg.node || self.state.cluster_id().is_none() {
             return;
         }
-        let lag = self.cfg.catch_up.snapshot_threshold / 2;
-        let point = self
-            .raft
-            .is_some()
-            .then(|| (self.snapshot_point().index(), lag));
+        let point = self.raft.is_some().then(|| self.snapshot_point().index());
         let acts = self
             .snapshots
             .on_wanted(from, session, have, point, self.now);
@@ -80,14 +76,15 @@ impl<L: LogStore> Node<L> {
     }
 
     /// The State this node builds snapshots from: the one at its last
-    /// snapshot point (a multiple of `snapshot_point_every`, so that every
-    /// replica builds the same bytes), or the present one when no point
-    /// was passed within that many events (a young cluster, a node just
+    /// snapshot point (the latest multiple of `snapshot_point_every`, so
+    /// that every replica builds the same bytes), or the present one when
+    /// it holds no State at that point (a young cluster, a node just
     /// restarted: an idle cluster's replicas then agree all the same).
     pub(super) fn snapshot_point(&self) -> &State {
-        let every = self.cfg.catch_up.snapshot_point_every;
+        let every = self.cfg.catch_up.snapshot_point_every.max(1);
+        let latest = self.state.index().0 / every * every;
         match &self.point {
-            Some(p) if p.index().0.saturating_add(every) > self.state.index().0 => p,
+            Some(p) if latest > 0 && p.index().0 == latest => p,
             _ => &self.state,
         }
     }

@@ -21,6 +21,8 @@ use std::time::Duration;
 /// Room set aside up front for the received bytes, at most: the rest
 /// grows with what arrives, never ahead of it.
 const MAX_RESERVE: u64 = 256 << 20;
+/// A chunk is late after this many times its source's usual answer time.
+const LATE_FACTOR: u32 = 4;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiveConfig {
@@ -29,6 +31,10 @@ pub struct ReceiveConfig {
     pub window: usize,
     /// Chunk requests in flight at one source.
     pub per_source: usize,
+    /// How long a chunk may take before it is asked of another source,
+    /// at least; a source that answers slowly (a busy host, a loaded link)
+    /// is given `LATE_FACTOR` times its usual answer time instead, so that
+    /// slowness is not taken for loss and every chunk asked twice.
     pub chunk_timeout: Duration,
     /// Late chunks in a row at one source, with none delivered between
     /// them, before it is dropped. A source that keeps delivering is
@@ -41,7 +47,7 @@ impl Default for ReceiveConfig {
         ReceiveConfig {
             window: 8,
             per_source: 2,
-            chunk_timeout: Duration::from_secs(1),
+            chunk_timeout: Duration::from_secs(2),
             max_retries: 3,
         }
     }
@@ -80,6 +86,15 @@ struct Source {
     late: u32,
     delivered: u64,
     dropped: bool,
+    /// Smoothed time from request to chunk (none before the first).
+    answer_time: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    source: usize,
+    at: Duration,
+    deadline: Duration,
 }
 
 /// One snapshot transfer, from one or more sources.
@@ -96,22 +111,28 @@ pub struct SnapshotReceiver {
     next: u32,
     /// Chunks that arrived ahead of `next`.
     stash: BTreeMap<u32, Vec<u8>>,
-    /// Outstanding requests by chunk: the source asked and the deadline.
-    requested: BTreeMap<u32, (usize, Duration)>,
+    /// Outstanding requests by chunk: the source asked, when, and the
+    /// deadline.
+    requested: BTreeMap<u32, Asked>,
     /// The source a chunk was last late at, spared for it while another
     /// can take it.
     late_at: BTreeMap<u32, usize>,
     /// Why the last source was dropped.
     last_drop: String,
+    /// A source asked only while fewer than two others can serve (the
+    /// master: its loop commits every write).
+    spare: Option<NodeId>,
     finished: bool,
 }
 
 impl SnapshotReceiver {
-    /// Starts pulling `offer` (checked by the caller) from `sources`.
+    /// Starts pulling `offer` (checked by the caller) from `sources`;
+    /// `spare` is asked only while fewer than two others can serve.
     pub fn start(
         cfg: ReceiveConfig,
         offer: SnapshotOffer,
         sources: Vec<NodeId>,
+        spare: Option<NodeId>,
         now: Duration,
     ) -> (Self, Vec<ReceiveEvent>) {
         let mut bytes = Vec::new();
@@ -127,6 +148,7 @@ impl SnapshotReceiver {
                     late: 0,
                     delivered: 0,
                     dropped: false,
+                    answer_time: None,
                 })
                 .collect(),
             offer,
@@ -137,6 +159,7 @@ impl SnapshotReceiver {
             requested: BTreeMap::new(),
             late_at: BTreeMap::new(),
             last_drop: "no source".into(),
+            spare,
             finished: false,
         };
         let evs = r.fill(now);
@@ -149,6 +172,26 @@ impl SnapshotReceiver {
 
     pub fn offer(&self) -> &SnapshotOffer {
         &self.offer
+    }
+
+    /// Another source of the same snapshot (its offer came after the
+    /// transfer began); it is asked from the next request on. At most
+    /// `max` sources in all.
+    pub fn add_source(&mut self, node: NodeId, max: usize) {
+        if self.finished || self.sources.iter().any(|s| s.node == node) {
+            return;
+        }
+        if self.sources.iter().filter(|s| !s.dropped).count() >= max {
+            return;
+        }
+        self.sources.push(Source {
+            node,
+            in_flight: 0,
+            late: 0,
+            delivered: 0,
+            dropped: false,
+            answer_time: None,
+        });
     }
 
     /// Whether `node` is a source of this transfer, not dropped.
@@ -186,7 +229,7 @@ impl SnapshotReceiver {
         let s = &mut self.sources[i];
         s.dropped = true;
         s.in_flight = 0;
-        self.requested.retain(|_, (src, _)| *src != i);
+        self.requested.retain(|_, a| a.source != i);
         self.last_drop = format!("{}: {reason}", s.node);
         ReceiveEvent::Dropped {
             source: s.node.clone(),
@@ -246,7 +289,7 @@ impl SnapshotReceiver {
         // Only chunks asked for (of this source or, late there, of
         // another) and not yet here are taken: what a source sends unasked
         // never grows the stash (invariant 9).
-        let Some(&(asked, _)) = self.requested.get(&k) else {
+        let Some(&asked) = self.requested.get(&k) else {
             return vec![];
         };
         let (_, len) = self.offer.chunk_span(k).expect("requested chunks exist");
@@ -257,8 +300,15 @@ impl SnapshotReceiver {
         }
         self.requested.remove(&k);
         self.late_at.remove(&k);
-        let src = &mut self.sources[asked];
+        let src = &mut self.sources[asked.source];
         src.in_flight = src.in_flight.saturating_sub(1);
+        if asked.source == i {
+            let took = now.saturating_sub(asked.at);
+            src.answer_time = Some(match src.answer_time {
+                Some(t) => (t * 7 + took) / 8,
+                None => took,
+            });
+        }
         let src = &mut self.sources[i];
         src.late = 0;
         src.delivered += 1;
@@ -333,7 +383,14 @@ impl SnapshotReceiver {
             if self.stash.contains_key(&k) || self.requested.contains_key(&k) {
                 continue;
             }
-            let spare = self.late_at.get(&k).copied();
+            let was_late_at = self.late_at.get(&k).copied();
+            // The spare rests while two others can serve.
+            let others = self
+                .sources
+                .iter()
+                .filter(|s| !s.dropped && Some(&s.node) != self.spare.as_ref())
+                .count();
+            let resting = |s: &Source| others >= 2 && Some(&s.node) == self.spare.as_ref();
             // A source that was late since its last delivery is on
             // probation: one chunk at a time, and only when the punctual
             // ones are full.
@@ -343,18 +400,30 @@ impl SnapshotReceiver {
                     .enumerate()
                     .filter(|(i, s)| {
                         let cap = if s.late > 0 { 1 } else { self.cfg.per_source };
-                        !s.dropped && s.in_flight < cap && Some(*i) != avoid
+                        !s.dropped && !resting(s) && s.in_flight < cap && Some(*i) != avoid
                     })
                     .min_by_key(|(i, s)| {
                         (s.late > 0, s.in_flight, std::cmp::Reverse(s.delivered), *i)
                     })
                     .map(|(i, _)| i)
             };
-            let Some(i) = pick(spare).or_else(|| pick(None)) else {
+            let Some(i) = pick(was_late_at).or_else(|| pick(None)) else {
                 break;
             };
-            self.sources[i].in_flight += 1;
-            self.requested.insert(k, (i, now + self.cfg.chunk_timeout));
+            let s = &mut self.sources[i];
+            s.in_flight += 1;
+            let patience = s
+                .answer_time
+                .map_or(Duration::ZERO, |t| t * LATE_FACTOR)
+                .max(self.cfg.chunk_timeout);
+            self.requested.insert(
+                k,
+                Asked {
+                    source: i,
+                    at: now,
+                    deadline: now + patience,
+                },
+            );
             out.push(ReceiveEvent::Request {
                 to: self.sources[i].node.clone(),
                 req: SnapshotRequest {
@@ -372,7 +441,7 @@ impl SnapshotReceiver {
         if self.finished {
             return None;
         }
-        self.requested.values().map(|(_, d)| *d).min()
+        self.requested.values().map(|a| a.deadline).min()
     }
 
     /// Chunks whose answer did not come in time are asked again, of
@@ -385,8 +454,8 @@ impl SnapshotReceiver {
         let late: Vec<(u32, usize)> = self
             .requested
             .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(k, (i, _))| (*k, *i))
+            .filter(|(_, a)| a.deadline <= now)
+            .map(|(k, a)| (*k, a.source))
             .collect();
         if late.is_empty() {
             return vec![];

@@ -72,29 +72,30 @@ impl SnapshotServer {
 
     /// A replica wants a snapshot past `have`. `point` is the index this
     /// node would build at, if it builds for others at all (a Raft member
-    /// does; a follower offers only what it holds). A held snapshot no more
-    /// than `lag` events behind the point is offered at once (so that
-    /// writes going on do not make every request a new build); else one is
-    /// built at the point and offered when done. With nothing to offer,
+    /// does; a follower offers only what it holds). A held snapshot at or
+    /// past the point is offered at once; else one is built at the point
+    /// and offered when done (so at most one build per point). An older
+    /// held one is not offered: how much its tail would hold is unknown
+    /// (one event may carry a thousand keys). With nothing to offer,
     /// nothing is said.
     pub fn on_wanted(
         &mut self,
         from: NodeId,
         session: u64,
         have: EventIdx,
-        point: Option<(EventIdx, u64)>,
+        point: Option<EventIdx>,
         now: Duration,
     ) -> Vec<ServeAction> {
         let busy = self.busy(now);
         if let Some(s) = self.held_past(have) {
-            if point.is_none_or(|(p, lag)| s.index.0.saturating_add(lag) >= p.0) {
+            if point.is_none_or(|p| s.index >= p) {
                 return vec![ServeAction::Offer {
                     to: from,
                     offer: s.offer(session, busy),
                 }];
             }
         }
-        if point.is_none_or(|(p, _)| p <= have) || self.waiting.len() >= MAX_WAITING {
+        if point.is_none_or(|p| p <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
         }
         self.waiting.retain(|(n, _, _)| *n != from);

@@ -99,7 +99,7 @@ fn run(snap: &EncodedSnapshot, mut srcs: Vec<Src>, cfg: ReceiveConfig) -> Run {
     let offer = snap.offer(7, 0);
     let names = srcs.iter().map(|s| s.node.clone()).collect();
     let mut now = Duration::ZERO;
-    let (mut rx, mut evs) = SnapshotReceiver::start(cfg, offer, names, now);
+    let (mut rx, mut evs) = SnapshotReceiver::start(cfg, offer, names, None, now);
     let mut arrivals: BTreeMap<(Duration, u64), (NodeId, Arrival)> = BTreeMap::new();
     let mut seq = 0;
     let mut out = Run {
@@ -280,7 +280,8 @@ fn chunks_from_strangers_other_sessions_or_unasked_are_not_kept() {
     let s = state(3000);
     let snap = built(&s, CHUNK);
     let a = NodeId::from("a");
-    let (mut rx, evs) = SnapshotReceiver::start(cfg(), snap.offer(1, 0), vec![a.clone()], ms(0));
+    let (mut rx, evs) =
+        SnapshotReceiver::start(cfg(), snap.offer(1, 0), vec![a.clone()], None, ms(0));
     assert_eq!(evs.len(), 2, "per-source cap");
     let chunk = |session, chunk: u32| SnapshotChunk {
         session,
@@ -310,16 +311,62 @@ fn chunks_from_strangers_other_sessions_or_unasked_are_not_kept() {
 }
 
 #[test]
+fn the_master_rests_while_two_others_serve_and_late_offers_add_sources() {
+    let snap = built(&state(6000), CHUNK);
+    let (m, a, b) = (NodeId::from("m"), NodeId::from("a"), NodeId::from("b"));
+    let asked = |evs: &[ReceiveEvent]| -> Vec<String> {
+        evs.iter()
+            .filter_map(|e| match e {
+                ReceiveEvent::Request { to, .. } => Some(to.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let offer = snap.offer(1, 0);
+    let (mut rx, evs) = SnapshotReceiver::start(
+        cfg(),
+        offer,
+        vec![a.clone(), m.clone()],
+        Some(m.clone()),
+        ms(0),
+    );
+    assert_eq!(
+        asked(&evs),
+        ["a", "m", "a", "m"],
+        "one other: the master serves too"
+    );
+    // b's offer comes late; from then on the master rests.
+    rx.add_source(b.clone(), 4);
+    let chunk = |k: u32| SnapshotChunk {
+        session: 1,
+        index: snap.index,
+        chunk: k,
+        data: snap
+            .bytes
+            .read_at(u64::from(k) * u64::from(CHUNK), CHUNK as usize)
+            .unwrap(),
+    };
+    let mut later = asked(&rx.on_chunk(&a, chunk(0), ms(5)));
+    later.extend(asked(&rx.on_chunk(&m, chunk(1), ms(6))));
+    assert!(later.contains(&"b".to_owned()), "{later:?}");
+    assert!(
+        !later.contains(&"m".to_owned()),
+        "the master rests: {later:?}"
+    );
+    assert!(rx.is_source(&m), "its chunks under way are still taken");
+}
+
+#[test]
 fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_holds() {
     let at = EventIdx;
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let mut member = SnapshotServer::default();
     assert_eq!(
-        member.on_wanted(a.clone(), 1, at(0), Some((at(10), 0)), ms(0)),
+        member.on_wanted(a.clone(), 1, at(0), Some(at(10)), ms(0)),
         vec![ServeAction::Build]
     );
     assert!(member
-        .on_wanted(b.clone(), 2, at(0), Some((at(10), 0)), ms(0))
+        .on_wanted(b.clone(), 2, at(0), Some(at(10)), ms(0))
         .is_empty());
     let s10 = built(&state(10), CHUNK);
     let offers = member.on_built(s10.clone(), ms(5));
@@ -328,18 +375,15 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
         .iter()
         .all(|o| matches!(o, ServeAction::Offer { offer, .. } if offer.index == at(10))));
     // Held at the point: offered at once, no build.
-    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some((at(10), 0)), ms(6));
+    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some(at(10)), ms(6));
     assert!(matches!(&acts[..], [ServeAction::Offer { .. }]));
-    // Held, a little behind a newer point: offered all the same.
-    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some((at(12), 2)), ms(6));
-    assert!(matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)));
     // Nothing past what the asker has: silence.
     assert!(member
-        .on_wanted(NodeId::from("c"), 4, at(10), Some((at(10), 0)), ms(6))
+        .on_wanted(NodeId::from("c"), 4, at(10), Some(at(10)), ms(6))
         .is_empty());
     // A newer point: built, and the old one still serves transfers under way.
     assert_eq!(
-        member.on_wanted(NodeId::from("d"), 5, at(0), Some((at(20), 0)), ms(7)),
+        member.on_wanted(NodeId::from("d"), 5, at(0), Some(at(20)), ms(7)),
         vec![ServeAction::Build]
     );
     member.on_built(built(&state(20), CHUNK), ms(8));

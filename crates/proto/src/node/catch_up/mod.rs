@@ -280,7 +280,8 @@ impl CatchUp {
     /// A replica offers a snapshot; `vouched` when it is one whose word
     /// counts (see `trust`). Offers are chosen among when the wait after
     /// the first vouched one is over, or at once when enough sources of
-    /// it are in.
+    /// it are in. An offer of the snapshot being pulled, come late (its
+    /// sender had to build it), adds a source.
     pub fn on_offer(
         &mut self,
         from: &NodeId,
@@ -288,6 +289,15 @@ impl CatchUp {
         vouched: bool,
         now: Duration,
     ) -> Result<(), BadOffer> {
+        if let Transfer::Receiving(rx) = &mut self.transfer {
+            if offer.session != rx.session() {
+                return Err(BadOffer::Unasked);
+            }
+            if rx.offer().same_snapshot(&offer) {
+                rx.add_source(from.clone(), self.cfg.max_sources);
+            }
+            return Ok(());
+        }
         let Transfer::Asking(a) = &mut self.transfer else {
             return Err(BadOffer::Unasked);
         };
@@ -384,7 +394,8 @@ impl CatchUp {
             return self.failed("no usable snapshot offer".into(), now);
         };
         let index = offer.index;
-        let (rx, evs) = SnapshotReceiver::start(self.cfg.receive, offer, sources.clone(), now);
+        let (rx, evs) =
+            SnapshotReceiver::start(self.cfg.receive, offer, sources.clone(), a.master, now);
         self.transfer = Transfer::Receiving(Box::new(rx));
         let behind = self.known_commit.0.saturating_sub(a.have.0);
         let mut out = vec![CatchUpAction::SnapshotStarted {

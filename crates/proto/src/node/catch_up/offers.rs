@@ -19,7 +19,8 @@ pub(super) struct Offered {
 /// The snapshot to load and whom to pull it from: of the snapshots a
 /// trusted replica offered, the one the most replicas offer (the newest
 /// among equals); its sources those replicas, the least busy first and the
-/// master last (spared while others serve), at most `max`.
+/// master last, at most `max` (the receiver spares the master while two
+/// others serve).
 pub(super) fn choose(
     offers: &[Offered],
     master: Option<&NodeId>,
