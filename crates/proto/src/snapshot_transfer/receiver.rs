@@ -90,6 +90,19 @@ struct Source {
     answer_time: Option<Duration>,
 }
 
+impl Source {
+    fn new(node: NodeId) -> Self {
+        Source {
+            node,
+            in_flight: 0,
+            late: 0,
+            delivered: 0,
+            dropped: false,
+            answer_time: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Asked {
     source: usize,
@@ -140,17 +153,7 @@ impl SnapshotReceiver {
         let mut r = SnapshotReceiver {
             cfg,
             session: offer.session,
-            sources: sources
-                .into_iter()
-                .map(|node| Source {
-                    node,
-                    in_flight: 0,
-                    late: 0,
-                    delivered: 0,
-                    dropped: false,
-                    answer_time: None,
-                })
-                .collect(),
+            sources: sources.into_iter().map(Source::new).collect(),
             offer,
             decoder: Some(SnapshotDecoder::new()),
             bytes,
@@ -184,14 +187,7 @@ impl SnapshotReceiver {
         if self.sources.iter().filter(|s| !s.dropped).count() >= max {
             return;
         }
-        self.sources.push(Source {
-            node,
-            in_flight: 0,
-            late: 0,
-            delivered: 0,
-            dropped: false,
-            answer_time: None,
-        });
+        self.sources.push(Source::new(node));
     }
 
     /// Whether `node` is a source of this transfer, not dropped.
