@@ -33,8 +33,28 @@ pub fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Resul
     start_at(bin, dir, peer, extra, (free_port(), free_port()))
 }
 
+/// As `start`, at the lowest CPU priority, every thread of it (`nice`
+/// starts it): a stand-in for a process on a host of its own.
+pub fn start_niced(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "19"]).arg(bin);
+    launch(cmd, bin, dir, peer, extra, (free_port(), free_port()))
+}
+
 /// Starts a node on the given API and peer ports.
 pub fn start_at(
+    bin: &Path,
+    dir: &Path,
+    peer: Option<u16>,
+    extra: &[&str],
+    ports: (u16, u16),
+) -> Result<Node> {
+    launch(Command::new(bin), bin, dir, peer, extra, ports)
+}
+
+/// `cmd` (the binary, or a wrapper of it) with `shoal up`'s arguments.
+fn launch(
+    mut cmd: Command,
     bin: &Path,
     dir: &Path,
     peer: Option<u16>,
@@ -43,7 +63,6 @@ pub fn start_at(
 ) -> Result<Node> {
     let token_file = dir.with_extension("token");
     std::fs::write(&token_file, TOKEN)?;
-    let mut cmd = Command::new(bin);
     cmd.arg("up")
         .arg("--data-dir")
         .arg(dir)

@@ -20,7 +20,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::load::{p99_ms, Load};
-use shoal_bench::nodes::{formed, metric, preloaded, shoal_bin, start, status, Node};
+use shoal_bench::nodes::{formed, metric, preloaded, shoal_bin, start, start_niced, status, Node};
 use shoal_bench::procs::{time_until, wait};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -74,17 +74,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     std::thread::sleep(Duration::from_secs(3));
     let target = applied(c, master.api);
     let t0 = Instant::now();
-    let nodes: Vec<Node> = (0..joiners)
-        .map(|i| start(bin, &root.join(format!("storm{i}")), Some(master.p2p), &[]))
-        .collect::<Result<_>>()?;
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
-    for j in &nodes {
-        std::process::Command::new("renice")
-            .args(["-n", "19", "-p", &j.child.id().to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()?;
-    }
+    let nodes: Vec<Node> = (0..joiners)
+        .map(|i| start_niced(bin, &root.join(format!("storm{i}")), Some(master.p2p), &[]))
+        .collect::<Result<_>>()?;
     let mut caught = vec![None; joiners];
     let all_in = wait(Duration::from_secs(900), || {
         for (i, j) in nodes.iter().enumerate() {

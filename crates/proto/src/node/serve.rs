@@ -5,7 +5,7 @@
 use super::io::{Output, Saved};
 use super::Node;
 use crate::log_store::LogStore;
-use crate::snapshot_transfer::{EncodedSnapshot, ServeAction};
+use crate::snapshot_transfer::{EncodedSnapshot, Point, ServeAction};
 use crate::wire::{Direct, FetchRange, RangeReply, SnapshotRequest, RANGE_MAX_BYTES};
 use shoal_model::{EventIdx, NodeId, State};
 
@@ -57,7 +57,10 @@ impl<L: LogStore> Node<L> {
         if from == self.cfg.node || self.state.cluster_id().is_none() {
             return;
         }
-        let point = self.raft.is_some().then(|| self.snapshot_point().index());
+        let point = self.raft.is_some().then(|| Point {
+            index: self.snapshot_point().index(),
+            every: self.cfg.catch_up.snapshot_point_every,
+        });
         let acts = self
             .snapshots
             .on_wanted(from, session, have, point, self.now);

@@ -33,6 +33,32 @@ const MAX_WAITING: usize = 64;
 const BUSY_WINDOW: Duration = Duration::from_secs(2);
 /// Transfers tracked for `busy`, at most.
 const MAX_TRACKED: usize = 256;
+/// A held snapshot at an earlier snapshot point is offered while it is at
+/// most this many points behind the current one.
+const POINTS_BEHIND: u64 = 4;
+
+/// Where a member builds the snapshots it serves: the snapshot point
+/// `index`, on a grid of `every` events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Point {
+    pub index: EventIdx,
+    pub every: u64,
+}
+
+impl Point {
+    /// Whether a held snapshot at `index` may be offered for this point:
+    /// at or past it, or at an earlier point of the grid a few points
+    /// back (so that writes going on do not make every request a new
+    /// build). Any other older one is not: how much its tail would hold is
+    /// unknown (one event may carry a thousand keys).
+    fn accepts(&self, index: EventIdx) -> bool {
+        let every = self.every.max(1);
+        index >= self.index
+            || (index.0 > 0
+                && index.0.is_multiple_of(every)
+                && index.0 + every * POINTS_BEHIND >= self.index.0)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct SnapshotServer {
@@ -70,32 +96,30 @@ impl SnapshotServer {
             .max_by_key(|s| s.index)
     }
 
-    /// A replica wants a snapshot past `have`. `point` is the index this
-    /// node would build at, if it builds for others at all (a Raft member
-    /// does; a follower offers only what it holds). A held snapshot at or
-    /// past the point is offered at once; else one is built at the point
-    /// and offered when done (so at most one build per point). An older
-    /// held one is not offered: how much its tail would hold is unknown
-    /// (one event may carry a thousand keys). With nothing to offer,
-    /// nothing is said.
+    /// A replica wants a snapshot past `have`. `point` is where this node
+    /// would build, if it builds for others at all (a Raft member does; a
+    /// follower offers only what it holds). A held snapshot the point
+    /// accepts is offered at once; else one is built at the point and
+    /// offered when done (so at most one build per point). With nothing to
+    /// offer, nothing is said.
     pub fn on_wanted(
         &mut self,
         from: NodeId,
         session: u64,
         have: EventIdx,
-        point: Option<EventIdx>,
+        point: Option<Point>,
         now: Duration,
     ) -> Vec<ServeAction> {
         let busy = self.busy(now);
         if let Some(s) = self.held_past(have) {
-            if point.is_none_or(|p| s.index >= p) {
+            if point.is_none_or(|p| p.accepts(s.index)) {
                 return vec![ServeAction::Offer {
                     to: from,
                     offer: s.offer(session, busy),
                 }];
             }
         }
-        if point.is_none_or(|p| p <= have) || self.waiting.len() >= MAX_WAITING {
+        if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
         }
         self.waiting.retain(|(n, _, _)| *n != from);
@@ -170,5 +194,30 @@ impl SnapshotServer {
                 data,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_accepts_itself_later_ones_and_a_few_grid_points_back_only() {
+        let p = Point {
+            index: EventIdx(5120),
+            every: 1024,
+        };
+        assert!(p.accepts(EventIdx(5120)));
+        assert!(p.accepts(EventIdx(5200)), "later");
+        assert!(p.accepts(EventIdx(1024)), "four points back");
+        assert!(!p.accepts(EventIdx(0)));
+        // Off the grid: a snapshot installed on joining, however recent.
+        assert!(!p.accepts(EventIdx(5000)));
+        // A young cluster's point is the present: nothing older serves.
+        let young = Point {
+            index: EventIdx(308),
+            every: 1024,
+        };
+        assert!(!young.accepts(EventIdx(2)));
     }
 }

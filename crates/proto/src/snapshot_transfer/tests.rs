@@ -359,14 +359,18 @@ fn the_master_rests_while_two_others_serve_and_late_offers_add_sources() {
 #[test]
 fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_holds() {
     let at = EventIdx;
+    let pt = |i| Point {
+        index: EventIdx(i),
+        every: 10,
+    };
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let mut member = SnapshotServer::default();
     assert_eq!(
-        member.on_wanted(a.clone(), 1, at(0), Some(at(10)), ms(0)),
+        member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0)),
         vec![ServeAction::Build]
     );
     assert!(member
-        .on_wanted(b.clone(), 2, at(0), Some(at(10)), ms(0))
+        .on_wanted(b.clone(), 2, at(0), Some(pt(10)), ms(0))
         .is_empty());
     let s10 = built(&state(10), CHUNK);
     let offers = member.on_built(s10.clone(), ms(5));
@@ -375,15 +379,22 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
         .iter()
         .all(|o| matches!(o, ServeAction::Offer { offer, .. } if offer.index == at(10))));
     // Held at the point: offered at once, no build.
-    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some(at(10)), ms(6));
+    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some(pt(10)), ms(6));
     assert!(matches!(&acts[..], [ServeAction::Offer { .. }]));
+    // A few points on, the one held still serves.
+    let offered = |m: &mut SnapshotServer, point| {
+        let acts = m.on_wanted(NodeId::from("e"), 9, at(0), Some(pt(point)), ms(6));
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10))
+    };
+    assert!(offered(&mut member, 50));
     // Nothing past what the asker has: silence.
     assert!(member
-        .on_wanted(NodeId::from("c"), 4, at(10), Some(at(10)), ms(6))
+        .on_wanted(NodeId::from("c"), 4, at(10), Some(pt(10)), ms(6))
         .is_empty());
-    // A newer point: built, and the old one still serves transfers under way.
+    // Five points on: built anew, and the old one still serves transfers
+    // under way.
     assert_eq!(
-        member.on_wanted(NodeId::from("d"), 5, at(0), Some(at(20)), ms(7)),
+        member.on_wanted(NodeId::from("d"), 5, at(0), Some(pt(60)), ms(7)),
         vec![ServeAction::Build]
     );
     member.on_built(built(&state(20), CHUNK), ms(8));

@@ -70,7 +70,7 @@ impl Default for CatchUpConfig {
             no_snapshot: false,
             snapshot_point_every: 1024,
             offer_wait: Duration::from_millis(50),
-            offer_timeout: Duration::from_secs(3),
+            offer_timeout: Duration::from_secs(10),
             max_sources: 4,
             chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             retry_after: Duration::from_secs(1),

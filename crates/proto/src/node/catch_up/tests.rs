@@ -120,7 +120,7 @@ fn a_long_lag_asks_on_gossip_and_pulls_from_every_replica_offering_the_vouched_b
     );
     assert_eq!(
         c.next_wake(ms(20)),
-        Some(ms(3000)),
+        Some(ms(10_000)),
         "waits for a trusted offer"
     );
     assert_eq!(
@@ -187,10 +187,11 @@ fn with_no_trusted_offer_the_request_fails_and_is_made_again_after_a_pause() {
     let peers = [source("a", 1, 50_000)];
     let (_, acts) = plan(&mut c, 0, false, &peers, None);
     asked(&acts);
-    assert_eq!(kinds(&c.tick(ms(3000))), ["failed"]);
+    assert!(c.tick(ms(9999)).is_empty());
+    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
     assert!(!c.receiving());
-    assert_eq!(plan(&mut c, 3500, false, &peers, None).0, ["fetch"; 4]);
-    assert_eq!(plan(&mut c, 4000, false, &peers, None).0, SNAPSHOT);
+    assert_eq!(plan(&mut c, 10_500, false, &peers, None).0, ["fetch"; 4]);
+    assert_eq!(plan(&mut c, 11_000, false, &peers, None).0, SNAPSHOT);
 }
 
 #[test]
