@@ -55,8 +55,11 @@ up)
         in_host "$i" ip link set eth0 up
         in_br ip link set "$(host_port "$i")" master br0 up
     done
+    # CHAOS_START_GAP=S starts the hosts S seconds apart (a rolling start);
+    # by default all start at once, as after a power cut.
     for i in $(seq 1 "$k"); do
         start_node "$i"
+        sleep "${CHAOS_START_GAP:-0}"
     done
     ;;
 start)
