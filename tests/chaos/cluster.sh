@@ -33,6 +33,17 @@ up)
     mkdir -p "$CHAOS_DIR"
     echo "$bin" >"$CHAOS_DIR/bin"
     echo "$k" >"$CHAOS_DIR/hosts"
+    # Every host resolves every other: K * K neighbour entries, and the
+    # kernel's ARP table is one for all namespaces (1024 entries by
+    # default, about 32 hosts). Raise it for the run; `down` restores it.
+    t=/proc/sys/net/ipv4/neigh/default
+    need=$((k * k * 2))
+    if [ "$(cat $t/gc_thresh3)" -lt "$need" ] && [ ! -f "$CHAOS_DIR/neigh" ]; then
+        cat $t/gc_thresh1 $t/gc_thresh2 $t/gc_thresh3 >"$CHAOS_DIR/neigh"
+        echo $((need / 4)) >$t/gc_thresh1
+        echo $((need / 2)) >$t/gc_thresh2
+        echo "$need" >$t/gc_thresh3
+    fi
     [ -f "$CHAOS_DIR/token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CHAOS_DIR/token"
     ip netns add "$BR_NS"
     in_br ip link set lo up
@@ -75,6 +86,14 @@ down)
     for ns in $(ip netns list | awk '{print $1}' | grep "^$CHAOS_ID-" || true); do
         ip netns del "$ns" 2>/dev/null || true
     done
+    if [ -f "$CHAOS_DIR/neigh" ]; then
+        t=/proc/sys/net/ipv4/neigh/default
+        { read -r a; read -r b; read -r c; } <"$CHAOS_DIR/neigh"
+        echo "$a" >$t/gc_thresh1
+        echo "$b" >$t/gc_thresh2
+        echo "$c" >$t/gc_thresh3
+        rm -f "$CHAOS_DIR/neigh"
+    fi
     ;;
 *)
     echo "usage: cluster.sh up K SHOAL_BIN | down | start I" >&2
