@@ -110,6 +110,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let mut all_apis = apis.clone();
     all_apis.extend(&joiner_apis);
     let sent = sum_metric(c, &all_apis, "shoal_snapshot_bytes_sent_total");
+    // Where sent and received differ: frames the transport dropped, and
+    // chunks that arrived after their transfer ended.
+    let overflow = sum_metric(c, &all_apis, "shoal_send_overflow_total");
+    let failures = sum_metric(c, &joiner_apis, "shoal_snapshot_failures_total");
     let builds: Vec<f64> = apis
         .iter()
         .zip(&builds_before)
@@ -124,7 +128,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "caught_up_s_p50": shoal_bench::quantile(&mut times, 0.5),
         "caught_up_s_max": shoal_bench::quantile(&mut times, 1.0),
         "received_per_joiner_max_x": received.iter().copied().fold(0.0, f64::max) / size as f64,
+        "received_per_joiner_mean_x": received.iter().sum::<f64>() / joiners as f64 / size as f64,
         "cluster_sent_per_joiner_x": sent / joiners as f64 / size as f64,
+        "send_overflow_frames": overflow,
+        "snapshot_failures": failures,
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "write_p99_ms_before": idle_p99,

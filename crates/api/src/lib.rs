@@ -439,6 +439,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         m.snapshot_bad_chunks as f64,
     );
     put(
+        "clusters_given_up_total",
+        "counter",
+        "Lone empty clusters this node founded and gave up to join another.",
+        m.clusters_given_up as f64,
+    );
+    put(
         "local_snapshots_saved_total",
         "counter",
         "Snapshots of State saved to this node's own disk.",

@@ -411,6 +411,20 @@ pub struct Heartbeat {
     /// The lowest index this node can still serve from its log.
     pub log_floor: EventIdx,
     pub leader: Option<NodeId>,
+    /// The sender's cluster as the sender's State shows it; None before it
+    /// holds State. Nodes of a cluster that holds nothing move to a cluster
+    /// that stands before theirs (`crates/proto/src/node/discovery.rs`).
+    pub standing: Option<Standing>,
+}
+
+/// What orders two clusters that meet: one that holds data before one that
+/// holds nothing, then the one founded first (then the smaller id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    /// Keys, tasks, deployments or command outcomes: something a client
+    /// wrote.
+    pub holds_data: bool,
+    pub founded_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

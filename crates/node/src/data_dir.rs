@@ -134,6 +134,18 @@ impl DataDir {
             .map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
+
+    /// Forgets the cluster id (a lone cluster given up for another).
+    pub fn forget_cluster(&self) -> Result<(), DataDirError> {
+        let path = self.root.join("cluster");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+            _ => {}
+        }
+        File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.root))
+    }
 }
 
 /// The file holding a data directory's API token.
@@ -201,5 +213,8 @@ mod tests {
         assert!(new && token.len() == 48);
         assert_eq!(api_token(dir.path()).unwrap(), (token.clone(), false));
         assert_eq!(read_api_token(dir.path()), Some(token));
+        d.forget_cluster().unwrap();
+        assert_eq!(d.cluster().unwrap(), None);
+        d.forget_cluster().unwrap();
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 impl Sim {
     /// At most one master per term; equal State at equal index (no
-    /// committed entry lost or changed); no replica goes back; no message
+    /// committed entry lost or changed); no replica goes back in its cluster;
+    /// no message
     /// of a correct node refused.
     pub(crate) fn check(&mut self, id: &NodeId) {
         // Only the node a delivery reached can have changed.
@@ -27,7 +28,7 @@ impl Sim {
                 assert_eq!(first, &id, "seed {}: two masters in term {term}", self.seed);
             }
             if idx > EventIdx::ZERO {
-                let seen = *self.hashes.entry((cluster, idx)).or_insert(hash);
+                let seen = *self.hashes.entry((cluster.clone(), idx)).or_insert(hash);
                 assert_eq!(
                     seen, hash,
                     "seed {}: {id} has another state at index {idx}",
@@ -42,7 +43,9 @@ impl Sim {
                     self.seed
                 );
             }
-            let before = self.applied.insert(id.clone(), idx).unwrap_or_default();
+            // A node that gave up a cluster starts again in another.
+            let key = (id.clone(), cluster);
+            let before = self.applied.insert(key, idx).unwrap_or_default();
             assert!(
                 before <= idx,
                 "seed {}: {id} went back from {before} to {idx}",

@@ -85,7 +85,7 @@ pub struct Sim {
     leaders: BTreeMap<(Option<ClusterId>, Term), NodeId>,
     hashes: BTreeMap<(Option<ClusterId>, EventIdx), StateHash>,
     /// Each running node's applied index, to check it never goes back.
-    applied: BTreeMap<NodeId, EventIdx>,
+    applied: BTreeMap<(NodeId, Option<ClusterId>), EventIdx>,
     template: Box<dyn Fn(NodeId, u64) -> NodeConfig>,
     pub messages_sent: u64,
     pub messages_dropped: u64,
@@ -223,7 +223,7 @@ impl Sim {
         let now = self.now;
         self.end_runs_of(id, now);
         let sn = self.nodes.get_mut(id).expect("known node");
-        self.applied.remove(id);
+        self.applied.retain(|(n, _), _| n != id);
         if let Some(node) = sn.node.take() {
             let mut log = node.into_log();
             log.crash();
@@ -423,6 +423,9 @@ impl Sim {
                 }
                 Output::ClusterAdopted(c) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
+                }
+                Output::ClusterGivenUp(_) => {
+                    self.nodes.get_mut(&from).expect("known node").disk.cluster = None;
                 }
                 Output::MeasureHost => {
                     let at = self.now + Duration::from_millis(1);

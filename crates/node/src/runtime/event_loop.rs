@@ -293,6 +293,10 @@ impl EventLoop {
                     info!(cluster = %c, "cluster id recorded");
                     self.dir.set_cluster(&c)?;
                 }
+                Output::ClusterGivenUp(c) => {
+                    info!(cluster = %c, "cluster id forgotten");
+                    self.dir.forget_cluster()?;
+                }
                 Output::Dial(addr) => self.dial(&addr),
                 Output::Reconnect(node) => {
                     if let Some(peer) = self.book.peer(&node) {

@@ -12,18 +12,36 @@
 //! does not match) it waits and says so, rather than found a second
 //! cluster that the peers' cluster would never merge with.
 //!
+//! Nodes started at the same moment can miss each other in the window: a
+//! node that heard no one founds a cluster alone while the others form
+//! one. So a node whose cluster holds nothing a client wrote (no keys,
+//! tasks, deployments or command outcomes, nothing in flight) gives it up
+//! when it hears a heartbeat of another cluster that stands before its own
+//! (`rank`: one that holds data, else the one founded first): it forgets
+//! the cluster and joins the other as an empty node would. Each node of
+//! such a cluster decides alone and only ever moves forward in one fixed
+//! order, so nodes started together end in one cluster; a cluster that
+//! holds anything of a client's is never given up.
+//!
 //! Members' addresses are in State; the node asks its shell to keep a
 //! connection to each (`Output::Dial`), so the mesh does not depend on the
 //! peers a node happened to be started with.
 
+use super::catch_up::CatchUp;
 use super::io::Output;
 use super::timers::Timer;
+use super::MasterView;
 use super::Node;
 use crate::consensus::RaftBase;
 use crate::log_store::LogStore;
-use crate::wire::Direct;
+use crate::wire::{Direct, PROTOCOL_VERSION};
+use crate::worker::Worker;
 use rand::Rng;
-use shoal_model::{ClusterId, Event, Liveness, NodeId, RaftId};
+use shoal_log::{HardState, MembershipRecord};
+use shoal_model::{
+    ClusterId, Event, EventIdx, Heartbeat, Liveness, NodeId, RaftId, Standing, State,
+};
+use std::cmp::Reverse;
 use std::time::Duration;
 
 /// A join is asked for again after this long without being recorded.
@@ -82,6 +100,92 @@ impl<L: LogStore> Node<L> {
         }
         if let Some(r) = self.raft.as_mut() {
             let _ = r.campaign();
+        }
+    }
+
+    /// A heartbeat of another cluster: this node gives up its own if it
+    /// holds nothing of a client's and the other is ahead.
+    pub(super) fn heard_other_cluster(
+        &mut self,
+        version: u16,
+        cluster: Option<&ClusterId>,
+        hb: &Heartbeat,
+        out: &mut Vec<Output>,
+    ) {
+        let (Some(mine), Some(cluster)) = (self.cluster.clone(), cluster) else {
+            return;
+        };
+        if version != PROTOCOL_VERSION {
+            return;
+        }
+        let Some(theirs) = hb.standing else {
+            return;
+        };
+        // Until this node holds its cluster's State, it goes by what the
+        // cluster's nodes say of it; knowing nothing, any cluster stands
+        // before it.
+        let own = self.standing().or_else(|| self.peers.standing_of(&mine));
+        let before = own.is_none_or(|own| rank(theirs, cluster) > rank(own, &mine));
+        if cluster == &mine || !before || !self.holds_nothing_of_a_clients() {
+            return;
+        }
+        tracing::warn!(node = %self.cfg.node, gave_up = %mine, joins = %cluster, via = %hb.node,
+            "this node's cluster holds nothing a client wrote; joining the cluster in sight");
+        self.metrics.clusters_given_up += 1;
+        out.push(Output::ClusterGivenUp(mine));
+        self.cluster = None;
+        self.state = State::new();
+        self.raft = None;
+        self.master = None;
+        self.master_view = MasterView::default();
+        self.point = None;
+        self.last_local_snapshot = EventIdx::ZERO;
+        self.snapshots = Default::default();
+        self.worker = Worker::new(self.cfg.worker, EventIdx::ZERO);
+        let next = EventIdx::ZERO.next();
+        self.catch_up = CatchUp::new(self.cfg.catch_up, next, self.cfg.incarnation, self.now);
+        self.members_changed();
+        // The log is emptied at the start of the next step, once the shell
+        // has forgotten the cluster id (`Output::ClusterGivenUp`): a crash
+        // in between restarts the node in its lone cluster, never in none.
+        self.log_given_up = true;
+    }
+
+    /// This node's cluster as its State shows it (None before it holds
+    /// State), sent in its heartbeats.
+    pub(super) fn standing(&self) -> Option<Standing> {
+        self.state.cluster_id()?;
+        Some(Standing {
+            holds_data: holds_data(&self.state),
+            founded_ms: self.state.meta().founded_at_ms,
+        })
+    }
+
+    /// No data in State, every entry applied, no command or read waiting.
+    fn holds_nothing_of_a_clients(&self) -> bool {
+        let s = &self.state;
+        let empty = !holds_data(s);
+        let settled =
+            self.log.last_index() == s.index() && self.pending.is_empty() && self.reads.is_empty();
+        let busy = self.leaving.is_some() || self.storage.is_some() || self.local_snapshot_building;
+        empty && settled && !busy
+    }
+
+    /// Empties the log of a cluster given up in the previous step.
+    pub(super) fn forget_given_up_log(&mut self, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.log_given_up) {
+            return;
+        }
+        let next = EventIdx::ZERO.next();
+        let emptied = self.log.reset(next).and_then(|()| {
+            self.log.set_hard_state(HardState::default())?;
+            self.log.set_membership(MembershipRecord::default())
+        });
+        if let Err(e) = emptied {
+            self.fail(
+                format!("could not empty the log of a cluster given up: {e}"),
+                out,
+            );
         }
     }
 
@@ -179,4 +283,16 @@ impl<L: LogStore> Node<L> {
             }
         }
     }
+}
+
+fn holds_data(s: &State) -> bool {
+    !(s.kv().is_empty() && s.tasks().is_empty() && s.deployments().is_empty())
+        || !s.outcomes().is_empty()
+}
+
+/// Clusters in the order their nodes move along: holding data first, then
+/// founded first, then the smaller id. The order never changes while the
+/// clusters hold nothing, so no node moves back and forth.
+fn rank(s: Standing, id: &ClusterId) -> (bool, Reverse<u64>, Reverse<&ClusterId>) {
+    (s.holds_data, Reverse(s.founded_ms), Reverse(id))
 }

@@ -96,6 +96,9 @@ pub enum Output {
     },
     /// This node now belongs to this cluster: persist it.
     ClusterAdopted(ClusterId),
+    /// This node gave up the cluster it founded alone (see `discovery`):
+    /// forget its id.
+    ClusterGivenUp(ClusterId),
     /// A member's address: keep a connection to it.
     Dial(String),
     /// A member fell silent (no heartbeat for three intervals): drop the
@@ -151,6 +154,9 @@ pub struct Metrics {
     pub leader_changes: u64,
     pub bad_messages: u64,
     pub foreign_messages: u64,
+    /// Lone clusters this node founded and gave up for another (see
+    /// `discovery`).
+    pub clusters_given_up: u64,
     pub proposals_refused: u64,
     /// ReadIndex rounds this node started as master (each serves every
     /// consistent read that waited for it).

@@ -136,6 +136,8 @@ pub struct Node<L: LogStore> {
     rng: SmallRng,
     metrics: Metrics,
     fatal: bool,
+    /// The log holds a cluster given up: emptied at the next step.
+    log_given_up: bool,
 }
 
 impl<L: LogStore> std::fmt::Debug for Node<L> {
@@ -173,6 +175,9 @@ impl<L: LogStore> Node<L> {
             }
         }
         apply::replay(&mut state, &mut log)?;
+        // A founder that gave its cluster up and stopped before it emptied
+        // its log is back in that cluster (see `discovery`).
+        let cluster = cluster.or_else(|| state.cluster_id().cloned());
         let applied = state.index();
         let mut timers = Timers::default();
         timers.set(Timer::Heartbeat, now);
@@ -217,6 +222,7 @@ impl<L: LogStore> Node<L> {
             wall_ms: 0,
             metrics: Metrics::default(),
             fatal: false,
+            log_given_up: false,
             cfg,
         };
         node.refresh_raft_peers();
@@ -318,6 +324,7 @@ impl<L: LogStore> Node<L> {
         }
         self.now = now.max(self.now);
         self.wall_ms = wall_ms;
+        self.forget_given_up_log(&mut out);
         for input in inputs {
             self.dispatch(input, &mut out);
             if self.fatal {
@@ -482,6 +489,9 @@ impl<L: LogStore> Node<L> {
     }
 
     fn on_gossip(&mut self, frame: Frame<Gossip>, out: &mut Vec<Output>) {
+        if let Gossip::Transient(TransientEvent::Heartbeat(hb)) = &frame.msg {
+            self.heard_other_cluster(frame.version, frame.cluster.as_ref(), hb, out);
+        }
         if !self.admissible(&frame) {
             return;
         }
@@ -526,6 +536,9 @@ impl<L: LogStore> Node<L> {
     }
 
     fn on_direct(&mut self, frame: Frame<Direct>, out: &mut Vec<Output>) {
+        if let Direct::Transient(TransientEvent::Heartbeat(hb)) = &frame.msg {
+            self.heard_other_cluster(frame.version, frame.cluster.as_ref(), hb, out);
+        }
         if !self.admissible(&frame) {
             return;
         }

@@ -15,7 +15,7 @@ use super::io::{Output, PeerSummary};
 use super::Node;
 use crate::log_store::LogStore;
 use crate::wire::{Direct, Gossip};
-use shoal_model::{ClusterId, Heartbeat, NodeId, Role, Term, TransientEvent};
+use shoal_model::{ClusterId, Heartbeat, NodeId, Role, Standing, Term, TransientEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -122,6 +122,17 @@ impl Peers {
                 live: self.fresh(p, now),
             })
             .collect()
+    }
+
+    /// What `cluster`'s nodes say of it (the one standing first, should
+    /// they differ).
+    pub fn standing_of(&self, cluster: &ClusterId) -> Option<Standing> {
+        let of_cluster = self
+            .map
+            .values()
+            .filter(|p| p.cluster.as_ref() == Some(cluster));
+        let said = of_cluster.filter_map(|p| p.hb.standing);
+        said.max_by_key(|s| (s.holds_data, std::cmp::Reverse(s.founded_ms)))
     }
 
     /// Whether any peer was heard from within the node timeout.
@@ -270,6 +281,7 @@ impl<L: LogStore> Node<L> {
             commit: self.commit_index(),
             log_floor: self.log.first_index(),
             leader: self.master_view.id.clone(),
+            standing: self.standing(),
         }
     }
 
@@ -427,6 +439,7 @@ mod tests {
             commit: EventIdx(12),
             log_floor: EventIdx(3),
             leader: leader.map(NodeId::from),
+            standing: None,
         }
     }
 

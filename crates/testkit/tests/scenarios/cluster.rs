@@ -178,6 +178,11 @@ fn two_clusters_founded_apart_never_merge() {
         let ca = sim.node(&a[0]).unwrap().cluster().cloned();
         let cb = sim.node(&b[0]).unwrap().cluster().cloned();
         assert_ne!(ca, cb);
+        // Each holds a client's write: neither is ever given up.
+        for (via, key) in [(&a[0], "a"), (&b[0], "b")] {
+            let r = write(&mut sim, via, incr(key), secs(10));
+            assert!(matches!(r, Some(Ok(_))), "seed {seed}: {r:?}");
+        }
         sim.heal();
         let h = sim.submit(&a[1], incr("only-a"));
         sim.run_for(secs(10));
@@ -193,6 +198,7 @@ fn two_clusters_founded_apart_never_merge() {
                 "seed {seed}: nothing crossed"
             );
             assert!(sim.node(n).unwrap().metrics().foreign_messages > 0);
+            assert_eq!(sim.node(n).unwrap().metrics().clusters_given_up, 0);
             assert!(!sim
                 .node(n)
                 .unwrap()
@@ -202,6 +208,93 @@ fn two_clusters_founded_apart_never_merge() {
                 .any(|k| a.contains(k)));
         }
     }
+}
+
+#[test]
+fn clusters_that_hold_nothing_end_in_one_when_started_apart() {
+    for seed in seeds(20) {
+        let mut sim = Sim::new(seed);
+        let main: Vec<NodeId> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| sim.add_node(n))
+            .collect();
+        // Two nodes that heard no one in the window, and a pair that heard
+        // only each other.
+        let lone: Vec<NodeId> = ["x", "y"].iter().map(|n| sim.add_node(n)).collect();
+        let pair: Vec<NodeId> = ["p", "q"].iter().map(|n| sim.add_node(n)).collect();
+        for n in &lone {
+            sim.isolate(n);
+        }
+        let rest: Vec<NodeId> = main.iter().chain(&lone).cloned().collect();
+        sim.partition(&pair, &rest);
+        let ok = sim.run_until(secs(30), |s| {
+            s.masters().len() == 4 && s.converged_group(&main)
+        });
+        assert!(ok, "seed {seed}: four clusters form");
+        let founded: BTreeSet<_> = sim
+            .live()
+            .iter()
+            .filter_map(|n| cluster_of(&sim, n))
+            .collect();
+        assert_eq!(founded.len(), 4, "seed {seed}");
+        sim.heal();
+        let all: Vec<NodeId> = main.iter().chain(&lone).chain(&pair).cloned().collect();
+        let ok = sim.run_until(secs(60), |s| {
+            let one = cluster_of(s, &all[0]);
+            all.iter().all(|n| cluster_of(s, n) == one)
+                && s.masters().len() == 1
+                && s.converged_group(&all)
+                && all
+                    .iter()
+                    .all(|n| s.state_of(&all[0]).unwrap().nodes().contains_key(n))
+        });
+        assert!(ok, "seed {seed}: one cluster of eight");
+        let one = cluster_of(&sim, &all[0]).unwrap();
+        assert!(founded.contains(&one), "seed {seed}: one of the four");
+        // Three clusters were given up: four nodes at least moved.
+        let moved: u64 = all
+            .iter()
+            .map(|n| sim.node(n).unwrap().metrics().clusters_given_up)
+            .sum();
+        assert!(moved >= 4, "seed {seed}: {moved}");
+        let r = write(&mut sim, &all[1], incr("k"), secs(10));
+        assert!(matches!(r, Some(Ok(_))), "seed {seed}: {r:?}");
+
+        // A lone node a client wrote to, founded apart: both clusters hold
+        // data now, and neither is given up.
+        let kept = sim.add_node("w");
+        sim.isolate(&kept);
+        let ok = sim.run_until(secs(30), |s| s.masters().len() == 2);
+        assert!(ok, "seed {seed}: a second cluster forms");
+        let r = write(&mut sim, &kept, incr("mine"), secs(10));
+        assert!(matches!(r, Some(Ok(_))), "seed {seed}: {r:?}");
+        let theirs = cluster_of(&sim, &kept);
+        let given_up = |s: &Sim| -> u64 {
+            s.live()
+                .iter()
+                .map(|n| s.node(n).unwrap().metrics().clusters_given_up)
+                .sum()
+        };
+        let before = given_up(&sim);
+        sim.heal();
+        sim.run_for(secs(10));
+        assert_eq!(given_up(&sim), before, "seed {seed}");
+        assert_eq!(cluster_of(&sim, &kept), theirs);
+        assert!(all
+            .iter()
+            .all(|n| cluster_of(&sim, n).as_ref() == Some(&one)));
+        assert_eq!(counter(&sim, &kept, "k"), 0, "seed {seed}: nothing crossed");
+        assert_eq!(
+            counter(&sim, &all[7], "mine"),
+            0,
+            "seed {seed}: nothing crossed"
+        );
+        assert_eq!(counter(&sim, &all[7], "k"), 1, "seed {seed}");
+    }
+}
+
+fn cluster_of(sim: &Sim, n: &NodeId) -> Option<shoal_model::ClusterId> {
+    sim.node(n)?.cluster().cloned()
 }
 
 #[test]

@@ -55,6 +55,7 @@ fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
         commit: EventIdx(50_000),
         log_floor: EventIdx(1),
         leader: Some(NodeId::from("m")),
+        standing: None,
     };
     let hb = Direct::Transient(TransientEvent::Heartbeat(hb));
     let out = n.handle(direct("m", hb), ms(5), 0);
@@ -181,4 +182,115 @@ fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
         },
         _ => None,
     })
+}
+
+/// A node that founded a cluster alone, as master at 2 s, founded at
+/// wall clock 5 ms.
+fn lone_founder() -> (Node<MemLog>, ClusterId) {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(Input::Wake, ms(2000), 0);
+    n.handle(Input::Wake, ms(2001), 5);
+    let mine = n.state().cluster_id().cloned().expect("founded");
+    assert!(n.is_master());
+    assert_eq!(n.state().meta().founded_at_ms, 5);
+    (n, mine)
+}
+
+/// A heartbeat of `cluster` saying how it stands.
+fn standing(from: &str, cluster: &str, holds_data: bool, founded_ms: u64) -> Input {
+    let Input::Gossip(mut frame) = heartbeat(from, Some(cluster), 3, 3) else {
+        unreachable!()
+    };
+    if let Gossip::Transient(TransientEvent::Heartbeat(hb)) = &mut frame.msg {
+        hb.standing = Some(Standing {
+            holds_data,
+            founded_ms,
+        });
+    }
+    Input::Gossip(frame)
+}
+
+fn given_up(out: &[Output]) -> Option<&ClusterId> {
+    out.iter().find_map(|o| match o {
+        Output::ClusterGivenUp(c) => Some(c),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_lone_founder_with_nothing_gives_its_cluster_up_for_one_standing_before() {
+    let (mut n, mine) = lone_founder();
+    let index = n.state().index().0;
+    assert!(index > 0 && n.log().last_index().0 == index);
+    // Standing unknown, founded later, or at the same time with a larger
+    // id: kept.
+    for (i, hb) in [
+        heartbeat("z", Some("0"), 100, 100),
+        standing("z", "0", false, 6),
+        standing("z", "~", false, 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = n.handle(hb, ms(2100 + i as u64), 0);
+        assert!(given_up(&out).is_none(), "{i}: {out:?}");
+    }
+    assert!(n.is_master());
+    // Founded at the same time with a smaller id: given up, the other
+    // adopted.
+    let out = n.handle(standing("a", "0", false, 5), ms(2200), 0);
+    assert_eq!(given_up(&out), Some(&mine));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClusterAdopted(c) if c.as_str() == "0")));
+    assert_eq!(n.cluster().map(ClusterId::as_str), Some("0"));
+    assert!(!n.is_master());
+    assert_eq!(n.state().index(), EventIdx::ZERO);
+    assert_eq!(n.metrics().clusters_given_up, 1);
+    // Its log is emptied at the next step, after the shell forgot the id.
+    assert_eq!(n.log().last_index().0, index);
+    n.handle(Input::Wake, ms(2300), 0);
+    assert_eq!(n.log().last_index(), EventIdx::ZERO);
+    assert_eq!(n.log().hard_state(), Default::default());
+    // It goes by what "0"'s nodes said of it: it never moves back to a
+    // cluster that stands after, only on to one before.
+    let out = n.handle(standing("b", mine.as_str(), false, 5), ms(2400), 0);
+    assert!(given_up(&out).is_none(), "{out:?}");
+    let out = n.handle(standing("d", "1", true, 900), ms(2500), 0);
+    assert_eq!(given_up(&out).map(ClusterId::as_str), Some("0"));
+    assert_eq!(n.cluster().map(ClusterId::as_str), Some("1"));
+}
+
+#[test]
+fn a_founder_that_holds_a_key_keeps_its_cluster() {
+    let (mut n, mine) = lone_founder();
+    let cmd = Command {
+        id: CommandId::from("w"),
+        op: Op::KvIncrBy {
+            key: "k".into(),
+            by: 1,
+        },
+    };
+    n.handle(Input::Submit { cmd, reply: 1 }, ms(2100), 10);
+    n.handle(Input::Wake, ms(2200), 11);
+    assert_eq!(n.state().kv().len(), 1);
+    let out = n.handle(standing("a", "0", true, 1), ms(2300), 0);
+    assert!(given_up(&out).is_none(), "{out:?}");
+    assert_eq!(n.cluster(), Some(&mine));
+    assert!(n.is_master());
+    assert!(n.metrics().foreign_messages > 0);
+}
+
+#[test]
+fn a_founder_that_stopped_before_emptying_its_log_is_back_in_its_cluster() {
+    let (mut n, mine) = lone_founder();
+    let index = n.state().index();
+    let out = n.handle(standing("a", "0", false, 1), ms(2200), 0);
+    assert!(given_up(&out).is_some());
+    // The shell forgot the id; the process stops before its next step.
+    let log = n.into_log();
+    let n = Node::new(cfg(), log, None, None, ms(0)).unwrap();
+    assert_eq!(n.cluster(), Some(&mine));
+    assert_eq!(n.state().index(), index);
 }

@@ -9,7 +9,9 @@ use crate::log_store::MemLog;
 use crate::snapshot_transfer::EncodedSnapshot;
 use crate::testing;
 use crate::wire::{FetchRange, Refusal};
-use shoal_model::{Command, CommandId, Event, Heartbeat, Op, Outcome, Term, TransientEvent};
+use shoal_model::{
+    Command, CommandId, Event, Heartbeat, Op, Outcome, Standing, Term, TransientEvent,
+};
 
 const ME: &str = "me";
 
@@ -59,6 +61,7 @@ fn heartbeat(from: &str, cluster: Option<&str>, applied: u64, commit: u64) -> In
         commit: EventIdx(commit),
         log_floor: EventIdx(1),
         leader: Some(NodeId::from("m")),
+        standing: None,
     };
     Input::Gossip(Frame {
         version: PROTOCOL_VERSION,
@@ -259,7 +262,12 @@ fn a_follower_refuses_a_forwarded_command_as_not_master() {
 
 #[test]
 fn frames_of_another_cluster_or_version_are_dropped_and_counted() {
-    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    // (A cluster that holds nothing would be given up: see `joining`.)
+    let write = Event::Command {
+        cmd: incr("w", "k"),
+        at_ms: 0,
+    };
+    let mut n = follower(cluster_state(&["m", ME], vec![write]));
     let out = n.handle(heartbeat("x", Some("other"), 9, 9), ms(10), 0);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(n.metrics().foreign_messages, 1);
