@@ -281,6 +281,7 @@ pub async fn spawn(
         swarm,
         events: ev_tx,
         redials: Default::default(),
+        discovered: redial::Redials::with_cap(redial::DISCOVERED_MAX),
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         counters: counters.clone(),

@@ -286,8 +286,8 @@ impl<L: LogStore> Node<L> {
 }
 
 fn holds_data(s: &State) -> bool {
-    !(s.kv().is_empty() && s.tasks().is_empty() && s.deployments().is_empty())
-        || !s.outcomes().is_empty()
+    let empty = s.kv().is_empty() && s.tasks().is_empty() && s.deployments().is_empty();
+    !(empty && s.outcomes().is_empty())
 }
 
 /// Clusters in the order their nodes move along: holding data first, then
