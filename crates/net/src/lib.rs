@@ -12,8 +12,10 @@
 //! | `actor` | the task that owns the Swarm |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
-//! dials and reports a peer rarely, so every address learnt is remembered
-//! and redialled with backoff.
+//! dials and reports a peer rarely, so every address learnt is remembered.
+//! Explicit peers and the members the node asks for are redialled with
+//! backoff; discovered peers only while the node has fewer than
+//! `redial::WANT_PEERS` connections (see `redial`).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events).
 //! One-to-one messages go over a request-response protocol whose request
