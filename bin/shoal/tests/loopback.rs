@@ -230,7 +230,10 @@ fn two_clusters_with_one_key_stay_apart() {
     let cluster_id = procs[0].status().unwrap()["cluster_id"].clone();
 
     // Another cluster with the same key, founded apart, then introduced:
-    // the two see each other but never merge.
+    // the two see each other but never merge (each holds a client's
+    // write: a cluster that holds nothing would be given up).
+    assert_eq!(procs[0].incr("theirs").0, 200);
+    let key_arg2 = key_arg.clone();
     let mut other = Proc::new(tmp.path(), "other", vec!["--cluster-key".into(), key_arg]);
     other.start();
     assert!(wait_for(secs(20), || other
@@ -248,7 +251,11 @@ fn two_clusters_with_one_key_stay_apart() {
             && foreign(&other) > 0.0),
         "they hear each other"
     );
-    assert_eq!(procs[0].incr("theirs").0, 200);
+    let given_up = |p: &Proc| p.metric("clusters_given_up_total");
+    assert_eq!(
+        given_up(&procs[0]) + given_up(&procs[1]) + given_up(&other),
+        0.0
+    );
     assert_eq!(other.status().unwrap()["cluster_id"], other_id);
     assert_eq!(procs[1].status().unwrap()["cluster_id"], cluster_id);
     assert_eq!(
@@ -261,6 +268,26 @@ fn two_clusters_with_one_key_stay_apart() {
     );
     let nodes = procs[0].get("/v1/nodes").unwrap();
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2, "{nodes}");
+
+    // A node that founded a cluster alone and holds nothing (as when it
+    // heard no one in its window) gives it up for the first cluster.
+    let mut lone = Proc::new(tmp.path(), "lone", vec!["--cluster-key".into(), key_arg2]);
+    lone.start();
+    assert!(wait_for(secs(20), || lone
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    assert_ne!(lone.status().unwrap()["cluster_id"], cluster_id);
+    lone.stop();
+    lone.extra.extend(["--peer".into(), procs[0].addr()]);
+    lone.start();
+    assert!(
+        wait_for(secs(30), || lone
+            .get("/v1/kv/theirs")
+            .is_some_and(|v| v["value"] == 1)),
+        "the lone node joined and loaded the first cluster's State"
+    );
+    assert_eq!(lone.status().unwrap()["cluster_id"], cluster_id);
+    assert_eq!(given_up(&lone), 1.0);
 }
 
 #[test]
