@@ -5,7 +5,7 @@
 use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
-use crate::redial::{Redials, WANT_PEERS};
+use crate::redial::Redials;
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent, Topic};
 use libp2p::gossipsub::{self, IdentTopic};
@@ -31,11 +31,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct Actor {
     pub swarm: Swarm<Behaviour>,
     pub events: mpsc::Sender<NetEvent>,
-    /// Members' and explicit peers' addresses: kept connected.
     pub redials: Redials<Multiaddr, Instant>,
-    /// Peers found by mDNS or identify: dialled while the node has fewer
-    /// than `WANT_PEERS` connections.
-    pub discovered: Redials<Multiaddr, Instant>,
     /// The address each peer is dialled at (its newest).
     pub peer_addrs: BTreeMap<PeerId, Multiaddr>,
     pub connected: HashSet<PeerId>,
@@ -145,7 +141,7 @@ impl Actor {
             NetCommand::Send { to, addr, bytes } => {
                 if let Some(addr) = addr {
                     if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
-                        self.remember(to, addr, false);
+                        self.remember(to, addr);
                     }
                 }
                 self.swarm.behaviour_mut().direct.send_request(&to, bytes);
@@ -201,11 +197,9 @@ impl Actor {
 
     fn redial(&mut self) {
         let connected = &self.connected;
-        let is_connected = |a: &Multiaddr| peer_of(a).is_some_and(|p| connected.contains(&p));
-        let now = Instant::now();
-        let mut due = self.redials.due(now, is_connected);
-        let want = WANT_PEERS.saturating_sub(connected.len());
-        due.extend(self.discovered.due_at_most(now, want, is_connected));
+        let due = self.redials.due(Instant::now(), |a| {
+            peer_of(a).is_some_and(|p| connected.contains(&p))
+        });
         for addr in due {
             // A fresh port: two nodes dialling each other at the same
             // instant could otherwise merge their attempts and fail the
@@ -230,10 +224,7 @@ impl Actor {
         }
     }
 
-    /// A peer's newest address. It is kept dialled if `keep` (an explicit
-    /// peer) or if it was already (a member the node asked for);
-    /// otherwise it is one of the discovered peers (see `redial`).
-    fn remember(&mut self, peer: PeerId, addr: Multiaddr, keep: bool) {
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
         if peer == *self.swarm.local_peer_id() {
             return;
         }
@@ -244,13 +235,8 @@ impl Actor {
         };
         self.swarm.add_peer_address(peer, addr);
         self.peer_addrs.insert(peer, full.clone());
-        let same = |a: &Multiaddr| peer_of(a) == Some(peer);
-        let now = Instant::now();
-        if keep || self.redials.has(same) {
-            self.redials.replace(full, now, same);
-        } else {
-            self.discovered.replace(full, now, same);
-        }
+        self.redials
+            .replace(full, Instant::now(), |a| peer_of(a) == Some(peer));
     }
 
     fn swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -288,7 +274,7 @@ impl Actor {
                     // An explicit peer given without its id: now we know it.
                     if peer_of(&addr).is_none() {
                         self.redials.remove(&addr);
-                        self.remember(peer_id, addr, true);
+                        self.remember(peer_id, addr);
                     }
                 }
             }
@@ -305,7 +291,7 @@ impl Actor {
                     if !self.peer_addrs.contains_key(&peer) {
                         info!(peer = %peer, addr = %addr, "discovered by mdns");
                     }
-                    self.remember(peer, addr, false);
+                    self.remember(peer, addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -321,7 +307,7 @@ impl Actor {
                     .find(|a| !is_unspecified(a))
                     .cloned()
                 {
-                    self.remember(peer_id, addr, false);
+                    self.remember(peer_id, addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {

@@ -12,10 +12,8 @@
 //! | `actor` | the task that owns the Swarm |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
-//! dials and reports a peer rarely, so every address learnt is remembered.
-//! Explicit peers and the members the node asks for are redialled with
-//! backoff; discovered peers only while the node has fewer than
-//! `redial::WANT_PEERS` connections (see `redial`).
+//! dials and reports a peer rarely, so every address learnt is remembered
+//! and redialled with backoff.
 //!
 //! Gossipsub carries broadcast only (committed events, transient events).
 //! One-to-one messages go over a request-response protocol whose request
@@ -283,7 +281,6 @@ pub async fn spawn(
         swarm,
         events: ev_tx,
         redials: Default::default(),
-        discovered: redial::Redials::with_cap(redial::DISCOVERED_MAX),
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         counters: counters.clone(),
