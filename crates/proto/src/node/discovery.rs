@@ -112,23 +112,21 @@ impl<L: LogStore> Node<L> {
         hb: &Heartbeat,
         out: &mut Vec<Output>,
     ) {
-        // Every heartbeat passes here: the common case returns at once.
-        let (Some(mine), Some(cluster)) = (self.cluster.as_ref(), cluster) else {
+        let (Some(mine), Some(cluster)) = (self.cluster.clone(), cluster) else {
             return;
         };
-        if cluster == mine || version != PROTOCOL_VERSION {
+        if version != PROTOCOL_VERSION {
             return;
         }
         let Some(theirs) = hb.standing else {
             return;
         };
-        let mine = mine.clone();
         // Until this node holds its cluster's State, it goes by what the
         // cluster's nodes say of it; knowing nothing, any cluster stands
         // before it.
         let own = self.standing().or_else(|| self.peers.standing_of(&mine));
         let before = own.is_none_or(|own| rank(theirs, cluster) > rank(own, &mine));
-        if !before || !self.holds_nothing_of_a_clients() {
+        if cluster == &mine || !before || !self.holds_nothing_of_a_clients() {
             return;
         }
         tracing::warn!(node = %self.cfg.node, gave_up = %mine, joins = %cluster, via = %hb.node,
@@ -295,6 +293,6 @@ fn holds_data(s: &State) -> bool {
 /// Clusters in the order their nodes move along: holding data first, then
 /// founded first, then the smaller id. The order never changes while the
 /// clusters hold nothing, so no node moves back and forth.
-pub(super) fn rank(s: Standing, id: &ClusterId) -> (bool, Reverse<u64>, Reverse<&ClusterId>) {
+fn rank(s: Standing, id: &ClusterId) -> (bool, Reverse<u64>, Reverse<&ClusterId>) {
     (s.holds_data, Reverse(s.founded_ms), Reverse(id))
 }

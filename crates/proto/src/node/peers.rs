@@ -132,7 +132,7 @@ impl Peers {
             .values()
             .filter(|p| p.cluster.as_ref() == Some(cluster));
         let said = of_cluster.filter_map(|p| p.hb.standing);
-        said.max_by_key(|s| super::discovery::rank(*s, cluster))
+        said.max_by_key(|s| (s.holds_data, std::cmp::Reverse(s.founded_ms)))
     }
 
     /// Whether any peer was heard from within the node timeout.
