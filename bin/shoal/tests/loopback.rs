@@ -232,7 +232,7 @@ fn two_clusters_with_one_key_stay_apart() {
     // Another cluster with the same key, founded apart, then introduced:
     // the two see each other but never merge (each holds a client's
     // write: a cluster that holds nothing would be given up).
-    assert_eq!(procs[0].incr("theirs").0, 200);
+    assert_eq!(procs[0].incr_when_ready("theirs", secs(15)).0, 200);
     let key_arg2 = key_arg.clone();
     let mut other = Proc::new(tmp.path(), "other", vec!["--cluster-key".into(), key_arg]);
     other.start();
@@ -241,7 +241,7 @@ fn two_clusters_with_one_key_stay_apart() {
         .is_some_and(|s| s["role"] == "master")));
     let other_id = other.status().unwrap()["cluster_id"].clone();
     assert_ne!(other_id, cluster_id);
-    assert_eq!(other.incr("mine").0, 200);
+    assert_eq!(other.incr_when_ready("mine", secs(15)).0, 200);
     other.stop();
     other.extra.extend(["--peer".into(), procs[0].addr()]);
     other.start();
@@ -281,7 +281,7 @@ fn two_clusters_with_one_key_stay_apart() {
     lone.extra.extend(["--peer".into(), procs[0].addr()]);
     lone.start();
     assert!(
-        wait_for(secs(30), || lone
+        wait_for(secs(60), || lone
             .get("/v1/kv/theirs")
             .is_some_and(|v| v["value"] == 1)),
         "the lone node joined and loaded the first cluster's State"
@@ -328,7 +328,7 @@ fn a_copied_data_directory_is_refused_while_the_original_lives() {
     let procs = cluster(tmp.path(), 2, &[]);
     let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, secs(30), "formation");
-    assert_eq!(procs[0].incr("before").0, 200);
+    assert_eq!(procs[0].incr_when_ready("before", secs(15)).0, 200);
     // Another "host" starts from a copy of the second node's disk.
     let mut copy = Proc::new(tmp.path(), "copy", vec!["--peer".into(), procs[0].addr()]);
     copy_dir(&procs[1].dir, &copy.dir);
@@ -346,7 +346,7 @@ fn a_copied_data_directory_is_refused_while_the_original_lives() {
     );
     // The original keeps its place; the cluster still writes.
     assert!(procs[1].log().matches("refusing").count() == 0);
-    assert_eq!(procs[1].incr("after").0, 200);
+    assert_eq!(procs[1].incr_when_ready("after", secs(15)).0, 200);
     let id = procs[1].status().unwrap()["node_id"].clone();
     let nodes = procs[0].get("/v1/nodes").unwrap();
     let me = nodes["nodes"]

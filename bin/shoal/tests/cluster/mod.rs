@@ -205,6 +205,28 @@ impl Proc {
         )
     }
 
+    /// (HTTP status, body) of one increment, retried (under one
+    /// idempotency key, so it counts once) while the node answers that it
+    /// has no master or no quorum yet, for at most `limit`: for writes
+    /// right after the membership changed.
+    pub fn incr_when_ready(&self, key: &str, limit: Duration) -> (u16, Value) {
+        let idem = format!("{key}-{}", std::process::id());
+        let path = format!("/v1/kv/{key}/incr");
+        let deadline = Instant::now() + limit;
+        loop {
+            let (code, body) = self.write(
+                reqwest::Method::POST,
+                &path,
+                None,
+                &[("Idempotency-Key", &idem)],
+            );
+            if !matches!(code, 0 | 503) || Instant::now() >= deadline {
+                return (code, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn set(&self, key: &str, value: &str) -> (u16, Value) {
         self.write(
             reqwest::Method::PUT,

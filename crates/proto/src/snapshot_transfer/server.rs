@@ -36,6 +36,14 @@ const MAX_TRACKED: usize = 256;
 /// A held snapshot at an earlier snapshot point is offered while it is at
 /// most this many points behind the current one.
 const POINTS_BEHIND: u64 = 4;
+/// ... or this many while it is being served: a join storm shares the one
+/// snapshot already in flight rather than make every member build anew
+/// each time the point moves (a large transfer under load outlasts many
+/// points).
+const POINTS_BEHIND_IN_FLIGHT: u64 = 16;
+/// Snapshots held at once (each may be in memory: a 1M-key State encodes
+/// to ~76 MB).
+const MAX_HELD: usize = 2;
 
 /// Where a member builds the snapshots it serves: the snapshot point
 /// `index`, on a grid of `every` events.
@@ -51,21 +59,39 @@ impl Point {
     /// back (so that writes going on do not make every request a new
     /// build). Any other older one is not: how much its tail would hold is
     /// unknown (one event may carry a thousand keys).
-    fn accepts(&self, index: EventIdx) -> bool {
+    fn accepts(&self, index: EventIdx, in_flight: bool) -> bool {
         let every = self.every.max(1);
+        let behind = if in_flight {
+            POINTS_BEHIND_IN_FLIGHT
+        } else {
+            POINTS_BEHIND
+        };
         index >= self.index
             || (index.0 > 0
                 && index.0.is_multiple_of(every)
-                && index.0 + every * POINTS_BEHIND >= self.index.0)
+                && index.0 + every * behind >= self.index.0)
+    }
+}
+
+/// A snapshot this node can serve, and when it last sent a chunk of it.
+#[derive(Debug)]
+struct Held {
+    snap: EncodedSnapshot,
+    served_at: Option<Duration>,
+}
+
+impl Held {
+    fn in_flight(&self, now: Duration) -> bool {
+        self.served_at
+            .is_some_and(|at| now.saturating_sub(at) < BUSY_WINDOW)
     }
 }
 
 #[derive(Debug, Default)]
 pub struct SnapshotServer {
-    cache: Option<EncodedSnapshot>,
-    /// The one before, kept so that transfers under way when a newer
-    /// snapshot is built can finish.
-    previous: Option<EncodedSnapshot>,
+    /// At most `MAX_HELD`. A new build evicts one no transfer is using
+    /// (the oldest such), so transfers under way finish.
+    held: Vec<Held>,
     building: bool,
     /// Offers owed once the build lands: who asked, their session, what
     /// they have.
@@ -76,10 +102,6 @@ pub struct SnapshotServer {
 }
 
 impl SnapshotServer {
-    pub fn cached(&self) -> Option<&EncodedSnapshot> {
-        self.cache.as_ref()
-    }
-
     /// Transfers under way now.
     pub fn busy(&mut self, now: Duration) -> u32 {
         self.serving
@@ -87,21 +109,29 @@ impl SnapshotServer {
         self.serving.len() as u32
     }
 
-    /// The newest snapshot held past `have`.
-    fn held_past(&self, have: EventIdx) -> Option<&EncodedSnapshot> {
-        [&self.cache, &self.previous]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.index > have)
+    /// The newest snapshot held past `have` that `point` accepts (any,
+    /// without a point).
+    fn held_past(
+        &self,
+        have: EventIdx,
+        point: Option<Point>,
+        now: Duration,
+    ) -> Option<&EncodedSnapshot> {
+        self.held
+            .iter()
+            .filter(|h| h.snap.index > have)
+            .filter(|h| point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now))))
+            .map(|h| &h.snap)
             .max_by_key(|s| s.index)
     }
 
     /// A replica wants a snapshot past `have`. `point` is where this node
     /// would build, if it builds for others at all (a Raft member does; a
     /// follower offers only what it holds). A held snapshot the point
-    /// accepts is offered at once; else one is built at the point and
-    /// offered when done (so at most one build per point). With nothing to
-    /// offer, nothing is said.
+    /// accepts (a few points back; more while it is being served) is
+    /// offered at once; else one is built at the point and offered when
+    /// done (so at most one build per point). With nothing to offer,
+    /// nothing is said.
     pub fn on_wanted(
         &mut self,
         from: NodeId,
@@ -111,13 +141,11 @@ impl SnapshotServer {
         now: Duration,
     ) -> Vec<ServeAction> {
         let busy = self.busy(now);
-        if let Some(s) = self.held_past(have) {
-            if point.is_none_or(|p| p.accepts(s.index)) {
-                return vec![ServeAction::Offer {
-                    to: from,
-                    offer: s.offer(session, busy),
-                }];
-            }
+        if let Some(s) = self.held_past(have, point, now) {
+            return vec![ServeAction::Offer {
+                to: from,
+                offer: s.offer(session, busy),
+            }];
         }
         if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
@@ -131,19 +159,33 @@ impl SnapshotServer {
         vec![ServeAction::Build]
     }
 
-    /// A build finished: cache it and make the offers owed.
+    /// A build finished: hold it (in place of the oldest one not being
+    /// served, if as many are held as may be) and make the offers owed.
     pub fn on_built(&mut self, snap: EncodedSnapshot, now: Duration) -> Vec<ServeAction> {
         self.building = false;
-        if self.cache.as_ref().is_none_or(|c| c.index != snap.index) {
-            self.previous = self.cache.take();
+        let index = snap.index;
+        match self.held.iter_mut().find(|h| h.snap.index == index) {
+            Some(h) => h.snap = snap,
+            None => {
+                if self.held.len() >= MAX_HELD {
+                    let evict = (0..self.held.len())
+                        .min_by_key(|&i| (self.held[i].in_flight(now), self.held[i].snap.index));
+                    if let Some(i) = evict {
+                        self.held.swap_remove(i);
+                    }
+                }
+                self.held.push(Held {
+                    snap,
+                    served_at: None,
+                });
+            }
         }
-        self.cache = Some(snap);
         let busy = self.busy(now);
         let waiting = std::mem::take(&mut self.waiting);
         waiting
             .into_iter()
             .filter_map(|(to, session, have)| {
-                let s = self.held_past(have)?;
+                let s = self.held_past(have, None, now)?;
                 Some(ServeAction::Offer {
                     to,
                     offer: s.offer(session, busy),
@@ -161,13 +203,10 @@ impl SnapshotServer {
             session: req.session,
             reason,
         };
-        let held = [&self.cache, &self.previous]
-            .into_iter()
-            .flatten()
-            .find(|s| s.index == req.index);
-        let Some(s) = held else {
+        let Some(held) = self.held.iter_mut().find(|h| h.snap.index == req.index) else {
             return refuse(to, format!("snapshot {} is no longer held", req.index));
         };
+        let s = &held.snap;
         let start = u64::from(req.chunk) * u64::from(s.chunk_bytes);
         let total = s.bytes.len();
         if start >= total {
@@ -179,6 +218,7 @@ impl SnapshotServer {
             Err(e) => return refuse(to, format!("cannot read snapshot {}: {e}", s.index)),
         };
         let index = s.index;
+        held.served_at = Some(now);
         if self.serving.len() >= MAX_TRACKED {
             self.busy(now);
         }
@@ -207,17 +247,29 @@ mod tests {
             index: EventIdx(5120),
             every: 1024,
         };
-        assert!(p.accepts(EventIdx(5120)));
-        assert!(p.accepts(EventIdx(5200)), "later");
-        assert!(p.accepts(EventIdx(1024)), "four points back");
-        assert!(!p.accepts(EventIdx(0)));
+        assert!(p.accepts(EventIdx(5120), false));
+        assert!(p.accepts(EventIdx(5200), false), "later");
+        assert!(p.accepts(EventIdx(1024), false), "four points back");
+        assert!(!p.accepts(EventIdx(0), false));
         // Off the grid: a snapshot installed on joining, however recent.
-        assert!(!p.accepts(EventIdx(5000)));
+        assert!(!p.accepts(EventIdx(5000), false));
         // A young cluster's point is the present: nothing older serves.
         let young = Point {
             index: EventIdx(308),
             every: 1024,
         };
-        assert!(!young.accepts(EventIdx(2)));
+        assert!(!young.accepts(EventIdx(2), false));
+        // In flight, sixteen points back still serve; more do not.
+        let far = Point {
+            index: EventIdx(17 * 1024),
+            every: 1024,
+        };
+        assert!(!far.accepts(EventIdx(1024), false));
+        assert!(far.accepts(EventIdx(1024), true));
+        let farther = Point {
+            index: EventIdx(18 * 1024),
+            every: 1024,
+        };
+        assert!(!farther.accepts(EventIdx(1024), true));
     }
 }

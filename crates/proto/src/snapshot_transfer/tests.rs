@@ -431,6 +431,61 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
 }
 
 #[test]
+fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds() {
+    let at = EventIdx;
+    let pt = |i| Point {
+        index: EventIdx(i),
+        every: 10,
+    };
+    let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+    let chunk = |m: &mut SnapshotServer, index, t| {
+        let req = SnapshotRequest {
+            session: 1,
+            index: at(index),
+            chunk: 0,
+        };
+        matches!(
+            m.on_request(a.clone(), req, ms(t)),
+            ServeAction::Send { .. }
+        )
+    };
+    let mut member = SnapshotServer::default();
+    member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0));
+    member.on_built(built(&state(10), CHUNK), ms(1));
+    assert!(chunk(&mut member, 10, 1_000));
+    // Ten points on, with a transfer of it under way: the joiner of now
+    // shares it, no build.
+    let acts = member.on_wanted(b.clone(), 2, at(0), Some(pt(110)), ms(1_500));
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
+        "{acts:?}"
+    );
+    // Further on, a build; and another: the one in flight is kept both
+    // times (the idle one between is what goes).
+    for (i, point) in [(0, 200), (1, 300)] {
+        let t = 2_000 + i * 1_000;
+        assert!(chunk(&mut member, 10, t));
+        assert_eq!(
+            member.on_wanted(b.clone(), 3 + i, at(0), Some(pt(point)), ms(t)),
+            vec![ServeAction::Build]
+        );
+        member.on_built(built(&state(point as usize), CHUNK), ms(t));
+        assert!(
+            chunk(&mut member, 10, t + 500),
+            "still served after build {i}"
+        );
+    }
+    assert!(chunk(&mut member, 300, 4_000));
+    assert!(!chunk(&mut member, 200, 4_000), "the idle one was evicted");
+    // Once its transfer stopped asking, the old one is the one to go.
+    member.on_wanted(b.clone(), 9, at(300), Some(pt(400)), ms(9_000));
+    member.on_built(built(&state(400), CHUNK), ms(9_000));
+    assert!(!chunk(&mut member, 10, 9_001));
+    assert!(chunk(&mut member, 300, 9_001));
+    assert!(chunk(&mut member, 400, 9_001));
+}
+
+#[test]
 fn offers_check_their_shape() {
     let snap = built(&state(300), 512);
     let good = snap.offer(1, 0);
