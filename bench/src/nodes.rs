@@ -76,7 +76,7 @@ fn launch(
         .args(extra)
         .arg("--api-token-file")
         .arg(&token_file)
-        .env("SHOAL_LOG", "info,libp2p=warn")
+        .env("SHOAL_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.with_extension("log"))?);

@@ -302,11 +302,16 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// Logging when `SHOAL_LOG` is unset. gossipsub warns once per message
+/// it drops for a slow peer, printing the message: shoal counts those
+/// (`shoal_net_gossip_send_dropped_total`) and warns now and then instead.
+const DEFAULT_LOG: &str = "info,libp2p=warn,libp2p_gossipsub=error";
+
 fn up(args: UpArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -103,7 +103,7 @@ fn two_hosts_find_each_other_by_mdns() {
                 "--api",
                 "127.0.0.1:4101",
             ])
-            .env("SHOAL_LOG", "info,libp2p=warn")
+            .env("SHOAL_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)

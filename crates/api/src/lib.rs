@@ -553,6 +553,12 @@ async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
         v.net.false_verdicts as f64,
     );
     put(
+        "net_gossip_send_dropped_total",
+        "counter",
+        "Gossip messages dropped because a peer's send queue was full (it reads too slowly).",
+        v.net.gossip_send_dropped as f64,
+    );
+    put(
         "net_dropped_events_total",
         "counter",
         "Network events dropped because the node's queue was full.",

@@ -47,6 +47,8 @@ pub(crate) struct Actor {
     pub solitary: bool,
     /// When a refused peer was last warned about.
     pub refusal_warned: Option<Instant>,
+    /// When a peer too slow to take our gossip was last warned about.
+    pub slow_peer_warned: Option<Instant>,
 }
 
 /// Whether a rate-limited warning last given at `last` is due again
@@ -322,6 +324,25 @@ impl Actor {
                     source: message.source,
                     bytes: message.data,
                 });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            })) => {
+                // gossipsub's own warning (one line per dropped message,
+                // with the message's bytes) is filtered out by default.
+                let dropped = (failed_messages.priority + failed_messages.non_priority) as u64;
+                self.counters
+                    .gossip_send_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+                if warn_due(&mut self.slow_peer_warned) {
+                    warn!(
+                        peer = %peer_id,
+                        dropped,
+                        "a peer reads gossip too slowly: messages to it were dropped \
+                         (it fetches committed entries it missed by range)"
+                    );
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),

@@ -173,6 +173,10 @@ pub struct NetCounters {
     pub handshake_failures: AtomicU64,
     /// Connections closed because this node admits no peers.
     pub refused_peers: AtomicU64,
+    /// Gossip messages to a peer dropped because its send queue was full
+    /// (the peer reads too slowly); a committed entry dropped this way
+    /// comes again by range.
+    pub gossip_send_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -187,6 +191,7 @@ pub struct NetStats {
     pub false_verdicts: u64,
     pub handshake_failures: u64,
     pub refused_peers: u64,
+    pub gossip_send_dropped: u64,
 }
 
 /// A cloneable handle to the actor.
@@ -215,6 +220,7 @@ impl NetHandle {
             false_verdicts: c.false_verdicts.load(Ordering::Relaxed),
             handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
             refused_peers: c.refused_peers.load(Ordering::Relaxed),
+            gossip_send_dropped: c.gossip_send_dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -291,6 +297,7 @@ pub async fn spawn(
         handshake_warned: None,
         solitary: cfg.solitary,
         refusal_warned: None,
+        slow_peer_warned: None,
     };
     if !cfg.solitary {
         for addr in cfg.peers {

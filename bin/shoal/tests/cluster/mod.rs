@@ -63,7 +63,7 @@ impl Proc {
                 "--no-mdns",
             ])
             .args(&self.extra)
-            .env("SHOAL_LOG", "info,libp2p=warn")
+            .env("SHOAL_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
