@@ -36,7 +36,9 @@ mod offers;
 
 #[derive(Clone, Copy, Debug)]
 pub struct CatchUpConfig {
-    /// Behind by more than this, catch up by snapshot instead of ranges.
+    /// Behind by more than this, and by more events than State holds
+    /// entries (replaying the tail would cost more than loading State
+    /// anew), catch up by snapshot instead of ranges.
     pub snapshot_threshold: u64,
     /// Never ask for a snapshot unless no replica holds the range.
     pub no_snapshot: bool,
@@ -184,6 +186,8 @@ pub struct CatchUp {
     session_tag: u64,
     /// The highest commit index heard of.
     known_commit: EventIdx,
+    /// Entries in this node's State (keys, outcomes, ...).
+    state_entries: u64,
 }
 
 impl CatchUp {
@@ -200,6 +204,7 @@ impl CatchUp {
             session: 0,
             session_tag: (session_tag & 0xffff) << 48,
             known_commit: EventIdx(next.0.saturating_sub(1)),
+            state_entries: 0,
         }
     }
 
@@ -217,6 +222,13 @@ impl CatchUp {
     /// (an O(peers) step on every input otherwise).
     pub fn has_work(&self) -> bool {
         self.receiving() || self.need_snapshot || self.known_commit >= self.buffer.next()
+    }
+
+    /// How many entries this node's State holds: a lag shorter than that
+    /// is fetched by range (a node that just loaded a large snapshot
+    /// fetches its tail rather than load another).
+    pub fn note_state_entries(&mut self, n: u64) {
+        self.state_entries = n;
     }
 
     /// A commit index heard of (a heartbeat, Raft).
@@ -282,12 +294,12 @@ impl CatchUp {
     pub fn on_offer(
         &mut self,
         from: &NodeId,
-        offer: SnapshotOffer,
+        mut offer: SnapshotOffer,
         vouched: bool,
         now: Duration,
     ) -> Result<(), BadOffer> {
         if let Transfer::Receiving(rx) = &mut self.transfer {
-            if offer.session != rx.session() {
+            if !answers(rx.session(), offer.session) {
                 return Err(BadOffer::Unasked);
             }
             if rx.offer().same_snapshot(&offer) {
@@ -298,10 +310,11 @@ impl CatchUp {
         let Transfer::Asking(a) = &mut self.transfer else {
             return Err(BadOffer::Unasked);
         };
-        if offer.session != a.session {
+        if !answers(a.session, offer.session) {
             return Err(BadOffer::Unasked);
         }
         offer.check().map_err(BadOffer::Malformed)?;
+        offer.session = a.session;
         if offer.index <= a.have {
             return Ok(());
         }
@@ -507,7 +520,8 @@ impl CatchUp {
         let behind = self.known_commit.0.saturating_sub(applied.0);
         let joining = joining && self.known_commit > EventIdx::ZERO;
         let wanted = self.need_snapshot
-            || (!self.cfg.no_snapshot && (behind > self.cfg.snapshot_threshold || joining));
+            || (!self.cfg.no_snapshot
+                && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
         if !wanted || behind == 0 {
             self.need_snapshot = false;
             return vec![];
@@ -552,6 +566,19 @@ impl CatchUp {
         }
         times.into_iter().filter(|t| *t > now).min()
     }
+}
+
+/// Requests of this process whose offers still count: a request that had
+/// no offer in time is made again under a new session, and the offers to
+/// the earlier ones may only be late (members encoding, this node's loop
+/// behind under load). What they offer is as good: past what the request
+/// had, and checked as any other.
+const LATE_SESSIONS: u64 = 8;
+
+/// Whether an offer made under `session` answers a request of this
+/// process, the one now being `current`.
+fn answers(current: u64, session: u64) -> bool {
+    session <= current && current - session < LATE_SESSIONS
 }
 
 #[cfg(test)]

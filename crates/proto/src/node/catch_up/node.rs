@@ -23,6 +23,8 @@ impl<L: LogStore> Node<L> {
                 self.catch_up.note_commit(hb.commit);
             }
         }
+        let entries = self.state.kv().len() + self.state.outcomes().len();
+        self.catch_up.note_state_entries(entries as u64);
         let sources = if self.catch_up.has_work() {
             self.trusted_sources()
         } else {

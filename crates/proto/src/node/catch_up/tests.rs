@@ -195,6 +195,50 @@ fn with_no_trusted_offer_the_request_fails_and_is_made_again_after_a_pause() {
 }
 
 #[test]
+fn an_offer_to_an_earlier_request_that_came_late_still_counts() {
+    let mut c = replica(0, 50_000, false);
+    let peers = [source("master", 1, 50_000)];
+    let master = NodeId::from("master");
+    let first = asked(&plan(&mut c, 0, false, &peers, Some("master")).1);
+    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
+    let (_, acts) = plan(&mut c, 11_000, false, &peers, Some("master"));
+    let second = asked(&acts[acts.len() - 1..]);
+    assert_ne!(first, second);
+    // The answer to the first request arrives now: it is taken.
+    assert_eq!(
+        c.on_offer(&master, offer(first, 49_152, 1), true, ms(11_500)),
+        Ok(())
+    );
+    let acts = c.tick(ms(11_550));
+    assert_eq!(kinds(&acts[..1]), ["snapshot_started"]);
+    let [_, CatchUpAction::SnapshotRequest { req, .. }, ..] = &acts[..] else {
+        panic!("{:?}", kinds(&acts))
+    };
+    assert_eq!(
+        req.session, second,
+        "chunks are asked under the request of now"
+    );
+    // Answers to requests long past, or to another process's, are not.
+    let mut c = replica(0, 50_000, false);
+    let mut last = 0;
+    for i in 0..10 {
+        let (_, acts) = plan(&mut c, i * 11_000, false, &peers, Some("master"));
+        last = asked(&acts[acts.len() - 1..]);
+        if i < 9 {
+            assert_eq!(kinds(&c.tick(ms(i * 11_000 + 10_000))), ["failed"]);
+        }
+    }
+    assert_eq!(
+        c.on_offer(&master, offer(first, 49_152, 1), true, ms(99_500)),
+        Err(BadOffer::Unasked)
+    );
+    assert_eq!(
+        c.on_offer(&master, offer(last + 1, 49_152, 1), true, ms(99_500)),
+        Err(BadOffer::Unasked)
+    );
+}
+
+#[test]
 fn nobody_is_asked_while_no_replica_whose_word_counts_is_ahead() {
     let mut c = replica(0, 50_000, false);
     assert!(plan(&mut c, 0, false, &[], None).0.is_empty());
@@ -219,6 +263,20 @@ fn without_snapshots_a_long_lag_is_fetched_by_range() {
     let peers = [source("a", 1, 50_000)];
     assert!(plan(&mut c, 0, true, &peers, None).0.is_empty());
     assert_eq!(plan(&mut c, 50, true, &peers, None).0, ["fetch"; 4]);
+}
+
+#[test]
+fn a_lag_shorter_than_state_is_large_is_fetched_by_range() {
+    let peers = [source("a", 1, 130_000)];
+    // A node that loaded a 1M-key State and fell 30k events behind while
+    // it did fetches the tail; with a small State it loads a snapshot.
+    let mut big = replica(100_000, 130_000, false);
+    big.note_state_entries(1_000_000);
+    assert!(plan(&mut big, 0, false, &peers, None).0.is_empty());
+    assert_eq!(plan(&mut big, 50, false, &peers, None).0, ["fetch"; 4]);
+    let mut small = replica(100_000, 130_000, false);
+    small.note_state_entries(1_000);
+    assert_eq!(plan(&mut small, 0, false, &peers, None).0, SNAPSHOT);
 }
 
 /// A replica that asked `a` for the range from `applied + 1`.
