@@ -163,6 +163,17 @@ impl Actor {
                     }
                 }
             }
+            NetCommand::Subscribe { topic, on } => {
+                let t = IdentTopic::new(topic.name());
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                if on {
+                    if let Err(e) = gossip.subscribe(&t) {
+                        warn!(topic = topic.name(), error = %e, "cannot subscribe");
+                    }
+                } else {
+                    gossip.unsubscribe(&t);
+                }
+            }
             NetCommand::Dial(addr) => self.redials.add(addr, Instant::now()),
             NetCommand::Reconnect(peer) => {
                 if self.swarm.disconnect_peer_id(peer).is_ok() {

@@ -92,6 +92,11 @@ pub enum NetCommand {
         topic: Topic,
         bytes: Vec<u8>,
     },
+    /// Receive a topic's gossip (and relay it), or stop.
+    Subscribe {
+        topic: Topic,
+        on: bool,
+    },
     /// Keep this address connected.
     Dial(Multiaddr),
     /// This peer fell silent: close its connections (one may be
@@ -225,6 +230,24 @@ impl NetHandle {
     }
 }
 
+/// An error and its causes, as one line. libp2p's transport errors say
+/// nothing themselves and keep the cause as their source.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.contains(&s) {
+            parts.push(s);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        return format!("{e:?}");
+    }
+    parts.join(": ")
+}
+
 /// Refuses a TCP listen address whose port some process already listens
 /// on. libp2p binds with SO_REUSEPORT, so two nodes on one port would both
 /// bind and share its connections between them; a plain bind (no
@@ -277,7 +300,7 @@ pub async fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: error_chain(&e),
             })?;
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL);
@@ -312,4 +335,18 @@ pub async fn spawn(
         },
         ev_rx,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+    use libp2p::TransportError;
+
+    #[test]
+    fn a_transport_error_that_says_nothing_is_described_by_its_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no such address");
+        let e: TransportError<std::io::Error> = TransportError::Other(cause);
+        assert_eq!(e.to_string(), "", "libp2p's own text");
+        assert_eq!(error_chain(&e), "no such address");
+    }
 }

@@ -55,6 +55,9 @@ struct SimNode {
     /// The wake-up the node asked for last; older ones are ignored.
     wake: u64,
     fatal: Option<String>,
+    /// Whether committed gossip reaches it (`Output::FollowCommitted`;
+    /// a process starts subscribed).
+    follows_committed: bool,
 }
 
 /// Every simulated host's wall clock at virtual time `now`.
@@ -185,6 +188,7 @@ impl Sim {
                 starts: 0,
                 wake: 0,
                 fatal: None,
+                follows_committed: true,
             },
         );
         self.start(&id);
@@ -200,6 +204,7 @@ impl Sim {
         let now = self.now;
         let sn = self.nodes.get_mut(id).expect("known node");
         sn.starts += 1;
+        sn.follows_committed = true;
         let mut cfg = sn.cfg.clone();
         cfg.incarnation = cfg.seed.wrapping_add(sn.starts * 7919);
         cfg.started_ms = wall_ms(now);
@@ -274,6 +279,11 @@ impl Sim {
 
     pub fn node(&self, id: &NodeId) -> Option<&Node<MemLog>> {
         self.nodes.get(id).and_then(|n| n.node.as_ref())
+    }
+
+    /// Whether committed gossip reaches this node now.
+    pub fn follows_committed(&self, id: &NodeId) -> bool {
+        self.nodes.get(id).is_some_and(|n| n.follows_committed)
     }
 
     pub fn node_ids(&self) -> Vec<NodeId> {
@@ -383,8 +393,13 @@ impl Sim {
                             self.seed
                         )
                     });
-                    let others: Vec<NodeId> =
-                        self.nodes.keys().filter(|n| **n != from).cloned().collect();
+                    let committed = matches!(frame.msg, wire::Gossip::Committed(_));
+                    let others: Vec<NodeId> = self
+                        .nodes
+                        .iter()
+                        .filter(|(n, sn)| **n != from && (sn.follows_committed || !committed))
+                        .map(|(n, _)| n.clone())
+                        .collect();
                     for to in others {
                         self.transmit(&from, &to, || Payload::Gossip(bytes.clone()));
                     }
@@ -423,6 +438,12 @@ impl Sim {
                 }
                 Output::ClusterAdopted(c) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
+                }
+                Output::FollowCommitted(on) => {
+                    self.nodes
+                        .get_mut(&from)
+                        .expect("known node")
+                        .follows_committed = on;
                 }
                 Output::ClusterGivenUp(_) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = None;

@@ -297,6 +297,12 @@ impl EventLoop {
                     info!(cluster = %c, "cluster id forgotten");
                     self.dir.forget_cluster()?;
                 }
+                Output::FollowCommitted(on) => {
+                    let topic = shoal_net::Topic::Committed;
+                    if !self.net.try_send(NetCommand::Subscribe { topic, on }) {
+                        warn!(on, "network busy: committed gossip not switched");
+                    }
+                }
                 Output::Dial(addr) => self.dial(&addr),
                 Output::Reconnect(node) => {
                     if let Some(peer) = self.book.peer(&node) {
@@ -449,7 +455,10 @@ impl EventLoop {
         self.last_view = Instant::now();
         self.view_due = None;
         let status = self.node.status();
-        let eps = self.rate.update(Instant::now(), status.applied_index.0);
+        // Events applied one by one: a snapshot installed moves the
+        // applied index by millions at once, and is no rate.
+        let applied = self.node.metrics().events_applied;
+        let eps = self.rate.update(Instant::now(), applied);
         let view = View {
             status,
             metrics: self.node.metrics().clone(),
@@ -482,7 +491,8 @@ fn on_run(msg: RunMsg) -> Input {
     }
 }
 
-/// Events applied per second, smoothed.
+/// Events applied per second over the last second or more, smoothed
+/// (half the last figure, half the new one).
 #[derive(Debug, Default)]
 struct Rate {
     last: Option<(Instant, u64)>,

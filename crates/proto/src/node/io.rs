@@ -99,6 +99,11 @@ pub enum Output {
     /// This node gave up the cluster it founded alone (see `discovery`):
     /// forget its id.
     ClusterGivenUp(ClusterId),
+    /// Receive committed entries on gossip, or stop: a node that holds no
+    /// State of its cluster yet (a joiner) cannot check them (its State
+    /// comes by snapshot, the tail by range), so it does not take them,
+    /// nor relay them, nor slow their senders while it loads.
+    FollowCommitted(bool),
     /// A member's address: keep a connection to it.
     Dial(String),
     /// A member fell silent (no heartbeat for three intervals): drop the

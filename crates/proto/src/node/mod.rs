@@ -138,6 +138,8 @@ pub struct Node<L: LogStore> {
     fatal: bool,
     /// The log holds a cluster given up: emptied at the next step.
     log_given_up: bool,
+    /// Whether the shell was last told to receive committed gossip.
+    following_committed: Option<bool>,
 }
 
 impl<L: LogStore> std::fmt::Debug for Node<L> {
@@ -223,6 +225,7 @@ impl<L: LogStore> Node<L> {
             metrics: Metrics::default(),
             fatal: false,
             log_given_up: false,
+            following_committed: None,
             cfg,
         };
         node.refresh_raft_peers();

@@ -95,7 +95,11 @@ fn twenty_joiners_at_once_cost_one_build_per_source_and_one_snapshot_each() {
         let joiners: Vec<NodeId> = (1..=20)
             .map(|i| sim.add_node(&format!("j{i:02}")))
             .collect();
+        // While they hold no State, committed gossip does not reach them.
+        sim.run_for(std::time::Duration::from_millis(100));
+        assert!(joiners.iter().all(|j| !sim.follows_committed(j)));
         sim.expect_converged(secs(60));
+        assert!(joiners.iter().all(|j| sim.follows_committed(j)));
         let mut all = ids.clone();
         all.extend(joiners.iter().cloned());
         let mut total = 0;

@@ -12,6 +12,11 @@ use shoal_model::NodeId;
 impl<L: LogStore> Node<L> {
     /// The catch-up decision, after every step (see `catch_up`).
     pub(in crate::node) fn follow(&mut self, out: &mut Vec<Output>) {
+        let holds_state = self.state.cluster_id().is_some();
+        if self.following_committed != Some(holds_state) {
+            self.following_committed = Some(holds_state);
+            out.push(Output::FollowCommitted(holds_state));
+        }
         if self.cluster.is_none() {
             return;
         }

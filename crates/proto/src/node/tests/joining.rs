@@ -7,7 +7,12 @@ use super::*;
 fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
     let mut n = start(None, None);
     let out = n.handle(Input::Wake, ms(0), 0);
-    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out.len(), 3, "{out:?}");
+    // Holding no State, it takes no committed gossip it could not check.
+    assert!(
+        out.iter().any(|o| matches!(o, Output::FollowCommitted(false))),
+        "{out:?}"
+    );
     assert!(matches!(
         &out[0],
         Output::Broadcast(Frame { msg: Gossip::Transient(TransientEvent::Heartbeat(hb)), .. })
