@@ -79,8 +79,13 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let nodes: Vec<Node> = (0..joiners)
         .map(|i| start_niced(bin, &root.join(format!("storm{i}")), Some(master.p2p), &[]))
         .collect::<Result<_>>()?;
+    let limit: u64 = std::env::var("STORM_LIMIT_S")
+        .ok()
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(600);
     let mut caught = vec![None; joiners];
-    let all_in = wait(Duration::from_secs(900), || {
+    wait(Duration::from_secs(limit), || {
         for (i, j) in nodes.iter().enumerate() {
             if caught[i].is_none() && applied(c, j.api) >= target {
                 caught[i] = Some(t0.elapsed().as_secs_f64());
@@ -90,15 +95,18 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     });
     let done = Instant::now();
     let writes = load.stop();
-    if !all_in {
-        bail!(
-            "{} of {joiners} joiners caught up",
-            caught.iter().flatten().count()
-        );
-    }
+    // Joiners that did not catch up within the limit are reported as
+    // such; the figures below are of those that did.
+    let caught_up = caught.iter().flatten().count();
     let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
     let (storm_p99, storm_n) = p99_ms(&writes, t0, done);
     let joiner_apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
+    let in_apis: Vec<u16> = joiner_apis
+        .iter()
+        .zip(&caught)
+        .filter(|(_, c)| c.is_some())
+        .map(|(a, _)| *a)
+        .collect();
     let size = (0..joiners)
         .filter_map(|i| saved_snapshot_len(&root.join(format!("storm{i}"))))
         .max()
@@ -119,11 +127,13 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .zip(&builds_before)
         .map(|(a, b)| metric(c, *a, "shoal_snapshot_builds_total") - b)
         .collect();
-    let equal = joiner_apis.iter().all(|a| same_state(c, *a, master.api));
+    let equal = in_apis.iter().all(|a| same_state(c, *a, master.api));
     let mut times: Vec<f64> = caught.into_iter().flatten().collect();
     Ok(json!({
         "mode": "storm",
         "joiners": joiners,
+        "caught_up": caught_up,
+        "limit_s": limit,
         "snapshot_bytes": size,
         "caught_up_s_p50": shoal_bench::quantile(&mut times, 0.5),
         "caught_up_s_max": shoal_bench::quantile(&mut times, 1.0),
