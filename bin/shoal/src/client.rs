@@ -24,8 +24,14 @@ pub struct ApiArg {
     /// directory, when this host can read it).
     #[arg(long, env = "SHOAL_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// The data directory whose token to use (default: the embedded one).
-    #[arg(long = "token-dir", global = true)]
+    /// The node's data directory, whose API token to use (`shoal up
+    /// --data-dir`; default: the embedded one).
+    #[arg(
+        long = "data-dir",
+        visible_alias = "token-dir",
+        env = "SHOAL_DATA_DIR",
+        global = true
+    )]
     pub token_dir: Option<PathBuf>,
 }
 
@@ -101,7 +107,14 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp.json().unwrap_or(Value::Null));
         }
-        Err(error_of(resp).into())
+        let mut e = error_of(resp);
+        if e.code == ErrorCode::Unauthorized && self.token.is_none() {
+            e.message.push_str(
+                " (no API token found: pass --data-dir DIR of the node, whose DIR/api-token \
+                 holds it, or --token / SHOAL_TOKEN)",
+            );
+        }
+        Err(e.into())
     }
 
     /// A long-lived response to read as it comes (server-sent events).

@@ -8,8 +8,13 @@ use serde_json::{json, Value};
 use shoal_request::TXN_SHAPE;
 use std::time::Duration;
 
-/// Exit status of a conditional write that did not apply.
-pub const NOT_APPLIED: i32 = 2;
+/// Keys asked for in one request when listing (the most a node answers).
+const PAGE: usize = 10_000;
+
+/// Exit status of a write that did not apply (a guard or condition did
+/// not hold, nothing to delete, a member already there): apart from 1
+/// (an error) and 2 (a usage error, as clap reports it).
+pub const NOT_APPLIED: i32 = 3;
 
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
@@ -30,7 +35,7 @@ pub enum KvCmd {
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
-    /// Set a key only if it is absent; exits 2 if it exists.
+    /// Set a key only if it is absent; exits 3 if it exists.
     #[command(alias = "setnx")]
     SetIfAbsent {
         key: String,
@@ -41,7 +46,7 @@ pub enum KvCmd {
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
-    /// Compare-and-set; exits 2 if the current value differs.
+    /// Compare-and-set; exits 3 if the current value differs.
     Cas {
         key: String,
         value: String,
@@ -69,11 +74,12 @@ pub enum KvCmd {
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
-    /// Keys under a prefix.
+    /// Keys under a prefix, in order (fetched a page at a time).
     #[command(alias = "ls")]
     List {
         #[arg(default_value = "")]
         prefix: String,
+        /// Keys to print at most.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
         #[arg(long)]
@@ -111,12 +117,22 @@ pub enum KvCmd {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Renew a lock's lease.
-    Keepalive { name: String, token: u64 },
-    /// Release a lock.
-    Unlock { name: String, token: u64 },
+    /// Renew a lock's lease, given the fencing token `kv lock` printed.
+    Keepalive {
+        name: String,
+        /// The lock's fencing token (not the API token: that is `--token`).
+        #[arg(id = "fencing_token", value_name = "TOKEN")]
+        fencing_token: u64,
+    },
+    /// Release a lock, given the fencing token `kv lock` printed.
+    Unlock {
+        name: String,
+        /// The lock's fencing token (not the API token: that is `--token`).
+        #[arg(id = "fencing_token", value_name = "TOKEN")]
+        fencing_token: u64,
+    },
     /// Apply several writes at once, all or none, if every guard holds.
-    /// Prints the answer as JSON; exits 2 if a guard did not hold.
+    /// Prints the answer as JSON; exits 3 if a guard did not hold.
     ///
     /// The transaction is JSON, read from FILE (default: standard input):
     ///
@@ -260,15 +276,35 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
             consistent,
             json,
         } => {
-            let mut path = format!("/v1/kv?prefix={}&limit={limit}", encode(&prefix));
-            if consistent {
-                path.push_str("&consistent=true");
+            // Pages of at most what the node answers at once, each from
+            // after the last key of the one before.
+            let mut keys = Vec::new();
+            let mut after: Option<String> = None;
+            let mut more = false;
+            while keys.len() < limit {
+                let page = (limit - keys.len()).min(PAGE);
+                let mut path = format!("/v1/kv?prefix={}&limit={page}", encode(&prefix));
+                if let Some(a) = &after {
+                    path.push_str(&format!("&after={}", encode(a)));
+                }
+                if consistent {
+                    path.push_str("&consistent=true");
+                }
+                let v = c.get(&path)?;
+                keys.extend(v["keys"].as_array().into_iter().flatten().cloned());
+                after = v["next"].as_str().map(str::to_owned);
+                more = after.is_some();
+                if !more {
+                    break;
+                }
             }
-            let v = c.get(&path)?;
             if json {
-                println!("{v}");
+                println!(
+                    "{}",
+                    json!({"keys": keys, "truncated": more, "next": after})
+                );
             } else {
-                for e in v["keys"].as_array().into_iter().flatten() {
+                for e in &keys {
                     let value = match &e["value"] {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
@@ -276,8 +312,8 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
                     let key = e["key"].as_str().unwrap_or("?");
                     println!("{}\t{}", printable(key), printable(&value));
                 }
-                if v["truncated"].as_bool() == Some(true) {
-                    eprintln!("(more keys; raise --limit)");
+                if more {
+                    eprintln!("(more keys past --limit {limit})");
                 }
             }
         }
@@ -319,13 +355,19 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
             let v = c.write(Method::POST, &k(&name, "/lock"), body, None)?;
             println!("{}", v["token"]);
         }
-        KvCmd::Keepalive { name, token } => {
-            let body = Body::Json(json!({ "token": token }));
+        KvCmd::Keepalive {
+            name,
+            fencing_token,
+        } => {
+            let body = Body::Json(json!({ "token": fencing_token }));
             c.write(Method::POST, &k(&name, "/keepalive"), body, None)?;
             println!("ok");
         }
-        KvCmd::Unlock { name, token } => {
-            let body = Body::Json(json!({ "token": token }));
+        KvCmd::Unlock {
+            name,
+            fencing_token,
+        } => {
+            let body = Body::Json(json!({ "token": fencing_token }));
             c.write(Method::POST, &k(&name, "/unlock"), body, None)?;
             println!("ok");
         }

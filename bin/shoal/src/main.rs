@@ -17,11 +17,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+const EXIT_STATUS: &str = "Exit status: 0 done (or true); 1 an error (the node \
+could not be reached, or answered with an error); 2 a usage error; 3 not applied \
+(a condition or guard did not hold, nothing to delete, already a member: the \
+command printed false).";
+
 const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4100";
 const DEFAULT_API: &str = "127.0.0.1:4101";
 
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, about = "A cluster node for LAN hosts")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A cluster node for LAN hosts",
+    after_help = EXIT_STATUS
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -273,15 +273,15 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
     assert_eq!(ok(&["kv", "list", "app/"]), "app/a\t1\napp/b\t2");
     assert_eq!(ok(&["kv", "incr", "n", "5"]), "5");
     assert_eq!(ok(&["kv", "incr", "n", "-2"]), "3");
-    // Conditional writes exit 2 when they do not apply.
+    // Conditional writes exit 3 when they do not apply.
     assert_eq!(ok(&["kv", "setnx", "once", "x", "--ttl", "1h"]), "true");
     let again = p.cli(&["kv", "setnx", "once", "y"]);
     assert_eq!(
         (again.status.code(), stdout(&again)),
-        (Some(2), "false".into())
+        (Some(3), "false".into())
     );
     let cas = p.cli(&["kv", "cas", "once", "z", "--expected", "wrong"]);
-    assert_eq!(cas.status.code(), Some(2));
+    assert_eq!(cas.status.code(), Some(3));
     assert_eq!(ok(&["kv", "cas", "once", "z", "--expected", "x"]), "true");
     assert_eq!(ok(&["kv", "cas", "new", "v", "--absent"]), "true");
     assert_eq!(ok(&["kv", "sadd", "s", "m1"]), "true");
@@ -292,6 +292,60 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
         ok(&["kv", "push", "q", v]);
     }
     assert_eq!(ok(&["kv", "range", "q", "1", "-1"]), "b\nc");
+    // A lock by its fencing token (a positional TOKEN, apart from the
+    // API's --token).
+    let token = ok(&["kv", "lock", "l", "--holder", "me", "--ttl", "30s"]);
+    assert!(token.parse::<u64>().unwrap() > 0, "{token}");
+    assert_eq!(ok(&["kv", "keepalive", "l", &token]), "ok");
+    assert_eq!(ok(&["kv", "unlock", "l", &token]), "ok");
+    assert!(!p.cli(&["kv", "get", "l"]).status.success(), "released");
+    // Exit status: 3 for a write that did not apply, 2 for a usage error.
+    assert_eq!(p.cli(&["kv", "delete", "never-set"]).status.code(), Some(3));
+    assert_eq!(p.cli(&["kv", "sadd", "s", "m2"]).status.code(), Some(3));
+    assert_eq!(p.cli(&["kv", "incr"]).status.code(), Some(2));
+    // Listing goes on past a page; a limit stops it and says so.
+    assert_eq!(ok(&["kv", "list", "app/", "--limit", "1"]), "app/a\t1");
+    let page = p.get("/v1/kv?prefix=app/&limit=1").unwrap();
+    assert_eq!(
+        (page["truncated"].clone(), page["next"].clone()),
+        (true.into(), "app/a".into())
+    );
+    let rest = p.get("/v1/kv?prefix=app/&limit=1&after=app/a").unwrap();
+    assert_eq!(rest["keys"][0]["key"], "app/b");
+    assert_eq!(rest["next"], Value::Null, "{rest}");
+    // The CLI finds the token by the node's --data-dir, as `shoal up`
+    // takes it; without one, a write says where to find it.
+    let bare = |dir: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"));
+        c.args(["kv", "set", "by-dir", "1", "--api", &p.url("")])
+            .env("XDG_DATA_HOME", tmp.path().join("no-such-home"))
+            .env_remove("SHOAL_TOKEN")
+            .env_remove("SHOAL_DATA_DIR");
+        if let Some(d) = dir {
+            c.arg("--data-dir").arg(d);
+        }
+        c.output().unwrap()
+    };
+    assert!(bare(Some(&p.dir)).status.success());
+    let refused = bare(None);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("unauthorized") && why.contains("--data-dir"),
+        "{why}"
+    );
+    // Over HTTP a key may hold slashes; an operation is the last segment.
+    assert_eq!(p.set("conf/db/url", "pg://x").0, 200);
+    assert_eq!(p.get("/v1/kv/conf/db/url").unwrap()["value"], "pg://x");
+    assert_eq!(p.get("/v1/kv/conf%2Fdb%2Furl").unwrap()["value"], "pg://x");
+    assert_eq!(p.incr("hits/today").0, 200);
+    assert_eq!(ok(&["kv", "get", "hits/today"]), "1");
+    for v in ["x", "y"] {
+        let (code, _) = p.write(reqwest::Method::POST, "/v1/kv/jobs/q/push", Some(v), &[]);
+        assert_eq!(code, 200);
+    }
+    let items = p.get("/v1/kv/jobs/q/range?start=-1").unwrap();
+    assert_eq!(items["items"], serde_json::json!(["y"]), "{items}");
     assert_eq!(ok(&["kv", "delete", "other"]), "true");
     let gone = p.cli(&["kv", "get", "other"]);
     assert!(!gone.status.success());

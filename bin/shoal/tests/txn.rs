@@ -109,7 +109,7 @@ fn a_transaction_applies_every_op_or_none_through_any_node_and_the_cli() {
     assert_eq!((code, &v["error"]["code"]), (400, &json!("invalid")), "{v}");
 
     // The CLI reads the transaction from a file or standard input, and
-    // exits 2 when a guard does not hold.
+    // exits 3 when a guard does not hold.
     let file = tmp.path().join("txn.json");
     let write = |body: Value| std::fs::write(&file, body.to_string()).unwrap();
     write(json!({"guards": [{"key": "a", "value": "3"}], "ops": [{"op": "delete", "key": "a"}]}));
@@ -118,7 +118,7 @@ fn a_transaction_applies_every_op_or_none_through_any_node_and_the_cli() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["results"], json!([{"applied": true}]));
     let o = follower.cli(&["kv", "txn", file.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "a is gone, so the guard fails");
+    assert_eq!(o.status.code(), Some(3), "a is gone, so the guard fails");
     std::fs::write(&file, "not json").unwrap();
     let o = follower.cli(&["kv", "txn", file.to_str().unwrap()]);
     assert!(!o.status.success());

@@ -7,9 +7,9 @@
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, Query, RawPathParams, State as AxState};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -29,18 +29,90 @@ const MAX_TXN_BODY: usize = 4 * Limits::MAX_TXN_BYTES;
 pub(crate) fn routes() -> Router<NodeHandle> {
     Router::new()
         .route("/v1/kv", get(list))
-        .route("/v1/kv/{key}", get(read).put(set).delete(delete))
-        .route("/v1/kv/{key}/range", get(range))
-        .route("/v1/kv/{key}/cas", post(cas))
-        .route("/v1/kv/{key}/incr", post(incr))
-        .route("/v1/kv/{key}/lock", post(lock))
-        // set-if-absent, add, remove, push: the body is one text value.
-        // keepalive, unlock: the body is {"token": T}.
-        .route("/v1/kv/{key}/{verb}", post(verb))
+        .route("/v1/kv/{*path}", any(by_path))
         .route(
             "/v1/txn",
             post(txn).layer(DefaultBodyLimit::max(MAX_TXN_BODY)),
         )
+}
+
+/// What follows `/v1/kv/`: a key (it may hold `/`), and for POST an
+/// operation as the last segment; `GET KEY/range` reads part of a list.
+/// A key's own last segment that reads as an operation (`range`) is sent
+/// with its slash encoded (`a%2Frange`): segments are split before they
+/// are decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum KvPath {
+    Key(String),
+    Op { key: String, op: String },
+}
+
+fn kv_path(method: &Method, raw: &str) -> Result<KvPath, ApiError> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| ApiError::invalid("the key is not UTF-8"))
+    };
+    let split = raw.rsplit_once('/');
+    match (method, split) {
+        (&Method::POST, Some((key, op))) => Ok(KvPath::Op {
+            key: decode(key)?,
+            op: decode(op)?,
+        }),
+        (&Method::POST, None) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Invalid,
+            "POST needs an operation after the key: /v1/kv/KEY/incr, /cas, /lock, ...",
+        )),
+        (&Method::GET, Some((key, "range"))) => Ok(KvPath::Op {
+            key: decode(key)?,
+            op: "range".into(),
+        }),
+        _ => {
+            let key = raw.split('/').map(decode).collect::<Result<Vec<_>, _>>()?;
+            Ok(KvPath::Key(key.join("/")))
+        }
+    }
+}
+
+/// Every query parameter a key's operations take.
+#[derive(Deserialize, Default)]
+struct KvQuery {
+    #[serde(default)]
+    consistent: bool,
+    start: Option<i64>,
+    stop: Option<i64>,
+    by: Option<i64>,
+    ttl_ms: Option<u64>,
+}
+
+async fn by_path(
+    AxState(node): AxState<NodeHandle>,
+    method: Method,
+    params: RawPathParams,
+    Query(q): Query<KvQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let raw = params.iter().next().map(|(_, v)| v).unwrap_or_default();
+    match (method.clone(), kv_path(&method, raw)?) {
+        (Method::GET, KvPath::Key(key)) => read(&node, key, q.consistent).await,
+        (Method::GET, KvPath::Op { key, .. }) => range(&node, key, q).await,
+        (Method::PUT, KvPath::Key(key)) => {
+            let value = shoal_request::text(&body, "value")?;
+            write(&node, &headers, Op::KvSet { key, value }).await
+        }
+        (Method::DELETE, KvPath::Key(key)) => write(&node, &headers, Op::KvDelete { key }).await,
+        (Method::POST, KvPath::Op { key, op }) => {
+            post_op(&node, key, &op, q, &headers, &body).await
+        }
+        (m, _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Invalid,
+            format!("{m} is not an operation on keys"),
+        )),
+    }
 }
 
 pub(crate) fn value_json(v: &KvValue) -> Value {
@@ -87,12 +159,6 @@ async fn write(node: &NodeHandle, headers: &HeaderMap, op: Op) -> ApiResult {
     committed(node.submit(op, command_id(headers)?).await)
 }
 
-#[derive(Deserialize, Default)]
-pub(crate) struct ReadQuery {
-    #[serde(default)]
-    consistent: bool,
-}
-
 /// State to read from: this replica's, or, consistent, once it has applied
 /// the read index the master confirmed, so that every write committed
 /// before the read is visible.
@@ -118,12 +184,8 @@ fn not_found(key: &str, s: &State) -> ApiError {
     )
 }
 
-async fn read(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    Query(q): Query<ReadQuery>,
-) -> ApiResult {
-    let s = read_state(&node, q.consistent).await?;
+async fn read(node: &NodeHandle, key: String, consistent: bool) -> ApiResult {
+    let s = read_state(node, consistent).await?;
     let e = s
         .kv()
         .get(key.as_str())
@@ -138,37 +200,41 @@ struct ListQuery {
     #[serde(default)]
     prefix: String,
     limit: Option<usize>,
+    /// Keys after this one only: the `next` of the page before.
+    after: Option<String>,
     #[serde(default)]
     consistent: bool,
 }
 
+/// Keys under a prefix in order, a page at a time: a truncated page names
+/// the key to go on `after` (`next`).
 async fn list(AxState(node): AxState<NodeHandle>, Query(q): Query<ListQuery>) -> ApiResult {
     let s = read_state(&node, q.consistent).await?;
-    let limit = q.limit.unwrap_or(1000).min(MAX_LIST);
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_LIST);
+    let from = match &q.after {
+        Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
+        _ => Bound::Included(q.prefix.as_str()),
+    };
     let mut keys = Vec::new();
-    let mut truncated = false;
-    let from = (Bound::Included(q.prefix.as_str()), Bound::Unbounded);
-    for (k, e) in s.kv().range::<str, _>(from) {
+    let mut next = None;
+    for (k, e) in s.kv().range::<str, _>((from, Bound::Unbounded)) {
         if !k.starts_with(&q.prefix) {
             break;
         }
         if keys.len() == limit {
-            truncated = true;
+            next = keys
+                .last()
+                .and_then(|v: &Value| v["key"].as_str().map(str::to_owned));
             break;
         }
         keys.push(entry_json(k, e));
     }
-    Ok(Json(
-        json!({"index": s.index(), "keys": keys, "truncated": truncated}),
-    ))
-}
-
-#[derive(Deserialize)]
-struct RangeQuery {
-    start: Option<i64>,
-    stop: Option<i64>,
-    #[serde(default)]
-    consistent: bool,
+    Ok(Json(json!({
+        "index": s.index(),
+        "keys": keys,
+        "truncated": next.is_some(),
+        "next": next,
+    })))
 }
 
 /// Elements `start..=stop` of a list; negative positions count from the end.
@@ -182,12 +248,8 @@ fn list_range(list: &[String], start: i64, stop: i64) -> &[String] {
     &list[a as usize..=b as usize]
 }
 
-async fn range(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    Query(q): Query<RangeQuery>,
-) -> ApiResult {
-    let s = read_state(&node, q.consistent).await?;
+async fn range(node: &NodeHandle, key: String, q: KvQuery) -> ApiResult {
+    let s = read_state(node, q.consistent).await?;
     let e = s
         .kv()
         .get(key.as_str())
@@ -205,71 +267,44 @@ async fn range(
     ))
 }
 
-async fn set(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+/// `POST /v1/kv/KEY/OP`.
+async fn post_op(
+    node: &NodeHandle,
+    key: String,
+    op: &str,
+    q: KvQuery,
+    headers: &HeaderMap,
+    body: &Bytes,
 ) -> ApiResult {
-    let value = shoal_request::text(&body, "value")?;
-    write(&node, &headers, Op::KvSet { key, value }).await
-}
-
-async fn delete(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    write(&node, &headers, Op::KvDelete { key }).await
-}
-
-async fn cas(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    json_content(&headers)?;
-    let op = shoal_request::cas(key, &body)?;
-    write(&node, &headers, op).await
-}
-
-#[derive(Deserialize)]
-struct IncrQuery {
-    by: Option<i64>,
-}
-
-async fn incr(
-    AxState(node): AxState<NodeHandle>,
-    Path(key): Path<String>,
-    Query(q): Query<IncrQuery>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let by = q.by.unwrap_or(1);
-    write(&node, &headers, Op::KvIncrBy { key, by }).await
-}
-
-#[derive(Deserialize)]
-struct TtlQuery {
-    ttl_ms: Option<u64>,
-}
-
-/// The writes named by the last path segment.
-async fn verb(
-    AxState(node): AxState<NodeHandle>,
-    Path((key, verb)): Path<(String, String)>,
-    Query(q): Query<TtlQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    let Some(op) = shoal_request::verb(key, &verb, q.ttl_ms, &body)? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            format!("no operation {verb:?} on keys"),
-        ));
+    let op = match op {
+        "cas" => {
+            json_content(headers)?;
+            shoal_request::cas(key, body)?
+        }
+        "incr" => Op::KvIncrBy {
+            key,
+            by: q.by.unwrap_or(1),
+        },
+        "lock" => {
+            json_content(headers)?;
+            // Unfenced: a lock is what fences.
+            let op = shoal_request::lock(key, body)?;
+            return committed(node.submit(op, command_id(headers)?).await);
+        }
+        // set-if-absent, add, remove, push: the body is one text value.
+        // keepalive, unlock: the body is {"token": T}.
+        verb => match shoal_request::verb(key, verb, q.ttl_ms, body)? {
+            Some(op) => op,
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    format!("no operation {verb:?} on keys"),
+                ))
+            }
+        },
     };
-    write(&node, &headers, op).await
+    write(node, headers, op).await
 }
 
 /// `POST /v1/txn`: guards, then key-value writes, all applied or none.
@@ -279,20 +314,38 @@ async fn txn(AxState(node): AxState<NodeHandle>, headers: HeaderMap, body: Bytes
     write(&node, &headers, op).await
 }
 
-async fn lock(
-    AxState(node): AxState<NodeHandle>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    json_content(&headers)?;
-    let op = shoal_request::lock(name, &body)?;
-    committed(node.submit(op, command_id(&headers)?).await)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::list_range;
+    use super::{kv_path, list_range, KvPath, Method};
+
+    #[test]
+    fn a_key_may_hold_slashes_and_an_operation_is_the_last_segment() {
+        let key = |k: &str| Ok(KvPath::Key(k.to_owned()));
+        let op = |k: &str, o: &str| {
+            Ok(KvPath::Op {
+                key: k.to_owned(),
+                op: o.to_owned(),
+            })
+        };
+        let path = |m: &Method, raw: &str| kv_path(m, raw).map_err(|e| format!("{e:?}"));
+        assert_eq!(path(&Method::PUT, "app/db"), key("app/db"));
+        assert_eq!(path(&Method::GET, "app/db"), key("app/db"));
+        assert_eq!(path(&Method::DELETE, "a%2Fb/c"), key("a/b/c"));
+        assert_eq!(path(&Method::POST, "app/db/incr"), op("app/db", "incr"));
+        assert_eq!(path(&Method::POST, "app%2Fdb/incr"), op("app/db", "incr"));
+        assert_eq!(
+            path(&Method::GET, "queue/jobs/range"),
+            op("queue/jobs", "range")
+        );
+        // A key whose last segment is "range", read whole: its slash encoded.
+        assert_eq!(path(&Method::GET, "a%2Frange"), key("a/range"));
+        assert_eq!(path(&Method::PUT, "a/"), key("a/"));
+        assert!(
+            path(&Method::POST, "lonely").is_err(),
+            "POST needs an operation"
+        );
+        assert!(path(&Method::GET, "%FF").is_err(), "not UTF-8");
+    }
 
     #[test]
     fn list_ranges_count_negative_positions_from_the_end() {
