@@ -66,6 +66,12 @@ fn three_nodes_form_one_cluster_with_one_master() {
             assert!(!s[f].is_null(), "status has {f}");
         }
     }
+    // Probes for load balancers: alive, and ready once formed.
+    for p in &procs {
+        assert_eq!(p.get("/health").unwrap()["alive"], true);
+        let ready = p.get("/ready").unwrap();
+        assert_eq!(ready["ready"], true, "{ready}");
+    }
     // The CLI reads the same thing.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["status", "--json", "--api", &procs[1].url("")])

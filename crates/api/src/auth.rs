@@ -52,6 +52,12 @@ fn same(a: &str, b: &str) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Authenticated;
 
+/// Probes a load balancer or init system makes without a token, wherever
+/// the API listens: they say only whether the node is up and ready.
+fn probe(path: &str) -> bool {
+    matches!(path, "/health" | "/ready")
+}
+
 /// Reads that need the token on loopback too: a task's output.
 fn private(path: &str) -> bool {
     path.strip_prefix("/v1/tasks/")
@@ -70,7 +76,7 @@ pub(crate) async fn check(
         return next.run(req).await;
     }
     let private = private(req.uri().path());
-    if read && access.open_reads && !private {
+    if read && (access.open_reads || probe(req.uri().path())) && !private {
         return next.run(req).await;
     }
     match presented(req.headers(), req.uri(), read) {

@@ -9,6 +9,8 @@
 //! GET  /metrics              Prometheus text format
 //! POST /v1/leave             drain and leave the cluster, then exit
 //! GET  /v1/openapi.json      the OpenAPI description of all of this
+//! GET  /health               200 while the node serves (no token needed)
+//! GET  /ready                200 once it holds State, knows a master and is caught up; else 503 and why
 //! GET  /                     the dashboard (see `dashboard.rs`)
 //! GET  /v1/events?from=N     committed events as server-sent events (see `events.rs`)
 //! /v1/tasks...              tasks and their output (see `tasks.rs`)
@@ -48,6 +50,7 @@ mod dashboard;
 mod deployments;
 mod error;
 mod events;
+mod health;
 mod host;
 mod kv;
 mod secrets;
@@ -106,6 +109,8 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
     let access = cfg.access;
     let faults = access.faults;
     let router = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(nodes))
         .route("/v1/state", get(state))

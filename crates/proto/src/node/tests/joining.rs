@@ -10,7 +10,8 @@ fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
     assert_eq!(out.len(), 3, "{out:?}");
     // Holding no State, it takes no committed gossip it could not check.
     assert!(
-        out.iter().any(|o| matches!(o, Output::FollowCommitted(false))),
+        out.iter()
+            .any(|o| matches!(o, Output::FollowCommitted(false))),
         "{out:?}"
     );
     assert!(matches!(
