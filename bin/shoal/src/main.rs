@@ -4,6 +4,7 @@
 mod client;
 mod kv;
 mod lock;
+mod logging;
 mod progress;
 mod tasks;
 
@@ -177,6 +178,10 @@ struct UpArgs {
     /// other users of the host).
     #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// How the log on standard error is written (its level: SHOAL_LOG,
+    /// e.g. info,shoal_proto=debug).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
     /// A label tasks can ask for (repeatable).
     #[arg(long, value_name = "K=V")]
     label: Vec<String>,
@@ -312,19 +317,8 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Logging when `SHOAL_LOG` is unset. gossipsub warns once per message
-/// it drops for a slow peer, printing the message: shoal counts those
-/// (`shoal_net_gossip_send_dropped_total`) and warns now and then instead.
-const DEFAULT_LOG: &str = "info,libp2p=warn,libp2p_gossipsub=error";
-
 fn up(args: UpArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-                .unwrap_or_else(|_| DEFAULT_LOG.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format)?;
     let listen = args
         .listen
         .iter()
@@ -505,7 +499,8 @@ fn nodes(c: &Client, json: bool) -> Result<()> {
 }
 
 /// The token API writes must carry: from `--api-token-file`, else the data
-/// directory's, generated (and shown once) on first start.
+/// directory's, generated on first start. It is never printed: a
+/// service's output ends up in the journal; where it is, is.
 fn api_token(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Result<String> {
     if let Some(f) = file {
         let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
@@ -521,7 +516,8 @@ fn api_token(data_dir: &std::path::Path, file: Option<&std::path::Path>) -> Resu
     let (token, new) = shoal_node::api_token(data_dir)?;
     if new {
         eprintln!(
-            "API token (shown once; kept in {}): {token}",
+            "API token generated into {} (readable by this user only; the CLI on this \
+             host reads it there with --data-dir)",
             shoal_node::api_token_path(data_dir).display()
         );
     }

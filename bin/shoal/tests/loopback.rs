@@ -364,3 +364,48 @@ fn a_copied_data_directory_is_refused_while_the_original_lives() {
         .unwrap_or(Value::Null);
     assert_eq!(me["liveness"], "alive", "{nodes}");
 }
+
+#[test]
+fn logs_are_json_when_asked_never_hold_the_token_and_a_bad_filter_stops_the_start() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = Proc::new(
+        tmp.path(),
+        "json",
+        vec!["--log-format".into(), "json".into()],
+    );
+    p.start();
+    assert!(wait_for(secs(20), || p
+        .status()
+        .is_some_and(|s| s["role"] == "master")));
+    let (log, token) = (p.log(), p.token());
+    assert!(token.len() >= 16 && !log.contains(&token), "{log}");
+    assert!(
+        log.contains("api-token"),
+        "it says where the token is: {log}"
+    );
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["fields"]["message"] == "starting"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colours off a terminal");
+    p.stop();
+    let mut bad = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["up", "--no-mdns", "--data-dir"])
+        .arg(tmp.path().join("bad"))
+        .env("SHOAL_LOG", "info,=x=y")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(secs(10), || bad.try_wait().ok().flatten().is_some()),
+        "a bad SHOAL_LOG stops the start"
+    );
+    let out = bad.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHOAL_LOG"));
+}

@@ -35,10 +35,23 @@ impl<L: LogStore> Node<L> {
     /// replica stopped, the leave recorded in State, and leadership with
     /// another voter (or this node alone in its cluster).
     pub fn drained(&self) -> bool {
-        let alone = self.alone();
+        let alone = self.alone() || self.no_voter_heard();
         self.worker.drained()
             && self.replicas.running() == 0
             && (alone || (self.left() && !self.is_master()))
+    }
+
+    /// Leaving, and no other voter heard within the node timeout: nobody
+    /// can record the leave or take the lead (all nodes stopped at once,
+    /// or this one is cut off), so waiting longer is for nothing; the
+    /// others mark it dead when they come back.
+    fn no_voter_heard(&self) -> bool {
+        self.leaving.is_some()
+            && self
+                .state
+                .members(Role::Voter)
+                .into_iter()
+                .all(|(_, n)| n == self.cfg.node || !self.peers.heard(&n, self.now))
     }
 
     fn alone(&self) -> bool {

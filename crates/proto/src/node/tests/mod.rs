@@ -509,6 +509,18 @@ fn a_lone_node_drains_at_once() {
 }
 
 #[test]
+fn a_leaving_node_that_hears_no_voter_stops_rather_than_wait() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    let at = n.state().index().0;
+    n.handle(heartbeat("m", Some("c"), at, at), ms(10), 0);
+    n.handle(Input::Drain, ms(20), 0);
+    assert!(!n.drained(), "the master is in sight: it records the leave");
+    // Every node stopped at once: the master is gone too.
+    n.handle(Input::Wake, ms(20) + cfg().node_timeout, 0);
+    assert!(n.drained(), "nobody left to record it");
+}
+
+#[test]
 fn task_output_is_taken_only_from_the_node_that_runs_the_task() {
     let mut state = cluster_state(&["m", ME, "a"], vec![]);
     testing::leased_task(&mut state, "t", "a", None);
