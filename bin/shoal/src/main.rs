@@ -126,9 +126,15 @@ enum Cmd {
     },
     /// Committed events as they happen; with --from N, first the events
     /// from N (or State, if N is older than the retained log).
+    ///
+    /// Example: shoal watch --prefix app/ --from 1
     Watch {
         #[arg(long)]
         from: Option<u64>,
+        /// Only events that touch keys under this prefix (and, in State,
+        /// only those keys).
+        #[arg(long)]
+        prefix: Option<String>,
         /// One JSON object per frame: {"type", "data"}.
         #[arg(long)]
         json: bool,
@@ -281,7 +287,12 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Deploy { args, api } => tasks::deploy(&Client::new(&api)?, args),
         Cmd::Undeploy { name, api } => tasks::undeploy(&Client::new(&api)?, &name),
         Cmd::Deployments { api, json } => tasks::deployments(&Client::new(&api)?, json),
-        Cmd::Watch { from, json, api } => tasks::watch(&Client::new(&api)?, from, json),
+        Cmd::Watch {
+            from,
+            prefix,
+            json,
+            api,
+        } => tasks::watch(&Client::new(&api)?, from, prefix.as_deref(), json),
         Cmd::Leave { api } => {
             let c = Client::new(&api)?;
             c.write(reqwest::Method::POST, "/v1/leave", client::Body::None, None)?;

@@ -336,10 +336,17 @@ pub fn deployments(c: &Client, json: bool) -> Result<i32> {
 }
 
 /// `shoal watch`: the committed event stream from `from` on.
-pub fn watch(c: &Client, from: Option<u64>, json_out: bool) -> Result<i32> {
-    let path = match from {
-        Some(f) => format!("/v1/events?from={f}"),
-        None => "/v1/events".to_owned(),
+pub fn watch(c: &Client, from: Option<u64>, prefix: Option<&str>, json_out: bool) -> Result<i32> {
+    let mut query = Vec::new();
+    if let Some(f) = from {
+        query.push(format!("from={f}"));
+    }
+    if let Some(p) = prefix {
+        query.push(format!("prefix={}", crate::client::encode(p)));
+    }
+    let path = match query.is_empty() {
+        true => "/v1/events".to_owned(),
+        false => format!("/v1/events?{}", query.join("&")),
     };
     let resp = c.stream(&path)?;
     let stdout = std::io::stdout();

@@ -395,6 +395,24 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
     );
     let _ = watch.kill();
     let _ = watch.wait();
+    // With --prefix, only the writes to keys under it (app/a, app/b).
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["watch", "--from", "1", "--prefix", "app/", "--json"])
+        .args(["--api", &p.url("")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let keys: Vec<Value> = (0..2)
+        .map(|_| {
+            let f: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            assert_eq!(f["type"], "event", "{f}");
+            f["data"]["event"]["Command"]["cmd"]["op"]["KvSet"]["key"].clone()
+        })
+        .collect();
+    assert_eq!(keys, ["app/a", "app/b"]);
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     // Without the token the CLI's writes are refused.
     let anon = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))

@@ -381,3 +381,31 @@ fn a_voter_whose_disk_fills_steps_aside_and_catches_up_when_space_returns() {
     assert_eq!(v["value"], "v", "{v}");
     assert!(!procs[2].log().contains("torn or corrupt"));
 }
+
+/// The systemd unit in contrib/ verifies (where systemd-analyze is
+/// installed), with the built binary in place of the installed one.
+#[test]
+fn the_systemd_unit_verifies() {
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no systemd-analyze on this host");
+        return;
+    }
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/shoal.service");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/shoal up --data-dir /var/lib/shoal"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shoal.service");
+    let here = unit.replace("/usr/local/bin/shoal", env!("CARGO_BIN_EXE_shoal"));
+    std::fs::write(&path, here).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}

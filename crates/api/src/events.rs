@@ -27,6 +27,11 @@
 //!
 //! The values of a command's `env` are hidden unless the request carries
 //! the API token and asks `?reveal=env` (`secrets.rs`).
+//!
+//! `?prefix=P` follows the keys under `P` only (etcd's `watch --prefix`):
+//! events that touch such a key (a write, a guard or fence, an expiry),
+//! and in a snapshot sub-stream the `kv` entries under `P` alone. Event
+//! indexes then have gaps; `id:` still resumes where the stream was.
 
 use crate::auth::Authenticated;
 use crate::secrets::hide_env;
@@ -63,6 +68,8 @@ pub(crate) struct EventsQuery {
     from: Option<u64>,
     /// `env`: show command environments (needs the API token).
     reveal: Option<String>,
+    /// Only what touches keys under this prefix.
+    prefix: Option<String>,
 }
 
 pub(crate) async fn events(
@@ -108,6 +115,7 @@ pub(crate) async fn events(
         node,
         next: from,
         reveal,
+        prefix: q.prefix,
         frames: VecDeque::new(),
         snapshot: None,
         sent_any: false,
@@ -135,6 +143,7 @@ struct Feed {
     /// The next event to send.
     next: EventIdx,
     reveal: bool,
+    prefix: Option<String>,
     /// Frames made and not yet taken (one read's worth).
     frames: VecDeque<SseEvent>,
     /// A snapshot sub-stream under way.
@@ -188,6 +197,11 @@ impl Feed {
                 self.sent_any = true;
                 for e in events {
                     self.next = e.idx.next();
+                    if let Some(p) = &self.prefix {
+                        if !e.event.keys().iter().any(|k| k.starts_with(p.as_str())) {
+                            continue;
+                        }
+                    }
                     let mut data = serde_json::to_value(&e).unwrap_or(Value::Null);
                     if !self.reveal {
                         hide_env(&mut data);
@@ -203,7 +217,7 @@ impl Feed {
                 let s = self.node.state().await?;
                 let header = json!({"index": s.index(), "term": s.term(), "meta": s.meta()});
                 self.frames.push_back(frame("snapshot", None, &header));
-                self.snapshot = Some(StateCursor::new(s));
+                self.snapshot = Some(StateCursor::new(s, self.prefix.clone()));
             }
         }
         Some(())
@@ -215,6 +229,8 @@ impl Feed {
 struct StateCursor {
     state: State,
     part: Part,
+    /// Only the `kv` entries under it, if any.
+    prefix: Option<shoal_model::Key>,
 }
 
 enum Part {
@@ -227,10 +243,14 @@ enum Part {
 }
 
 impl StateCursor {
-    fn new(state: State) -> Self {
+    fn new(state: State, prefix: Option<String>) -> Self {
         StateCursor {
             state,
-            part: Part::Nodes(None),
+            part: match prefix {
+                Some(_) => Part::Kv(None),
+                None => Part::Nodes(None),
+            },
+            prefix: prefix.map(Into::into),
         }
     }
 
@@ -239,14 +259,26 @@ impl StateCursor {
         loop {
             let s = &self.state;
             let (batch, next) = match &mut self.part {
-                Part::Nodes(after) => (batch("nodes", s.nodes(), after), Part::Kv(None)),
-                Part::Kv(after) => (batch("kv", s.kv(), after), Part::Tasks(None)),
-                Part::Tasks(after) => (batch("tasks", s.tasks(), after), Part::Deployments(None)),
+                Part::Nodes(after) => (batch("nodes", s.nodes(), after, None, all), Part::Kv(None)),
+                Part::Kv(after) => match &self.prefix {
+                    Some(p) => {
+                        let under = |k: &shoal_model::Key| k.starts_with(p.as_str());
+                        (batch("kv", s.kv(), after, Some(p), under), Part::Done)
+                    }
+                    None => (batch("kv", s.kv(), after, None, all), Part::Tasks(None)),
+                },
+                Part::Tasks(after) => (
+                    batch("tasks", s.tasks(), after, None, all),
+                    Part::Deployments(None),
+                ),
                 Part::Deployments(after) => (
-                    batch("deployments", s.deployments(), after),
+                    batch("deployments", s.deployments(), after, None, all),
                     Part::Outcomes(None),
                 ),
-                Part::Outcomes(after) => (batch("outcomes", s.outcomes(), after), Part::Done),
+                Part::Outcomes(after) => (
+                    batch("outcomes", s.outcomes(), after, None, all),
+                    Part::Done,
+                ),
                 Part::Done => return None,
             };
             match batch {
@@ -257,22 +289,37 @@ impl StateCursor {
     }
 }
 
-/// The entries of `map` after `after`, as one frame's data (at most
-/// `BATCH` entries, about `BATCH_BYTES`); moves `after` on. None when none
-/// are left.
-fn batch<K, V>(name: &str, map: &shoal_model::TreeMap<K, V>, after: &mut Option<K>) -> Option<Value>
+/// Every entry of a map.
+fn all<K>(_: &K) -> bool {
+    true
+}
+
+/// The entries of `map` after `after` (else from `from`) while `within`
+/// holds, as one frame's data (at most `BATCH` entries, about
+/// `BATCH_BYTES`); moves `after` on. None when none are left.
+fn batch<K, V>(
+    name: &str,
+    map: &shoal_model::TreeMap<K, V>,
+    after: &mut Option<K>,
+    from: Option<&K>,
+    within: impl Fn(&K) -> bool,
+) -> Option<Value>
 where
     K: Ord + Clone + serde::Serialize,
     V: Clone + serde::Serialize,
 {
     let start = after.clone();
-    let lower: Bound<&K> = match start.as_ref() {
-        Some(k) => Bound::Excluded(k),
-        None => Bound::Unbounded,
+    let lower: Bound<&K> = match (start.as_ref(), from) {
+        (Some(k), _) => Bound::Excluded(k),
+        (None, Some(k)) => Bound::Included(k),
+        (None, None) => Bound::Unbounded,
     };
     let mut items = Vec::new();
     let mut bytes = 0;
     for (k, v) in map.range::<K, _>((lower, Bound::Unbounded)) {
+        if !within(k) {
+            break;
+        }
         let item = json!([k, v]);
         bytes += item.to_string().len();
         items.push(item);
@@ -282,4 +329,46 @@ where
         }
     }
     (!items.is_empty()).then(|| json!({ name: items }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateCursor;
+    use shoal_model::{Command, CommandId, Envelope, Event, EventIdx, Op, State, Term};
+
+    #[test]
+    fn a_snapshot_under_a_prefix_sends_only_those_keys() {
+        let mut s = State::new();
+        for (i, key) in ["app/a", "app/b", "apple", "other"].iter().enumerate() {
+            let cmd = Command {
+                id: CommandId(format!("c{i}")),
+                op: Op::KvSet {
+                    key: key.to_string(),
+                    value: "v".into(),
+                },
+            };
+            let env = Envelope {
+                idx: EventIdx(i as u64 + 1),
+                term: Term(1),
+                event: Event::Command { cmd, at_ms: 0 },
+            };
+            s.apply(&env).unwrap();
+        }
+        let mut under = StateCursor::new(s.clone(), Some("app/".into()));
+        let batch = under.next_batch().unwrap();
+        let keys: Vec<&str> = batch["kv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[0].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["app/a", "app/b"]);
+        assert!(under.next_batch().is_none(), "nothing but those keys");
+        let mut all = StateCursor::new(s, None);
+        let mut parts = 0;
+        while all.next_batch().is_some() {
+            parts += 1;
+        }
+        assert!(parts >= 2, "nodes, kv, outcomes...: {parts}");
+    }
 }

@@ -235,6 +235,54 @@ impl Op {
                 | Op::ListPush { .. }
         )
     }
+
+    /// The keys it writes (a lock is a key too), or checks (a guard, a
+    /// fence's lock).
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Op::KvSet { key, .. }
+            | Op::KvSetIfAbsent { key, .. }
+            | Op::KvCas { key, .. }
+            | Op::KvIncrBy { key, .. }
+            | Op::KvDelete { key }
+            | Op::SetAdd { key, .. }
+            | Op::SetRemove { key, .. }
+            | Op::ListPush { key, .. } => vec![key],
+            Op::LockAcquire { name, .. }
+            | Op::LockKeepalive { name, .. }
+            | Op::LockRelease { name, .. } => vec![name],
+            Op::Fenced { lock, op, .. } => {
+                let mut keys = vec![lock.as_str()];
+                keys.extend(op.keys());
+                keys
+            }
+            Op::Txn { guards, ops } => guards
+                .iter()
+                .map(|g| g.key.as_str())
+                .chain(ops.iter().flat_map(Op::keys))
+                .collect(),
+            Op::TaskSubmit { .. }
+            | Op::TaskCancel { .. }
+            | Op::TaskDelete { .. }
+            | Op::TaskReport { .. }
+            | Op::Deploy { .. }
+            | Op::Undeploy { .. }
+            | Op::ReplicaReport { .. }
+            | Op::Barrier => vec![],
+        }
+    }
+}
+
+impl Event {
+    /// The keys a committed event touches: a command's, or the key that
+    /// expired. Events about nodes, tasks and replicas touch none.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            Event::Command { cmd, .. } => cmd.op.keys(),
+            Event::KvExpired { key, .. } => vec![key],
+            _ => vec![],
+        }
+    }
 }
 
 /// The outcome of a command, stored under its id (invariant 7).
@@ -454,4 +502,38 @@ pub struct OutputChunk {
     pub seq: u64,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_op_names_every_key_it_writes_or_checks() {
+        let set = |k: &str| Op::KvSet {
+            key: k.into(),
+            value: "v".into(),
+        };
+        assert_eq!(set("a").keys(), ["a"]);
+        let fenced = Op::Fenced {
+            lock: "l".into(),
+            token: FencingToken(3),
+            op: Box::new(set("a")),
+        };
+        assert_eq!(fenced.keys(), ["l", "a"]);
+        let txn = Op::Txn {
+            guards: vec![Guard {
+                key: "g".into(),
+                check: Check::Exists(true),
+            }],
+            ops: vec![set("a"), Op::KvDelete { key: "b".into() }],
+        };
+        assert_eq!(txn.keys(), ["g", "a", "b"]);
+        assert!(Op::Undeploy { name: "web".into() }.keys().is_empty());
+        let expired = Event::KvExpired {
+            key: "t".into(),
+            version: EventIdx(1),
+        };
+        assert_eq!(expired.keys(), ["t"]);
+    }
 }
