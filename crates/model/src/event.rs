@@ -236,9 +236,8 @@ impl Op {
         )
     }
 
-    /// The keys it writes (a lock is a key too), or checks (a guard, a
-    /// fence's lock).
-    pub fn keys(&self) -> Vec<&str> {
+    /// The one key a key-value write or a lock op names.
+    pub fn key(&self) -> Option<&str> {
         match self {
             Op::KvSet { key, .. }
             | Op::KvSetIfAbsent { key, .. }
@@ -247,10 +246,18 @@ impl Op {
             | Op::KvDelete { key }
             | Op::SetAdd { key, .. }
             | Op::SetRemove { key, .. }
-            | Op::ListPush { key, .. } => vec![key],
+            | Op::ListPush { key, .. } => Some(key),
             Op::LockAcquire { name, .. }
             | Op::LockKeepalive { name, .. }
-            | Op::LockRelease { name, .. } => vec![name],
+            | Op::LockRelease { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The keys it writes (a lock is a key too), or checks (a guard, a
+    /// fence's lock).
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
             Op::Fenced { lock, op, .. } => {
                 let mut keys = vec![lock.as_str()];
                 keys.extend(op.keys());
@@ -261,14 +268,7 @@ impl Op {
                 .map(|g| g.key.as_str())
                 .chain(ops.iter().flat_map(Op::keys))
                 .collect(),
-            Op::TaskSubmit { .. }
-            | Op::TaskCancel { .. }
-            | Op::TaskDelete { .. }
-            | Op::TaskReport { .. }
-            | Op::Deploy { .. }
-            | Op::Undeploy { .. }
-            | Op::ReplicaReport { .. }
-            | Op::Barrier => vec![],
+            op => op.key().into_iter().collect(),
         }
     }
 }

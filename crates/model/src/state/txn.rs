@@ -19,7 +19,7 @@ impl State {
         let mut before: HashMap<&str, Option<KvEntry>> = HashMap::with_capacity(ops.len());
         let mut results = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            let key = op_key(op);
+            let key = op.key().unwrap_or_default();
             if !before.contains_key(key) {
                 before.insert(key, self.kv.get(key).cloned());
             }
@@ -46,23 +46,5 @@ impl State {
             Check::Version(v) => entry.is_some_and(|e| e.version == *v),
             Check::Value(v) => entry.and_then(|e| e.value.as_text()).as_deref() == Some(v),
         }
-    }
-}
-
-/// The key a key-value write changes.
-fn op_key(op: &Op) -> &str {
-    match op {
-        Op::KvSet { key, .. }
-        | Op::KvSetIfAbsent { key, .. }
-        | Op::KvCas { key, .. }
-        | Op::KvIncrBy { key, .. }
-        | Op::KvDelete { key }
-        | Op::SetAdd { key, .. }
-        | Op::SetRemove { key, .. }
-        | Op::ListPush { key, .. } => key,
-        Op::LockAcquire { name, .. }
-        | Op::LockKeepalive { name, .. }
-        | Op::LockRelease { name, .. } => name,
-        _ => "",
     }
 }
