@@ -20,7 +20,9 @@ pub const NOT_APPLIED: i32 = 3;
 pub enum KvCmd {
     /// A key's value (read locally; --consistent goes through the master).
     Get {
+        /// The key.
         key: String,
+        /// Read at an index the master confirmed (sees every write committed before).
         #[arg(long)]
         consistent: bool,
         /// Print the whole answer (value, version, TTL, index) as JSON.
@@ -29,7 +31,9 @@ pub enum KvCmd {
     },
     /// Set a key.
     Set {
+        /// The key.
         key: String,
+        /// The value.
         value: String,
         /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
@@ -38,17 +42,22 @@ pub enum KvCmd {
     /// Set a key only if it is absent; exits 3 if it exists.
     #[command(alias = "setnx")]
     SetIfAbsent {
+        /// The key.
         key: String,
+        /// The value.
         value: String,
         /// The key disappears this long after it was set.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
     /// Compare-and-set; exits 3 if the current value differs.
     Cas {
+        /// The key.
         key: String,
+        /// The value.
         value: String,
         /// The value the key must hold now.
         #[arg(long, conflicts_with = "absent", required_unless_present = "absent")]
@@ -56,69 +65,103 @@ pub enum KvCmd {
         /// The key must be absent now.
         #[arg(long)]
         absent: bool,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
     /// Add BY (default 1) to an integer key and print the new value.
     Incr {
+        /// The key.
         key: String,
+        /// What to add (default 1; may be negative).
         #[arg(allow_negative_numbers = true)]
         by: Option<i64>,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
     /// Delete a key.
     #[command(alias = "del")]
     Delete {
+        /// The key.
         key: String,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },
     /// Keys under a prefix, in order (fetched a page at a time).
     #[command(alias = "ls")]
     List {
+        /// Keys that start with this (default: every key).
         #[arg(default_value = "")]
         prefix: String,
         /// Keys to print at most.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Read at an index the master confirmed (sees every write committed before).
         #[arg(long)]
         consistent: bool,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Add a member to a set.
-    Sadd { key: String, member: String },
+    Sadd {
+        /// The key.
+        key: String,
+        /// The member.
+        member: String,
+    },
     /// Remove a member from a set.
-    Srem { key: String, member: String },
+    Srem {
+        /// The key.
+        key: String,
+        /// The member.
+        member: String,
+    },
     /// A set's members.
     Smembers {
+        /// The key.
         key: String,
+        /// Read at an index the master confirmed (sees every write committed before).
         #[arg(long)]
         consistent: bool,
     },
     /// Append to a list and print its new length.
-    Push { key: String, value: String },
+    Push {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
     /// List elements START..=STOP (negative: from the end).
     Range {
+        /// The key.
         key: String,
+        /// The first position (negative: from the end).
         #[arg(default_value_t = 0, allow_negative_numbers = true)]
         start: i64,
+        /// The last position, included (negative: from the end).
         #[arg(default_value_t = -1, allow_negative_numbers = true)]
         stop: i64,
+        /// Read at an index the master confirmed (sees every write committed before).
         #[arg(long)]
         consistent: bool,
     },
     /// Take a lock for HOLDER and print its fencing token (see also `shoal lock`).
     Lock {
+        /// The lock's name (a key).
         name: String,
+        /// Who takes it (shown to others who read the lock).
         #[arg(long)]
         holder: String,
+        /// The lease: the lock frees itself this long after its last renewal.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
     /// Renew a lock's lease, given the fencing token `kv lock` printed.
     Keepalive {
+        /// The lock's name (a key).
         name: String,
         /// The lock's fencing token (not the API token: that is `--token`).
         #[arg(id = "fencing_token", value_name = "TOKEN")]
@@ -126,6 +169,7 @@ pub enum KvCmd {
     },
     /// Release a lock, given the fencing token `kv lock` printed.
     Unlock {
+        /// The lock's name (a key).
         name: String,
         /// The lock's fencing token (not the API token: that is `--token`).
         #[arg(id = "fencing_token", value_name = "TOKEN")]
@@ -146,8 +190,10 @@ pub enum KvCmd {
     /// remove ("member"), push ("value").
     #[command(verbatim_doc_comment)]
     Txn {
+        /// The transaction as JSON: a file, or - for standard input.
         #[arg(default_value = "-")]
         file: String,
+        /// Apply only while lock LOCK holds fencing token TOKEN.
         #[arg(long, value_name = "LOCK:TOKEN")]
         fence: Option<String>,
     },

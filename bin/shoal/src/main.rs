@@ -5,11 +5,12 @@ mod client;
 mod kv;
 mod lock;
 mod logging;
+mod manual;
 mod progress;
 mod tasks;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use client::{ApiArg, Client};
 use kv::KvCmd;
 use std::io::IsTerminal;
@@ -18,20 +19,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-const EXIT_STATUS: &str = "Exit status: 0 done (or true); 1 an error (the node \
-could not be reached, or answered with an error); 2 a usage error; 3 not applied \
-(a condition or guard did not hold, nothing to delete, already a member: the \
-command printed false).";
-
 const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4100";
 const DEFAULT_API: &str = "127.0.0.1:4101";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "shoal",
-    version,
+    version = manual::VERSION,
     about = "A cluster node for LAN hosts",
-    after_help = EXIT_STATUS
+    after_help = manual::EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +42,7 @@ enum Cmd {
     Status {
         #[command(flatten)]
         api: ApiArg,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -53,6 +50,7 @@ enum Cmd {
     Nodes {
         #[command(flatten)]
         api: ApiArg,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +79,7 @@ enum Cmd {
     },
     /// A task's output, as kept by the cluster (bounded per task).
     Logs {
+        /// The task's id.
         task: String,
         #[command(flatten)]
         api: ApiArg,
@@ -89,11 +88,13 @@ enum Cmd {
     Tasks {
         #[command(flatten)]
         api: ApiArg,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Cancel a task: SIGTERM to its process group, then SIGKILL.
     Cancel {
+        /// The task's id.
         task: String,
         #[command(flatten)]
         api: ApiArg,
@@ -107,6 +108,7 @@ enum Cmd {
     },
     /// Stop a deployment's replicas and forget it.
     Undeploy {
+        /// The deployment's name.
         name: String,
         #[command(flatten)]
         api: ApiArg,
@@ -115,6 +117,7 @@ enum Cmd {
     Deployments {
         #[command(flatten)]
         api: ApiArg,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -129,6 +132,7 @@ enum Cmd {
     ///
     /// Example: shoal watch --prefix app/ --from 1
     Watch {
+        /// Start at this event index (older than the retained log: State first).
         #[arg(long)]
         from: Option<u64>,
         /// Only events that touch keys under this prefix (and, in State,
@@ -142,7 +146,21 @@ enum Cmd {
         api: ApiArg,
     },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
-    ClusterKey { file: PathBuf },
+    ClusterKey {
+        /// Where to write the key (an existing file is never overwritten).
+        file: PathBuf,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: shoal completions bash > /etc/bash_completion.d/shoal
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    ///
+    /// Example: shoal man > /usr/local/share/man/man1/shoal.1
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +317,8 @@ fn run(cli: Cli) -> Result<i32> {
             println!("leaving");
             Ok(0)
         }
+        Cmd::Completions { shell } => manual::completions(Cli::command(), shell),
+        Cmd::Man => manual::man(Cli::command()),
         Cmd::ClusterKey { file } => {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -570,3 +590,6 @@ fn check_exec_allowed(args: &UpArgs, listen: &[shoal_net::Addr]) -> Result<()> {
          (only key holders can join), or a single node with --listen and --api on loopback and no --peer"
     )
 }
+
+#[cfg(test)]
+mod cli_tests;

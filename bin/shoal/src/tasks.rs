@@ -275,8 +275,10 @@ pub struct DeployArgs {
     /// How many replicas to keep running, spread across nodes.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
+    /// CPU each replica needs, in millicores.
     #[arg(long, default_value_t = 0)]
     pub cpu_milli: u32,
+    /// Memory each replica needs, in bytes.
     #[arg(long, default_value_t = 0)]
     pub mem_bytes: u64,
     #[command(flatten)]

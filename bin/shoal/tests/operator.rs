@@ -409,3 +409,31 @@ fn the_systemd_unit_verifies() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+#[test]
+fn the_version_names_its_commit_and_completions_and_manual_cover_every_command() {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    let commit = version
+        .trim()
+        .strip_prefix(concat!("shoal ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version}"));
+    assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()));
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for word in ["watch", "cluster-key", "set-if-absent", "prefix"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(page.contains(".TH shoal 1"), "{page}");
+    assert!(page.contains("completions") && page.contains("Exit status"));
+}
