@@ -69,10 +69,7 @@ fn kv_path(method: &Method, raw: &str) -> Result<KvPath, ApiError> {
             key: decode(key)?,
             op: "range".into(),
         }),
-        _ => {
-            let key = raw.split('/').map(decode).collect::<Result<Vec<_>, _>>()?;
-            Ok(KvPath::Key(key.join("/")))
-        }
+        _ => Ok(KvPath::Key(decode(raw)?)),
     }
 }
 
@@ -96,15 +93,15 @@ async fn by_path(
     body: Bytes,
 ) -> ApiResult {
     let raw = params.iter().next().map(|(_, v)| v).unwrap_or_default();
-    match (method.clone(), kv_path(&method, raw)?) {
-        (Method::GET, KvPath::Key(key)) => read(&node, key, q.consistent).await,
-        (Method::GET, KvPath::Op { key, .. }) => range(&node, key, q).await,
-        (Method::PUT, KvPath::Key(key)) => {
+    match (&method, kv_path(&method, raw)?) {
+        (&Method::GET, KvPath::Key(key)) => read(&node, key, q.consistent).await,
+        (&Method::GET, KvPath::Op { key, .. }) => range(&node, key, q).await,
+        (&Method::PUT, KvPath::Key(key)) => {
             let value = shoal_request::text(&body, "value")?;
             write(&node, &headers, Op::KvSet { key, value }).await
         }
-        (Method::DELETE, KvPath::Key(key)) => write(&node, &headers, Op::KvDelete { key }).await,
-        (Method::POST, KvPath::Op { key, op }) => {
+        (&Method::DELETE, KvPath::Key(key)) => write(&node, &headers, Op::KvDelete { key }).await,
+        (&Method::POST, KvPath::Op { key, op }) => {
             post_op(&node, key, &op, q, &headers, &body).await
         }
         (m, _) => Err(ApiError::new(

@@ -356,13 +356,17 @@ fn the_master_rests_while_two_others_serve_and_late_offers_add_sources() {
     assert!(rx.is_source(&m), "its chunks under way are still taken");
 }
 
+/// A snapshot point at `i` on a grid of 10 events.
+fn pt(i: u64) -> Point {
+    Point {
+        index: EventIdx(i),
+        every: 10,
+    }
+}
+
 #[test]
 fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_holds() {
     let at = EventIdx;
-    let pt = |i| Point {
-        index: EventIdx(i),
-        every: 10,
-    };
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let mut member = SnapshotServer::default();
     assert_eq!(
@@ -433,10 +437,6 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
 #[test]
 fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds() {
     let at = EventIdx;
-    let pt = |i| Point {
-        index: EventIdx(i),
-        every: 10,
-    };
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let chunk = |m: &mut SnapshotServer, index, t| {
         let req = SnapshotRequest {
