@@ -337,10 +337,13 @@ pub fn run(c: &Client, cmd: KvCmd) -> Result<i32> {
                     path.push_str("&consistent=true");
                 }
                 let v = c.get(&path)?;
-                keys.extend(v["keys"].as_array().into_iter().flatten().cloned());
+                let page = v["keys"].as_array().cloned().unwrap_or_default();
+                let empty = page.is_empty();
+                keys.extend(page);
                 after = v["next"].as_str().map(str::to_owned);
                 more = after.is_some();
-                if !more {
+                // A page with nothing in it cannot move `after` on.
+                if !more || empty {
                     break;
                 }
             }
