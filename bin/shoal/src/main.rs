@@ -2,6 +2,7 @@
 //! node's HTTP API (`--api`, or `SHOAL_API`).
 
 mod client;
+mod config;
 mod kv;
 mod lock;
 mod logging;
@@ -11,7 +12,7 @@ mod tasks;
 mod up;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use client::{ApiArg, Client};
 use kv::KvCmd;
 use std::path::PathBuf;
@@ -159,7 +160,16 @@ enum Cmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let parsed =
+        config::parse(Cli::command(), std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
+    if let Cmd::Up(args) = &cli.command {
+        if args.print_config {
+            let cmd = Cli::command();
+            print!("{}", config::print(up_command(&cmd), &parsed));
+            return;
+        }
+    }
     match run(cli) {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
@@ -282,6 +292,11 @@ fn nodes(c: &Client, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `shoal up`'s part of the command line.
+fn up_command(cmd: &clap::Command) -> &clap::Command {
+    cmd.find_subcommand("up").expect("shoal up exists")
 }
 
 #[cfg(test)]

@@ -14,38 +14,48 @@ const DEFAULT_API: &str = "127.0.0.1:4101";
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Where the node keeps its identity, log and snapshots.
+    /// A TOML file of settings, named as the flags (`voters = 5`); a flag
+    /// beats its SHOAL_* variable, which beats the file.
+    ///
+    /// Example: shoal up --config /etc/shoal/shoal.toml
+    #[arg(long, value_name = "FILE", env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect, as a config file saying where each
+    /// came from, and exit.
     #[arg(long)]
+    pub print_config: bool,
+    /// Where the node keeps its identity, log and snapshots.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Address to listen on for peers (repeatable).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "SHOAL_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
     /// Address of the HTTP API and dashboard.
-    #[arg(long, default_value = DEFAULT_API)]
+    #[arg(long, default_value = DEFAULT_API, env = "SHOAL_API_ADDR")]
     api: SocketAddr,
     /// A peer to dial, for networks where multicast discovery is blocked.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_PEER", value_delimiter = ',')]
     peer: Vec<String>,
     /// Turn mDNS discovery off.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_NO_MDNS")]
     no_mdns: bool,
     /// A pre-shared cluster key file: only nodes holding it can connect.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_CLUSTER_KEY")]
     cluster_key: Option<PathBuf>,
     /// How many voters the cluster keeps, 1 to 9 (fewer than 3 survives
     /// no voter loss; odd numbers tolerate the most for their size).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9), env = "SHOAL_VOTERS")]
     voters: u64,
     /// Catch up by replaying the log only, never by snapshot.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_NO_SNAPSHOT")]
     no_snapshot: bool,
     /// Applied events between local snapshots (at least 100); the log
     /// below the newest one (less --log-retain) is dropped.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..), env = "SHOAL_SNAPSHOT_EVERY")]
     snapshot_every: u64,
     /// The file holding the API token that writes must carry (default:
     /// DIR/api-token, generated on first start).
-    #[arg(long, conflicts_with = "api_token")]
+    #[arg(long, conflicts_with = "api_token", env = "SHOAL_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
     /// The API token itself (prefer a file: arguments are visible to
     /// other users of the host).
@@ -53,53 +63,58 @@ pub struct UpArgs {
     api_token: Option<String>,
     /// How the log on standard error is written (its level: SHOAL_LOG,
     /// e.g. info,shoal_proto=debug).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text", env = "SHOAL_LOG_FORMAT")]
     log_format: logging::LogFormat,
     /// A label tasks can ask for (repeatable).
-    #[arg(long, value_name = "K=V")]
+    #[arg(long, value_name = "K=V", env = "SHOAL_LABEL", value_delimiter = ',')]
     label: Vec<String>,
     /// Run user commands sent by `shoal run` (remote execution). Allowed
     /// only with --cluster-key, or on a single node listening on loopback.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_ALLOW_EXEC")]
     allow_exec: bool,
     /// Between SIGTERM and SIGKILL when a run is cancelled or stopped (at
     /// most 10 minutes).
-    #[arg(long, default_value = "5s", value_parser = stop_grace)]
+    #[arg(long, default_value = "5s", value_parser = stop_grace, env = "SHOAL_STOP_GRACE")]
     stop_grace: Duration,
     /// Test-only: serve POST /v1/fault/delay?ms=N, which delays every
     /// outgoing message of this node (chaos runs without netem).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "SHOAL_FAULT_INJECTION")]
     fault_injection: bool,
     /// Silence after which a node is declared dead (1 s to 10 minutes: a
     /// node heartbeats every 300 ms).
-    #[arg(long, default_value = "2s", value_parser = node_timeout)]
+    #[arg(long, default_value = "2s", value_parser = node_timeout, env = "SHOAL_NODE_TIMEOUT")]
     node_timeout: Duration,
     /// Log entries kept below the newest local snapshot, so that a replica
     /// behind by less can catch up by ranges.
-    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000))]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000), env = "SHOAL_LOG_RETAIN")]
     log_retain: u64,
     /// A name clients may reach the API by (repeatable). IP addresses,
     /// localhost and this host's name are always accepted; requests naming
     /// any other Host are refused (DNS rebinding).
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SHOAL_API_HOST",
+        value_delimiter = ','
+    )]
     api_host: Vec<String>,
     /// The one web origin allowed to call the API from a browser
     /// (default: none; e.g. https://ops.example).
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(long, value_name = "ORIGIN", env = "SHOAL_API_CORS_ORIGIN")]
     api_cors_origin: Option<String>,
     /// API connections open at once; more are closed at once.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536), env = "SHOAL_API_MAX_CONNECTIONS")]
     api_max_connections: u64,
     /// Streams open at once (events, dashboard, task output); more get 503.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000), env = "SHOAL_API_MAX_STREAMS")]
     api_max_streams: u64,
     /// A request's headers must arrive within this, and an idle API
     /// connection is closed after it (1 s to 10 minutes).
-    #[arg(long, default_value = "10s", value_parser = api_timeout)]
+    #[arg(long, default_value = "10s", value_parser = api_timeout, env = "SHOAL_API_IDLE_TIMEOUT")]
     api_idle_timeout: Duration,
     /// A client that takes none of a response (a stream it stopped
     /// reading) for this long is disconnected (1 s to 10 minutes).
-    #[arg(long, default_value = "30s", value_parser = api_timeout)]
+    #[arg(long, default_value = "30s", value_parser = api_timeout, env = "SHOAL_API_STALL_TIMEOUT")]
     api_stall_timeout: Duration,
 }
 
