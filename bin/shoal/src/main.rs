@@ -7,6 +7,7 @@ mod kv;
 mod lock;
 mod logging;
 mod manual;
+mod members;
 mod progress;
 mod tasks;
 mod up;
@@ -42,8 +43,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The cluster's members.
+    /// The cluster's members; `shoal nodes remove NODE` removes a dead one.
     Nodes {
+        #[command(subcommand)]
+        op: Option<members::NodesCmd>,
         #[command(flatten)]
         api: ApiArg,
         /// Print the answer as JSON.
@@ -184,7 +187,7 @@ fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Up(args) => up::up(args).map(|_| 0),
         Cmd::Status { api, json } => status(&Client::new(&api)?, json).map(|_| 0),
-        Cmd::Nodes { api, json } => nodes(&Client::new(&api)?, json).map(|_| 0),
+        Cmd::Nodes { op, api, json } => members::run(&Client::new(&api)?, op, json),
         Cmd::Kv { op, api } => kv::run(&Client::new(&api)?, op),
         Cmd::Lock { args, api } => lock::run(&Client::new(&api)?, args),
         Cmd::Run { args, api } => tasks::run(&Client::new(&api)?, args),
@@ -258,39 +261,6 @@ fn status(c: &Client, json: bool) -> Result<()> {
     println!("hash      {}", v["state_hash"].as_str().unwrap_or("?"));
     let peers = v["peers"].as_array().map(|a| a.len()).unwrap_or(0);
     println!("peers     {peers}");
-    Ok(())
-}
-
-fn nodes(c: &Client, json: bool) -> Result<()> {
-    let v = c.get("/v1/nodes")?;
-    if json {
-        println!("{v}");
-        return Ok(());
-    }
-    println!(
-        "{:<54} {:<9} {:<8} {:>9} {:>8}",
-        "NODE", "ROLE", "STATE", "APPLIED", "HEARD"
-    );
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let role = if n["master"].as_bool() == Some(true) {
-            "master"
-        } else {
-            n["role"].as_str().unwrap_or("?")
-        };
-        let heard = n["last_heard_ms"]
-            .as_u64()
-            .map_or("-".to_owned(), |ms| format!("{ms}ms"));
-        println!(
-            "{:<54} {:<9} {:<8} {:>9} {:>8}",
-            n["node_id"].as_str().unwrap_or("?"),
-            role,
-            n["liveness"].as_str().unwrap_or("?"),
-            n["applied_index"]
-                .as_u64()
-                .map_or("-".to_owned(), |i| i.to_string()),
-            heard
-        );
-    }
     Ok(())
 }
 

@@ -72,6 +72,16 @@ pub struct UpArgs {
     /// only with --cluster-key, or on a single node listening on loopback.
     #[arg(long, env = "SHOAL_ALLOW_EXEC")]
     allow_exec: bool,
+    /// The ports this node hands its replicas (`PORT` in their
+    /// environment), FIRST-LAST. Nodes on one host share them, and a port
+    /// some program listens on is skipped.
+    #[arg(
+        long,
+        value_name = "FIRST-LAST",
+        default_value = "20000-29999",
+        env = "SHOAL_REPLICA_PORTS"
+    )]
+    replica_ports: shoal_model::PortRange,
     /// Between SIGTERM and SIGKILL when a run is cancelled or stopped (at
     /// most 10 minutes).
     #[arg(long, default_value = "5s", value_parser = stop_grace, env = "SHOAL_STOP_GRACE")]
@@ -84,6 +94,10 @@ pub struct UpArgs {
     /// node heartbeats every 300 ms).
     #[arg(long, default_value = "2s", value_parser = node_timeout, env = "SHOAL_NODE_TIMEOUT")]
     node_timeout: Duration,
+    /// A node that left (shoal leave, or shoal nodes remove) is forgotten
+    /// this long after, when this node is master (0 s to 30 days).
+    #[arg(long, default_value = "1h", value_parser = forget_after, env = "SHOAL_FORGET_LEFT_AFTER")]
+    forget_left_after: Duration,
     /// Log entries kept below the newest local snapshot, so that a replica
     /// behind by less can catch up by ranges.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000), env = "SHOAL_LOG_RETAIN")]
@@ -137,6 +151,10 @@ fn node_timeout(s: &str) -> Result<Duration, String> {
 
 fn api_timeout(s: &str) -> Result<Duration, String> {
     duration_within(s, Duration::from_secs(1), Duration::from_secs(600))
+}
+
+fn forget_after(s: &str) -> Result<Duration, String> {
+    duration_within(s, Duration::ZERO, Duration::from_secs(30 * 86_400))
 }
 
 fn stop_grace(s: &str) -> Result<Duration, String> {
@@ -198,6 +216,8 @@ pub fn up(args: UpArgs) -> Result<()> {
         allow_exec: args.allow_exec,
         stop_grace: args.stop_grace,
         snapshot_every: args.snapshot_every,
+        replica_ports: args.replica_ports,
+        forget_left_after: args.forget_left_after,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,7 @@
 //! ```text
 //! GET  /v1/status            this node: role, master, term, indices, state hash, peers
 //! GET  /v1/nodes             the members in State, with what this node hears of them
+//! DELETE /v1/nodes/{id}      remove a dead or departed member (see `members.rs`)
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /metrics              Prometheus text format
 //! POST /v1/leave             drain and leave the cluster, then exit
@@ -53,6 +54,7 @@ mod events;
 mod health;
 mod host;
 mod kv;
+mod members;
 mod secrets;
 mod server;
 mod streams;
@@ -70,9 +72,10 @@ use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
 pub(crate) use error::{json_content, stopped};
+pub(crate) use members::{node_json, nodes_json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shoal_model::{Limits, NodeInfo, Outcome, Rejection, State};
+use shoal_model::{Limits, Outcome, Rejection, State};
 use shoal_node::{NodeHandle, View};
 use shoal_proto::node::NodeRole;
 use shoal_proto::wire::CommandReply;
@@ -112,7 +115,8 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/v1/status", get(status))
-        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes", get(members::nodes))
+        .route("/v1/nodes/{id}", axum::routing::delete(members::remove))
         .route("/v1/state", get(state))
         .route("/metrics", get(metrics))
         .route("/v1/leave", post(leave))
@@ -212,54 +216,6 @@ pub(crate) fn status_json(v: &View) -> Value {
             "entries": p.entries,
         })),
     })
-}
-
-fn node_json(id: &str, n: &NodeInfo) -> Value {
-    json!({
-        "node_id": id,
-        "raft_id": n.raft_id,
-        "addr": n.addr,
-        "role": n.role,
-        "liveness": n.liveness,
-    })
-}
-
-async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
-    let state = node.state().await.ok_or_else(stopped)?;
-    let nodes = nodes_json(&state, &node.view());
-    Ok(Json(json!({"index": state.index(), "nodes": nodes})))
-}
-
-/// The members in State, with what this node hears of them: when last,
-/// how far they applied, and how far behind the commit they are.
-pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
-    let commit = view.status.commit_index.0;
-    state
-        .nodes()
-        .iter()
-        .map(|(id, n)| {
-            let mut v = node_json(id.as_str(), n);
-            let applied = if let Some(p) = view.peers.iter().find(|p| &p.node == id) {
-                v["last_heard_ms"] = json!(p.since_heard.as_millis() as u64);
-                Some(p.applied)
-            } else if *id == view.status.node_id {
-                v["last_heard_ms"] = json!(0);
-                Some(view.status.applied_index)
-            } else {
-                None
-            };
-            if let Some(a) = applied {
-                v["applied_index"] = json!(a);
-                v["lag"] = json!(commit.saturating_sub(a.0));
-            }
-            let master = view.status.master_id.as_ref() == Some(id);
-            v["master"] = json!(master);
-            if master {
-                v["role"] = json!("master");
-            }
-            v
-        })
-        .collect()
 }
 
 /// Drains this node (runs handed back, leadership moved, leave recorded)

@@ -10,7 +10,8 @@
 //!
 //! A deployment's missing replicas are placed the same way, spread first
 //! (the node with the fewest replicas of that deployment wins), each with a
-//! port free on its node; a replica on a node declared dead or gone is
+//! port of its node's replica range that no other replica on the same host
+//! holds and no program on the host listens on; a replica on a node declared dead or gone is
 //! taken off it, and placed again on the next tick.
 //!
 //! A lease runs on the master's monotonic clock from the grant, or from
@@ -20,9 +21,10 @@
 //! stopped its run before.
 
 use shoal_model::{
-    Event, FencingToken, Liveness, NodeId, NodeMetrics, Runner, State, Task, TaskId, TaskStatus,
+    Event, FencingToken, Liveness, NodeId, NodeMetrics, PortRange, Runner, State, Task, TaskId,
+    TaskStatus,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
@@ -114,8 +116,34 @@ pub struct Planner {
     pending_replicas: BTreeMap<(String, u32), Duration>,
 }
 
-/// Ports handed to replicas: `PORT` in their environment.
-pub const REPLICA_PORTS: std::ops::Range<u16> = 20000..30000;
+/// Where a node's replica ports come from: the host it reported, or the
+/// node itself until it reports one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PortSpace {
+    Host(u64),
+    Node(NodeId),
+}
+
+impl Capacities {
+    fn port_space(&self, node: &NodeId) -> PortSpace {
+        match self.get(node) {
+            Some(c) => PortSpace::Host(c.metrics.host),
+            None => PortSpace::Node(node.clone()),
+        }
+    }
+
+    /// A port for a replica on `node` (`PORT` in its environment): in the
+    /// node's range, not taken on its host, not in `used`.
+    fn free_port(&self, node: &NodeId, used: &BTreeSet<u16>) -> Option<u16> {
+        let (range, taken) = match self.get(node) {
+            Some(c) => (c.metrics.replica_ports, c.metrics.ports_taken.as_slice()),
+            None => (PortRange::DEFAULT, &[][..]),
+        };
+        range
+            .ports()
+            .find(|p| !used.contains(p) && !taken.contains(p))
+    }
+}
 
 impl Planner {
     /// A worker asks to renew leases; returns the tokens renewed.
@@ -244,12 +272,14 @@ impl Planner {
         let mut events = Vec::new();
         self.pending_replicas
             .retain(|_, at| now.saturating_sub(*at) < Duration::from_secs(3));
-        // Ports and replica counts per node, from State and this tick.
-        let mut ports: BTreeMap<NodeId, std::collections::BTreeSet<u16>> = BTreeMap::new();
+        // Ports per host and replica counts per node, from State and this
+        // tick.
+        let mut ports: BTreeMap<PortSpace, BTreeSet<u16>> = BTreeMap::new();
         let mut per_node: BTreeMap<(&str, NodeId), u32> = BTreeMap::new();
         for (name, d) in state.deployments() {
             for p in d.placements.values() {
-                ports.entry(p.node.clone()).or_default().insert(p.port);
+                let space = caps.port_space(&p.node);
+                ports.entry(space).or_default().insert(p.port);
                 *per_node.entry((name.as_str(), p.node.clone())).or_default() += 1;
             }
         }
@@ -297,8 +327,8 @@ impl Planner {
                 ) else {
                     continue;
                 };
-                let used = ports.entry(node.clone()).or_default();
-                let Some(port) = REPLICA_PORTS.clone().find(|p| !used.contains(p)) else {
+                let used = ports.entry(caps.port_space(&node)).or_default();
+                let Some(port) = caps.free_port(&node, used) else {
                     continue;
                 };
                 used.insert(port);
@@ -398,119 +428,4 @@ fn choose_node(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{cluster_state, command, leased_task, task_spec};
-    use shoal_model::Op;
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn caps(nodes: &[(&str, u32)], at: Duration) -> Capacities {
-        let mut c = Capacities::default();
-        for (n, cpu) in nodes {
-            c.on_metrics(
-                NodeMetrics {
-                    node: NodeId::from(*n),
-                    cpu_free_milli: *cpu,
-                    mem_free_bytes: 1 << 30,
-                    running: 0,
-                    labels: Default::default(),
-                    exec: false,
-                },
-                at,
-            );
-        }
-        c
-    }
-
-    const NODE_TIMEOUT: Duration = Duration::from_secs(2);
-
-    #[test]
-    fn a_lease_expires_at_its_length_plus_the_margin() {
-        let mut s = cluster_state(&["m", "a"]);
-        let token = leased_task(&mut s, "t", "a", None);
-        let cfg = PlacementConfig::default();
-        let mut p = Planner::default();
-        let none = Capacities::default();
-        // First seen at 10 s by a master elected at 0.
-        assert!(p
-            .plan(&cfg, &s, &none, secs(10), secs(0), NODE_TIMEOUT)
-            .is_empty());
-        assert!(p
-            .plan(&cfg, &s, &none, ms(15_999), secs(0), NODE_TIMEOUT)
-            .is_empty());
-        let got = p.plan(&cfg, &s, &none, secs(16), secs(0), NODE_TIMEOUT);
-        assert_eq!(
-            got,
-            vec![Event::TaskLeaseExpired {
-                task: TaskId::from("t"),
-                token
-            }]
-        );
-        assert!(
-            p.plan(&cfg, &s, &none, secs(17), secs(0), NODE_TIMEOUT)
-                .is_empty(),
-            "proposed once"
-        );
-    }
-
-    #[test]
-    fn a_renewal_from_the_holder_moves_the_deadline_and_one_from_another_node_does_not() {
-        let mut s = cluster_state(&["m", "a", "b"]);
-        let token = leased_task(&mut s, "t", "a", None);
-        let cfg = PlacementConfig::default();
-        let mut p = Planner::default();
-        let none = Capacities::default();
-        p.plan(&cfg, &s, &none, secs(0), secs(0), NODE_TIMEOUT);
-        let lease = [(TaskId::from("t"), token)];
-        assert!(p.renew(&NodeId::from("b"), &lease, &s, secs(5)).is_empty());
-        assert_eq!(
-            p.renew(&NodeId::from("a"), &lease, &s, secs(5)),
-            vec![token]
-        );
-        assert!(p
-            .plan(&cfg, &s, &none, secs(6), secs(0), NODE_TIMEOUT)
-            .is_empty());
-        assert_eq!(
-            p.plan(&cfg, &s, &none, secs(11), secs(0), NODE_TIMEOUT)
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn a_queued_task_goes_to_an_alive_node_with_room_for_it() {
-        let mut s = cluster_state(&["m", "a", "b"]);
-        command(
-            &mut s,
-            "t",
-            Op::TaskSubmit {
-                spec: task_spec(1500, None),
-            },
-        );
-        let cfg = PlacementConfig::default();
-        let mut p = Planner::default();
-        let c = caps(&[("m", 1000), ("a", 500), ("b", 2000)], secs(0));
-        let got = p.plan(&cfg, &s, &c, secs(1), secs(0), NODE_TIMEOUT);
-        assert!(
-            matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "b"),
-            "{got:?}"
-        );
-        // Nobody has room, or the figures are stale: it waits.
-        let mut p = Planner::default();
-        let small = caps(&[("m", 1000), ("a", 500), ("b", 1000)], secs(0));
-        assert!(p
-            .plan(&cfg, &s, &small, secs(1), secs(0), NODE_TIMEOUT)
-            .is_empty());
-        let mut p = Planner::default();
-        assert!(p
-            .plan(&cfg, &s, &c, secs(6), secs(0), NODE_TIMEOUT)
-            .is_empty());
-    }
-}
+mod tests;

@@ -448,7 +448,7 @@ impl Sim {
                 Output::ClusterGivenUp(_) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = None;
                 }
-                Output::MeasureHost => {
+                Output::MeasureHost { .. } => {
                     let at = self.now + Duration::from_millis(1);
                     self.deliver_to_self(&from, at, Payload::HostCapacity(HOST_CAPACITY));
                 }
@@ -507,6 +507,7 @@ impl Sim {
             Payload::HostCapacity((cpu_free_milli, mem_free_bytes)) => Input::HostCapacity {
                 cpu_free_milli,
                 mem_free_bytes,
+                ports_taken: Vec::new(),
             },
             Payload::Run(ev) => match self.run_input(&d.to, ev) {
                 Some(input) => input,

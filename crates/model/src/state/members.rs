@@ -4,7 +4,7 @@
 
 use super::validate::Limits;
 use super::State;
-use crate::event::{Liveness, Role};
+use crate::event::{Liveness, Outcome, Rejection, Role};
 use crate::ids::{ClusterId, NodeId, RaftId};
 use serde::{Deserialize, Serialize};
 
@@ -39,14 +39,18 @@ impl State {
         addr: &str,
         at_ms: u64,
     ) {
-        if self.meta.cluster_id.is_some() {
-            return;
+        if self.meta.cluster_id.is_none() {
+            self.found(cluster_id, founder, addr, at_ms);
         }
-        let mut meta = self.meta.clone();
-        meta.cluster_id = Some(cluster_id.clone());
-        meta.founded_at_ms = at_ms;
-        meta.next_raft_id = 2;
-        self.set_meta(meta);
+    }
+
+    /// Records the cluster `cluster_id` with `founder` its first voter.
+    fn found(&mut self, cluster_id: &ClusterId, founder: &NodeId, addr: &str, at_ms: u64) {
+        self.set_meta(super::Meta {
+            cluster_id: Some(cluster_id.clone()),
+            founded_at_ms: at_ms,
+            next_raft_id: 2,
+        });
         let info = NodeInfo {
             raft_id: RaftId(1),
             addr: addr.to_owned(),
@@ -55,6 +59,27 @@ impl State {
             joined_at_ms: at_ms,
         };
         self.nodes.insert(founder.clone(), info);
+    }
+
+    /// This State's data as that of a new cluster founded by `founder`
+    /// alone, as a restore from a backup does after every voter was lost:
+    /// keys, locks, tasks, deployments and command outcomes stay at their
+    /// index; the members are replaced by the founder, the only voter
+    /// (Raft id 1), and the cluster takes `cluster_id`. Runs granted to the
+    /// old members lapse and are granted again, as after their death.
+    pub fn refounded(
+        mut self,
+        cluster_id: ClusterId,
+        founder: &NodeId,
+        addr: &str,
+        at_ms: u64,
+    ) -> State {
+        let members: Vec<NodeId> = self.nodes.as_map().keys().cloned().collect();
+        for n in &members {
+            self.nodes.remove(n);
+        }
+        self.found(&cluster_id, founder, addr, at_ms);
+        self
     }
 
     /// A node joins (a new Raft id, as a follower) or rejoins (alive again,
@@ -93,6 +118,32 @@ impl State {
 
     pub(super) fn node_left(&mut self, node: &NodeId) {
         self.nodes.update(node, |n| n.liveness = Liveness::Left);
+    }
+
+    /// `Op::NodeRemove`: a member that is not alive is forgotten if it is a
+    /// follower, else marked left (its seat is then handed on).
+    pub(super) fn node_remove(&mut self, node: &NodeId) -> Outcome {
+        let Some(info) = self.nodes.get(node) else {
+            return Outcome::Rejected(Rejection::NotFound);
+        };
+        if matches!(info.liveness, Liveness::Alive | Liveness::Suspect) {
+            return Outcome::Rejected(Rejection::Invalid {
+                reason: format!(
+                    "{node} is {}: only a dead or departed node is removed (stop it, or run \
+                     shoal leave on it, first)",
+                    match info.liveness {
+                        Liveness::Alive => "alive",
+                        _ => "suspect (heard of lately)",
+                    }
+                ),
+            });
+        }
+        if info.role == Role::Follower {
+            self.nodes.remove(node);
+            return Outcome::Applied(true);
+        }
+        self.node_left(node);
+        Outcome::Applied(false)
     }
 
     /// Removes a dead or departed follower (a logged clean-up).

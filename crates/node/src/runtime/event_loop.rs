@@ -309,11 +309,12 @@ impl EventLoop {
                         let _ = self.net.try_send(NetCommand::Reconnect(peer));
                     }
                 }
-                Output::MeasureHost => {
+                Output::MeasureHost { replica_ports } => {
                     let (cpu_free_milli, mem_free_bytes) = host::capacity();
                     self.follow_up.push(Input::HostCapacity {
                         cpu_free_milli,
                         mem_free_bytes,
+                        ports_taken: host::ports_taken(replica_ports),
                     });
                 }
                 Output::CatchUp(p) => self.progress(p),

@@ -43,6 +43,10 @@ pub struct NodeOptions {
     /// Applied events between local snapshots (the log is compacted below
     /// each, less `log_retain`).
     pub snapshot_every: u64,
+    /// The ports this node hands its replicas (`PORT`).
+    pub replica_ports: shoal_model::PortRange,
+    /// A node that left is forgotten this long after (while master).
+    pub forget_left_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +150,9 @@ pub async fn start(
     cfg.labels = opts.labels.clone();
     cfg.local_snapshot_every = opts.snapshot_every.max(1);
     cfg.exec = opts.allow_exec;
+    cfg.host = super::host::identity();
+    cfg.replica_ports = opts.replica_ports;
+    cfg.forget_left_after = opts.forget_left_after;
     let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 

@@ -8,7 +8,7 @@ use crate::placement::PlacementConfig;
 use crate::replicas::ReplicaConfig;
 use crate::task_output::OutputConfig;
 use crate::worker::WorkerConfig;
-use shoal_model::NodeId;
+use shoal_model::{NodeId, PortRange};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub log_retain: u64,
     /// A dead voter is replaced after this long.
     pub voter_grace: Duration,
+    /// A node that left is forgotten (gone from State) after this long.
+    pub forget_left_after: Duration,
     /// Command outcomes are kept at least this long (the retry window).
     pub outcome_retention: Duration,
     /// Finished tasks are forgotten this long after their last change.
@@ -55,6 +57,10 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Whether this node runs user commands (`--allow-exec`).
     pub exec: bool,
+    /// The host this node runs on (machine and network namespace).
+    pub host: u64,
+    /// The ports this node hands its replicas.
+    pub replica_ports: PortRange,
     pub placement: PlacementConfig,
     pub worker: WorkerConfig,
     pub replicas: ReplicaConfig,
@@ -86,6 +92,7 @@ impl NodeConfig {
             local_snapshot_every: 100_000,
             log_retain: 50_000,
             voter_grace: Duration::from_secs(10),
+            forget_left_after: Duration::from_secs(3600),
             outcome_retention: Duration::from_secs(600),
             task_retention: Duration::from_secs(3600),
             raft: RaftConfig::default(),
@@ -93,6 +100,8 @@ impl NodeConfig {
             metrics_every: Duration::from_secs(1),
             labels: BTreeMap::new(),
             exec: false,
+            host: 0,
+            replica_ports: PortRange::DEFAULT,
             placement: PlacementConfig::default(),
             worker: WorkerConfig::default(),
             replicas: ReplicaConfig::default(),

@@ -9,8 +9,8 @@ use crate::wire::{CommandReply, Direct, Frame, Gossip};
 use crate::worker::{StopReason, TaskRun};
 use serde::{Deserialize, Serialize};
 use shoal_model::{
-    ClusterId, Command, EventIdx, ExitClass, FencingToken, NodeId, OutputChunk, State, StateHash,
-    TaskId, Term,
+    ClusterId, Command, EventIdx, ExitClass, FencingToken, NodeId, OutputChunk, PortRange, State,
+    StateHash, TaskId, Term,
 };
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub enum Input {
     HostCapacity {
         cpu_free_milli: u32,
         mem_free_bytes: u64,
+        /// Ports of this node's replica range that the host has in use.
+        ports_taken: Vec<u16>,
     },
     /// A run started by `Output::StartRun` or `StartReplica` ended.
     RunExited {
@@ -112,7 +114,10 @@ pub enum Output {
     /// retransmissions back off.
     Reconnect(NodeId),
     /// Measure this host's free capacity; answer with `Input::HostCapacity`.
-    MeasureHost,
+    MeasureHost {
+        /// The replica ports to look for in use.
+        replica_ports: PortRange,
+    },
     /// Snapshot download progress while catching up.
     CatchUp(Progress),
     /// A State arrived by snapshot and replaced the local one.

@@ -63,7 +63,7 @@ use master::MasterState;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use shoal_model::{
-    ApplyError, ClusterId, DecodeError, EventIdx, NodeId, RaftId, State, TransientEvent,
+    ApplyError, ClusterId, DecodeError, EventIdx, NodeId, PortRange, RaftId, State, TransientEvent,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -123,6 +123,8 @@ pub struct Node<L: LogStore> {
     silent: std::collections::BTreeSet<NodeId>,
     /// This host's free CPU (millicores) and memory, as last measured.
     capacity: (u32, u64),
+    /// Replica ports in use on the host, as last measured.
+    ports_taken: Vec<u16>,
     last_local_snapshot: EventIdx,
     local_snapshot_building: bool,
     /// State at the last snapshot point (see `serve`).
@@ -215,6 +217,7 @@ impl<L: LogStore> Node<L> {
             dial_pending: true,
             silent: Default::default(),
             capacity: (0, 0),
+            ports_taken: Vec::new(),
             local_snapshot_building: false,
             point: None,
             timers,
@@ -353,7 +356,12 @@ impl<L: LogStore> Node<L> {
             Input::HostCapacity {
                 cpu_free_milli,
                 mem_free_bytes,
-            } => self.capacity = (cpu_free_milli, mem_free_bytes),
+                mut ports_taken,
+            } => {
+                self.capacity = (cpu_free_milli, mem_free_bytes);
+                ports_taken.truncate(PortRange::MAX_TAKEN);
+                self.ports_taken = ports_taken;
+            }
             Input::RunExited {
                 token,
                 exit_code,

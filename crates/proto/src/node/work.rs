@@ -175,10 +175,15 @@ impl<L: LogStore> Node<L> {
             running: (self.worker.running() + self.replicas.running()) as u32,
             labels: self.cfg.labels.clone(),
             exec: self.cfg.exec,
+            host: self.cfg.host,
+            replica_ports: self.cfg.replica_ports,
+            ports_taken: self.ports_taken.clone(),
         };
         self.capacities.on_metrics(m.clone(), self.now);
         self.announce(TransientEvent::Metrics(m), out);
-        out.push(Output::MeasureHost);
+        out.push(Output::MeasureHost {
+            replica_ports: self.cfg.replica_ports,
+        });
     }
 
     pub(super) fn on_metrics(&mut self, from: &NodeId, m: NodeMetrics) {

@@ -6,8 +6,8 @@
 //! master's election: a new master has not had time to hear everyone, and
 //! a node's silence is counted from the election at the earliest.
 
-use shoal_model::{Liveness, NodeId, State};
-use std::collections::BTreeMap;
+use shoal_model::{Liveness, NodeId, Role, State};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The failure detector's periods.
@@ -26,6 +26,8 @@ pub struct LivenessTracker {
     pending: BTreeMap<NodeId, Liveness>,
     /// When each node was first seen dead (or left) in this term.
     dead_since: BTreeMap<NodeId, Duration>,
+    /// Departed nodes whose forgetting was proposed, not yet applied.
+    forgetting: BTreeSet<NodeId>,
 }
 
 impl LivenessTracker {
@@ -47,6 +49,8 @@ impl LivenessTracker {
         let suspect_after = node_timeout / 2;
         let settled = now.saturating_sub(since) >= node_timeout;
         let mut changes = Vec::new();
+        // Removed and forgotten nodes are nobody's concern now.
+        self.dead_since.retain(|n, _| state.nodes().contains_key(n));
         for (node, info) in state.nodes() {
             if info.liveness == Liveness::Left {
                 self.dead_since
@@ -93,6 +97,43 @@ impl LivenessTracker {
         }
     }
 
+    /// Followers that left `retention` ago or more, as far as this master
+    /// knows: to forget (`Event::NodeForgotten`). A dead node is kept: it
+    /// may come back, and an operator removes it (`Op::NodeRemove`).
+    pub fn to_forget(
+        &self,
+        state: &State,
+        now: Duration,
+        periods: Periods,
+        retention: Duration,
+    ) -> Vec<NodeId> {
+        state
+            .nodes()
+            .iter()
+            .filter(|(node, info)| {
+                info.liveness == Liveness::Left
+                    && info.role == Role::Follower
+                    && !self.forgetting.contains(*node)
+                    // Seen left is backdated by the voter grace.
+                    && self
+                        .dead_for(node, now)
+                        .is_some_and(|d| d >= retention + periods.voter_grace)
+            })
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    /// A node's forgetting was proposed: not again until it applies.
+    pub fn forgetting(&mut self, node: NodeId) {
+        self.forgetting.insert(node);
+    }
+
+    pub fn forgotten(&mut self, node: &NodeId) {
+        self.forgetting.remove(node);
+        self.dead_since.remove(node);
+        self.pending.remove(node);
+    }
+
     /// How long `node` has been dead (or gone) as far as this master knows.
     pub fn dead_for(&self, node: &NodeId, now: Duration) -> Option<Duration> {
         self.dead_since.get(node).map(|t| now.saturating_sub(*t))
@@ -129,6 +170,31 @@ mod tests {
         assert!(plan(&mut t, 11).is_empty(), "proposed once");
         assert_eq!(plan(&mut t, 12), vec![(a.clone(), Liveness::Dead)]);
         assert_eq!(t.dead_for(&a, secs(15)), Some(secs(3)));
+    }
+
+    #[test]
+    fn a_follower_that_left_is_forgotten_after_the_retention_and_a_dead_one_is_kept() {
+        let mut s = cluster(&["m", "a", "b"]);
+        let (me, a, b) = (NodeId::from("m"), NodeId::from("a"), NodeId::from("b"));
+        crate::testing::apply(&mut s, shoal_model::Event::NodeLeft { node: a.clone() });
+        let mut t = LivenessTracker::default();
+        let heard_b_at = |at: u64| move |n: &NodeId| (n.as_str() == "b").then_some(secs(at));
+        let hour = secs(3600);
+        // Seen left at 10 s, b heard last at 10 s: dead from 12 s.
+        t.plan(&s, &me, heard_b_at(10), secs(10), secs(0), PERIODS);
+        t.plan(&s, &me, heard_b_at(10), secs(20), secs(0), PERIODS);
+        assert!(t.to_forget(&s, secs(3609), PERIODS, hour).is_empty());
+        assert_eq!(
+            t.to_forget(&s, secs(3610), PERIODS, hour),
+            std::slice::from_ref(&a)
+        );
+        t.forgetting(a.clone());
+        assert!(
+            t.to_forget(&s, secs(3611), PERIODS, hour).is_empty(),
+            "proposed once"
+        );
+        assert_eq!(s.nodes().get(&b).unwrap().role, Role::Follower);
+        assert!(t.dead_for(&b, secs(9000)).is_some(), "b is dead, and kept");
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl MasterState {
                 self.joins.remove(node);
             }
             Event::NodeLiveness { node, liveness } => self.liveness.on_applied(node, *liveness),
+            Event::NodeForgotten { node } => self.liveness.forgotten(node),
             Event::KvExpired { key, version } => self.expiry.on_applied(key, *version),
             Event::Command { cmd, .. } => self.sequencer.on_applied(&cmd.id),
             _ => {}
@@ -86,6 +87,7 @@ impl MasterState {
             Event::NodeLiveness { node, liveness } => {
                 self.liveness.proposed(node.clone(), *liveness)
             }
+            Event::NodeForgotten { node } => self.liveness.forgetting(node.clone()),
             Event::KvExpired { key, version } => self.expiry.proposed(key.clone(), *version),
             _ => {}
         }
@@ -115,6 +117,18 @@ impl<L: LogStore> Node<L> {
             // Liveness first: the voter change below reads what it saw.
             let liveness = self.plan_liveness(&mut m);
             self.propose_all(&mut m, liveness);
+            let forget = m
+                .liveness
+                .to_forget(
+                    &self.state,
+                    self.now,
+                    self.periods(),
+                    self.cfg.forget_left_after,
+                )
+                .into_iter()
+                .map(|node| Event::NodeForgotten { node })
+                .collect();
+            self.propose_all(&mut m, forget);
             self.plan_membership(&m);
             let rest = self.plan_work(&mut m);
             self.propose_all(&mut m, rest);
@@ -149,6 +163,13 @@ impl<L: LogStore> Node<L> {
         }
     }
 
+    fn periods(&self) -> Periods {
+        Periods {
+            node_timeout: self.cfg.node_timeout,
+            voter_grace: self.cfg.voter_grace,
+        }
+    }
+
     fn plan_liveness(&self, m: &mut MasterState) -> Vec<Event> {
         let peers = &self.peers;
         m.liveness
@@ -158,10 +179,7 @@ impl<L: LogStore> Node<L> {
                 |n| peers.last_seen(n),
                 self.now,
                 m.since,
-                Periods {
-                    node_timeout: self.cfg.node_timeout,
-                    voter_grace: self.cfg.voter_grace,
-                },
+                self.periods(),
             )
             .into_iter()
             .map(|(node, liveness)| Event::NodeLiveness { node, liveness })

@@ -10,7 +10,7 @@ use crate::snapshot_transfer::EncodedSnapshot;
 use crate::testing;
 use crate::wire::{FetchRange, Refusal};
 use shoal_model::{
-    Command, CommandId, Event, Heartbeat, Op, Outcome, Standing, Term, TransientEvent,
+    Command, CommandId, Event, Heartbeat, Op, Outcome, PortRange, Standing, Term, TransientEvent,
 };
 
 const ME: &str = "me";
@@ -417,6 +417,7 @@ fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement(
         Input::HostCapacity {
             cpu_free_milli: 1500,
             mem_free_bytes: 1 << 30,
+            ports_taken: vec![20000],
         },
         ms(10),
         0,
@@ -435,7 +436,11 @@ fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement(
     };
     assert_eq!(to, "m");
     assert_eq!((m.cpu_free_milli, m.mem_free_bytes), (1500, 1 << 30));
-    assert!(out.iter().any(|o| matches!(o, Output::MeasureHost)));
+    assert_eq!(
+        (m.replica_ports, m.ports_taken.as_slice()),
+        (PortRange::DEFAULT, &[20000][..])
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::MeasureHost { .. })));
     assert_eq!(n.timer(Timer::Metrics), Some(ms(2000)));
 }
 

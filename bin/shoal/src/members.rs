@@ -1,0 +1,71 @@
+//! `shoal nodes`: the members, and removing a dead or departed one.
+
+use crate::client::{encode, Body, Client};
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCmd {
+    /// Remove a dead or departed member, so that it is no longer listed
+    /// and a voter's seat goes to a live node (etcd's member remove). A
+    /// live node is refused: stop it, or run shoal leave on it, first.
+    ///
+    /// Example: shoal nodes remove 12D3KooWQ…
+    Remove {
+        /// The node's id, as shoal nodes lists it.
+        node: String,
+    },
+}
+
+pub fn run(c: &Client, op: Option<NodesCmd>, json: bool) -> Result<i32> {
+    match op {
+        None => list(c, json).map(|_| 0),
+        Some(NodesCmd::Remove { node }) => {
+            let path = format!("/v1/nodes/{}", encode(&node));
+            let v = c.write(reqwest::Method::DELETE, &path, Body::None, None)?;
+            if v["removed"].as_bool() == Some(true) {
+                println!("removed {node}");
+                Ok(0)
+            } else {
+                println!(
+                    "{node} is marked left, but its voter seat has not moved yet (no live \
+                     node to take it?); it is forgotten once it has"
+                );
+                Ok(crate::kv::NOT_APPLIED)
+            }
+        }
+    }
+}
+
+fn list(c: &Client, json: bool) -> Result<()> {
+    let v = c.get("/v1/nodes")?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{:<54} {:<9} {:<8} {:>9} {:>8}",
+        "NODE", "ROLE", "STATE", "APPLIED", "HEARD"
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let role = if n["master"].as_bool() == Some(true) {
+            "master"
+        } else {
+            n["role"].as_str().unwrap_or("?")
+        };
+        let heard = n["last_heard_ms"]
+            .as_u64()
+            .map_or("-".to_owned(), |ms| format!("{ms}ms"));
+        println!(
+            "{:<54} {:<9} {:<8} {:>9} {:>8}",
+            n["node_id"].as_str().unwrap_or("?"),
+            role,
+            n["liveness"].as_str().unwrap_or("?"),
+            n["applied_index"]
+                .as_u64()
+                .map_or("-".to_owned(), |i| i.to_string()),
+            heard
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The members: `GET /v1/nodes` lists them with what this node hears of
+//! them; `DELETE /v1/nodes/{id}` removes a dead or departed one.
+
+use crate::{committed, stopped, ApiError, ApiResult};
+use axum::extract::{Path, State as AxState};
+use axum::Json;
+use serde_json::{json, Value};
+use shoal_model::{NodeId, NodeInfo, Op, Outcome, State};
+use shoal_node::{NodeHandle, View};
+use std::time::Duration;
+
+/// How long a removal waits for a removed voter's seat to move.
+const SEAT_WAIT: Duration = Duration::from_secs(20);
+
+pub(crate) fn node_json(id: &str, n: &NodeInfo) -> Value {
+    json!({
+        "node_id": id,
+        "raft_id": n.raft_id,
+        "addr": n.addr,
+        "role": n.role,
+        "liveness": n.liveness,
+    })
+}
+
+pub(crate) async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
+    let state = node.state().await.ok_or_else(stopped)?;
+    let nodes = nodes_json(&state, &node.view());
+    Ok(Json(json!({"index": state.index(), "nodes": nodes})))
+}
+
+/// The members in State, with what this node hears of them: when last,
+/// how far they applied, and how far behind the commit they are.
+pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
+    let commit = view.status.commit_index.0;
+    state
+        .nodes()
+        .iter()
+        .map(|(id, n)| {
+            let mut v = node_json(id.as_str(), n);
+            let applied = if let Some(p) = view.peers.iter().find(|p| &p.node == id) {
+                v["last_heard_ms"] = json!(p.since_heard.as_millis() as u64);
+                Some(p.applied)
+            } else if *id == view.status.node_id {
+                v["last_heard_ms"] = json!(0);
+                Some(view.status.applied_index)
+            } else {
+                None
+            };
+            if let Some(a) = applied {
+                v["applied_index"] = json!(a);
+                v["lag"] = json!(commit.saturating_sub(a.0));
+            }
+            let master = view.status.master_id.as_ref() == Some(id);
+            v["master"] = json!(master);
+            if master {
+                v["role"] = json!("master");
+            }
+            v
+        })
+        .collect()
+}
+
+/// Removes a dead or departed member (etcd's `member remove`, Consul's
+/// `force-leave`). A voter is first marked left, which hands its seat on;
+/// the removal is asked again until the seat has moved, for at most
+/// `SEAT_WAIT`, then it answers `removed: false` (the node stays listed
+/// as left, and is forgotten once its seat moves and the retention ends).
+pub(crate) async fn remove(
+    AxState(node): AxState<NodeHandle>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let member = NodeId::parse(&id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let until = tokio::time::Instant::now() + SEAT_WAIT;
+    loop {
+        let op = Op::NodeRemove {
+            node: member.clone(),
+        };
+        let (index, outcome) = node.submit(op, None).await?;
+        match outcome {
+            Outcome::Applied(removed) => {
+                if removed || tokio::time::Instant::now() >= until {
+                    return Ok(Json(json!({"removed": removed, "index": index})));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return committed(Ok((index, other))),
+        }
+    }
+}
