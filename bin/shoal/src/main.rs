@@ -1,6 +1,7 @@
 //! The `shoal` binary: `shoal up` runs a node; the other commands talk to a
 //! node's HTTP API (`--api`, or `SHOAL_API`).
 
+mod backup;
 mod client;
 mod config;
 mod kv;
@@ -57,6 +58,14 @@ enum Cmd {
     Kv {
         #[command(subcommand)]
         op: KvCmd,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Backups: save State from a live node, or check a saved file
+    /// (restore with shoal up --restore FILE).
+    Snapshot {
+        #[command(subcommand)]
+        op: backup::SnapshotCmd,
         #[command(flatten)]
         api: ApiArg,
     },
@@ -189,6 +198,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Status { api, json } => status(&Client::new(&api)?, json).map(|_| 0),
         Cmd::Nodes { op, api, json } => members::run(&Client::new(&api)?, op, json),
         Cmd::Kv { op, api } => kv::run(&Client::new(&api)?, op),
+        Cmd::Snapshot { op, api } => backup::run(&Client::new(&api)?, op),
         Cmd::Lock { args, api } => lock::run(&Client::new(&api)?, args),
         Cmd::Run { args, api } => tasks::run(&Client::new(&api)?, args),
         Cmd::Logs { task, api } => tasks::logs(&Client::new(&api)?, &task),

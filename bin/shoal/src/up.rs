@@ -46,6 +46,14 @@ pub struct UpArgs {
     /// no voter loss; odd numbers tolerate the most for their size).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9), env = "SHOAL_VOTERS")]
     voters: u64,
+    /// Found a new cluster from a backup (shoal snapshot save), after a
+    /// disaster that lost every voter: its keys, locks, tasks and
+    /// deployments, with this node the one voter. The data directory must
+    /// be empty; other hosts join with empty ones.
+    ///
+    /// Example: shoal up --restore shoal.snap --data-dir /var/lib/shoal
+    #[arg(long, value_name = "FILE", env = "SHOAL_RESTORE")]
+    restore: Option<PathBuf>,
     /// Catch up by replaying the log only, never by snapshot.
     #[arg(long, env = "SHOAL_NO_SNAPSHOT")]
     no_snapshot: bool,
@@ -218,6 +226,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         snapshot_every: args.snapshot_every,
         replica_ports: args.replica_ports,
         forget_left_after: args.forget_left_after,
+        restore: args.restore.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

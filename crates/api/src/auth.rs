@@ -58,10 +58,13 @@ fn probe(path: &str) -> bool {
     matches!(path, "/health" | "/ready")
 }
 
-/// Reads that need the token on loopback too: a task's output.
+/// Reads that need the token on loopback too: a task's output, and a
+/// backup of the whole State.
 fn private(path: &str) -> bool {
-    path.strip_prefix("/v1/tasks/")
-        .is_some_and(|rest| rest.ends_with("/output") || rest.ends_with("/logs"))
+    path == "/v1/snapshot"
+        || path
+            .strip_prefix("/v1/tasks/")
+            .is_some_and(|rest| rest.ends_with("/output") || rest.ends_with("/logs"))
 }
 
 pub(crate) async fn check(
@@ -90,8 +93,9 @@ pub(crate) async fn check(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             if private {
-                "a task's output needs the API token, on loopback too (Authorization: Bearer \
-                 TOKEN; the CLI reads it from --token, SHOAL_TOKEN or the node's data directory)"
+                "a task's output and a snapshot need the API token, on loopback too \
+                 (Authorization: Bearer TOKEN; the CLI reads it from --token, SHOAL_TOKEN or \
+                 the node's data directory)"
             } else if read {
                 "this API is not on loopback: reads need a token too (Authorization: Bearer TOKEN)"
             } else {
@@ -114,6 +118,7 @@ mod tests {
         assert!(!private("/v1/tasks/t-1"));
         assert!(!private("/v1/tasks"));
         assert!(!private("/v1/kv/logs"));
+        assert!(private("/v1/snapshot"));
     }
 
     #[test]

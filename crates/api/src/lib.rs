@@ -7,6 +7,7 @@
 //! GET  /v1/nodes             the members in State, with what this node hears of them
 //! DELETE /v1/nodes/{id}      remove a dead or departed member (see `members.rs`)
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
+//! GET  /v1/snapshot          State as a snapshot file, for a backup (see `backup.rs`)
 //! GET  /metrics              Prometheus text format
 //! POST /v1/leave             drain and leave the cluster, then exit
 //! GET  /v1/openapi.json      the OpenAPI description of all of this
@@ -47,6 +48,7 @@
 //! Errors are JSON: `{"error": {"code": "no_quorum", "message": "..."}}`.
 
 mod auth;
+mod backup;
 mod dashboard;
 mod deployments;
 mod error;
@@ -118,6 +120,7 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         .route("/v1/nodes", get(members::nodes))
         .route("/v1/nodes/{id}", axum::routing::delete(members::remove))
         .route("/v1/state", get(state))
+        .route("/v1/snapshot", get(backup::snapshot))
         .route("/metrics", get(metrics))
         .route("/v1/leave", post(leave))
         .route("/v1/events", get(events::events))

@@ -23,4 +23,4 @@ pub use snapshot::{
     SNAPSHOT_FORMAT_VERSION,
 };
 pub use snapshot_bytes::{SnapshotBytes, SnapshotFile};
-pub use snapshot_store::SnapshotStore;
+pub use snapshot_store::{read_snapshot_file, SnapshotStore};

@@ -64,14 +64,7 @@ impl SnapshotStore {
 
     /// The saved snapshot at `index`, to serve from its file.
     pub fn open_file(&self, index: EventIdx) -> io::Result<SnapshotFile> {
-        let file = File::open(self.path(index.0))?;
-        let len = file.metadata()?.len().checked_sub(32).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot file shorter than its checksum",
-            )
-        })?;
-        Ok(SnapshotFile::new(file, len))
+        open_snapshot_file(&self.path(index.0))
     }
 
     /// An unnamed file in the store's directory holding `bytes`, gone once
@@ -100,6 +93,24 @@ impl SnapshotStore {
         }
         Ok(None)
     }
+}
+
+/// A snapshot file (the encoded snapshot, then its SHA-256), opened.
+fn open_snapshot_file(path: &Path) -> io::Result<SnapshotFile> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len().checked_sub(32).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot file shorter than its checksum",
+        )
+    })?;
+    Ok(SnapshotFile::new(file, len))
+}
+
+/// The State a snapshot file holds (one the store saved, or a backup:
+/// `shoal snapshot save`), checked against the checksum it ends with.
+pub fn read_snapshot_file(path: &Path) -> Result<State, SnapshotError> {
+    read_and_decode(&open_snapshot_file(path)?)
 }
 
 /// Decodes a saved snapshot as it is read, a few MiB at a time, and checks

@@ -3,7 +3,9 @@
 //! node's view for reads that need no round trip.
 
 use crate::runtime::events::EventReader;
-use shoal_model::{Command, CommandId, Envelope, EventIdx, Op, OutputChunk, State, TaskId};
+use shoal_model::{
+    Command, CommandId, Envelope, EventIdx, Op, OutputChunk, State, StateHash, TaskId,
+};
 use shoal_proto::node::{Metrics, PeerSummary, Status};
 use shoal_proto::wire::{CommandReply, Refusal};
 use std::sync::Arc;
@@ -28,6 +30,15 @@ pub struct View {
     pub catch_up: Option<CatchUpProgress>,
     /// What the network actor counted.
     pub net: shoal_net::NetStats,
+}
+
+/// A snapshot of State taken for a backup.
+#[derive(Debug)]
+pub struct Backup {
+    pub index: EventIdx,
+    pub state_hash: StateHash,
+    /// The encoded snapshot, then its SHA-256: a snapshot file's bytes.
+    pub file: Vec<u8>,
 }
 
 /// How far a snapshot download has come.
@@ -122,6 +133,29 @@ impl NodeHandle {
             return None;
         }
         self.state().await.filter(|s| s.index() >= idx)
+    }
+
+    /// State as a snapshot file for a backup (`shoal snapshot save`), as of
+    /// a read index: every write acknowledged before the call is in it.
+    /// Encoded on a blocking thread.
+    pub async fn backup(&self) -> Result<Backup, Refusal> {
+        const WITHIN: Duration = Duration::from_secs(10);
+        let idx = self.read_index().await?;
+        let state = self.state_at(idx, WITHIN).await.ok_or(Refusal::Timeout)?;
+        let (index, state_hash) = (state.index(), state.hash());
+        let file = tokio::task::spawn_blocking(move || {
+            let (mut bytes, sha) =
+                shoal_log::encode_snapshot(&state, super::snapshot_builder::LEVEL);
+            bytes.extend_from_slice(&sha);
+            bytes
+        })
+        .await
+        .map_err(|_| Refusal::Timeout)?;
+        Ok(Backup {
+            index,
+            state_hash,
+            file,
+        })
     }
 
     /// Live output chunks of every task this node hears of; call

@@ -19,8 +19,9 @@ mod events;
 mod handle;
 mod host;
 mod inbound;
+mod restore;
 mod snapshot_builder;
 mod start;
 
-pub use handle::{CatchUpProgress, NodeHandle, View};
+pub use handle::{Backup, CatchUpProgress, NodeHandle, View};
 pub use start::{start, NodeError, NodeOptions};

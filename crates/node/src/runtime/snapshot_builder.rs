@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 /// zstd level of every snapshot: fast, and the same bytes on every node.
-const LEVEL: i32 = 1;
+pub(super) const LEVEL: i32 = 1;
 
 #[derive(Clone, Debug)]
 pub(super) struct SnapshotBuilder {

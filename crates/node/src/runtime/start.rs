@@ -47,6 +47,9 @@ pub struct NodeOptions {
     pub replica_ports: shoal_model::PortRange,
     /// A node that left is forgotten this long after (while master).
     pub forget_left_after: Duration,
+    /// Found a new cluster from this backup (`shoal snapshot save`); the
+    /// data directory must be empty.
+    pub restore: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ pub enum NodeError {
     Start(#[from] StartError),
     #[error("{0}")]
     Fatal(String),
+    #[error("{0}")]
+    Restore(String),
 }
 
 pub(super) fn wall_ms() -> u64 {
@@ -85,7 +90,7 @@ pub async fn start(
     let keypair = dir.identity()?;
     let peer = keypair.public().to_peer_id();
     let node_id = NodeId(peer.to_base58());
-    let (log, recovery) = DurableLog::open(&dir.log_dir(), LogConfig::default())?;
+    let (mut log, recovery) = DurableLog::open(&dir.log_dir(), LogConfig::default())?;
     if let Some((path, offset, reason)) = &recovery.cut {
         warn!(segment = %path.display(), offset, reason = %reason, "the log had a torn or corrupt tail; it was cut");
     }
@@ -137,6 +142,21 @@ pub async fn start(
         .or(listen.first())
         .map(|a| a.clone().with(shoal_net::Protocol::P2p(peer)).to_string())
         .unwrap_or_default();
+
+    let (snapshot, cluster) = match &opts.restore {
+        None => (snapshot, cluster),
+        Some(file) => {
+            let found = super::restore::Found {
+                cluster: cluster.as_ref(),
+                snapshot: snapshot.is_some(),
+                log_entries: recovery.entries,
+            };
+            let me = (&node_id, addr.as_str(), wall_ms());
+            let (state, cluster) =
+                super::restore::restore(file, &dir, &store, &mut log, found, me)?;
+            (Some(state), Some(cluster))
+        }
+    };
 
     let started = Instant::now();
     let mut cfg = NodeConfig::new(node_id.clone(), addr, seed);
