@@ -70,6 +70,39 @@ fn concurrent_clients_through_different_nodes_see_atomic_primitives() {
         assert_eq!(v["value"], 240, "{}: {v}", p.name);
     }
 
+    // A key used for an increment, sent again with another request, through
+    // every node: 422, and nothing pushed; the increment itself, sent
+    // again, gets its first answer.
+    let first = retried(
+        &procs[0],
+        Method::POST,
+        "/v1/kv/count/incr",
+        None,
+        "inc-0-0",
+    );
+    for p in &procs {
+        let (code, v) = p.write(
+            Method::POST,
+            "/v1/kv/other/push",
+            Some("x"),
+            &[("Idempotency-Key", "inc-0-0")],
+        );
+        assert_eq!(code, 422, "{}: {v}", p.name);
+        assert_eq!(v["error"]["code"], "idempotency_key_reused", "{v}");
+    }
+    assert_eq!(
+        procs[1].get("/v1/kv/other?consistent=true").unwrap()["error"]["code"],
+        "not_found"
+    );
+    let again = retried(
+        &procs[2],
+        Method::POST,
+        "/v1/kv/count/incr",
+        None,
+        "inc-0-0",
+    );
+    assert_eq!(again["value"], first["value"]);
+
     // Set-if-absent: 12 racers, exactly one winner, and its value stays.
     let winners: Mutex<Vec<String>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     /// The node's disk does not take writes (full, or failing); the
     /// message says which. Retry under the same idempotency key.
     Storage,
+    /// The Idempotency-Key was used before for another request.
+    IdempotencyKeyReused,
     /// Anything else (and codes this client does not know yet).
     #[serde(other)]
     Error,
@@ -129,6 +131,10 @@ impl From<Rejection> for ApiError {
             Rejection::NotFinished => (StatusCode::CONFLICT, ErrorCode::NotFinished),
             Rejection::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Full),
             Rejection::Invalid { .. } => (StatusCode::BAD_REQUEST, ErrorCode::Invalid),
+            Rejection::IdReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyKeyReused,
+            ),
         };
         ApiError::new(status, code, r.to_string())
     }

@@ -36,7 +36,8 @@
 //! Reads take `?consistent=true` to read at an index the master confirmed
 //! with a majority (ReadIndex) instead of answering from this replica as
 //! it is. Writes honour
-//! `Idempotency-Key` (a retry returns the first outcome) and
+//! `Idempotency-Key` (a retry returns the first outcome; another request
+//! under a used key gets 422) and
 //! `Shoal-Fence: LOCK:TOKEN` (applied only while that lock holds that
 //! token). Writes need `Authorization: Bearer TOKEN`; reads too unless the
 //! API listens on loopback only; a task's output always (`auth.rs`).

@@ -1,6 +1,6 @@
 //! The State snapshot codec.
 //!
-//! Layout (format version 3):
+//! Layout (format version 4):
 //!
 //! ```text
 //! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
@@ -13,7 +13,8 @@
 //! node saved before), capped at `MAX_BODY`. Versions 1 and 2 carry
 //! command outcomes keyed by command id rather than by its digest; they are
 //! converted as they are read, and their state hash is checked as their
-//! writer computed it.
+//! writer computed it. Versions 3 and older carry no request digest with an
+//! outcome (`OutcomeRecord::request`); theirs are read as unknown.
 //!
 //! Batches are sorted runs of one collection's entries, so the receiver
 //! rebuilds each map from ordered inserts while the bytes are still
@@ -31,7 +32,7 @@ use std::io::Write;
 use std::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 /// Entries per batch at most: big enough to amortise framing, small enough
 /// that a batch is a modest allocation on both sides.
 const BATCH_ENTRIES: usize = 4096;
@@ -70,6 +71,26 @@ struct HeaderV1 {
     entries: u64,
 }
 
+/// A command outcome as formats 1 to 3 carry it: without its request.
+#[derive(Serialize, Deserialize)]
+struct OutcomeRecordV3 {
+    outcome: shoal_model::Outcome,
+    idx: EventIdx,
+    at_ms: u64,
+}
+
+impl OutcomeRecordV3 {
+    fn upgrade<K>((key, r): (K, OutcomeRecordV3)) -> (K, OutcomeRecord) {
+        let record = OutcomeRecord {
+            outcome: r.outcome,
+            idx: r.idx,
+            at_ms: r.at_ms,
+            request: None,
+        };
+        (key, record)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 enum Batch {
     Meta(Meta),
@@ -78,9 +99,12 @@ enum Batch {
     Tasks(Vec<(TaskId, Task)>),
     Deployments(Vec<(String, Deployment)>),
     /// Outcomes keyed by command id: formats 1 and 2.
-    OutcomesById(Vec<(CommandId, OutcomeRecord)>),
+    OutcomesById(Vec<(CommandId, OutcomeRecordV3)>),
     End,
     /// Outcomes keyed by their command's digest (format 3).
+    OutcomesV3(Vec<(CommandDigest, OutcomeRecordV3)>),
+    /// Outcomes keyed by their command's digest, with their request's
+    /// digest (format 4).
     Outcomes(Vec<(CommandDigest, OutcomeRecord)>),
 }
 
@@ -94,6 +118,7 @@ impl Batch {
             Batch::Tasks(v) => v.len(),
             Batch::Deployments(v) => v.len(),
             Batch::OutcomesById(v) => v.len(),
+            Batch::OutcomesV3(v) => v.len(),
             Batch::Outcomes(v) => v.len(),
         }
     }
@@ -262,7 +287,12 @@ impl BuildThread {
                         Batch::Kv(v) => b.kv(v)?,
                         Batch::Tasks(v) => b.tasks(v)?,
                         Batch::Deployments(v) => b.deployments(v)?,
-                        Batch::OutcomesById(v) => b.outcomes_by_id(v)?,
+                        Batch::OutcomesById(v) => {
+                            b.outcomes_by_id(v.into_iter().map(OutcomeRecordV3::upgrade).collect())?
+                        }
+                        Batch::OutcomesV3(v) => {
+                            b.outcomes(v.into_iter().map(OutcomeRecordV3::upgrade).collect())?
+                        }
                         Batch::Outcomes(v) => b.outcomes(v)?,
                         Batch::End => break,
                     }

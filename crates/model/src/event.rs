@@ -348,6 +348,12 @@ pub enum Rejection {
     /// An op of a transaction was refused, so none of its ops applied.
     #[error("transaction op {op}: {reason}")]
     InTxn { op: u32, reason: Box<Rejection> },
+    /// The command's id (an `Idempotency-Key`) was applied before for
+    /// another request.
+    #[error(
+        "this id (Idempotency-Key) was used for another request; use a new one for each request"
+    )]
+    IdReused,
 }
 
 /// What to run for a task or an instance.

@@ -5,7 +5,9 @@
 //! reason when it cannot commit.
 
 use crate::wire::{CommandReply, Refusal};
-use shoal_model::{Command, CommandId, CommandResult, EventIdx, NodeId, Outcome, State};
+use shoal_model::{
+    Command, CommandId, CommandResult, EventIdx, NodeId, Outcome, Rejection, RequestDigest, State,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -44,6 +46,7 @@ impl Default for PendingConfig {
 #[derive(Debug)]
 struct Waiting {
     cmd: Command,
+    request: RequestDigest,
     replies: Vec<ReplyTo>,
     since: Duration,
     resend_at: Duration,
@@ -81,7 +84,12 @@ impl PendingCommands {
     /// A command admitted at this node: forward it, or join the clients
     /// already waiting for the same id.
     pub fn submit(&mut self, cmd: Command, reply: ReplyTo, now: Duration) -> Vec<PendingAction> {
+        let request = RequestDigest::of(&cmd.op);
         if let Some(w) = self.waiting.get_mut(&cmd.id) {
+            if w.request != request {
+                let reused = Outcome::Rejected(Rejection::IdReused);
+                return vec![PendingAction::Reply(reply, Ok((EventIdx::ZERO, reused)))];
+            }
             w.replies.push(reply);
             return vec![];
         }
@@ -92,6 +100,7 @@ impl PendingCommands {
             cmd.id.clone(),
             Waiting {
                 cmd: cmd.clone(),
+                request,
                 replies: vec![reply],
                 since: now,
                 resend_at: now + self.cfg.resend_every,
@@ -103,24 +112,29 @@ impl PendingCommands {
 
     /// This node's replica applied a command.
     pub fn on_applied(&mut self, r: &CommandResult) -> Vec<PendingAction> {
-        match self.waiting.remove(&r.id) {
-            Some(w) => w
-                .replies
-                .into_iter()
-                .map(|to| PendingAction::Reply(to, Ok((r.idx, r.outcome.clone()))))
-                .collect(),
-            None => vec![],
-        }
+        let Some(w) = self.waiting.remove(&r.id) else {
+            return vec![];
+        };
+        // Another request applied under this id (sent through another node).
+        let outcome = if w.request == r.request {
+            r.outcome.clone()
+        } else {
+            Outcome::Rejected(Rejection::IdReused)
+        };
+        w.replies
+            .into_iter()
+            .map(|to| PendingAction::Reply(to, Ok((r.idx, outcome.clone()))))
+            .collect()
     }
 
     /// State jumped (a snapshot): answer whatever it already holds.
     pub fn on_state_replaced(&mut self, state: &State) -> Vec<PendingAction> {
         let done: Vec<(CommandId, EventIdx, Outcome)> = self
             .waiting
-            .keys()
-            .filter_map(|id| {
-                let rec = state.outcome(id)?;
-                Some((id.clone(), rec.idx, rec.outcome.clone()))
+            .iter()
+            .filter_map(|(id, w)| {
+                let (idx, outcome) = state.known(&w.cmd)?;
+                Some((id.clone(), idx, outcome))
             })
             .collect();
         let mut out = Vec::new();
@@ -285,6 +299,7 @@ mod tests {
         assert!(r.submit(cmd("a"), 2, ms(10)).is_empty());
         let res = CommandResult {
             id: CommandId::from("a"),
+            request: RequestDigest::of(&cmd("a").op),
             outcome: Outcome::Int(1),
             idx: EventIdx(4),
             duplicate: false,
@@ -293,6 +308,34 @@ mod tests {
         assert_eq!(replies.len(), 2);
         assert!(replies.contains(&PendingAction::Reply(2, Ok((EventIdx(4), Outcome::Int(1))))));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn another_request_under_a_waiting_or_applied_id_is_refused() {
+        let reused = Ok((EventIdx::ZERO, Outcome::Rejected(Rejection::IdReused)));
+        let mut r = PendingCommands::new(PendingConfig::default());
+        r.submit(cmd("a"), 1, ms(0));
+        let mut other = cmd("a");
+        other.op = Op::KvDelete { key: "k".into() };
+        assert_eq!(
+            r.submit(other.clone(), 2, ms(1)),
+            vec![PendingAction::Reply(2, reused)]
+        );
+        // The id applied for another request (sent through another node).
+        let res = CommandResult {
+            id: CommandId::from("a"),
+            request: RequestDigest::of(&other.op),
+            outcome: Outcome::Done,
+            idx: EventIdx(4),
+            duplicate: false,
+        };
+        assert_eq!(
+            r.on_applied(&res),
+            vec![PendingAction::Reply(
+                1,
+                Ok((EventIdx(4), Outcome::Rejected(Rejection::IdReused)))
+            )]
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use builder::{BuildError, StateBuilder};
 pub use deployments::{Deployment, ReplicaPlacement};
 pub use kv::{Key, KvEntry, KvValue};
 pub use members::NodeInfo;
-pub use outcomes::{Applied, CommandResult, OutcomeRecord};
+pub use outcomes::{Applied, CommandResult, OutcomeRecord, RequestDigest};
 pub use tasks::{Task, TaskStatus};
 pub use validate::{validate_op, Limits};
 
@@ -257,7 +257,8 @@ impl State {
     /// stored the first time and changes nothing.
     fn apply_command(&mut self, idx: EventIdx, cmd: &Command, at_ms: u64) -> CommandResult {
         let digest = CommandDigest::of(&cmd.id);
-        if let Some(known) = self.known_command(&cmd.id, &digest) {
+        let request = RequestDigest::of(&cmd.op);
+        if let Some(known) = self.known_command(cmd, &digest, request) {
             return known;
         }
         let outcome = self.apply_op(idx, &cmd.id, &cmd.op, at_ms);
@@ -265,12 +266,13 @@ impl State {
             // A barrier only orders: it leaves no trace in State.
             return CommandResult {
                 id: cmd.id.clone(),
+                request,
                 outcome,
                 idx,
                 duplicate: false,
             };
         }
-        self.record_outcome(idx, &cmd.id, digest, outcome, at_ms)
+        self.record_outcome(idx, &cmd.id, (digest, request), outcome, at_ms)
     }
 
     fn apply_op(&mut self, idx: EventIdx, id: &CommandId, op: &Op, at_ms: u64) -> Outcome {

@@ -28,11 +28,8 @@ pub enum Admission {
 
 /// The one admission rule, for every place a command enters.
 pub fn admit(cmd: &Command, state: &State) -> Admission {
-    if let Some(rec) = state.outcome(&cmd.id) {
-        return Admission::Known {
-            idx: rec.idx,
-            outcome: rec.outcome.clone(),
-        };
+    if let Some((idx, outcome)) = state.known(cmd) {
+        return Admission::Known { idx, outcome };
     }
     match validate_op(&cmd.op) {
         Ok(()) => Admission::New,

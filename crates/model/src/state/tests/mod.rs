@@ -142,6 +142,48 @@ fn a_retried_command_returns_its_first_outcome_and_changes_nothing() {
 }
 
 #[test]
+fn an_id_applied_before_for_another_request_is_refused_and_changes_nothing() {
+    let mut s = founded();
+    let incr = Op::KvIncrBy {
+        key: "n".into(),
+        by: 1,
+    };
+    let push = Op::ListPush {
+        key: "l".into(),
+        value: "x".into(),
+    };
+    let first = s.apply(&env(2, cmd("same", incr.clone()))).unwrap();
+    assert_eq!(first.command.unwrap().outcome, Outcome::Int(1));
+    let hash = s.hash();
+    let other = s.apply(&env(3, cmd("same", push.clone()))).unwrap();
+    let other = other.command.unwrap();
+    assert_eq!(other.outcome, Outcome::Rejected(Rejection::IdReused));
+    assert!(other.duplicate);
+    assert_eq!(s.hash(), hash, "nothing pushed");
+    assert!(s.kv().get("l").is_none());
+    // What admission answers, before a command is proposed.
+    let asked = |s: &State, op: &Op| {
+        s.known(&Command {
+            id: CommandId::from("same"),
+            op: op.clone(),
+        })
+    };
+    assert_eq!(asked(&s, &incr), Some((EventIdx(2), Outcome::Int(1))));
+    assert_eq!(
+        asked(&s, &push),
+        Some((EventIdx(2), Outcome::Rejected(Rejection::IdReused)))
+    );
+    // An outcome from an older snapshot, whose request is unknown, answers
+    // any request as before.
+    let digest = CommandDigest::of(&CommandId::from("same"));
+    let mut rec = s.outcomes().get(&digest).unwrap().clone();
+    rec.request = None;
+    s.insert_outcome(digest, rec);
+    assert_eq!(asked(&s, &push), Some((EventIdx(2), Outcome::Int(1))));
+    assert_eq!(s.hash(), hash, "the request is not hashed");
+}
+
+#[test]
 fn outcomes_expire_by_age() {
     let mut s = founded();
     for at_ms in [10, 20, 30] {
