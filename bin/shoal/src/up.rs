@@ -251,6 +251,7 @@ pub fn up(args: UpArgs) -> Result<()> {
             max_streams: args.api_max_streams as usize,
             request_timeout: shoal_api::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
             cors_origin,
+            version: crate::manual::VERSION.to_owned(),
         };
         let listener = tokio::net::TcpListener::bind(args.api)
             .await

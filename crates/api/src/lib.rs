@@ -8,7 +8,7 @@
 //! DELETE /v1/nodes/{id}      remove a dead or departed member (see `members.rs`)
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /v1/snapshot          State as a snapshot file, for a backup (see `backup.rs`)
-//! GET  /metrics              Prometheus text format
+//! GET  /metrics              Prometheus (OpenMetrics) text format (see `metrics.rs`)
 //! POST /v1/leave             drain and leave the cluster, then exit
 //! GET  /v1/openapi.json      the OpenAPI description of all of this
 //! GET  /health               200 while the node serves (no token needed)
@@ -58,6 +58,7 @@ mod health;
 mod host;
 mod kv;
 mod members;
+mod metrics;
 mod secrets;
 mod server;
 mod streams;
@@ -80,9 +81,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Limits, Outcome, Rejection, State};
 use shoal_node::{NodeHandle, View};
-use shoal_proto::node::NodeRole;
 use shoal_proto::wire::CommandReply;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +103,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// The one other origin a browser may call the API from, if any.
     pub cors_origin: Option<HeaderValue>,
+    /// This build's version (`shoal_build_info`).
+    pub version: String,
 }
 
 impl ApiConfig {
@@ -112,6 +113,7 @@ impl ApiConfig {
 }
 
 pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
+    let figures = metrics::Metrics::new(&node, &cfg.version);
     let access = cfg.access;
     let faults = access.faults;
     let router = Router::new()
@@ -122,7 +124,7 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         .route("/v1/nodes/{id}", axum::routing::delete(members::remove))
         .route("/v1/state", get(state))
         .route("/v1/snapshot", get(backup::snapshot))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/leave", post(leave))
         .route("/v1/events", get(events::events))
         .route("/", get(dashboard::page))
@@ -147,6 +149,11 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
             error::within(timeout, req, next)
         }))
         .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(Extension(figures.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            figures,
+            metrics::time_writes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             auth::check,
@@ -288,246 +295,4 @@ fn outcome_json(outcome: Outcome) -> Result<Value, Rejection> {
         }
         Outcome::GuardFailed { guard } => json!({"applied": false, "failed_guard": guard}),
     })
-}
-
-async fn metrics(AxState(node): AxState<NodeHandle>) -> impl IntoResponse {
-    let v = node.view();
-    let s = &v.status;
-    let m = &v.metrics;
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP shoal_{name} {help}\n# TYPE shoal_{name} {kind}\nshoal_{name} {value}"
-        );
-    };
-    put(
-        "applied_index",
-        "gauge",
-        "Index of the last event applied here.",
-        s.applied_index.0 as f64,
-    );
-    put(
-        "commit_index",
-        "gauge",
-        "Highest commit index this node knows of.",
-        s.commit_index.0 as f64,
-    );
-    put(
-        "lag_events",
-        "gauge",
-        "Committed events not yet applied here.",
-        s.commit_index.0.saturating_sub(s.applied_index.0) as f64,
-    );
-    put(
-        "events_per_second",
-        "gauge",
-        "Events applied per second, smoothed.",
-        v.events_per_sec,
-    );
-    put(
-        "term",
-        "gauge",
-        "Current Raft term as this node knows it.",
-        s.term.0 as f64,
-    );
-    put(
-        "peers",
-        "gauge",
-        "Peers heard from within the node timeout.",
-        s.peers.len() as f64,
-    );
-    put(
-        "is_master",
-        "gauge",
-        "1 on the master.",
-        if s.role == NodeRole::Master { 1.0 } else { 0.0 },
-    );
-    put(
-        "events_applied_total",
-        "counter",
-        "Events applied since start.",
-        m.events_applied as f64,
-    );
-    put(
-        "nacks_sent_total",
-        "counter",
-        "Range fetches (NACKs) sent.",
-        m.nacks_sent as f64,
-    );
-    put(
-        "ranges_served_total",
-        "counter",
-        "Range fetches served.",
-        m.ranges_served as f64,
-    );
-    put(
-        "snapshot_bytes_sent_total",
-        "counter",
-        "Snapshot bytes sent.",
-        m.snapshot_bytes_sent as f64,
-    );
-    put(
-        "snapshot_bytes_received_total",
-        "counter",
-        "Snapshot bytes received.",
-        m.snapshot_bytes_received as f64,
-    );
-    put(
-        "snapshots_installed_total",
-        "counter",
-        "Snapshots loaded into State.",
-        m.snapshots_installed as f64,
-    );
-    put(
-        "snapshot_offers_sent_total",
-        "counter",
-        "Snapshot offers made to replicas that asked for one.",
-        m.snapshot_offers_sent as f64,
-    );
-    put(
-        "snapshot_failures_total",
-        "counter",
-        "Snapshot transfers that failed and were asked for again.",
-        m.snapshot_failures as f64,
-    );
-    put(
-        "snapshot_builds_total",
-        "counter",
-        "Snapshots encoded to serve others.",
-        m.snapshot_builds as f64,
-    );
-    put(
-        "snapshot_bad_chunks_total",
-        "counter",
-        "Snapshot sources dropped for sending a chunk that was not the one offered.",
-        m.snapshot_bad_chunks as f64,
-    );
-    put(
-        "clusters_given_up_total",
-        "counter",
-        "Lone empty clusters this node founded and gave up to join another.",
-        m.clusters_given_up as f64,
-    );
-    put(
-        "local_snapshots_saved_total",
-        "counter",
-        "Snapshots of State saved to this node's own disk.",
-        m.local_snapshots_saved as f64,
-    );
-    put(
-        "leader_changes_total",
-        "counter",
-        "Leader changes seen.",
-        m.leader_changes as f64,
-    );
-    put(
-        "read_rounds_total",
-        "counter",
-        "ReadIndex rounds started as master, each serving every consistent read waiting for it.",
-        m.read_rounds as f64,
-    );
-    put(
-        "bad_messages_total",
-        "counter",
-        "Malformed or inconsistent messages dropped.",
-        m.bad_messages as f64,
-    );
-    put(
-        "raft_restarts_total",
-        "counter",
-        "Times raft failed inside and was started again from the log.",
-        m.raft_restarts as f64,
-    );
-    put(
-        "untrusted_messages_total",
-        "counter",
-        "Entries and claims dropped because their sender's word does not count.",
-        m.untrusted_messages as f64,
-    );
-    put(
-        "unasked_replies_total",
-        "counter",
-        "Range replies not (or no longer) asked for.",
-        m.unasked_replies as f64,
-    );
-    put(
-        "foreign_messages_total",
-        "counter",
-        "Messages from other clusters dropped.",
-        m.foreign_messages as f64,
-    );
-    put(
-        "bad_frames_total",
-        "counter",
-        "Network frames that did not decode or claimed another sender.",
-        v.bad_frames as f64,
-    );
-    put(
-        "send_overflow_total",
-        "counter",
-        "Messages dropped at a full network queue.",
-        v.send_overflow as f64,
-    );
-    put(
-        "net_messages_sent_total",
-        "counter",
-        "Frames sent one-to-one or published.",
-        v.net.sent as f64,
-    );
-    put(
-        "net_messages_received_total",
-        "counter",
-        "Frames received one-to-one or by gossip.",
-        v.net.received as f64,
-    );
-    put(
-        "net_gossip_received_total",
-        "counter",
-        "Gossip messages received (each once, however many peers relayed it).",
-        v.net.gossip_received as f64,
-    );
-    put(
-        "net_send_failures_total",
-        "counter",
-        "Frames the network could not deliver.",
-        v.net.send_failures as f64,
-    );
-    put(
-        "net_handshake_failures_total",
-        "counter",
-        "Connections whose handshake failed (most likely another cluster key).",
-        v.net.handshake_failures as f64,
-    );
-    put(
-        "net_refused_peers_total",
-        "counter",
-        "Connections closed because this node admits no peers (commands without a cluster key).",
-        v.net.refused_peers as f64,
-    );
-    put(
-        "net_inbound_failures_total",
-        "counter",
-        "Inbound one-to-one streams that failed (oversized, cut, timed out).",
-        v.net.inbound_failures as f64,
-    );
-    put(
-        "net_false_verdicts_total",
-        "counter",
-        "Unsigned greetings, and duplicate-identity verdicts without evidence, refused.",
-        v.net.false_verdicts as f64,
-    );
-    put(
-        "net_gossip_send_dropped_total",
-        "counter",
-        "Gossip messages dropped because a peer's send queue was full (it reads too slowly).",
-        v.net.gossip_send_dropped as f64,
-    );
-    put(
-        "net_dropped_events_total",
-        "counter",
-        "Network events dropped because the node's queue was full.",
-        v.net.dropped_events as f64,
-    );
-    ([("content-type", "text/plain; version=0.0.4")], out)
 }

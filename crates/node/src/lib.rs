@@ -10,4 +10,6 @@ mod runtime;
 pub use data_dir::{
     api_token, api_token_path, default_data_dir, read_api_token, DataDir, DataDirError,
 };
-pub use runtime::{start, Backup, CatchUpProgress, NodeError, NodeHandle, NodeOptions, View};
+pub use runtime::{
+    start, Backup, CatchUpProgress, NodeError, NodeHandle, NodeOptions, Timings, View,
+};

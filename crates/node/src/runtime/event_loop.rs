@@ -60,6 +60,9 @@ pub(super) struct EventLoop {
     last_view: Instant,
     /// Inputs the loop owes the core (a host measurement).
     follow_up: Vec<Input>,
+    timings: super::Timings,
+    /// When the snapshot transfer under way first reported progress.
+    catch_up_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -91,6 +94,8 @@ impl EventLoop {
         runs: Runs,
         output_tx: broadcast::Sender<OutputChunk>,
     ) -> Self {
+        // The histograms the first view holds, shared from here on.
+        let timings = view_tx.borrow().timings.clone();
         EventLoop {
             node,
             dir,
@@ -115,6 +120,8 @@ impl EventLoop {
             view_due: None,
             last_view: Instant::now(),
             follow_up: Vec::new(),
+            timings,
+            catch_up_since: None,
         }
     }
 
@@ -175,8 +182,12 @@ impl EventLoop {
                 }
             }
             if !inputs.is_empty() {
+                let (applied, started) = (self.node.metrics().events_applied, Instant::now());
                 let outputs = self.node.handle_all(inputs, self.now(), wall_ms());
                 self.outputs(outputs)?;
+                if self.node.metrics().events_applied > applied {
+                    self.timings.apply.observe(started.elapsed().as_secs_f64());
+                }
             }
             if let Some(why) = self.fatal.take() {
                 error!(reason = %why, "stopping");
@@ -320,6 +331,10 @@ impl EventLoop {
                 Output::CatchUp(p) => self.progress(p),
                 Output::SnapshotInstalled { index } => {
                     self.catch_up = None;
+                    if let Some(since) = self.catch_up_since.take() {
+                        let took = since.elapsed().as_secs_f64();
+                        self.timings.snapshot_catch_up.observe(took);
+                    }
                     self.last_progress_log = None;
                     info!(index = %index, "state loaded from snapshot; fetching the tail");
                 }
@@ -428,6 +443,7 @@ impl EventLoop {
     /// Snapshot download progress: in the view, and a log line a second.
     fn progress(&mut self, p: CatchUpProgress) {
         self.catch_up = Some(p);
+        self.catch_up_since.get_or_insert_with(Instant::now);
         let now = Instant::now();
         if self
             .last_progress_log
@@ -471,6 +487,7 @@ impl EventLoop {
             send_overflow: self.send_overflow,
             catch_up: self.catch_up,
             net: self.net.stats(),
+            timings: self.timings.clone(),
         };
         self.view_tx.send_replace(Arc::new(view));
     }

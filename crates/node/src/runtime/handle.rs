@@ -30,6 +30,8 @@ pub struct View {
     pub catch_up: Option<CatchUpProgress>,
     /// What the network actor counted.
     pub net: shoal_net::NetStats,
+    /// The node's latency histograms (shared handles).
+    pub timings: super::Timings,
 }
 
 /// A snapshot of State taken for a backup.

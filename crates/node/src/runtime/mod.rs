@@ -22,6 +22,8 @@ mod inbound;
 mod restore;
 mod snapshot_builder;
 mod start;
+mod timings;
 
 pub use handle::{Backup, CatchUpProgress, NodeHandle, View};
 pub use start::{start, NodeError, NodeOptions};
+pub use timings::Timings;

@@ -190,6 +190,7 @@ pub async fn start(
         send_overflow: 0,
         catch_up: None,
         net: net.stats(),
+        timings: super::Timings::default(),
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (built_tx, built_rx) = mpsc::channel(4);
