@@ -14,7 +14,7 @@ pub enum SnapshotCmd {
     /// checked before it is kept). Every write acknowledged before the
     /// command is in it.
     ///
-    /// Example: shoal snapshot save /backup/shoal-$(date +%F).snap
+    /// Example: shoal snapshot save /backup/shoal.snap
     Save {
         /// Where to write the snapshot.
         file: PathBuf,

@@ -19,6 +19,8 @@ pub const NOT_APPLIED: i32 = 3;
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
     /// A key's value (read locally; --consistent goes through the master).
+    ///
+    /// Example: shoal kv get config/db --consistent
     Get {
         /// The key.
         key: String,
@@ -30,6 +32,8 @@ pub enum KvCmd {
         json: bool,
     },
     /// Set a key.
+    ///
+    /// Example: shoal kv set config/db postgres://db1 --fence deploy:17
     Set {
         /// The key.
         key: String,
@@ -40,6 +44,8 @@ pub enum KvCmd {
         fence: Option<String>,
     },
     /// Set a key only if it is absent; exits 3 if it exists.
+    ///
+    /// Example: shoal kv setnx leader me --ttl 30s
     #[command(alias = "setnx")]
     SetIfAbsent {
         /// The key.
@@ -54,6 +60,8 @@ pub enum KvCmd {
         fence: Option<String>,
     },
     /// Compare-and-set; exits 3 if the current value differs.
+    ///
+    /// Example: shoal kv cas config v2 --expected v1
     Cas {
         /// The key.
         key: String,
@@ -70,6 +78,8 @@ pub enum KvCmd {
         fence: Option<String>,
     },
     /// Add BY (default 1) to an integer key and print the new value.
+    ///
+    /// Example: shoal kv incr jobs-done 5
     Incr {
         /// The key.
         key: String,
@@ -90,6 +100,8 @@ pub enum KvCmd {
         fence: Option<String>,
     },
     /// Keys under a prefix, in order (fetched a page at a time).
+    ///
+    /// Example: shoal kv list app/ --limit 50000
     #[command(alias = "ls")]
     List {
         /// Keys that start with this (default: every key).
@@ -128,6 +140,8 @@ pub enum KvCmd {
         consistent: bool,
     },
     /// Append to a list and print its new length.
+    ///
+    /// Example: shoal kv push queue job-1
     Push {
         /// The key.
         key: String,
@@ -135,6 +149,8 @@ pub enum KvCmd {
         value: String,
     },
     /// List elements START..=STOP (negative: from the end).
+    ///
+    /// Example: shoal kv range queue 0 -1
     Range {
         /// The key.
         key: String,

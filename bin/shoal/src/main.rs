@@ -35,8 +35,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Start a node: join the cluster in sight, else found a one-node cluster.
+    ///
+    /// Example: shoal up --peer /ip4/192.0.2.10/tcp/4100 --label zone=a
     Up(UpArgs),
     /// This node's view: role, master, term, indices, state hash, peers.
+    ///
+    /// Example: shoal status --api http://10.0.0.2:4101 --json
     Status {
         #[command(flatten)]
         api: ApiArg,
@@ -71,6 +75,8 @@ enum Cmd {
     },
     /// Run a command while holding a cluster lock (its fencing token in
     /// SHOAL_FENCING_TOKEN); exits with the command's status.
+    ///
+    /// Example: shoal lock deploy --ttl 10s -- ./deploy.sh
     Lock {
         #[command(flatten)]
         args: lock::LockArgs,
@@ -79,6 +85,8 @@ enum Cmd {
     },
     /// Run a command (or the synthetic runner) on a node that fits, print
     /// its output as it comes, and exit with its status.
+    ///
+    /// Example: shoal run --detach --label zone=a -- ./backup.sh
     Run {
         #[command(flatten)]
         args: tasks::RunArgs,
@@ -86,6 +94,8 @@ enum Cmd {
         api: ApiArg,
     },
     /// A task's output, as kept by the cluster (bounded per task).
+    ///
+    /// Example: shoal logs t-42
     Logs {
         /// The task's id.
         task: String,
@@ -101,6 +111,8 @@ enum Cmd {
         json: bool,
     },
     /// Cancel a task: SIGTERM to its process group, then SIGKILL.
+    ///
+    /// Example: shoal cancel t-42
     Cancel {
         /// The task's id.
         task: String,
@@ -108,6 +120,8 @@ enum Cmd {
         api: ApiArg,
     },
     /// Keep K replicas of a long-running command across the nodes.
+    ///
+    /// Example: shoal deploy web --replicas 3 -- ./serve --port-from-env
     Deploy {
         #[command(flatten)]
         args: tasks::DeployArgs,
@@ -115,6 +129,8 @@ enum Cmd {
         api: ApiArg,
     },
     /// Stop a deployment's replicas and forget it.
+    ///
+    /// Example: shoal undeploy web
     Undeploy {
         /// The deployment's name.
         name: String,
@@ -131,6 +147,8 @@ enum Cmd {
     },
     /// Make the node leave: it hands back its runs and leadership, the
     /// cluster records the leave, and the process exits.
+    ///
+    /// Example: shoal leave --api http://10.0.0.5:4101
     Leave {
         #[command(flatten)]
         api: ApiArg,
@@ -154,6 +172,8 @@ enum Cmd {
         api: ApiArg,
     },
     /// Write a new cluster key file (for `shoal up --cluster-key FILE`).
+    ///
+    /// Example: shoal cluster-key /etc/shoal/cluster.key
     ClusterKey {
         /// Where to write the key (an existing file is never overwritten).
         file: PathBuf,

@@ -28,11 +28,14 @@ fn scrape(p: &Proc) -> (BTreeSet<String>, String) {
     (names, text)
 }
 
-fn value(text: &str, series: &str) -> f64 {
+fn find(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    find(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 #[test]
@@ -46,17 +49,20 @@ fn metrics_carry_peers_histograms_build_and_process_and_the_dashboard_names_only
     let peer = field(&procs[0].status(), "node_id");
     let peer = peer.as_str().unwrap();
     let asked = &procs[1];
-    // The peer is heard, and the write applied, within a few heartbeats.
-    let heard = wait_for(std::time::Duration::from_secs(10), || {
-        scrape(asked)
-            .1
-            .contains(&format!("shoal_peer_lag_events{{peer=\"{peer}\"}}"))
+    // The peer is heard, and both writes applied, within a few heartbeats.
+    let lag = format!("shoal_peer_lag_events{{peer=\"{peer}\"}}");
+    let ready = wait_for(std::time::Duration::from_secs(10), || {
+        let (_, text) = scrape(asked);
+        text.contains(&lag) && find(&text, "shoal_events_applied_total").is_some_and(|n| n >= 2.0)
     });
     let (names, text) = scrape(asked);
-    assert!(heard, "no lag for peer {peer}:\n{text}");
+    assert!(
+        ready,
+        "no lag for peer {peer}, or a write not applied:\n{text}"
+    );
     assert!(value(&text, "shoal_api_write_seconds_count") >= 1.0);
     assert!(value(&text, "shoal_apply_seconds_count") >= 1.0);
-    assert!(value(&text, "shoal_events_applied_total") >= 2.0);
+    assert!(value(&text, "shoal_events_applied_total") >= 2.0, "{text}");
     assert!(value(&text, "process_resident_memory_bytes") > 0.0);
     assert!(value(&text, "process_open_fds") > 0.0);
     let build = format!(
