@@ -170,6 +170,20 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
     });
     assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+    // The history plots draw a point a second.
+    let points = |b: &mut Browser| {
+        b.eval(
+            "(document.querySelector('#plot-eps polyline')?.getAttribute('points') || '')\
+             .split(' ').filter(Boolean).length",
+        )
+        .as_u64()
+        .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || points(&mut b) >= 3),
+        "events/s plotted: {} points",
+        points(&mut b)
+    );
 
     // Kill a node that neither serves the page nor is the master.
     let master = procs[0].status().unwrap()["master_id"].clone();
@@ -193,14 +207,39 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         seen.iter().any(|l| l == "suspect"),
         "it was suspect before dead: {seen:?}"
     );
-    let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot["data"].as_str().unwrap())
-        .unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    std::fs::write(&path, &png).unwrap();
-    eprintln!("screenshot: {}", path.display());
+    // Its death is marked on the plots' time axis, and listed.
+    let tail = &ids[victim][ids[victim].len() - 12..];
+    let marked = wait_for(Duration::from_secs(10), || {
+        b.eval(&format!(
+            "!!document.querySelector('#plot-lag g.mark[data-kind=liveness]') && \
+             [...document.querySelectorAll('#marks div[data-kind=liveness]')]\
+             .some(d => d.textContent.includes('{tail} dead'))"
+        )) == json!(true)
+    });
+    assert!(
+        marked,
+        "the death is marked: {}",
+        b.eval("document.getElementById('marks').textContent")
+    );
+    for (name, width, height) in [
+        ("dashboard.png", 1400, 900),
+        ("dashboard-phone.png", 390, 844),
+    ] {
+        let size = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600});
+        b.call("Emulation.setDeviceMetricsOverride", size);
+        std::thread::sleep(Duration::from_millis(300));
+        let shot = b.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
 
     // The page says so when its node goes away.
     procs[0].sigkill();
@@ -209,4 +248,66 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
     });
     assert!(lost, "the page shows that it lost its connection");
     procs[0].kill();
+}
+
+/// The markers of a node's dashboard history, as (kind, text).
+fn markers(p: &Proc) -> Vec<(String, String)> {
+    p.get("/v1/dashboard/history")
+        .and_then(|h| h["markers"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (s("kind"), s("text"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut procs = cluster(tmp.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, Duration::from_secs(30), "formation");
+    let (code, v) = procs[0].set("k", "v");
+    assert_eq!(code, 200, "{v}");
+    let samples = |p: &Proc| {
+        p.get("/v1/dashboard/history")
+            .and_then(|h| h["samples"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    // Within a few samples of the write, one shows the cluster formed.
+    let formed = |x: &Value| {
+        x["master"].is_string()
+            && x["members"].as_object().is_some_and(|m| m.len() == 3)
+            && x["peers"].as_object().is_some_and(|p| p.len() == 2)
+            && x["applied"].as_u64() > Some(0)
+    };
+    let ok = wait_for(Duration::from_secs(10), || {
+        let s = samples(&procs[0]);
+        s.len() >= 3 && s.last().is_some_and(formed)
+    });
+    let s = samples(&procs[0]);
+    assert!(ok, "{:?}", s.last());
+    let t: Vec<u64> = s.iter().map(|x| x["t_ms"].as_u64().unwrap()).collect();
+    assert!(
+        t.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] < 5_000),
+        "{t:?}"
+    );
+
+    // A node other than the one asked and the master (so that its death
+    // is committed).
+    let v = (1..3)
+        .find(|i| field(&procs[*i].status(), "role") != "master")
+        .unwrap();
+    let victim = field(&procs[v].status(), "node_id");
+    let victim = victim.as_str().unwrap();
+    let tail = &victim[victim.len() - 12..];
+    procs[v].kill();
+    let marked = wait_for(Duration::from_secs(20), || {
+        let m = markers(&procs[0]);
+        m.contains(&("hearing".into(), format!("{tail} not heard")))
+            && m.contains(&("liveness".into(), format!("{tail} dead")))
+    });
+    assert!(marked, "{:?}", markers(&procs[0]));
 }

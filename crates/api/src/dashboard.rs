@@ -30,6 +30,22 @@ pub(crate) async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
+/// What this node saw each second for the last fifteen minutes, with
+/// markers (`history.rs`).
+pub(crate) async fn history(
+    Extension(h): Extension<crate::history::sampler::Shared>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> axum::Json<Value> {
+    let since = q.since.unwrap_or(0);
+    axum::Json(h.lock().unwrap_or_else(|e| e.into_inner()).json(since))
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct HistoryQuery {
+    /// Only samples and markers after this (ms since the Unix epoch).
+    since: Option<u64>,
+}
+
 /// The view the page renders: small, whatever the State's size.
 fn view_json(s: &State, v: &View) -> Value {
     let mut tasks: Vec<(&TaskId, &Task)> = s.tasks().iter().collect();

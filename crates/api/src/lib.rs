@@ -14,6 +14,7 @@
 //! GET  /health               200 while the node serves (no token needed)
 //! GET  /ready                200 once it holds State, knows a master and is caught up; else 503 and why
 //! GET  /                     the dashboard (see `dashboard.rs`)
+//! GET  /v1/dashboard/history the last 15 minutes, a sample a second, with markers (see `history.rs`)
 //! GET  /v1/events?from=N     committed events as server-sent events (see `events.rs`)
 //! /v1/tasks...              tasks and their output (see `tasks.rs`)
 //! /v1/deployments...        instances and their replicas (see `deployments.rs`)
@@ -55,6 +56,7 @@ mod deployments;
 mod error;
 mod events;
 mod health;
+mod history;
 mod host;
 mod kv;
 mod members;
@@ -114,6 +116,7 @@ impl ApiConfig {
 
 pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
     let figures = metrics::Metrics::new(&node, &cfg.version);
+    let history = history::sampler::start(node.clone(), figures.clone());
     let access = cfg.access;
     let faults = access.faults;
     let router = Router::new()
@@ -129,6 +132,7 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         .route("/v1/events", get(events::events))
         .route("/", get(dashboard::page))
         .route("/v1/dashboard/stream", get(dashboard::stream))
+        .route("/v1/dashboard/history", get(dashboard::history))
         .merge(kv::routes())
         .merge(tasks::routes())
         .merge(deployments::routes())
@@ -150,6 +154,7 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         }))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(Extension(figures.clone()))
+        .layer(Extension(history))
         .layer(axum::middleware::from_fn_with_state(
             figures,
             metrics::time_writes,

@@ -12,9 +12,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
-use shoal_node::{NodeHandle, View};
+use shoal_node::{NodeHandle, Timed, View};
 use shoal_proto::node::NodeRole;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,28 +23,28 @@ use std::time::Instant;
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    writes: Histogram,
+    writes: Timed,
 }
 
 impl Metrics {
     pub(crate) fn new(node: &NodeHandle, version: &str) -> Arc<Self> {
         let mut registry = Registry::default();
-        let writes = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let writes = Timed::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "shoal_api_write_seconds",
             "Writes answered by this API (committed, or refused), from request to answer.",
-            writes.clone(),
+            writes.histogram.clone(),
         );
         let timings = node.view().timings.clone();
         registry.register(
             "shoal_apply_seconds",
             "Time the node took over a batch of inputs that applied committed events.",
-            timings.apply,
+            timings.apply.histogram,
         );
         registry.register(
             "shoal_snapshot_catch_up_seconds",
             "From a snapshot transfer's first progress to its install, restarts included.",
-            timings.snapshot_catch_up,
+            timings.snapshot_catch_up.histogram,
         );
         registry.register_collector(Box::new(NodeFigures {
             node: node.clone(),
@@ -52,6 +52,11 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(ProcessFigures));
         Arc::new(Metrics { registry, writes })
+    }
+
+    /// The API's write latency histogram.
+    pub(crate) fn writes(&self) -> &Timed {
+        &self.writes
     }
 }
 

@@ -11,5 +11,5 @@ pub use data_dir::{
     api_token, api_token_path, default_data_dir, read_api_token, DataDir, DataDirError,
 };
 pub use runtime::{
-    start, Backup, CatchUpProgress, NodeError, NodeHandle, NodeOptions, Timings, View,
+    start, Backup, CatchUpProgress, NodeError, NodeHandle, NodeOptions, Timed, Timings, View,
 };

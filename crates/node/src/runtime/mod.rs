@@ -26,4 +26,4 @@ mod timings;
 
 pub use handle::{Backup, CatchUpProgress, NodeHandle, View};
 pub use start::{start, NodeError, NodeOptions};
-pub use timings::Timings;
+pub use timings::{Timed, Timings};
