@@ -170,6 +170,18 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
     });
     assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+    let quorum = |b: &mut Browser| {
+        let v = b.eval(
+            "['q-voters','q-healthy','q-survives']\
+             .map(id => document.getElementById(id).textContent).join(' ')",
+        );
+        v.as_str().unwrap_or_default().to_owned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || quorum(&mut b) == "3 3 1"),
+        "3 voters, 3 healthy, one loss survivable: {}",
+        quorum(&mut b)
+    );
     // The history plots draw a point a second.
     let points = |b: &mut Browser| {
         b.eval(
@@ -207,6 +219,9 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         seen.iter().any(|l| l == "suspect"),
         "it was suspect before dead: {seen:?}"
     );
+    // The quorum panel counts it: one voter down, no more loss survivable.
+    let q = quorum(&mut b);
+    assert!(q == "3 2 0" || q == "2 2 0", "after a voter died: {q}");
     // Its death is marked on the plots' time axis, and listed.
     let tail = &ids[victim][ids[victim].len() - 12..];
     let marked = wait_for(Duration::from_secs(10), || {
