@@ -142,8 +142,17 @@ impl Browser {
     }
 }
 
+/// The tests of this file run one at a time: each starts a cluster, one a
+/// browser too, on a machine that may have two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
+    let _g = serial();
     let Some(bin) = chromium() else {
         assert!(
             std::env::var("CI").is_err(),
@@ -280,6 +289,7 @@ fn markers(p: &Proc) -> Vec<(String, String)> {
 
 #[test]
 fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
+    let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let mut procs = cluster(tmp.path(), 3, &[]);
     let refs: Vec<&Proc> = procs.iter().collect();
@@ -312,14 +322,15 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
 
     // A node other than the one asked and the master (so that its death
     // is committed).
-    let v = (1..3)
-        .find(|i| field(&procs[*i].status(), "role") != "master")
-        .unwrap();
-    let victim = field(&procs[v].status(), "node_id");
-    let victim = victim.as_str().unwrap();
-    let tail = &victim[victim.len() - 12..];
+    let ids: Vec<String> = procs
+        .iter()
+        .map(|p| p.status().unwrap()["node_id"].as_str().unwrap().to_owned())
+        .collect();
+    let master = procs[0].status().unwrap()["master_id"].clone();
+    let v = (1..3).find(|i| master != ids[*i].as_str()).unwrap();
+    let tail = &ids[v][ids[v].len() - 12..];
     procs[v].kill();
-    let marked = wait_for(Duration::from_secs(20), || {
+    let marked = wait_for(Duration::from_secs(30), || {
         let m = markers(&procs[0]);
         m.contains(&("hearing".into(), format!("{tail} not heard")))
             && m.contains(&("liveness".into(), format!("{tail} dead")))
