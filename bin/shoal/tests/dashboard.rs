@@ -166,6 +166,12 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
     let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, Duration::from_secs(30), "formation");
     expect_voters(&procs, 3);
+    for k in ["app/1", "app/2", "app/3", "other/1"] {
+        let (code, v) = procs[0].set(k, &"x".repeat(100));
+        assert_eq!(code, 200, "{v}");
+    }
+    let o = procs[0].cli(&["run", "--synthetic", "2:10:0"]);
+    assert!(o.status.success(), "{o:?}");
 
     let mut b = Browser::start(&bin, &tmp.path().join("profile"));
     b.call("Page.enable", json!({}));
@@ -179,6 +185,43 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
     });
     assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+    // Tasks show their command, attempts and age; keys come a page at a
+    // time, narrowed by the filter, values cut short.
+    let task = b.eval(
+        "[...document.querySelectorAll('tr[data-task] td')].map(td => td.textContent).join('|')",
+    );
+    let task = task.as_str().unwrap_or_default().to_owned();
+    assert!(
+        task.contains("synthetic 2×10ms → 0") && task.contains("1/3"),
+        "{task}"
+    );
+    let keys = |b: &mut Browser| {
+        let v = b.eval(
+            "JSON.stringify([...document.querySelectorAll('tr[data-key]')].map(r => r.dataset.key))",
+        );
+        serde_json::from_str::<Vec<String>>(v.as_str().unwrap_or("[]")).unwrap_or_default()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || keys(&mut b).len() == 4),
+        "{:?}",
+        keys(&mut b)
+    );
+    b.eval(
+        "const f = document.getElementById('kv-filter'); f.value = 'app/'; \
+         f.dispatchEvent(new Event('input'));",
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || keys(&mut b)
+            == ["app/1", "app/2", "app/3"]),
+        "the filter narrows the keys: {:?}",
+        keys(&mut b)
+    );
+    let preview = b.eval("document.querySelector('tr[data-key] td:nth-child(2)').textContent");
+    assert_eq!(
+        preview.as_str().map(|p| p.chars().count()),
+        Some(81),
+        "{preview}"
+    );
     let quorum = |b: &mut Browser| {
         let v = b.eval(
             "['q-voters','q-healthy','q-survives']\

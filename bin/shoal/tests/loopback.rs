@@ -293,7 +293,10 @@ fn two_clusters_with_one_key_stay_apart() {
         "the lone node joined and loaded the first cluster's State"
     );
     assert_eq!(lone.status().unwrap()["cluster_id"], cluster_id);
-    assert_eq!(given_up(&lone), 1.0);
+    // Its own cluster, at least; with two clusters in sight it may first
+    // adopt the one that ranks lower and move on from it (nodes move along
+    // the clusters' order, never back).
+    assert!(given_up(&lone) >= 1.0);
 }
 
 #[test]

@@ -5,7 +5,6 @@
 //! (`/v1/tasks/{id}/output`) when one is clicked.
 
 use crate::deployments::deployment_json;
-use crate::kv::entry_json;
 use crate::streams::{sse, Streams};
 use crate::tasks::task_json;
 use crate::{nodes_json, status_json, stopped, ApiError};
@@ -23,7 +22,6 @@ use std::time::Duration;
 const PAGE: &str = include_str!("../assets/dashboard.html");
 /// Rows of each kind the view carries at most.
 const ROWS: usize = 50;
-const KEYS: usize = 100;
 const EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) async fn page() -> Html<&'static str> {
@@ -64,18 +62,13 @@ fn view_json(s: &State, v: &View) -> Value {
         .take(ROWS)
         .map(|(n, d)| deployment_json(n, d, s))
         .collect();
-    let keys: Vec<Value> = s
-        .kv()
-        .iter()
-        .take(KEYS)
-        .map(|(k, e)| entry_json(k, e))
-        .collect();
     json!({
         "status": status_json(v),
         "nodes": nodes_json(s, v),
         "tasks": tasks,
         "deployments": deployments,
-        "kv": {"total": s.kv().len(), "keys": keys},
+        // The page reads keys a page at a time (`/v1/kv`), under a prefix.
+        "kv": {"total": s.kv().len()},
     })
 }
 
