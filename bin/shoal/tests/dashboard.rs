@@ -172,6 +172,9 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
     }
     let o = procs[0].cli(&["run", "--synthetic", "2:10:0"]);
     assert!(o.status.success(), "{o:?}");
+    let long = procs[0].cli(&["run", "--detach", "--synthetic", "1000:100:0"]);
+    assert!(long.status.success(), "{long:?}");
+    let long = stdout(&long);
 
     let mut b = Browser::start(&bin, &tmp.path().join("profile"));
     b.call("Page.enable", json!({}));
@@ -233,6 +236,26 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         wait_for(Duration::from_secs(10), || quorum(&mut b) == "3 3 1"),
         "3 voters, 3 healthy, one loss survivable: {}",
         quorum(&mut b)
+    );
+    // Actions take the token typed into the page: cancel a task.
+    let token = procs[0].token();
+    b.eval(&format!(
+        "const t = document.getElementById('token'); t.value = '{token}'; \
+         t.dispatchEvent(new Event('input'));"
+    ));
+    let state = |p: &Proc| field(&p.get(&format!("/v1/tasks/{long}")), "status")["state"].clone();
+    let clicked = wait_for(Duration::from_secs(10), || {
+        b.eval(&format!(
+            "(() => {{ const c = document.querySelector('tr[data-task=\"{long}\"] button.cancel'); \
+             if (c) c.click(); return !!c; }})()"
+        )) == json!(true)
+    });
+    assert!(clicked, "a cancel button on the running task");
+    assert!(
+        wait_for(Duration::from_secs(15), || state(&procs[0]) == "cancelled"),
+        "cancelled from the page: {} ({})",
+        state(&procs[0]),
+        b.eval("document.getElementById('said').textContent")
     );
     // The history plots draw a point a second.
     let points = |b: &mut Browser| {
@@ -308,6 +331,24 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         eprintln!("screenshot: {}", path.display());
     }
 
+    // A dead member is removed from the page.
+    let removed = b.eval(&format!(
+        "(() => {{ const r = document.querySelector('tr[data-node=\"{}\"] button.remove'); \
+         if (r) r.click(); return !!r; }})()",
+        ids[victim]
+    ));
+    assert_eq!(removed, json!(true), "a remove button on the dead node");
+    let gone = wait_for(Duration::from_secs(40), || {
+        let rows = b.rows();
+        rows.len() == 2 && rows.iter().all(|(id, _)| *id != ids[victim])
+    });
+    assert!(
+        gone,
+        "removed from the page: {:?} ({})",
+        b.rows(),
+        b.eval("document.getElementById('said').textContent")
+    );
+
     // The page says so when its node goes away.
     procs[0].sigkill();
     let lost = wait_for(Duration::from_secs(15), || {
@@ -369,6 +410,9 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
         .iter()
         .map(|p| p.status().unwrap()["node_id"].as_str().unwrap().to_owned())
         .collect();
+    // Three voters first: a death with two would leave no majority to
+    // record it.
+    expect_voters(&procs, 3);
     let master = procs[0].status().unwrap()["master_id"].clone();
     let v = (1..3).find(|i| master != ids[*i].as_str()).unwrap();
     let tail = &ids[v][ids[v].len() - 12..];
