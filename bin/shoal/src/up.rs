@@ -227,6 +227,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         replica_ports: args.replica_ports,
         forget_left_after: args.forget_left_after,
         restore: args.restore.clone(),
+        version: crate::manual::VERSION.to_owned(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -188,6 +188,13 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
     });
     assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+    // Each node's build, as it reports it.
+    assert!(
+        wait_for(Duration::from_secs(10), || b
+            .eval("document.querySelectorAll('tr[data-version]').length")
+            == json!(3)),
+        "versions on the page"
+    );
     // Tasks show their command, attempts and age; keys come a page at a
     // time, narrowed by the filter, values cut short.
     let task = b.eval(
@@ -410,6 +417,21 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
         .iter()
         .map(|p| p.status().unwrap()["node_id"].as_str().unwrap().to_owned())
         .collect();
+    // Each member's capacity and build, as it reports them every second.
+    let reported = |n: &Value| {
+        n["mem_free_bytes"].as_u64() > Some(0)
+            && n["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION")))
+            && n["started_ms"].as_u64() > Some(0)
+    };
+    let all_reported = wait_for(Duration::from_secs(10), || {
+        procs[0]
+            .get("/v1/nodes")
+            .and_then(|v| v["nodes"].as_array().cloned())
+            .is_some_and(|n| n.len() == 3 && n.iter().all(reported))
+    });
+    assert!(all_reported, "{:?}", procs[0].get("/v1/nodes"));
     // Three voters first: a death with two would leave no majority to
     // record it.
     expect_voters(&procs, 3);

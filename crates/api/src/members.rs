@@ -50,6 +50,13 @@ pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
                 v["applied_index"] = json!(a);
                 v["lag"] = json!(commit.saturating_sub(a.0));
             }
+            if let Some(c) = view.capacities.iter().find(|c| &c.node == id) {
+                v["cpu_free_milli"] = json!(c.cpu_free_milli);
+                v["mem_free_bytes"] = json!(c.mem_free_bytes);
+                v["runs"] = json!(c.running);
+                v["version"] = json!(c.version);
+                v["started_ms"] = json!(c.started_ms);
+            }
             let master = view.status.master_id.as_ref() == Some(id);
             v["master"] = json!(master);
             if master {

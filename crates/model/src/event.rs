@@ -508,6 +508,10 @@ pub struct NodeMetrics {
     /// Ports of that range some program on the host listens on (TCP), at
     /// most `PortRange::MAX_TAKEN`: no replica is given them.
     pub ports_taken: Vec<u16>,
+    /// The build the node runs, and when its process started (wall
+    /// clock, ms): for the dashboard.
+    pub version: String,
+    pub started_ms: u64,
 }
 
 /// A range of ports, both ends included.

@@ -89,6 +89,11 @@ impl Capacities {
         self.latest.get(node)
     }
 
+    /// Every node's latest report.
+    pub fn all(&self) -> impl Iterator<Item = &NodeMetrics> {
+        self.latest.values().map(|c| &c.metrics)
+    }
+
     /// Whether any live node could ever run user commands.
     pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
         self.latest.values().any(|c| {

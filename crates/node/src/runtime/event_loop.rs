@@ -488,6 +488,7 @@ impl EventLoop {
             catch_up: self.catch_up,
             net: self.net.stats(),
             timings: self.timings.clone(),
+            capacities: self.node.capacities(),
         };
         self.view_tx.send_replace(Arc::new(view));
     }

@@ -32,6 +32,8 @@ pub struct View {
     pub net: shoal_net::NetStats,
     /// The node's latency histograms (shared handles).
     pub timings: super::Timings,
+    /// What each node last reported of its capacity and build.
+    pub capacities: Vec<shoal_model::NodeMetrics>,
 }
 
 /// A snapshot of State taken for a backup.

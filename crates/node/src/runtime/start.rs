@@ -47,6 +47,8 @@ pub struct NodeOptions {
     pub replica_ports: shoal_model::PortRange,
     /// A node that left is forgotten this long after (while master).
     pub forget_left_after: Duration,
+    /// The build this node runs (`shoal --version`), reported to the others.
+    pub version: String,
     /// Found a new cluster from this backup (`shoal snapshot save`); the
     /// data directory must be empty.
     pub restore: Option<PathBuf>,
@@ -173,6 +175,7 @@ pub async fn start(
     cfg.host = super::host::identity();
     cfg.replica_ports = opts.replica_ports;
     cfg.forget_left_after = opts.forget_left_after;
+    cfg.version = opts.version.clone();
     let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 
@@ -191,6 +194,7 @@ pub async fn start(
         catch_up: None,
         net: net.stats(),
         timings: super::Timings::default(),
+        capacities: vec![],
     };
     let (view_tx, view_rx) = watch::channel(Arc::new(initial));
     let (built_tx, built_rx) = mpsc::channel(4);

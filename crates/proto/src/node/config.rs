@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub host: u64,
     /// The ports this node hands its replicas.
     pub replica_ports: PortRange,
+    /// The build this node runs (reported with its capacity).
+    pub version: String,
     pub placement: PlacementConfig,
     pub worker: WorkerConfig,
     pub replicas: ReplicaConfig,
@@ -102,6 +104,7 @@ impl NodeConfig {
             exec: false,
             host: 0,
             replica_ports: PortRange::DEFAULT,
+            version: String::new(),
             placement: PlacementConfig::default(),
             worker: WorkerConfig::default(),
             replicas: ReplicaConfig::default(),

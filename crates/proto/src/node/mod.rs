@@ -286,6 +286,11 @@ impl<L: LogStore> Node<L> {
     }
 
     /// Every peer heard from, with how long ago.
+    /// What each node last reported of its capacity (this one included).
+    pub fn capacities(&self) -> Vec<shoal_model::NodeMetrics> {
+        self.capacities.all().cloned().collect()
+    }
+
     pub fn peer_summaries(&self) -> Vec<PeerSummary> {
         self.peers.summaries(self.cluster.as_ref(), self.now)
     }

@@ -178,6 +178,8 @@ impl<L: LogStore> Node<L> {
             host: self.cfg.host,
             replica_ports: self.cfg.replica_ports,
             ports_taken: self.ports_taken.clone(),
+            version: self.cfg.version.clone(),
+            started_ms: self.cfg.started_ms,
         };
         self.capacities.on_metrics(m.clone(), self.now);
         self.announce(TransientEvent::Metrics(m), out);

@@ -22,6 +22,8 @@ fn metrics(node: &str, cpu: u32) -> NodeMetrics {
         host: node.bytes().fold(0, |h, b| h * 131 + u64::from(b)),
         replica_ports: PortRange::DEFAULT,
         ports_taken: vec![],
+        version: String::new(),
+        started_ms: 0,
     }
 }
 
