@@ -11,6 +11,7 @@ mod entry;
 mod event;
 mod hash;
 mod ids;
+mod ports;
 mod state;
 pub mod tree;
 
@@ -18,6 +19,7 @@ pub use entry::*;
 pub use event::*;
 pub use hash::StateHash;
 pub use ids::*;
+pub use ports::PortRange;
 pub use state::*;
 
 /// An id that failed to parse at the edge.

@@ -69,11 +69,23 @@ pub struct Capacities {
     latest: BTreeMap<NodeId, Capacity>,
 }
 
+/// Bytes of a node's reported version kept at most.
+const MAX_VERSION: usize = 128;
+
 /// Nodes whose capacity is kept at most (a LAN cluster is far smaller).
 const MAX_NODES: usize = 4096;
 
 impl Capacities {
-    pub fn on_metrics(&mut self, m: NodeMetrics, now: Duration) {
+    /// A node's report, cut to bounds: a peer's list of taken ports is
+    /// searched for every port placement tries, and its version is shown.
+    pub fn on_metrics(&mut self, mut m: NodeMetrics, now: Duration) {
+        m.ports_taken.truncate(PortRange::MAX_TAKEN);
+        if m.version.len() > MAX_VERSION {
+            let cut = (0..=MAX_VERSION)
+                .rev()
+                .find(|i| m.version.is_char_boundary(*i));
+            m.version.truncate(cut.unwrap_or(0));
+        }
         if self.latest.len() < MAX_NODES || self.latest.contains_key(&m.node) {
             self.latest.insert(
                 m.node.clone(),

@@ -63,7 +63,7 @@ use master::MasterState;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use shoal_model::{
-    ApplyError, ClusterId, DecodeError, EventIdx, NodeId, PortRange, RaftId, State, TransientEvent,
+    ApplyError, ClusterId, DecodeError, EventIdx, NodeId, RaftId, State, TransientEvent,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -286,11 +286,6 @@ impl<L: LogStore> Node<L> {
     }
 
     /// Every peer heard from, with how long ago.
-    /// What each node last reported of its capacity (this one included).
-    pub fn capacities(&self) -> Vec<shoal_model::NodeMetrics> {
-        self.capacities.all().cloned().collect()
-    }
-
     pub fn peer_summaries(&self) -> Vec<PeerSummary> {
         self.peers.summaries(self.cluster.as_ref(), self.now)
     }
@@ -361,12 +356,8 @@ impl<L: LogStore> Node<L> {
             Input::HostCapacity {
                 cpu_free_milli,
                 mem_free_bytes,
-                mut ports_taken,
-            } => {
-                self.capacity = (cpu_free_milli, mem_free_bytes);
-                ports_taken.truncate(PortRange::MAX_TAKEN);
-                self.ports_taken = ports_taken;
-            }
+                ports_taken,
+            } => self.on_host_capacity(cpu_free_milli, mem_free_bytes, ports_taken),
             Input::RunExited {
                 token,
                 exit_code,

@@ -16,7 +16,7 @@ use crate::replicas::ReplicaAction;
 use crate::wire::Direct;
 use crate::worker::{StopReason, WorkerAction};
 use shoal_model::{
-    ExitClass, FencingToken, NodeId, NodeMetrics, OutputChunk, TaskId, TransientEvent,
+    ExitClass, FencingToken, NodeId, NodeMetrics, OutputChunk, PortRange, TaskId, TransientEvent,
 };
 use std::time::Duration;
 
@@ -161,6 +161,18 @@ impl<L: LogStore> Node<L> {
         if self.master_view.id.as_ref() == Some(from) {
             self.worker.on_renewed(tokens, Duration::from_millis(at_ms));
         }
+    }
+
+    /// What each node last reported of its capacity (this one included).
+    pub fn capacities(&self) -> Vec<shoal_model::NodeMetrics> {
+        self.capacities.all().cloned().collect()
+    }
+
+    /// The shell measured this host (`Output::MeasureHost`).
+    pub(super) fn on_host_capacity(&mut self, cpu: u32, mem: u64, mut ports_taken: Vec<u16>) {
+        self.capacity = (cpu, mem);
+        ports_taken.truncate(PortRange::MAX_TAKEN);
+        self.ports_taken = ports_taken;
     }
 
     /// On the metrics timer: gossip this node's capacity (as last

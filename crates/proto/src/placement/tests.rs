@@ -234,3 +234,17 @@ fn a_port_range_is_first_dash_last() {
         assert!(bad.parse::<PortRange>().is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn a_peers_report_is_cut_to_bounds() {
+    let mut c = Capacities::default();
+    let m = NodeMetrics {
+        ports_taken: (0..5000).collect(),
+        version: "é".repeat(200),
+        ..metrics("a", 1000)
+    };
+    c.on_metrics(m, secs(1));
+    let kept = &c.get(&NodeId::from("a")).unwrap().metrics;
+    assert_eq!(kept.ports_taken.len(), PortRange::MAX_TAKEN);
+    assert_eq!(kept.version.len(), 128, "cut on a character boundary");
+}
