@@ -1,4 +1,5 @@
-//! `shoal nodes`: the members, and removing a dead or departed one.
+//! `shoal nodes`: the members, draining one, and removing a dead or
+//! departed one.
 
 use crate::client::{encode, Body, Client};
 use anyhow::Result;
@@ -15,11 +16,41 @@ pub enum NodesCmd {
         /// The node's id, as shoal nodes lists it.
         node: String,
     },
+    /// Drain a member: no new tasks or replicas go to it, and its replicas
+    /// are placed on other nodes; tasks under way there finish. It stays a
+    /// member (a voter keeps its seat) until taken back with --undo
+    /// (Nomad's node drain). Exit status 3 if it was drained already.
+    ///
+    /// Example: shoal nodes drain 12D3KooWQ…
+    Drain {
+        /// The node's id, as shoal nodes lists it.
+        node: String,
+        /// Take the node back: work may be placed on it again.
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 pub fn run(c: &Client, op: Option<NodesCmd>, json: bool) -> Result<i32> {
     match op {
         None => list(c, json).map(|_| 0),
+        Some(NodesCmd::Drain { node, undo }) => {
+            let path = format!("/v1/nodes/{}/drain", encode(&node));
+            let method = if undo {
+                reqwest::Method::DELETE
+            } else {
+                reqwest::Method::PUT
+            };
+            let v = c.write(method, &path, Body::None, None)?;
+            let what = if undo { "taken back" } else { "drained" };
+            if v["changed"].as_bool() == Some(true) {
+                println!("{node} {what}");
+                Ok(0)
+            } else {
+                println!("{node} was {what} already");
+                Ok(crate::kv::NOT_APPLIED)
+            }
+        }
         Some(NodesCmd::Remove { node }) => {
             let path = format!("/v1/nodes/{}", encode(&node));
             let v = c.write(reqwest::Method::DELETE, &path, Body::None, None)?;
@@ -44,7 +75,7 @@ fn list(c: &Client, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<9} {:<8} {:>9} {:>8}",
+        "{:<54} {:<9} {:<15} {:>9} {:>8}",
         "NODE", "ROLE", "STATE", "APPLIED", "HEARD"
     );
     for n in v["nodes"].as_array().into_iter().flatten() {
@@ -56,11 +87,15 @@ fn list(c: &Client, json: bool) -> Result<()> {
         let heard = n["last_heard_ms"]
             .as_u64()
             .map_or("-".to_owned(), |ms| format!("{ms}ms"));
+        let mut state = n["liveness"].as_str().unwrap_or("?").to_owned();
+        if n["drained"].as_bool() == Some(true) {
+            state.push_str(",drained");
+        }
         println!(
-            "{:<54} {:<9} {:<8} {:>9} {:>8}",
+            "{:<54} {:<9} {:<15} {:>9} {:>8}",
             n["node_id"].as_str().unwrap_or("?"),
             role,
-            n["liveness"].as_str().unwrap_or("?"),
+            state,
             n["applied_index"]
                 .as_u64()
                 .map_or("-".to_owned(), |i| i.to_string()),

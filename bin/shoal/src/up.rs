@@ -210,7 +210,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         .map(|o| shoal_api::parse_origin(o).map_err(|e| anyhow!("--api-cors-origin {o}: {e}")))
         .transpose()?;
     let data_dir = args.data_dir.unwrap_or_else(shoal_node::default_data_dir);
-    let opts = shoal_node::NodeOptions {
+    let mut opts = shoal_node::NodeOptions {
         data_dir: data_dir.clone(),
         listen,
         peers,
@@ -228,11 +228,17 @@ pub fn up(args: UpArgs) -> Result<()> {
         forget_left_after: args.forget_left_after,
         restore: args.restore.clone(),
         version: crate::manual::VERSION.to_owned(),
+        api: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Bound first, so that the node reports where its API answers.
+        let listener = tokio::net::TcpListener::bind(args.api)
+            .await
+            .with_context(|| format!("binding the API on {}", args.api))?;
+        opts.api = Some(listener.local_addr()?);
         let (node, task) = shoal_node::start(opts).await?;
         if std::io::stderr().is_terminal() {
             tokio::spawn(progress::catch_up_bar(node.view_receiver()));
@@ -254,9 +260,6 @@ pub fn up(args: UpArgs) -> Result<()> {
             cors_origin,
             version: crate::manual::VERSION.to_owned(),
         };
-        let listener = tokio::net::TcpListener::bind(args.api)
-            .await
-            .with_context(|| format!("binding the API on {}", args.api))?;
         tracing::info!(api = %format!("http://{}", args.api), "api listening");
         let app = shoal_api::router(node.clone(), api_config);
         let limits = shoal_api::ServeLimits {

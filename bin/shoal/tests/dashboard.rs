@@ -1,146 +1,19 @@
-//! The dashboard end to end in headless Chromium (Debian's `chromium`,
-//! installed by `tests/setup.sh`): a 3-node loopback cluster appears, a
-//! killed node turns suspect then dead, a screenshot is saved, and the
-//! page says when it lost its node. Driven over the DevTools protocol.
+//! The dashboard end to end in headless Chromium (`browser`): a 5-node
+//! loopback cluster under a steady load appears, with its roles, who hears
+//! whom and its quorum; a task is cancelled and a dead member removed from
+//! the page; a killed node turns suspect then dead, and is marked so;
+//! screenshots are saved; and when its node goes away the page offers the
+//! others. The history is checked over HTTP too.
 
+mod browser;
 mod cluster;
 
-use base64::Engine as _;
+use browser::{chromium, Browser};
 use cluster::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-fn chromium() -> Option<String> {
-    if let Ok(p) = std::env::var("SHOAL_CHROMIUM") {
-        return Some(p);
-    }
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|b| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {b}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(|b| b.to_string())
-}
-
-/// A headless browser, ended by its PID.
-struct Browser {
-    child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn start(bin: &str, profile: &std::path::Path) -> Browser {
-        let mut child = Command::new(bin)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                "--window-size=1400,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let browser_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium prints its DevTools address");
-        let port = browser_url
-            .trim_start_matches("ws://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
-        let targets: Value = client()
-            .get(format!("http://127.0.0.1:{port}/json/list"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let page = targets
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("a page target")["webSocketDebuggerUrl"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let (ws, _) = tungstenite::connect(page.as_str()).expect("connect to the page");
-        Browser {
-            child,
-            ws,
-            next_id: 1,
-        }
-    }
-
-    /// One DevTools command and its result (events in between are skipped).
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({"id": id, "method": method, "params": params});
-        self.ws.send(Message::text(msg.to_string())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Message::Text(t) = self.ws.read().unwrap() {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["id"] == id {
-                    assert!(v["error"].is_null(), "{method}: {v}");
-                    return v["result"].clone();
-                }
-            }
-        }
-        panic!("no answer to {method}");
-    }
-
-    fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expr, "returnByValue": true}),
-        );
-        r["result"]["value"].clone()
-    }
-
-    /// node id -> liveness, as the page shows it.
-    fn rows(&mut self) -> Vec<(String, String)> {
-        let v = self.eval(
-            "JSON.stringify([...document.querySelectorAll('tr[data-node]')]\
-             .map(r => [r.dataset.node, r.dataset.liveness]))",
-        );
-        serde_json::from_str(v.as_str().unwrap_or("[]")).unwrap_or_default()
-    }
-}
 
 /// The tests of this file run one at a time: each starts a cluster, one a
 /// browser too, on a machine that may have two cores.
@@ -150,8 +23,42 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Increments the key `load` through `url`'s node every 20 ms until
+/// `stop` is set, for at most 10,000 requests or five minutes: the writes
+/// the page plots. Answers how many succeeded.
+fn load(p: &Proc, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let (url, token) = (p.url("/v1/kv/load/incr"), p.token());
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(300);
+        let mut ok = 0;
+        for _ in 0..10_000 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                break;
+            }
+            let r = client().post(&url).bearer_auth(&token).send();
+            ok += u64::from(r.is_ok_and(|r| r.status().is_success()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ok
+    })
+}
+
+/// Each member's role, as a node lists them.
+fn roles(p: &Proc) -> Vec<(String, String)> {
+    let nodes = p.get("/v1/nodes").map(|v| v["nodes"].clone());
+    let list = nodes
+        .and_then(|n| n.as_array().cloned())
+        .unwrap_or_default();
+    list.iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+            (s("node_id"), s("role"))
+        })
+        .collect()
+}
+
 #[test]
-fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
+fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     let _g = serial();
     let Some(bin) = chromium() else {
         assert!(
@@ -162,7 +69,7 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut procs = cluster(tmp.path(), 3, &[]);
+    let mut procs = cluster(tmp.path(), 5, &[]);
     let refs: Vec<&Proc> = procs.iter().collect();
     expect_agreed(&refs, Duration::from_secs(30), "formation");
     expect_voters(&procs, 3);
@@ -170,6 +77,8 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         let (code, v) = procs[0].set(k, &"x".repeat(100));
         assert_eq!(code, 200, "{v}");
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = load(&procs[0], stop.clone());
     let o = procs[0].cli(&["run", "--synthetic", "2:10:0"]);
     assert!(o.status.success(), "{o:?}");
     let long = procs[0].cli(&["run", "--detach", "--synthetic", "1000:100:0"]);
@@ -185,16 +94,55 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         .collect();
     let all_alive = wait_for(Duration::from_secs(20), || {
         let rows = b.rows();
-        rows.len() == 3 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
+        rows.len() == 5 && rows.iter().all(|(id, l)| ids.contains(id) && l == "alive")
     });
-    assert!(all_alive, "three alive nodes on the page: {:?}", b.rows());
+    assert!(all_alive, "five alive nodes on the page: {:?}", b.rows());
     // Each node's build, as it reports it.
     assert!(
         wait_for(Duration::from_secs(10), || b
             .eval("document.querySelectorAll('tr[data-version]').length")
-            == json!(3)),
+            == json!(5)),
         "versions on the page"
     );
+    // The topology draws each role its own way: one master, two more
+    // voters, and the two followers as squares.
+    let shapes = |b: &mut Browser| {
+        b.eval(
+            "['master','voter','follower'].map(r => \
+             [...document.querySelectorAll(`#topology [data-role=${r}]`)]\
+             .map(e => e.tagName).join(',')).join(' ')",
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || shapes(&mut b)
+            == "circle circle,circle rect,rect"),
+        "{}",
+        shapes(&mut b)
+    );
+    // Who hears whom: the master's row hears every node.
+    let master = procs[0].status().unwrap()["master_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hears = |b: &mut Browser, from: &str, to: &str| {
+        b.eval(&format!(
+            "document.querySelector('#hearing td[data-from=\"{from}\"][data-to=\"{to}\"]')\
+             ?.dataset.hears ?? null"
+        ))
+    };
+    let everyone = wait_for(Duration::from_secs(10), || {
+        let row: Vec<Value> = ids.iter().map(|to| hears(&mut b, &master, to)).collect();
+        row.iter().filter(|h| *h == "yes").count() == 4 && row.contains(&json!("self"))
+    });
+    assert!(
+        everyone,
+        "{}",
+        b.eval("document.getElementById('hearing').textContent")
+    );
+
     // Tasks show their command, attempts and age; keys come a page at a
     // time, narrowed by the filter, values cut short.
     let task = b.eval(
@@ -212,7 +160,7 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         serde_json::from_str::<Vec<String>>(v.as_str().unwrap_or("[]")).unwrap_or_default()
     };
     assert!(
-        wait_for(Duration::from_secs(10), || keys(&mut b).len() == 4),
+        wait_for(Duration::from_secs(10), || keys(&mut b).len() == 5),
         "{:?}",
         keys(&mut b)
     );
@@ -264,6 +212,26 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         state(&procs[0]),
         b.eval("document.getElementById('said').textContent")
     );
+    // Drain a node from the page, and take it back.
+    let drained = |b: &mut Browser| {
+        b.eval(&format!(
+            "document.querySelector('tr[data-node=\"{}\"]')?.dataset.drained ?? null",
+            ids[4]
+        ))
+    };
+    for (action, after) in [("drain", "true"), ("undrain", "false")] {
+        let click = format!("tr[data-node=\"{}\"] button.{action}", ids[4]);
+        assert!(
+            wait_for(Duration::from_secs(10), || b.click(&click)),
+            "a {action} button"
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || drained(&mut b) == after),
+            "{action} from the page: {} ({})",
+            drained(&mut b),
+            b.eval("document.getElementById('said').textContent")
+        );
+    }
     // The history plots draw a point a second.
     let points = |b: &mut Browser| {
         b.eval(
@@ -279,9 +247,12 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         points(&mut b)
     );
 
-    // Kill a node that neither serves the page nor is the master.
-    let master = procs[0].status().unwrap()["master_id"].clone();
-    let victim = (1..3).find(|i| master != ids[*i].as_str()).unwrap();
+    // Kill a voter that neither serves the page nor is the master.
+    let victim = roles(&procs[0])
+        .into_iter()
+        .filter(|(id, r)| r == "voter" && *id != ids[0])
+        .find_map(|(id, _)| ids.iter().position(|i| *i == id))
+        .expect("a voter other than the page's node");
     procs[victim].sigkill();
     let mut seen = Vec::new();
     let dead = wait_for(Duration::from_secs(20), || {
@@ -301,9 +272,24 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         seen.iter().any(|l| l == "suspect"),
         "it was suspect before dead: {seen:?}"
     );
-    // The quorum panel counts it: one voter down, no more loss survivable.
+    // The quorum panel counts it: one voter down, no more loss survivable
+    // (with a follower already promoted, four seats and three healthy).
     let q = quorum(&mut b);
-    assert!(q == "3 2 0" || q == "2 2 0", "after a voter died: {q}");
+    assert!(
+        ["3 2 0", "2 2 0", "4 3 0"].contains(&q.as_str()),
+        "after a voter died: {q}"
+    );
+    // The hearing matrix: the master does not hear it, and it reports no
+    // more.
+    let unheard = wait_for(Duration::from_secs(15), || {
+        hears(&mut b, &master, &ids[victim]) == "no"
+            && hears(&mut b, &ids[victim], &master) == "unknown"
+    });
+    assert!(
+        unheard,
+        "{}",
+        b.eval("document.getElementById('hearing').textContent")
+    );
     // Its death is marked on the plots' time axis, and listed.
     let tail = &ids[victim][ids[victim].len() - 12..];
     let marked = wait_for(Duration::from_secs(10), || {
@@ -318,36 +304,21 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         "the death is marked: {}",
         b.eval("document.getElementById('marks').textContent")
     );
-    for (name, width, height) in [
-        ("dashboard.png", 1400, 900),
-        ("dashboard-phone.png", 390, 844),
-    ] {
-        let size = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600});
-        b.call("Emulation.setDeviceMetricsOverride", size);
-        std::thread::sleep(Duration::from_millis(300));
-        let shot = b.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        );
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        assert!(png.starts_with(b"\x89PNG"));
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        std::fs::write(&path, &png).unwrap();
-        eprintln!("screenshot: {}", path.display());
-    }
+    // A follower takes the dead voter's seat: three healthy voters again.
+    assert!(
+        wait_for(Duration::from_secs(60), || quorum(&mut b) == "3 3 1"),
+        "the seat is filled: {}",
+        quorum(&mut b)
+    );
+    b.screenshot("dashboard.png", 1400, 900);
+    b.screenshot("dashboard-phone.png", 390, 844);
 
     // A dead member is removed from the page.
-    let removed = b.eval(&format!(
-        "(() => {{ const r = document.querySelector('tr[data-node=\"{}\"] button.remove'); \
-         if (r) r.click(); return !!r; }})()",
-        ids[victim]
-    ));
-    assert_eq!(removed, json!(true), "a remove button on the dead node");
+    let remove = format!("tr[data-node=\"{}\"] button.remove", ids[victim]);
+    assert!(b.click(&remove), "a remove button on the dead node");
     let gone = wait_for(Duration::from_secs(40), || {
         let rows = b.rows();
-        rows.len() == 2 && rows.iter().all(|(id, _)| *id != ids[victim])
+        rows.len() == 4 && rows.iter().all(|(id, _)| *id != ids[victim])
     });
     assert!(
         gone,
@@ -355,13 +326,34 @@ fn the_dashboard_shows_nodes_appear_and_a_killed_one_turn_suspect_then_dead() {
         b.rows(),
         b.eval("document.getElementById('said').textContent")
     );
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0, "the load wrote");
 
-    // The page says so when its node goes away.
+    // When its node goes away the page says so, and offers the others.
     procs[0].sigkill();
-    let lost = wait_for(Duration::from_secs(15), || {
-        b.eval("document.getElementById('banner').classList.contains('on')") == json!(true)
+    let links = |b: &mut Browser| {
+        let v = b.eval(
+            "JSON.stringify([...document.querySelectorAll('#banner.on a[data-follow]')]\
+             .map(a => a.href).sort())",
+        );
+        serde_json::from_str::<Vec<String>>(v.as_str().unwrap_or("[]")).unwrap_or_default()
+    };
+    let mut others: Vec<String> = (1..5)
+        .filter(|i| *i != victim)
+        .map(|i| procs[i].url("/"))
+        .collect();
+    others.sort();
+    assert!(
+        wait_for(Duration::from_secs(15), || links(&mut b) == others),
+        "the page offers the other nodes: {:?}, not {others:?}",
+        links(&mut b)
+    );
+    assert!(b.click("#banner a[data-follow]"), "follow another node");
+    let followed = wait_for(Duration::from_secs(20), || {
+        let at = b.eval("location.href");
+        at.as_str().is_some_and(|u| others.iter().any(|o| o == u)) && b.rows().len() == 4
     });
-    assert!(lost, "the page shows that it lost its connection");
+    assert!(followed, "{} {:?}", b.eval("location.href"), b.rows());
     procs[0].kill();
 }
 

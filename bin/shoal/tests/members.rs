@@ -1,7 +1,8 @@
 //! Removing members: a live node is refused, a dead voter is removed and
 //! its seat filled, an unknown node is an error, and a node that left is
-//! forgotten after `--forget-left-after`. Real processes on 127.0.0.1;
-//! every wait is bounded.
+//! forgotten after `--forget-left-after`. Draining one: its replicas move
+//! off and no task lands on it until it is taken back. Real processes on
+//! 127.0.0.1; every wait is bounded.
 
 mod cluster;
 
@@ -89,4 +90,83 @@ fn a_dead_voter_is_removed_and_its_seat_filled_and_a_node_that_left_is_forgotten
         "{follower_id} still listed: {:?}",
         listed(&survivors[asker], &follower_id)
     );
+}
+
+#[test]
+fn a_drained_node_hands_its_replicas_on_and_gets_no_task_until_taken_back() {
+    let root = tempfile::tempdir().unwrap();
+    let procs = cluster(root.path(), 3, &[]);
+    let refs: Vec<&Proc> = procs.iter().collect();
+    expect_agreed(&refs, secs(30), "formation");
+    expect_voters(&procs, 3);
+    let p = &procs[0];
+    let o = p.cli(&[
+        "deploy",
+        "web",
+        "--replicas",
+        "3",
+        "--synthetic",
+        "1000000:1000:0",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    // Where each replica runs, once all three do.
+    let running_on = || -> Option<Vec<String>> {
+        let d = p.get("/v1/deployments/web")?;
+        let ps = d["placements"].as_array()?.clone();
+        let running = ps.len() == 3 && ps.iter().all(|r| r["status"] == "running");
+        running.then(|| {
+            ps.iter()
+                .map(|r| r["node"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+    };
+    assert!(
+        wait_for(secs(30), || running_on().is_some()),
+        "three replicas run"
+    );
+    let drained = running_on().unwrap()[0].clone();
+
+    let o = p.cli(&["nodes", "drain", &drained]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), format!("{drained} drained"));
+    let moved = wait_for(secs(30), || {
+        running_on().is_some_and(|on| !on.contains(&drained))
+    });
+    assert!(
+        moved,
+        "the replica moves off: {:?}",
+        p.get("/v1/deployments/web")
+    );
+    let again = p.cli(&["nodes", "drain", &drained]);
+    assert_eq!(again.status.code(), Some(3), "{again:?}");
+    assert_eq!(stdout(&again), format!("{drained} was drained already"));
+    let list = stdout(&p.cli(&["nodes"]));
+    let line = list.lines().find(|l| l.starts_with(&drained)).unwrap_or("");
+    assert!(line.contains("alive,drained"), "{list}");
+    assert_eq!(listed(p, &drained).unwrap()["drained"], true);
+
+    // Tasks go to the other two.
+    for _ in 0..4 {
+        let o = p.cli(&["run", "--synthetic", "1:1:0"]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    let tasks = p.get("/v1/tasks").unwrap();
+    let nodes: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["node"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(nodes.len(), 4, "{tasks}");
+    assert!(
+        nodes.iter().all(|n| !n.is_empty() && *n != drained),
+        "{nodes:?}"
+    );
+
+    let o = p.cli(&["nodes", "drain", "--undo", &drained]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), format!("{drained} taken back"));
+    assert_eq!(listed(p, &drained).unwrap()["drained"], false);
+    let unknown = p.cli(&["nodes", "drain", "no-such-node"]);
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
 }

@@ -86,10 +86,12 @@ pub(crate) async fn stream(
                 tick.tick().await;
                 let s = node.state().await?;
                 let mut v = view_json(&s, &node.view());
-                // "last heard" moves on every tick; compare without it.
+                // "last heard" and "reported" move on every tick; compare without
+                // them.
                 let mut key = v.clone();
                 for n in key["nodes"].as_array_mut().into_iter().flatten() {
                     n["last_heard_ms"] = Value::Null;
+                    n["reported_ms_ago"] = Value::Null;
                 }
                 key["status"]["uptime_s"] = Value::Null;
                 key["status"]["events_per_sec"] = Value::Null;

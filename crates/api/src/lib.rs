@@ -6,6 +6,7 @@
 //! GET  /v1/status            this node: role, master, term, indices, state hash, peers
 //! GET  /v1/nodes             the members in State, with what this node hears of them
 //! DELETE /v1/nodes/{id}      remove a dead or departed member (see `members.rs`)
+//! PUT|DELETE /v1/nodes/{id}/drain   drain a member (no new work, replicas moved off) or take it back
 //! GET  /v1/state[?limit=N]   State (KV capped at N keys, default 1000)
 //! GET  /v1/snapshot          State as a snapshot file, for a backup (see `backup.rs`)
 //! GET  /metrics              Prometheus (OpenMetrics) text format (see `metrics.rs`)
@@ -125,6 +126,10 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/nodes", get(members::nodes))
         .route("/v1/nodes/{id}", axum::routing::delete(members::remove))
+        .route(
+            "/v1/nodes/{id}/drain",
+            axum::routing::put(members::drain).delete(members::undrain),
+        )
         .route("/v1/state", get(state))
         .route("/v1/snapshot", get(backup::snapshot))
         .route("/metrics", get(metrics::metrics))

@@ -1,5 +1,6 @@
 //! The members: `GET /v1/nodes` lists them with what this node hears of
-//! them; `DELETE /v1/nodes/{id}` removes a dead or departed one.
+//! them; `DELETE /v1/nodes/{id}` removes a dead or departed one;
+//! `PUT /v1/nodes/{id}/drain` drains one (`DELETE` takes it back).
 
 use crate::{committed, stopped, ApiError, ApiResult};
 use axum::extract::{Path, State as AxState};
@@ -19,6 +20,7 @@ pub(crate) fn node_json(id: &str, n: &NodeInfo) -> Value {
         "addr": n.addr,
         "role": n.role,
         "liveness": n.liveness,
+        "drained": n.drained,
     })
 }
 
@@ -50,12 +52,15 @@ pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
                 v["applied_index"] = json!(a);
                 v["lag"] = json!(commit.saturating_sub(a.0));
             }
-            if let Some(c) = view.capacities.iter().find(|c| &c.node == id) {
+            if let Some((c, age)) = view.capacities.iter().find(|(c, _)| &c.node == id) {
                 v["cpu_free_milli"] = json!(c.cpu_free_milli);
                 v["mem_free_bytes"] = json!(c.mem_free_bytes);
                 v["runs"] = json!(c.running);
                 v["version"] = json!(c.version);
                 v["started_ms"] = json!(c.started_ms);
+                v["unheard"] = json!(c.unheard);
+                v["api_url"] = json!(c.api);
+                v["reported_ms_ago"] = json!(age.as_millis() as u64);
             }
             let master = view.status.master_id.as_ref() == Some(id);
             v["master"] = json!(master);
@@ -92,5 +97,35 @@ pub(crate) async fn remove(
             }
             other => return committed(Ok((index, other))),
         }
+    }
+}
+
+/// Drains a member: no new tasks or replicas go to it, and its replicas
+/// are placed elsewhere; tasks under way there finish. It stays a member
+/// (a voter keeps its seat). `changed` is false if it was drained already.
+pub(crate) async fn drain(node: AxState<NodeHandle>, id: Path<String>) -> ApiResult {
+    set_drain(node, id, true).await
+}
+
+/// Takes a drained member back: work may be placed on it again.
+pub(crate) async fn undrain(node: AxState<NodeHandle>, id: Path<String>) -> ApiResult {
+    set_drain(node, id, false).await
+}
+
+async fn set_drain(
+    AxState(node): AxState<NodeHandle>,
+    Path(id): Path<String>,
+    drain: bool,
+) -> ApiResult {
+    let member = NodeId::parse(&id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let op = Op::NodeDrain {
+        node: member,
+        drain,
+    };
+    match node.submit(op, None).await? {
+        (index, Outcome::Applied(changed)) => Ok(Json(
+            json!({"drained": drain, "changed": changed, "index": index}),
+        )),
+        other => committed(Ok(other)),
     }
 }

@@ -1,6 +1,6 @@
 //! The State snapshot codec.
 //!
-//! Layout (format version 4):
+//! Layout (format version 5):
 //!
 //! ```text
 //! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
@@ -15,6 +15,8 @@
 //! converted as they are read, and their state hash is checked as their
 //! writer computed it. Versions 3 and older carry no request digest with an
 //! outcome (`OutcomeRecord::request`); theirs are read as unknown.
+//! Versions 4 and older carry no drain mark with a node; theirs are read
+//! as not drained (which hashes as before, see `NodeInfo`).
 //!
 //! Batches are sorted runs of one collection's entries, so the receiver
 //! rebuilds each map from ordered inserts while the bytes are still
@@ -32,7 +34,7 @@ use std::io::Write;
 use std::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 /// Entries per batch at most: big enough to amortise framing, small enough
 /// that a batch is a modest allocation on both sides.
 const BATCH_ENTRIES: usize = 4096;
@@ -91,10 +93,35 @@ impl OutcomeRecordV3 {
     }
 }
 
+/// A member as formats 1 to 4 carry it: without its drain mark.
+#[derive(Serialize, Deserialize)]
+struct NodeInfoV4 {
+    raft_id: shoal_model::RaftId,
+    addr: String,
+    role: shoal_model::Role,
+    liveness: shoal_model::Liveness,
+    joined_at_ms: u64,
+}
+
+impl NodeInfoV4 {
+    fn upgrade((id, n): (NodeId, NodeInfoV4)) -> (NodeId, NodeInfo) {
+        let info = NodeInfo {
+            raft_id: n.raft_id,
+            addr: n.addr,
+            role: n.role,
+            liveness: n.liveness,
+            joined_at_ms: n.joined_at_ms,
+            drained: false,
+        };
+        (id, info)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 enum Batch {
     Meta(Meta),
-    Nodes(Vec<(NodeId, NodeInfo)>),
+    /// Members without their drain mark: formats 1 to 4.
+    NodesV4(Vec<(NodeId, NodeInfoV4)>),
     Kv(Vec<(Key, KvEntry)>),
     Tasks(Vec<(TaskId, Task)>),
     Deployments(Vec<(String, Deployment)>),
@@ -106,6 +133,8 @@ enum Batch {
     /// Outcomes keyed by their command's digest, with their request's
     /// digest (format 4).
     Outcomes(Vec<(CommandDigest, OutcomeRecord)>),
+    /// Members with their drain mark (format 5).
+    Nodes(Vec<(NodeId, NodeInfo)>),
 }
 
 impl Batch {
@@ -114,6 +143,7 @@ impl Batch {
         match self {
             Batch::Meta(_) | Batch::End => 0,
             Batch::Nodes(v) => v.len(),
+            Batch::NodesV4(v) => v.len(),
             Batch::Kv(v) => v.len(),
             Batch::Tasks(v) => v.len(),
             Batch::Deployments(v) => v.len(),
@@ -284,6 +314,9 @@ impl BuildThread {
                     match batch {
                         Batch::Meta(m) => b.meta(m),
                         Batch::Nodes(v) => b.nodes(v)?,
+                        Batch::NodesV4(v) => {
+                            b.nodes(v.into_iter().map(NodeInfoV4::upgrade).collect())?
+                        }
                         Batch::Kv(v) => b.kv(v)?,
                         Batch::Tasks(v) => b.tasks(v)?,
                         Batch::Deployments(v) => b.deployments(v)?,

@@ -67,7 +67,27 @@ fn state_with(keys: usize) -> State {
 
 #[test]
 fn a_snapshot_round_trips_state_and_hash() {
-    let s = state_with(10_000);
+    let mut s = state_with(10_000);
+    // A drained member too.
+    let drain = Command {
+        id: CommandId("drain".into()),
+        op: Op::NodeDrain {
+            node: NodeId::from("n2"),
+            drain: true,
+        },
+    };
+    let event = Event::Command {
+        cmd: drain,
+        at_ms: 1,
+    };
+    let idx = s.index().next();
+    s.apply(&Envelope {
+        idx,
+        term: Term(2),
+        event,
+    })
+    .unwrap();
+    assert!(s.nodes()[&NodeId::from("n2")].drained);
     let (bytes, sha) = encode_snapshot(&s, 1);
     let d = decode_snapshot(&bytes, &sha).unwrap();
     assert_eq!(d.index(), s.index());
@@ -323,9 +343,15 @@ fn a_snapshot_saved_in_format_3_loads_with_requests_unknown() {
     assert_eq!(outcomes(&got), outcomes(&want));
     assert!(got.outcomes().values().all(|r| r.request.is_none()));
     assert!(want.outcomes().values().all(|r| r.request.is_some()));
-    // Written again, it is format 4 and keeps what it knows.
+    // Its members (written without a drain mark) are not drained.
+    assert!(!got.nodes().is_empty());
+    assert!(got.nodes().values().all(|n| !n.drained));
+    // Written again, it is the current format and keeps what it knows.
     let (bytes, sha) = encode_snapshot(&got, 3);
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 4);
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        shoal_log::SNAPSHOT_FORMAT_VERSION
+    );
     assert_eq!(
         decode_snapshot(&bytes, &sha).unwrap().outcomes(),
         got.outcomes()

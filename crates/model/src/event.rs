@@ -210,6 +210,14 @@ pub enum Op {
     NodeRemove {
         node: NodeId,
     },
+    /// Drains a member (`drain`) or takes it back (`shoal nodes drain`,
+    /// Nomad's `node drain`): a drained node is given no new tasks or
+    /// replicas and its replicas are placed elsewhere; tasks running on it
+    /// finish there. `Applied(changed)`; an unknown node is `NotFound`.
+    NodeDrain {
+        node: NodeId,
+        drain: bool,
+    },
 }
 
 /// A condition on one key that a transaction checks before it writes.
@@ -513,6 +521,13 @@ pub struct NodeMetrics {
     /// clock, ms): for the dashboard.
     pub version: String,
     pub started_ms: u64,
+    /// The members this node should hear and has not within the node
+    /// timeout (a Raft member hears every node, a follower the Raft
+    /// members): the dashboard's who-hears-whom.
+    pub unheard: Vec<NodeId>,
+    /// Where the node's HTTP API answers (`http://IP:PORT`), empty without
+    /// one: the dashboard offers it when its own node goes away.
+    pub api: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -11,8 +11,9 @@
 //! A deployment's missing replicas are placed the same way, spread first
 //! (the node with the fewest replicas of that deployment wins), each with a
 //! port of its node's replica range that no other replica on the same host
-//! holds and no program on the host listens on; a replica on a node declared dead or gone is
-//! taken off it, and placed again on the next tick.
+//! holds and no program on the host listens on; a replica on a node
+//! declared dead or gone, or drained by an operator, is taken off it, and
+//! placed again on the next tick. A drained node gets no new work.
 //!
 //! A lease runs on the master's monotonic clock from the grant, or from
 //! the last renewal that reached the master; it restarts at each election
@@ -69,23 +70,24 @@ pub struct Capacities {
     latest: BTreeMap<NodeId, Capacity>,
 }
 
-/// Bytes of a node's reported version kept at most.
-const MAX_VERSION: usize = 128;
+/// Bytes of a node's reported version or API address kept at most.
+const MAX_TEXT: usize = 128;
 
 /// Nodes whose capacity is kept at most (a LAN cluster is far smaller).
 const MAX_NODES: usize = 4096;
 
 impl Capacities {
+    /// Members a node reports it does not hear, kept at most.
+    pub const MAX_UNHEARD: usize = 256;
+
     /// A node's report, cut to bounds: a peer's list of taken ports is
-    /// searched for every port placement tries, and its version is shown.
+    /// searched for every port placement tries, and its version, API
+    /// address and the members it does not hear are shown.
     pub fn on_metrics(&mut self, mut m: NodeMetrics, now: Duration) {
         m.ports_taken.truncate(PortRange::MAX_TAKEN);
-        if m.version.len() > MAX_VERSION {
-            let cut = (0..=MAX_VERSION)
-                .rev()
-                .find(|i| m.version.is_char_boundary(*i));
-            m.version.truncate(cut.unwrap_or(0));
-        }
+        m.unheard.truncate(Self::MAX_UNHEARD);
+        cut_text(&mut m.version);
+        cut_text(&mut m.api);
         if self.latest.len() < MAX_NODES || self.latest.contains_key(&m.node) {
             self.latest.insert(
                 m.node.clone(),
@@ -106,6 +108,11 @@ impl Capacities {
         self.latest.values().map(|c| &c.metrics)
     }
 
+    /// Every node's latest report, with when it came.
+    pub fn reports(&self) -> impl Iterator<Item = &Capacity> {
+        self.latest.values()
+    }
+
     /// Whether any live node could ever run user commands.
     pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
         self.latest.values().any(|c| {
@@ -114,7 +121,7 @@ impl Capacities {
                 && state
                     .nodes()
                     .get(&c.metrics.node)
-                    .is_some_and(|n| n.liveness == Liveness::Alive)
+                    .is_some_and(|n| n.liveness == Liveness::Alive && !n.drained)
         })
     }
 }
@@ -303,10 +310,9 @@ impl Planner {
         let mut granted: BTreeMap<NodeId, (u32, u64, u32)> = BTreeMap::new();
         for (name, d) in state.deployments() {
             for (r, p) in &d.placements {
-                let gone = state
-                    .nodes()
-                    .get(&p.node)
-                    .is_none_or(|n| matches!(n.liveness, Liveness::Dead | Liveness::Left));
+                let gone = state.nodes().get(&p.node).is_none_or(|n| {
+                    n.drained || matches!(n.liveness, Liveness::Dead | Liveness::Left)
+                });
                 let key = (name.clone(), *r);
                 if gone && settled && !self.pending_replicas.contains_key(&key) {
                     self.pending_replicas.insert(key, now);
@@ -408,7 +414,7 @@ fn choose_node(
     let needs_exec = matches!(runner, Runner::Exec { .. });
     let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
     for (node, info) in state.nodes() {
-        if info.liveness != Liveness::Alive {
+        if info.liveness != Liveness::Alive || info.drained {
             continue;
         }
         if only.is_some_and(|n| n != node) {
@@ -442,6 +448,14 @@ fn choose_node(
         }
     }
     best.map(|(_, n)| n.clone())
+}
+
+/// Cuts `s` to `MAX_TEXT` bytes, on a character boundary.
+fn cut_text(s: &mut String) {
+    if s.len() > MAX_TEXT {
+        let cut = (0..=MAX_TEXT).rev().find(|i| s.is_char_boundary(*i));
+        s.truncate(cut.unwrap_or(0));
+    }
 }
 
 #[cfg(test)]

@@ -8,13 +8,31 @@ use crate::event::{Liveness, Outcome, Rejection, Role};
 use crate::ids::{ClusterId, NodeId, RaftId};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub raft_id: RaftId,
     pub addr: String,
     pub role: Role,
     pub liveness: Liveness,
     pub joined_at_ms: u64,
+    /// Drained by an operator (`shoal nodes drain`): no new work is placed
+    /// on it and its replicas are placed elsewhere; it stays a member.
+    pub drained: bool,
+}
+
+/// A node that is not drained hashes as it did before nodes could be
+/// drained, so that snapshots written then still check.
+impl std::hash::Hash for NodeInfo {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.raft_id.hash(h);
+        self.addr.hash(h);
+        self.role.hash(h);
+        self.liveness.hash(h);
+        self.joined_at_ms.hash(h);
+        if self.drained {
+            self.drained.hash(h);
+        }
+    }
 }
 
 impl State {
@@ -57,6 +75,7 @@ impl State {
             role: Role::Voter,
             liveness: Liveness::Alive,
             joined_at_ms: at_ms,
+            drained: false,
         };
         self.nodes.insert(founder.clone(), info);
     }
@@ -102,6 +121,7 @@ impl State {
             role: Role::Follower,
             liveness: Liveness::Alive,
             joined_at_ms: at_ms,
+            drained: false,
         };
         self.nodes.insert(node.clone(), info);
     }
@@ -144,6 +164,18 @@ impl State {
         }
         self.node_left(node);
         Outcome::Applied(false)
+    }
+
+    /// `Op::NodeDrain`: whether the drain mark changed.
+    pub(super) fn node_drain(&mut self, node: &NodeId, drain: bool) -> Outcome {
+        let Some(info) = self.nodes.get(node) else {
+            return Outcome::Rejected(Rejection::NotFound);
+        };
+        if info.drained == drain {
+            return Outcome::Applied(false);
+        }
+        self.nodes.update(node, |n| n.drained = drain);
+        Outcome::Applied(true)
     }
 
     /// Removes a dead or departed follower (a logged clean-up).

@@ -302,6 +302,7 @@ impl State {
             } => self.replica_report(deployment, *replica, *token, status),
             Op::Barrier => Outcome::Done,
             Op::NodeRemove { node } => self.node_remove(node),
+            Op::NodeDrain { node, drain } => self.node_drain(node, *drain),
             Op::Fenced { lock, token, op } => {
                 if self.lock_token(lock) == Some(*token) {
                     self.apply_op(idx, id, op, at_ms)

@@ -114,6 +114,7 @@ pub fn validate_op(op: &Op) -> Result<(), String> {
         Op::Txn { guards, ops } => validate_txn(guards, ops),
         Op::Barrier
         | Op::NodeRemove { .. }
+        | Op::NodeDrain { .. }
         | Op::TaskSubmit { .. }
         | Op::TaskCancel { .. }
         | Op::TaskDelete { .. }

@@ -32,8 +32,9 @@ pub struct View {
     pub net: shoal_net::NetStats,
     /// The node's latency histograms (shared handles).
     pub timings: super::Timings,
-    /// What each node last reported of its capacity and build.
-    pub capacities: Vec<shoal_model::NodeMetrics>,
+    /// What each node last reported of its capacity, build and hearing,
+    /// and how long ago.
+    pub capacities: Vec<(shoal_model::NodeMetrics, Duration)>,
 }
 
 /// A snapshot of State taken for a backup.

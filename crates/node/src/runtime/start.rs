@@ -49,6 +49,9 @@ pub struct NodeOptions {
     pub forget_left_after: Duration,
     /// The build this node runs (`shoal --version`), reported to the others.
     pub version: String,
+    /// Where this node's HTTP API listens, if it serves one: reported to
+    /// the others (the dashboard offers it when a page's node goes away).
+    pub api: Option<std::net::SocketAddr>,
     /// Found a new cluster from this backup (`shoal snapshot save`); the
     /// data directory must be empty.
     pub restore: Option<PathBuf>,
@@ -138,10 +141,11 @@ pub async fn start(
     }
     // Prefer an address other hosts can reach; a loopback-only node
     // records its loopback address.
-    let addr = listen
+    let reached_at = listen
         .iter()
         .find(|a| !a.to_string().starts_with("/ip4/127."))
-        .or(listen.first())
+        .or(listen.first());
+    let addr = reached_at
         .map(|a| a.clone().with(shoal_net::Protocol::P2p(peer)).to_string())
         .unwrap_or_default();
 
@@ -176,6 +180,9 @@ pub async fn start(
     cfg.replica_ports = opts.replica_ports;
     cfg.forget_left_after = opts.forget_left_after;
     cfg.version = opts.version.clone();
+    cfg.api_url = opts
+        .api
+        .map_or_else(String::new, |a| api_url(a, reached_at));
     let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 
@@ -224,4 +231,38 @@ pub async fn start(
     };
     let task = tokio::spawn(event_loop.run(net_rx, call_rx, built_rx, stop_rx, run_rx));
     Ok((handle, task))
+}
+
+/// Where the API answers, as other hosts can reach it: an unspecified bind
+/// address (`0.0.0.0`, `::`) is replaced by the IP peers reach this node at.
+fn api_url(mut api: std::net::SocketAddr, reached_at: Option<&shoal_net::Addr>) -> String {
+    if api.ip().is_unspecified() {
+        let ip = reached_at.and_then(|a| {
+            a.iter().find_map(|p| match p {
+                shoal_net::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                shoal_net::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            })
+        });
+        if let Some(ip) = ip {
+            api.set_ip(ip);
+        }
+    }
+    format!("http://{api}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_url;
+
+    #[test]
+    fn the_api_url_names_an_address_other_hosts_reach() {
+        let at: shoal_net::Addr = "/ip4/10.1.2.3/tcp/7000".parse().unwrap();
+        let url = |api: &str, at| api_url(api.parse().unwrap(), at);
+        assert_eq!(url("0.0.0.0:8080", Some(&at)), "http://10.1.2.3:8080");
+        assert_eq!(url("127.0.0.1:8080", Some(&at)), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:8080", None), "http://[::]:8080");
+        let at6: shoal_net::Addr = "/ip6/fd00::1/tcp/7000".parse().unwrap();
+        assert_eq!(url("[::]:8080", Some(&at6)), "http://[fd00::1]:8080");
+    }
 }

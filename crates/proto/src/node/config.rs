@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub replica_ports: PortRange,
     /// The build this node runs (reported with its capacity).
     pub version: String,
+    /// Where this node's HTTP API answers (reported with its capacity).
+    pub api_url: String,
     pub placement: PlacementConfig,
     pub worker: WorkerConfig,
     pub replicas: ReplicaConfig,
@@ -105,6 +107,7 @@ impl NodeConfig {
             host: 0,
             replica_ports: PortRange::DEFAULT,
             version: String::new(),
+            api_url: String::new(),
             placement: PlacementConfig::default(),
             worker: WorkerConfig::default(),
             replicas: ReplicaConfig::default(),

@@ -14,8 +14,9 @@ use super::catch_up::Source;
 use super::io::{Output, PeerSummary};
 use super::Node;
 use crate::log_store::LogStore;
+use crate::placement::Capacities;
 use crate::wire::{Direct, Gossip};
-use shoal_model::{ClusterId, Heartbeat, NodeId, Role, Standing, Term, TransientEvent};
+use shoal_model::{ClusterId, Heartbeat, Liveness, NodeId, Role, Standing, Term, TransientEvent};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -266,6 +267,24 @@ impl<L: LogStore> Node<L> {
     /// every node; a follower hears the members (see `fan_in`).
     pub(super) fn expects_heartbeats_from(&self, role: Role) -> bool {
         self.raft.is_some() || role != Role::Follower
+    }
+
+    /// The members this node should hear (`expects_heartbeats_from`) and
+    /// has not within the node timeout, at most `Capacities::MAX_UNHEARD`:
+    /// reported with its capacity, for the dashboard's who-hears-whom.
+    pub(super) fn unheard(&self) -> Vec<NodeId> {
+        self.state
+            .nodes()
+            .iter()
+            .filter(|(id, n)| {
+                **id != self.cfg.node
+                    && n.liveness != Liveness::Left
+                    && self.expects_heartbeats_from(n.role)
+                    && !self.peers.heard(id, self.now)
+            })
+            .map(|(id, _)| id.clone())
+            .take(Capacities::MAX_UNHEARD)
+            .collect()
     }
 
     fn own_heartbeat(&self) -> Heartbeat {

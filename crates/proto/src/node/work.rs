@@ -163,9 +163,13 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    /// What each node last reported of its capacity (this one included).
-    pub fn capacities(&self) -> Vec<shoal_model::NodeMetrics> {
-        self.capacities.all().cloned().collect()
+    /// What each node last reported of its capacity (this one included),
+    /// and how long ago.
+    pub fn capacities(&self) -> Vec<(NodeMetrics, Duration)> {
+        self.capacities
+            .reports()
+            .map(|c| (c.metrics.clone(), self.now.saturating_sub(c.at)))
+            .collect()
     }
 
     /// The shell measured this host (`Output::MeasureHost`).
@@ -192,6 +196,8 @@ impl<L: LogStore> Node<L> {
             ports_taken: self.ports_taken.clone(),
             version: self.cfg.version.clone(),
             started_ms: self.cfg.started_ms,
+            unheard: self.unheard(),
+            api: self.cfg.api_url.clone(),
         };
         self.capacities.on_metrics(m.clone(), self.now);
         self.announce(TransientEvent::Metrics(m), out);

@@ -24,6 +24,8 @@ fn metrics(node: &str, cpu: u32) -> NodeMetrics {
         ports_taken: vec![],
         version: String::new(),
         started_ms: 0,
+        unheard: vec![],
+        api: String::new(),
     }
 }
 
@@ -241,10 +243,56 @@ fn a_peers_report_is_cut_to_bounds() {
     let m = NodeMetrics {
         ports_taken: (0..5000).collect(),
         version: "é".repeat(200),
+        api: "x".repeat(300),
+        unheard: (0..1000).map(|i| NodeId(format!("n{i}"))).collect(),
         ..metrics("a", 1000)
     };
     c.on_metrics(m, secs(1));
     let kept = &c.get(&NodeId::from("a")).unwrap().metrics;
     assert_eq!(kept.ports_taken.len(), PortRange::MAX_TAKEN);
     assert_eq!(kept.version.len(), 128, "cut on a character boundary");
+    assert_eq!(kept.api.len(), 128);
+    assert_eq!(kept.unheard.len(), Capacities::MAX_UNHEARD);
+}
+
+#[test]
+fn a_drained_node_gets_no_new_work_and_its_replicas_move_off_it() {
+    let mut s = cluster_state(&["a", "b"]);
+    let c = caps(&[("a", 4000), ("b", 4000)], secs(10));
+    deploy(&mut s, "web", 2);
+    let mut on: Vec<String> = place(&mut s, &c).into_iter().map(|(n, _)| n).collect();
+    on.sort();
+    assert_eq!(on, ["a", "b"], "spread over both");
+    let drain = Op::NodeDrain {
+        node: NodeId::from("b"),
+        drain: true,
+    };
+    command(&mut s, "drain-b", drain);
+    // The replica on b is taken off, then placed again, on a.
+    let cfg = PlacementConfig::default();
+    let off = Planner::default().plan_replicas(&cfg, &s, &c, secs(10), true);
+    assert!(
+        matches!(&off[..], [Event::ReplicaUnplaced { replica, .. }]
+            if s.deployments()["web"].placements[replica].node.as_str() == "b"),
+        "{off:?}"
+    );
+    for e in off {
+        crate::testing::apply(&mut s, e);
+    }
+    let again: Vec<String> = place(&mut s, &c).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(again, ["a"]);
+    // A task goes to a, however much room b has.
+    command(
+        &mut s,
+        "t",
+        Op::TaskSubmit {
+            spec: task_spec(100, None),
+        },
+    );
+    let c = caps(&[("a", 200), ("b", 4000)], secs(10));
+    let got = Planner::default().plan(&cfg, &s, &c, secs(11), secs(0), NODE_TIMEOUT);
+    assert!(
+        matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "a"),
+        "{got:?}"
+    );
 }

@@ -156,3 +156,64 @@ fn a_refounded_state_keeps_the_data_and_has_one_voter_of_a_new_cluster() {
         RaftId(2)
     );
 }
+
+#[test]
+fn a_drained_member_stays_a_member_and_undrained_hashes_as_before() {
+    let mut s = founded();
+    join(&mut s, &["n2"]);
+    let n2 = NodeId::from("n2");
+    let drain = |n: &NodeId, drain| Op::NodeDrain {
+        node: n.clone(),
+        drain,
+    };
+    assert_eq!(run(&mut s, drain(&n2, true)), Outcome::Applied(true));
+    assert!(s.nodes()[&n2].drained);
+    assert_eq!(s.recompute_hash(), s.hash());
+    assert_eq!(run(&mut s, drain(&n2, true)), Outcome::Applied(false));
+    assert_eq!(
+        run(&mut s, drain(&NodeId::from("n9"), true)),
+        Outcome::Rejected(Rejection::NotFound)
+    );
+    // A restart (a rejoin) keeps the mark, until it is taken back.
+    join(&mut s, &["n2"]);
+    assert!(s.nodes()[&n2].drained);
+    assert_eq!(run(&mut s, drain(&n2, false)), Outcome::Applied(true));
+    assert!(!s.nodes()[&n2].drained);
+}
+
+/// A member as it was before it could be drained.
+#[derive(Hash)]
+struct Undrainable {
+    raft_id: RaftId,
+    addr: String,
+    role: Role,
+    liveness: Liveness,
+    joined_at_ms: u64,
+}
+
+#[test]
+fn a_member_that_is_not_drained_hashes_as_before_drains_existed() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    type H = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+    let info = NodeInfo {
+        raft_id: RaftId(7),
+        addr: "/ip4/10.0.0.7/tcp/7000".into(),
+        role: Role::Voter,
+        liveness: Liveness::Suspect,
+        joined_at_ms: 1234,
+        drained: false,
+    };
+    let old = Undrainable {
+        raft_id: info.raft_id,
+        addr: info.addr.clone(),
+        role: info.role,
+        liveness: info.liveness,
+        joined_at_ms: info.joined_at_ms,
+    };
+    assert_eq!(H::default().hash_one(&info), H::default().hash_one(&old));
+    let drained = NodeInfo {
+        drained: true,
+        ..info
+    };
+    assert_ne!(H::default().hash_one(&drained), H::default().hash_one(&old));
+}

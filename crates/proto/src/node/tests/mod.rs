@@ -412,7 +412,7 @@ fn task_output_reaches_local_clients_and_subscribed_nodes() {
 
 #[test]
 fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement() {
-    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    let mut n = follower(cluster_state(&["m", ME, "f"], vec![]));
     n.handle(
         Input::HostCapacity {
             cpu_free_milli: 1500,
@@ -442,6 +442,19 @@ fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement(
     );
     assert!(out.iter().any(|o| matches!(o, Output::MeasureHost { .. })));
     assert_eq!(n.timer(Timer::Metrics), Some(ms(2000)));
+    // It says which members it does not hear: the voter m, silent so far;
+    // not f, a follower like itself, which sends it nothing.
+    assert_eq!(m.unheard, [NodeId::from("m")]);
+    n.handle(heartbeat("m", Some("c"), 0, 0), ms(1500), 0);
+    let out = n.handle(Input::Wake, ms(2000), 0);
+    let unheard: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Direct::Transient(TransientEvent::Metrics(m)) => Some(m.unheard.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unheard, [vec![]], "m heard");
 }
 
 /// Committed entries `from..=to` (no-ops), as the master gossips them.
