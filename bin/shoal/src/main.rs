@@ -291,6 +291,11 @@ fn status(c: &Client, json: bool) -> Result<()> {
     println!("hash      {}", v["state_hash"].as_str().unwrap_or("?"));
     let peers = v["peers"].as_array().map(|a| a.len()).unwrap_or(0);
     println!("peers     {peers}");
+    for (key, label) in [("storage_error", "disk"), ("voter_shortfall", "voters")] {
+        if let Some(why) = v[key].as_str() {
+            println!("{label:<9} {why}");
+        }
+    }
     Ok(())
 }
 

@@ -75,7 +75,7 @@ fn list(c: &Client, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<9} {:<15} {:>9} {:>8}",
+        "{:<54} {:<9} {:<15} {:>9} {:>8}  OPTED OUT",
         "NODE", "ROLE", "STATE", "APPLIED", "HEARD"
     );
     for n in v["nodes"].as_array().into_iter().flatten() {
@@ -92,15 +92,37 @@ fn list(c: &Client, json: bool) -> Result<()> {
             state.push_str(",drained");
         }
         println!(
-            "{:<54} {:<9} {:<15} {:>9} {:>8}",
+            "{:<54} {:<9} {:<15} {:>9} {:>8}  {}",
             n["node_id"].as_str().unwrap_or("?"),
             role,
             state,
             n["applied_index"]
                 .as_u64()
                 .map_or("-".to_owned(), |i| i.to_string()),
-            heard
+            heard,
+            opted_out(n)
         );
     }
     Ok(())
+}
+
+/// The roles a node runs without (`--no-worker`, `--no-api`, `--no-voter`),
+/// as it last reported them; "-" for none, "?" before its first report.
+fn opted_out(n: &serde_json::Value) -> String {
+    if n["worker"].is_null() {
+        return "?".into();
+    }
+    let out: Vec<&str> = [
+        (n["worker"] == false, "no-worker"),
+        (n["api_url"] == "", "no-api"),
+        (n["may_vote"] == false, "no-voter"),
+    ]
+    .into_iter()
+    .filter_map(|(off, name)| off.then_some(name))
+    .collect();
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(",")
+    }
 }

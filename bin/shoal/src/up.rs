@@ -33,6 +33,18 @@ pub struct UpArgs {
     /// Address of the HTTP API and dashboard.
     #[arg(long, default_value = DEFAULT_API, env = "SHOAL_API_ADDR")]
     api: SocketAddr,
+    /// Serve no HTTP API or dashboard (a worker or voter that clients do
+    /// not talk to); --api and its settings are then unused.
+    #[arg(long, env = "SHOAL_NO_API")]
+    no_api: bool,
+    /// Take no tasks or replicas: an API node in front of the cluster, or
+    /// a voter kept light. Replicas it runs are placed elsewhere.
+    #[arg(long, env = "SHOAL_NO_WORKER")]
+    no_worker: bool,
+    /// Never hold a voter seat (for a flaky or far host): the node
+    /// follows, and never founds a cluster (it waits for one to join).
+    #[arg(long, env = "SHOAL_NO_VOTER")]
+    no_voter: bool,
     /// A peer to dial, for networks where multicast discovery is blocked.
     #[arg(long, env = "SHOAL_PEER", value_delimiter = ',')]
     peer: Vec<String>,
@@ -209,7 +221,10 @@ pub fn up(args: UpArgs) -> Result<()> {
         .as_deref()
         .map(|o| shoal_api::parse_origin(o).map_err(|e| anyhow!("--api-cors-origin {o}: {e}")))
         .transpose()?;
-    let data_dir = args.data_dir.unwrap_or_else(shoal_node::default_data_dir);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(shoal_node::default_data_dir);
     let mut opts = shoal_node::NodeOptions {
         data_dir: data_dir.clone(),
         listen,
@@ -229,61 +244,87 @@ pub fn up(args: UpArgs) -> Result<()> {
         restore: args.restore.clone(),
         version: crate::manual::VERSION.to_owned(),
         api: None,
+        worker: !args.no_worker,
+        voter: !args.no_voter,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         // Bound first, so that the node reports where its API answers.
-        let listener = tokio::net::TcpListener::bind(args.api)
-            .await
-            .with_context(|| format!("binding the API on {}", args.api))?;
-        opts.api = Some(listener.local_addr()?);
+        let listener = match args.no_api {
+            true => None,
+            false => Some(
+                tokio::net::TcpListener::bind(args.api)
+                    .await
+                    .with_context(|| format!("binding the API on {}", args.api))?,
+            ),
+        };
+        opts.api = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let (node, task) = shoal_node::start(opts).await?;
         if std::io::stderr().is_terminal() {
             tokio::spawn(progress::catch_up_bar(node.view_receiver()));
         }
-        let access = shoal_api::Access {
-            token: match &args.api_token {
-                Some(t) if t.len() >= 16 => t.clone(),
-                Some(_) => bail!("--api-token must be at least 16 characters"),
-                None => api_token(&data_dir, args.api_token_file.as_deref())?,
-            },
-            open_reads: args.api.ip().is_loopback(),
-            faults: args.fault_injection,
+        let api = match listener {
+            Some(l) => Some(serve_api(l, &args, &data_dir, cors_origin, node.clone())?),
+            None => {
+                tracing::info!("serving no API (--no-api)");
+                None
+            }
         };
-        let api_config = shoal_api::ApiConfig {
-            access,
-            hosts: shoal_api::Hosts::new(api_hosts(&args.api_host)),
-            max_streams: args.api_max_streams as usize,
-            request_timeout: shoal_api::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
-            cors_origin,
-            version: crate::manual::VERSION.to_owned(),
-        };
-        tracing::info!(api = %format!("http://{}", args.api), "api listening");
-        let app = shoal_api::router(node.clone(), api_config);
-        let limits = shoal_api::ServeLimits {
-            max_connections: args.api_max_connections as usize,
-            header_timeout: args.api_idle_timeout,
-            write_timeout: args.api_stall_timeout,
-        };
-        let counters = Arc::new(shoal_api::ServeCounters::default());
-        let api = tokio::spawn(shoal_api::serve(
-            listener,
-            app,
-            limits,
-            counters,
-            std::future::pending(),
-        ));
         let stop = node.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.shutdown();
         });
         let result = task.await.map_err(|e| anyhow!("node task: {e}"))?;
-        api.abort();
+        if let Some(api) = api {
+            api.abort();
+        }
         result.map_err(|e| anyhow!("{e}"))
     })
+}
+
+/// Serves the HTTP API and dashboard on `listener`.
+fn serve_api(
+    listener: tokio::net::TcpListener,
+    args: &UpArgs,
+    data_dir: &std::path::Path,
+    cors_origin: Option<axum::http::HeaderValue>,
+    node: shoal_node::NodeHandle,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let access = shoal_api::Access {
+        token: match &args.api_token {
+            Some(t) if t.len() >= 16 => t.clone(),
+            Some(_) => bail!("--api-token must be at least 16 characters"),
+            None => api_token(data_dir, args.api_token_file.as_deref())?,
+        },
+        open_reads: args.api.ip().is_loopback(),
+        faults: args.fault_injection,
+    };
+    let api_config = shoal_api::ApiConfig {
+        access,
+        hosts: shoal_api::Hosts::new(api_hosts(&args.api_host)),
+        max_streams: args.api_max_streams as usize,
+        request_timeout: shoal_api::ApiConfig::DEFAULT_REQUEST_TIMEOUT,
+        cors_origin,
+        version: crate::manual::VERSION.to_owned(),
+    };
+    tracing::info!(api = %format!("http://{}", args.api), "api listening");
+    let app = shoal_api::router(node, api_config);
+    let limits = shoal_api::ServeLimits {
+        max_connections: args.api_max_connections as usize,
+        header_timeout: args.api_idle_timeout,
+        write_timeout: args.api_stall_timeout,
+    };
+    let counters = Arc::new(shoal_api::ServeCounters::default());
+    Ok(tokio::spawn(shoal_api::serve(
+        listener,
+        app,
+        limits,
+        counters,
+        std::future::pending(),
+    )))
 }
 
 async fn shutdown_signal() {

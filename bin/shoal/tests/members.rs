@@ -150,14 +150,8 @@ fn a_drained_node_hands_its_replicas_on_and_gets_no_task_until_taken_back() {
         let o = p.cli(&["run", "--synthetic", "1:1:0"]);
         assert!(o.status.success(), "{o:?}");
     }
-    let tasks = p.get("/v1/tasks").unwrap();
-    let nodes: Vec<&str> = tasks["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["node"].as_str().unwrap_or(""))
-        .collect();
-    assert_eq!(nodes.len(), 4, "{tasks}");
+    let nodes = task_nodes(p);
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
     assert!(
         nodes.iter().all(|n| !n.is_empty() && *n != drained),
         "{nodes:?}"

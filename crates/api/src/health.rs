@@ -72,6 +72,7 @@ mod tests {
             state_hash: StateHash::default(),
             peers: vec![],
             storage_error: None,
+            voter_shortfall: None,
         }
     }
 

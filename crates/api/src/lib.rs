@@ -231,6 +231,7 @@ pub(crate) fn status_json(v: &View) -> Value {
         "listen": v.listen,
         "uptime_s": v.started.elapsed().as_secs_f64(),
         "storage_error": s.storage_error,
+        "voter_shortfall": s.voter_shortfall,
         "snapshot_download": v.catch_up.as_ref().map(|p| json!({
             "received_bytes": p.received,
             "total_bytes": p.total,

@@ -60,6 +60,8 @@ pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
                 v["started_ms"] = json!(c.started_ms);
                 v["unheard"] = json!(c.unheard);
                 v["api_url"] = json!(c.api);
+                v["worker"] = json!(c.worker);
+                v["may_vote"] = json!(c.voter);
                 v["reported_ms_ago"] = json!(age.as_millis() as u64);
             }
             let master = view.status.master_id.as_ref() == Some(id);

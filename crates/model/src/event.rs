@@ -486,6 +486,9 @@ pub struct Heartbeat {
     /// holds State. Nodes of a cluster that holds nothing move to a cluster
     /// that stands before theirs (`crates/proto/src/node/discovery.rs`).
     pub standing: Option<Standing>,
+    /// Whether the sender may hold a voter seat (not `--no-voter`): only
+    /// such a node founds a cluster.
+    pub voter: bool,
 }
 
 /// What orders two clusters that meet: one that holds data before one that
@@ -526,8 +529,13 @@ pub struct NodeMetrics {
     /// members): the dashboard's who-hears-whom.
     pub unheard: Vec<NodeId>,
     /// Where the node's HTTP API answers (`http://IP:PORT`), empty without
-    /// one: the dashboard offers it when its own node goes away.
+    /// one (`--no-api`): the dashboard offers it when its own node goes
+    /// away.
     pub api: String,
+    /// Whether the node takes tasks and replicas (not `--no-worker`).
+    pub worker: bool,
+    /// Whether the node may hold a voter seat (not `--no-voter`).
+    pub voter: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

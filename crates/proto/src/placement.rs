@@ -13,7 +13,8 @@
 //! port of its node's replica range that no other replica on the same host
 //! holds and no program on the host listens on; a replica on a node
 //! declared dead or gone, or drained by an operator, is taken off it, and
-//! placed again on the next tick. A drained node gets no new work.
+//! placed again on the next tick. A drained node gets no new work, nor
+//! does a node that reports it takes none (`--no-worker`).
 //!
 //! A lease runs on the master's monotonic clock from the grant, or from
 //! the last renewal that reached the master; it restarts at each election
@@ -117,6 +118,7 @@ impl Capacities {
     pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
         self.latest.values().any(|c| {
             c.metrics.exec
+                && c.metrics.worker
                 && now.saturating_sub(c.at) < fresh
                 && state
                     .nodes()
@@ -312,7 +314,7 @@ impl Planner {
             for (r, p) in &d.placements {
                 let gone = state.nodes().get(&p.node).is_none_or(|n| {
                     n.drained || matches!(n.liveness, Liveness::Dead | Liveness::Left)
-                });
+                }) || caps.get(&p.node).is_some_and(|c| !c.metrics.worker);
                 let key = (name.clone(), *r);
                 if gone && settled && !self.pending_replicas.contains_key(&key) {
                     self.pending_replicas.insert(key, now);
@@ -427,7 +429,7 @@ fn choose_node(
             continue;
         }
         let m = &c.metrics;
-        if needs_exec && !m.exec {
+        if !m.worker || (needs_exec && !m.exec) {
             continue;
         }
         if labels.iter().any(|(k, v)| m.labels.get(k) != Some(v)) {

@@ -298,9 +298,19 @@ pub fn stdout(o: &std::process::Output) -> String {
 
 /// Starts `n` nodes: the first alone, the rest pointed at it.
 pub fn cluster(root: &Path, n: usize, extra: &[&str]) -> Vec<Proc> {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let mut procs: Vec<Proc> = (0..n)
-        .map(|i| Proc::new(root, &format!("n{}", i + 1), extra.clone()))
+    cluster_with(root, &vec![extra; n])
+}
+
+/// Starts a node per entry of `flags`, with those flags: the first alone,
+/// the rest pointed at it.
+pub fn cluster_with(root: &Path, flags: &[&[&str]]) -> Vec<Proc> {
+    let mut procs: Vec<Proc> = flags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let extra = f.iter().map(|s| s.to_string()).collect();
+            Proc::new(root, &format!("n{}", i + 1), extra)
+        })
         .collect();
     let seed = procs[0].addr();
     for p in procs.iter_mut().skip(1) {
@@ -373,4 +383,14 @@ pub fn expect_voters(procs: &[Proc], n: usize) {
     });
     let roles: Vec<Value> = procs.iter().map(|p| field(&p.status(), "role")).collect();
     assert!(ok, "{n} voters expected: {roles:?}");
+}
+
+/// The node each task went to, as `p` lists the tasks (empty for a task
+/// not placed).
+pub fn task_nodes(p: &Proc) -> Vec<String> {
+    let tasks = p.get("/v1/tasks").unwrap_or_default();
+    let list = tasks["tasks"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|t| t["node"].as_str().unwrap_or("").to_owned())
+        .collect()
 }

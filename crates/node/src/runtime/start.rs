@@ -52,6 +52,10 @@ pub struct NodeOptions {
     /// Where this node's HTTP API listens, if it serves one: reported to
     /// the others (the dashboard offers it when a page's node goes away).
     pub api: Option<std::net::SocketAddr>,
+    /// Takes tasks and replicas (`--no-worker` not).
+    pub worker: bool,
+    /// May hold a voter seat (`--no-voter` not).
+    pub voter: bool,
     /// Found a new cluster from this backup (`shoal snapshot save`); the
     /// data directory must be empty.
     pub restore: Option<PathBuf>,
@@ -183,6 +187,8 @@ pub async fn start(
     cfg.api_url = opts
         .api
         .map_or_else(String::new, |a| api_url(a, reached_at));
+    cfg.takes_work = opts.worker;
+    cfg.voter = opts.voter;
     let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 

@@ -65,6 +65,11 @@ pub struct NodeConfig {
     pub version: String,
     /// Where this node's HTTP API answers (reported with its capacity).
     pub api_url: String,
+    /// Whether this node takes tasks and replicas (`--no-worker` not).
+    pub takes_work: bool,
+    /// Whether this node may hold a voter seat (`--no-voter` not); a node
+    /// that may not never founds a cluster.
+    pub voter: bool,
     pub placement: PlacementConfig,
     pub worker: WorkerConfig,
     pub replicas: ReplicaConfig,
@@ -108,6 +113,8 @@ impl NodeConfig {
             replica_ports: PortRange::DEFAULT,
             version: String::new(),
             api_url: String::new(),
+            takes_work: true,
+            voter: true,
             placement: PlacementConfig::default(),
             worker: WorkerConfig::default(),
             replicas: ReplicaConfig::default(),

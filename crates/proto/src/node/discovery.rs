@@ -71,17 +71,26 @@ impl<L: LogStore> Node<L> {
             self.timers.set(Timer::Discovery, at);
             return;
         }
-        if self.cfg.found_with_peers_only && !self.peers.any_heard(self.now) {
+        let no_peer = self.cfg.found_with_peers_only && !self.peers.any_heard(self.now);
+        if no_peer || !self.cfg.voter {
             if self
                 .peer_wait_said
                 .is_none_or(|t| self.now >= t + PEER_WAIT_SAY_EVERY)
             {
                 self.peer_wait_said = Some(self.now);
-                tracing::warn!(
-                    "no peer given by --peer answers; waiting for one rather than founding a \
-                     second cluster (check the peers' addresses and that every node has the \
-                     same --cluster-key; start the first node without --peer to found one)"
-                );
+                if !self.cfg.voter {
+                    tracing::warn!(
+                        "this node runs with --no-voter: it joins a cluster and never founds \
+                         one; waiting for a node that may vote to found it"
+                    );
+                } else {
+                    tracing::warn!(
+                        "no peer given by --peer answers; waiting for one rather than founding \
+                         a second cluster (check the peers' addresses and that every node has \
+                         the same --cluster-key; start the first node without --peer to found \
+                         one)"
+                    );
+                }
             }
             self.timers
                 .set(Timer::Discovery, self.now + self.cfg.heartbeat_every);

@@ -220,6 +220,9 @@ pub struct Status {
     pub peers: Vec<NodeId>,
     /// Why this node's disk does not take writes, while it does not.
     pub storage_error: Option<String>,
+    /// On the master, while a voter seat stays empty: why no node can
+    /// take it.
+    pub voter_shortfall: Option<String>,
 }
 
 /// What this node knows of another from its heartbeats.

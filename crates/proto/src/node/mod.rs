@@ -311,6 +311,7 @@ impl<L: LogStore> Node<L> {
             state_hash: self.state.hash(),
             peers: self.live_peers(),
             storage_error: self.storage_fault().map(str::to_owned),
+            voter_shortfall: self.master.as_ref().and_then(|m| m.voter_shortfall.clone()),
         }
     }
 

@@ -141,12 +141,13 @@ impl Peers {
         self.map.values().any(|p| self.fresh(p, now))
     }
 
-    /// Whether a live peer with a smaller id has no cluster either: then
-    /// that one founds, and this one joins it.
+    /// Whether a live peer with a smaller id has no cluster either and may
+    /// found one (it may hold a voter seat): then that one founds, and
+    /// this one joins it.
     pub fn smaller_empty_peer(&self, me: &NodeId, now: Duration) -> bool {
         self.map
             .iter()
-            .any(|(n, p)| p.cluster.is_none() && n < me && self.fresh(p, now))
+            .any(|(n, p)| p.cluster.is_none() && p.hb.voter && n < me && self.fresh(p, now))
     }
 
     /// The master more than half of `voters` name in the heartbeats heard
@@ -301,6 +302,7 @@ impl<L: LogStore> Node<L> {
             log_floor: self.log.first_index(),
             leader: self.master_view.id.clone(),
             standing: self.standing(),
+            voter: self.cfg.voter,
         }
     }
 
@@ -459,6 +461,7 @@ mod tests {
             log_floor: EventIdx(3),
             leader: leader.map(NodeId::from),
             standing: None,
+            voter: true,
         }
     }
 

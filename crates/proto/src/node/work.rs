@@ -198,6 +198,8 @@ impl<L: LogStore> Node<L> {
             started_ms: self.cfg.started_ms,
             unheard: self.unheard(),
             api: self.cfg.api_url.clone(),
+            worker: self.cfg.takes_work,
+            voter: self.cfg.voter,
         };
         self.capacities.on_metrics(m.clone(), self.now);
         self.announce(TransientEvent::Metrics(m), out);

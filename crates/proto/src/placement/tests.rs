@@ -26,6 +26,8 @@ fn metrics(node: &str, cpu: u32) -> NodeMetrics {
         started_ms: 0,
         unheard: vec![],
         api: String::new(),
+        worker: true,
+        voter: true,
     }
 }
 
@@ -290,6 +292,43 @@ fn a_drained_node_gets_no_new_work_and_its_replicas_move_off_it() {
         },
     );
     let c = caps(&[("a", 200), ("b", 4000)], secs(10));
+    let got = Planner::default().plan(&cfg, &s, &c, secs(11), secs(0), NODE_TIMEOUT);
+    assert!(
+        matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "a"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_node_that_takes_no_work_gets_no_task_and_its_replicas_move_off_it() {
+    let mut s = cluster_state(&["a", "b"]);
+    let c = caps(&[("a", 4000), ("b", 4000)], secs(10));
+    deploy(&mut s, "web", 2);
+    assert_eq!(place(&mut s, &c).len(), 2);
+    // b restarts with --no-worker, and says so.
+    let mut c = caps(&[("a", 4000)], secs(10));
+    let no_work = NodeMetrics {
+        worker: false,
+        ..metrics("b", 8000)
+    };
+    c.on_metrics(no_work, secs(10));
+    let cfg = PlacementConfig::default();
+    let off = Planner::default().plan_replicas(&cfg, &s, &c, secs(10), true);
+    assert!(
+        matches!(&off[..], [Event::ReplicaUnplaced { .. }]),
+        "{off:?}"
+    );
+    for e in off {
+        crate::testing::apply(&mut s, e);
+    }
+    assert_eq!(place(&mut s, &c), [("a".to_owned(), 20001)]);
+    command(
+        &mut s,
+        "t",
+        Op::TaskSubmit {
+            spec: task_spec(100, None),
+        },
+    );
     let got = Planner::default().plan(&cfg, &s, &c, secs(11), secs(0), NODE_TIMEOUT);
     assert!(
         matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "a"),

@@ -68,6 +68,7 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
         log_floor: EventIdx(1),
         leader: Some(h.clone()),
         standing: None,
+        voter: true,
     };
     sim.forge_gossip(h, Gossip::Transient(TransientEvent::Heartbeat(hb)));
     // Asking for snapshots costs the members one build per point, no more.

@@ -24,7 +24,7 @@ use liveness::{LivenessTracker, Periods};
 use shoal_model::{encode_event, Event, NodeId, RaftId};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use voters::{plan_voters, RaftProgress};
+use voters::{plan_voters, voter_shortfall, Heard, RaftProgress};
 
 /// Commands in flight at once on the master.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -44,6 +44,8 @@ pub struct MasterState {
     pub joins: BTreeMap<NodeId, Duration>,
     pub expiry: Expiry,
     pub planner: Planner,
+    /// Why a voter seat stays empty, while one does (`voter_shortfall`).
+    pub voter_shortfall: Option<String>,
 }
 
 impl MasterState {
@@ -56,6 +58,7 @@ impl MasterState {
             joins: BTreeMap::new(),
             expiry: Expiry::new(now),
             planner: Planner::default(),
+            voter_shortfall: None,
         }
     }
 
@@ -129,7 +132,7 @@ impl<L: LogStore> Node<L> {
                 .map(|node| Event::NodeForgotten { node })
                 .collect();
             self.propose_all(&mut m, forget);
-            self.plan_membership(&m);
+            self.plan_membership(&mut m);
             let rest = self.plan_work(&mut m);
             self.propose_all(&mut m, rest);
         }
@@ -220,7 +223,7 @@ impl<L: LogStore> Node<L> {
     }
 
     /// At most one voter change per tick, through Raft's conf change.
-    fn plan_membership(&mut self, m: &MasterState) {
+    fn plan_membership(&mut self, m: &mut MasterState) {
         let Some(raft) = self.raft.as_ref() else {
             return;
         };
@@ -241,11 +244,22 @@ impl<L: LogStore> Node<L> {
             &progress,
             |n| m.liveness.dead_for(n, self.now),
             self.cfg.voter_grace,
-            |n| self.peers.known(n),
+            |n| self.heard(n),
         );
         let Some(c) = change else {
+            let short = voter_shortfall(&self.state, &self.cfg.node, self.cfg.voters, |n| {
+                self.heard(n)
+            });
+            if short.is_some() && short != m.voter_shortfall {
+                tracing::warn!(
+                    why = short.as_deref().unwrap_or_default(),
+                    "voter seats short"
+                );
+            }
+            m.voter_shortfall = short;
             return;
         };
+        m.voter_shortfall = None;
         tracing::info!(node = %c.node, raft_id = %c.raft_id, role = ?c.role, "changing membership");
         let context = encode_event(&Event::Membership {
             node: c.node,
@@ -255,6 +269,16 @@ impl<L: LogStore> Node<L> {
             if raft.propose_membership(c.kind, c.raft_id, context).is_err() {
                 self.metrics.proposals_refused += 1;
             }
+        }
+    }
+
+    /// What a node said of itself: whether it may vote (from the capacity
+    /// it reports), once it has been heard.
+    fn heard(&self, n: &NodeId) -> Heard {
+        match self.capacities.get(n).map(|c| c.metrics.voter) {
+            Some(false) => Heard::MayNotVote,
+            Some(true) if self.peers.known(n) => Heard::MayVote,
+            _ => Heard::Nothing,
         }
     }
 }

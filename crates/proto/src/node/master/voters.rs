@@ -1,7 +1,10 @@
 //! Keeping `--voters` healthy voters, one membership change at a time: a
 //! caught-up learner is promoted, a learner that died is removed, a voter
 //! dead past the grace period is removed (as Consul's autopilot does), and
-//! when short of voters a live follower is added as a learner.
+//! when short of voters a live follower is added as a learner. A node that
+//! says it may not vote (`--no-voter`) is never added, and loses a seat it
+//! holds as a dead voter would; when no node can take a seat,
+//! `voter_shortfall` says why.
 
 use crate::consensus::MembershipChange;
 use shoal_model::{EventIdx, Liveness, NodeId, RaftId, Role, State};
@@ -30,9 +33,116 @@ pub struct VoterChange {
     pub role: Role,
 }
 
+/// What the master heard a node say of itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// Nothing yet (a learner must be reachable, and say it may vote).
+    Nothing,
+    /// That it may hold a voter seat.
+    MayVote,
+    /// That it may not (`--no-voter`).
+    MayNotVote,
+}
+
+/// Voter seats as the master sees them.
+struct Seats<'a> {
+    voters: Vec<(RaftId, NodeId)>,
+    learners: Vec<(RaftId, NodeId)>,
+    /// Seats wanted: `--voters`, or fewer while fewer nodes are alive.
+    want: usize,
+    /// Voters alive that may vote.
+    healthy: usize,
+    state: &'a State,
+    me: &'a NodeId,
+}
+
+impl<'a> Seats<'a> {
+    fn new(
+        state: &'a State,
+        me: &'a NodeId,
+        want: usize,
+        heard: &impl Fn(&NodeId) -> Heard,
+    ) -> Self {
+        let voters = state.members(Role::Voter);
+        let alive_count = state
+            .nodes()
+            .iter()
+            .filter(|(n, i)| i.liveness == Liveness::Alive || *n == me)
+            .count();
+        let mut seats = Seats {
+            learners: state.members(Role::Learner),
+            want: want.min(alive_count).max(1),
+            healthy: 0,
+            voters,
+            state,
+            me,
+        };
+        seats.healthy = seats
+            .voters
+            .iter()
+            .filter(|(_, n)| seats.alive(n) && heard(n) != Heard::MayNotVote)
+            .count();
+        seats
+    }
+
+    fn alive(&self, n: &NodeId) -> bool {
+        n == self.me
+            || self
+                .state
+                .nodes()
+                .get(n)
+                .is_some_and(|i| i.liveness == Liveness::Alive)
+    }
+
+    /// Alive followers that said they may vote.
+    fn candidates<'s>(
+        &'s self,
+        heard: &'s impl Fn(&NodeId) -> Heard,
+    ) -> impl Iterator<Item = (&'s NodeId, &'s shoal_model::NodeInfo)> + 's {
+        self.state.nodes().iter().filter(move |(n, i)| {
+            i.role == Role::Follower && self.alive(n) && heard(n) == Heard::MayVote
+        })
+    }
+}
+
+/// Why the master cannot fill every voter seat, when no node can take the
+/// next one: said in `shoal status` and logged.
+pub fn voter_shortfall(
+    state: &State,
+    me: &NodeId,
+    want: usize,
+    heard: impl Fn(&NodeId) -> Heard,
+) -> Option<String> {
+    let s = Seats::new(state, me, want, &heard);
+    if s.healthy + s.learners.len() >= s.want || s.candidates(&heard).next().is_some() {
+        return None;
+    }
+    let followers: Vec<&NodeId> = state
+        .nodes()
+        .iter()
+        .filter(|(n, i)| i.role == Role::Follower && s.alive(n))
+        .map(|(n, _)| n)
+        .collect();
+    let refuse = followers
+        .iter()
+        .filter(|n| heard(n) == Heard::MayNotVote)
+        .count();
+    let why = match (followers.len(), refuse) {
+        (0, _) => "no live follower to take it".to_owned(),
+        (f, r) if r == f => format!("every live follower ({f}) runs with --no-voter"),
+        (f, r) => format!(
+            "of {f} live followers, {r} run with --no-voter and the others have not reported yet"
+        ),
+    };
+    Some(format!(
+        "{} of {} voter seats held by healthy voters; no node can take another: {why}",
+        s.healthy, s.want
+    ))
+}
+
 /// The next membership change, if any. `dead_for` says how long the
-/// master has seen a node dead or gone; `known` whether it has ever heard
-/// the node (a learner must be reachable).
+/// master has seen a node dead or gone; `heard` what the node said of
+/// itself (a learner must be reachable and may vote).
 pub fn plan_voters(
     state: &State,
     me: &NodeId,
@@ -40,21 +150,16 @@ pub fn plan_voters(
     progress: &RaftProgress,
     dead_for: impl Fn(&NodeId) -> Option<Duration>,
     voter_grace: Duration,
-    known: impl Fn(&NodeId) -> bool,
+    heard: impl Fn(&NodeId) -> Heard,
 ) -> Option<VoterChange> {
     if progress.pending_conf_change {
         return None;
     }
-    let nodes = state.nodes();
-    let alive = |n: &NodeId| n == me || nodes.get(n).is_some_and(|i| i.liveness == Liveness::Alive);
-    let voters = state.members(Role::Voter);
-    let learners = state.members(Role::Learner);
-    let alive_count = nodes
-        .iter()
-        .filter(|(n, i)| i.liveness == Liveness::Alive || *n == me)
-        .count();
-    let want = want.min(alive_count).max(1);
-    let healthy = voters.iter().filter(|(_, n)| alive(n)).count();
+    let seats = Seats::new(state, me, want, &heard);
+    let alive = |n: &NodeId| seats.alive(n);
+    let refuses = |n: &NodeId| heard(n) == Heard::MayNotVote;
+    let (voters, learners) = (&seats.voters, &seats.learners);
+    let (want, healthy) = (seats.want, seats.healthy);
     let change = |kind, rid: &RaftId, node: &NodeId, role| VoterChange {
         kind,
         raft_id: *rid,
@@ -68,10 +173,13 @@ pub fn plan_voters(
             .get(rid)
             .is_some_and(|m| m.0 + CAUGHT_UP >= progress.last.0)
     };
-    if let Some((rid, node)) = learners.iter().find(|(rid, n)| alive(n) && caught_up(rid)) {
+    if let Some((rid, node)) = learners
+        .iter()
+        .find(|(rid, n)| alive(n) && !refuses(n) && caught_up(rid))
+    {
         return Some(change(MembershipChange::AddNode, rid, node, Role::Voter));
     }
-    if let Some((rid, node)) = learners.iter().find(|(_, n)| !alive(n)) {
+    if let Some((rid, node)) = learners.iter().find(|(_, n)| !alive(n) || refuses(n)) {
         return Some(change(
             MembershipChange::RemoveNode,
             rid,
@@ -80,19 +188,24 @@ pub fn plan_voters(
         ));
     }
     let past_grace = |n: &NodeId| dead_for(n).is_some_and(|d| d >= voter_grace);
-    if let Some((rid, node)) = voters.iter().find(|(_, n)| n != me && past_grace(n)) {
+    let leaving = |n: &NodeId| n != me && (past_grace(n) || (alive(n) && refuses(n)));
+    if let Some((rid, node)) = voters.iter().find(|(_, n)| leaving(n)) {
         // Remove it when that keeps enough healthy voters, or when there is
-        // nobody to replace it with anyway (it holds a seat for nothing).
-        let candidates = nodes
-            .iter()
-            .any(|(n, i)| i.role == Role::Follower && alive(n));
-        return (healthy >= want || !candidates)
-            .then(|| change(MembershipChange::RemoveNode, rid, node, Role::Follower));
+        // nobody to replace it with anyway (it holds a seat for nothing);
+        // else a replacement is added first, below.
+        let candidates = seats.candidates(&heard).next().is_some();
+        if healthy >= want || !candidates {
+            return Some(change(
+                MembershipChange::RemoveNode,
+                rid,
+                node,
+                Role::Follower,
+            ));
+        }
     }
     if healthy + learners.len() < want {
-        return nodes
-            .iter()
-            .filter(|(n, i)| i.role == Role::Follower && alive(n) && known(n))
+        return seats
+            .candidates(&heard)
             .min_by_key(|(_, i)| i.raft_id)
             .map(|(n, i)| {
                 change(
@@ -143,6 +256,24 @@ mod tests {
     }
 
     fn plan(c: &Cluster, progress: &RaftProgress, dead: &[(&str, u64)]) -> Option<VoterChange> {
+        plan_heard(c, progress, dead, &[])
+    }
+
+    /// What a node said of itself: those in `no_voter` that they may not
+    /// vote, the others that they may.
+    fn heard<'a>(no_voter: &'a [&'a str]) -> impl Fn(&NodeId) -> Heard + 'a {
+        |n| match no_voter.contains(&n.as_str()) {
+            true => Heard::MayNotVote,
+            false => Heard::MayVote,
+        }
+    }
+
+    fn plan_heard(
+        c: &Cluster,
+        progress: &RaftProgress,
+        dead: &[(&str, u64)],
+        no_voter: &[&str],
+    ) -> Option<VoterChange> {
         let dead: BTreeMap<NodeId, Duration> = dead
             .iter()
             .map(|(n, s)| (NodeId::from(*n), secs(*s)))
@@ -154,7 +285,7 @@ mod tests {
             progress,
             |n| dead.get(n).copied(),
             secs(10),
-            |_| true,
+            heard(no_voter),
         )
     }
 
@@ -217,5 +348,58 @@ mod tests {
             (got.kind, got.node.as_str(), got.role),
             (MembershipChange::RemoveNode, "b", Role::Follower)
         );
+    }
+
+    #[test]
+    fn a_node_that_may_not_vote_is_never_added_and_the_master_says_why() {
+        let c = Cluster::new(&["m", "a", "b"]);
+        let p = RaftProgress::default();
+        assert_eq!(plan_heard(&c, &p, &[], &["a", "b"]), None);
+        let why = voter_shortfall(&c.0, &NodeId::from("m"), 3, heard(&["a", "b"]));
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "1 of 3 voter seats held by healthy voters; no node can take another: \
+                 every live follower (2) runs with --no-voter"
+            )
+        );
+        // b may vote after all: it becomes a learner, and nothing is short.
+        let got = plan_heard(&c, &p, &[], &["a"]).unwrap();
+        assert_eq!((got.node.as_str(), got.role), ("b", Role::Learner));
+        assert_eq!(
+            voter_shortfall(&c.0, &NodeId::from("m"), 3, heard(&["a"])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_voter_that_may_not_vote_gives_its_seat_up_once_another_holds_one() {
+        let mut c = Cluster::new(&["m", "a", "b", "f"]);
+        c.role("a", Role::Voter);
+        c.role("b", Role::Voter);
+        let mut progress = RaftProgress::default();
+        // a says it may not vote: f is added and promoted first.
+        let got = plan_heard(&c, &progress, &[], &["a"]).unwrap();
+        assert_eq!((got.node.as_str(), got.role), ("f", Role::Learner));
+        c.role("f", Role::Learner);
+        progress.matched.insert(got.raft_id, EventIdx(0));
+        let got = plan_heard(&c, &progress, &[], &["a"]).unwrap();
+        assert_eq!((got.node.as_str(), got.role), ("f", Role::Voter));
+        c.role("f", Role::Voter);
+        let got = plan_heard(&c, &progress, &[], &["a"]).unwrap();
+        assert_eq!(
+            (got.kind, got.node.as_str(), got.role),
+            (MembershipChange::RemoveNode, "a", Role::Follower)
+        );
+    }
+
+    #[test]
+    fn a_follower_that_comes_after_the_grace_period_still_replaces_a_dead_voter() {
+        let mut c = Cluster::new(&["m", "a", "b", "f"]);
+        c.role("a", Role::Voter);
+        c.role("b", Role::Voter);
+        c.liveness("b", Liveness::Dead);
+        let got = plan(&c, &RaftProgress::default(), &[("b", 60)]).unwrap();
+        assert_eq!((got.node.as_str(), got.role), ("f", Role::Learner));
     }
 }

@@ -62,6 +62,7 @@ fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
         log_floor: EventIdx(1),
         leader: Some(NodeId::from("m")),
         standing: None,
+        voter: true,
     };
     let hb = Direct::Transient(TransientEvent::Heartbeat(hb));
     let out = n.handle(direct("m", hb), ms(5), 0);
@@ -121,6 +122,38 @@ fn a_node_given_peers_founds_only_once_it_hears_one() {
     // A larger empty peer answers: now this one founds, and the peer joins.
     n.handle(heartbeat("zz", None, 0, 0), ms(20_100), 0);
     let out = n.handle(Input::Wake, ms(20_300), 0);
+    assert!(out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+}
+
+#[test]
+fn a_node_that_may_not_vote_never_founds_and_nobody_waits_for_it() {
+    let mut cfg = cfg();
+    cfg.voter = false;
+    let mut n = Node::new(cfg, MemLog::new(), None, None, ms(0)).unwrap();
+    let out = n.handle(Input::Wake, ms(0), 0);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Broadcast(Frame {
+            msg: Gossip::Transient(TransientEvent::Heartbeat(hb)), ..
+        }) if !hb.voter)),
+        "its heartbeat says it may not vote: {out:?}"
+    );
+    for t in (2000..=20_000).step_by(300) {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(!out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
+    }
+    assert!(!n.is_master());
+    assert!(n.timer(Timer::Discovery).is_some(), "it keeps looking");
+    // A node that may vote does not wait for a smaller one that may not.
+    let mut other = start(None, None);
+    other.handle(Input::Wake, ms(0), 0);
+    let Input::Gossip(mut frame) = heartbeat("a", None, 0, 0) else {
+        unreachable!()
+    };
+    if let Gossip::Transient(TransientEvent::Heartbeat(hb)) = &mut frame.msg {
+        hb.voter = false;
+    }
+    other.handle(Input::Gossip(frame), ms(1900), 0);
+    let out = other.handle(Input::Wake, ms(2000), 0);
     assert!(out.iter().any(|o| matches!(o, Output::ClusterAdopted(_))));
 }
 

@@ -62,6 +62,7 @@ fn heartbeat(from: &str, cluster: Option<&str>, applied: u64, commit: u64) -> In
         log_floor: EventIdx(1),
         leader: Some(NodeId::from("m")),
         standing: None,
+        voter: true,
     };
     Input::Gossip(Frame {
         version: PROTOCOL_VERSION,
