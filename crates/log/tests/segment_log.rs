@@ -308,3 +308,65 @@ fn a_reader_never_sees_an_overwritten_suffix() {
     let got = reader.read(EventIdx(6), EventIdx(10), usize::MAX).unwrap();
     assert_eq!(got, vec![entry(6, 1), entry(7, 1), entry(8, 2)]);
 }
+
+/// A tmpfs of `size` the test mounts and unmounts itself (None where the
+/// machine does not allow mounting).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Fills the disk under `dir` with a file; returns it.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).unwrap();
+    while f.write_all(&[7u8; 4096]).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[test]
+fn a_replacing_append_the_disk_refuses_leaves_the_log_as_it_was() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let dir = disk.0.path().join("log");
+    let (mut log, _) = DurableLog::open(&dir, LogConfig::default()).unwrap();
+    let first: Vec<LogEntry> = (1..=20).map(|i| entry(i, 1)).collect();
+    log.append(&first).unwrap();
+    log.sync().unwrap();
+    let filler = fill(disk.0.path());
+    // Raft replaces 15.. with entries of a later term: the disk is full.
+    assert!(log.append(&[entry(15, 2), entry(16, 2)]).is_err());
+    assert_eq!(log.last_index(), EventIdx(20), "nothing dropped");
+    assert_eq!(read_all(&mut log), first);
+    // Room again: the replacement goes through, and is what a restart reads.
+    fs::remove_file(&filler).unwrap();
+    log.append(&[entry(15, 2), entry(16, 2)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (mut log, recovery) = DurableLog::open(&dir, LogConfig::default()).unwrap();
+    assert!(recovery.cut.is_none(), "{:?}", recovery.cut);
+    let mut want: Vec<LogEntry> = (1..=14).map(|i| entry(i, 1)).collect();
+    want.extend([entry(15, 2), entry(16, 2)]);
+    assert_eq!(read_all(&mut log), want);
+}

@@ -429,8 +429,14 @@ impl DurableLog {
         self.sync()
     }
 
+    /// Drops `idx` and what follows. The replacement entries go to a new
+    /// segment so that each segment keeps consecutive indices; that
+    /// segment is made first, so that a disk that fails leaves the log as
+    /// it was (on disk and here alike).
     fn truncate_from(&mut self, idx: EventIdx) -> Result<(), LogError> {
-        let next_seq = {
+        let next_seq = self.index_mut().next_seq();
+        let (file, path, head_len) = self.new_segment(next_seq)?;
+        {
             let mut index = self.index_mut();
             for seg in &mut index.segments {
                 if seg.first >= idx {
@@ -440,12 +446,9 @@ impl DurableLog {
                 }
             }
             index.written = index.written.min(idx.prev());
-            index.next_seq()
-        };
+        }
         self.last = idx.prev();
-        // The replacement entries go to a new segment so that each segment
-        // keeps consecutive indices.
-        self.roll(next_seq)
+        self.install_segment(next_seq, file, path, head_len)
     }
 
     fn maybe_roll(&mut self) -> Result<(), LogError> {
@@ -457,6 +460,13 @@ impl DurableLog {
     }
 
     fn roll(&mut self, seq: u64) -> Result<(), LogError> {
+        let (file, path, head_len) = self.new_segment(seq)?;
+        self.install_segment(seq, file, path, head_len)
+    }
+
+    /// Makes what is buffered durable, then segment `seq` on disk with its
+    /// head; the log itself is not changed yet (`install_segment`).
+    fn new_segment(&mut self, seq: u64) -> Result<(File, PathBuf, u64), LogError> {
         self.sync()?;
         let path = segment_path(&self.dir, seq);
         let file = OpenOptions::new()
@@ -471,11 +481,30 @@ impl DurableLog {
         encode_record(&Record::Floor(self.first), &mut head)?;
         encode_record(&Record::HardState(self.hard_state), &mut head)?;
         encode_record(&Record::Membership(self.membership.clone()), &mut head)?;
-        file.write_all_at(&head, 0).map_err(io_err(&path))?;
-        file.sync_all().map_err(io_err(&path))?;
+        let written = file
+            .write_all_at(&head, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&path));
+        if let Err(e) = written {
+            // A torn head would read as a corrupt segment at the next open.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))?;
+        Ok((file, path, head.len() as u64))
+    }
+
+    /// Makes segment `seq` (from `new_segment`) the active one, for the
+    /// entries after the last.
+    fn install_segment(
+        &mut self,
+        seq: u64,
+        file: File,
+        path: PathBuf,
+        head_len: u64,
+    ) -> Result<(), LogError> {
         // Drop segments left with no entries; their other records are
         // repeated at the head of the new one.
         let first = self.last.next();
@@ -497,7 +526,7 @@ impl DurableLog {
         });
         drop(index);
         self.file = Some(file);
-        self.file_len = head.len() as u64;
+        self.file_len = head_len;
         Ok(())
     }
 }
