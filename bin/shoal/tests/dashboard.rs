@@ -412,6 +412,7 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
     // Each member's capacity and build, as it reports them every second.
     let reported = |n: &Value| {
         n["mem_free_bytes"].as_u64() > Some(0)
+            && n["disk_free_bytes"].as_u64() > Some(0)
             && n["version"]
                 .as_str()
                 .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION")))

@@ -55,6 +55,7 @@ pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
             if let Some((c, age)) = view.capacities.iter().find(|(c, _)| &c.node == id) {
                 v["cpu_free_milli"] = json!(c.cpu_free_milli);
                 v["mem_free_bytes"] = json!(c.mem_free_bytes);
+                v["disk_free_bytes"] = json!(c.disk_free_bytes);
                 v["runs"] = json!(c.running);
                 v["version"] = json!(c.version);
                 v["started_ms"] = json!(c.started_ms);

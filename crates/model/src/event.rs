@@ -504,8 +504,11 @@ pub struct Standing {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMetrics {
     pub node: NodeId,
+    /// CPU not in use over the last interval (millicores).
     pub cpu_free_milli: u32,
     pub mem_free_bytes: u64,
+    /// Space free on the disk of the node's data directory.
+    pub disk_free_bytes: u64,
     /// Runs (tasks and replicas) under way on the node.
     pub running: u32,
     /// The node's labels (`shoal up --label K=V`), matched by task specs.

@@ -504,11 +504,14 @@ impl Sim {
                 snap,
                 save: if saved { Saved::Saved } else { Saved::NotAsked },
             },
-            Payload::HostCapacity((cpu_free_milli, mem_free_bytes)) => Input::HostCapacity {
-                cpu_free_milli,
-                mem_free_bytes,
-                ports_taken: Vec::new(),
-            },
+            Payload::HostCapacity((cpu_free_milli, mem_free_bytes)) => {
+                Input::HostCapacity(shoal_proto::node::HostMeasure {
+                    cpu_free_milli,
+                    mem_free_bytes,
+                    disk_free_bytes: 1 << 40,
+                    ports_taken: Vec::new(),
+                })
+            }
             Payload::Run(ev) => match self.run_input(&d.to, ev) {
                 Some(input) => input,
                 None => return,

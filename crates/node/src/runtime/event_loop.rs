@@ -63,6 +63,7 @@ pub(super) struct EventLoop {
     timings: super::Timings,
     /// When the snapshot transfer under way first reported progress.
     catch_up_since: Option<Instant>,
+    meter: host::Meter,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -96,7 +97,9 @@ impl EventLoop {
     ) -> Self {
         // The histograms the first view holds, shared from here on.
         let timings = view_tx.borrow().timings.clone();
+        let meter = host::Meter::new(dir.root().to_owned());
         EventLoop {
+            meter,
             node,
             dir,
             net,
@@ -321,12 +324,8 @@ impl EventLoop {
                     }
                 }
                 Output::MeasureHost { replica_ports } => {
-                    let (cpu_free_milli, mem_free_bytes) = host::capacity();
-                    self.follow_up.push(Input::HostCapacity {
-                        cpu_free_milli,
-                        mem_free_bytes,
-                        ports_taken: host::ports_taken(replica_ports),
-                    });
+                    let m = self.meter.measure(replica_ports);
+                    self.follow_up.push(Input::HostCapacity(m));
                 }
                 Output::CatchUp(p) => self.progress(p),
                 Output::SnapshotInstalled { index } => {

@@ -2,28 +2,64 @@
 //! replica ports in use on it.
 
 use shoal_model::PortRange;
+use shoal_proto::node::HostMeasure;
+use std::path::PathBuf;
 
-/// Free CPU (millicores: cores less the 1-minute load) and available
-/// memory of this host, from /proc; zeros where it cannot be read.
-pub(super) fn capacity() -> (u32, u64) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let cpu = ((cores - load).max(0.0) * 1000.0) as u32;
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kb| kb * 1024);
-    (cpu, mem)
+/// Measures this host (through `sysinfo`): CPU not in use since the last
+/// measurement (the node measures every second), memory available, and
+/// space free on the disk of the data directory. Zeros for what the
+/// platform does not tell.
+pub(super) struct Meter {
+    system: Option<sysinfo::System>,
+    disks: Option<sysinfo::Disks>,
+    data_dir: PathBuf,
+}
+
+impl Meter {
+    pub(super) fn new(data_dir: PathBuf) -> Self {
+        let mut system = sysinfo::System::new().ok();
+        if let Some(s) = system.as_mut() {
+            s.refresh_cpu_usage();
+        }
+        Meter {
+            system,
+            disks: sysinfo::Disks::new_with_refreshed_list().ok(),
+            data_dir: data_dir.canonicalize().unwrap_or(data_dir),
+        }
+    }
+
+    /// This host now, with the ports of `range` in use.
+    pub(super) fn measure(&mut self, range: PortRange) -> HostMeasure {
+        let (cpu_free_milli, mem_free_bytes) = match self.system.as_mut() {
+            Some(s) => {
+                s.refresh_cpu_usage();
+                s.refresh_memory();
+                let cores = s.cpus().len().max(1) as f64;
+                let busy = f64::from(s.global_cpu_usage()).clamp(0.0, 100.0) / 100.0;
+                ((cores * (1.0 - busy) * 1000.0) as u32, s.available_memory())
+            }
+            None => (0, 0),
+        };
+        HostMeasure {
+            cpu_free_milli,
+            mem_free_bytes,
+            disk_free_bytes: self.disk_free(),
+            ports_taken: ports_taken(range),
+        }
+    }
+
+    /// Space free on the disk mounted deepest above the data directory.
+    fn disk_free(&mut self) -> u64 {
+        let Some(disks) = self.disks.as_mut() else {
+            return 0;
+        };
+        disks.refresh(true);
+        disks
+            .iter()
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len())
+            .map_or(0, |d| d.available_space())
+    }
 }
 
 /// Which host this process runs on, for replica ports: its machine
@@ -94,5 +130,17 @@ mod tests {
         assert_eq!(ports_taken(range), [port]);
         drop(l);
         assert!(ports_taken(range).is_empty());
+    }
+
+    #[test]
+    fn the_meter_measures_cpu_memory_and_the_data_directorys_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meter = Meter::new(dir.path().to_owned());
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        let m = meter.measure(PortRange::DEFAULT);
+        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        assert!(m.cpu_free_milli <= cores * 1000, "{m:?}");
+        assert!(m.mem_free_bytes > 0, "{m:?}");
+        assert!(m.disk_free_bytes > 0, "{m:?}");
     }
 }

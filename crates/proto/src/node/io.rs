@@ -38,12 +38,7 @@ pub enum Input {
         save: Saved,
     },
     /// This host's free capacity, measured after `Output::MeasureHost`.
-    HostCapacity {
-        cpu_free_milli: u32,
-        mem_free_bytes: u64,
-        /// Ports of this node's replica range that the host has in use.
-        ports_taken: Vec<u16>,
-    },
+    HostCapacity(HostMeasure),
     /// A run started by `Output::StartRun` or `StartReplica` ended.
     RunExited {
         token: FencingToken,
@@ -177,6 +172,18 @@ pub struct Metrics {
     pub unasked_replies: u64,
     /// Committed entries from a node this one does not know as a member.
     pub untrusted_messages: u64,
+}
+
+/// What the shell measured of this host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostMeasure {
+    /// CPU not in use over the last interval, in millicores.
+    pub cpu_free_milli: u32,
+    pub mem_free_bytes: u64,
+    /// Space free on the disk of the node's data directory.
+    pub disk_free_bytes: u64,
+    /// Ports of this node's replica range that the host has in use.
+    pub ports_taken: Vec<u16>,
 }
 
 /// What a node is in its cluster, as `shoal status` reports it.

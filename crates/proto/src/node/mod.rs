@@ -43,7 +43,7 @@ mod work;
 
 pub use catch_up::{BadRange, CatchUpAction, CatchUpConfig, Source};
 pub use config::NodeConfig;
-pub use io::{Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
+pub use io::{HostMeasure, Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
 pub use peers::{MasterView, Peers};
 pub use timers::{Timer, Timers};
 
@@ -121,10 +121,8 @@ pub struct Node<L: LogStore> {
     /// Members silent for three heartbeat intervals, reconnected once each
     /// time they fall silent (`reconnect_silent`).
     silent: std::collections::BTreeSet<NodeId>,
-    /// This host's free CPU (millicores) and memory, as last measured.
-    capacity: (u32, u64),
-    /// Replica ports in use on the host, as last measured.
-    ports_taken: Vec<u16>,
+    /// This host as last measured (free CPU, memory and disk; ports).
+    host: HostMeasure,
     last_local_snapshot: EventIdx,
     local_snapshot_building: bool,
     /// State at the last snapshot point (see `serve`).
@@ -216,8 +214,7 @@ impl<L: LogStore> Node<L> {
             storage: None,
             dial_pending: true,
             silent: Default::default(),
-            capacity: (0, 0),
-            ports_taken: Vec::new(),
+            host: HostMeasure::default(),
             local_snapshot_building: false,
             point: None,
             timers,
@@ -354,11 +351,7 @@ impl<L: LogStore> Node<L> {
             Input::Submit { cmd, reply } => self.submit(cmd, reply, out),
             Input::ReadIndex { reply } => self.read_index(reply, out),
             Input::SnapshotBuilt { snap, save } => self.on_snapshot_built(snap, save, out),
-            Input::HostCapacity {
-                cpu_free_milli,
-                mem_free_bytes,
-                ports_taken,
-            } => self.on_host_capacity(cpu_free_milli, mem_free_bytes, ports_taken),
+            Input::HostCapacity(m) => self.on_host_capacity(m),
             Input::RunExited {
                 token,
                 exit_code,

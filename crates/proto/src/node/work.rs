@@ -8,7 +8,7 @@
 //! a few seconds at a time (`Input::WatchOutput`, renewed by its client)
 //! and keeps what it receives in its own ring.
 
-use super::io::Output;
+use super::io::{HostMeasure, Output};
 use super::timers::Timer;
 use super::Node;
 use crate::log_store::LogStore;
@@ -173,10 +173,9 @@ impl<L: LogStore> Node<L> {
     }
 
     /// The shell measured this host (`Output::MeasureHost`).
-    pub(super) fn on_host_capacity(&mut self, cpu: u32, mem: u64, mut ports_taken: Vec<u16>) {
-        self.capacity = (cpu, mem);
-        ports_taken.truncate(PortRange::MAX_TAKEN);
-        self.ports_taken = ports_taken;
+    pub(super) fn on_host_capacity(&mut self, mut m: HostMeasure) {
+        m.ports_taken.truncate(PortRange::MAX_TAKEN);
+        self.host = m;
     }
 
     /// On the metrics timer: gossip this node's capacity (as last
@@ -186,14 +185,15 @@ impl<L: LogStore> Node<L> {
             .set(Timer::Metrics, self.now + self.cfg.metrics_every);
         let m = NodeMetrics {
             node: self.cfg.node.clone(),
-            cpu_free_milli: self.capacity.0,
-            mem_free_bytes: self.capacity.1,
+            cpu_free_milli: self.host.cpu_free_milli,
+            mem_free_bytes: self.host.mem_free_bytes,
+            disk_free_bytes: self.host.disk_free_bytes,
             running: (self.worker.running() + self.replicas.running()) as u32,
             labels: self.cfg.labels.clone(),
             exec: self.cfg.exec,
             host: self.cfg.host,
             replica_ports: self.cfg.replica_ports,
-            ports_taken: self.ports_taken.clone(),
+            ports_taken: self.host.ports_taken.clone(),
             version: self.cfg.version.clone(),
             started_ms: self.cfg.started_ms,
             unheard: self.unheard(),

@@ -16,6 +16,7 @@ fn metrics(node: &str, cpu: u32) -> NodeMetrics {
         node: NodeId::from(node),
         cpu_free_milli: cpu,
         mem_free_bytes: 1 << 30,
+        disk_free_bytes: 1 << 40,
         running: 0,
         labels: Default::default(),
         exec: false,

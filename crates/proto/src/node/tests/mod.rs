@@ -415,11 +415,12 @@ fn task_output_reaches_local_clients_and_subscribed_nodes() {
 fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement() {
     let mut n = follower(cluster_state(&["m", ME, "f"], vec![]));
     n.handle(
-        Input::HostCapacity {
+        Input::HostCapacity(HostMeasure {
             cpu_free_milli: 1500,
             mem_free_bytes: 1 << 30,
+            disk_free_bytes: 5 << 30,
             ports_taken: vec![20000],
-        },
+        }),
         ms(10),
         0,
     );
@@ -436,7 +437,10 @@ fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement(
         panic!("capacity sent to the member: {out:?}")
     };
     assert_eq!(to, "m");
-    assert_eq!((m.cpu_free_milli, m.mem_free_bytes), (1500, 1 << 30));
+    assert_eq!(
+        (m.cpu_free_milli, m.mem_free_bytes, m.disk_free_bytes),
+        (1500, 1 << 30, 5 << 30)
+    );
     assert_eq!(
         (m.replica_ports, m.ports_taken.as_slice()),
         (PortRange::DEFAULT, &[20000][..])
