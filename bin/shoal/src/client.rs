@@ -197,35 +197,3 @@ pub fn encode(key: &str) -> String {
     }
     out
 }
-
-/// Server-sent events read from a response: (event name, JSON data) per
-/// frame; ends with the stream (or the first read error).
-pub struct SseFrames<R> {
-    lines: std::io::Lines<R>,
-}
-
-impl<R: std::io::BufRead> SseFrames<R> {
-    pub fn new(from: R) -> Self {
-        SseFrames {
-            lines: from.lines(),
-        }
-    }
-}
-
-impl<R: std::io::BufRead> Iterator for SseFrames<R> {
-    type Item = (String, Value);
-
-    fn next(&mut self) -> Option<(String, Value)> {
-        let mut kind = String::new();
-        for line in self.lines.by_ref() {
-            let line = line.ok()?;
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_owned();
-            } else if let Some(data) = line.strip_prefix("data:") {
-                let v = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                return Some((std::mem::take(&mut kind), v));
-            }
-        }
-        None
-    }
-}

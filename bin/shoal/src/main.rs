@@ -10,6 +10,7 @@ mod logging;
 mod manual;
 mod members;
 mod progress;
+mod sse;
 mod tasks;
 mod up;
 

@@ -1,6 +1,7 @@
 //! `shoal run`, `shoal logs`, `shoal tasks`, `shoal cancel`.
 
-use crate::client::{encode, Body, Client, SseFrames};
+use crate::client::{encode, Body, Client};
+use crate::sse::SseFrames;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use reqwest::Method;

@@ -2,6 +2,9 @@
 //! 127.0.0.1, driven over HTTP and through the CLI.
 
 mod cluster;
+/// The CLI's reader of server-sent events.
+#[path = "../src/sse.rs"]
+mod sse;
 
 use cluster::*;
 use reqwest::Method;
@@ -458,27 +461,6 @@ fn the_cli_speaks_every_primitive_and_lock_runs_a_command() {
     assert!(String::from_utf8_lossy(&anon.stderr).contains("unauthorized"));
 }
 
-/// Reads server-sent events: (event name, JSON data) per frame.
-struct Sse<R: std::io::BufRead> {
-    lines: std::io::Lines<R>,
-}
-
-impl<R: std::io::BufRead> Iterator for Sse<R> {
-    type Item = (String, Value);
-    fn next(&mut self) -> Option<(String, Value)> {
-        let mut kind = String::new();
-        for line in self.lines.by_ref() {
-            let line = line.ok()?;
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_owned();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                return Some((kind, serde_json::from_str(d.trim()).ok()?));
-            }
-        }
-        None
-    }
-}
-
 fn items<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(v: &Value) -> Vec<(K, V)> {
     serde_json::from_value(v.clone()).expect("a state batch decodes")
 }
@@ -516,9 +498,7 @@ fn a_watcher_from_zero_after_compaction_rebuilds_the_masters_state() {
             .send()
             .unwrap();
         assert!(resp.status().is_success());
-        let frames = Sse {
-            lines: std::io::BufRead::lines(std::io::BufReader::new(resp)),
-        };
+        let frames = sse::SseFrames::new(std::io::BufReader::new(resp));
         let mut builder: Option<StateBuilder> = None;
         let mut state = None;
         let mut snapshots = 0;
