@@ -3,6 +3,12 @@
 //! connected, then again whenever that peer drops, with a backoff that
 //! doubles from `REDIAL_MIN` to `REDIAL_MAX` and starts over once the peer
 //! is connected. Pure: the actor passes the time and who is connected.
+//!
+//! The schedule is written here rather than taken from a crate: `backoff`
+//! is unmaintained (RUSTSEC-2025-0012), and `backon` and `tokio-retry`
+//! retry one future each on tokio's clock, where this keeps a schedule per
+//! address in a map on the caller's clock, so that it is tested without
+//! sockets or sleeping.
 
 use std::collections::HashMap;
 use std::hash::Hash;
