@@ -232,19 +232,30 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
             b.eval("document.getElementById('said').textContent")
         );
     }
-    // The history plots draw a point a second.
-    let points = |b: &mut Browser| {
-        b.eval(
-            "(document.querySelector('#plot-eps polyline')?.getAttribute('points') || '')\
-             .split(' ').filter(Boolean).length",
-        )
-        .as_u64()
-        .unwrap_or(0)
+    // The history plots draw a point a second: events/s, and each of the
+    // five nodes' free CPU and memory.
+    let points = |b: &mut Browser, plot: &str| {
+        let v = b.eval(&format!(
+            "JSON.stringify([...document.querySelectorAll('#{plot} polyline')]\
+             .map(p => p.getAttribute('points').split(' ').filter(Boolean).length))"
+        ));
+        serde_json::from_str::<Vec<u64>>(v.as_str().unwrap_or("[]")).unwrap_or_default()
     };
+    let plotted = wait_for(Duration::from_secs(15), || {
+        let per_node = |b: &mut Browser, plot| {
+            let p = points(b, plot);
+            p.len() == 5 && p.iter().all(|n| *n >= 3)
+        };
+        points(&mut b, "plot-eps").first() >= Some(&3)
+            && per_node(&mut b, "plot-cpu")
+            && per_node(&mut b, "plot-mem")
+    });
     assert!(
-        wait_for(Duration::from_secs(15), || points(&mut b) >= 3),
-        "events/s plotted: {} points",
-        points(&mut b)
+        plotted,
+        "plotted: {:?} {:?} {:?}",
+        points(&mut b, "plot-eps"),
+        points(&mut b, "plot-cpu"),
+        points(&mut b, "plot-mem")
     );
 
     // Kill a voter that neither serves the page nor is the master.
@@ -389,6 +400,9 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
         x["master"].is_string()
             && x["members"].as_object().is_some_and(|m| m.len() == 3)
             && x["peers"].as_object().is_some_and(|p| p.len() == 2)
+            && x["hosts"].as_object().is_some_and(|h| {
+                h.len() == 3 && h.values().all(|n| n["mem_free_bytes"].as_u64() > Some(0))
+            })
             && x["applied"].as_u64() > Some(0)
     };
     let ok = wait_for(Duration::from_secs(10), || {

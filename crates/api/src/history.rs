@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// Samples kept: fifteen minutes at one a second.
 pub(crate) const KEEP: usize = 900;
@@ -34,7 +35,22 @@ pub(crate) struct Sample {
     pub peers: BTreeMap<String, PeerSample>,
     /// Each member's liveness in State.
     pub members: BTreeMap<String, String>,
+    /// What each node last reported of its host, if within a few seconds
+    /// (at most `MAX_HOSTS` nodes).
+    pub hosts: BTreeMap<String, HostSample>,
 }
+
+/// A node's host as it reported it: free CPU (millicores) and memory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct HostSample {
+    pub cpu_free_milli: u32,
+    pub mem_free_bytes: u64,
+}
+
+/// Nodes whose host figures a sample keeps at most.
+const MAX_HOSTS: usize = 64;
+/// A host report older than this is left out of a sample.
+const HOST_FRESH: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct PeerSample {
@@ -227,7 +243,7 @@ mod tests {
 /// Samples the node once a second into a shared `History`, until the node
 /// stops. Returns the history the dashboard reads.
 pub(crate) mod sampler {
-    use super::{History, PeerSample, Sample};
+    use super::{History, HostSample, PeerSample, Sample, HOST_FRESH, MAX_HOSTS};
     use crate::metrics::Metrics;
     use shoal_node::{NodeHandle, Timed};
     use std::sync::{Arc, Mutex};
@@ -291,6 +307,19 @@ pub(crate) mod sampler {
                                 .and_then(|l| l.as_str().map(str::to_owned))
                                 .unwrap_or_default();
                             (n.to_string(), liveness)
+                        })
+                        .collect(),
+                    hosts: v
+                        .capacities
+                        .iter()
+                        .filter(|(_, age)| *age < HOST_FRESH)
+                        .take(MAX_HOSTS)
+                        .map(|(c, _)| {
+                            let h = HostSample {
+                                cpu_free_milli: c.cpu_free_milli,
+                                mem_free_bytes: c.mem_free_bytes,
+                            };
+                            (c.node.to_string(), h)
                         })
                         .collect(),
                 };
