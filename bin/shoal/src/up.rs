@@ -252,13 +252,11 @@ pub fn up(args: UpArgs) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         // Bound first, so that the node reports where its API answers.
-        let listener = match args.no_api {
-            true => None,
-            false => Some(
-                tokio::net::TcpListener::bind(args.api)
-                    .await
-                    .with_context(|| format!("binding the API on {}", args.api))?,
-            ),
+        let listener = if args.no_api {
+            None
+        } else {
+            let bound = tokio::net::TcpListener::bind(args.api).await;
+            Some(bound.with_context(|| format!("binding the API on {}", args.api))?)
         };
         opts.api = listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let (node, task) = shoal_node::start(opts).await?;

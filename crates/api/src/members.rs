@@ -34,6 +34,11 @@ pub(crate) async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult {
 /// how far they applied, and how far behind the commit they are.
 pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
     let commit = view.status.commit_index.0;
+    let reports: std::collections::BTreeMap<_, _> = view
+        .capacities
+        .iter()
+        .map(|(c, age)| (&c.node, (c, age)))
+        .collect();
     state
         .nodes()
         .iter()
@@ -52,7 +57,7 @@ pub(crate) fn nodes_json(state: &State, view: &View) -> Vec<Value> {
                 v["applied_index"] = json!(a);
                 v["lag"] = json!(commit.saturating_sub(a.0));
             }
-            if let Some((c, age)) = view.capacities.iter().find(|(c, _)| &c.node == id) {
+            if let Some((c, age)) = reports.get(id) {
                 v["cpu_free_milli"] = json!(c.cpu_free_milli);
                 v["mem_free_bytes"] = json!(c.mem_free_bytes);
                 v["disk_free_bytes"] = json!(c.disk_free_bytes);

@@ -23,8 +23,8 @@
 //! stopped its run before.
 
 use shoal_model::{
-    Event, FencingToken, Liveness, NodeId, NodeMetrics, PortRange, Runner, State, Task, TaskId,
-    TaskStatus,
+    Event, FencingToken, Liveness, NodeId, NodeInfo, NodeMetrics, PortRange, Runner, State, Task,
+    TaskId, TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -104,11 +104,6 @@ impl Capacities {
         self.latest.get(node)
     }
 
-    /// Every node's latest report.
-    pub fn all(&self) -> impl Iterator<Item = &NodeMetrics> {
-        self.latest.values().map(|c| &c.metrics)
-    }
-
     /// Every node's latest report, with when it came.
     pub fn reports(&self) -> impl Iterator<Item = &Capacity> {
         self.latest.values()
@@ -117,14 +112,20 @@ impl Capacities {
     /// Whether any live node could ever run user commands.
     pub fn exec_available(&self, state: &State, now: Duration, fresh: Duration) -> bool {
         self.latest.values().any(|c| {
+            let node = &c.metrics.node;
             c.metrics.exec
-                && c.metrics.worker
                 && now.saturating_sub(c.at) < fresh
                 && state
                     .nodes()
-                    .get(&c.metrics.node)
-                    .is_some_and(|n| n.liveness == Liveness::Alive && !n.drained)
+                    .get(node)
+                    .is_some_and(|n| n.liveness == Liveness::Alive && !self.off_work(node, n))
         })
+    }
+
+    /// Whether `node` was taken off work: drained by an operator, or it
+    /// reports that it takes none (`--no-worker`).
+    fn off_work(&self, node: &NodeId, info: &NodeInfo) -> bool {
+        info.drained || self.get(node).is_some_and(|c| !c.metrics.worker)
     }
 }
 
@@ -313,8 +314,9 @@ impl Planner {
         for (name, d) in state.deployments() {
             for (r, p) in &d.placements {
                 let gone = state.nodes().get(&p.node).is_none_or(|n| {
-                    n.drained || matches!(n.liveness, Liveness::Dead | Liveness::Left)
-                }) || caps.get(&p.node).is_some_and(|c| !c.metrics.worker);
+                    matches!(n.liveness, Liveness::Dead | Liveness::Left)
+                        || caps.off_work(&p.node, n)
+                });
                 let key = (name.clone(), *r);
                 if gone && settled && !self.pending_replicas.contains_key(&key) {
                     self.pending_replicas.insert(key, now);
@@ -416,7 +418,7 @@ fn choose_node(
     let needs_exec = matches!(runner, Runner::Exec { .. });
     let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
     for (node, info) in state.nodes() {
-        if info.liveness != Liveness::Alive || info.drained {
+        if info.liveness != Liveness::Alive || caps.off_work(node, info) {
             continue;
         }
         if only.is_some_and(|n| n != node) {
@@ -429,7 +431,7 @@ fn choose_node(
             continue;
         }
         let m = &c.metrics;
-        if !m.worker || (needs_exec && !m.exec) {
+        if needs_exec && !m.exec {
             continue;
         }
         if labels.iter().any(|(k, v)| m.labels.get(k) != Some(v)) {
