@@ -284,6 +284,9 @@ fn status(c: &Client, json: bool) -> Result<()> {
     );
     println!("role      {}", v["role"].as_str().unwrap_or("?"));
     println!("master    {}", v["master_id"].as_str().unwrap_or("(none)"));
+    if let Some(why) = v["master_reason"].as_str() {
+        println!("          {why}");
+    }
     println!("term      {}", v["term"]);
     println!(
         "applied   {}   commit {}   lag {}",

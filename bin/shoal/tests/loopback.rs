@@ -65,6 +65,7 @@ fn three_nodes_form_one_cluster_with_one_master() {
         ] {
             assert!(!s[f].is_null(), "status has {f}");
         }
+        assert_eq!(s["master_reason"], "founded the cluster", "{s}");
     }
     // Probes for load balancers: alive, and ready once formed.
     for p in &procs {
@@ -162,6 +163,20 @@ fn a_killed_master_is_replaced_and_comes_back_as_itself() {
         })
     });
     assert!(elected, "a new master within 20 s");
+    let why = format!(
+        "elected: {} not heard for an election timeout",
+        old["node_id"].as_str().unwrap()
+    );
+    let said = wait_for(secs(5), || {
+        others.iter().all(|i| {
+            procs[*i]
+                .status()
+                .is_some_and(|s| s["master_reason"] == why)
+        })
+    });
+    assert!(said, "both survivors say why: {why}");
+    let out = procs[others[0]].cli(&["status"]);
+    assert!(stdout(&out).contains(&why), "{}", stdout(&out));
     let (code, body) = procs[others[0]].incr("c");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["value"], 21);

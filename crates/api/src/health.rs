@@ -66,6 +66,7 @@ mod tests {
             cluster_id: Some(ClusterId::from("c")),
             role: NodeRole::Follower,
             master_id: Some(NodeId::from("m")),
+            master_reason: None,
             term: Term(2),
             applied_index: EventIdx(5000),
             commit_index: EventIdx(5500),

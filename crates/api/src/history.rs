@@ -25,6 +25,8 @@ pub(crate) struct Sample {
     pub commit: u64,
     pub term: u64,
     pub master: Option<String>,
+    /// Why the master leads, once this node heard it say so.
+    pub master_reason: Option<String>,
     /// Mean latency of the writes this API answered since the last
     /// sample, and of the batches this node applied (None: there were
     /// none).
@@ -60,7 +62,11 @@ pub(crate) struct PeerSample {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Marker {
+    /// When it happened.
     pub t_ms: u64,
+    /// When it was marked: a leader change waits for its reason.
+    #[serde(skip)]
+    pub marked_ms: u64,
     /// `leader`, `liveness` or `hearing`.
     pub kind: &'static str,
     pub node: Option<String>,
@@ -71,15 +77,31 @@ pub(crate) struct Marker {
 pub(crate) struct History {
     samples: VecDeque<Sample>,
     markers: VecDeque<Marker>,
+    /// A leader change whose reason the new master has not yet given,
+    /// and how many samples it has waited for it.
+    unexplained: Option<(Marker, usize)>,
 }
+
+/// Samples a leader change waits for the new master's reason (its
+/// heartbeats come several times a second) before it is marked without.
+const REASON_WAIT: usize = 3;
 
 impl History {
     /// Adds a sample, and markers for what changed since the one before.
     pub(crate) fn record(&mut self, s: Sample) {
-        if let Some(last) = self.samples.back() {
-            let marks = changes(last, &s);
-            self.markers.extend(marks);
+        self.explain(&s);
+        // Before the first sample, no master was known: the first one
+        // that names one marks it.
+        let mut marks = match self.samples.back() {
+            Some(last) => changes(last, &s),
+            None => changes(&Sample::default(), &s),
+        };
+        if let Some(i) = marks.iter().position(|m| m.kind == "leader") {
+            if s.master.is_some() && s.master_reason.is_none() {
+                self.unexplained = Some((marks.remove(i), 0));
+            }
         }
+        self.markers.extend(marks);
         self.samples.push_back(s);
         while self.samples.len() > KEEP {
             self.samples.pop_front();
@@ -94,11 +116,35 @@ impl History {
         }
     }
 
+    /// Marks a waiting leader change once `s` gives its reason, or
+    /// without one after `REASON_WAIT` samples or once the master changed
+    /// again.
+    fn explain(&mut self, s: &Sample) {
+        let Some((mut m, waited)) = self.unexplained.take() else {
+            return;
+        };
+        let same = s.master == m.node;
+        match &s.master_reason {
+            Some(why) if same => m.text = format!("{}: {why}", m.text),
+            _ if same && waited + 1 < REASON_WAIT => {
+                self.unexplained = Some((m, waited + 1));
+                return;
+            }
+            _ => {}
+        }
+        m.marked_ms = s.t_ms;
+        self.markers.push_back(m);
+    }
+
     /// Samples and markers after `since_ms` (all of them for 0): a page
     /// loads the whole history once, then asks for what is new.
     pub(crate) fn json(&self, since_ms: u64) -> Value {
         let samples: Vec<&Sample> = self.samples.iter().filter(|s| s.t_ms > since_ms).collect();
-        let markers: Vec<&Marker> = self.markers.iter().filter(|m| m.t_ms > since_ms).collect();
+        let markers: Vec<&Marker> = self
+            .markers
+            .iter()
+            .filter(|m| m.marked_ms > since_ms)
+            .collect();
         json!({"samples": samples, "markers": markers})
     }
 }
@@ -108,14 +154,16 @@ fn changes(a: &Sample, b: &Sample) -> Vec<Marker> {
     let mut out = Vec::new();
     let at = |kind, node: Option<&String>, text: String| Marker {
         t_ms: b.t_ms,
+        marked_ms: b.t_ms,
         kind,
         node: node.cloned(),
         text,
     };
     if a.master != b.master {
-        let text = match &b.master {
-            Some(m) => format!("master {} (term {})", short(m), b.term),
-            None => format!("no master (term {})", b.term),
+        let text = match (&b.master, &b.master_reason) {
+            (Some(m), Some(why)) => format!("master {} (term {}): {why}", short(m), b.term),
+            (Some(m), None) => format!("master {} (term {})", short(m), b.term),
+            (None, _) => format!("no master (term {})", b.term),
         };
         out.push(at("leader", b.master.as_ref(), text));
     }
@@ -154,6 +202,7 @@ mod tests {
         Sample {
             t_ms: t * 1000,
             master: Some("node-a".into()),
+            master_reason: Some("founded the cluster".into()),
             term: 1,
             members: [("node-a", "alive"), ("node-b", "alive")]
                 .map(|(n, l)| (n.to_owned(), l.to_owned()))
@@ -212,6 +261,7 @@ mod tests {
         h.record(s);
         let mut s = sample(5);
         s.master = Some("node-a".into());
+        s.master_reason = Some("elected: node-c not heard".into());
         s.term = 2;
         h.record(s);
         let marks: Vec<(u64, &str, String)> = h
@@ -222,15 +272,72 @@ mod tests {
         assert_eq!(
             marks,
             [
+                (
+                    1,
+                    "leader",
+                    "master node-a (term 1): founded the cluster".to_owned()
+                ),
                 (3, "liveness", "node-b suspect".to_owned()),
                 (3, "hearing", "node-b not heard".to_owned()),
                 (4, "leader", "no master (term 2)".to_owned()),
                 (4, "liveness", "node-b dead".to_owned()),
-                (5, "leader", "master node-a (term 2)".to_owned()),
+                (
+                    5,
+                    "leader",
+                    "master node-a (term 2): elected: node-c not heard".to_owned()
+                ),
                 (5, "liveness", "node-b alive".to_owned()),
                 (5, "hearing", "node-b heard again".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn a_leader_change_waits_a_few_samples_for_its_reason() {
+        let leaders = |h: &History| -> Vec<(u64, u64, String)> {
+            h.markers
+                .iter()
+                .filter(|m| m.kind == "leader")
+                .map(|m| (m.t_ms / 1000, m.marked_ms / 1000, m.text.clone()))
+                .collect()
+        };
+        let mut h = History::default();
+        h.record(sample(1));
+        // node-b leads; its reason arrives two samples later.
+        let mut s = sample(2);
+        s.master = Some("node-b".into());
+        s.master_reason = None;
+        h.record(s.clone());
+        s.t_ms = 3000;
+        h.record(s.clone());
+        assert_eq!(leaders(&h).len(), 1, "waits for the reason");
+        s.t_ms = 4000;
+        s.master_reason = Some("node-a handed over as it left".into());
+        h.record(s);
+        let want = (
+            2,
+            4,
+            "master node-b (term 1): node-a handed over as it left".to_owned(),
+        );
+        let founded = (
+            1,
+            1,
+            "master node-a (term 1): founded the cluster".to_owned(),
+        );
+        assert_eq!(leaders(&h), [founded.clone(), want.clone()]);
+        // Drawn at the change, sent with what was marked after a page's
+        // last look.
+        assert_eq!(h.json(3000)["markers"][0]["t_ms"], 2000);
+        assert!(h.json(4000)["markers"].as_array().unwrap().is_empty());
+        // node-a leads again and never says why: marked without a reason.
+        for t in 5..=9 {
+            h.record(Sample {
+                master_reason: None,
+                ..sample(t)
+            });
+        }
+        let unexplained = (5, 8, "master node-a (term 1)".to_owned());
+        assert_eq!(leaders(&h), [founded, want, unexplained]);
     }
 
     #[test]
@@ -287,6 +394,10 @@ pub(crate) mod sampler {
                     commit,
                     term: s.term.0,
                     master: s.master_id.as_ref().map(|m| m.to_string()),
+                    master_reason: s
+                        .master_reason
+                        .as_ref()
+                        .map(|r| r.describe(|n| super::short(n.as_str()).to_owned())),
                     write_ms: mean_since(metrics.writes(), &mut writes),
                     apply_ms: mean_since(&v.timings.apply, &mut applies),
                     peers: v

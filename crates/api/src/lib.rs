@@ -221,6 +221,7 @@ pub(crate) fn status_json(v: &View) -> Value {
         "cluster_id": s.cluster_id,
         "role": s.role,
         "master_id": s.master_id,
+        "master_reason": s.master_reason.as_ref().map(|r| r.to_string()),
         "term": s.term,
         "applied_index": s.applied_index,
         "commit_index": s.commit_index,

@@ -3,6 +3,7 @@
 
 use crate::ids::{ClusterId, CommandId, EventIdx, FencingToken, NodeId, TaskId, Term};
 use crate::ports::PortRange;
+use crate::LeaderReason;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -489,6 +490,8 @@ pub struct Heartbeat {
     /// Whether the sender may hold a voter seat (not `--no-voter`): only
     /// such a node founds a cluster.
     pub voter: bool,
+    /// From the master: why it leads.
+    pub leader_reason: Option<LeaderReason>,
 }
 
 /// What orders two clusters that meet: one that holds data before one that

@@ -11,6 +11,7 @@ mod entry;
 mod event;
 mod hash;
 mod ids;
+mod leader;
 mod ports;
 mod state;
 pub mod tree;
@@ -19,6 +20,7 @@ pub use entry::*;
 pub use event::*;
 pub use hash::StateHash;
 pub use ids::*;
+pub use leader::LeaderReason;
 pub use ports::PortRange;
 pub use state::*;
 

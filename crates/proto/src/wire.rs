@@ -13,7 +13,7 @@ use shoal_model::{
     TaskId, TransientEvent,
 };
 
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The largest frame any node sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Snapshot chunk payload size: well under the message cap.

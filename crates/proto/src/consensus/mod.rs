@@ -18,7 +18,7 @@ use crate::wire::Refusal;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState as PbHardState, Message,
-    Snapshot,
+    MessageType, Snapshot,
 };
 use raft::{RawNode, StateRole, Storage as _};
 use rand::rngs::SmallRng;
@@ -96,6 +96,8 @@ pub enum RaftOutput {
     LeaderChanged {
         leader: Option<RaftId>,
         term: Term,
+        /// When this member is the new leader: why it won.
+        won: Option<Won>,
     },
     /// The leader confirmed read round `ctx` (`read_index`): a majority
     /// still followed it after it noted commit index `index`.
@@ -103,6 +105,16 @@ pub enum RaftOutput {
         ctx: u64,
         index: EventIdx,
     },
+}
+
+/// Why a member won an election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Won {
+    /// The leader `from` handed leadership over (`transfer_leader`).
+    HandedOver { from: RaftId },
+    /// It heard nothing from the leader it knew (`previous`, if any) for
+    /// an election timeout, and a majority voted for it.
+    Elected { previous: Option<RaftId> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +155,10 @@ pub struct RaftCore {
     timeout: usize,
     last_elapsed: usize,
     leader: u64,
+    /// The last leader this member knew (0: none yet), and the leader that
+    /// told it to campaign at once (`MsgTimeoutNow`), if one did since.
+    last_leader: u64,
+    handed_from: Option<u64>,
     heard: BTreeMap<u64, Duration>,
     now: Duration,
     tick_len: Duration,
@@ -230,6 +246,8 @@ impl RaftCore {
             cfg,
             rng: SmallRng::seed_from_u64(seed),
             leader: 0,
+            last_leader: 0,
+            handed_from: None,
             heard: BTreeMap::new(),
             now: Duration::ZERO,
             tick_len,
@@ -375,6 +393,9 @@ impl RaftCore {
         validate::check(&self.raw, from.0, &msg).map_err(RaftError::Refused)?;
         self.now = now;
         self.heard.insert(from.0, now);
+        if msg.get_msg_type() == MessageType::MsgTimeoutNow {
+            self.handed_from = Some(from.0);
+        }
         let r = contained(|| self.raw.step(msg))?;
         self.after_op();
         match r {
@@ -428,6 +449,24 @@ impl RaftCore {
         self.is_leader() && self.raw.raft.commit_to_current_term()
     }
 
+    /// Why this member leads now that `leader` does (None if it is
+    /// another member, or nobody); remembers `leader` as the last known.
+    fn why_won(&mut self, leader: u64) -> Option<Won> {
+        let me = self.raw.raft.id;
+        let won = (leader == me).then(|| match self.handed_from {
+            Some(from) => Won::HandedOver { from: RaftId(from) },
+            None => Won::Elected {
+                previous: (self.last_leader != 0 && self.last_leader != me)
+                    .then_some(RaftId(self.last_leader)),
+            },
+        });
+        if leader != 0 {
+            self.last_leader = leader;
+            self.handed_from = None;
+        }
+        won
+    }
+
     /// Starts a ReadIndex round under `ctx` (leader only); its answer
     /// comes out of `drive` as `ReadReady`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
@@ -450,6 +489,7 @@ impl RaftCore {
                     out.push(RaftOutput::LeaderChanged {
                         leader: (ss.leader_id != 0).then_some(RaftId(ss.leader_id)),
                         term: Term(self.raw.raft.term),
+                        won: self.why_won(ss.leader_id),
                     });
                 }
             }

@@ -9,6 +9,8 @@ use shoal_model::{encode_event, Event};
 struct Net {
     nodes: Vec<(RaftCore, MemLog)>,
     committed: Vec<Vec<LogEntry>>,
+    /// Why each member last won an election.
+    won: Vec<Option<Won>>,
     now: Duration,
 }
 
@@ -37,6 +39,7 @@ impl Net {
         Net {
             nodes,
             committed: vec![vec![]; n as usize],
+            won: vec![None; n as usize],
             now: Duration::ZERO,
         }
     }
@@ -68,6 +71,7 @@ impl Net {
                         }
                     }
                     RaftOutput::Committed(es) => self.committed[from].extend(es),
+                    RaftOutput::LeaderChanged { won: Some(w), .. } => self.won[from] = Some(w),
                     _ => {}
                 }
             }
@@ -117,6 +121,31 @@ fn three_voters_elect_one_leader_and_commit_with_a_majority() {
     let a = &net.committed[l2];
     assert_eq!(a.len(), 4);
     assert_eq!(a[..2], net.committed[l][..2], "no committed entry changed");
+}
+
+#[test]
+fn a_new_leader_says_whether_it_was_handed_over_or_elected() {
+    let rid = |i: usize| RaftId(i as u64 + 1);
+    let mut net = Net::new(3);
+    net.ticks(40, &[]);
+    let l = net.leaders(&[])[0];
+    assert_eq!(net.won[l], Some(Won::Elected { previous: None }));
+    // The leader hands over: the next one names it.
+    let to = (l + 1) % 3;
+    net.nodes[l].0.transfer_leader(rid(to));
+    net.ticks(5, &[]);
+    assert_eq!(net.leaders(&[]), vec![to]);
+    assert_eq!(net.won[to], Some(Won::HandedOver { from: rid(l) }));
+    // That leader goes down: the one elected next names it as unheard.
+    net.ticks(60, &[to]);
+    let next = net.leaders(&[to]);
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        net.won[next[0]],
+        Some(Won::Elected {
+            previous: Some(rid(to))
+        })
+    );
 }
 
 #[test]

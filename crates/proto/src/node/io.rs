@@ -9,8 +9,8 @@ use crate::wire::{CommandReply, Direct, Frame, Gossip};
 use crate::worker::{StopReason, TaskRun};
 use serde::{Deserialize, Serialize};
 use shoal_model::{
-    ClusterId, Command, EventIdx, ExitClass, FencingToken, NodeId, OutputChunk, PortRange, State,
-    StateHash, TaskId, Term,
+    ClusterId, Command, EventIdx, ExitClass, FencingToken, LeaderReason, NodeId, OutputChunk,
+    PortRange, State, StateHash, TaskId, Term,
 };
 use std::time::Duration;
 
@@ -220,6 +220,8 @@ pub struct Status {
     pub cluster_id: Option<ClusterId>,
     pub role: NodeRole,
     pub master_id: Option<NodeId>,
+    /// Why the master leads, once this node has heard it say so.
+    pub master_reason: Option<LeaderReason>,
     pub term: Term,
     pub applied_index: EventIdx,
     pub commit_index: EventIdx,

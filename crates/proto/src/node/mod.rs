@@ -302,6 +302,7 @@ impl<L: LogStore> Node<L> {
             cluster_id: self.cluster.clone(),
             role,
             master_id: self.master_view.id.clone(),
+            master_reason: self.master_reason(),
             term: self.term(),
             applied_index: self.state.index(),
             commit_index: self.commit_index(),

@@ -16,7 +16,9 @@ use super::Node;
 use crate::log_store::LogStore;
 use crate::placement::Capacities;
 use crate::wire::{Direct, Gossip};
-use shoal_model::{ClusterId, Heartbeat, Liveness, NodeId, Role, Standing, Term, TransientEvent};
+use shoal_model::{
+    ClusterId, Heartbeat, LeaderReason, Liveness, NodeId, Role, Standing, Term, TransientEvent,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -216,6 +218,8 @@ impl Peers {
 pub struct MasterView {
     pub id: Option<NodeId>,
     pub term: Term,
+    /// Why this node leads, while it does (from Raft: `Won`).
+    pub reason: Option<LeaderReason>,
 }
 
 impl<L: LogStore> Node<L> {
@@ -303,7 +307,21 @@ impl<L: LogStore> Node<L> {
             leader: self.master_view.id.clone(),
             standing: self.standing(),
             voter: self.cfg.voter,
+            leader_reason: self.master_view.reason.clone().filter(|_| self.is_master()),
         }
+    }
+
+    /// Why the master this node believes in leads: its own reason on the
+    /// master, else what the master's last heartbeat said while it led.
+    pub(super) fn master_reason(&self) -> Option<LeaderReason> {
+        let m = self.master_view.id.as_ref()?;
+        if *m == self.cfg.node {
+            return self.master_view.reason.clone().filter(|_| self.is_master());
+        }
+        let hb = self.peers.heartbeat(m)?;
+        hb.leader_reason
+            .clone()
+            .filter(|_| hb.leader.as_ref() == Some(m))
     }
 
     pub(super) fn on_heartbeat(
@@ -400,7 +418,11 @@ impl<L: LogStore> Node<L> {
             // Others may still name this node after it stepped down (their
             // heartbeats predate it): only Raft makes it the master.
             Some((id, term)) if id != self.cfg.node => {
-                self.master_view = MasterView { id: Some(id), term }
+                self.master_view = MasterView {
+                    id: Some(id),
+                    term,
+                    reason: None,
+                }
             }
             _ => {
                 let stepped_down = self.master_view.id.as_ref().is_some_and(|m| {
@@ -462,6 +484,7 @@ mod tests {
             leader: leader.map(NodeId::from),
             standing: None,
             voter: true,
+            leader_reason: None,
         }
     }
 

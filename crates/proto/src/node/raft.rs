@@ -8,11 +8,11 @@ use super::io::Output;
 use super::master::MasterState;
 use super::timers::Timer;
 use super::{Node, StartError};
-use crate::consensus::{RaftBase, RaftCore, RaftError, RaftOutput};
+use crate::consensus::{RaftBase, RaftCore, RaftError, RaftOutput, Won};
 use crate::log_store::LogStore;
 use crate::wire::{Direct, Gossip, Refusal};
 use rand::Rng;
-use shoal_model::{LogEntry, NodeId, RaftId, Role, State, Term};
+use shoal_model::{LeaderReason, LogEntry, NodeId, RaftId, Role, State, Term};
 
 /// Where a member's Raft log starts: State's index, term and membership.
 pub(super) fn base_of(state: &State) -> RaftBase {
@@ -206,12 +206,23 @@ impl<L: LogStore> Node<L> {
                 }
                 RaftOutput::SnapshotInstalled { index, .. } => self.catch_up.note_commit(index),
                 RaftOutput::ReadReady { ctx, index } => self.on_read_ready(ctx, index, out),
-                RaftOutput::LeaderChanged { leader, term } => {
+                RaftOutput::LeaderChanged { leader, term, won } => {
                     self.metrics.leader_changes += 1;
                     self.master_view.id = leader.and_then(|r| self.raft_peers.get(&r).cloned());
+                    let node = |r: RaftId| self.raft_peers.get(&r).cloned();
+                    self.master_view.reason = won.map(|w| match w {
+                        Won::HandedOver { from } => match node(from) {
+                            Some(from) => LeaderReason::HandedOver { from },
+                            None => LeaderReason::Elected { previous: None },
+                        },
+                        Won::Elected { previous } => LeaderReason::Elected {
+                            previous: previous.and_then(node),
+                        },
+                    });
                     // The founder leads before State names anyone.
                     if leader == Some(RaftId(1)) && self.state.cluster_id().is_none() && is_leader {
                         self.master_view.id = Some(self.cfg.node.clone());
+                        self.master_view.reason = Some(LeaderReason::Founded);
                     }
                     self.master_view.term = term;
                 }

@@ -22,6 +22,11 @@ fn five_nodes_elect_one_master_with_three_voters() {
                 sim.node(&m).unwrap().status().cluster_id,
                 "seed {seed}"
             );
+            assert_eq!(
+                s.master_reason,
+                Some(LeaderReason::Founded),
+                "seed {seed}: {id} knows why the master leads"
+            );
         }
         let r = write(&mut sim, &ids[4], incr("x"), secs(5));
         assert!(
@@ -62,9 +67,15 @@ fn a_dead_master_is_replaced_and_the_log_continues() {
             "seed {seed}: the log continues past {before}, at {idx}"
         );
         sim.expect_converged(secs(10));
-        // Nobody reset State: every survivor holds all 21 increments.
+        // Nobody reset State: every survivor holds all 21 increments,
+        // and knows the new master was elected because the old went silent.
+        let elected = Some(LeaderReason::Elected {
+            previous: Some(old.clone()),
+        });
         for n in sim.live() {
             assert_eq!(counter(&sim, &n, "c"), 21, "seed {seed}: {n}");
+            let why = sim.node(&n).unwrap().status().master_reason;
+            assert_eq!(why, elected, "seed {seed}: {n}");
         }
         // The old master comes back as itself and catches up from its log.
         sim.restart(&old);

@@ -168,6 +168,14 @@ fn a_draining_master_hands_over_work_and_leadership_then_leaves() {
             Some(&m),
             "seed {seed}: leadership moved"
         );
+        let handed = Some(LeaderReason::HandedOver { from: m.clone() });
+        let ok = sim.run_until(secs(5), |s| {
+            s.live()
+                .iter()
+                .filter(|n| **n != m)
+                .all(|n| s.node(n).unwrap().status().master_reason == handed)
+        });
+        assert!(ok, "seed {seed}: every node says the master handed over");
         let st = sim.state_of(&m).unwrap();
         assert_eq!(
             st.nodes()[&m].liveness,

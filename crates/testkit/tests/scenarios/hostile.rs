@@ -69,6 +69,7 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
         leader: Some(h.clone()),
         standing: None,
         voter: true,
+        leader_reason: None,
     };
     sim.forge_gossip(h, Gossip::Transient(TransientEvent::Heartbeat(hb)));
     // Asking for snapshots costs the members one build per point, no more.

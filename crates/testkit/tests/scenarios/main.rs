@@ -17,7 +17,7 @@ mod scale;
 mod snapshots;
 mod tasks;
 
-use shoal_model::{Command, CommandId, EventIdx, KvValue, NodeId, Op, Outcome, Role};
+use shoal_model::{Command, CommandId, EventIdx, KvValue, LeaderReason, NodeId, Op, Outcome, Role};
 use shoal_proto::wire::Refusal;
 use shoal_testkit::{NetConfig, Sim};
 use std::collections::{BTreeMap, BTreeSet};

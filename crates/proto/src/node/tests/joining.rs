@@ -63,6 +63,7 @@ fn a_joiner_learns_master_and_commit_from_a_heartbeat_sent_one_to_one() {
         leader: Some(NodeId::from("m")),
         standing: None,
         voter: true,
+        leader_reason: None,
     };
     let hb = Direct::Transient(TransientEvent::Heartbeat(hb));
     let out = n.handle(direct("m", hb), ms(5), 0);

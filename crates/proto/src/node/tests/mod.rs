@@ -63,6 +63,7 @@ fn heartbeat(from: &str, cluster: Option<&str>, applied: u64, commit: u64) -> In
         leader: Some(NodeId::from("m")),
         standing: None,
         voter: true,
+        leader_reason: None,
     };
     Input::Gossip(Frame {
         version: PROTOCOL_VERSION,
