@@ -315,8 +315,8 @@ pub fn deployments(c: &Client, json: bool) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<20} {:>7}  {:<22} {:<10} {:>8}  NODE",
-        "NAME", "REPLICA", "ADDR", "STATUS", "RESTARTS"
+        "{:<20} {:>7}  {:<22} {:<10} {:>8} {:>9}  NODE",
+        "NAME", "REPLICA", "ADDR", "STATUS", "RESTARTS", "LAST EXIT"
     );
     for d in v["deployments"].as_array().into_iter().flatten() {
         for p in d["placements"].as_array().into_iter().flatten() {
@@ -325,12 +325,15 @@ pub fn deployments(c: &Client, json: bool) -> Result<i32> {
                 other => other.to_string(),
             };
             println!(
-                "{:<20} {:>7}  {:<22} {:<10} {:>8}  {}",
+                "{:<20} {:>7}  {:<22} {:<10} {:>8} {:>9}  {}",
                 d["name"].as_str().unwrap_or("?"),
                 p["replica"],
                 p["addr"].as_str().unwrap_or("-"),
                 status,
                 p["restarts"].as_u64().map_or("-".into(), |r| r.to_string()),
+                p["last_exit"]
+                    .as_i64()
+                    .map_or("-".into(), |e| e.to_string()),
                 p["node"].as_str().unwrap_or("-"),
             );
         }

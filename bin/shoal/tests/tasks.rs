@@ -528,4 +528,32 @@ fn replicas_spread_with_ports_and_move_off_a_leaving_or_restarted_node() {
             .all(|(_, p)| !alive(p))),
         "every replica process ended"
     );
+
+    // A replica that keeps crashing shows its restarts and last exit code,
+    // on the API and in `shoal deployments`.
+    let o = procs[stayer].cli(&["deploy", "flaky", "--", "sh", "-c", "sleep 1; exit 4"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let replica = |p: &Proc| {
+        p.get("/v1/deployments/flaky")
+            .map(|v| v["placements"][0].clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_for(secs(30), || {
+            let r = replica(&procs[stayer]);
+            r["last_exit"] == 4 && r["restarts"].as_u64() >= Some(1)
+        }),
+        "{}",
+        replica(&procs[stayer])
+    );
+    let o = procs[stayer].cli(&["deployments"]);
+    let out = text(&o.stdout);
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("flaky"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(row.get(5), Some(&"4"), "LAST EXIT column: {out}");
+    let o = procs[stayer].cli(&["undeploy", "flaky"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
 }

@@ -5,7 +5,7 @@
 //! POST   /v1/deployments           {"name", "replicas", "cmd": [...] | "synthetic": {...},
 //!                                   "env", "cwd", "cpu_milli", "mem_bytes"}
 //! GET    /v1/deployments           every deployment with its replicas
-//! GET    /v1/deployments/{name}    one, each replica with node, address, status, restarts
+//! GET    /v1/deployments/{name}    one, each replica with node, address, status, restarts, last exit
 //! DELETE /v1/deployments/{name}    undeploy: its replicas are stopped
 //! ```
 //!
@@ -64,6 +64,7 @@ pub(crate) fn deployment_json(name: &str, d: &Deployment, s: &State) -> Value {
                     "token": p.token,
                     "status": status,
                     "restarts": p.restarts,
+                    "last_exit": p.last_exit,
                 })
             }
         })

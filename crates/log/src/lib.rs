@@ -13,6 +13,7 @@
 mod segment_log;
 mod snapshot;
 mod snapshot_bytes;
+mod snapshot_legacy;
 mod snapshot_store;
 
 pub use segment_log::{

@@ -1,6 +1,6 @@
 //! The State snapshot codec.
 //!
-//! Layout (format version 5):
+//! Layout (format version 6):
 //!
 //! ```text
 //! "SHOALSNP" | version: u16 LE | header_len: u32 LE | header (postcard)
@@ -16,7 +16,10 @@
 //! writer computed it. Versions 3 and older carry no request digest with an
 //! outcome (`OutcomeRecord::request`); theirs are read as unknown.
 //! Versions 4 and older carry no drain mark with a node; theirs are read
-//! as not drained (which hashes as before, see `NodeInfo`).
+//! as not drained (which hashes as before, see `NodeInfo`). Versions 5
+//! and older carry no last exit with a replica; theirs are read as none
+//! (which hashes as before, see `ReplicaPlacement`). The older layouts are
+//! in `snapshot_legacy`.
 //!
 //! Batches are sorted runs of one collection's entries, so the receiver
 //! rebuilds each map from ordered inserts while the bytes are still
@@ -24,6 +27,7 @@
 //! transfer offer, or in the file's trailer on disk) and is checked at the
 //! end, together with the state hash the header promises.
 
+use crate::snapshot_legacy::{DeploymentV5, HeaderV1, NodeInfoV4, OutcomeRecordV3};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shoal_model::{
@@ -34,7 +38,7 @@ use std::io::Write;
 use std::sync::mpsc;
 
 const MAGIC: &[u8; 8] = b"SHOALSNP";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 6;
 /// Entries per batch at most: big enough to amortise framing, small enough
 /// that a batch is a modest allocation on both sides.
 const BATCH_ENTRIES: usize = 4096;
@@ -63,60 +67,6 @@ pub struct SnapshotHeader {
     pub body_len: u64,
 }
 
-/// The header of format version 1, which had no body length.
-#[derive(Deserialize)]
-struct HeaderV1 {
-    index: EventIdx,
-    term: Term,
-    state_hash: StateHash,
-    cluster_id: Option<ClusterId>,
-    entries: u64,
-}
-
-/// A command outcome as formats 1 to 3 carry it: without its request.
-#[derive(Serialize, Deserialize)]
-struct OutcomeRecordV3 {
-    outcome: shoal_model::Outcome,
-    idx: EventIdx,
-    at_ms: u64,
-}
-
-impl OutcomeRecordV3 {
-    fn upgrade<K>((key, r): (K, OutcomeRecordV3)) -> (K, OutcomeRecord) {
-        let record = OutcomeRecord {
-            outcome: r.outcome,
-            idx: r.idx,
-            at_ms: r.at_ms,
-            request: None,
-        };
-        (key, record)
-    }
-}
-
-/// A member as formats 1 to 4 carry it: without its drain mark.
-#[derive(Serialize, Deserialize)]
-struct NodeInfoV4 {
-    raft_id: shoal_model::RaftId,
-    addr: String,
-    role: shoal_model::Role,
-    liveness: shoal_model::Liveness,
-    joined_at_ms: u64,
-}
-
-impl NodeInfoV4 {
-    fn upgrade((id, n): (NodeId, NodeInfoV4)) -> (NodeId, NodeInfo) {
-        let info = NodeInfo {
-            raft_id: n.raft_id,
-            addr: n.addr,
-            role: n.role,
-            liveness: n.liveness,
-            joined_at_ms: n.joined_at_ms,
-            drained: false,
-        };
-        (id, info)
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 enum Batch {
     Meta(Meta),
@@ -124,7 +74,8 @@ enum Batch {
     NodesV4(Vec<(NodeId, NodeInfoV4)>),
     Kv(Vec<(Key, KvEntry)>),
     Tasks(Vec<(TaskId, Task)>),
-    Deployments(Vec<(String, Deployment)>),
+    /// Deployments without their replicas' last exits: formats 1 to 5.
+    DeploymentsV5(Vec<(String, DeploymentV5)>),
     /// Outcomes keyed by command id: formats 1 and 2.
     OutcomesById(Vec<(CommandId, OutcomeRecordV3)>),
     End,
@@ -135,6 +86,8 @@ enum Batch {
     Outcomes(Vec<(CommandDigest, OutcomeRecord)>),
     /// Members with their drain mark (format 5).
     Nodes(Vec<(NodeId, NodeInfo)>),
+    /// Deployments with their replicas' last exits (format 6).
+    Deployments(Vec<(String, Deployment)>),
 }
 
 impl Batch {
@@ -147,6 +100,7 @@ impl Batch {
             Batch::Kv(v) => v.len(),
             Batch::Tasks(v) => v.len(),
             Batch::Deployments(v) => v.len(),
+            Batch::DeploymentsV5(v) => v.len(),
             Batch::OutcomesById(v) => v.len(),
             Batch::OutcomesV3(v) => v.len(),
             Batch::Outcomes(v) => v.len(),
@@ -320,6 +274,9 @@ impl BuildThread {
                         Batch::Kv(v) => b.kv(v)?,
                         Batch::Tasks(v) => b.tasks(v)?,
                         Batch::Deployments(v) => b.deployments(v)?,
+                        Batch::DeploymentsV5(v) => {
+                            b.deployments(v.into_iter().map(DeploymentV5::upgrade).collect())?
+                        }
                         Batch::OutcomesById(v) => {
                             b.outcomes_by_id(v.into_iter().map(OutcomeRecordV3::upgrade).collect())?
                         }

@@ -392,3 +392,108 @@ fn a_snapshot_saved_in_format_2_loads_with_outcomes_by_digest() {
         Err(SnapshotError::StateHash { .. })
     ));
 }
+
+/// `state_with(40)` and a deployment of two replicas, one running and one
+/// starting (no crash: format 5 kept no last exit).
+fn state_with_deployment() -> State {
+    let mut s = state_with(40);
+    let mut next = |s: &mut State, event: Event| {
+        let idx = s.index().0 + 1;
+        s.apply(&Envelope {
+            idx: EventIdx(idx),
+            term: Term(2),
+            event,
+        })
+        .unwrap();
+    };
+    let spec = InstanceSpec {
+        runner: Runner::Synthetic {
+            chunks: 1,
+            interval_ms: 1,
+            exit_code: 0,
+        },
+        resources: Resources::default(),
+    };
+    let deploy = Op::Deploy {
+        name: "web".into(),
+        spec,
+        replicas: 2,
+    };
+    let cmd = |id: &str, op| Event::Command {
+        cmd: Command {
+            id: CommandId(id.into()),
+            op,
+        },
+        at_ms: 100,
+    };
+    next(&mut s, cmd("deploy", deploy));
+    for (replica, node) in [(0, "n1"), (1, "n2")] {
+        let placed = Event::ReplicaPlaced {
+            deployment: "web".into(),
+            replica,
+            node: NodeId::from(node),
+            port: 20_000 + replica as u16,
+        };
+        next(&mut s, placed);
+    }
+    let token = s.deployments()["web"].placements[&0].token;
+    let running = Op::ReplicaReport {
+        deployment: "web".into(),
+        replica: 0,
+        token,
+        status: ReplicaStatus::Running,
+    };
+    next(&mut s, cmd("report", running));
+    s
+}
+
+/// `fixtures/format5.snap` was written by the format 5 encoder from
+/// `state_with_deployment()`: its replicas carry no last exit. They load
+/// with none and the state hash of the State applied here; written again,
+/// a crash recorded since keeps its exit code.
+#[test]
+fn a_snapshot_saved_in_format_5_loads_replicas_without_a_last_exit() {
+    use sha2::{Digest, Sha256};
+    let v5 = include_bytes!("fixtures/format5.snap");
+    assert_eq!(u16::from_le_bytes([v5[8], v5[9]]), 5);
+    let sha: [u8; 32] = Sha256::digest(v5).into();
+    let mut got = decode_snapshot(v5, &sha).unwrap();
+    let want = state_with_deployment();
+    assert_eq!(got.hash(), want.hash());
+    assert_eq!(got.recompute_hash(), want.hash());
+    assert_eq!(got.deployments(), want.deployments());
+    let web = &got.deployments()["web"];
+    assert_eq!(web.placements.len(), 2);
+    assert!(web.placements.values().all(|p| p.last_exit.is_none()));
+
+    let token = web.placements[&0].token;
+    let crashed = Op::ReplicaReport {
+        deployment: "web".into(),
+        replica: 0,
+        token,
+        status: ReplicaStatus::Crashed { exit_code: 7 },
+    };
+    let idx = EventIdx(got.index().0 + 1);
+    let event = Event::Command {
+        cmd: Command {
+            id: CommandId("crash".into()),
+            op: crashed,
+        },
+        at_ms: 200,
+    };
+    got.apply(&Envelope {
+        idx,
+        term: Term(2),
+        event,
+    })
+    .unwrap();
+    let (bytes, sha) = encode_snapshot(&got, 3);
+    assert_eq!(
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+        shoal_log::SNAPSHOT_FORMAT_VERSION
+    );
+    let again = decode_snapshot(&bytes, &sha).unwrap();
+    assert_eq!(again.hash(), got.hash());
+    let replica = &again.deployments()["web"].placements[&0];
+    assert_eq!((replica.restarts, replica.last_exit), (1, Some(7)));
+}

@@ -10,13 +10,30 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where one replica of a deployment runs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaPlacement {
     pub node: NodeId,
     pub token: FencingToken,
     pub port: u16,
     pub status: ReplicaStatus,
     pub restarts: u32,
+    /// The exit code of its last crash, kept across restarts and moves.
+    pub last_exit: Option<i32>,
+}
+
+/// A replica that never crashed hashes as it did before last exits were
+/// kept, so that snapshots written then still check.
+impl std::hash::Hash for ReplicaPlacement {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.node.hash(h);
+        self.token.hash(h);
+        self.port.hash(h);
+        self.status.hash(h);
+        self.restarts.hash(h);
+        if let Some(code) = self.last_exit {
+            code.hash(h);
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,8 +88,9 @@ impl State {
         }
         self.deployments.update(deployment, |d| {
             if let Some(p) = d.placements.get_mut(&replica) {
-                if matches!(status, ReplicaStatus::Crashed { .. }) {
+                if let ReplicaStatus::Crashed { exit_code } = status {
                     p.restarts += 1;
+                    p.last_exit = Some(*exit_code);
                 }
                 p.status = *status;
             }
@@ -80,7 +98,8 @@ impl State {
         Outcome::Done
     }
 
-    /// The master placed a replica; its restart count carries over.
+    /// The master placed a replica; its restart count and last exit carry
+    /// over.
     pub(super) fn replica_placed(
         &mut self,
         idx: EventIdx,
@@ -91,7 +110,10 @@ impl State {
     ) {
         self.deployments.update(deployment, |d| {
             if replica < d.replicas {
-                let restarts = d.placements.get(&replica).map_or(0, |p| p.restarts);
+                let (restarts, last_exit) = d
+                    .placements
+                    .get(&replica)
+                    .map_or((0, None), |p| (p.restarts, p.last_exit));
                 d.placements.insert(
                     replica,
                     ReplicaPlacement {
@@ -100,6 +122,7 @@ impl State {
                         port,
                         status: ReplicaStatus::Starting,
                         restarts,
+                        last_exit,
                     },
                 );
             }

@@ -1,6 +1,7 @@
 //! `apply`, domain by domain, and its properties: determinism and the
 //! incremental hash.
 
+mod deployments;
 mod kv;
 mod members;
 mod properties;
