@@ -86,8 +86,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     let long = stdout(&long);
 
     let mut b = Browser::start(&bin, &tmp.path().join("profile"));
-    b.call("Page.enable", json!({}));
-    b.call("Page.navigate", json!({"url": procs[0].url("/")}));
+    b.open(&procs[0].url("/"));
     let ids: Vec<String> = procs
         .iter()
         .map(|p| p.status().unwrap()["node_id"].as_str().unwrap().to_owned())
@@ -137,11 +136,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         let row: Vec<Value> = ids.iter().map(|to| hears(&mut b, &master, to)).collect();
         row.iter().filter(|h| *h == "yes").count() == 4 && row.contains(&json!("self"))
     });
-    assert!(
-        everyone,
-        "{}",
-        b.eval("document.getElementById('hearing').textContent")
-    );
+    assert!(everyone, "{:?}", b.text("#hearing"));
 
     // Tasks show their command, attempts and age; keys come a page at a
     // time, narrowed by the filter, values cut short.
@@ -164,10 +159,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         "{:?}",
         keys(&mut b)
     );
-    b.eval(
-        "const f = document.getElementById('kv-filter'); f.value = 'app/'; \
-         f.dispatchEvent(new Event('input'));",
-    );
+    b.type_into("#kv-filter", "app/");
     assert!(
         wait_for(Duration::from_secs(10), || keys(&mut b)
             == ["app/1", "app/2", "app/3"]),
@@ -192,25 +184,30 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         "3 voters, 3 healthy, one loss survivable: {}",
         quorum(&mut b)
     );
+    // The last leader changes, each with its reason.
+    let leaders = |b: &mut Browser| b.text("#q-leaders").unwrap_or_default();
+    let founded = format!(
+        "master {} (term 1): founded the cluster",
+        &master[master.len() - 12..]
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || leaders(&mut b)
+            .contains(&founded)),
+        "{:?}",
+        leaders(&mut b)
+    );
     // Actions take the token typed into the page: cancel a task.
     let token = procs[0].token();
-    b.eval(&format!(
-        "const t = document.getElementById('token'); t.value = '{token}'; \
-         t.dispatchEvent(new Event('input'));"
-    ));
+    b.type_into("#token", &token);
     let state = |p: &Proc| field(&p.get(&format!("/v1/tasks/{long}")), "status")["state"].clone();
-    let clicked = wait_for(Duration::from_secs(10), || {
-        b.eval(&format!(
-            "(() => {{ const c = document.querySelector('tr[data-task=\"{long}\"] button.cancel'); \
-             if (c) c.click(); return !!c; }})()"
-        )) == json!(true)
-    });
+    let cancel = format!("tr[data-task=\"{long}\"] button.cancel");
+    let clicked = wait_for(Duration::from_secs(10), || b.click(&cancel));
     assert!(clicked, "a cancel button on the running task");
     assert!(
         wait_for(Duration::from_secs(15), || state(&procs[0]) == "cancelled"),
-        "cancelled from the page: {} ({})",
+        "cancelled from the page: {} ({:?})",
         state(&procs[0]),
-        b.eval("document.getElementById('said').textContent")
+        b.text("#said")
     );
     // Drain a node from the page, and take it back.
     let drained = |b: &mut Browser| {
@@ -227,9 +224,9 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         );
         assert!(
             wait_for(Duration::from_secs(10), || drained(&mut b) == after),
-            "{action} from the page: {} ({})",
+            "{action} from the page: {} ({:?})",
             drained(&mut b),
-            b.eval("document.getElementById('said').textContent")
+            b.text("#said")
         );
     }
     // The history plots draw a point a second: events/s, and each of the
@@ -296,11 +293,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         hears(&mut b, &master, &ids[victim]) == "no"
             && hears(&mut b, &ids[victim], &master) == "unknown"
     });
-    assert!(
-        unheard,
-        "{}",
-        b.eval("document.getElementById('hearing').textContent")
-    );
+    assert!(unheard, "{:?}", b.text("#hearing"));
     // Its death is marked on the plots' time axis, and listed.
     let tail = &ids[victim][ids[victim].len() - 12..];
     let marked = wait_for(Duration::from_secs(10), || {
@@ -310,11 +303,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
              .some(d => d.textContent.includes('{tail} dead'))"
         )) == json!(true)
     });
-    assert!(
-        marked,
-        "the death is marked: {}",
-        b.eval("document.getElementById('marks').textContent")
-    );
+    assert!(marked, "the death is marked: {:?}", b.text("#marks"));
     // A follower takes the dead voter's seat: three healthy voters again.
     assert!(
         wait_for(Duration::from_secs(60), || quorum(&mut b) == "3 3 1"),
@@ -333,9 +322,9 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     });
     assert!(
         gone,
-        "removed from the page: {:?} ({})",
+        "removed from the page: {:?} ({:?})",
         b.rows(),
-        b.eval("document.getElementById('said').textContent")
+        b.text("#said")
     );
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0, "the load wrote");

@@ -1,132 +1,139 @@
 //! A headless Chromium (Debian's `chromium`, installed by
-//! `tests/setup.sh`) driven over the DevTools protocol, for the dashboard
-//! tests.
+//! `tests/setup.sh`) driven through `chromiumoxide`, for the dashboard
+//! tests: they open a page, type, click and read it as a user would.
 
-use crate::cluster::client;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{BrowserConfig, Page};
+use futures::StreamExt;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
 
-/// The browser to drive: `SHOAL_CHROMIUM`, else the first on the path.
+/// The browser to drive: `SHOAL_CHROMIUM`, else the first on the path
+/// (its full path).
 pub fn chromium() -> Option<String> {
     if let Ok(p) = std::env::var("SHOAL_CHROMIUM") {
         return Some(p);
     }
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .find(|b| {
-            Command::new("sh")
+        .find_map(|b| {
+            let o = Command::new("sh")
                 .args(["-c", &format!("command -v {b}")])
                 .output()
-                .is_ok_and(|o| o.status.success())
+                .ok()?;
+            let path = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            (o.status.success() && !path.is_empty()).then_some(path)
         })
-        .map(|b| b.to_string())
 }
 
-/// A headless browser, ended by its PID.
+/// One headless browser and its one page. Its calls block (the tests are
+/// synchronous); each gives up after `STEP`.
 pub struct Browser {
-    child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
+    rt: tokio::runtime::Runtime,
+    browser: chromiumoxide::Browser,
+    page: Page,
 }
+
+/// The longest one browser step may take.
+const STEP: Duration = Duration::from_secs(30);
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Ends the browser process it started (by its handle, not by name).
+        let browser = &mut self.browser;
+        self.rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(5), browser.close()).await;
+            let _ = browser.kill().await;
+        });
     }
 }
 
 impl Browser {
     pub fn start(bin: &str, profile: &std::path::Path) -> Browser {
-        let mut child = Command::new(bin)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                "--window-size=1400,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let browser_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium prints its DevTools address");
-        let port = browser_url
-            .trim_start_matches("ws://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
-        let targets: Value = client()
-            .get(format!("http://127.0.0.1:{port}/json/list"))
-            .send()
-            .unwrap()
-            .json()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
             .unwrap();
-        let page = targets
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("a page target")["webSocketDebuggerUrl"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let (ws, _) = tungstenite::connect(page.as_str()).expect("connect to the page");
-        Browser {
-            child,
-            ws,
-            next_id: 1,
-        }
+        let config = BrowserConfig::builder()
+            .chrome_executable(bin)
+            .new_headless_mode()
+            .no_sandbox()
+            .user_data_dir(profile)
+            .window_size(1400, 1000)
+            .viewport(None)
+            .args(["--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+            .launch_timeout(STEP)
+            .request_timeout(STEP)
+            .build()
+            .expect("a browser configuration");
+        let (browser, page) = rt.block_on(async {
+            let (browser, mut handler) = chromiumoxide::Browser::launch(config)
+                .await
+                .expect("start chromium");
+            tokio::spawn(async move { while handler.next().await.is_some() {} });
+            let page = browser.new_page("about:blank").await.expect("a page");
+            (browser, page)
+        });
+        Browser { rt, browser, page }
     }
 
-    /// One DevTools command and its result (events in between are skipped).
-    pub fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({"id": id, "method": method, "params": params});
-        self.ws.send(Message::text(msg.to_string())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Message::Text(t) = self.ws.read().unwrap() {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["id"] == id {
-                    assert!(v["error"].is_null(), "{method}: {v}");
-                    return v["result"].clone();
-                }
-            }
-        }
-        panic!("no answer to {method}");
+    fn run<T>(&self, what: &str, step: impl std::future::Future<Output = T>) -> T {
+        self.rt
+            .block_on(async { tokio::time::timeout(STEP, step).await })
+            .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
     }
 
+    /// Opens `url` and waits for it to load.
+    pub fn open(&mut self, url: &str) {
+        let page = &self.page;
+        self.run("open", async { page.goto(url).await.map(|_| ()) })
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The value of a JavaScript expression (null if it throws or has none).
     pub fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expr, "returnByValue": true}),
-        );
-        r["result"]["value"].clone()
+        let page = &self.page;
+        self.run("eval", async {
+            match page.evaluate(expr).await {
+                Ok(r) => r.into_value::<Value>().unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            }
+        })
+    }
+
+    /// The text the element `selector` finds shows, if there is one.
+    pub fn text(&mut self, selector: &str) -> Option<String> {
+        let page = &self.page;
+        self.run("text", async {
+            let e = page.find_element(selector).await.ok()?;
+            e.inner_text().await.ok().flatten()
+        })
+    }
+
+    /// Clicks the element `selector` finds, as a mouse would: whether
+    /// there was one.
+    pub fn click(&mut self, selector: &str) -> bool {
+        let page = &self.page;
+        self.run("click", async {
+            match page.find_element(selector).await {
+                Ok(e) => e.click().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    }
+
+    /// Types `text` into the field `selector` finds, after what it holds.
+    pub fn type_into(&mut self, selector: &str, text: &str) {
+        let page = &self.page;
+        self.run("type", async {
+            let e = page.find_element(selector).await?;
+            e.click().await?.type_str(text).await.map(|_| ())
+        })
+        .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
     }
 
     /// node id -> liveness, as the page shows it.
@@ -137,28 +144,24 @@ impl Browser {
         );
         serde_json::from_str(v.as_str().unwrap_or("[]")).unwrap_or_default()
     }
-    /// Clicks the element `selector` finds, if any: whether it found one.
-    pub fn click(&mut self, selector: &str) -> bool {
-        let sel = serde_json::to_string(selector).unwrap();
-        self.eval(&format!(
-            "(() => {{ const e = document.querySelector({sel}); if (e) e.click(); return !!e; }})()"
-        )) == json!(true)
-    }
 
-    /// The whole page as a PNG, `width` × `height` CSS pixels wide, saved
-    /// under the test's target tmp directory as `name`.
+    /// The whole page as a PNG, `width` CSS pixels wide (`height` the
+    /// viewport's height), saved under the test's target tmp directory as
+    /// `name`.
     pub fn screenshot(&mut self, name: &str, width: u32, height: u32) {
-        use base64::Engine as _;
-        let size = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600});
-        self.call("Emulation.setDeviceMetricsOverride", size);
-        std::thread::sleep(Duration::from_millis(300));
-        let shot = self.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        );
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
+        let page = &self.page;
+        let png = self
+            .run("screenshot", async {
+                let size = SetDeviceMetricsOverrideParams::new(width, height, 1.0, width < 600);
+                page.execute(size).await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let shot = ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .full_page(true)
+                    .build();
+                page.screenshot(shot).await
+            })
+            .expect("a screenshot");
         assert!(png.starts_with(b"\x89PNG"));
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         std::fs::write(&path, &png).unwrap();
