@@ -13,22 +13,25 @@
 //! `SHOAL_FENCING_TOKEN`; its address is its node's host and that port.
 
 use crate::kv::command_id;
+use crate::routes::{route, Route};
 use crate::tasks::check_exec;
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Json;
 use serde_json::{json, Value};
 use shoal_model::{Deployment, Op, ReplicaStatus, Runner, State};
 use shoal_node::NodeHandle;
 
-pub(crate) fn routes() -> Router<NodeHandle> {
-    Router::new()
-        .route("/v1/deployments", get(list).post(deploy))
-        .route("/v1/deployments/{name}", get(one).delete(undeploy))
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        route(Method::GET, "/v1/deployments", list),
+        route(Method::POST, "/v1/deployments", deploy),
+        route(Method::GET, "/v1/deployments/{name}", one),
+        route(Method::DELETE, "/v1/deployments/{name}", undeploy),
+    ]
 }
 
 /// The host part of a node's multiaddr (`/ip4/H/tcp/P/...`).

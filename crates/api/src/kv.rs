@@ -4,13 +4,13 @@
 //! index the master confirmed with a majority (Raft's ReadIndex: no log
 //! entry per read).
 
+use crate::routes::{route, Route};
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, RawPathParams, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::routing::{any, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{CommandId, KvEntry, KvValue, Limits, Op, State};
@@ -26,14 +26,37 @@ const MAX_LIST: usize = 10_000;
 /// A transaction's body: room for its keys and values, JSON-escaped.
 const MAX_TXN_BODY: usize = 4 * Limits::MAX_TXN_BYTES;
 
-pub(crate) fn routes() -> Router<NodeHandle> {
-    Router::new()
-        .route("/v1/kv", get(list))
-        .route("/v1/kv/{*path}", any(by_path))
-        .route(
-            "/v1/txn",
-            post(txn).layer(DefaultBodyLimit::max(MAX_TXN_BODY)),
-        )
+/// The operations `POST /v1/kv/KEY/OP` takes (`post_op`).
+const POST_OPS: &[&str] = &[
+    "set-if-absent",
+    "cas",
+    "incr",
+    "add",
+    "remove",
+    "push",
+    "lock",
+    "keepalive",
+    "unlock",
+];
+
+pub(crate) fn routes() -> Vec<Route> {
+    let key = "/v1/kv/{key}";
+    let mut on_keys: Vec<(Method, String)> = [Method::GET, Method::PUT, Method::DELETE]
+        .map(|m| (m, key.to_owned()))
+        .into();
+    on_keys.push((Method::GET, format!("{key}/range")));
+    on_keys.extend(
+        POST_OPS
+            .iter()
+            .map(|op| (Method::POST, format!("{key}/{op}"))),
+    );
+    vec![
+        route(Method::GET, "/v1/kv", list),
+        // A key may hold `/`: the rest of the path is the key, and its
+        // operation is dispatched by `by_path`.
+        Route::any("/v1/kv/{*path}", by_path, on_keys),
+        route(Method::POST, "/v1/txn", txn).map(|r| r.layer(DefaultBodyLimit::max(MAX_TXN_BODY))),
+    ]
 }
 
 /// What follows `/v1/kv/`: a key (it may hold `/`), and for POST an
@@ -273,6 +296,16 @@ async fn post_op(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult {
+    let no_op = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no operation {op:?} on keys"),
+        )
+    };
+    if !POST_OPS.contains(&op) {
+        return Err(no_op());
+    }
     let op = match op {
         "cas" => {
             json_content(headers)?;
@@ -290,16 +323,7 @@ async fn post_op(
         }
         // set-if-absent, add, remove, push: the body is one text value.
         // keepalive, unlock: the body is {"token": T}.
-        verb => match shoal_request::verb(key, verb, q.ttl_ms, body)? {
-            Some(op) => op,
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::NotFound,
-                    format!("no operation {verb:?} on keys"),
-                ))
-            }
-        },
+        verb => shoal_request::verb(key, verb, q.ttl_ms, body)?.ok_or_else(no_op)?,
     };
     write(node, headers, op).await
 }

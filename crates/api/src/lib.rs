@@ -62,6 +62,7 @@ mod host;
 mod kv;
 mod members;
 mod metrics;
+mod routes;
 mod secrets;
 mod server;
 mod streams;
@@ -73,13 +74,15 @@ pub use host::{parse_origin, Hosts};
 pub use server::{serve, ServeCounters, ServeLimits};
 
 use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::http::Method;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Extension;
 use axum::{Json, Router};
 pub(crate) use error::{json_content, stopped};
 pub(crate) use members::{node_json, nodes_json};
+use routes::{route, Route};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shoal_model::{Limits, Outcome, Rejection, State};
@@ -120,29 +123,8 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
     let history = history::sampler::start(node.clone(), figures.clone());
     let access = cfg.access;
     let faults = access.faults;
-    let router = Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/v1/status", get(status))
-        .route("/v1/nodes", get(members::nodes))
-        .route("/v1/nodes/{id}", axum::routing::delete(members::remove))
-        .route(
-            "/v1/nodes/{id}/drain",
-            axum::routing::put(members::drain).delete(members::undrain),
-        )
-        .route("/v1/state", get(state))
-        .route("/v1/snapshot", get(backup::snapshot))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/leave", post(leave))
-        .route("/v1/events", get(events::events))
-        .route("/", get(dashboard::page))
-        .route("/v1/dashboard/stream", get(dashboard::stream))
-        .route("/v1/dashboard/history", get(dashboard::history))
-        .merge(kv::routes())
-        .merge(tasks::routes())
-        .merge(deployments::routes())
-        .route("/v1/openapi.json", get(openapi));
-    // Test-only, and only when asked for at start.
+    let router = routes::router(routes_served());
+    // Test-only, and only when asked for at start (not documented).
     let router = if faults {
         router.route("/v1/fault/delay", post(fault_delay))
     } else {
@@ -185,6 +167,32 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
 }
 
 const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+/// Every route the API serves (`routes`), each documented in `OPENAPI`.
+fn routes_served() -> Vec<Route> {
+    let mut all = vec![
+        route(Method::GET, "/health", health::health),
+        route(Method::GET, "/ready", health::ready),
+        route(Method::GET, "/v1/status", status),
+        route(Method::GET, "/v1/nodes", members::nodes),
+        route(Method::DELETE, "/v1/nodes/{id}", members::remove),
+        route(Method::PUT, "/v1/nodes/{id}/drain", members::drain),
+        route(Method::DELETE, "/v1/nodes/{id}/drain", members::undrain),
+        route(Method::GET, "/v1/state", state),
+        route(Method::GET, "/v1/snapshot", backup::snapshot),
+        route(Method::GET, "/metrics", metrics::metrics),
+        route(Method::POST, "/v1/leave", leave),
+        route(Method::GET, "/v1/events", events::events),
+        route(Method::GET, "/", dashboard::page),
+        route(Method::GET, "/v1/dashboard/stream", dashboard::stream),
+        route(Method::GET, "/v1/dashboard/history", dashboard::history),
+        route(Method::GET, "/v1/openapi.json", openapi),
+    ];
+    all.extend(kv::routes());
+    all.extend(tasks::routes());
+    all.extend(deployments::routes());
+    all
+}
 
 #[derive(Deserialize)]
 struct DelayQuery {

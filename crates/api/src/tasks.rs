@@ -16,16 +16,16 @@
 //! The submission body is parsed by `shoal_request::task`, which says its shape.
 
 use crate::kv::command_id;
+use crate::routes::{route, Route};
 use crate::streams::{sse, Streams};
 use crate::ErrorCode;
 use crate::{committed, json_content, stopped, ApiError, ApiResult};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
-use axum::routing::{get, post};
 use axum::Extension;
-use axum::{Json, Router};
+use axum::Json;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -39,13 +39,16 @@ use tokio::sync::broadcast::{self, error::RecvError};
 /// How long a finished task's stream waits for the last chunks.
 const END_DRAIN: Duration = Duration::from_millis(500);
 
-pub(crate) fn routes() -> Router<NodeHandle> {
-    Router::new()
-        .route("/v1/tasks", post(submit).get(list))
-        .route("/v1/tasks/{id}", get(one).delete(delete))
-        .route("/v1/tasks/{id}/cancel", post(cancel))
-        .route("/v1/tasks/{id}/logs", get(logs))
-        .route("/v1/tasks/{id}/output", get(output))
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        route(Method::POST, "/v1/tasks", submit),
+        route(Method::GET, "/v1/tasks", list),
+        route(Method::GET, "/v1/tasks/{id}", one),
+        route(Method::DELETE, "/v1/tasks/{id}", delete),
+        route(Method::POST, "/v1/tasks/{id}/cancel", cancel),
+        route(Method::GET, "/v1/tasks/{id}/logs", logs),
+        route(Method::GET, "/v1/tasks/{id}/output", output),
+    ]
 }
 
 fn status_json(s: &TaskStatus) -> Value {
