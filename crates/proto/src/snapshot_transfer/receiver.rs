@@ -7,7 +7,9 @@
 //! chunk that comes late is asked of another source, from where the
 //! transfer stands, not from the start; a source late too often in a row,
 //! one that refuses, or one whose chunk does not match its hash, is
-//! dropped, and its chunks go to the others.
+//! dropped, and its chunks go to the others. When no source is left, what
+//! arrived is kept: `resume` goes on from it with new sources of the same
+//! snapshot.
 
 use super::{EncodedSnapshot, Progress};
 use crate::wire::{SnapshotChunk, SnapshotOffer, SnapshotRequest};
@@ -212,6 +214,42 @@ impl SnapshotReceiver {
         self.offer.chunks.len() as u32
     }
 
+    /// Whether `resume` can go on from what arrived: the transfer stopped
+    /// for want of sources, not for bytes that did not decode.
+    pub fn resumable(&self) -> bool {
+        self.finished && self.decoder.is_some()
+    }
+
+    /// Goes on with the same snapshot, offered again (`offer`, under its
+    /// session) by `sources`: chunks already here are not asked again.
+    pub fn resume(
+        &mut self,
+        offer: &SnapshotOffer,
+        sources: Vec<NodeId>,
+        spare: Option<NodeId>,
+        now: Duration,
+    ) -> Vec<ReceiveEvent> {
+        if !self.resumable() || !self.offer.same_snapshot(offer) {
+            return vec![];
+        }
+        self.finished = false;
+        self.session = offer.session;
+        self.offer.session = offer.session;
+        self.sources = sources.into_iter().map(Source::new).collect();
+        self.spare = spare;
+        let mut out = vec![self.progress()];
+        out.extend(self.fill(now));
+        out
+    }
+
+    /// The transfer stops with nobody to ask; what arrived is kept.
+    fn stall(&mut self, reason: String) -> Vec<ReceiveEvent> {
+        self.finished = true;
+        self.requested.clear();
+        self.late_at.clear();
+        vec![ReceiveEvent::Failed { reason }]
+    }
+
     fn fail(&mut self, reason: String) -> Vec<ReceiveEvent> {
         self.finished = true;
         self.decoder = None;
@@ -239,7 +277,7 @@ impl SnapshotReceiver {
     fn after_drop(&mut self, mut out: Vec<ReceiveEvent>, now: Duration) -> Vec<ReceiveEvent> {
         if self.sources.iter().all(|s| s.dropped) {
             let reason = format!("no snapshot source left (last, {})", self.last_drop);
-            out.extend(self.fail(reason));
+            out.extend(self.stall(reason));
             return out;
         }
         out.extend(self.fill(now));

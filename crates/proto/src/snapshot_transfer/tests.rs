@@ -94,12 +94,22 @@ enum Arrival {
 }
 
 /// Runs a transfer of `snap` from `srcs` to completion, in simulated time.
-fn run(snap: &EncodedSnapshot, mut srcs: Vec<Src>, cfg: ReceiveConfig) -> Run {
-    let me = NodeId::from("me");
+fn run(snap: &EncodedSnapshot, srcs: Vec<Src>, cfg: ReceiveConfig) -> Run {
     let offer = snap.offer(7, 0);
     let names = srcs.iter().map(|s| s.node.clone()).collect();
-    let mut now = Duration::ZERO;
-    let (mut rx, mut evs) = SnapshotReceiver::start(cfg, offer, names, None, now);
+    let (mut rx, evs) = SnapshotReceiver::start(cfg, offer, names, None, Duration::ZERO);
+    drive(&mut rx, evs, srcs, Duration::ZERO)
+}
+
+/// Drives `rx` from `evs` on, with `srcs` answering, until it ends.
+fn drive(
+    rx: &mut SnapshotReceiver,
+    mut evs: Vec<ReceiveEvent>,
+    mut srcs: Vec<Src>,
+    mut now: Duration,
+) -> Run {
+    let me = NodeId::from("me");
+    let session = rx.session();
     let mut arrivals: BTreeMap<(Duration, u64), (NodeId, Arrival)> = BTreeMap::new();
     let mut seq = 0;
     let mut out = Run {
@@ -156,7 +166,7 @@ fn run(snap: &EncodedSnapshot, mut srcs: Vec<Src>, cfg: ReceiveConfig) -> Run {
                         out.bytes += c.data.len() as u64;
                         rx.on_chunk(&from, c, now)
                     }
-                    Arrival::Refused(r) => rx.on_refused(&from, 7, &r, now),
+                    Arrival::Refused(r) => rx.on_refused(&from, session, &r, now),
                 };
             }
             (_, Some(w)) => {
@@ -263,6 +273,55 @@ fn lost_chunks_are_asked_again_and_a_source_that_keeps_delivering_is_kept() {
     let r = run(&snap, vec![lossy], cfg());
     assert_eq!(hash_of(&r), s.hash());
     assert!(r.dropped.is_empty());
+}
+
+#[test]
+fn a_transfer_that_lost_every_source_goes_on_from_where_it_stopped() {
+    let s = state(3000);
+    let snap = built(&s, CHUNK);
+    let chunks = snap.offer(7, 0).chunks.len();
+    assert!(chunks >= 20, "{chunks}");
+    // Its one source dies half way: the transfer stops, keeping what came.
+    let mut a = src("a", &snap, 5);
+    a.dies_after = Some(chunks / 2);
+    let names = vec![a.node.clone()];
+    let (mut rx, evs) = SnapshotReceiver::start(cfg(), snap.offer(7, 0), names, None, ms(0));
+    let first = drive(&mut rx, evs, vec![a], ms(0));
+    assert!(first
+        .result
+        .unwrap_err()
+        .contains("no snapshot source left"));
+    assert!(rx.resumable());
+    // The same snapshot, offered again under a new request by another
+    // replica: the transfer goes on from where it stopped.
+    let b = src("b", &snap, 5);
+    let evs = rx.resume(&snap.offer(8, 0), vec![b.node.clone()], None, ms(10_000));
+    let asked: Vec<u32> = evs
+        .iter()
+        .filter_map(|e| match e {
+            ReceiveEvent::Request { req, .. } => Some(req.chunk),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .all(|k| *k as usize >= chunks / 2 - cfg().window),
+        "asks from where it stopped: {asked:?}"
+    );
+    let second = drive(&mut rx, evs, vec![b], ms(10_000));
+    let (got, bytes) = second.result.expect("the transfer ends");
+    assert_eq!(got.hash(), s.hash());
+    assert_eq!(
+        bytes.bytes.read_all().unwrap(),
+        snap.bytes.read_all().unwrap()
+    );
+    let received = first.bytes + second.bytes;
+    let total = snap.bytes.len();
+    assert!(
+        received < total * 11 / 10,
+        "received {received} of {total} in all"
+    );
 }
 
 #[test]

@@ -185,6 +185,9 @@ pub struct CatchUp {
     known_commit: EventIdx,
     /// Entries in this node's State (keys, outcomes, ...).
     state_entries: u64,
+    /// A transfer that lost every source, with what arrived: resumed if
+    /// the same snapshot is chosen again.
+    parked: Option<Box<SnapshotReceiver>>,
 }
 
 impl CatchUp {
@@ -202,6 +205,7 @@ impl CatchUp {
             session_tag: (session_tag & 0xffff) << 48,
             known_commit: EventIdx(next.0.saturating_sub(1)),
             state_entries: 0,
+            parked: None,
         }
     }
 
@@ -287,6 +291,7 @@ impl CatchUp {
     /// The commit heard of so far is forgotten too: a joiner heard it from
     /// before it knew whom to believe; members' heartbeats bring it again.
     pub fn installed(&mut self, index: EventIdx) {
+        self.parked = None;
         self.buffer.fast_forward_to(index.next());
         self.gaps.reset();
         self.known_commit = index;

@@ -130,9 +130,23 @@ impl CatchUp {
             return self.failed("no usable snapshot offer".into(), now);
         };
         let index = offer.index;
-        let (rx, evs) =
-            SnapshotReceiver::start(self.cfg.receive, offer, sources.clone(), a.master, now);
-        self.transfer = Transfer::Receiving(Box::new(rx));
+        let (rx, evs) = match self.parked.take() {
+            Some(mut rx) if rx.offer().same_snapshot(&offer) => {
+                let evs = rx.resume(&offer, sources.clone(), a.master, now);
+                (rx, evs)
+            }
+            _ => {
+                let (rx, evs) = SnapshotReceiver::start(
+                    self.cfg.receive,
+                    offer,
+                    sources.clone(),
+                    a.master,
+                    now,
+                );
+                (Box::new(rx), evs)
+            }
+        };
+        self.transfer = Transfer::Receiving(rx);
         let behind = self.known_commit.0.saturating_sub(a.have.0);
         let mut out = vec![CatchUpAction::SnapshotStarted {
             sources,
@@ -171,7 +185,13 @@ impl CatchUp {
                     self.transfer = Transfer::Idle;
                     out.push(CatchUpAction::Install(state, snap));
                 }
-                ReceiveEvent::Failed { reason } => out.extend(self.failed(reason, now)),
+                ReceiveEvent::Failed { reason } => {
+                    let was = std::mem::replace(&mut self.transfer, Transfer::Idle);
+                    if let Transfer::Receiving(rx) = was {
+                        self.parked = rx.resumable().then_some(rx);
+                    }
+                    out.extend(self.failed(reason, now));
+                }
             }
         }
         out
