@@ -397,7 +397,7 @@ fn a_snapshot_saved_in_format_2_loads_with_outcomes_by_digest() {
 /// starting (no crash: format 5 kept no last exit).
 fn state_with_deployment() -> State {
     let mut s = state_with(40);
-    let mut next = |s: &mut State, event: Event| {
+    let next = |s: &mut State, event: Event| {
         let idx = s.index().0 + 1;
         s.apply(&Envelope {
             idx: EventIdx(idx),
