@@ -1,0 +1,240 @@
+//! The serving side: one build per snapshot point shared by every
+//! receiver, what a follower offers, snapshots kept while in flight, the
+//! shape of offers, and chunks that cannot be read.
+
+use super::*;
+
+/// A snapshot point at `i` on a grid of 10 events.
+fn pt(i: u64) -> Point {
+    Point {
+        index: EventIdx(i),
+        every: 10,
+    }
+}
+
+#[test]
+fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_holds() {
+    let at = EventIdx;
+    let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+    let mut member = SnapshotServer::default();
+    assert_eq!(
+        member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0)),
+        vec![ServeAction::Build]
+    );
+    assert!(member
+        .on_wanted(b.clone(), 2, at(0), Some(pt(10)), ms(0))
+        .is_empty());
+    let s10 = built(&state(10), CHUNK);
+    let offers = member.on_built(s10.clone(), ms(5));
+    assert_eq!(offers.len(), 2);
+    assert!(offers
+        .iter()
+        .all(|o| matches!(o, ServeAction::Offer { offer, .. } if offer.index == at(10))));
+    // Held at the point: offered at once, no build.
+    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some(pt(10)), ms(6));
+    assert!(matches!(&acts[..], [ServeAction::Offer { .. }]));
+    // A few points on, the one held still serves.
+    let offered = |m: &mut SnapshotServer, point| {
+        let acts = m.on_wanted(NodeId::from("e"), 9, at(0), Some(pt(point)), ms(6));
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10))
+    };
+    assert!(offered(&mut member, 50));
+    // Nothing past what the asker has: silence.
+    assert!(member
+        .on_wanted(NodeId::from("c"), 4, at(10), Some(pt(10)), ms(6))
+        .is_empty());
+    // Five points on: built anew, and the old one still serves transfers
+    // under way.
+    assert_eq!(
+        member.on_wanted(NodeId::from("d"), 5, at(0), Some(pt(60)), ms(7)),
+        vec![ServeAction::Build]
+    );
+    member.on_built(built(&state(20), CHUNK), ms(8));
+    let req = |index, chunk| SnapshotRequest {
+        session: 1,
+        index,
+        chunk,
+    };
+    assert!(
+        matches!(member.on_request(a.clone(), req(at(10), 0), ms(9)), ServeAction::Send { chunk, .. } if chunk.index == at(10))
+    );
+    assert!(
+        matches!(member.on_request(a.clone(), req(at(3), 0), ms(9)), ServeAction::Refuse { reason, .. } if reason.contains("no longer held"))
+    );
+    assert!(
+        matches!(member.on_request(a.clone(), req(at(20), 99), ms(9)), ServeAction::Refuse { reason, .. } if reason.contains("past the end"))
+    );
+    assert_eq!(member.busy(ms(9)), 1);
+    assert_eq!(
+        member.busy(ms(3000)),
+        0,
+        "a transfer that stopped asking is over"
+    );
+    // A follower never builds for others.
+    let mut follower = SnapshotServer::default();
+    assert!(follower
+        .on_wanted(a.clone(), 1, at(0), None, ms(0))
+        .is_empty());
+    follower.on_built(s10, ms(0));
+    assert!(matches!(
+        &follower.on_wanted(a, 1, at(0), None, ms(0))[..],
+        [ServeAction::Offer { .. }]
+    ));
+}
+
+#[test]
+fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds() {
+    let at = EventIdx;
+    let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+    let chunk = |m: &mut SnapshotServer, index, t| {
+        let req = SnapshotRequest {
+            session: 1,
+            index: at(index),
+            chunk: 0,
+        };
+        matches!(
+            m.on_request(a.clone(), req, ms(t)),
+            ServeAction::Send { .. }
+        )
+    };
+    let mut member = SnapshotServer::default();
+    member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0));
+    member.on_built(built(&state(10), CHUNK), ms(1));
+    assert!(chunk(&mut member, 10, 1_000));
+    // Ten points on, with a transfer of it under way: the joiner of now
+    // shares it, no build.
+    let acts = member.on_wanted(b.clone(), 2, at(0), Some(pt(110)), ms(1_500));
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
+        "{acts:?}"
+    );
+    // Further on, a build; and another: the one in flight is kept both
+    // times (the idle one between is what goes).
+    for (i, point) in [(0, 200), (1, 300)] {
+        let t = 2_000 + i * 1_000;
+        assert!(chunk(&mut member, 10, t));
+        assert_eq!(
+            member.on_wanted(b.clone(), 3 + i, at(0), Some(pt(point)), ms(t)),
+            vec![ServeAction::Build]
+        );
+        member.on_built(built(&state(point as usize), CHUNK), ms(t));
+        assert!(
+            chunk(&mut member, 10, t + 500),
+            "still served after build {i}"
+        );
+    }
+    assert!(chunk(&mut member, 300, 4_000));
+    assert!(!chunk(&mut member, 200, 4_000), "the idle one was evicted");
+    // Once its transfer stopped asking, the old one is the one to go.
+    member.on_wanted(b.clone(), 9, at(300), Some(pt(400)), ms(9_000));
+    member.on_built(built(&state(400), CHUNK), ms(9_000));
+    assert!(!chunk(&mut member, 10, 9_001));
+    assert!(chunk(&mut member, 300, 9_001));
+    assert!(chunk(&mut member, 400, 9_001));
+}
+
+#[test]
+fn offers_check_their_shape() {
+    let snap = built(&state(300), 512);
+    let good = snap.offer(1, 0);
+    assert_eq!(good.check(), Ok(()));
+    let mut short = good.clone();
+    short.chunks.pop();
+    assert!(short.check().is_err());
+    let mut huge = good.clone();
+    huge.chunk_bytes = 64 << 20;
+    assert!(huge.check().is_err());
+    assert!(
+        good.same_snapshot(&snap.offer(2, 9)),
+        "session and load do not matter"
+    );
+    assert!(!good.same_snapshot(&short));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Any mix of sources that are slow, die at any point or lie about
+        /// one chunk ends in the exact State or a clean failure, never in
+        /// a wrong State; with one honest source that lives, it ends well.
+        #[test]
+        fn transfers_from_mixed_sources_end_exact_or_fail_cleanly(
+            sources in prop::collection::vec((1u64..30, prop::option::of(0usize..40), prop::option::of(0u32..30)), 1..5),
+            honest in any::<bool>(),
+        ) {
+            let s = state(1500);
+            let snap = built(&s, 2048);
+            let mut srcs: Vec<Src> = sources
+                .iter()
+                .enumerate()
+                .map(|(i, (lat, dies, lies))| {
+                    let mut x = src(&format!("s{i}"), &snap, *lat);
+                    x.dies_after = *dies;
+                    x.corrupts = *lies;
+                    x
+                })
+                .collect();
+            if honest {
+                srcs.push(src("honest", &snap, 15));
+            }
+            let r = run(&snap, srcs, cfg());
+            match &r.result {
+                Ok((got, _)) => prop_assert_eq!(got.hash(), s.hash()),
+                Err(reason) => {
+                    prop_assert!(!honest, "{}", reason);
+                    prop_assert!(reason.contains("no snapshot source left"), "{}", reason);
+                }
+            }
+        }
+    }
+}
+
+/// Bytes whose every read fails, as a snapshot file on a failing disk.
+#[derive(Debug)]
+struct Unreadable;
+
+impl SnapshotBytes for Unreadable {
+    fn len(&self) -> u64 {
+        100
+    }
+
+    fn read_at(&self, _: u64, _: usize) -> std::io::Result<Vec<u8>> {
+        Err(std::io::Error::other("disk failed"))
+    }
+}
+
+#[test]
+fn a_chunk_that_cannot_be_read_is_refused_with_why() {
+    let mut server = SnapshotServer::default();
+    server.on_built(
+        EncodedSnapshot {
+            index: EventIdx(5),
+            bytes: Arc::new(Unreadable),
+            sha256: [0; 32],
+            chunk_bytes: 100,
+            chunks: vec![[0; 32]].into(),
+        },
+        ms(0),
+    );
+    let req = SnapshotRequest {
+        session: 3,
+        index: EventIdx(5),
+        chunk: 0,
+    };
+    let me = NodeId::from("me");
+    match server.on_request(me.clone(), req, ms(0)) {
+        ServeAction::Refuse {
+            to,
+            session: 3,
+            reason,
+        } => {
+            assert_eq!(to, me);
+            assert!(reason.contains("disk failed"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
