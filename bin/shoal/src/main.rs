@@ -190,6 +190,11 @@ enum Cmd {
     ///
     /// Example: shoal man > /usr/local/share/man/man1/shoal.1
     Man,
+    /// Print the HTTP API's OpenAPI description (what every node serves
+    /// at /v1/openapi.json), to generate a client without a node.
+    ///
+    /// Example: shoal openapi > shoal-openapi.json
+    Openapi,
 }
 
 fn main() {
@@ -242,6 +247,10 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Completions { shell } => manual::completions(Cli::command(), shell),
         Cmd::Man => manual::man(Cli::command()),
+        Cmd::Openapi => {
+            println!("{}", shoal_api::openapi_json());
+            Ok(0)
+        }
         Cmd::ClusterKey { file } => {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;

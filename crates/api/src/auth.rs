@@ -60,7 +60,7 @@ fn probe(path: &str) -> bool {
 
 /// Reads that need the token on loopback too: a task's output, and a
 /// backup of the whole State.
-fn private(path: &str) -> bool {
+pub(crate) fn private(path: &str) -> bool {
     path == "/v1/snapshot"
         || path
             .strip_prefix("/v1/tasks/")

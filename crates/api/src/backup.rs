@@ -15,6 +15,24 @@ use tokio::sync::Semaphore;
 
 static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
+/// State as a snapshot file (needs the token, on loopback too): the
+/// encoded snapshot, then its SHA-256, at an index the master confirmed.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    responses(
+        (
+            status = 200,
+            content_type = "application/octet-stream",
+            body = Vec<u8>,
+            headers(
+                ("Shoal-Snapshot-Index" = u64, description = "the index it was taken at"),
+                ("Shoal-State-Hash" = String, description = "the hash of State at that index"),
+            )
+        ),
+        (status = 504, response = crate::openapi::Timeout),
+    )
+)]
 pub(crate) async fn snapshot(AxState(node): AxState<NodeHandle>) -> Result<Response, ApiError> {
     let Ok(_permit) = ONE_AT_A_TIME.try_acquire() else {
         return Err(ApiError::new(

@@ -4,10 +4,10 @@
 //! second), plus the live event stream (`/v1/events`) and a task's output
 //! (`/v1/tasks/{id}/output`) when one is clicked.
 
-use crate::deployments::deployment_json;
-use crate::streams::{sse, Streams};
-use crate::tasks::task_json;
-use crate::{nodes_json, status_json, stopped, ApiError};
+use crate::deployments::DeploymentView;
+use crate::streams::{sse, Streams, ViewFrame, ViewKind};
+use crate::tasks::TaskView;
+use crate::{nodes_view, stopped, ApiError, StatusBody};
 use axum::extract::State as AxState;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::Html;
@@ -24,12 +24,26 @@ const PAGE: &str = include_str!("../assets/dashboard.html");
 const ROWS: usize = 50;
 const EVERY: Duration = Duration::from_millis(500);
 
+/// The dashboard: one HTML page.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "dashboard",
+    responses((status = 200, content_type = "text/html", body = String))
+)]
 pub(crate) async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
 /// What this node saw each second for the last fifteen minutes, with
 /// markers (`history.rs`).
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/history",
+    operation_id = "dashboardHistory",
+    params(HistoryQuery),
+    responses((status = 200, body = Object, description = "samples and markers"))
+)]
 pub(crate) async fn history(
     Extension(h): Extension<crate::history::sampler::Shared>,
     axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
@@ -38,9 +52,11 @@ pub(crate) async fn history(
     axum::Json(h.lock().unwrap_or_else(|e| e.into_inner()).json(since))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// Only samples and markers after this (ms since the Unix epoch).
+    #[param(maximum = 18446744073709551615u64)]
     since: Option<u64>,
 }
 
@@ -51,20 +67,20 @@ fn view_json(s: &State, v: &View) -> Value {
         tasks.sort_by_key(|(id, t)| (t.submitted_at_ms, (*id).clone()));
     }
     let skip = tasks.len().saturating_sub(ROWS);
-    let tasks: Vec<Value> = tasks[skip..]
+    let tasks: Vec<TaskView> = tasks[skip..]
         .iter()
         .rev()
-        .map(|(id, t)| task_json(id, t))
+        .map(|(id, t)| TaskView::of(id, t))
         .collect();
-    let deployments: Vec<Value> = s
+    let deployments: Vec<DeploymentView> = s
         .deployments()
         .iter()
         .take(ROWS)
-        .map(|(n, d)| deployment_json(n, d, s))
+        .map(|(n, d)| DeploymentView::of(n, d, s))
         .collect();
     json!({
-        "status": status_json(v),
-        "nodes": nodes_json(s, v),
+        "status": StatusBody::of(v),
+        "nodes": nodes_view(s, v),
         "tasks": tasks,
         "deployments": deployments,
         // The page reads keys a page at a time (`/v1/kv`), under a prefix.
@@ -72,6 +88,19 @@ fn view_json(s: &State, v: &View) -> Value {
     })
 }
 
+/// The dashboard's view as server-sent events: a `view` frame when it
+/// changes, at most twice a second.
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/stream",
+    operation_id = "dashboardStream",
+    responses((
+        status = 200,
+        content_type = "text/event-stream",
+        body = ViewFrame,
+        description = "server-sent events: one `view` frame (JSON) per change"
+    ))
+)]
 pub(crate) async fn stream(
     AxState(node): AxState<NodeHandle>,
     Extension(streams): Extension<Streams>,
@@ -102,7 +131,9 @@ pub(crate) async fn stream(
                 v["at_ms"] = json!(std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64));
-                let e = SseEvent::default().event("view").data(v.to_string());
+                let e = SseEvent::default()
+                    .event(ViewKind::View.as_str())
+                    .data(v.to_string());
                 return Some((e, (node, tick, last)));
             }
         },

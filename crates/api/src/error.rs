@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use shoal_model::Rejection;
 use shoal_proto::wire::Refusal;
+use utoipa::ToSchema;
 
 /// What went wrong, as a client should act on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// A majority of voters is unreachable: the write cannot commit.
@@ -74,6 +74,8 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// For 405: the methods the path takes (`Allow`, RFC 9110).
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -82,6 +84,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// 405: `method` is not one `path` takes; `allow` lists those it does.
+    pub(crate) fn method_not_allowed(message: impl Into<String>, allow: &'static str) -> Self {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Invalid, message)
         }
     }
 
@@ -93,9 +104,36 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(allow) = self.allow {
+            let allow = axum::http::HeaderValue::from_static(allow);
+            response
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, allow);
+        }
+        response
     }
+}
+
+/// An error's body: `{"error": {"code": C, "message": M}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable, snake_case: what a client acts on.
+    code: ErrorCode,
+    /// For people: what went wrong, and often what to do.
+    message: String,
 }
 
 impl From<Refusal> for ApiError {
@@ -249,6 +287,7 @@ pub(crate) async fn within(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn codes_have_snake_case_names_and_unknown_ones_read_as_error() {

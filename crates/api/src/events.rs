@@ -34,8 +34,9 @@
 //! indexes then have gaps; `id:` still resumes where the stream was.
 
 use crate::auth::Authenticated;
+use crate::openapi::{Invalid, Unauthorized};
 use crate::secrets::hide_env;
-use crate::streams::{sse, Streams};
+use crate::streams::{sse, EventFrame, EventKind, Streams};
 use crate::{ApiError, ErrorCode};
 use axum::extract::{Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -52,6 +53,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use utoipa::IntoParams;
 
 /// Log bytes one read brings in for a subscriber.
 const READ_BYTES: usize = 128 << 10;
@@ -63,15 +65,58 @@ const BATCH_BYTES: usize = 64 << 10;
 /// after this.
 const NOT_WRITTEN_YET: Duration = Duration::from_millis(20);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// The first event index to send (default: the next one applied).
+    #[param(maximum = 18446744073709551615u64)]
     from: Option<u64>,
     /// `env`: show command environments (needs the API token).
+    #[param(pattern = "^env$")]
     reveal: Option<String>,
     /// Only what touches keys under this prefix.
     prefix: Option<String>,
 }
 
+/// `Last-Event-ID`: where a reconnecting client resumes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "describes a header that `events` reads by name")]
+pub(crate) struct LastEventId {
+    /// Resume after this event index.
+    #[param(
+        rename = "Last-Event-ID",
+        value_type = u64,
+        required = false,
+        maximum = 18446744073709551615u64
+    )]
+    last_event_id: Option<u64>,
+}
+
+/// Committed events as server-sent events: State first when `from` is
+/// behind the log, else replay; then live.
+///
+/// Frames: `snapshot`, `state`..., `snapshot_end` (State at an index),
+/// `event` (apply in order), `behind` (this reader fell behind: State
+/// follows). `id:` resumes as `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    params(
+        EventsQuery,
+        LastEventId,
+    ),
+    responses(
+        (
+            status = 200,
+            content_type = "text/event-stream",
+            body = EventFrame,
+            description = "server-sent events: snapshot, state, snapshot_end, event, behind"
+        ),
+        (status = 400, response = Invalid),
+        (status = 401, response = Unauthorized),
+    )
+)]
 pub(crate) async fn events(
     AxState(node): AxState<NodeHandle>,
     Extension(streams): Extension<Streams>,
@@ -128,8 +173,10 @@ pub(crate) async fn events(
     Ok(sse(permit, frames))
 }
 
-fn frame(kind: &str, id: Option<EventIdx>, data: &Value) -> SseEvent {
-    let e = SseEvent::default().event(kind).data(data.to_string());
+fn frame(kind: EventKind, id: Option<EventIdx>, data: &Value) -> SseEvent {
+    let e = SseEvent::default()
+        .event(kind.as_str())
+        .data(data.to_string());
     match id {
         Some(i) => e.id(i.0.to_string()),
         None => e,
@@ -164,14 +211,14 @@ impl Feed {
                     if !self.reveal {
                         hide_env(&mut batch);
                     }
-                    return Some(frame("state", None, &batch));
+                    return Some(frame(EventKind::State, None, &batch));
                 }
                 let s = &cursor.state;
                 let end = json!({"index": s.index(), "state_hash": s.hash().to_string()});
                 let index = s.index();
                 self.next = index.next();
                 self.snapshot = None;
-                return Some(frame("snapshot_end", Some(index), &end));
+                return Some(frame(EventKind::SnapshotEnd, Some(index), &end));
             }
             self.read().await?;
         }
@@ -206,17 +253,19 @@ impl Feed {
                     if !self.reveal {
                         hide_env(&mut data);
                     }
-                    self.frames.push_back(frame("event", Some(e.idx), &data));
+                    self.frames
+                        .push_back(frame(EventKind::Event, Some(e.idx), &data));
                 }
             }
             Err(floor) => {
                 if self.sent_any {
                     let data = json!({"next": self.next, "floor": floor});
-                    self.frames.push_back(frame("behind", None, &data));
+                    self.frames.push_back(frame(EventKind::Behind, None, &data));
                 }
                 let s = self.node.state().await?;
                 let header = json!({"index": s.index(), "term": s.term(), "meta": s.meta()});
-                self.frames.push_back(frame("snapshot", None, &header));
+                self.frames
+                    .push_back(frame(EventKind::Snapshot, None, &header));
                 self.snapshot = Some(StateCursor::new(s, self.prefix.clone()));
             }
         }

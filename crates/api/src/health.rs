@@ -6,13 +6,20 @@ use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 use shoal_node::NodeHandle;
 use shoal_proto::node::Status;
+use utoipa::ToSchema;
 
-/// `GET /health`: the process serves its API (for liveness probes).
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({"alive": true}))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Alive {
+    alive: bool,
+}
+
+/// The process serves its API (for liveness probes; no token needed).
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Alive)))]
+pub(crate) async fn health() -> Json<Alive> {
+    Json(Alive { alive: true })
 }
 
 /// A ready node is behind the commit by at most this many events.
@@ -40,9 +47,24 @@ fn not_ready(s: &Status, loading: bool) -> Vec<String> {
     why
 }
 
-/// `GET /ready`: 200 when the node holds its cluster's State, knows a
-/// master, and is caught up; else 503 with why (for load balancers and
-/// `systemd` readiness).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    ready: bool,
+    /// Why not, when it is not.
+    why: Vec<String>,
+}
+
+/// 200 when the node holds its cluster's State, knows a master, and is
+/// caught up; else 503 with why (for load balancers and `systemd`
+/// readiness; no token needed).
+#[utoipa::path(
+    get,
+    path = "/ready",
+    responses(
+        (status = 200, body = Readiness, description = "ready"),
+        (status = 503, body = Readiness, description = "not ready, and why"),
+    )
+)]
 pub(crate) async fn ready(AxState(node): AxState<NodeHandle>) -> axum::response::Response {
     let v = node.view();
     let why = not_ready(&v.status, v.catch_up.is_some());
@@ -51,7 +73,8 @@ pub(crate) async fn ready(AxState(node): AxState<NodeHandle>) -> axum::response:
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(json!({"ready": why.is_empty(), "why": why}))).into_response()
+    let ready = why.is_empty();
+    (code, Json(Readiness { ready, why })).into_response()
 }
 
 #[cfg(test)]

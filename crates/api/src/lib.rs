@@ -62,6 +62,7 @@ mod host;
 mod kv;
 mod members;
 mod metrics;
+mod openapi;
 mod routes;
 mod secrets;
 mod server;
@@ -71,6 +72,7 @@ mod tasks;
 pub use auth::Access;
 pub use error::{ApiError, ErrorCode};
 pub use host::{parse_origin, Hosts};
+pub use openapi::json as openapi_json;
 pub use server::{serve, ServeCounters, ServeLimits};
 
 use axum::extract::{DefaultBodyLimit, Query, State as AxState};
@@ -81,15 +83,18 @@ use axum::routing::post;
 use axum::Extension;
 use axum::{Json, Router};
 pub(crate) use error::{json_content, stopped};
-pub(crate) use members::{node_json, nodes_json};
+pub(crate) use members::{nodes_view, Member};
 use routes::{route, Route};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shoal_model::{Limits, Outcome, Rejection, State};
+use shoal_model::{ClusterId, EventIdx, FencingToken, Limits, NodeId, Outcome, Rejection, State};
+use shoal_model::{TaskId, Term};
 use shoal_node::{NodeHandle, View};
+use shoal_proto::node::NodeRole;
 use shoal_proto::wire::CommandReply;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 /// Request bodies larger than this are refused with 413: room for a
 /// compare-and-set's two largest values, JSON-escaped.
@@ -166,9 +171,7 @@ pub fn router(node: NodeHandle, cfg: ApiConfig) -> Router {
     router.with_state(node)
 }
 
-const OPENAPI: &str = include_str!("../assets/openapi.json");
-
-/// Every route the API serves (`routes`), each documented in `OPENAPI`.
+/// Every route the API serves (`routes`), each documented in `openapi.rs`.
 fn routes_served() -> Vec<Route> {
     let mut all = vec![
         route(Method::GET, "/health", health::health),
@@ -186,7 +189,7 @@ fn routes_served() -> Vec<Route> {
         route(Method::GET, "/", dashboard::page),
         route(Method::GET, "/v1/dashboard/stream", dashboard::stream),
         route(Method::GET, "/v1/dashboard/history", dashboard::history),
-        route(Method::GET, "/v1/openapi.json", openapi),
+        route(Method::GET, "/v1/openapi.json", serve_openapi),
     ];
     all.extend(kv::routes());
     all.extend(tasks::routes());
@@ -209,110 +212,267 @@ async fn fault_delay(
     Json(json!({ "delay_ms": ms }))
 }
 
-async fn openapi() -> impl IntoResponse {
+/// This description: every operation, parameter and body.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    responses((status = 200, body = Object))
+)]
+async fn serve_openapi() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
+        openapi::json(),
     )
 }
 
-pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
+pub(crate) type ApiResult<T = Value> = Result<Json<T>, ApiError>;
 
-async fn status(AxState(node): AxState<NodeHandle>) -> Json<Value> {
-    Json(status_json(&node.view()))
+/// This node: its role, the master and why it leads, term, indices,
+/// State hash, peers, and why it cannot write or fill a voter seat, if so.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusBody)))]
+async fn status(AxState(node): AxState<NodeHandle>) -> Json<StatusBody> {
+    Json(StatusBody::of(&node.view()))
 }
 
-pub(crate) fn status_json(v: &View) -> Value {
-    let s = &v.status;
-    json!({
-        "node_id": s.node_id,
-        "cluster_id": s.cluster_id,
-        "role": s.role,
-        "master_id": s.master_id,
-        "master_reason": s.master_reason.as_ref().map(|r| r.to_string()),
-        "term": s.term,
-        "applied_index": s.applied_index,
-        "commit_index": s.commit_index,
-        "state_hash": s.state_hash.to_string(),
-        "peers": s.peers,
-        "lag": s.commit_index.0.saturating_sub(s.applied_index.0),
-        "events_per_sec": v.events_per_sec,
-        "listen": v.listen,
-        "uptime_s": v.started.elapsed().as_secs_f64(),
-        "storage_error": s.storage_error,
-        "voter_shortfall": s.voter_shortfall,
-        "snapshot_download": v.catch_up.as_ref().map(|p| json!({
-            "received_bytes": p.received,
-            "total_bytes": p.total,
-            "entries": p.entries,
-        })),
-    })
+/// What `/v1/status` answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Status)]
+pub(crate) struct StatusBody {
+    node_id: NodeId,
+    cluster_id: Option<ClusterId>,
+    /// `master`, `voter` or `follower`.
+    #[schema(value_type = String)]
+    role: NodeRole,
+    master_id: Option<NodeId>,
+    /// Why the master leads: it founded the cluster, was elected after the
+    /// master before it went unheard, or was handed over as it left.
+    master_reason: Option<String>,
+    term: Term,
+    applied_index: EventIdx,
+    commit_index: EventIdx,
+    state_hash: String,
+    peers: Vec<NodeId>,
+    /// Committed events not applied here yet.
+    lag: u64,
+    events_per_sec: f64,
+    listen: Vec<String>,
+    uptime_s: f64,
+    /// Why this node's disk takes no writes, while it does not.
+    storage_error: Option<String>,
+    /// On the master, why a voter seat stays empty, while one does.
+    voter_shortfall: Option<String>,
+    /// While a snapshot is loading.
+    snapshot_download: Option<SnapshotDownload>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SnapshotDownload {
+    received_bytes: u64,
+    total_bytes: u64,
+    entries: u64,
+}
+
+impl StatusBody {
+    pub(crate) fn of(v: &View) -> StatusBody {
+        let s = &v.status;
+        StatusBody {
+            node_id: s.node_id.clone(),
+            cluster_id: s.cluster_id.clone(),
+            role: s.role,
+            master_id: s.master_id.clone(),
+            master_reason: s.master_reason.as_ref().map(|r| r.to_string()),
+            term: s.term,
+            applied_index: s.applied_index,
+            commit_index: s.commit_index,
+            state_hash: s.state_hash.to_string(),
+            peers: s.peers.clone(),
+            lag: s.commit_index.0.saturating_sub(s.applied_index.0),
+            events_per_sec: v.events_per_sec,
+            listen: v.listen.clone(),
+            uptime_s: v.started.elapsed().as_secs_f64(),
+            storage_error: s.storage_error.clone(),
+            voter_shortfall: s.voter_shortfall.clone(),
+            snapshot_download: v.catch_up.as_ref().map(|p| SnapshotDownload {
+                received_bytes: p.received,
+                total_bytes: p.total,
+                entries: p.entries,
+            }),
+        }
+    }
 }
 
 /// Drains this node (runs handed back, leadership moved, leave recorded)
 /// and stops it.
-async fn leave(AxState(node): AxState<NodeHandle>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(post, path = "/v1/leave", responses((status = 202, body = Leaving)))]
+async fn leave(AxState(node): AxState<NodeHandle>) -> (StatusCode, Json<Leaving>) {
     node.shutdown();
-    (StatusCode::ACCEPTED, Json(json!({"leaving": true})))
+    (StatusCode::ACCEPTED, Json(Leaving { leaving: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Leaving {
+    leaving: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StateQuery {
+    /// Keys listed at most (default 1000, at most 100000).
+    #[param(maximum = 18446744073709551615u64)]
     limit: Option<usize>,
 }
 
-async fn state(AxState(node): AxState<NodeHandle>, Query(q): Query<StateQuery>) -> ApiResult {
+/// State at this replica: index, term, hash, the members, and the first
+/// keys (`limit`), with how many keys, tasks and deployments it holds.
+#[utoipa::path(
+    get,
+    path = "/v1/state",
+    params(StateQuery),
+    responses((status = 200, body = StateBody), (status = 400, response = openapi::Invalid))
+)]
+async fn state(
+    AxState(node): AxState<NodeHandle>,
+    Query(q): Query<StateQuery>,
+) -> ApiResult<StateBody> {
     let s: State = node.state().await.ok_or_else(stopped)?;
     let limit = q.limit.unwrap_or(1000).min(100_000);
-    let kv: Vec<Value> = s
-        .kv()
-        .iter()
-        .take(limit)
-        .map(|(k, e)| kv::entry_json(k, e))
-        .collect();
-    let nodes: Vec<Value> = s
-        .nodes()
-        .iter()
-        .map(|(id, n)| node_json(id.as_str(), n))
-        .collect();
-    Ok(Json(json!({
-        "index": s.index(),
-        "term": s.term(),
-        "state_hash": s.hash().to_string(),
-        "cluster_id": s.cluster_id(),
-        "nodes": nodes,
-        "kv_total": s.kv().len(),
-        "kv": kv,
-        "tasks_total": s.tasks().len(),
-        "deployments_total": s.deployments().len(),
-    })))
+    Ok(Json(StateBody {
+        index: s.index(),
+        term: s.term(),
+        state_hash: s.hash().to_string(),
+        cluster_id: s.cluster_id().cloned(),
+        nodes: s.nodes().iter().map(|(id, n)| Member::of(id, n)).collect(),
+        kv_total: s.kv().len(),
+        kv: s
+            .kv()
+            .iter()
+            .take(limit)
+            .map(|(k, e)| kv::Entry::of(k, e))
+            .collect(),
+        tasks_total: s.tasks().len(),
+        deployments_total: s.deployments().len(),
+    }))
 }
 
-pub(crate) fn committed(reply: CommandReply) -> ApiResult {
-    let (idx, outcome) = reply?;
-    let mut body = outcome_json(outcome)?;
-    body["index"] = json!(idx);
-    Ok(Json(body))
+#[derive(Serialize, ToSchema)]
+#[schema(as = State)]
+pub(crate) struct StateBody {
+    index: EventIdx,
+    term: Term,
+    state_hash: String,
+    cluster_id: Option<ClusterId>,
+    nodes: Vec<Member>,
+    kv_total: usize,
+    kv: Vec<kv::Entry>,
+    tasks_total: usize,
+    deployments_total: usize,
 }
 
-/// An outcome as the API answers it (without the index); a transaction's
-/// carries each op's in `results`.
-fn outcome_json(outcome: Outcome) -> Result<Value, Rejection> {
-    Ok(match outcome {
-        Outcome::Rejected(r) => return Err(r),
-        Outcome::Done => json!({}),
-        Outcome::Value(v) => json!({"value": v}),
-        Outcome::Int(n) => json!({"value": n}),
-        Outcome::Applied(b) => json!({"applied": b}),
-        Outcome::Token(t) => json!({"token": t}),
-        Outcome::Task(t) => json!({"task": t}),
-        Outcome::Txn(results) => {
-            let results = results
-                .into_iter()
-                .map(outcome_json)
-                .collect::<Result<Vec<_>, _>>()?;
-            json!({"applied": true, "results": results})
-        }
-        Outcome::GuardFailed { guard } => json!({"applied": false, "failed_guard": guard}),
-    })
+pub(crate) fn committed(reply: CommandReply) -> ApiResult<Committed> {
+    let (index, outcome) = reply?;
+    Ok(Json(Committed {
+        index,
+        outcome: OutcomeBody::of(outcome)?,
+    }))
+}
+
+/// An outcome a handler did not expect of its command: the refusal it
+/// carries, or (a bug) 500.
+pub(crate) fn refused(index: EventIdx, outcome: Outcome) -> ApiError {
+    match OutcomeBody::of(outcome) {
+        Err(rejection) => rejection.into(),
+        Ok(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Error,
+            format!("the command at index {index} returned what its route does not expect"),
+        ),
+    }
+}
+
+/// A command committed: the index of its event, and what it returned.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Committed {
+    index: EventIdx,
+    #[serde(flatten)]
+    outcome: OutcomeBody,
+}
+
+/// What a command returned, as the operation gives it: a value, whether
+/// it applied, a lock's token, a task's id; a transaction's `results`,
+/// one per op, or the guard that failed.
+#[derive(Serialize, ToSchema, Default)]
+#[schema(as = Outcome)]
+pub(crate) struct OutcomeBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<ValueBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<FencingToken>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<TaskId>,
+    /// Each op's outcome in order, when every guard held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    results: Option<Vec<OutcomeBody>>,
+    /// The position of the first guard that did not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_guard: Option<u32>,
+}
+
+/// A value a command returns: text, an integer, or null (none was
+/// there).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum ValueBody {
+    Text(String),
+    Int(i64),
+    Null,
+}
+
+impl OutcomeBody {
+    /// An outcome as the API answers it; a refusal is an error.
+    fn of(outcome: Outcome) -> Result<OutcomeBody, Rejection> {
+        let none = OutcomeBody::default();
+        Ok(match outcome {
+            Outcome::Rejected(r) => return Err(r),
+            Outcome::Done => none,
+            Outcome::Value(v) => OutcomeBody {
+                value: Some(v.map_or(ValueBody::Null, ValueBody::Text)),
+                ..none
+            },
+            Outcome::Int(n) => OutcomeBody {
+                value: Some(ValueBody::Int(n)),
+                ..none
+            },
+            Outcome::Applied(b) => OutcomeBody {
+                applied: Some(b),
+                ..none
+            },
+            Outcome::Token(t) => OutcomeBody {
+                token: Some(t),
+                ..none
+            },
+            Outcome::Task(t) => OutcomeBody {
+                task: Some(t),
+                ..none
+            },
+            Outcome::Txn(results) => OutcomeBody {
+                applied: Some(true),
+                results: Some(
+                    results
+                        .into_iter()
+                        .map(OutcomeBody::of)
+                        .collect::<Result<_, _>>()?,
+                ),
+                ..none
+            },
+            Outcome::GuardFailed { guard } => OutcomeBody {
+                applied: Some(false),
+                failed_guard: Some(guard),
+                ..none
+            },
+        })
+    }
 }

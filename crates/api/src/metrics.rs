@@ -60,6 +60,13 @@ impl Metrics {
     }
 }
 
+/// Prometheus (OpenMetrics) text format: counters, gauges and latency
+/// histograms of this node.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String))
+)]
 pub(crate) async fn metrics(
     axum::Extension(m): axum::Extension<Arc<Metrics>>,
 ) -> impl IntoResponse {

@@ -45,6 +45,72 @@ impl Streams {
     }
 }
 
+/// Declares the frames a stream sends: an enum of their names (`as_str`
+/// names a frame on the wire; its schema says the same, a test holds
+/// them equal), and the schema of one frame as a client parses it, for
+/// the OpenAPI description.
+macro_rules! frames {
+    ($(#[$doc:meta])* $frame:ident, $kind:ident { $($variant:ident = $name:literal),* $(,)? }) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub(crate) enum $kind {
+            $($variant),*
+        }
+
+        impl $kind {
+            #[cfg(test)]
+            const ALL: &'static [$kind] = &[$($kind::$variant),*];
+
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $name),*
+                }
+            }
+        }
+
+        $(#[$doc])*
+        #[derive(utoipa::ToSchema)]
+        #[expect(dead_code, reason = "describes a frame as a client parses it")]
+        pub(crate) struct $frame {
+            event: $kind,
+            /// One JSON value.
+            data: String,
+            /// Where the stream resumes after this frame (`Last-Event-ID`).
+            id: Option<String>,
+            retry: Option<u64>,
+        }
+    };
+}
+
+frames!(
+    /// A frame of `/v1/events`.
+    EventFrame,
+    EventKind {
+        Snapshot = "snapshot",
+        State = "state",
+        SnapshotEnd = "snapshot_end",
+        Event = "event",
+        Behind = "behind",
+    }
+);
+
+frames!(
+    /// A frame of a task's output (`/v1/tasks/{id}/output`).
+    OutputFrame,
+    OutputKind {
+        Output = "output",
+        Status = "status",
+        Lagged = "lagged",
+        End = "end",
+    }
+);
+
+frames!(
+    /// A frame of the dashboard's view (`/v1/dashboard/stream`).
+    ViewFrame,
+    ViewKind { View = "view" }
+);
+
 /// Server-sent events from `frames`, holding `permit` as long as the
 /// client holds the stream.
 pub(crate) fn sse(
@@ -60,6 +126,21 @@ pub(crate) fn sse(
 
 #[cfg(test)]
 mod tests {
+    use super::{EventKind, OutputKind, ViewKind};
+
+    #[test]
+    fn a_frame_is_named_on_the_wire_as_its_schema_says() {
+        fn same<K: serde::Serialize + Copy>(all: &[K], name: fn(K) -> &'static str) {
+            for k in all {
+                assert_eq!(serde_json::to_value(k).unwrap(), name(*k));
+            }
+        }
+        same(EventKind::ALL, EventKind::as_str);
+        same(OutputKind::ALL, OutputKind::as_str);
+        same(ViewKind::ALL, ViewKind::as_str);
+        assert_eq!(EventKind::SnapshotEnd.as_str(), "snapshot_end");
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -88,7 +88,7 @@ pub enum Role {
 }
 
 /// The failure detector's view of a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     Alive,
@@ -415,7 +415,7 @@ pub enum TaskReport {
 }
 
 /// How a run ended; only `Transient` failures are retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitClass {
     Success,

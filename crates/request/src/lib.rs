@@ -26,13 +26,16 @@
 //! adds `"node", "labels", "timeout_ms", "max_attempts", "cpu_milli",
 //! "mem_bytes"`.
 
+mod run;
+mod txn;
+
+pub use run::{deploy, task, DeployBody, ResourceFields, RunnerFields, Synthetic, TaskBody};
+pub use txn::{txn, TxnBody, TxnGuard, TxnOp, TXN_SHAPE};
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use shoal_model::{
-    Check, EventIdx, FencingToken, Guard, InstanceSpec, Limits, NodeId, Op, Resources, Runner,
-    TaskSpec,
-};
-use std::collections::BTreeMap;
+use shoal_model::{FencingToken, Op};
+use utoipa::ToSchema;
 
 /// Attempts a task gets unless it asks otherwise.
 pub const DEFAULT_ATTEMPTS: u32 = 3;
@@ -47,13 +50,41 @@ pub const MAX_SYNTHETIC_INTERVAL_MS: u64 = 3_600_000;
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn invalid(message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(message: impl Into<String>) -> Invalid {
     Invalid(message.into())
 }
 
 /// A JSON body of shape `T`; `shape` names it in the error.
-fn json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Invalid> {
-    serde_json::from_slice(body).map_err(|e| invalid(format!("the body must be {shape}: {e}")))
+pub(crate) fn json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Invalid> {
+    let fail = |e: serde_json::Error| invalid(format!("the body must be {shape}: {e}"));
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(fail)?;
+    integral(&mut value);
+    T::deserialize(value).map_err(fail)
+}
+
+/// JSON has one kind of number: `3.0` is the integer 3 as much as `3` is
+/// (JSON Schema says so too), and clients whose numbers are floats send
+/// it that way. Numbers without a fraction that fit in 64 bits are made
+/// integers before the fields are read.
+fn integral(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() != 0.0 || !f.is_finite() {
+                return;
+            }
+            // Both bounds are powers of two, so exact as f64.
+            if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *value = Value::from(f as u64);
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(fields) => fields.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// A text body (a value or a member); `what` names it in the error.
@@ -62,12 +93,15 @@ pub fn text(body: &[u8], what: &str) -> Result<String, Invalid> {
 }
 
 /// `{"token": T}`: the fencing token of a lock held.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenBody {
+    #[schema(maximum = 18446744073709551615u64)]
+    token: u64,
+}
+
+/// `{"token": T}`: the fencing token of a lock held.
 pub fn token(body: &[u8]) -> Result<FencingToken, Invalid> {
-    #[derive(Deserialize)]
-    struct Body {
-        token: u64,
-    }
-    let b: Body = json(body, "{\"token\": T}")?;
+    let b: TokenBody = json(body, "{\"token\": T}")?;
     Ok(FencingToken(b.token))
 }
 
@@ -91,15 +125,19 @@ pub fn fence(header: &str, op: Op) -> Result<Op, Invalid> {
     })
 }
 
+/// A compare-and-set: `value` is set only if the key holds `expected`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CasBody {
+    /// The value expected now; null: the key must be absent.
+    #[schema(max_length = 65536)]
+    expected: Option<String>,
+    #[schema(max_length = 65536)]
+    value: String,
+}
+
 /// `POST /v1/kv/KEY/cas`.
 pub fn cas(key: String, body: &[u8]) -> Result<Op, Invalid> {
-    #[derive(Deserialize)]
-    struct Body {
-        /// The value expected now; null: the key must be absent.
-        expected: Option<String>,
-        value: String,
-    }
-    let b: Body = json(body, "{\"expected\": V or null, \"value\": V}")?;
+    let b: CasBody = json(body, "{\"expected\": V or null, \"value\": V}")?;
     Ok(Op::KvCas {
         key,
         expected: b.expected,
@@ -107,14 +145,18 @@ pub fn cas(key: String, body: &[u8]) -> Result<Op, Invalid> {
     })
 }
 
+/// Who takes a lock, and for how long unless kept alive.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LockBody {
+    #[schema(max_length = 65536)]
+    holder: String,
+    #[schema(minimum = 1, maximum = 18446744073709551615u64)]
+    ttl_ms: u64,
+}
+
 /// `POST /v1/kv/NAME/lock`.
 pub fn lock(name: String, body: &[u8]) -> Result<Op, Invalid> {
-    #[derive(Deserialize)]
-    struct Body {
-        holder: String,
-        ttl_ms: u64,
-    }
-    let b: Body = json(body, "{\"holder\": H, \"ttl_ms\": N}")?;
+    let b: LockBody = json(body, "{\"holder\": H, \"ttl_ms\": N}")?;
     Ok(Op::LockAcquire {
         name,
         holder: b.holder,
@@ -160,260 +202,10 @@ pub fn verb(
     }))
 }
 
-/// One op of a transaction, named by `"op"`.
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
-enum TxnOp {
-    Set {
-        key: String,
-        value: String,
-    },
-    Delete {
-        key: String,
-    },
-    Incr {
-        key: String,
-        #[serde(default = "one")]
-        by: i64,
-    },
-    Cas {
-        key: String,
-        expected: Option<String>,
-        value: String,
-    },
-    SetIfAbsent {
-        key: String,
-        value: String,
-        ttl_ms: Option<u64>,
-    },
-    Add {
-        key: String,
-        member: String,
-    },
-    Remove {
-        key: String,
-        member: String,
-    },
-    Push {
-        key: String,
-        value: String,
-    },
-}
-
-fn one() -> i64 {
-    1
-}
-
-impl From<TxnOp> for Op {
-    fn from(op: TxnOp) -> Op {
-        match op {
-            TxnOp::Set { key, value } => Op::KvSet { key, value },
-            TxnOp::Delete { key } => Op::KvDelete { key },
-            TxnOp::Incr { key, by } => Op::KvIncrBy { key, by },
-            TxnOp::Cas {
-                key,
-                expected,
-                value,
-            } => Op::KvCas {
-                key,
-                expected,
-                value,
-            },
-            TxnOp::SetIfAbsent { key, value, ttl_ms } => Op::KvSetIfAbsent { key, value, ttl_ms },
-            TxnOp::Add { key, member } => Op::SetAdd { key, member },
-            TxnOp::Remove { key, member } => Op::SetRemove { key, member },
-            TxnOp::Push { key, value } => Op::ListPush { key, value },
-        }
-    }
-}
-
-/// A guard: the key and exactly one of `exists`, `version`, `value`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TxnGuard {
-    key: String,
-    exists: Option<bool>,
-    version: Option<u64>,
-    value: Option<String>,
-}
-
-impl TxnGuard {
-    fn guard(self) -> Result<Guard, Invalid> {
-        let check = match (self.exists, self.version, self.value) {
-            (Some(e), None, None) => Check::Exists(e),
-            (None, Some(v), None) => Check::Version(EventIdx(v)),
-            (None, None, Some(v)) => Check::Value(v),
-            _ => {
-                return Err(invalid(format!(
-                    "guard on {:?}: give exactly one of exists, version and value",
-                    self.key
-                )))
-            }
-        };
-        Ok(Guard {
-            key: self.key,
-            check,
-        })
-    }
-}
-
-/// `POST /v1/txn`: `{"guards": [...], "ops": [...]}`.
-pub fn txn(body: &[u8]) -> Result<Op, Invalid> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        #[serde(default)]
-        guards: Vec<TxnGuard>,
-        ops: Vec<TxnOp>,
-    }
-    let b: Body = json(body, TXN_SHAPE)?;
-    let guards = b
-        .guards
-        .into_iter()
-        .map(TxnGuard::guard)
-        .collect::<Result<_, _>>()?;
-    Ok(Op::Txn {
-        guards,
-        ops: b.ops.into_iter().map(Op::from).collect(),
-    })
-}
-
-/// What a transaction's body looks like, for errors and help.
-pub const TXN_SHAPE: &str = r#"{"guards": [{"key": K, "exists"|"version"|"value": X}], "ops": [{"op": "set"|"delete"|"incr"|"cas"|"set-if-absent"|"add"|"remove"|"push", "key": K, ...}]}"#;
-
-#[derive(Deserialize)]
-struct Synthetic {
-    chunks: u32,
-    #[serde(default)]
-    interval_ms: u64,
-    #[serde(default)]
-    exit_code: i32,
-}
-
-/// What to run, as tasks and deployments take it: a command, or the
-/// synthetic runner.
-#[derive(Deserialize)]
-struct RunnerFields {
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    cwd: Option<String>,
-    synthetic: Option<Synthetic>,
-}
-
-impl RunnerFields {
-    fn runner(self) -> Result<Runner, Invalid> {
-        match (self.cmd, self.synthetic) {
-            (Some(cmd), None) => {
-                let mut it = cmd.into_iter();
-                let program = it
-                    .next()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| invalid("cmd must name a program"))?;
-                Ok(Runner::Exec {
-                    cmd: program,
-                    args: it.collect(),
-                    env: self.env,
-                    cwd: self.cwd,
-                })
-            }
-            (None, Some(y)) => {
-                if y.chunks > MAX_SYNTHETIC_CHUNKS || y.interval_ms > MAX_SYNTHETIC_INTERVAL_MS {
-                    return Err(invalid(format!(
-                        "synthetic: at most {MAX_SYNTHETIC_CHUNKS} chunks, {} h apart",
-                        MAX_SYNTHETIC_INTERVAL_MS / 3_600_000
-                    )));
-                }
-                Ok(Runner::Synthetic {
-                    chunks: y.chunks,
-                    interval_ms: y.interval_ms,
-                    exit_code: y.exit_code,
-                })
-            }
-            _ => Err(invalid("give exactly one of cmd and synthetic")),
-        }
-    }
-}
-
-/// `POST /v1/tasks`. A task pinned to a node names it; whether that node
-/// is in the cluster is for the caller, who holds the State.
-pub fn task(body: &[u8]) -> Result<TaskSpec, Invalid> {
-    #[derive(Deserialize)]
-    struct Body {
-        #[serde(flatten)]
-        run: RunnerFields,
-        node: Option<String>,
-        #[serde(default)]
-        labels: BTreeMap<String, String>,
-        timeout_ms: Option<u64>,
-        max_attempts: Option<u32>,
-        #[serde(default)]
-        cpu_milli: u32,
-        #[serde(default)]
-        mem_bytes: u64,
-    }
-    let b: Body = json(body, "a task: {\"cmd\": [...]} or {\"synthetic\": {...}}")?;
-    let runner = b.run.runner()?;
-    let node = b
-        .node
-        .map(|n| NodeId::parse(&n).map_err(|e| invalid(e.to_string())))
-        .transpose()?;
-    let max_attempts = b.max_attempts.unwrap_or(DEFAULT_ATTEMPTS);
-    if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
-        return Err(invalid(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
-    }
-    Ok(TaskSpec {
-        runner,
-        timeout_ms: b.timeout_ms.filter(|t| *t > 0),
-        node,
-        labels: b.labels,
-        resources: Resources {
-            cpu_milli: b.cpu_milli,
-            mem_bytes: b.mem_bytes,
-        },
-        max_attempts,
-    })
-}
-
-/// `POST /v1/deployments`.
-pub fn deploy(body: &[u8]) -> Result<Op, Invalid> {
-    #[derive(Deserialize)]
-    struct Body {
-        name: String,
-        replicas: u32,
-        #[serde(flatten)]
-        run: RunnerFields,
-        #[serde(default)]
-        cpu_milli: u32,
-        #[serde(default)]
-        mem_bytes: u64,
-    }
-    let b: Body = json(
-        body,
-        "a deployment: {\"name\", \"replicas\", \"cmd\": [...] or \"synthetic\": {...}}",
-    )?;
-    if b.replicas > Limits::MAX_REPLICAS {
-        return Err(invalid(format!(
-            "at most {} replicas",
-            Limits::MAX_REPLICAS
-        )));
-    }
-    Ok(Op::Deploy {
-        name: b.name,
-        replicas: b.replicas,
-        spec: InstanceSpec {
-            runner: b.run.runner()?,
-            resources: Resources {
-                cpu_milli: b.cpu_milli,
-                mem_bytes: b.mem_bytes,
-            },
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_model::{Check, EventIdx, Runner};
 
     #[test]
     fn a_task_is_a_command_or_the_synthetic_runner_never_both() {
@@ -450,6 +242,44 @@ mod tests {
         assert_eq!(e.0, "at most 64 replicas");
         let e = deploy(br#"{"replicas": 1, "synthetic": {"chunks": 1}}"#).unwrap_err();
         assert!(e.0.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction_and_nothing_else() {
+        let held = |body: &str| lock("l".into(), body.as_bytes());
+        let ttl = |op: Op| match op {
+            Op::LockAcquire { ttl_ms, .. } => ttl_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ttl(held(r#"{"holder": "h", "ttl_ms": 5000.0}"#).unwrap()),
+            5000
+        );
+        assert_eq!(
+            ttl(held(r#"{"holder": "h", "ttl_ms": 5e3}"#).unwrap()),
+            5000
+        );
+        assert!(held(r#"{"holder": "h", "ttl_ms": 5000.5}"#).is_err());
+        assert!(held(r#"{"holder": "h", "ttl_ms": -1.0}"#).is_err());
+        assert!(held(r#"{"holder": "h", "ttl_ms": 1.8446744073709552e19}"#).is_err());
+        let t = task(br#"{"synthetic": {"chunks": 3.0, "exit_code": -2.0}, "max_attempts": 2.0}"#)
+            .unwrap();
+        assert_eq!(t.max_attempts, 2);
+        assert!(matches!(
+            t.runner,
+            Runner::Synthetic {
+                chunks: 3,
+                exit_code: -2,
+                ..
+            }
+        ));
+        // Text stays text.
+        let Op::KvCas { value, .. } =
+            cas("k".into(), br#"{"expected": null, "value": "1.0"}"#).unwrap()
+        else {
+            panic!("a compare-and-set")
+        };
+        assert_eq!(value, "1.0");
     }
 
     #[test]
