@@ -360,7 +360,10 @@ impl CatchUp {
             || (!self.cfg.no_snapshot
                 && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
         if !wanted || behind == 0 {
+            // A transfer parked to go on with is not wanted either: what
+            // it holds (up to a snapshot's bytes) goes.
             self.need_snapshot = false;
+            self.parked = None;
             return vec![];
         }
         if !sources.iter().any(|s| s.live && s.applied > applied) {

@@ -379,73 +379,119 @@ fn nothing_to_do_means_no_wake() {
     assert_eq!(replica(0, 0, false).next_wake(ms(5)), None);
 }
 
+/// A replica pulling a 2,000-key snapshot whose only source refused after
+/// three chunks: the transfer failed, and is parked.
+struct Parked {
+    c: CatchUp,
+    state: shoal_model::State,
+    bytes: Vec<u8>,
+    snap: EncodedSnapshot,
+    peers: [Source; 2],
+    first: u64,
+}
+
+impl Parked {
+    fn new() -> Parked {
+        use crate::testing::{cluster_state, command};
+        use shoal_model::Op;
+        let mut s = cluster_state(&["a"]);
+        for i in 0..2000 {
+            let op = Op::KvSet {
+                key: format!("key-{i}"),
+                value: format!("value-{i}"),
+            };
+            command(&mut s, &format!("c{i}"), op);
+        }
+        let (bytes, sha) = shoal_log::encode_snapshot(&s, 1);
+        let snap = EncodedSnapshot::new(s.index(), bytes.clone(), sha, 1024);
+        assert!(snap.offer(0, 0).chunks.len() > 8);
+        let a = NodeId::from("a");
+        let mut c = replica(0, s.index().0 + 10, false);
+        let peers = [source("a", 1, s.index().0), source("b", 1, s.index().0)];
+        let first = asked(&plan(&mut c, 0, true, &peers, None).1);
+        c.on_offer(&a, snap.offer(first, 0), true, ms(5)).unwrap();
+        let mut p = Parked {
+            c,
+            state: s,
+            bytes,
+            snap,
+            peers,
+            first,
+        };
+        let acts = p.c.tick(ms(55));
+        assert_eq!(asked_chunks(&acts), [0, 1]);
+        // Three chunks come, then the only source refuses: the transfer fails.
+        let mut more = Vec::new();
+        for k in 0..3 {
+            let chunk = p.chunk(first, k);
+            more.extend(asked_chunks(&p.c.on_chunk(&a, chunk, ms(60)).1));
+        }
+        assert_eq!(more, [2, 3, 4]);
+        let acts = p.c.on_refused(&a, first, "stopping", ms(70));
+        assert_eq!(kinds(&acts), ["dropped", "failed"]);
+        assert!(p.c.parked.is_some());
+        p
+    }
+
+    fn chunk(&self, session: u64, k: u32) -> crate::wire::SnapshotChunk {
+        let start = k as usize * 1024;
+        crate::wire::SnapshotChunk {
+            session,
+            index: self.state.index(),
+            chunk: k,
+            data: self.bytes[start..(start + 1024).min(self.bytes.len())].to_vec(),
+        }
+    }
+}
+
+fn asked_chunks(acts: &[CatchUpAction]) -> Vec<u32> {
+    acts.iter()
+        .filter_map(|a| match a {
+            CatchUpAction::SnapshotRequest { req, .. } => Some(req.chunk),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_transfer_that_lost_its_sources_goes_on_when_the_same_snapshot_is_offered_again() {
-    use crate::testing::{cluster_state, command};
-    use crate::wire::SnapshotChunk;
-    use shoal_model::Op;
-    let mut s = cluster_state(&["a"]);
-    for i in 0..2000 {
-        let op = Op::KvSet {
-            key: format!("key-{i}"),
-            value: format!("value-{i}"),
-        };
-        command(&mut s, &format!("c{i}"), op);
-    }
-    let (bytes, sha) = shoal_log::encode_snapshot(&s, 1);
-    let snap = EncodedSnapshot::new(s.index(), bytes.clone(), sha, 1024);
-    let chunks = snap.offer(0, 0).chunks.len() as u32;
-    assert!(chunks > 8, "{chunks}");
-    let chunk = |session: u64, k: u32| {
-        let start = k as usize * 1024;
-        SnapshotChunk {
-            session,
-            index: s.index(),
-            chunk: k,
-            data: bytes[start..(start + 1024).min(bytes.len())].to_vec(),
-        }
-    };
-    let asked_chunks = |acts: &[CatchUpAction]| -> Vec<u32> {
-        acts.iter()
-            .filter_map(|a| match a {
-                CatchUpAction::SnapshotRequest { req, .. } => Some(req.chunk),
-                _ => None,
-            })
-            .collect()
-    };
-    let (a, b) = (NodeId::from("a"), NodeId::from("b"));
-    let mut c = replica(0, s.index().0 + 10, false);
-    let peers = [source("a", 1, s.index().0), source("b", 1, s.index().0)];
-    let first = asked(&plan(&mut c, 0, true, &peers, None).1);
-    c.on_offer(&a, snap.offer(first, 0), true, ms(5)).unwrap();
-    let acts = c.tick(ms(55));
-    assert_eq!(asked_chunks(&acts), [0, 1]);
-    // Three chunks come, then the only source refuses: the transfer fails.
-    let mut more = Vec::new();
-    for k in 0..3 {
-        more.extend(asked_chunks(&c.on_chunk(&a, chunk(first, k), ms(60)).1));
-    }
-    assert_eq!(more, [2, 3, 4]);
-    let acts = c.on_refused(&a, first, "stopping", ms(70));
-    assert_eq!(kinds(&acts), ["dropped", "failed"]);
+    let mut p = Parked::new();
+    let b = NodeId::from("b");
     // Asked again after the pause, the same snapshot is offered by b: the
     // transfer goes on from chunk 3.
-    let (_, acts) = plan(&mut c, 1100, true, &peers, None);
+    let (_, acts) = plan(&mut p.c, 1100, true, &p.peers, None);
     let second = asked(&acts[acts.len() - 1..]);
-    assert_ne!(first, second);
-    c.on_offer(&b, snap.offer(second, 0), true, ms(1105))
+    assert_ne!(p.first, second);
+    p.c.on_offer(&b, p.snap.offer(second, 0), true, ms(1105))
         .unwrap();
-    let acts = c.tick(ms(1155));
+    let acts = p.c.tick(ms(1155));
     assert_eq!(kinds(&acts[..1]), ["snapshot_started"]);
     assert_eq!(asked_chunks(&acts), [3, 4], "not from the start");
+    let chunks = p.snap.offer(0, 0).chunks.len() as u32;
     let mut installed = None;
     for k in 3..chunks {
-        for act in c.on_chunk(&b, chunk(second, k), ms(1200)).1 {
+        let chunk = p.chunk(second, k);
+        for act in p.c.on_chunk(&b, chunk, ms(1200)).1 {
             if let CatchUpAction::Install(state, _) = act {
                 installed = Some(state);
             }
         }
     }
     let state = installed.expect("the snapshot is installed");
-    assert_eq!(state.hash(), s.hash());
+    assert_eq!(state.hash(), p.state.hash());
+}
+
+#[test]
+fn a_parked_transfer_is_let_go_once_no_snapshot_is_wanted() {
+    let mut p = Parked::new();
+    // Within the pause after the failure it is kept, to go on with.
+    let (kinds_now, _) = plan(&mut p.c, 500, true, &p.peers, None);
+    assert!(!kinds_now.contains(&"ask"), "{kinds_now:?}");
+    assert!(p.c.parked.is_some());
+    // The replica caught up otherwise (by range): nothing is behind, and
+    // the bytes held for the snapshot go.
+    let commit = p.c.known_commit;
+    let acts = p.c.plan(ms(1100), commit, false, &p.peers, None);
+    assert!(!kinds(&acts).contains(&"ask"), "{:?}", kinds(&acts));
+    assert!(p.c.parked.is_none(), "nothing to resume: nothing held");
 }
