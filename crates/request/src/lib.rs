@@ -57,33 +57,46 @@ pub(crate) fn invalid(message: impl Into<String>) -> Invalid {
 /// A JSON body of shape `T`; `shape` names it in the error.
 pub(crate) fn json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Invalid> {
     let fail = |e: serde_json::Error| invalid(format!("the body must be {shape}: {e}"));
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(fail)?;
-    integral(&mut value);
-    T::deserialize(value).map_err(fail)
+    let first = match serde_json::from_slice(body) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e,
+    };
+    // Only a body that did not parse as it is is read again, through a
+    // tree whose integral floats are made integers.
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(fail(first));
+    };
+    if !integral(&mut value) {
+        return Err(fail(first));
+    }
+    T::deserialize(value).map_err(|_| fail(first))
 }
 
 /// JSON has one kind of number: `3.0` is the integer 3 as much as `3` is
 /// (JSON Schema says so too), and clients whose numbers are floats send
 /// it that way. Numbers without a fraction that fit in 64 bits are made
-/// integers before the fields are read.
-fn integral(value: &mut serde_json::Value) {
+/// integers before the fields are read. Says whether any was.
+fn integral(value: &mut serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::Number(n) if n.is_f64() => {
             let f = n.as_f64().unwrap_or(f64::NAN);
             if f.fract() != 0.0 || !f.is_finite() {
-                return;
+                return false;
             }
             // Both bounds are powers of two, so exact as f64.
             if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
                 *value = Value::from(f as u64);
             } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
                 *value = Value::from(f as i64);
+            } else {
+                return false;
             }
+            true
         }
-        Value::Array(items) => items.iter_mut().for_each(integral),
-        Value::Object(fields) => fields.values_mut().for_each(integral),
-        _ => {}
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| integral(v) | any),
+        Value::Object(fields) => fields.values_mut().fold(false, |any, v| integral(v) | any),
+        _ => false,
     }
 }
 
