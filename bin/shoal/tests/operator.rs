@@ -411,7 +411,7 @@ fn the_systemd_unit_verifies() {
 }
 
 #[test]
-fn the_version_names_its_commit_and_completions_and_manual_cover_every_command() {
+fn the_version_names_its_commit_and_completions_manual_and_api_description_print() {
     let run = |args: &[&str]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(args)
@@ -436,4 +436,9 @@ fn the_version_names_its_commit_and_completions_and_manual_cover_every_command()
     let page = run(&["man"]);
     assert!(page.contains(".TH shoal 1"), "{page}");
     assert!(page.contains("completions") && page.contains("Exit status"));
+    // The API's description, without a node: what every node serves.
+    let doc: serde_json::Value = serde_json::from_str(&run(&["openapi"])).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/kv/{key}/cas"]["post"]["requestBody"].is_object());
+    assert!(doc["components"]["schemas"]["Status"].is_object());
 }
