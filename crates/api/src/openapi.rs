@@ -82,11 +82,11 @@ struct ApiDoc;
 /// once.
 pub fn json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| description().to_json().expect("the description serializes"))
-}
-
-pub(crate) fn description() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the description serializes")
+    })
 }
 
 /// The answers every route shares, by the layer that gives them
@@ -292,7 +292,8 @@ pub(crate) struct Fence {
     fence: Option<String>,
 }
 
-/// `Idempotency-Key`, which every write honours (`kv.rs`: `command_id`).
+/// `Idempotency-Key`, which the writes that name it honour (`kv.rs`:
+/// `command_id`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[expect(dead_code, reason = "describes a header that kv.rs reads by name")]
@@ -329,7 +330,7 @@ pub(crate) struct Id {
 }
 
 /// `?consistent=true`: read after a barrier through the master.
-#[derive(IntoParams, ToSchema)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[expect(dead_code, reason = "describes a query parameter parsed with others")]
 pub(crate) struct Consistent {
