@@ -69,6 +69,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .iter()
         .map(|a| metric(c, *a, "shoal_snapshot_builds_total"))
         .collect();
+    // The members that joined the first caught up by snapshot: what they
+    // were sent then is not the storm's.
+    let sent_before = sum_metric(c, &apis, "shoal_snapshot_bytes_sent_total");
+    let members_received_before = sum_metric(c, &apis, "shoal_snapshot_bytes_received_total");
     let load = Load::start(master.api, rate);
     let idle_from = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
@@ -117,10 +121,19 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .collect();
     let mut all_apis = apis.clone();
     all_apis.extend(&joiner_apis);
-    let sent = sum_metric(c, &all_apis, "shoal_snapshot_bytes_sent_total");
+    let sent = sum_metric(c, &all_apis, "shoal_snapshot_bytes_sent_total") - sent_before;
     // Where sent and received differ: frames the transport dropped, and
-    // chunks that arrived after their transfer ended.
+    // chunks that arrived at a joiner that was gone.
     let overflow = sum_metric(c, &all_apis, "shoal_send_overflow_total");
+    // Received and not taken: chunks that came twice, or after their
+    // transfer ended.
+    let unused = sum_metric(c, &joiner_apis, "shoal_snapshot_bytes_unused_total");
+    let again = sum_metric(c, &joiner_apis, "shoal_snapshot_chunks_asked_again_total");
+    // Frames a joiner's network task dropped with its node's queue full.
+    let net_dropped = sum_metric(c, &joiner_apis, "shoal_net_dropped_events_total");
+    // Snapshot bytes the members themselves received during the storm.
+    let members_received =
+        sum_metric(c, &apis, "shoal_snapshot_bytes_received_total") - members_received_before;
     let failures = sum_metric(c, &joiner_apis, "shoal_snapshot_failures_total");
     let builds: Vec<f64> = apis
         .iter()
@@ -140,6 +153,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "received_per_joiner_max_x": received.iter().copied().fold(0.0, f64::max) / size as f64,
         "received_per_joiner_mean_x": received.iter().sum::<f64>() / joiners as f64 / size as f64,
         "cluster_sent_per_joiner_x": sent / joiners as f64 / size as f64,
+        "unused_per_joiner_x": unused / joiners as f64 / size as f64,
+        "chunks_asked_again": again,
+        "joiner_net_dropped_events": net_dropped,
+        "members_received_x": members_received / size as f64,
         "send_overflow_frames": overflow,
         "snapshot_failures": failures,
         "snapshot_builds_per_member": builds,

@@ -145,7 +145,13 @@ pub struct Metrics {
     pub nacks_sent: u64,
     pub ranges_served: u64,
     pub snapshot_bytes_sent: u64,
+    /// Snapshot chunk bytes that arrived, taken or not.
     pub snapshot_bytes_received: u64,
+    /// Of those, bytes not taken: a chunk that came twice (asked again
+    /// after it was late), or for a transfer no longer under way.
+    pub snapshot_bytes_unused: u64,
+    /// Snapshot chunks asked of another source after they came late.
+    pub snapshot_chunks_asked_again: u64,
     pub snapshots_installed: u64,
     /// Local snapshots this node saved to its own disk.
     pub local_snapshots_saved: u64,

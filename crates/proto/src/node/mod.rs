@@ -557,8 +557,9 @@ impl<L: LogStore> Node<L> {
             Direct::SnapshotOffer(offer) => self.on_snapshot_offer(from, offer),
             Direct::SnapshotRequest(req) => self.serve_snapshot(from, req, out),
             Direct::SnapshotChunk(chunk) => {
-                let (bytes, acts) = self.catch_up.on_chunk(&from, chunk, self.now);
-                self.metrics.snapshot_bytes_received += bytes;
+                self.metrics.snapshot_bytes_received += chunk.data.len() as u64;
+                let (unused, acts) = self.catch_up.on_chunk(&from, chunk, self.now);
+                self.metrics.snapshot_bytes_unused += unused;
                 self.run_catch_up(acts, out);
             }
             Direct::SnapshotRefused { session, reason } => {

@@ -60,6 +60,9 @@ pub enum ReceiveEvent {
     Request {
         to: NodeId,
         req: SnapshotRequest,
+        /// The chunk was asked before and came late: its first answer may
+        /// still come, and one of the two is then sent for nothing.
+        again: bool,
     },
     Progress(Progress),
     /// A source is no longer asked: it refused, stopped sending, or (with
@@ -134,6 +137,8 @@ pub struct SnapshotReceiver {
     late_at: BTreeMap<u32, usize>,
     /// Why the last source was dropped.
     last_drop: String,
+    /// Chunk bytes taken (checked, and not here before).
+    taken: u64,
     /// A source asked only while fewer than two others can serve (the
     /// master: its loop commits every write).
     spare: Option<NodeId>,
@@ -164,6 +169,7 @@ impl SnapshotReceiver {
             requested: BTreeMap::new(),
             late_at: BTreeMap::new(),
             last_drop: "no source".into(),
+            taken: 0,
             spare,
             finished: false,
         };
@@ -203,6 +209,12 @@ impl SnapshotReceiver {
             .iter()
             .map(|s| (s.node.clone(), s.delivered))
             .collect()
+    }
+
+    /// Chunk bytes taken so far: every other byte that arrived was a
+    /// chunk that came twice, late, or unasked.
+    pub fn taken_bytes(&self) -> u64 {
+        self.taken
     }
 
     /// Bytes received ahead of what was decoded, waiting for a gap.
@@ -346,6 +358,7 @@ impl SnapshotReceiver {
         let src = &mut self.sources[i];
         src.late = 0;
         src.delivered += 1;
+        self.taken += chunk.data.len() as u64;
         self.stash.insert(k, chunk.data);
         while let Some(data) = self.stash.remove(&self.next) {
             let decoder = self
@@ -465,6 +478,7 @@ impl SnapshotReceiver {
                     index: self.offer.index,
                     chunk: k,
                 },
+                again: was_late_at.is_some(),
             });
         }
         out

@@ -101,10 +101,12 @@ pub enum CatchUpAction {
         session: u64,
         have: EventIdx,
     },
-    /// Ask `to` for a chunk of the snapshot.
+    /// Ask `to` for a chunk of the snapshot (`again`: it came late
+    /// elsewhere).
     SnapshotRequest {
         to: NodeId,
         req: SnapshotRequest,
+        again: bool,
     },
     /// A transfer began.
     SnapshotStarted {

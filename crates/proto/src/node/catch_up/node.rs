@@ -62,7 +62,8 @@ impl<L: LogStore> Node<L> {
                         self.frame(Gossip::SnapshotWanted { session, have }),
                     ));
                 }
-                CatchUpAction::SnapshotRequest { to, req } => {
+                CatchUpAction::SnapshotRequest { to, req, again } => {
+                    self.metrics.snapshot_chunks_asked_again += u64::from(again);
                     self.send(to, Direct::SnapshotRequest(req), out)
                 }
                 CatchUpAction::SnapshotStarted {

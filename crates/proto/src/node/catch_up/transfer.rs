@@ -63,21 +63,22 @@ impl CatchUp {
         Ok(())
     }
 
-    /// Bytes of `chunk` that belong to the transfer under way (counted as
-    /// received), and what follows from it.
+    /// Bytes of `chunk` that were not taken (it came twice, late, unasked,
+    /// or for a transfer no longer under way), and what follows from it.
     pub fn on_chunk(
         &mut self,
         from: &NodeId,
         chunk: SnapshotChunk,
         now: Duration,
     ) -> (u64, Vec<CatchUpAction>) {
+        let len = chunk.data.len() as u64;
         let Transfer::Receiving(rx) = &mut self.transfer else {
-            return (0, vec![]);
+            return (len, vec![]);
         };
-        let ours = rx.session() == chunk.session && rx.is_source(from);
-        let bytes = if ours { chunk.data.len() as u64 } else { 0 };
+        let before = rx.taken_bytes();
         let evs = rx.on_chunk(from, chunk, now);
-        (bytes, self.receive_events(evs, now))
+        let unused = len - (rx.taken_bytes() - before);
+        (unused, self.receive_events(evs, now))
     }
 
     pub fn on_refused(
@@ -168,8 +169,8 @@ impl CatchUp {
         let mut out = Vec::new();
         for ev in evs {
             match ev {
-                ReceiveEvent::Request { to, req } => {
-                    out.push(CatchUpAction::SnapshotRequest { to, req })
+                ReceiveEvent::Request { to, req, again } => {
+                    out.push(CatchUpAction::SnapshotRequest { to, req, again })
                 }
                 ReceiveEvent::Progress(p) => out.push(CatchUpAction::Progress(p)),
                 ReceiveEvent::Dropped {

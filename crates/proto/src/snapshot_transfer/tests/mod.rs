@@ -82,6 +82,10 @@ struct Run {
     result: Result<(State, EncodedSnapshot), String>,
     /// Chunk bytes that reached the receiver, duplicates and all.
     bytes: u64,
+    /// Of those, the bytes it took.
+    taken: u64,
+    /// Chunks it asked again after they came late.
+    asked_again: u64,
     /// Chunks each source delivered, as the receiver counted them.
     delivered: BTreeMap<NodeId, u64>,
     /// Dropped sources, with whether for bad bytes.
@@ -115,13 +119,16 @@ fn drive(
     let mut out = Run {
         result: Err("no end".into()),
         bytes: 0,
+        taken: 0,
+        asked_again: 0,
         delivered: BTreeMap::new(),
         dropped: vec![],
     };
     for _ in 0..100_000 {
         for ev in evs.drain(..) {
             match ev {
-                ReceiveEvent::Request { to, req } => {
+                ReceiveEvent::Request { to, req, again } => {
+                    out.asked_again += u64::from(again);
                     let s = srcs.iter_mut().find(|s| s.node == to).unwrap();
                     if s.dies_after.is_some_and(|n| s.sent >= n) {
                         continue;
@@ -177,6 +184,7 @@ fn drive(
         }
     }
     out.delivered = rx.delivered().into_iter().collect();
+    out.taken = rx.taken_bytes();
     out
 }
 
@@ -276,6 +284,24 @@ fn lost_chunks_are_asked_again_and_a_source_that_keeps_delivering_is_kept() {
 }
 
 #[test]
+fn a_chunk_asked_again_after_it_came_late_is_taken_once() {
+    let s = state(3000);
+    let snap = built(&s, CHUNK);
+    // Past the 100 ms timeout, but it does answer.
+    let slow = src("slow", &snap, 300);
+    let r = run(&snap, vec![slow, src("fast", &snap, 5)], cfg());
+    assert_eq!(hash_of(&r), s.hash());
+    assert!(r.asked_again > 0);
+    assert_eq!(r.taken, snap.bytes.len());
+    assert!(
+        r.bytes > r.taken,
+        "late chunks came too: {} bytes, {} taken",
+        r.bytes,
+        r.taken
+    );
+}
+
+#[test]
 fn a_transfer_that_lost_every_source_goes_on_from_where_it_stopped() {
     let s = state(3000);
     let snap = built(&s, CHUNK);
@@ -367,6 +393,7 @@ fn chunks_from_strangers_other_sessions_or_unasked_are_not_kept() {
         ReceiveEvent::Progress(Progress { received: 0, .. })
     ));
     assert_eq!(rx.stashed_bytes(), CHUNK as usize);
+    assert_eq!(rx.taken_bytes(), u64::from(CHUNK));
 }
 
 #[test]
