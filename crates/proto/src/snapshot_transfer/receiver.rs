@@ -4,8 +4,11 @@
 //!
 //! Work goes to sources as they free up: a source gets its next chunk
 //! when it delivers one, so a fast source serves more than a slow one. A
-//! chunk that comes late is asked of another source, from where the
-//! transfer stands, not from the start; a source late too often in a row,
+//! chunk is late when its source has sent nothing for a while since it
+//! was asked (a source still delivering is working through its queue, and
+//! a chunk asked twice is sent twice); a late chunk is asked of another
+//! source, from where the transfer stands, not from the start; a source
+//! late too often in a row,
 //! one that refuses, or one whose chunk does not match its hash, is
 //! dropped, and its chunks go to the others. When no source is left, what
 //! arrived is kept: `resume` goes on from it with new sources of the same
@@ -23,7 +26,8 @@ use std::time::Duration;
 /// Room set aside up front for the received bytes, at most: the rest
 /// grows with what arrives, never ahead of it.
 const MAX_RESERVE: u64 = 256 << 20;
-/// A chunk is late after this many times its source's usual answer time.
+/// A chunk is late after its source was silent for this many times its
+/// usual answer time.
 const LATE_FACTOR: u32 = 4;
 
 #[derive(Clone, Copy, Debug)]
@@ -33,10 +37,12 @@ pub struct ReceiveConfig {
     pub window: usize,
     /// Chunk requests in flight at one source.
     pub per_source: usize,
-    /// How long a chunk may take before it is asked of another source,
-    /// at least; a source that answers slowly (a busy host, a loaded link)
-    /// is given `LATE_FACTOR` times its usual answer time instead, so that
-    /// slowness is not taken for loss and every chunk asked twice.
+    /// How long a source may be silent, since a chunk was asked of it or
+    /// since it last delivered, before the chunk is asked of another
+    /// source, at least; a source that answers slowly (a busy host, a
+    /// loaded link) is given `LATE_FACTOR` times its usual answer time
+    /// instead, so that slowness is not taken for loss and every chunk
+    /// asked twice.
     pub chunk_timeout: Duration,
     /// Late chunks in a row at one source, with none delivered between
     /// them, before it is dropped. A source that keeps delivering is
@@ -93,6 +99,8 @@ struct Source {
     dropped: bool,
     /// Smoothed time from request to chunk (none before the first).
     answer_time: Option<Duration>,
+    /// When it last delivered a chunk.
+    last_delivery: Option<Duration>,
 }
 
 impl Source {
@@ -104,6 +112,7 @@ impl Source {
             delivered: 0,
             dropped: false,
             answer_time: None,
+            last_delivery: None,
         }
     }
 }
@@ -112,7 +121,6 @@ impl Source {
 struct Asked {
     source: usize,
     at: Duration,
-    deadline: Duration,
 }
 
 /// One snapshot transfer, from one or more sources.
@@ -129,8 +137,7 @@ pub struct SnapshotReceiver {
     next: u32,
     /// Chunks that arrived ahead of `next`.
     stash: BTreeMap<u32, Vec<u8>>,
-    /// Outstanding requests by chunk: the source asked, when, and the
-    /// deadline.
+    /// Outstanding requests by chunk: the source asked, and when.
     requested: BTreeMap<u32, Asked>,
     /// The source a chunk was last late at, spared for it while another
     /// can take it.
@@ -358,6 +365,7 @@ impl SnapshotReceiver {
         let src = &mut self.sources[i];
         src.late = 0;
         src.delivered += 1;
+        src.last_delivery = Some(now);
         self.taken += chunk.data.len() as u64;
         self.stash.insert(k, chunk.data);
         while let Some(data) = self.stash.remove(&self.next) {
@@ -457,20 +465,8 @@ impl SnapshotReceiver {
             let Some(i) = pick(was_late_at).or_else(|| pick(None)) else {
                 break;
             };
-            let s = &mut self.sources[i];
-            s.in_flight += 1;
-            let patience = s
-                .answer_time
-                .map_or(Duration::ZERO, |t| t * LATE_FACTOR)
-                .max(self.cfg.chunk_timeout);
-            self.requested.insert(
-                k,
-                Asked {
-                    source: i,
-                    at: now,
-                    deadline: now + patience,
-                },
-            );
+            self.sources[i].in_flight += 1;
+            self.requested.insert(k, Asked { source: i, at: now });
             out.push(ReceiveEvent::Request {
                 to: self.sources[i].node.clone(),
                 req: SnapshotRequest {
@@ -484,12 +480,31 @@ impl SnapshotReceiver {
         out
     }
 
+    /// When the chunk asked in `a` is late: its source's patience after
+    /// it was asked, or after the source last delivered if that came
+    /// later. A source that keeps delivering is working through its queue,
+    /// and what it has yet to send is not asked elsewhere; one that falls
+    /// silent has its chunks asked of the others.
+    ///
+    /// A source that has not answered yet is given `LATE_FACTOR` times
+    /// the timeout: its queue may hold other receivers' chunks (a join
+    /// storm asks every source at once), and a chunk asked again then is
+    /// most often sent twice.
+    fn deadline(&self, a: &Asked) -> Duration {
+        let s = &self.sources[a.source];
+        let patience = match s.answer_time {
+            Some(t) => (t * LATE_FACTOR).max(self.cfg.chunk_timeout),
+            None => self.cfg.chunk_timeout * LATE_FACTOR,
+        };
+        s.last_delivery.map_or(a.at, |d| d.max(a.at)) + patience
+    }
+
     /// When the next outstanding chunk is late (`on_tick` asks again).
     pub fn next_wake(&self) -> Option<Duration> {
         if self.finished {
             return None;
         }
-        self.requested.values().map(|a| a.deadline).min()
+        self.requested.values().map(|a| self.deadline(a)).min()
     }
 
     /// Chunks whose answer did not come in time are asked again, of
@@ -502,7 +517,7 @@ impl SnapshotReceiver {
         let late: Vec<(u32, usize)> = self
             .requested
             .iter()
-            .filter(|(_, a)| a.deadline <= now)
+            .filter(|(_, a)| self.deadline(a) <= now)
             .map(|(k, a)| (*k, a.source))
             .collect();
         if late.is_empty() {

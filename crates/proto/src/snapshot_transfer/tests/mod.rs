@@ -54,6 +54,11 @@ struct Src {
     server: SnapshotServer,
     /// Time from a request to its chunk's arrival.
     latency: Duration,
+    /// Instead of `latency`: one request at a time, the n-th taking this
+    /// many milliseconds (a busy host working through its queue).
+    queue: Option<fn(usize) -> u64>,
+    /// When its queue is next free.
+    free_at: Duration,
     /// Answers this many chunks, then is gone (killed).
     dies_after: Option<usize>,
     /// Flips a byte of this chunk.
@@ -70,6 +75,8 @@ fn src(name: &str, snap: &EncodedSnapshot, latency_ms: u64) -> Src {
         node: NodeId::from(name),
         server,
         latency: ms(latency_ms),
+        queue: None,
+        free_at: Duration::ZERO,
         dies_after: None,
         corrupts: None,
         loses: |_| false,
@@ -148,7 +155,14 @@ fn drive(
                         other => panic!("{other:?}"),
                     };
                     seq += 1;
-                    arrivals.insert((now + s.latency, seq), (to, arrival));
+                    let at = match s.queue {
+                        Some(took) => {
+                            s.free_at = s.free_at.max(now) + ms(took(s.sent));
+                            s.free_at
+                        }
+                        None => now + s.latency,
+                    };
+                    arrivals.insert((at, seq), (to, arrival));
                 }
                 ReceiveEvent::Progress(_) => {}
                 ReceiveEvent::Dropped { source, bad, .. } => out.dropped.push((source, bad)),
@@ -287,8 +301,8 @@ fn lost_chunks_are_asked_again_and_a_source_that_keeps_delivering_is_kept() {
 fn a_chunk_asked_again_after_it_came_late_is_taken_once() {
     let s = state(3000);
     let snap = built(&s, CHUNK);
-    // Past the 100 ms timeout, but it does answer.
-    let slow = src("slow", &snap, 300);
+    // Past the 400 ms a first answer may take, but it does answer.
+    let slow = src("slow", &snap, 1000);
     let r = run(&snap, vec![slow, src("fast", &snap, 5)], cfg());
     assert_eq!(hash_of(&r), s.hash());
     assert!(r.asked_again > 0);
@@ -299,6 +313,27 @@ fn a_chunk_asked_again_after_it_came_late_is_taken_once() {
         r.bytes,
         r.taken
     );
+}
+
+#[test]
+fn a_source_still_working_through_its_queue_is_not_asked_elsewhere() {
+    let s = state(6000);
+    let snap = built(&s, CHUNK);
+    // Requests wait their turn, at first behind other receivers' chunks
+    // (longer than the timeout); for a spell each takes five times as
+    // long, longer than four usual answers, but chunks keep coming.
+    let mut busy = src("busy", &snap, 0);
+    busy.queue = Some(|n| if (10..20).contains(&n) { 250 } else { 50 });
+    let mut other = src("other", &snap, 0);
+    other.queue = Some(|_| 50);
+    for s in [&mut busy, &mut other] {
+        s.free_at = ms(300);
+    }
+    let r = run(&snap, vec![busy, other], cfg());
+    assert_eq!(hash_of(&r), s.hash());
+    assert_eq!(r.asked_again, 0);
+    assert_eq!(r.bytes, snap.bytes.len(), "no chunk sent twice");
+    assert!(r.dropped.is_empty());
 }
 
 #[test]
