@@ -31,6 +31,10 @@ const MAX_WAITING: usize = 64;
 /// A transfer counts as under way while its receiver asked for a chunk
 /// within this.
 const BUSY_WINDOW: Duration = Duration::from_secs(2);
+/// A held snapshot counts as in use while a chunk of it was asked for
+/// within this: a joiner short of CPU in a storm may ask once in many
+/// seconds, and a snapshot evicted under it starts its transfer over.
+const IN_USE_WINDOW: Duration = Duration::from_secs(30);
 /// Transfers tracked for `busy`, at most.
 const MAX_TRACKED: usize = 256;
 /// A held snapshot at an earlier snapshot point is offered while it is at
@@ -83,7 +87,7 @@ struct Held {
 impl Held {
     fn in_flight(&self, now: Duration) -> bool {
         self.served_at
-            .is_some_and(|at| now.saturating_sub(at) < BUSY_WINDOW)
+            .is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
     }
 }
 
@@ -146,6 +150,17 @@ impl SnapshotServer {
                 to: from,
                 offer: s.offer(session, busy),
             }];
+        }
+        // Every snapshot held is in use: a build would evict one that a
+        // transfer still pulls. The newest is offered instead, however far
+        // the point moved; the asker fetches the longer tail by range.
+        if self.held.len() >= MAX_HELD && self.held.iter().all(|h| h.in_flight(now)) {
+            if let Some(s) = self.held_past(have, None, now) {
+                return vec![ServeAction::Offer {
+                    to: from,
+                    offer: s.offer(session, busy),
+                }];
+            }
         }
         if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];

@@ -125,12 +125,20 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
     }
     assert!(chunk(&mut member, 300, 4_000));
     assert!(!chunk(&mut member, 200, 4_000), "the idle one was evicted");
+    // Both held are in use: the newest is offered, however far the point
+    // moved, and nothing is built (a build would evict one of them).
+    let acts = member.on_wanted(b.clone(), 8, at(0), Some(pt(900)), ms(20_000));
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(300)),
+        "{acts:?}"
+    );
+    assert!(chunk(&mut member, 300, 20_000));
     // Once its transfer stopped asking, the old one is the one to go.
-    member.on_wanted(b.clone(), 9, at(300), Some(pt(400)), ms(9_000));
-    member.on_built(built(&state(400), CHUNK), ms(9_000));
-    assert!(!chunk(&mut member, 10, 9_001));
-    assert!(chunk(&mut member, 300, 9_001));
-    assert!(chunk(&mut member, 400, 9_001));
+    member.on_wanted(b.clone(), 9, at(300), Some(pt(400)), ms(40_000));
+    member.on_built(built(&state(400), CHUNK), ms(40_000));
+    assert!(!chunk(&mut member, 10, 40_001));
+    assert!(chunk(&mut member, 300, 40_001));
+    assert!(chunk(&mut member, 400, 40_001));
 }
 
 #[test]
