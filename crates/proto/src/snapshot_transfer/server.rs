@@ -63,9 +63,9 @@ impl Point {
     /// back (so that writes going on do not make every request a new
     /// build). Any other older one is not: how much its tail would hold is
     /// unknown (one event may carry a thousand keys).
-    fn accepts(&self, index: EventIdx, in_flight: bool) -> bool {
+    fn accepts(&self, index: EventIdx, in_use: bool) -> bool {
         let every = self.every.max(1);
-        let behind = if in_flight {
+        let behind = if in_use {
             POINTS_BEHIND_IN_FLIGHT
         } else {
             POINTS_BEHIND
@@ -85,7 +85,7 @@ struct Held {
 }
 
 impl Held {
-    fn in_flight(&self, now: Duration) -> bool {
+    fn in_use(&self, now: Duration) -> bool {
         self.served_at
             .is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
     }
@@ -124,7 +124,7 @@ impl SnapshotServer {
         self.held
             .iter()
             .filter(|h| h.snap.index > have)
-            .filter(|h| point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now))))
+            .filter(|h| point.is_none_or(|p| p.accepts(h.snap.index, h.in_use(now))))
             .map(|h| &h.snap)
             .max_by_key(|s| s.index)
     }
@@ -145,22 +145,18 @@ impl SnapshotServer {
         now: Duration,
     ) -> Vec<ServeAction> {
         let busy = self.busy(now);
-        if let Some(s) = self.held_past(have, point, now) {
+        // With every snapshot held in use, a build would evict one that a
+        // transfer still pulls: the newest is offered instead, however far
+        // the point moved; the asker fetches the longer tail by range.
+        let crowded = self.held.len() >= MAX_HELD && self.held.iter().all(|h| h.in_use(now));
+        let held = self
+            .held_past(have, point, now)
+            .or_else(|| crowded.then(|| self.held_past(have, None, now)).flatten());
+        if let Some(s) = held {
             return vec![ServeAction::Offer {
                 to: from,
                 offer: s.offer(session, busy),
             }];
-        }
-        // Every snapshot held is in use: a build would evict one that a
-        // transfer still pulls. The newest is offered instead, however far
-        // the point moved; the asker fetches the longer tail by range.
-        if self.held.len() >= MAX_HELD && self.held.iter().all(|h| h.in_flight(now)) {
-            if let Some(s) = self.held_past(have, None, now) {
-                return vec![ServeAction::Offer {
-                    to: from,
-                    offer: s.offer(session, busy),
-                }];
-            }
         }
         if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
@@ -184,7 +180,7 @@ impl SnapshotServer {
             None => {
                 if self.held.len() >= MAX_HELD {
                     let evict = (0..self.held.len())
-                        .min_by_key(|&i| (self.held[i].in_flight(now), self.held[i].snap.index));
+                        .min_by_key(|&i| (self.held[i].in_use(now), self.held[i].snap.index));
                     if let Some(i) = evict {
                         self.held.swap_remove(i);
                     }
