@@ -372,6 +372,7 @@ impl<L: LogStore> Node<L> {
                 Timer::Heartbeat => {
                     self.timers
                         .set(Timer::Heartbeat, self.now + self.cfg.heartbeat_every);
+                    self.peers.recount();
                     self.heartbeat(out);
                     self.reconnect_silent(out);
                 }

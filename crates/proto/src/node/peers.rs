@@ -19,6 +19,7 @@ use crate::wire::{Direct, Gossip};
 use shoal_model::{
     ClusterId, Heartbeat, LeaderReason, Liveness, NodeId, Role, Standing, Term, TransientEvent,
 };
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ struct Peer {
 pub struct Peers {
     map: BTreeMap<NodeId, Peer>,
     node_timeout: Duration,
+    /// What `named_master` last counted, and for which cluster: a joiner
+    /// asks on every heartbeat it hears, and counting is a pass over every
+    /// peer. Cleared when a claim it counted may have changed (`record`)
+    /// and on each `recount`, so a claim gone stale with its heartbeat
+    /// drops out at the next one.
+    named: OnceCell<(Option<ClusterId>, Option<NodeId>)>,
 }
 
 impl Peers {
@@ -46,6 +53,7 @@ impl Peers {
         Peers {
             map: BTreeMap::new(),
             node_timeout,
+            named: OnceCell::new(),
         }
     }
 
@@ -57,6 +65,12 @@ impl Peers {
         hb: Heartbeat,
         now: Duration,
     ) {
+        let claim_kept = self.map.get(&from).is_some_and(|p| {
+            self.fresh(p, now) && p.cluster == cluster && p.hb.leader == hb.leader
+        });
+        if !claim_kept {
+            self.named.take();
+        }
         self.map.insert(
             from,
             Peer {
@@ -69,6 +83,12 @@ impl Peers {
             self.map
                 .retain(|_, p| now.saturating_sub(p.last_seen) < FORGET_AFTER);
         }
+    }
+
+    /// Counts the named master afresh when next asked (claims go stale
+    /// with their heartbeats; a node calls this once a heartbeat interval).
+    pub fn recount(&mut self) {
+        self.named.take();
     }
 
     pub fn known(&self, node: &NodeId) -> bool {
@@ -118,13 +138,31 @@ impl Peers {
         self.map
             .iter()
             .filter(|(n, p)| p.cluster.as_ref() == cluster && keep(n))
-            .map(|(n, p)| Source {
-                node: n.clone(),
-                floor: p.hb.log_floor,
-                applied: p.hb.applied,
-                live: self.fresh(p, now),
-            })
+            .map(|(n, p)| self.as_source(n, p, now))
             .collect()
+    }
+
+    /// `node` as a source, if it is a peer of `cluster`.
+    pub fn source(
+        &self,
+        node: &NodeId,
+        cluster: Option<&ClusterId>,
+        now: Duration,
+    ) -> Option<Source> {
+        let p = self
+            .map
+            .get(node)
+            .filter(|p| p.cluster.as_ref() == cluster)?;
+        Some(self.as_source(node, p, now))
+    }
+
+    fn as_source(&self, node: &NodeId, p: &Peer, now: Duration) -> Source {
+        Source {
+            node: node.clone(),
+            floor: p.hb.log_floor,
+            applied: p.hb.applied,
+            live: self.fresh(p, now),
+        }
     }
 
     /// What `cluster`'s nodes say of it (the one standing first, should
@@ -181,6 +219,18 @@ impl Peers {
     /// nothing about who it is and do not count: two nodes joining at once
     /// would otherwise each wait for the other to name a master first.
     pub fn named_master(&self, cluster: Option<&ClusterId>, now: Duration) -> Option<NodeId> {
+        if let Some((c, named)) = self.named.get() {
+            if c.as_ref() == cluster {
+                return named.clone();
+            }
+        }
+        let named = self.count_named(cluster, now);
+        // Kept only while no other cluster's count is.
+        let _ = self.named.set((cluster.cloned(), named.clone()));
+        named
+    }
+
+    fn count_named(&self, cluster: Option<&ClusterId>, now: Duration) -> Option<NodeId> {
         let mut votes: BTreeMap<&NodeId, usize> = BTreeMap::new();
         let mut heard = 0;
         for p in self.map.values() {
@@ -465,130 +515,4 @@ impl<L: LogStore> Node<L> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_model::EventIdx;
-
-    fn hb(node: &str, term: u64, leader: Option<&str>) -> Heartbeat {
-        Heartbeat {
-            node: NodeId::from(node),
-            addr: format!("mem://{node}"),
-            cluster_id: Some(ClusterId::from("c")),
-            incarnation: 1,
-            started_ms: 0,
-            sent_ms: 0,
-            term: Term(term),
-            applied: EventIdx(10),
-            commit: EventIdx(12),
-            log_floor: EventIdx(3),
-            leader: leader.map(NodeId::from),
-            standing: None,
-            voter: true,
-            leader_reason: None,
-        }
-    }
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    #[test]
-    fn a_peer_is_alive_until_its_heartbeats_stop_for_the_node_timeout() {
-        let mut p = Peers::new(secs(2));
-        let c = Some(ClusterId::from("c"));
-        p.record(NodeId::from("a"), c.clone(), hb("a", 1, None), secs(10));
-        p.record(NodeId::from("b"), None, hb("b", 1, None), secs(10));
-        assert_eq!(
-            p.live_members(c.as_ref(), secs(11)),
-            vec![NodeId::from("a")]
-        );
-        assert!(p.live_members(c.as_ref(), secs(12)).is_empty());
-        assert!(
-            p.known(&NodeId::from("a")),
-            "remembered after it went quiet"
-        );
-        let s = p.sources(c.as_ref(), secs(12));
-        assert_eq!(s.len(), 1);
-        assert_eq!(
-            (s[0].floor, s[0].applied, s[0].live),
-            (EventIdx(3), EventIdx(10), false)
-        );
-    }
-
-    #[test]
-    fn the_smallest_empty_node_in_sight_founds() {
-        let mut p = Peers::new(secs(2));
-        p.record(NodeId::from("a"), None, hb("a", 0, None), secs(1));
-        assert!(p.smaller_empty_peer(&NodeId::from("b"), secs(2)));
-        assert!(!p.smaller_empty_peer(&NodeId::from("0"), secs(2)));
-        assert!(
-            !p.smaller_empty_peer(&NodeId::from("b"), secs(3)),
-            "gone quiet"
-        );
-    }
-
-    #[test]
-    fn the_master_is_who_a_majority_of_voters_name() {
-        let mut p = Peers::new(secs(2));
-        let c = Some(ClusterId::from("c"));
-        let voters = [NodeId::from("a"), NodeId::from("b"), NodeId::from("m")];
-        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
-        assert_eq!(p.master_by_voters(&voters, secs(1)), None, "one of three");
-        p.record(NodeId::from("a"), c.clone(), hb("a", 3, Some("m")), secs(1));
-        assert_eq!(
-            p.master_by_voters(&voters, secs(1)),
-            Some((NodeId::from("m"), Term(3)))
-        );
-        // A non-voter's claim, however new, does not count.
-        p.record(
-            NodeId::from("x"),
-            c.clone(),
-            hb("x", 99, Some("x")),
-            secs(1),
-        );
-        p.record(
-            NodeId::from("b"),
-            c.clone(),
-            hb("b", 99, Some("x")),
-            secs(1),
-        );
-        assert_eq!(
-            p.master_by_voters(&voters, secs(1)),
-            Some((NodeId::from("m"), Term(3)))
-        );
-        // Claims go stale with their heartbeats.
-        assert_eq!(p.master_by_voters(&voters, secs(4)), None);
-    }
-
-    #[test]
-    fn a_joiner_believes_the_master_more_than_half_its_peers_name() {
-        let mut p = Peers::new(secs(2));
-        let c = Some(ClusterId::from("c"));
-        p.record(
-            NodeId::from("x"),
-            c.clone(),
-            hb("x", 99, Some("x")),
-            secs(1),
-        );
-        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("x")));
-        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
-        assert_eq!(p.named_master(c.as_ref(), secs(1)), None, "one against one");
-        p.record(NodeId::from("a"), c.clone(), hb("a", 3, Some("m")), secs(1));
-        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("m")));
-    }
-
-    #[test]
-    fn joiners_that_name_no_master_do_not_hold_each_other_back() {
-        let mut p = Peers::new(secs(2));
-        let c = Some(ClusterId::from("c"));
-        p.record(NodeId::from("m"), c.clone(), hb("m", 3, Some("m")), secs(1));
-        for j in ["j1", "j2", "j3"] {
-            p.record(NodeId::from(j), c.clone(), hb(j, 0, None), secs(1));
-        }
-        assert_eq!(p.named_master(c.as_ref(), secs(1)), Some(NodeId::from("m")));
-        // Only abstainers: no master yet.
-        let mut q = Peers::new(secs(2));
-        q.record(NodeId::from("j1"), c.clone(), hb("j1", 0, None), secs(1));
-        assert_eq!(q.named_master(c.as_ref(), secs(1)), None);
-    }
-}
+mod tests;

@@ -68,9 +68,8 @@ impl<L: LogStore> Node<L> {
         if self.knows_members() {
             return self.peers.sources_where(cluster, now, |n| self.trusted(n));
         }
-        let Some(named) = self.named_master() else {
-            return Vec::new();
-        };
-        self.peers.sources_where(cluster, now, |n| *n == named)
+        let named = self.named_master();
+        let source = named.and_then(|m| self.peers.source(&m, cluster, now));
+        source.into_iter().collect()
     }
 }
