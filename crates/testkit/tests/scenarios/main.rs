@@ -65,21 +65,48 @@ fn formed(mut sim: Sim, n: usize) -> (Sim, Vec<NodeId>) {
     (sim, ids)
 }
 
-/// Runs `n` distinct writes through the cluster, many in flight at once.
+/// Writes keys `key-00000000`... (40-byte values) through `via`, one event
+/// each, `batch` in flight at a time.
 fn bulk_writes(sim: &mut Sim, via: &NodeId, n: u64, batch: u64) {
-    let mut done = 0;
-    while done < n {
-        let k = batch.min(n - done);
-        let handles: Vec<u64> = (0..k)
-            .map(|i| {
-                sim.submit(
-                    via,
-                    Op::KvSet {
-                        key: format!("key-{:08}", done + i),
-                        value: "v".repeat(40),
-                    },
-                )
-            })
+    let set = |i: u64| Op::KvSet {
+        key: format!("key-{i:08}"),
+        value: "v".repeat(40),
+    };
+    submit_in_waves(sim, via, (0..n).map(set), batch as usize);
+}
+
+/// Keys as `bulk_writes` writes them, `per_txn` to a transaction, with
+/// values that do not compress away (as a real store's would not): a
+/// large State from few events.
+fn bulk_keys(sim: &mut Sim, via: &NodeId, n: u64, per_txn: u64) {
+    let set = |i: u64| Op::KvSet {
+        key: format!("key-{i:08}"),
+        value: format!("{:016x}{:016x}", mix(i), mix(!i)),
+    };
+    let txns = (0..n).step_by(per_txn as usize).map(|first| Op::Txn {
+        guards: vec![],
+        ops: (first..(first + per_txn).min(n)).map(set).collect(),
+    });
+    submit_in_waves(sim, via, txns, 20);
+}
+
+/// SplitMix64's finaliser: a fixed scramble of `i`.
+fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Submits `ops` through `via`, `wave` at a time, each wave answered
+/// `Ok` before the next.
+fn submit_in_waves(sim: &mut Sim, via: &NodeId, ops: impl Iterator<Item = Op>, wave: usize) {
+    let mut ops = ops.peekable();
+    while ops.peek().is_some() {
+        let handles: Vec<u64> = ops
+            .by_ref()
+            .take(wave)
+            .map(|op| sim.submit(via, op))
             .collect();
         let ok = sim.run_until(secs(30), |s| handles.iter().all(|h| s.reply(*h).is_some()));
         assert!(ok, "seed {}: bulk batch stuck", sim.seed);
@@ -91,7 +118,6 @@ fn bulk_writes(sim: &mut Sim, via: &NodeId, n: u64, batch: u64) {
                 sim.reply(h)
             );
         }
-        done += k;
     }
 }
 
