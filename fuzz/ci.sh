@@ -17,6 +17,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 flags=(-O -a -s none)
+# At opt-level 1 the targets build in three quarters of the time (202 s
+# against 264 s here, from scratch) and run at 60-100 % of the speed: the
+# better trade for runs this short. Long runs keep the default (README).
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
 cargo fuzz build "${flags[@]}"
 for target in $(cargo fuzz list); do
     scratch=$(mktemp -d)
