@@ -1,19 +1,33 @@
 //! Applied events for external subscribers (`GET /v1/events`), read from
 //! the log's files on a blocking thread through a `LogReader`: however
 //! many subscribers read, and however far back, the node's loop does not
-//! wait for them.
+//! wait for them. Nor does it share the cores with all of them: at most
+//! `READ_SLOTS` reads run at once, and the rest wait their turn.
 
 use shoal_log::{LogError, LogReader};
 use shoal_model::{Envelope, EventIdx, LogEntry};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Subscribers' log reads (and decodes) under way at once, at most. Each
+/// keeps a core busy while it lasts: a hundred subscribers replaying a
+/// long log at once, each on its own blocking thread, left the node's
+/// loop a hundredth of the CPU, late enough with Raft's heartbeats that
+/// the voters elected another master.
+const READ_SLOTS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub(crate) struct EventReader {
     log: LogReader,
+    slots: Arc<Semaphore>,
 }
 
 impl EventReader {
     pub(crate) fn new(log: LogReader) -> Self {
-        EventReader { log }
+        EventReader {
+            log,
+            slots: Arc::new(Semaphore::new(READ_SLOTS)),
+        }
     }
 
     /// Events `from..=applied`, about `max_bytes` of them; `Err(floor)`
@@ -28,14 +42,16 @@ impl EventReader {
         if from > applied {
             return Ok(vec![]);
         }
+        // Never closed: a permit, held until the read is done.
+        let _slot = self.slots.acquire().await;
         let log = self.log.clone();
-        let read = tokio::task::spawn_blocking(move || log.read(from, applied, max_bytes)).await;
-        let floor = self.log.first_index();
-        match read {
-            Ok(read) => envelopes(from, applied, floor, read),
-            // The blocking pool is shutting down: the node stops.
-            Err(_) => Ok(vec![]),
-        }
+        let read = tokio::task::spawn_blocking(move || {
+            let read = log.read(from, applied, max_bytes);
+            envelopes(from, applied, log.first_index(), read)
+        })
+        .await;
+        // Err: the blocking pool is shutting down, the node stops.
+        read.unwrap_or(Ok(vec![]))
     }
 }
 
