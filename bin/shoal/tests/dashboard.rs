@@ -315,7 +315,10 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
 
     // A dead member is removed from the page.
     let remove = format!("tr[data-node=\"{}\"] button.remove", ids[victim]);
-    assert!(b.click(&remove), "a remove button on the dead node");
+    // The table is redrawn from the view stream: wait for a drawing that
+    // has the button.
+    let clicked = wait_for(Duration::from_secs(10), || b.click(&remove));
+    assert!(clicked, "a remove button on the dead node: {:?}", b.rows());
     let gone = wait_for(Duration::from_secs(40), || {
         let rows = b.rows();
         rows.len() == 4 && rows.iter().all(|(id, _)| *id != ids[victim])
