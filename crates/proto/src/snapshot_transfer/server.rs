@@ -40,10 +40,10 @@ const MAX_TRACKED: usize = 256;
 /// A held snapshot at an earlier snapshot point is offered while it is at
 /// most this many points behind the current one.
 const POINTS_BEHIND: u64 = 4;
-/// ... or this many while it is being served: a join storm shares the one
-/// snapshot already in flight rather than make every member build anew
-/// each time the point moves (a large transfer under load outlasts many
-/// points).
+/// ... or this many while it is in flight (offered or served within
+/// `IN_USE_WINDOW`): a join storm shares the one snapshot already in
+/// flight rather than make every member build anew each time the point
+/// moves (a large transfer under load outlasts many points).
 const POINTS_BEHIND_IN_FLIGHT: u64 = 16;
 /// Snapshots held at once (each may be in memory: a 1M-key State encodes
 /// to ~76 MB).
@@ -77,18 +77,32 @@ impl Point {
     }
 }
 
-/// A snapshot this node can serve, and when it last sent a chunk of it.
+/// A snapshot this node can serve, when it last sent a chunk of it and
+/// when it last offered it.
 #[derive(Debug)]
 struct Held {
     snap: EncodedSnapshot,
     served_at: Option<Duration>,
+    offered_at: Option<Duration>,
 }
 
 impl Held {
     fn in_use(&self, now: Duration) -> bool {
-        self.served_at
-            .is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
+        lately(self.served_at, now)
     }
+
+    /// Served or offered lately. An offer counts: the master vouches for
+    /// the snapshots its joiners load but is spared the sending while
+    /// others serve, so chunks alone would never mark its snapshot in
+    /// flight; it would build anew a few points on and vouch for bytes
+    /// no other member holds, leaving itself the only source.
+    fn in_flight(&self, now: Duration) -> bool {
+        self.in_use(now) || lately(self.offered_at, now)
+    }
+}
+
+fn lately(at: Option<Duration>, now: Duration) -> bool {
+    at.is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
 }
 
 #[derive(Debug, Default)]
@@ -113,20 +127,33 @@ impl SnapshotServer {
         self.serving.len() as u32
     }
 
-    /// The newest snapshot held past `have` that `point` accepts (any,
-    /// without a point).
-    fn held_past(
-        &self,
-        have: EventIdx,
-        point: Option<Point>,
+    /// Where in `held` the newest snapshot past `have` is that `point`
+    /// accepts (any, without a point).
+    fn held_past(&self, have: EventIdx, point: Option<Point>, now: Duration) -> Option<usize> {
+        (0..self.held.len())
+            .filter(|&i| self.held[i].snap.index > have)
+            .filter(|&i| {
+                let h = &self.held[i];
+                point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now)))
+            })
+            .max_by_key(|&i| self.held[i].snap.index)
+    }
+
+    /// An offer of `held[i]`, noted as made.
+    fn offer(
+        &mut self,
+        i: usize,
+        to: NodeId,
+        session: u64,
+        busy: u32,
         now: Duration,
-    ) -> Option<&EncodedSnapshot> {
-        self.held
-            .iter()
-            .filter(|h| h.snap.index > have)
-            .filter(|h| point.is_none_or(|p| p.accepts(h.snap.index, h.in_use(now))))
-            .map(|h| &h.snap)
-            .max_by_key(|s| s.index)
+    ) -> ServeAction {
+        let h = &mut self.held[i];
+        h.offered_at = Some(now);
+        ServeAction::Offer {
+            to,
+            offer: h.snap.offer(session, busy),
+        }
     }
 
     /// A replica wants a snapshot past `have`. `point` is where this node
@@ -152,11 +179,8 @@ impl SnapshotServer {
         let held = self
             .held_past(have, point, now)
             .or_else(|| crowded.then(|| self.held_past(have, None, now)).flatten());
-        if let Some(s) = held {
-            return vec![ServeAction::Offer {
-                to: from,
-                offer: s.offer(session, busy),
-            }];
+        if let Some(i) = held {
+            return vec![self.offer(i, from, session, busy, now)];
         }
         if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
@@ -188,6 +212,7 @@ impl SnapshotServer {
                 self.held.push(Held {
                     snap,
                     served_at: None,
+                    offered_at: None,
                 });
             }
         }
@@ -196,11 +221,8 @@ impl SnapshotServer {
         waiting
             .into_iter()
             .filter_map(|(to, session, have)| {
-                let s = self.held_past(have, None, now)?;
-                Some(ServeAction::Offer {
-                    to,
-                    offer: s.offer(session, busy),
-                })
+                let i = self.held_past(have, None, now)?;
+                Some(self.offer(i, to, session, busy, now))
             })
             .collect()
     }

@@ -43,30 +43,34 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
     assert!(member
         .on_wanted(NodeId::from("c"), 4, at(10), Some(pt(10)), ms(6))
         .is_empty());
-    // Five points on: built anew, and the old one still serves transfers
-    // under way.
+    // Five points on, offered lately: a transfer of it may be under way
+    // at another source (the master offers but is spared the sending), so
+    // it is offered again.
+    assert!(offered(&mut member, 60));
+    // Once no offer of it was made for a while: built anew, and the old
+    // one still serves transfers under way.
     assert_eq!(
-        member.on_wanted(NodeId::from("d"), 5, at(0), Some(pt(60)), ms(7)),
+        member.on_wanted(NodeId::from("d"), 5, at(0), Some(pt(60)), ms(40_000)),
         vec![ServeAction::Build]
     );
-    member.on_built(built(&state(20), CHUNK), ms(8));
+    member.on_built(built(&state(20), CHUNK), ms(40_001));
     let req = |index, chunk| SnapshotRequest {
         session: 1,
         index,
         chunk,
     };
     assert!(
-        matches!(member.on_request(a.clone(), req(at(10), 0), ms(9)), ServeAction::Send { chunk, .. } if chunk.index == at(10))
+        matches!(member.on_request(a.clone(), req(at(10), 0), ms(40_002)), ServeAction::Send { chunk, .. } if chunk.index == at(10))
     );
     assert!(
-        matches!(member.on_request(a.clone(), req(at(3), 0), ms(9)), ServeAction::Refuse { reason, .. } if reason.contains("no longer held"))
+        matches!(member.on_request(a.clone(), req(at(3), 0), ms(40_002)), ServeAction::Refuse { reason, .. } if reason.contains("no longer held"))
     );
     assert!(
-        matches!(member.on_request(a.clone(), req(at(20), 99), ms(9)), ServeAction::Refuse { reason, .. } if reason.contains("past the end"))
+        matches!(member.on_request(a.clone(), req(at(20), 99), ms(40_002)), ServeAction::Refuse { reason, .. } if reason.contains("past the end"))
     );
-    assert_eq!(member.busy(ms(9)), 1);
+    assert_eq!(member.busy(ms(40_002)), 1);
     assert_eq!(
-        member.busy(ms(3000)),
+        member.busy(ms(43_000)),
         0,
         "a transfer that stopped asking is over"
     );
@@ -110,7 +114,7 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
     );
     // Further on, a build; and another: the one in flight is kept both
     // times (the idle one between is what goes).
-    for (i, point) in [(0, 200), (1, 300)] {
+    for (i, point) in [(0, 200), (1, 400)] {
         let t = 2_000 + i * 1_000;
         assert!(chunk(&mut member, 10, t));
         assert_eq!(
@@ -123,22 +127,44 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
             "still served after build {i}"
         );
     }
-    assert!(chunk(&mut member, 300, 4_000));
+    assert!(chunk(&mut member, 400, 4_000));
     assert!(!chunk(&mut member, 200, 4_000), "the idle one was evicted");
     // Both held are in use: the newest is offered, however far the point
     // moved, and nothing is built (a build would evict one of them).
     let acts = member.on_wanted(b.clone(), 8, at(0), Some(pt(900)), ms(20_000));
     assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(300)),
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(400)),
         "{acts:?}"
     );
-    assert!(chunk(&mut member, 300, 20_000));
+    assert!(chunk(&mut member, 400, 20_000));
     // Once its transfer stopped asking, the old one is the one to go.
-    member.on_wanted(b.clone(), 9, at(300), Some(pt(400)), ms(40_000));
-    member.on_built(built(&state(400), CHUNK), ms(40_000));
+    member.on_wanted(b.clone(), 9, at(400), Some(pt(500)), ms(40_000));
+    member.on_built(built(&state(500), CHUNK), ms(40_000));
     assert!(!chunk(&mut member, 10, 40_001));
-    assert!(chunk(&mut member, 300, 40_001));
     assert!(chunk(&mut member, 400, 40_001));
+    assert!(chunk(&mut member, 500, 40_001));
+}
+
+/// The master vouches for the snapshot its joiners load, while others
+/// send it: its offer alone keeps the snapshot in flight, so a later
+/// joiner is offered the same bytes (which the others hold) rather than
+/// a new build only the master would hold and have to send.
+#[test]
+fn a_snapshot_offered_lately_is_offered_again_though_none_of_it_was_sent_here() {
+    let at = EventIdx;
+    let mut master = SnapshotServer::default();
+    let build = master.on_wanted(NodeId::from("a"), 1, at(0), Some(pt(10)), ms(0));
+    assert_eq!(build, vec![ServeAction::Build]);
+    assert_eq!(master.on_built(built(&state(10), CHUNK), ms(1)).len(), 1);
+    // Ten points on and 20 s later, no chunk of it asked here.
+    let acts = master.on_wanted(NodeId::from("b"), 2, at(0), Some(pt(110)), ms(20_000));
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
+        "{acts:?}"
+    );
+    // Not offered for the window since: built anew.
+    let acts = master.on_wanted(NodeId::from("c"), 3, at(0), Some(pt(110)), ms(51_000));
+    assert_eq!(acts, vec![ServeAction::Build]);
 }
 
 #[test]
