@@ -63,9 +63,9 @@ impl Point {
     /// back (so that writes going on do not make every request a new
     /// build). Any other older one is not: how much its tail would hold is
     /// unknown (one event may carry a thousand keys).
-    fn accepts(&self, index: EventIdx, in_use: bool) -> bool {
+    fn accepts(&self, index: EventIdx, in_flight: bool) -> bool {
         let every = self.every.max(1);
-        let behind = if in_use {
+        let behind = if in_flight {
             POINTS_BEHIND_IN_FLIGHT
         } else {
             POINTS_BEHIND
@@ -130,13 +130,11 @@ impl SnapshotServer {
     /// Where in `held` the newest snapshot past `have` is that `point`
     /// accepts (any, without a point).
     fn held_past(&self, have: EventIdx, point: Option<Point>, now: Duration) -> Option<usize> {
-        (0..self.held.len())
-            .filter(|&i| self.held[i].snap.index > have)
-            .filter(|&i| {
-                let h = &self.held[i];
-                point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now)))
-            })
-            .max_by_key(|&i| self.held[i].snap.index)
+        let fits = |h: &Held| {
+            h.snap.index > have && point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now)))
+        };
+        let held = self.held.iter().enumerate().filter(|(_, h)| fits(h));
+        held.max_by_key(|(_, h)| h.snap.index).map(|(i, _)| i)
     }
 
     /// An offer of `held[i]`, noted as made.
