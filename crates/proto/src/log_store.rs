@@ -3,6 +3,8 @@
 
 use shoal_log::{DurableLog, HardState, LogError, MembershipRecord};
 use shoal_model::{EventIdx, LogEntry};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub trait LogStore {
     /// Appends; an entry at or below the last index replaces the suffix.
@@ -68,13 +70,17 @@ impl LogStore for DurableLog {
 
 /// An in-memory log. `crash` drops what was written since the last `sync`,
 /// as a power cut would: entries past the synced length, and hard state or
-/// membership newer than the last sync.
+/// membership newer than the last sync. While its disk is full
+/// (`full_switch`), it fails as `DurableLog` does: what only buffers
+/// succeeds, what must reach the disk first (a sync, a reset, an append
+/// that replaces entries) fails and changes nothing.
 #[derive(Clone, Debug, Default)]
 pub struct MemLog {
     live: MemLogState,
     synced_len: usize,
     synced_hard_state: HardState,
     synced_membership: MembershipRecord,
+    full: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +119,21 @@ impl MemLog {
         self.live.hard_state = self.synced_hard_state;
         self.live.membership = self.synced_membership.clone();
     }
+
+    /// Set it to fill this log's disk, clear it to give the room back.
+    pub fn full_switch(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.full)
+    }
+
+    fn disk_works(&self) -> Result<(), LogError> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err(LogError::Io {
+                path: "mem".into(),
+                source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl LogStore for MemLog {
@@ -130,6 +151,10 @@ impl LogStore for MemLog {
                 got: head.idx,
             });
         }
+        if head.idx <= s.last() {
+            self.disk_works()?;
+        }
+        let s = &mut self.live;
         let keep = (head.idx.0 - s.first.0) as usize;
         s.entries.truncate(keep);
         s.entries.extend_from_slice(entries);
@@ -145,6 +170,7 @@ impl LogStore for MemLog {
         Ok(())
     }
     fn sync(&mut self) -> Result<(), LogError> {
+        self.disk_works()?;
         self.synced_len = self.live.entries.len();
         self.synced_hard_state = self.live.hard_state;
         self.synced_membership = self.live.membership.clone();
@@ -198,6 +224,7 @@ impl LogStore for MemLog {
         Ok(())
     }
     fn reset(&mut self, next: EventIdx) -> Result<(), LogError> {
+        self.disk_works()?;
         self.live.entries.clear();
         self.live.first = next;
         self.sync()

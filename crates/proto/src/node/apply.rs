@@ -10,7 +10,15 @@ use super::{Node, StartError};
 use crate::log_store::LogStore;
 use crate::snapshot_transfer::EncodedSnapshot;
 use shoal_log::HardState;
-use shoal_model::{Envelope, Event, EventIdx, LogEntry, Op, State};
+use shoal_model::{Envelope, Event, EventIdx, LogEntry, Op, State, Term};
+
+/// Where State stood before a batch was applied: the batch joins the log
+/// there.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Applied {
+    pub index: EventIdx,
+    pub term: Term,
+}
 
 /// Bytes read from the log per batch while replaying it at start.
 const REPLAY_BATCH_BYTES: usize = 8 << 20;
@@ -42,10 +50,20 @@ pub(super) fn replay(state: &mut State, log: &mut impl LogStore) -> Result<(), S
 
 impl<L: LogStore> Node<L> {
     /// Applies every entry the buffer can release. Returns whether any was.
+    ///
+    /// While the disk fails, nothing more is applied: State runs ahead of
+    /// this node's log by at most the one batch whose writing failed, and
+    /// that batch is written first once the disk works (`storage`).
     pub(super) fn apply_ready(&mut self, out: &mut Vec<Output>) -> bool {
+        if self.storage.is_some() {
+            return false;
+        }
         let member = self.raft.is_some();
-        let mut applied_any = false;
-        let mut to_persist = Vec::new();
+        let before = Applied {
+            index: self.state.index(),
+            term: self.state.term(),
+        };
+        let mut batch = Vec::new();
         let mut membership_changed = false;
         while let Some(entry) = self.catch_up.pop_next() {
             let env = match entry.envelope() {
@@ -65,24 +83,22 @@ impl<L: LogStore> Node<L> {
                     return false;
                 }
             };
-            applied_any = true;
             self.metrics.events_applied += 1;
             self.note_snapshot_point();
-            // Raft writes a member's log; an entry that reached a member
-            // by gossip ahead of Raft is kept too, so that it survives a
-            // demotion or restart.
-            if !member || entry.idx > self.log.last_index() {
-                to_persist.push(entry);
-            }
+            batch.push(entry);
             membership_changed |= self.after_apply(&env);
             if let Some(result) = applied.command {
                 let acts = self.pending.on_applied(&result);
                 self.run_pending(acts, out);
             }
         }
-        if !to_persist.is_empty() {
-            if let Err(e) = self.persist_applied(to_persist, member) {
-                self.storage_failed(&e, out);
+        if batch.is_empty() {
+            return false;
+        }
+        if let Err(e) = self.persist_applied(before, &batch, member) {
+            self.storage_failed(&e, out);
+            if let Some(fault) = self.storage.as_mut() {
+                fault.unwritten = Some((before, batch));
             }
         }
         if membership_changed {
@@ -91,11 +107,9 @@ impl<L: LogStore> Node<L> {
                 self.fail(format!("could not start raft: {e}"), out);
             }
         }
-        if applied_any {
-            self.catch_up.on_applied();
-            self.maybe_local_snapshot(out);
-        }
-        applied_any
+        self.catch_up.on_applied();
+        self.maybe_local_snapshot(out);
+        true
     }
 
     /// What an applied event changes besides State. Returns whether the
@@ -126,54 +140,83 @@ impl<L: LogStore> Node<L> {
         false
     }
 
-    /// A follower keeps the committed entries it applied, so that it can
-    /// restart from its own disk and serve ranges to others.
-    fn persist_applied(
+    /// A node keeps the committed entries it applied (`batch`, applied
+    /// after `before`), so that it can restart from its own disk and serve
+    /// ranges to others. Raft writes a member's log; an entry that reached
+    /// a member by gossip ahead of Raft is kept too, so that it survives a
+    /// demotion or restart.
+    ///
+    /// The log is extended only where it holds the applied entries up to
+    /// there: its entry at the join has the term of the one applied (by
+    /// the log matching property, so do all before it). A log whose tail
+    /// differs (an uncommitted tail of a term that lost) is Raft's to
+    /// mend on a member; elsewhere it is replaced from the first entry that
+    /// differs, or emptied when that one is not in the batch.
+    pub(super) fn persist_applied(
         &mut self,
-        mut entries: Vec<LogEntry>,
+        before: Applied,
+        batch: &[LogEntry],
         member: bool,
     ) -> Result<(), shoal_log::LogError> {
-        if member {
-            // Never reset or overwrite Raft's log: only extend it.
-            entries.retain(|e| e.idx > self.log.last_index());
-            let next = self.log.last_index().next();
-            let run = entries
-                .iter()
-                .enumerate()
-                .take_while(|(i, e)| e.idx.0 == next.0 + *i as u64)
-                .count();
-            entries.truncate(run);
-            if entries.is_empty() {
-                return Ok(());
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.idx, last.idx);
+        let held = self.log.last_index();
+        if member && held >= last {
+            return Ok(());
+        }
+        // The term applied at each index from `before` to `last`.
+        let term_at = |idx: EventIdx| {
+            if idx == before.index {
+                Some(before.term)
+            } else {
+                let i = idx.0.checked_sub(first.0)?;
+                batch.get(i as usize).map(|e| e.term)
             }
-        }
-        let first = entries[0].idx;
-        let last = entries[entries.len() - 1].idx;
-        if self.log.last_index().next() < first || self.log.first_index() > first {
-            self.log.reset(first)?;
-        }
-        let mut skip = 0;
-        if first <= self.log.last_index() {
-            // Entries already held (a former voter's log): keep those that
-            // match, replace from the first that differs.
-            let held = self
-                .log
-                .read(first, self.log.last_index().min(last), usize::MAX)?;
-            skip = held
+        };
+        let floor = self.log.first_index();
+        let join = held.min(last);
+        let from = if held < before.index {
+            // A gap between the log and the batch.
+            None
+        } else if join < floor || self.log_term(join)? == term_at(join) {
+            Some(held.next())
+        } else if member {
+            return Ok(());
+        } else {
+            // The first entry that differs: replaced if the batch has it.
+            let held_here = self.log.read(before.index.max(floor), join, usize::MAX)?;
+            let differs = held_here
                 .iter()
-                .zip(&entries)
-                .take_while(|(a, b)| a.term == b.term)
-                .count();
+                .find(|e| Some(e.term) != term_at(e.idx))
+                .map_or(join, |e| e.idx);
+            (differs >= first).then_some(differs)
+        };
+        let from = match from {
+            Some(from) => from,
+            None if member => return Ok(()),
+            None => {
+                self.log.reset(first)?;
+                first
+            }
+        };
+        if from <= last {
+            self.log.append(&batch[(from.0 - first.0) as usize..])?;
         }
-        if skip < entries.len() {
-            self.log.append(&entries[skip..])?;
-        }
+        // Raft refuses to start from a commit past the log's end.
         let hs = self.log.hard_state();
-        self.log.set_hard_state(HardState {
-            commit: last.0,
-            ..hs
-        })?;
+        let commit = hs.commit.max(last.0).min(self.log.last_index().0);
+        self.log.set_hard_state(HardState { commit, ..hs })?;
         self.log.sync()
+    }
+
+    /// The term of the log's entry at `idx`, if it holds it.
+    fn log_term(&mut self, idx: EventIdx) -> Result<Option<Term>, shoal_log::LogError> {
+        if idx < self.log.first_index() || idx > self.log.last_index() {
+            return Ok(None);
+        }
+        Ok(self.log.read(idx, idx, 1)?.first().map(|e| e.term))
     }
 
     /// Every `local_snapshot_every` events, State at the snapshot point is
@@ -244,7 +287,18 @@ impl<L: LogStore> Node<L> {
                 return;
             }
         }
+        if self.storage.is_some() {
+            // Taken again once the disk works: a log that cannot be
+            // emptied would not fit the State.
+            return;
+        }
         let index = state.index();
+        if self.raft.is_none() {
+            if let Err(e) = self.log.reset(index.next()) {
+                self.storage_failed(&e, out);
+                return;
+            }
+        }
         tracing::info!(node = %self.cfg.node, index = %index, "installed snapshot");
         self.metrics.snapshots_installed += 1;
         self.point = Some(state.clone());
@@ -252,12 +306,6 @@ impl<L: LogStore> Node<L> {
         self.worker.note_state_replaced();
         self.replicas_dirty = true;
         self.catch_up.installed(index);
-        if self.raft.is_none() {
-            if let Err(e) = self.log.reset(index.next()) {
-                self.fail(format!("could not reset the log: {e}"), out);
-                return;
-            }
-        }
         self.last_local_snapshot = index;
         self.local_snapshot_building = true;
         out.push(Output::SaveSnapshot { snap });

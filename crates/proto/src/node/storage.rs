@@ -8,16 +8,21 @@
 //! commands waiting here with `Refusal::Storage`, and refuses new ones with
 //! it. Every `STORAGE_RETRY` it tries to make the buffered writes durable;
 //! once that succeeds it starts Raft again from its log, as after a
-//! restart. A write refused this way may still have been recorded (it can
+//! restart. State applies nothing more meanwhile: the one batch it applied
+//! that the log could not take is written first, so that the log (what a
+//! restart replays) and State never tell two histories. A write refused
+//! this way may still have been recorded (it can
 //! commit once the disk works): a client retries it under the same
 //! idempotency key, as after a time-out.
 
+use super::apply::Applied;
 use super::io::Output;
 use super::timers::Timer;
 use super::Node;
 use crate::log_store::LogStore;
 use crate::wire::Refusal;
 use shoal_log::LogError;
+use shoal_model::LogEntry;
 use std::time::Duration;
 
 /// How often a node whose disk failed tries it again.
@@ -34,6 +39,9 @@ pub(super) struct StorageFault {
     said: Duration,
     /// Raft was running when it failed: start it again on recovery.
     was_member: bool,
+    /// The batch applied to State that the log could not take, with where
+    /// State stood before it: written first once the disk works.
+    pub unwritten: Option<(Applied, Vec<LogEntry>)>,
 }
 
 /// A client's words for a storage error.
@@ -59,6 +67,7 @@ impl<L: LogStore> Node<L> {
             reason: reason.clone(),
             said: self.now,
             was_member,
+            unwritten: self.storage.take().and_then(|f| f.unwritten),
         });
         if self.raft.is_some() {
             self.stop_raft();
@@ -68,13 +77,19 @@ impl<L: LogStore> Node<L> {
         self.timers.set(Timer::Storage, self.now + STORAGE_RETRY);
     }
 
-    /// Tries the disk again: once the buffered writes are durable, Raft
-    /// starts again from the log.
+    /// Tries the disk again: once the buffered writes are durable and the
+    /// log holds what State applied, Raft starts again from the log.
     pub(super) fn retry_storage(&mut self, out: &mut Vec<Output>) {
         let Some(fault) = self.storage.as_mut() else {
             return;
         };
-        match self.log.sync() {
+        let unwritten = fault.unwritten.take();
+        let written = self.log.sync().and_then(|()| match &unwritten {
+            Some((before, batch)) => self.persist_applied(*before, batch, false),
+            None => Ok(()),
+        });
+        let fault = self.storage.as_mut().expect("checked above");
+        match written {
             Ok(()) => {
                 let was_member = fault.was_member;
                 self.storage = None;
@@ -86,6 +101,7 @@ impl<L: LogStore> Node<L> {
                 }
             }
             Err(e) => {
+                fault.unwritten = unwritten;
                 fault.reason = describe(&e);
                 if self.now >= fault.said + SAY_EVERY {
                     fault.said = self.now;

@@ -1,8 +1,10 @@
 //! The node core on its own: put it in a state, feed one input, look at
 //! exactly what comes out. (Whole clusters run in `crates/testkit`.)
-//! Finding peers, founding and joining a cluster are in `joining`.
+//! Finding peers, founding and joining a cluster are in `joining`; a disk
+//! that fails, in `storage`.
 
 mod joining;
+mod storage;
 
 use super::*;
 use crate::log_store::MemLog;
@@ -474,6 +476,11 @@ fn committed(from: u64, to: u64) -> Input {
             context: vec![],
         })
         .collect();
+    gossiped(entries)
+}
+
+/// Committed entries as the master "m" gossips them.
+fn gossiped(entries: Vec<shoal_model::LogEntry>) -> Input {
     Input::Gossip(Frame {
         version: PROTOCOL_VERSION,
         cluster: Some(ClusterId::from("c")),

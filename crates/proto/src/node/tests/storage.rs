@@ -1,0 +1,111 @@
+//! A disk that fails under a follower: what it applied and what its log
+//! keeps stay one history, so that it restarts into the same State.
+
+use super::*;
+use shoal_model::{encode_event, EntryKind, LogEntry};
+use std::sync::atomic::Ordering;
+
+/// Entries `from..=to` of `term`, each setting key "k" to `value`.
+fn sets(from: u64, to: u64, term: u64, value: &str) -> Vec<LogEntry> {
+    (from..=to)
+        .map(|i| {
+            let cmd = Command {
+                id: CommandId::from(format!("{value}-{i}").as_str()),
+                op: Op::KvSet {
+                    key: "k".into(),
+                    value: value.into(),
+                },
+            };
+            LogEntry {
+                idx: EventIdx(i),
+                term: Term(term),
+                kind: EntryKind::Normal,
+                data: encode_event(&Event::Command { cmd, at_ms: 0 }),
+                context: vec![],
+            }
+        })
+        .collect()
+}
+
+/// `state` with `entries` applied.
+fn applied(mut state: State, entries: &[LogEntry]) -> State {
+    for e in entries {
+        state.apply(&e.envelope().unwrap()).unwrap();
+    }
+    state
+}
+
+/// A follower at `state` whose log holds `tail` past it (entries of a
+/// term that lost, written while it was a voter), named "m" as master.
+fn follower_with_tail(state: State, tail: &[LogEntry]) -> Node<MemLog> {
+    let mut log = MemLog::new();
+    log.reset(tail[0].idx).unwrap();
+    log.append(tail).unwrap();
+    log.sync().unwrap();
+    let index = state.index().0;
+    let mut n = Node::new(cfg(), log, Some(state), Some(ClusterId::from("c")), ms(0)).unwrap();
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(heartbeat("m", Some("c"), index, index + 10), ms(5), 0);
+    n
+}
+
+/// What this node's disk holds restarts into: the State replayed from
+/// it on top of `from`.
+fn restarted(n: &Node<MemLog>, from: State) -> State {
+    let mut disk = n.log().clone();
+    disk.crash();
+    let again = Node::new(cfg(), disk, Some(from), Some(ClusterId::from("c")), ms(0)).unwrap();
+    again.state().clone()
+}
+
+#[test]
+fn a_batch_the_full_disk_refused_is_written_first_once_it_has_room() {
+    let start = cluster_state(&["m", ME, "a"], vec![]);
+    let base = start.index().0;
+    let mut n = follower_with_tail(start.clone(), &sets(base + 1, base + 3, 1, "lost"));
+    let full = n.log().full_switch();
+    let committed = sets(base + 1, base + 5, 2, "won");
+
+    // The disk fills just as the entries that replace the tail arrive.
+    full.store(true, Ordering::Relaxed);
+    n.handle(gossiped(committed[..3].to_vec()), ms(10), 0);
+    assert!(n.storage_fault().unwrap().contains("disk full"));
+    // Nothing more is applied than the log may be made to hold.
+    n.handle(gossiped(committed[3..].to_vec()), ms(20), 0);
+    assert_eq!(n.state().index().0, base + 3);
+
+    // Room again: the refused batch is written, the rest applied.
+    full.store(false, Ordering::Relaxed);
+    n.handle(Input::Wake, ms(1_500), 0);
+    assert_eq!(n.storage_fault(), None);
+    let truth = applied(start.clone(), &committed);
+    assert_eq!(n.state().hash(), truth.hash());
+    let mut disk = n.log().clone();
+    let held = disk.read(EventIdx(base + 1), EventIdx(base + 5), usize::MAX);
+    let terms: Vec<u64> = held.unwrap().iter().map(|e| e.term.0).collect();
+    assert_eq!(terms, [2; 5], "the lost tail is replaced");
+    assert_eq!(restarted(&n, start).hash(), truth.hash());
+}
+
+#[test]
+fn a_log_is_not_extended_past_an_entry_of_a_term_that_lost() {
+    let start = cluster_state(&["m", ME, "a"], vec![]);
+    let base = start.index().0;
+    let committed = sets(base + 1, base + 5, 2, "won");
+    // State holds the committed entries to base + 3 (gossip reached it
+    // ahead of Raft); its log still holds the lost ones there.
+    let ahead = applied(start.clone(), &committed[..3]);
+    let mut n = follower_with_tail(ahead, &sets(base + 1, base + 3, 1, "lost"));
+    n.handle(gossiped(committed[3..].to_vec()), ms(10), 0);
+    assert_eq!(n.state().index().0, base + 5);
+    assert_eq!(n.storage_fault(), None);
+
+    // The log cannot hold base + 1..=3 as committed: it starts after them,
+    // and what it replays onto the State before them is no history but
+    // the one committed.
+    let replayed = restarted(&n, start.clone());
+    let idx = replayed.index().0;
+    let truth = applied(start, &committed[..(idx - base) as usize]);
+    assert_eq!(replayed.hash(), truth.hash(), "replayed to {idx}");
+    assert_eq!(n.log().first_index().0, base + 4);
+}
