@@ -8,7 +8,8 @@
 //! whole cluster sent per joiner against the snapshot's size, how many
 //! snapshots each member encoded, the writes' p99 in the 3 s before and
 //! during the storm, and whether every joiner ends with the master's state
-//! hash.
+//! hash. `STORM_JOINER_DIR` puts the joiners' data on another
+//! filesystem than the members' (a tmpfs for disks of their own).
 //!
 //! `kill`: one joiner; once it has received half the snapshot, the source
 //! other than the master that sent it the most is killed with SIGKILL.
@@ -59,6 +60,14 @@ fn sum_metric(c: &Client, apis: &[u16], name: &str) -> f64 {
 
 fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) -> Result<Value> {
     let master = &members[0];
+    // On a LAN each joiner saves its snapshot to a disk of its own; here
+    // `STORM_JOINER_DIR` (a tmpfs, say) can stand in for those disks, so
+    // that the joiners' writes do not queue before the members' fsyncs.
+    let joiner_disk = match std::env::var_os("STORM_JOINER_DIR") {
+        Some(dir) => Some(tempfile::tempdir_in(dir)?),
+        None => None,
+    };
+    let joiner_root = joiner_disk.as_ref().map_or(root, |d| d.path());
     let rate: u32 = std::env::var("STORM_WRITES")
         .ok()
         .map(|r| r.parse())
@@ -81,7 +90,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
     let nodes: Vec<Node> = (0..joiners)
-        .map(|i| start_niced(bin, &root.join(format!("storm{i}")), Some(master.p2p), &[]))
+        .map(|i| {
+            let dir = joiner_root.join(format!("storm{i}"));
+            start_niced(bin, &dir, Some(master.p2p), &[])
+        })
         .collect::<Result<_>>()?;
     let limit: u64 = std::env::var("STORM_LIMIT_S")
         .ok()
@@ -112,7 +124,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .map(|(a, _)| *a)
         .collect();
     let size = (0..joiners)
-        .filter_map(|i| saved_snapshot_len(&root.join(format!("storm{i}"))))
+        .filter_map(|i| saved_snapshot_len(&joiner_root.join(format!("storm{i}"))))
         .max()
         .context("no joiner saved its snapshot")?;
     let received: Vec<f64> = joiner_apis
