@@ -3,9 +3,9 @@
 //! virtual time. The network can drop, delay, duplicate and reorder
 //! messages, cut links, isolate nodes; nodes can be paused, resumed,
 //! crashed (losing what they had not fsynced) and restarted from their own
-//! log. Every message goes through the wire codec. Time advances from one
-//! event to the next: a delivery, or a wake-up a node asked for. Task runs
-//! are simulated (`runs`).
+//! log, or have their disk fill. Every message goes through the wire codec.
+//! Time advances from one event to the next: a delivery, or a wake-up a
+//! node asked for. Task runs are simulated (`runs`).
 //!
 //! After every step the simulator checks the invariants (`checks`): at
 //! most one master per term, two replicas at the same index have the same
@@ -235,6 +235,17 @@ impl Sim {
             sn.disk.log = log;
         }
         sn.paused = false;
+    }
+
+    /// Fills a node's disk (`full`) or gives it room again: while full,
+    /// its log fails what must reach the disk (`MemLog::full_switch`).
+    pub fn fill_disk(&mut self, id: &NodeId, full: bool) {
+        let sn = &self.nodes[id];
+        let switch = match &sn.node {
+            Some(node) => node.log().full_switch(),
+            None => sn.disk.log.full_switch(),
+        };
+        switch.store(full, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Restarts a crashed node from its own disk, with the same identity.

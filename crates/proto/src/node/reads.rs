@@ -26,10 +26,18 @@ impl<L: LogStore> Node<L> {
 
     /// A client of this node asks for an index to read at.
     pub(super) fn read_index(&mut self, reply: ReplyTo, out: &mut Vec<Output>) {
-        if self.cluster.is_none() {
+        let refused = if self.cluster.is_none() {
+            Some(Refusal::NotJoined)
+        } else {
+            // It applies nothing while its disk fails: the read would wait
+            // for an index it does not reach.
+            self.storage_fault()
+                .map(|reason| Refusal::Storage(reason.to_owned()))
+        };
+        if let Some(refusal) = refused {
             return out.push(Output::Reply {
                 to: reply,
-                reply: Err(Refusal::NotJoined),
+                reply: Err(refusal),
             });
         }
         let view = self.read_view();

@@ -10,9 +10,10 @@
 //! once that succeeds it starts Raft again from its log, as after a
 //! restart. State applies nothing more meanwhile: the one batch it applied
 //! that the log could not take is written first, so that the log (what a
-//! restart replays) and State never tell two histories. A write refused
-//! this way may still have been recorded (it can
-//! commit once the disk works): a client retries it under the same
+//! restart replays) and State never tell two histories; consistent reads,
+//! which would wait for more, are refused with `Refusal::Storage` too. A
+//! write refused this way may still have been recorded (it can commit once
+//! the disk works): a client retries it under the same
 //! idempotency key, as after a time-out.
 
 use super::apply::Applied;

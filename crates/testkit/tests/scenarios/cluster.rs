@@ -85,6 +85,46 @@ fn a_dead_master_is_replaced_and_the_log_continues() {
     }
 }
 
+/// The master's disk fills as clients write to it: it steps aside, the
+/// others elect a master that writes over the entries it could not keep,
+/// and once its disk has room it catches up. Restarted from its own disk
+/// it holds the same State (the simulator compares every node's hash at
+/// every index as it goes).
+#[test]
+fn a_master_whose_disk_fills_steps_aside_and_restarts_into_the_same_state() {
+    for seed in seeds(30) {
+        let (mut sim, ids) = cluster(seed, 3);
+        for i in 0..5 {
+            let r = write(&mut sim, &ids[i % 3], incr("c"), secs(5));
+            assert!(matches!(r, Some(Ok(_))), "seed {seed}: {r:?}");
+        }
+        sim.expect_converged(secs(5));
+        let old = sim.master().unwrap();
+        let other = ids.iter().find(|n| **n != old).unwrap().clone();
+        sim.fill_disk(&old, true);
+        for _ in 0..3 {
+            sim.submit(&old, incr("c"));
+        }
+        let ok = sim.run_until(secs(20), |s| s.master().is_some_and(|m| m != old));
+        assert!(ok, "seed {seed}: no new master");
+        assert!(sim.node(&old).unwrap().storage_fault().is_some());
+        for _ in 0..10 {
+            let r = write(&mut sim, &other, incr("c"), secs(10));
+            assert!(matches!(r, Some(Ok(_))), "seed {seed}: {r:?}");
+        }
+        sim.fill_disk(&old, false);
+        let ok = sim.run_until(secs(5), |s| s.node(&old).unwrap().storage_fault().is_none());
+        assert!(ok, "seed {seed}: the disk works again");
+        sim.expect_converged(secs(20));
+        sim.crash(&old);
+        sim.restart(&old);
+        sim.expect_converged(secs(20));
+        let c = counter(&sim, &other, "c");
+        assert!((15..=18).contains(&c), "seed {seed}: {c}");
+        assert_eq!(counter(&sim, &old, "c"), c, "seed {seed}");
+    }
+}
+
 #[test]
 fn a_partition_keeps_the_majority_writing_and_the_minority_refusing() {
     for seed in seeds(50) {

@@ -70,9 +70,16 @@ fn a_batch_the_full_disk_refused_is_written_first_once_it_has_room() {
     full.store(true, Ordering::Relaxed);
     n.handle(gossiped(committed[..3].to_vec()), ms(10), 0);
     assert!(n.storage_fault().unwrap().contains("disk full"));
-    // Nothing more is applied than the log may be made to hold.
+    // Nothing more is applied than the log may be made to hold, and a
+    // consistent read, which would wait for more, is refused.
     n.handle(gossiped(committed[3..].to_vec()), ms(20), 0);
     assert_eq!(n.state().index().0, base + 3);
+    let out = n.handle(Input::ReadIndex { reply: 9 }, ms(30), 0);
+    assert!(
+        matches!(&out[..], [Output::Reply { to: 9, reply: Err(Refusal::Storage(why)) }]
+            if why.contains("disk full")),
+        "{out:?}"
+    );
 
     // Room again: the refused batch is written, the rest applied.
     full.store(false, Ordering::Relaxed);
