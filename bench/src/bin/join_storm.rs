@@ -6,7 +6,8 @@
 //! takes W single writes a second (`STORM_WRITES`, 200 by default). Reports each joiner's
 //! time to catch up and the snapshot bytes it received, the bytes the
 //! whole cluster sent per joiner against the snapshot's size, how many
-//! snapshots each member encoded, the writes' p99 in the 3 s before and
+//! snapshots each member encoded, the writes' p99 in the 3 s
+//! (`STORM_IDLE_S`) before and
 //! during the storm, and whether every joiner ends with the master's state
 //! hash. `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
@@ -84,7 +85,12 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let members_received_before = sum_metric(c, &apis, "shoal_snapshot_bytes_received_total");
     let load = Load::start(master.api, rate);
     let idle_from = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    let idle: u64 = std::env::var("STORM_IDLE_S")
+        .ok()
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(3);
+    std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
