@@ -9,7 +9,8 @@
 //! snapshots each member encoded, the writes' p99 in the 3 s
 //! (`STORM_IDLE_S`) before and
 //! during the storm, and whether every joiner ends with the master's state
-//! hash. `STORM_JOINER_DIR` puts the joiners' data on another
+//! hash (if not, how many are behind and how many hold another State at
+//! the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
 //!
 //! `kill`: one joiner; once it has received half the snapshot, the source
@@ -159,6 +160,25 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .map(|(a, b)| metric(c, *a, "shoal_snapshot_builds_total") - b)
         .collect();
     let equal = in_apis.iter().all(|a| same_state(c, *a, master.api));
+    // Where the check failed: a joiner still behind the master, or one at
+    // its index with another State.
+    let (mut behind, mut apart, mut most_behind) = (0, 0, 0);
+    if !equal {
+        let at =
+            |api| status(c, api).map(|s| (s["applied_index"].clone(), s["state_hash"].clone()));
+        let theirs = at(master.api).context("the master's status")?;
+        let master_applied = theirs.0.as_u64().unwrap_or(0);
+        for a in &in_apis {
+            let Some(mine) = at(*a) else { continue };
+            if mine.0 == theirs.0 {
+                apart += usize::from(mine.1 != theirs.1);
+            } else {
+                behind += 1;
+                most_behind =
+                    most_behind.max(master_applied.saturating_sub(mine.0.as_u64().unwrap_or(0)));
+            }
+        }
+    }
     let mut times: Vec<f64> = caught.into_iter().flatten().collect();
     Ok(json!({
         "mode": "storm",
@@ -184,6 +204,9 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "writes_before": idle_n,
         "writes_during": storm_n,
         "equal_state_hash": equal,
+        "joiners_behind": behind,
+        "joiners_behind_most_events": most_behind,
+        "joiners_apart": apart,
     }))
 }
 
