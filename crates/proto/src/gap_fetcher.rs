@@ -5,10 +5,17 @@
 //! reordered it. Once confirmed, ranges are requested as soon as a slot is
 //! free (several in flight, each bounded in entries, and the server bounds
 //! the reply in bytes), so a long tail streams at full speed. A request
-//! that times out doubles the backoff up to a cap; progress resets it.
+//! that times out doubles the backoff up to a cap; progress resets it. Its
+//! answer is still taken if it comes late (`LATE_KEPT`): a loaded replica,
+//! or a loaded asker, sees answers after the timeout, and throwing them
+//! away would fetch every range again, as late, without end.
 
 use shoal_model::{EventIdx, NodeId};
+use std::collections::VecDeque;
 use std::time::Duration;
+
+/// Requests that timed out whose answer is still taken: the last this many.
+const LATE_KEPT: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GapConfig {
@@ -73,6 +80,8 @@ pub struct GapFetcher {
     /// No new request before this (after a timeout).
     retry_at: Option<Duration>,
     in_flight: Vec<InFlight>,
+    /// Requests that timed out, as (peer, from), newest last.
+    timed_out: VecDeque<(NodeId, EventIdx)>,
     rr: usize,
 }
 
@@ -84,6 +93,7 @@ impl GapFetcher {
             gap_since: None,
             retry_at: None,
             in_flight: Vec::new(),
+            timed_out: VecDeque::new(),
             rr: 0,
         }
     }
@@ -123,12 +133,20 @@ impl GapFetcher {
         let before = self.in_flight.len();
         self.in_flight
             .retain(|f| !(f.from == from && &f.peer == peer));
-        self.in_flight.len() < before
+        if self.in_flight.len() < before {
+            return true;
+        }
+        let late = self
+            .timed_out
+            .iter()
+            .position(|(p, f)| *f == from && p == peer);
+        late.and_then(|i| self.timed_out.remove(i)).is_some()
     }
 
     /// Forgets everything in flight (after a snapshot replaced the log).
     pub fn reset(&mut self) {
         self.in_flight.clear();
+        self.timed_out.clear();
         self.gap_since = None;
         self.retry_at = None;
         self.backoff = self.cfg.base_backoff;
@@ -143,6 +161,12 @@ impl GapFetcher {
         peers: &[PeerLog],
     ) -> Vec<GapAction> {
         let before = self.in_flight.len();
+        for f in self.in_flight.iter().filter(|f| f.deadline <= now) {
+            if self.timed_out.len() == LATE_KEPT {
+                self.timed_out.pop_front();
+            }
+            self.timed_out.push_back((f.peer.clone(), f.from));
+        }
         self.in_flight.retain(|f| f.deadline > now);
         if self.in_flight.len() < before {
             self.backoff = (self.backoff * 2).min(self.cfg.max_backoff);
@@ -272,6 +296,40 @@ mod tests {
         assert_eq!(*backoffs.last().unwrap(), Duration::from_secs(1));
         g.on_progress();
         assert_eq!(g.backoff(), ms(50));
+    }
+
+    #[test]
+    fn an_answer_that_comes_after_the_timeout_is_still_taken_once() {
+        let cfg = GapConfig {
+            request_timeout: ms(100),
+            ..Default::default()
+        };
+        let mut g = GapFetcher::new(cfg);
+        let peers = [peer("a", 1, 100)];
+        g.plan(ms(0), &[gap(5, 6)], &peers);
+        let asked = g.plan(ms(50), &[gap(5, 6)], &peers);
+        assert_eq!(asked.len(), 1);
+        // Timed out: no longer in flight, asked again after the backoff.
+        assert!(g.plan(ms(150), &[gap(5, 6)], &peers).is_empty());
+        assert_eq!(g.in_flight(), 0);
+        let a = NodeId::from("a");
+        assert!(!g.on_reply(&NodeId::from("b"), EventIdx(5)), "never asked");
+        assert!(!g.on_reply(&a, EventIdx(6)), "no range starts there");
+        assert!(g.on_reply(&a, EventIdx(5)), "late, but asked");
+        assert!(!g.on_reply(&a, EventIdx(5)), "taken once");
+        // Only the last LATE_KEPT timeouts are remembered.
+        let mut now = ms(150);
+        for _ in 0..=LATE_KEPT {
+            now += g.backoff();
+            assert_eq!(g.plan(now, &[gap(5, 6)], &peers).len(), 1);
+            now += ms(100);
+            g.plan(now, &[gap(5, 6)], &peers);
+        }
+        assert!(g.on_reply(&a, EventIdx(5)));
+        let taken = (0..LATE_KEPT + 1)
+            .filter(|_| g.on_reply(&a, EventIdx(5)))
+            .count();
+        assert_eq!(taken, LATE_KEPT - 1);
     }
 
     #[test]
