@@ -177,10 +177,13 @@ impl<L: LogStore> Node<L> {
         };
         let floor = self.log.first_index();
         let join = held.min(last);
+        // An entry at or below the log's commit is the committed one, as
+        // applied: only an entry past it is read to compare.
+        let committed = join.0 <= self.log.hard_state().commit;
         let from = if held < before.index {
             // A gap between the log and the batch.
             None
-        } else if join < floor || self.log_term(join)? == term_at(join) {
+        } else if join < floor || committed || self.log_term(join)? == term_at(join) {
             Some(held.next())
         } else if member {
             return Ok(());
