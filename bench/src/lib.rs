@@ -137,6 +137,21 @@ pub fn args(n: u64, mode: &str) -> Result<(u64, String), std::num::ParseIntError
     Ok((n, it.next().unwrap_or_else(|| mode.to_owned())))
 }
 
+/// A figure runner's setting from the environment: `None` when unset, an
+/// error naming it when it does not parse.
+pub fn env<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{name}={v}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Processes the figure runners start and watch: each is killed (by its
 /// PID) when its guard drops.
 pub mod procs {

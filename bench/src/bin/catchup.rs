@@ -129,16 +129,8 @@ fn main() -> Result<()> {
         bail!("load with preload, http or txn, not {loaded}");
     }
     let preload = loaded == "preload";
-    let members: u32 = std::env::var("CATCHUP_MEMBERS")
-        .ok()
-        .map(|r| r.parse())
-        .transpose()?
-        .unwrap_or(3)
-        .max(3);
-    let load_rate: Option<u32> = std::env::var("CATCHUP_WRITES")
-        .ok()
-        .map(|r| r.parse())
-        .transpose()?;
+    let members: u32 = shoal_bench::env("CATCHUP_MEMBERS")?.unwrap_or(3).max(3);
+    let load_rate: Option<u32> = shoal_bench::env("CATCHUP_WRITES")?;
     let bin = shoal_bin()?;
     // Node logs land beside their data directories (DIR.log).
     let tmp = tempfile::tempdir()?;

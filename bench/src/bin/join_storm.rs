@@ -70,11 +70,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         None => None,
     };
     let joiner_root = joiner_disk.as_ref().map_or(root, |d| d.path());
-    let rate: u32 = std::env::var("STORM_WRITES")
-        .ok()
-        .map(|r| r.parse())
-        .transpose()?
-        .unwrap_or(200);
+    let rate: u32 = shoal_bench::env("STORM_WRITES")?.unwrap_or(200);
     let apis: Vec<u16> = members.iter().map(|n| n.api).collect();
     let builds_before: Vec<f64> = apis
         .iter()
@@ -86,11 +82,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let members_received_before = sum_metric(c, &apis, "shoal_snapshot_bytes_received_total");
     let load = Load::start(master.api, rate);
     let idle_from = Instant::now();
-    let idle: u64 = std::env::var("STORM_IDLE_S")
-        .ok()
-        .map(|r| r.parse())
-        .transpose()?
-        .unwrap_or(3);
+    let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(3);
     std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
     let t0 = Instant::now();
@@ -102,11 +94,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
             start_niced(bin, &dir, Some(master.p2p), &[])
         })
         .collect::<Result<_>>()?;
-    let limit: u64 = std::env::var("STORM_LIMIT_S")
-        .ok()
-        .map(|r| r.parse())
-        .transpose()?
-        .unwrap_or(600);
+    let limit: u64 = shoal_bench::env("STORM_LIMIT_S")?.unwrap_or(600);
     let mut caught = vec![None; joiners];
     wait(Duration::from_secs(limit), || {
         for (i, j) in nodes.iter().enumerate() {
