@@ -123,8 +123,9 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
             "circle circle,circle,circle rect"
         ]
         .contains(&shapes(&mut b).as_str())),
-        "{}",
-        shapes(&mut b)
+        "{}\n{}",
+        shapes(&mut b),
+        elections(&procs)
     );
     // Who hears whom: the master's row hears every node.
     let master = procs[0].status().unwrap()["master_id"]
@@ -189,23 +190,39 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         "3 voters, 3 healthy, one loss survivable: {}",
         quorum(&mut b)
     );
-    // The last leader changes, each with its reason: the founding, and
-    // (a loaded machine may have held an election since) the master now
-    // first.
+    // The last three leader changes, newest first, each with its reason,
+    // as the node's history holds them: the founding first of all, and
+    // (a loaded machine may have held elections since) the current master
+    // last. On a miss the nodes' logs say why each election came.
     let leaders = |b: &mut Browser| b.text("#q-leaders").unwrap_or_default();
-    let master = procs[0].status().unwrap()["master_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let now = format!("master {} (term ", &master[master.len() - 12..]);
+    let changes = |p: &Proc| -> Vec<String> {
+        let all = markers(p).into_iter().filter(|(k, _)| k == "leader");
+        all.map(|(_, text)| text).collect()
+    };
+    let shown = wait_for(Duration::from_secs(10), || {
+        let (page, all) = (leaders(&mut b), changes(&procs[0]));
+        let master = procs[0].status().map(|s| s["master_id"].clone());
+        let master = master.as_ref().and_then(Value::as_str).unwrap_or("-");
+        let now = format!(
+            "master {} (term ",
+            &master[master.len().saturating_sub(12)..]
+        );
+        let last: Vec<&String> = all.iter().rev().take(3).collect();
+        all.first()
+            .is_some_and(|f| f.ends_with("(term 1): founded the cluster"))
+            && all.last().is_some_and(|l| l.starts_with(&now))
+            && page.lines().count() == last.len()
+            && page
+                .lines()
+                .zip(&last)
+                .all(|(line, m)| line.ends_with(m.as_str()))
+    });
     assert!(
-        wait_for(Duration::from_secs(10), || {
-            let l = leaders(&mut b);
-            l.contains("(term 1): founded the cluster")
-                && l.lines().next().is_some_and(|first| first.contains(&now))
-        }),
-        "{:?} (master {master})",
-        leaders(&mut b)
+        shown,
+        "page: {:?}\nhistory: {:?}\n{}",
+        leaders(&mut b),
+        changes(&procs[0]),
+        elections(&procs)
     );
     // Actions take the token typed into the page: cancel a task.
     let token = procs[0].token();
@@ -369,6 +386,23 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     });
     assert!(followed, "{} {:?}", b.eval("location.href"), b.rows());
     procs[0].kill();
+}
+
+/// What each node logged about elections: why a master stepped down and
+/// why a voter asked for votes.
+fn elections(procs: &[Proc]) -> String {
+    let mut said = String::new();
+    for p in procs {
+        for line in p.log().lines() {
+            if ["became master", "stepping down", "asking for votes"]
+                .iter()
+                .any(|w| line.contains(w))
+            {
+                said.push_str(&format!("{}: {line}\n", p.name));
+            }
+        }
+    }
+    said
 }
 
 /// The markers of a node's dashboard history, as (kind, text).

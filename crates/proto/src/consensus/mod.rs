@@ -264,15 +264,45 @@ impl RaftCore {
 
     pub fn tick(&mut self, now: Duration) -> Result<(), RaftError> {
         self.now = now;
-        let raft = &mut self.raw.raft;
+        let was_leader = self.is_leader();
+        let raft = &self.raw.raft;
         if raft.state != StateRole::Leader && raft.election_elapsed + 1 >= self.timeout {
             // Raft's own timeout is pinned at twice the election ticks:
             // bring it to the edge so this tick starts the election.
-            raft.election_elapsed = 2 * self.cfg.election_ticks - 1;
+            self.raw.raft.election_elapsed = 2 * self.cfg.election_ticks - 1;
+            if self.leader != 0 {
+                tracing::info!(
+                    term = self.raw.raft.term,
+                    leader = self.leader,
+                    heard = %self.heard_ago(),
+                    "no heartbeat from the master for an election timeout; asking for votes"
+                );
+            }
         }
         contained(|| self.raw.tick())?;
+        if was_leader && !self.is_leader() {
+            tracing::warn!(
+                term = self.raw.raft.term,
+                heard = %self.heard_ago(),
+                "stepping down: no majority of voters heard within an election timeout"
+            );
+        }
         self.after_op();
         Ok(())
+    }
+
+    /// How long ago each other voter was last heard, for the logs:
+    /// `2: 120 ms, 3: never`.
+    fn heard_ago(&self) -> String {
+        let me = self.raw.raft.id;
+        let mut ids: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        ids.sort_unstable();
+        let ago = |id: &u64| match self.heard.get(id) {
+            Some(t) => format!("{id}: {} ms", self.now.saturating_sub(*t).as_millis()),
+            None => format!("{id}: never"),
+        };
+        let parts: Vec<String> = ids.iter().filter(|id| **id != me).map(ago).collect();
+        parts.join(", ")
     }
 
     pub fn campaign(&mut self) -> Result<(), RaftError> {
@@ -301,7 +331,17 @@ impl RaftCore {
         if msg.get_msg_type() == MessageType::MsgTimeoutNow {
             self.handed_from = Some(from.0);
         }
+        let (was_leader, kind, their_term) = (self.is_leader(), msg.get_msg_type(), msg.term);
         let r = contained(|| self.raw.step(msg))?;
+        if was_leader && !self.is_leader() {
+            tracing::info!(
+                term = self.raw.raft.term,
+                from = from.0,
+                their_term,
+                message = ?kind,
+                "stepping down: a voter is at a later term"
+            );
+        }
         self.after_op();
         match r {
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
