@@ -62,13 +62,29 @@ fn warn_due(last: &mut Option<Instant>) -> bool {
     true
 }
 
-/// Whether a connection error is a failed handshake after the peer was
-/// reached (rather than no one listening): with a pre-shared key, two
-/// nodes whose keys differ fail here, the dialer with "Handshake failed",
-/// the listener failing to negotiate.
-pub(crate) fn handshake_failed(error: &str) -> bool {
-    (error.contains("Handshake failed") || error.contains("negotiate"))
-        && !error.contains("Connection refused")
+/// How a connection failed after the peer was reached, as its error says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// Refused mid-way: with a pre-shared key, two nodes whose keys
+    /// differ fail here, the dialer with "Handshake failed", the listener
+    /// failing to negotiate.
+    Failed,
+    /// No answer in time: a busy peer, or a busy host, not a wrong key.
+    TimedOut,
+}
+
+/// Whether a connection error is a handshake that failed or timed out
+/// (rather than no one listening), and which.
+pub(crate) fn handshake_failed(error: &str) -> Option<Handshake> {
+    if error.contains("Connection refused") {
+        None
+    } else if error.contains("Timeout has been reached") || error.contains("timed out") {
+        Some(Handshake::TimedOut)
+    } else if error.contains("Handshake failed") || error.contains("negotiate") {
+        Some(Handshake::Failed)
+    } else {
+        None
+    }
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -359,8 +375,8 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 let error = error.to_string();
-                if handshake_failed(&error) {
-                    self.warn_handshake("to", &error);
+                if let Some(how) = handshake_failed(&error) {
+                    self.warn_handshake("to", how, &error);
                 } else {
                     debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
                 }
@@ -371,8 +387,8 @@ impl Actor {
                 ..
             } => {
                 let error = error.to_string();
-                if handshake_failed(&error) {
-                    self.warn_handshake("from", &format!("{send_back_addr}: {error}"));
+                if let Some(how) = handshake_failed(&error) {
+                    self.warn_handshake("from", how, &format!("{send_back_addr}: {error}"));
                 } else {
                     debug!(error = %error, "incoming connection failed");
                 }
@@ -382,18 +398,25 @@ impl Actor {
     }
 
     /// A handshake failed: say what most likely went wrong, now and then.
-    fn warn_handshake(&mut self, direction: &str, error: &str) {
+    fn warn_handshake(&mut self, direction: &str, how: Handshake, error: &str) {
         self.counters
             .handshake_failures
             .fetch_add(1, Ordering::Relaxed);
         if !warn_due(&mut self.handshake_warned) {
             return;
         }
-        warn!(
-            error = %error,
-            "a connection {direction} a peer failed its handshake: most likely the two nodes \
-             have different cluster keys (--cluster-key), or one has none"
-        );
+        match how {
+            Handshake::Failed => warn!(
+                error = %error,
+                "a connection {direction} a peer failed its handshake: most likely the two nodes \
+                 have different cluster keys (--cluster-key), or one has none"
+            ),
+            Handshake::TimedOut => warn!(
+                error = %error,
+                "a connection {direction} a peer timed out in its handshake: the peer, or this \
+                 host, is too busy to answer in time (it is dialled again)"
+            ),
+        }
     }
 
     fn direct_event(&mut self, ev: request_response::Event<Vec<u8>, ()>) {
@@ -493,21 +516,36 @@ impl Topic {
 
 #[cfg(test)]
 mod tests {
-    use super::handshake_failed;
+    use super::{handshake_failed, Handshake};
 
     #[test]
-    fn a_refused_connection_is_not_a_failed_handshake() {
+    fn a_refused_connection_is_not_a_failed_handshake_and_a_slow_one_is_no_wrong_key() {
         // As libp2p reports a key mismatch, dialing and listening.
-        assert!(handshake_failed(
-            "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
-             Handshake failed: Handshake failed: Connection reset by peer (os error 104))]"
-        ));
-        assert!(handshake_failed(
-            "Listen error: Failed to negotiate transport protocol(s)"
-        ));
-        assert!(!handshake_failed(
-            "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
-             Connection refused (os error 111))]"
-        ));
+        assert_eq!(
+            handshake_failed(
+                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
+                 Handshake failed: Handshake failed: Connection reset by peer (os error 104))]"
+            ),
+            Some(Handshake::Failed)
+        );
+        assert_eq!(
+            handshake_failed("Listen error: Failed to negotiate transport protocol(s)"),
+            Some(Handshake::Failed)
+        );
+        assert_eq!(
+            handshake_failed(
+                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
+                 Connection refused (os error 111))]"
+            ),
+            None
+        );
+        // As libp2p reports a handshake that a loaded host did not finish.
+        assert_eq!(
+            handshake_failed(
+                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1/p2p/12D3KooWA: : \
+                 Timeout has been reached: Timeout has been reached)]"
+            ),
+            Some(Handshake::TimedOut)
+        );
     }
 }
