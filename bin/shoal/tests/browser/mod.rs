@@ -51,6 +51,25 @@ impl Drop for Browser {
     }
 }
 
+/// How to start `bin` so that it cannot raise its own priority. Chromium
+/// run as root sets its browser and compositor threads to nice -8; on a
+/// two-core machine those then take the cores from the cluster under
+/// test, whose voters go unheard for an election timeout. Without
+/// `CAP_SYS_NICE` (`setpriv`, where there is one) they stay at nice 0.
+fn without_priority(bin: &str, profile: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let has_setpriv = Command::new("setpriv").arg("--version").output();
+    if !has_setpriv.is_ok_and(|o| o.status.success()) {
+        return bin.to_owned();
+    }
+    let wrapper = profile.with_extension("sh");
+    let script = format!("#!/bin/sh\nexec setpriv --bounding-set -sys_nice -- '{bin}' \"$@\"\n");
+    std::fs::write(&wrapper, script).expect("write the browser's wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("make the wrapper executable");
+    wrapper.to_string_lossy().into_owned()
+}
+
 impl Browser {
     pub fn start(bin: &str, profile: &std::path::Path) -> Browser {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -59,7 +78,7 @@ impl Browser {
             .build()
             .unwrap();
         let config = BrowserConfig::builder()
-            .chrome_executable(bin)
+            .chrome_executable(without_priority(bin, profile))
             .new_headless_mode()
             .no_sandbox()
             .user_data_dir(profile)
