@@ -405,11 +405,18 @@ impl Actor {
         if !warn_due(&mut self.handshake_warned) {
             return;
         }
+        // A listener is told only that negotiation failed: a dialer with
+        // another key, or one that gave up waiting on a busy host.
+        let or_busy = if direction == "from" {
+            "; or the peer gave up waiting on a busy host"
+        } else {
+            ""
+        };
         match how {
             Handshake::Failed => warn!(
                 error = %error,
                 "a connection {direction} a peer failed its handshake: most likely the two nodes \
-                 have different cluster keys (--cluster-key), or one has none"
+                 have different cluster keys (--cluster-key), or one has none{or_busy}"
             ),
             Handshake::TimedOut => warn!(
                 error = %error,
