@@ -214,13 +214,19 @@ pub mod procs {
     }
 
     /// Polls `f` every 5 ms until it holds or `limit` passes.
-    pub fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    pub fn wait(limit: Duration, f: impl FnMut() -> bool) -> bool {
+        wait_every(limit, Duration::from_millis(5), f)
+    }
+
+    /// Polls `f` every `every` until it holds or `limit` passes: a poll
+    /// of many processes that should not keep the machine busy itself.
+    pub fn wait_every(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + limit;
         while Instant::now() < end {
             if f() {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(every);
         }
         false
     }

@@ -6,11 +6,13 @@
 //! takes W single writes a second (`STORM_WRITES`, 200 by default). Reports each joiner's
 //! time to catch up and the snapshot bytes it received, the bytes the
 //! whole cluster sent per joiner against the snapshot's size, how many
-//! snapshots each member encoded, the writes' p99 in the 3 s
-//! (`STORM_IDLE_S`) before and
+//! snapshots each member encoded, the writes' p99 in the 10 s
+//! (`STORM_IDLE_S`, after 5 s of writes not counted) before and
 //! during the storm, and whether every joiner ends with the master's state
-//! hash (if not, how many are behind and how many hold another State at
-//! the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
+//! hash: once the writes stop, each has `STORM_SETTLE_S` (300 by default)
+//! to reach the master's index with its State (how long each took; for
+//! those that did not, how many are behind and how many hold another
+//! State at the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
 //!
 //! `kill`: one joiner; once it has received half the snapshot, the source
@@ -24,11 +26,18 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::load::{p99_ms, Load};
 use shoal_bench::nodes::{formed, metric, preloaded, shoal_bin, start, start_niced, status, Node};
-use shoal_bench::procs::{time_until, wait};
+use shoal_bench::procs::{time_until, wait, wait_every};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 type Client = reqwest::blocking::Client;
+
+/// How often the storm's loops ask every joiner where it is: often enough
+/// for times in seconds, seldom enough not to load the joiners.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Writes before the idle window that are not counted.
+const WARM_UP: Duration = Duration::from_secs(5);
 
 /// The size of the snapshot a node saved as it received it.
 fn saved_snapshot_len(dir: &Path) -> Option<u64> {
@@ -81,8 +90,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let sent_before = sum_metric(c, &apis, "shoal_snapshot_bytes_sent_total");
     let members_received_before = sum_metric(c, &apis, "shoal_snapshot_bytes_received_total");
     let load = Load::start(master.api, rate);
+    // The members have just loaded the keys (and saved them): the first
+    // seconds of writes wait on that disk work, and are not counted.
+    std::thread::sleep(WARM_UP);
     let idle_from = Instant::now();
-    let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(3);
+    let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(10);
     std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
     let t0 = Instant::now();
@@ -96,7 +108,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .collect::<Result<_>>()?;
     let limit: u64 = shoal_bench::env("STORM_LIMIT_S")?.unwrap_or(600);
     let mut caught = vec![None; joiners];
-    wait(Duration::from_secs(limit), || {
+    wait_every(Duration::from_secs(limit), POLL, || {
         for (i, j) in nodes.iter().enumerate() {
             if caught[i].is_none() && applied(c, j.api) >= target {
                 caught[i] = Some(t0.elapsed().as_secs_f64());
@@ -112,12 +124,6 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
     let (storm_p99, storm_n) = p99_ms(&writes, t0, done);
     let joiner_apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
-    let in_apis: Vec<u16> = joiner_apis
-        .iter()
-        .zip(&caught)
-        .filter(|(_, c)| c.is_some())
-        .map(|(a, _)| *a)
-        .collect();
     let size = (0..joiners)
         .filter_map(|i| saved_snapshot_len(&joiner_root.join(format!("storm{i}"))))
         .max()
@@ -147,26 +153,51 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         .zip(&builds_before)
         .map(|(a, b)| metric(c, *a, "shoal_snapshot_builds_total") - b)
         .collect();
-    let equal = in_apis.iter().all(|a| same_state(c, *a, master.api));
+    // Once the writes stop, every joiner (caught up or not) is given
+    // `STORM_SETTLE_S` to reach the master's index with its State.
+    let settle: u64 = shoal_bench::env("STORM_SETTLE_S")?.unwrap_or(300);
+    let at = |api| {
+        status(c, api).map(|s| {
+            (
+                s["applied_index"].as_u64().unwrap_or(0),
+                s["state_hash"].clone(),
+            )
+        })
+    };
+    let stopped = Instant::now();
+    let mut converged: Vec<Option<f64>> = vec![None; joiners];
+    wait_every(Duration::from_secs(settle), POLL, || {
+        let Some(theirs) = at(master.api) else {
+            return false;
+        };
+        for (i, a) in joiner_apis.iter().enumerate() {
+            if converged[i].is_none() && at(*a).as_ref() == Some(&theirs) {
+                converged[i] = Some(stopped.elapsed().as_secs_f64());
+            }
+        }
+        converged.iter().all(Option::is_some)
+    });
+    let equal = converged.iter().all(Option::is_some);
     // Where the check failed: a joiner still behind the master, or one at
     // its index with another State.
     let (mut behind, mut apart, mut most_behind) = (0, 0, 0);
     if !equal {
-        let at =
-            |api| status(c, api).map(|s| (s["applied_index"].clone(), s["state_hash"].clone()));
         let theirs = at(master.api).context("the master's status")?;
-        let master_applied = theirs.0.as_u64().unwrap_or(0);
-        for a in &in_apis {
+        for (a, _) in joiner_apis
+            .iter()
+            .zip(&converged)
+            .filter(|(_, c)| c.is_none())
+        {
             let Some(mine) = at(*a) else { continue };
             if mine.0 == theirs.0 {
                 apart += usize::from(mine.1 != theirs.1);
             } else {
                 behind += 1;
-                most_behind =
-                    most_behind.max(master_applied.saturating_sub(mine.0.as_u64().unwrap_or(0)));
+                most_behind = most_behind.max(theirs.0.saturating_sub(mine.0));
             }
         }
     }
+    let mut settled: Vec<f64> = converged.iter().flatten().copied().collect();
     let mut times: Vec<f64> = caught.into_iter().flatten().collect();
     Ok(json!({
         "mode": "storm",
@@ -192,6 +223,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "writes_before": idle_n,
         "writes_during": storm_n,
         "equal_state_hash": equal,
+        "settle_limit_s": settle,
+        "converged": settled.len(),
+        "converged_after_writes_s_p50": shoal_bench::quantile(&mut settled, 0.5),
+        "converged_after_writes_s_max": shoal_bench::quantile(&mut settled, 1.0),
         "joiners_behind": behind,
         "joiners_behind_most_events": most_behind,
         "joiners_apart": apart,
