@@ -394,10 +394,10 @@ pub(crate) mod sampler {
                     commit,
                     term: s.term.0,
                     master: s.master_id.as_ref().map(|m| m.to_string()),
-                    master_reason: s
-                        .master_reason
-                        .as_ref()
-                        .map(|r| r.describe(|n| super::short(n.as_str()).to_owned())),
+                    master_reason: s.master_reason.as_ref().map(|r| {
+                        let name = |n: &shoal_model::NodeId| super::short(n.as_str()).to_owned();
+                        r.describe_for(s.master_id.as_ref(), name)
+                    }),
                     write_ms: mean_since(metrics.writes(), &mut writes),
                     apply_ms: mean_since(&v.timings.apply, &mut applies),
                     peers: v

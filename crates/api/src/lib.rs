@@ -281,7 +281,8 @@ impl StatusBody {
             cluster_id: s.cluster_id.clone(),
             role: s.role,
             master_id: s.master_id.clone(),
-            master_reason: s.master_reason.as_ref().map(|r| r.to_string()),
+            master_reason: (s.master_reason.as_ref())
+                .map(|r| r.describe_for(s.master_id.as_ref(), NodeId::to_string)),
             term: s.term,
             applied_index: s.applied_index,
             commit_index: s.commit_index,

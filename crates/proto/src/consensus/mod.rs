@@ -400,9 +400,10 @@ impl RaftCore {
         let me = self.raw.raft.id;
         let won = (leader == me).then(|| match self.handed_from {
             Some(from) => Won::HandedOver { from: RaftId(from) },
+            // `previous` is this member itself when it led last and lost
+            // its majority in between.
             None => Won::Elected {
-                previous: (self.last_leader != 0 && self.last_leader != me)
-                    .then_some(RaftId(self.last_leader)),
+                previous: (self.last_leader != 0).then_some(RaftId(self.last_leader)),
             },
         });
         if leader != 0 {

@@ -69,7 +69,8 @@ pub enum Won {
     /// The leader `from` handed leadership over (`transfer_leader`).
     HandedOver { from: RaftId },
     /// It heard nothing from the leader it knew (`previous`, if any) for
-    /// an election timeout, and a majority voted for it.
+    /// an election timeout, and a majority voted for it. `previous` is the
+    /// member itself when it led last and lost its majority in between.
     Elected { previous: Option<RaftId> },
 }
 
