@@ -56,12 +56,15 @@ fn applied(c: &Client, api: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a node is: its applied index and its state hash there.
+fn position(c: &Client, api: u16) -> Option<(u64, Value)> {
+    let s = status(c, api)?;
+    Some((s["applied_index"].as_u64()?, s["state_hash"].clone()))
+}
+
 fn same_state(c: &Client, a: u16, b: u16) -> bool {
     wait(Duration::from_secs(30), || {
-        let (x, y) = (status(c, a), status(c, b));
-        x.zip(y).is_some_and(|(x, y)| {
-            x["applied_index"] == y["applied_index"] && x["state_hash"] == y["state_hash"]
-        })
+        position(c, a).is_some_and(|x| position(c, b) == Some(x))
     })
 }
 
@@ -156,14 +159,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // Once the writes stop, every joiner (caught up or not) is given
     // `STORM_SETTLE_S` to reach the master's index with its State.
     let settle: u64 = shoal_bench::env("STORM_SETTLE_S")?.unwrap_or(300);
-    let at = |api| {
-        status(c, api).map(|s| {
-            (
-                s["applied_index"].as_u64().unwrap_or(0),
-                s["state_hash"].clone(),
-            )
-        })
-    };
+    let at = |api| position(c, api);
     let stopped = Instant::now();
     let mut converged: Vec<Option<f64>> = vec![None; joiners];
     wait_every(Duration::from_secs(settle), POLL, || {
