@@ -32,9 +32,7 @@ impl LeaderReason {
             }
         }
     }
-}
 
-impl LeaderReason {
     /// The reason `master` leads, in words: as `describe`, and a master
     /// elected after itself (it led, lost its majority of voters, and won
     /// again) says so.

@@ -265,8 +265,7 @@ impl RaftCore {
     pub fn tick(&mut self, now: Duration) -> Result<(), RaftError> {
         self.now = now;
         let was_leader = self.is_leader();
-        let raft = &self.raw.raft;
-        if raft.state != StateRole::Leader && raft.election_elapsed + 1 >= self.timeout {
+        if !was_leader && self.raw.raft.election_elapsed + 1 >= self.timeout {
             // Raft's own timeout is pinned at twice the election ticks:
             // bring it to the edge so this tick starts the election.
             self.raw.raft.election_elapsed = 2 * self.cfg.election_ticks - 1;
