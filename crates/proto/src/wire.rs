@@ -13,7 +13,7 @@ use shoal_model::{
     TaskId, TransientEvent,
 };
 
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The largest frame any node sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Snapshot chunk payload size: well under the message cap.
@@ -104,10 +104,13 @@ pub enum Gossip {
     Transient(TransientEvent),
     /// The sender needs a snapshot past `have` (its own topic). Replicas
     /// that hold one, or can make one, answer one-to-one with an offer;
-    /// the bytes then move one-to-one, never on gossip.
+    /// the bytes then move one-to-one, never on gossip. `resume` names the
+    /// snapshot whose transfer stopped part way: a replica that still
+    /// holds it offers that one, and the sender goes on where it stopped.
     SnapshotWanted {
         session: u64,
         have: EventIdx,
+        resume: Option<EventIdx>,
     },
 }
 
@@ -278,10 +281,10 @@ mod tests {
         let bytes = encode(&f).unwrap();
         assert_eq!(decode::<Direct>(&bytes).unwrap(), f);
         let mut other = bytes.clone();
-        other[0] = 7;
+        other[0] = PROTOCOL_VERSION as u8 + 1;
         assert!(matches!(
             decode::<Direct>(&other),
-            Err(WireError::Version { found: 7, .. })
+            Err(WireError::Version { found, .. }) if found == PROTOCOL_VERSION + 1
         ));
         for cut in 0..bytes.len() {
             assert!(decode::<Direct>(&bytes[..cut]).is_err());

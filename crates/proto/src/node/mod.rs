@@ -515,9 +515,13 @@ impl<L: LogStore> Node<L> {
                 }
             }
             Gossip::Transient(ev) => self.on_transient(frame.from, frame.cluster, ev, out),
-            Gossip::SnapshotWanted { session, have } => {
+            Gossip::SnapshotWanted {
+                session,
+                have,
+                resume,
+            } => {
                 if self.cluster.is_some() && frame.cluster == self.cluster {
-                    self.on_snapshot_wanted(frame.from, session, have, out);
+                    self.on_snapshot_wanted(frame.from, session, have, resume, out);
                 }
             }
         }

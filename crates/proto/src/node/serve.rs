@@ -43,15 +43,17 @@ impl<L: LogStore> Node<L> {
         self.send(to, Direct::Range(reply), out);
     }
 
-    /// A replica asks on gossip for a snapshot past `have`. A Raft member
-    /// offers its snapshot point, building it if it has not; any other
-    /// replica offers only what it holds already. A node that has no
-    /// State of this cluster yet says nothing.
+    /// A replica asks on gossip for a snapshot past `have` (`resume`: the
+    /// one it holds part of). A Raft member offers its snapshot point,
+    /// building it if it has not; any other replica offers only what it
+    /// holds already. A node that has no State of this cluster yet says
+    /// nothing.
     pub(super) fn on_snapshot_wanted(
         &mut self,
         from: NodeId,
         session: u64,
         have: EventIdx,
+        resume: Option<EventIdx>,
         out: &mut Vec<Output>,
     ) {
         if from == self.cfg.node || self.state.cluster_id().is_none() {
@@ -63,7 +65,7 @@ impl<L: LogStore> Node<L> {
         });
         let acts = self
             .snapshots
-            .on_wanted(from, session, have, point, self.now);
+            .on_wanted(from, session, have, resume, point, self.now);
         self.serve(acts, out);
     }
 

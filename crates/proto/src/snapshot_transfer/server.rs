@@ -156,20 +156,31 @@ impl SnapshotServer {
 
     /// A replica wants a snapshot past `have`. `point` is where this node
     /// would build, if it builds for others at all (a Raft member does; a
-    /// follower offers only what it holds). A held snapshot the point
-    /// accepts (a few points back; more while it is being served) is
-    /// offered at once; else one is built at the point and offered when
-    /// done (so at most one build per point). With nothing to offer,
+    /// follower offers only what it holds). The snapshot at `resume`, whose
+    /// transfer the asker holds part of, is offered if held, however far
+    /// the point moved: the asker goes on where it stopped rather than
+    /// start over. Else a held snapshot the point accepts (a few points
+    /// back; more while it is being served) is offered at once; else one
+    /// is built at the point and offered when done (so at most one build
+    /// per point; `resume` never makes one). With nothing to offer,
     /// nothing is said.
     pub fn on_wanted(
         &mut self,
         from: NodeId,
         session: u64,
         have: EventIdx,
+        resume: Option<EventIdx>,
         point: Option<Point>,
         now: Duration,
     ) -> Vec<ServeAction> {
         let busy = self.busy(now);
+        let resumed = resume.and_then(|r| {
+            let i = self.held.iter().position(|h| h.snap.index == r)?;
+            (r > have).then_some(i)
+        });
+        if let Some(i) = resumed {
+            return vec![self.offer(i, from, session, busy, now)];
+        }
         // With every snapshot held in use, a build would evict one that a
         // transfer still pulls: the newest is offered instead, however far
         // the point moved; the asker fetches the longer tail by range.

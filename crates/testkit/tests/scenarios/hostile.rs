@@ -78,6 +78,8 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
         Gossip::SnapshotWanted {
             session: round,
             have: EventIdx::ZERO,
+            // Naming a snapshot to resume never makes a member build one.
+            resume: Some(EventIdx(round)),
         },
     );
     let my_raft_id = st.nodes()[h].raft_id.0;

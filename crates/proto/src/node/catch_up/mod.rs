@@ -96,10 +96,12 @@ pub enum CatchUpAction {
         peer: NodeId,
         range: FetchRange,
     },
-    /// Ask on gossip for a snapshot past `have`.
+    /// Ask on gossip for a snapshot past `have`, the one at `resume` if
+    /// a replica still holds it (part of it is here).
     Ask {
         session: u64,
         have: EventIdx,
+        resume: Option<EventIdx>,
     },
     /// Ask `to` for a chunk of the snapshot (`again`: it came late
     /// elsewhere).
@@ -384,6 +386,7 @@ impl CatchUp {
         vec![CatchUpAction::Ask {
             session: self.session,
             have: applied,
+            resume: self.parked.as_ref().map(|rx| rx.offer().index),
         }]
     }
 

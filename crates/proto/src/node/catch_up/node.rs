@@ -56,11 +56,17 @@ impl<L: LogStore> Node<L> {
                     self.metrics.nacks_sent += 1;
                     self.send(peer, Direct::FetchRange(range), out);
                 }
-                CatchUpAction::Ask { session, have } => {
-                    tracing::info!(node = %self.cfg.node, have = %have, "asking for a snapshot");
-                    out.push(Output::Broadcast(
-                        self.frame(Gossip::SnapshotWanted { session, have }),
-                    ));
+                CatchUpAction::Ask {
+                    session,
+                    have,
+                    resume,
+                } => {
+                    tracing::info!(node = %self.cfg.node, have = %have, resume = ?resume, "asking for a snapshot");
+                    out.push(Output::Broadcast(self.frame(Gossip::SnapshotWanted {
+                        session,
+                        have,
+                        resume,
+                    })));
                 }
                 CatchUpAction::SnapshotRequest { to, req, again } => {
                     self.metrics.snapshot_chunks_asked_again += u64::from(again);

@@ -495,3 +495,56 @@ fn a_parked_transfer_is_let_go_once_no_snapshot_is_wanted() {
     assert!(!kinds(&acts).contains(&"ask"), "{:?}", kinds(&acts));
     assert!(p.c.parked.is_none(), "nothing to resume: nothing held");
 }
+
+/// The next request after a transfer stopped part way names its snapshot.
+fn ask_resume(p: &mut Parked, at: u64) -> (u64, Option<EventIdx>) {
+    let (_, acts) = plan(&mut p.c, at, true, &p.peers, None);
+    match &acts[acts.len() - 1..] {
+        [CatchUpAction::Ask {
+            session, resume, ..
+        }] => (*session, *resume),
+        other => panic!("{:?}", kinds(other)),
+    }
+}
+
+#[test]
+fn asked_again_it_names_the_snapshot_it_holds_part_of_and_takes_it_from_anyone() {
+    let mut p = Parked::new();
+    let (second, resume) = ask_resume(&mut p, 1100);
+    assert_eq!(resume, Some(p.state.index()));
+    // The master vouches for a newer snapshot; a follower nobody vouches
+    // for offers the one part of which is here: its bytes are checked
+    // against the hashes that came with the first, trusted, offer.
+    let (m, x) = (NodeId::from("m"), NodeId::from("x"));
+    let newer = offer(second, p.state.index().0 + 1024, 7);
+    p.c.on_offer(&m, newer, true, ms(1101)).unwrap();
+    p.c.on_offer(&x, p.snap.offer(second, 0), false, ms(1102))
+        .unwrap();
+    let acts = p.c.tick(ms(1151));
+    match &acts[0] {
+        CatchUpAction::SnapshotStarted { sources, index, .. } => {
+            assert_eq!(sources, &[x]);
+            assert_eq!(*index, p.state.index());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asked_chunks(&acts), [3, 4], "not from the start");
+}
+
+#[test]
+fn a_resumed_transfer_that_got_nothing_is_not_named_again() {
+    let mut p = Parked::new();
+    let b = NodeId::from("b");
+    let (second, _) = ask_resume(&mut p, 1100);
+    p.c.on_offer(&b, p.snap.offer(second, 0), true, ms(1105))
+        .unwrap();
+    p.c.tick(ms(1155));
+    // Its one source refuses before sending a chunk: nothing moved since
+    // it went on, and it is let go (else one stalled holder would be
+    // asked for ever).
+    let acts = p.c.on_refused(&b, second, "stopping", ms(1160));
+    assert_eq!(kinds(&acts), ["dropped", "failed"]);
+    assert!(p.c.parked.is_none());
+    let (_, resume) = ask_resume(&mut p, 2200);
+    assert_eq!(resume, None);
+}

@@ -1,8 +1,11 @@
 //! The snapshot transfer's part of catching up: offers to a request on
 //! gossip, chunks and refusals from the sources, and the choice among
 //! offers when the wait is over (see `offers`). A transfer that loses
-//! every source keeps what arrived; when the same snapshot is offered
-//! again it goes on from there (`SnapshotReceiver::resume`).
+//! every source keeps what arrived and names that snapshot when it asks
+//! again; replicas still holding it offer it over newer ones, and any
+//! offer of it is taken (its chunks are checked against the hashes a
+//! trusted offer gave), so the transfer goes on from where it stopped
+//! (`SnapshotReceiver::resume`) rather than start over.
 
 use super::offers::{self, Offered};
 use super::{BadOffer, CatchUp, CatchUpAction, Transfer, MAX_OFFERS};
@@ -44,6 +47,10 @@ impl CatchUp {
         if offer.index <= a.have {
             return Ok(());
         }
+        // The rest of a snapshot part of which is here: the hashes it is
+        // checked against came with a trusted offer.
+        let parked = self.parked.as_ref().map(|rx| rx.offer());
+        let vouched = vouched || parked.is_some_and(|p| p.same_snapshot(&offer));
         a.offers.retain(|o| &o.from != from);
         if a.offers.len() >= MAX_OFFERS {
             return Ok(());
@@ -53,7 +60,7 @@ impl CatchUp {
             offer,
             vouched,
         });
-        let enough = offers::choose(&a.offers, a.master.as_ref(), self.cfg.max_sources)
+        let enough = offers::choose(&a.offers, parked, a.master.as_ref(), self.cfg.max_sources)
             .is_some_and(|(_, sources)| sources.len() >= self.cfg.max_sources);
         if enough {
             a.decide_at = Some(now);
@@ -125,8 +132,9 @@ impl CatchUp {
         let Transfer::Asking(a) = std::mem::replace(&mut self.transfer, Transfer::Idle) else {
             return vec![];
         };
+        let parked = self.parked.as_ref().map(|rx| rx.offer());
         let Some((offer, sources)) =
-            offers::choose(&a.offers, a.master.as_ref(), self.cfg.max_sources)
+            offers::choose(&a.offers, parked, a.master.as_ref(), self.cfg.max_sources)
         else {
             return self.failed("no usable snapshot offer".into(), now);
         };
@@ -187,9 +195,13 @@ impl CatchUp {
                     out.push(CatchUpAction::Install(state, snap));
                 }
                 ReceiveEvent::Failed { reason } => {
+                    // Kept to go on with only if it moved since it last
+                    // (re)started: a snapshot whose one holder stalls
+                    // each time is not asked of it for ever.
                     let was = std::mem::replace(&mut self.transfer, Transfer::Idle);
                     if let Transfer::Receiving(rx) = was {
-                        self.parked = rx.resumable().then_some(rx);
+                        let moved = rx.delivered().iter().any(|(_, n)| *n > 0);
+                        self.parked = (rx.resumable() && moved).then_some(rx);
                     }
                     out.extend(self.failed(reason, now));
                 }

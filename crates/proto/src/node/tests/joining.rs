@@ -217,7 +217,7 @@ fn a_joiner_asks_on_gossip_and_loads_what_the_master_its_peers_name_vouches_for(
 fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
     out.iter().find_map(|o| match o {
         Output::Broadcast(f) => match f.msg {
-            Gossip::SnapshotWanted { session, have } => Some((session, have)),
+            Gossip::SnapshotWanted { session, have, .. } => Some((session, have)),
             _ => None,
         },
         _ => None,

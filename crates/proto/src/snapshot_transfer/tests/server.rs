@@ -18,11 +18,11 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let mut member = SnapshotServer::default();
     assert_eq!(
-        member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0)),
+        member.on_wanted(a.clone(), 1, at(0), None, Some(pt(10)), ms(0)),
         vec![ServeAction::Build]
     );
     assert!(member
-        .on_wanted(b.clone(), 2, at(0), Some(pt(10)), ms(0))
+        .on_wanted(b.clone(), 2, at(0), None, Some(pt(10)), ms(0))
         .is_empty());
     let s10 = built(&state(10), CHUNK);
     let offers = member.on_built(s10.clone(), ms(5));
@@ -31,17 +31,17 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
         .iter()
         .all(|o| matches!(o, ServeAction::Offer { offer, .. } if offer.index == at(10))));
     // Held at the point: offered at once, no build.
-    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), Some(pt(10)), ms(6));
+    let acts = member.on_wanted(NodeId::from("c"), 3, at(0), None, Some(pt(10)), ms(6));
     assert!(matches!(&acts[..], [ServeAction::Offer { .. }]));
     // A few points on, the one held still serves.
     let offered = |m: &mut SnapshotServer, point| {
-        let acts = m.on_wanted(NodeId::from("e"), 9, at(0), Some(pt(point)), ms(6));
+        let acts = m.on_wanted(NodeId::from("e"), 9, at(0), None, Some(pt(point)), ms(6));
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10))
     };
     assert!(offered(&mut member, 50));
     // Nothing past what the asker has: silence.
     assert!(member
-        .on_wanted(NodeId::from("c"), 4, at(10), Some(pt(10)), ms(6))
+        .on_wanted(NodeId::from("c"), 4, at(10), None, Some(pt(10)), ms(6))
         .is_empty());
     // Five points on, offered lately: a transfer of it may be under way
     // at another source (the master offers but is spared the sending), so
@@ -50,7 +50,7 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
     // Once no offer of it was made for a while: built anew, and the old
     // one still serves transfers under way.
     assert_eq!(
-        member.on_wanted(NodeId::from("d"), 5, at(0), Some(pt(60)), ms(40_000)),
+        member.on_wanted(NodeId::from("d"), 5, at(0), None, Some(pt(60)), ms(40_000)),
         vec![ServeAction::Build]
     );
     member.on_built(built(&state(20), CHUNK), ms(40_001));
@@ -77,11 +77,11 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
     // A follower never builds for others.
     let mut follower = SnapshotServer::default();
     assert!(follower
-        .on_wanted(a.clone(), 1, at(0), None, ms(0))
+        .on_wanted(a.clone(), 1, at(0), None, None, ms(0))
         .is_empty());
     follower.on_built(s10, ms(0));
     assert!(matches!(
-        &follower.on_wanted(a, 1, at(0), None, ms(0))[..],
+        &follower.on_wanted(a, 1, at(0), None, None, ms(0))[..],
         [ServeAction::Offer { .. }]
     ));
 }
@@ -102,12 +102,12 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
         )
     };
     let mut member = SnapshotServer::default();
-    member.on_wanted(a.clone(), 1, at(0), Some(pt(10)), ms(0));
+    member.on_wanted(a.clone(), 1, at(0), None, Some(pt(10)), ms(0));
     member.on_built(built(&state(10), CHUNK), ms(1));
     assert!(chunk(&mut member, 10, 1_000));
     // Ten points on, with a transfer of it under way: the joiner of now
     // shares it, no build.
-    let acts = member.on_wanted(b.clone(), 2, at(0), Some(pt(110)), ms(1_500));
+    let acts = member.on_wanted(b.clone(), 2, at(0), None, Some(pt(110)), ms(1_500));
     assert!(
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
         "{acts:?}"
@@ -118,7 +118,7 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
         let t = 2_000 + i * 1_000;
         assert!(chunk(&mut member, 10, t));
         assert_eq!(
-            member.on_wanted(b.clone(), 3 + i, at(0), Some(pt(point)), ms(t)),
+            member.on_wanted(b.clone(), 3 + i, at(0), None, Some(pt(point)), ms(t)),
             vec![ServeAction::Build]
         );
         member.on_built(built(&state(point as usize), CHUNK), ms(t));
@@ -131,14 +131,14 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
     assert!(!chunk(&mut member, 200, 4_000), "the idle one was evicted");
     // Both held are in use: the newest is offered, however far the point
     // moved, and nothing is built (a build would evict one of them).
-    let acts = member.on_wanted(b.clone(), 8, at(0), Some(pt(900)), ms(20_000));
+    let acts = member.on_wanted(b.clone(), 8, at(0), None, Some(pt(900)), ms(20_000));
     assert!(
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(400)),
         "{acts:?}"
     );
     assert!(chunk(&mut member, 400, 20_000));
     // Once its transfer stopped asking, the old one is the one to go.
-    member.on_wanted(b.clone(), 9, at(400), Some(pt(500)), ms(40_000));
+    member.on_wanted(b.clone(), 9, at(400), None, Some(pt(500)), ms(40_000));
     member.on_built(built(&state(500), CHUNK), ms(40_000));
     assert!(!chunk(&mut member, 10, 40_001));
     assert!(chunk(&mut member, 400, 40_001));
@@ -153,18 +153,59 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
 fn a_snapshot_offered_lately_is_offered_again_though_none_of_it_was_sent_here() {
     let at = EventIdx;
     let mut master = SnapshotServer::default();
-    let build = master.on_wanted(NodeId::from("a"), 1, at(0), Some(pt(10)), ms(0));
+    let build = master.on_wanted(NodeId::from("a"), 1, at(0), None, Some(pt(10)), ms(0));
     assert_eq!(build, vec![ServeAction::Build]);
     assert_eq!(master.on_built(built(&state(10), CHUNK), ms(1)).len(), 1);
     // Ten points on and 20 s later, no chunk of it asked here.
-    let acts = master.on_wanted(NodeId::from("b"), 2, at(0), Some(pt(110)), ms(20_000));
+    let acts = master.on_wanted(NodeId::from("b"), 2, at(0), None, Some(pt(110)), ms(20_000));
     assert!(
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
         "{acts:?}"
     );
     // Not offered for the window since: built anew.
-    let acts = master.on_wanted(NodeId::from("c"), 3, at(0), Some(pt(110)), ms(51_000));
+    let acts = master.on_wanted(NodeId::from("c"), 3, at(0), None, Some(pt(110)), ms(51_000));
     assert_eq!(acts, vec![ServeAction::Build]);
+}
+
+/// A receiver whose transfer stopped part way names its snapshot: a
+/// replica still holding it offers that one over any newer, so the
+/// receiver goes on where it stopped; naming one not held changes
+/// nothing and never makes a build.
+#[test]
+fn the_snapshot_a_receiver_holds_part_of_is_offered_over_a_newer_one() {
+    let at = EventIdx;
+    let b = NodeId::from("b");
+    let mut member = SnapshotServer::default();
+    member.on_wanted(b.clone(), 1, at(0), None, Some(pt(10)), ms(0));
+    member.on_built(built(&state(10), CHUNK), ms(0));
+    member.on_wanted(b.clone(), 2, at(0), None, Some(pt(200)), ms(40_000));
+    member.on_built(built(&state(200), CHUNK), ms(40_000));
+    let offered = |acts: &[ServeAction]| match acts {
+        [ServeAction::Offer { offer, .. }] => Some(offer.index),
+        _ => None,
+    };
+    // Neither in flight nor within the points the point accepts.
+    let acts = member.on_wanted(b.clone(), 3, at(0), Some(at(10)), Some(pt(900)), ms(80_000));
+    assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
+    // A follower too.
+    let mut follower = SnapshotServer::default();
+    follower.on_built(built(&state(10), CHUNK), ms(0));
+    follower.on_built(built(&state(200), CHUNK), ms(0));
+    let acts = follower.on_wanted(b.clone(), 4, at(0), Some(at(10)), None, ms(1));
+    assert_eq!(offered(&acts), Some(at(10)));
+    let acts = follower.on_wanted(b.clone(), 5, at(0), None, None, ms(1));
+    assert_eq!(offered(&acts), Some(at(200)));
+    // Not held: what would be offered without it.
+    let acts = follower.on_wanted(b.clone(), 6, at(0), Some(at(30)), None, ms(1));
+    assert_eq!(offered(&acts), Some(at(200)));
+    // Not past what the receiver has: silence, no build.
+    assert!(follower
+        .on_wanted(b.clone(), 7, at(200), Some(at(10)), None, ms(1))
+        .is_empty());
+    let mut fresh = SnapshotServer::default();
+    assert!(fresh
+        .on_wanted(b, 8, at(0), Some(at(10)), None, ms(1))
+        .is_empty());
 }
 
 #[test]
