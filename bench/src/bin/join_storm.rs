@@ -151,6 +151,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let members_received =
         sum_metric(c, &apis, "shoal_snapshot_bytes_received_total") - members_received_before;
     let failures = sum_metric(c, &joiner_apis, "shoal_snapshot_failures_total");
+    let resumed = sum_metric(c, &joiner_apis, "shoal_snapshot_transfers_resumed_total");
     let builds: Vec<f64> = apis
         .iter()
         .zip(&builds_before)
@@ -212,6 +213,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "members_received_x": members_received / size as f64,
         "send_overflow_frames": overflow,
         "snapshot_failures": failures,
+        "snapshot_transfers_resumed": resumed,
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "write_p99_ms_before": idle_p99,

@@ -140,6 +140,7 @@ impl NodeFigures {
             ("shoal_snapshots_installed", "Snapshots loaded into State.", m.snapshots_installed),
             ("shoal_snapshot_offers_sent", "Snapshot offers made to replicas that asked for one.", m.snapshot_offers_sent),
             ("shoal_snapshot_failures", "Snapshot transfers that failed and were asked for again.", m.snapshot_failures),
+            ("shoal_snapshot_transfers_resumed", "Snapshot transfers that went on from where an earlier one of the same snapshot stopped.", m.snapshot_transfers_resumed),
             ("shoal_snapshot_builds", "Snapshots encoded to serve others.", m.snapshot_builds),
             ("shoal_snapshot_bad_chunks", "Snapshot sources dropped for sending a chunk that was not the one offered.", m.snapshot_bad_chunks),
             ("shoal_clusters_given_up", "Lone empty clusters this node founded and gave up to join another.", m.clusters_given_up),

@@ -156,6 +156,9 @@ pub struct Metrics {
     /// Local snapshots this node saved to its own disk.
     pub local_snapshots_saved: u64,
     pub snapshot_failures: u64,
+    /// Snapshot transfers that went on from where an earlier one of the
+    /// same snapshot stopped.
+    pub snapshot_transfers_resumed: u64,
     /// Snapshot sources dropped for a chunk that was not the one offered.
     pub snapshot_bad_chunks: u64,
     /// Snapshot offers this node made to others.

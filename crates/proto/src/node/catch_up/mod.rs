@@ -110,11 +110,13 @@ pub enum CatchUpAction {
         req: SnapshotRequest,
         again: bool,
     },
-    /// A transfer began.
+    /// A transfer began (`resumed`: it goes on from the bytes an earlier
+    /// one of the same snapshot left).
     SnapshotStarted {
         sources: Vec<NodeId>,
         index: EventIdx,
         behind: u64,
+        resumed: bool,
     },
     Progress(Progress),
     /// A source was dropped (`bad`: it sent bytes that were not offered).

@@ -76,9 +76,11 @@ impl<L: LogStore> Node<L> {
                     sources,
                     index,
                     behind,
+                    resumed,
                 } => {
                     let sources: Vec<&str> = sources.iter().map(NodeId::as_str).collect();
-                    tracing::info!(node = %self.cfg.node, index = %index, behind, sources = ?sources, "catching up by snapshot");
+                    tracing::info!(node = %self.cfg.node, index = %index, behind, sources = ?sources, resumed, "catching up by snapshot");
+                    self.metrics.snapshot_transfers_resumed += u64::from(resumed);
                 }
                 CatchUpAction::Progress(p) => out.push(Output::CatchUp(p)),
                 CatchUpAction::Dropped {

@@ -141,6 +141,7 @@ fn a_long_lag_asks_on_gossip_and_pulls_from_every_replica_offering_the_vouched_b
         sources,
         index,
         behind,
+        resumed: false,
     } = &acts[0]
     else {
         panic!("{:?}", kinds(&acts))
@@ -522,7 +523,13 @@ fn asked_again_it_names_the_snapshot_it_holds_part_of_and_takes_it_from_anyone()
         .unwrap();
     let acts = p.c.tick(ms(1151));
     match &acts[0] {
-        CatchUpAction::SnapshotStarted { sources, index, .. } => {
+        CatchUpAction::SnapshotStarted {
+            sources,
+            index,
+            resumed,
+            ..
+        } => {
+            assert!(resumed);
             assert_eq!(sources, &[x]);
             assert_eq!(*index, p.state.index());
         }

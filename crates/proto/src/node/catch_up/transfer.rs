@@ -139,8 +139,12 @@ impl CatchUp {
             return self.failed("no usable snapshot offer".into(), now);
         };
         let index = offer.index;
-        let (rx, evs) = match self.parked.take() {
-            Some(mut rx) if rx.offer().same_snapshot(&offer) => {
+        let parked = self.parked.take();
+        let resumed = parked
+            .as_ref()
+            .is_some_and(|rx| rx.offer().same_snapshot(&offer));
+        let (rx, evs) = match parked {
+            Some(mut rx) if resumed => {
                 let evs = rx.resume(&offer, sources.clone(), a.master, now);
                 (rx, evs)
             }
@@ -161,6 +165,7 @@ impl CatchUp {
             sources,
             index,
             behind,
+            resumed,
         }];
         out.extend(self.receive_events(evs, now));
         out
