@@ -119,7 +119,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "1h", value_parser = forget_after, env = "SHOAL_FORGET_LEFT_AFTER")]
     forget_left_after: Duration,
     /// Log entries kept below the newest local snapshot, so that a replica
-    /// behind by less can catch up by ranges.
+    /// behind by less can catch up by ranges (up to four times as many
+    /// while a live replica trails further).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000), env = "SHOAL_LOG_RETAIN")]
     log_retain: u64,
     /// A name clients may reach the API by (repeatable). IP addresses,

@@ -23,6 +23,31 @@ pub(super) struct Applied {
 /// Bytes read from the log per batch while replaying it at start.
 const REPLAY_BATCH_BYTES: usize = 8 << 20;
 
+/// For replicas that trail, the log is kept down to this many times
+/// `log_retain` below a local snapshot, at most.
+const TRAILING_RETAIN: u64 = 4;
+
+/// Where the log is compacted to after a local snapshot at `index`:
+/// `retain` entries below it are kept, and more while a live replica with
+/// State (`applied`, from its heartbeats) trails further, down to the
+/// first entry it lacks but at most `TRAILING_RETAIN` times `retain` below
+/// the snapshot. A replica that a loaded host slowed (a join storm: twenty
+/// joiners applying on two cores) then goes on by range, rather than
+/// load all of State a second time.
+pub(super) fn compaction_floor(
+    index: EventIdx,
+    retain: u64,
+    applied: impl IntoIterator<Item = EventIdx>,
+) -> EventIdx {
+    let kept = |n: u64| EventIdx(index.0.saturating_sub(n) + 1);
+    let (floor, lowest) = (kept(retain), kept(retain.saturating_mul(TRAILING_RETAIN)));
+    applied
+        .into_iter()
+        .filter(|a| *a > EventIdx::ZERO)
+        .map(|a| a.next().max(lowest))
+        .fold(floor, EventIdx::min)
+}
+
 /// Replays the committed tail of the log past `state` (a local snapshot,
 /// or empty State) at start.
 pub(super) fn replay(state: &mut State, log: &mut impl LogStore) -> Result<(), StartError> {
@@ -267,7 +292,13 @@ impl<L: LogStore> Node<L> {
         self.local_snapshot_building = false;
         self.metrics.local_snapshots_saved += 1;
         self.last_local_snapshot = index;
-        let floor = EventIdx(index.0.saturating_sub(self.cfg.log_retain) + 1);
+        let trailing = self
+            .peers
+            .sources(self.cluster.as_ref(), self.now)
+            .into_iter()
+            .filter(|s| s.live)
+            .map(|s| s.applied);
+        let floor = compaction_floor(index, self.cfg.log_retain, trailing);
         if let Err(e) = self.log.compact(floor) {
             tracing::warn!(error = %e, "log compaction failed");
         }

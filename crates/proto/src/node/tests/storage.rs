@@ -1,5 +1,6 @@
 //! A disk that fails under a follower: what it applied and what its log
-//! keeps stay one history, so that it restarts into the same State.
+//! keeps stay one history, so that it restarts into the same State. And
+//! how much of the log a local snapshot lets go.
 
 use super::*;
 use shoal_model::{encode_event, EntryKind, LogEntry};
@@ -115,4 +116,51 @@ fn a_log_is_not_extended_past_an_entry_of_a_term_that_lost() {
     let truth = applied(start, &committed[..(idx - base) as usize]);
     assert_eq!(replayed.hash(), truth.hash(), "replayed to {idx}");
     assert_eq!(n.log().first_index().0, base + 4);
+}
+
+/// After a local snapshot the log keeps `log_retain` entries below it,
+/// and more while a live replica with State trails further (at most four
+/// times as many): that replica goes on by range rather than load State
+/// again. A joiner with no State, or a replica gone silent, keeps nothing.
+#[test]
+fn a_local_snapshot_lets_the_log_go_but_what_replicas_that_trail_still_need() {
+    let start = cluster_state(&["m", ME, "a", "j"], vec![]);
+    let at = start.index().0 + 1000;
+    let tail = sets(start.index().0 + 1, at, 1, "v");
+    let fresh = || {
+        let mut n = follower_with_tail(applied(start.clone(), &tail), &tail);
+        n.cfg.log_retain = 100;
+        n
+    };
+    let saved = |n: &mut Node<MemLog>, t| {
+        let snap = EncodedSnapshot::new(EventIdx(at), vec![1; 10], [0; 32], 1024);
+        let save = Saved::Saved;
+        n.handle(Input::SnapshotBuilt { snap, save }, ms(t), 0);
+        at - n.log().first_index().0
+    };
+    let mut n = fresh();
+    n.handle(heartbeat("j", Some("c"), 0, at), ms(10), 0);
+    n.handle(heartbeat("a", Some("c"), at - 700, at), ms(10), 0);
+    assert_eq!(saved(&mut n, 20), 399, "bounded");
+    n.handle(heartbeat("a", Some("c"), at - 250, at), ms(30), 0);
+    assert_eq!(saved(&mut n, 40), 249, "from the first entry a lacks");
+    n.handle(heartbeat("a", Some("c"), at - 50, at), ms(50), 0);
+    assert_eq!(saved(&mut n, 60), 99, "a trails less than retained");
+    n.handle(heartbeat("a", Some("c"), at - 250, at), ms(70), 0);
+    assert_eq!(saved(&mut n, 70), 99, "what went stays gone");
+    let mut n = fresh();
+    n.handle(heartbeat("a", Some("c"), at - 250, at), ms(10), 0);
+    assert_eq!(saved(&mut n, 60_000), 99, "a fell silent");
+}
+
+#[test]
+fn the_compaction_floor_ignores_replicas_without_state_and_is_bounded() {
+    use crate::node::apply::compaction_floor;
+    let f = |applied: &[u64]| {
+        compaction_floor(EventIdx(1000), 100, applied.iter().map(|a| EventIdx(*a))).0
+    };
+    assert_eq!(f(&[]), 901);
+    assert_eq!(f(&[0, 990, 2000]), 901, "no State, ahead, or near");
+    assert_eq!(f(&[750, 800]), 751);
+    assert_eq!(f(&[10]), 601);
 }
