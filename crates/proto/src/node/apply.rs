@@ -11,6 +11,7 @@ use crate::log_store::LogStore;
 use crate::snapshot_transfer::EncodedSnapshot;
 use shoal_log::HardState;
 use shoal_model::{Envelope, Event, EventIdx, LogEntry, Op, State, Term};
+use std::time::Duration;
 
 /// Where State stood before a batch was applied: the batch joins the log
 /// there.
@@ -26,10 +27,14 @@ const REPLAY_BATCH_BYTES: usize = 8 << 20;
 /// For replicas that trail, the log is kept down to this many times
 /// `log_retain` below a local snapshot, at most.
 const TRAILING_RETAIN: u64 = 4;
+/// A replica counts as trailing, not gone, while heard from within this:
+/// the ones that trail are the ones a loaded host starves, and they miss
+/// heartbeats by more than the node timeout.
+const TRAILING_HEARD: Duration = Duration::from_secs(60);
 
 /// Where the log is compacted to after a local snapshot at `index`:
-/// `retain` entries below it are kept, and more while a live replica with
-/// State (`applied`, from its heartbeats) trails further, down to the
+/// `retain` entries below it are kept, and more while a replica with
+/// State heard lately (`applied`, from its heartbeats) trails further, down to the
 /// first entry it lacks but at most `TRAILING_RETAIN` times `retain` below
 /// the snapshot. A replica that a loaded host slowed (a join storm: twenty
 /// joiners applying on two cores) then goes on by range, rather than
@@ -292,12 +297,9 @@ impl<L: LogStore> Node<L> {
         self.local_snapshot_building = false;
         self.metrics.local_snapshots_saved += 1;
         self.last_local_snapshot = index;
-        let trailing = self
-            .peers
-            .sources(self.cluster.as_ref(), self.now)
-            .into_iter()
-            .filter(|s| s.live)
-            .map(|s| s.applied);
+        let trailing =
+            self.peers
+                .applied_heard_within(self.cluster.as_ref(), self.now, TRAILING_HEARD);
         let floor = compaction_floor(index, self.cfg.log_retain, trailing);
         if let Err(e) = self.log.compact(floor) {
             tracing::warn!(error = %e, "log compaction failed");

@@ -17,7 +17,8 @@ use crate::log_store::LogStore;
 use crate::placement::Capacities;
 use crate::wire::{Direct, Gossip};
 use shoal_model::{
-    ClusterId, Heartbeat, LeaderReason, Liveness, NodeId, Role, Standing, Term, TransientEvent,
+    ClusterId, EventIdx, Heartbeat, LeaderReason, Liveness, NodeId, Role, Standing, Term,
+    TransientEvent,
 };
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -106,6 +107,19 @@ impl Peers {
 
     fn fresh(&self, p: &Peer, now: Duration) -> bool {
         now.saturating_sub(p.last_seen) < self.node_timeout
+    }
+
+    /// Where each peer of `cluster` heard from within `within` stands
+    /// (its applied index, as its last heartbeat said).
+    pub fn applied_heard_within(
+        &self,
+        cluster: Option<&ClusterId>,
+        now: Duration,
+        within: Duration,
+    ) -> Vec<EventIdx> {
+        let heard = |p: &&Peer| now.saturating_sub(p.last_seen) < within;
+        let of_cluster = self.map.values().filter(|p| p.cluster.as_ref() == cluster);
+        of_cluster.filter(heard).map(|p| p.hb.applied).collect()
     }
 
     /// The address a peer announced in its heartbeats.
