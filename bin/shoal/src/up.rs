@@ -120,7 +120,7 @@ pub struct UpArgs {
     forget_left_after: Duration,
     /// Log entries kept below the newest local snapshot, so that a replica
     /// behind by less can catch up by ranges (up to four times as many
-    /// while a live replica trails further).
+    /// while a replica heard within a minute trails further).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000), env = "SHOAL_LOG_RETAIN")]
     log_retain: u64,
     /// A name clients may reach the API by (repeatable). IP addresses,

@@ -34,9 +34,9 @@ const TRAILING_HEARD: Duration = Duration::from_secs(60);
 
 /// Where the log is compacted to after a local snapshot at `index`:
 /// `retain` entries below it are kept, and more while a replica with
-/// State heard lately (`applied`, from its heartbeats) trails further, down to the
-/// first entry it lacks but at most `TRAILING_RETAIN` times `retain` below
-/// the snapshot. A replica that a loaded host slowed (a join storm: twenty
+/// State heard lately (`applied`, from its heartbeats) trails further:
+/// down to the first entry it lacks, but at most `TRAILING_RETAIN` times
+/// `retain` below the snapshot. A replica that a loaded host slowed (a join storm: twenty
 /// joiners applying on two cores) then goes on by range, rather than
 /// load all of State a second time.
 pub(super) fn compaction_floor(

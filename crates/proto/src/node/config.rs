@@ -40,7 +40,8 @@ pub struct NodeConfig {
     pub local_snapshot_every: u64,
     /// Entries kept in the log below the newest local snapshot, so a
     /// replica that lags a little fetches ranges, not a snapshot; up to
-    /// four times as many while a live replica trails further.
+    /// four times as many while a replica heard within a minute trails
+    /// further.
     pub log_retain: u64,
     /// A dead voter is replaced after this long.
     pub voter_grace: Duration,

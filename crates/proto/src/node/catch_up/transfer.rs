@@ -47,10 +47,10 @@ impl CatchUp {
         if offer.index <= a.have {
             return Ok(());
         }
-        // The rest of a snapshot part of which is here: the hashes it is
-        // checked against came with a trusted offer.
+        // The rest of a snapshot part of which is here counts as vouched
+        // for (`offers::choose`): the wait for more offers starts.
         let parked = self.parked.as_ref().map(|rx| rx.offer());
-        let vouched = vouched || parked.is_some_and(|p| p.same_snapshot(&offer));
+        let usable = vouched || parked.is_some_and(|p| p.same_snapshot(&offer));
         a.offers.retain(|o| &o.from != from);
         if a.offers.len() >= MAX_OFFERS {
             return Ok(());
@@ -64,7 +64,7 @@ impl CatchUp {
             .is_some_and(|(_, sources)| sources.len() >= self.cfg.max_sources);
         if enough {
             a.decide_at = Some(now);
-        } else if vouched && a.decide_at.is_none() {
+        } else if usable && a.decide_at.is_none() {
             a.decide_at = Some(now + self.cfg.offer_wait);
         }
         Ok(())
