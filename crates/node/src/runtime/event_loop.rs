@@ -14,7 +14,7 @@ use crate::runner::{RunMsg, Runs};
 use shoal_log::DurableLog;
 use shoal_model::{NodeId, OutputChunk, TaskId};
 use shoal_net::{NetCommand, NetEvent, NetHandle, Topic};
-use shoal_proto::node::{Input, Node, Output, Saved};
+use shoal_proto::node::{HostMeasure, Input, Node, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip};
 use std::collections::HashMap;
@@ -58,12 +58,12 @@ pub(super) struct EventLoop {
     /// When the view is due to be refreshed.
     view_due: Option<tokio::time::Instant>,
     last_view: Instant,
-    /// Inputs the loop owes the core (a host measurement).
-    follow_up: Vec<Input>,
     timings: super::Timings,
     /// When the snapshot transfer under way first reported progress.
     catch_up_since: Option<Instant>,
-    meter: host::Meter,
+    meter: host::MeterThread,
+    /// Where the meter's results arrive.
+    measured_rx: mpsc::Receiver<HostMeasure>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -97,9 +97,11 @@ impl EventLoop {
     ) -> Self {
         // The histograms the first view holds, shared from here on.
         let timings = view_tx.borrow().timings.clone();
-        let meter = host::Meter::new(dir.root().to_owned());
+        let (measured_tx, measured_rx) = mpsc::channel(1);
+        let meter = host::MeterThread::spawn(dir.root().to_owned(), measured_tx);
         EventLoop {
             meter,
+            measured_rx,
             node,
             dir,
             net,
@@ -122,7 +124,6 @@ impl EventLoop {
             wake: Some(tokio::time::Instant::now()),
             view_due: None,
             last_view: Instant::now(),
-            follow_up: Vec::new(),
             timings,
             catch_up_since: None,
         }
@@ -138,32 +139,31 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         let mut draining: Option<Instant> = None;
         loop {
-            let mut inputs = std::mem::take(&mut self.follow_up);
-            if inputs.is_empty() {
-                tokio::select! {
-                    _ = stop_rx.recv(), if draining.is_none() => {
-                        if self.node.cluster().is_none() {
-                            info!("stopping");
-                            return Ok(());
-                        }
-                        info!(runs = self.node.runs(), "stopping: handing back runs and leadership, announcing the leave");
-                        draining = Some(Instant::now() + DRAIN_LIMIT);
-                        inputs.push(Input::Drain);
+            let mut inputs = Vec::new();
+            tokio::select! {
+                _ = stop_rx.recv(), if draining.is_none() => {
+                    if self.node.cluster().is_none() {
+                        info!("stopping");
+                        return Ok(());
                     }
-                    Some(msg) = run_rx.recv() => inputs.push(on_run(msg)),
-                    ev = net_rx.recv() => {
-                        let Some(ev) = ev else { return Err(NodeError::NetStopped) };
-                        inputs.extend(self.on_net(ev));
-                    }
-                    Some(call) = call_rx.recv() => inputs.extend(self.on_call(call)),
-                    Some((snap, save)) = built_rx.recv() => inputs.push(Input::SnapshotBuilt { snap, save }),
-                    _ = until(self.wake) => {
-                        self.wake = None;
-                        inputs.push(Input::Wake);
-                    }
-                    _ = until(self.view_due) => self.view_due = None,
-                };
-            }
+                    info!(runs = self.node.runs(), "stopping: handing back runs and leadership, announcing the leave");
+                    draining = Some(Instant::now() + DRAIN_LIMIT);
+                    inputs.push(Input::Drain);
+                }
+                Some(msg) = run_rx.recv() => inputs.push(on_run(msg)),
+                ev = net_rx.recv() => {
+                    let Some(ev) = ev else { return Err(NodeError::NetStopped) };
+                    inputs.extend(self.on_net(ev));
+                }
+                Some(call) = call_rx.recv() => inputs.extend(self.on_call(call)),
+                Some((snap, save)) = built_rx.recv() => inputs.push(Input::SnapshotBuilt { snap, save }),
+                Some(m) = self.measured_rx.recv() => inputs.push(Input::HostCapacity(m)),
+                _ = until(self.wake) => {
+                    self.wake = None;
+                    inputs.push(Input::Wake);
+                }
+                _ = until(self.view_due) => self.view_due = None,
+            };
             // Take whatever else is already waiting, so that it is handled
             // as one batch (one Raft round, one fsync).
             for _ in 0..BATCH {
@@ -324,8 +324,8 @@ impl EventLoop {
                     }
                 }
                 Output::MeasureHost { replica_ports } => {
-                    let m = self.meter.measure(replica_ports);
-                    self.follow_up.push(Input::HostCapacity(m));
+                    // Asked again while one is under way: that one answers.
+                    let _ = self.meter.ask(replica_ports);
                 }
                 Output::CatchUp(p) => self.progress(p),
                 Output::SnapshotInstalled { index } => {

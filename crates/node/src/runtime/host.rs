@@ -4,6 +4,16 @@
 use shoal_model::PortRange;
 use shoal_proto::node::HostMeasure;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Ports in use are read at most this often. Reading them walks the
+/// host's whole TCP table (`/proc/net/tcp`: tens of milliseconds of
+/// kernel time on a host with thousands of sockets); they change seldom,
+/// and one taken since the last reading is missed as one taken between a
+/// reading and a placement always was.
+const PORTS_EVERY: Duration = Duration::from_secs(5);
 
 /// Measures this host (through `sysinfo`): CPU not in use since the last
 /// measurement (the node measures every second), memory available, and
@@ -13,6 +23,44 @@ pub(super) struct Meter {
     system: Option<sysinfo::System>,
     disks: Option<sysinfo::Disks>,
     data_dir: PathBuf,
+    /// The ports last read, when, and of which range.
+    ports: Option<(Instant, PortRange, Vec<u16>)>,
+}
+
+/// The meter on a thread of its own: a measurement reads `/proc` and
+/// `statfs`, which the event loop must not wait for. Results come back on
+/// the channel given to `spawn`.
+pub(super) struct MeterThread {
+    ask: SyncSender<PortRange>,
+}
+
+impl MeterThread {
+    /// Starts the thread. Without one (the host refused it) every `ask`
+    /// fails and the node reports zeros, as where nothing can be measured.
+    pub(super) fn spawn(data_dir: PathBuf, done: mpsc::Sender<HostMeasure>) -> Self {
+        // One request waits at most: asked again before it was taken, the
+        // node has a measurement coming already.
+        let (ask, asked) = sync_channel::<PortRange>(1);
+        let started = std::thread::Builder::new()
+            .name("host-meter".into())
+            .spawn(move || {
+                let mut meter = Meter::new(data_dir);
+                while let Ok(range) = asked.recv() {
+                    if done.blocking_send(meter.measure(range)).is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the host meter: capacity reported as zeros");
+        }
+        MeterThread { ask }
+    }
+
+    /// Asks for a measurement; false if one is still under way.
+    pub(super) fn ask(&self, range: PortRange) -> bool {
+        self.ask.try_send(range).is_ok()
+    }
 }
 
 impl Meter {
@@ -25,6 +73,7 @@ impl Meter {
             system,
             disks: sysinfo::Disks::new_with_refreshed_list().ok(),
             data_dir: data_dir.canonicalize().unwrap_or(data_dir),
+            ports: None,
         }
     }
 
@@ -44,7 +93,22 @@ impl Meter {
             cpu_free_milli,
             mem_free_bytes,
             disk_free_bytes: self.disk_free(),
-            ports_taken: ports_taken(range),
+            ports_taken: self.ports_taken(range),
+        }
+    }
+
+    /// The ports of `range` in use, read again once `PORTS_EVERY` passed.
+    fn ports_taken(&mut self, range: PortRange) -> Vec<u16> {
+        let now = Instant::now();
+        match &self.ports {
+            Some((at, r, ports)) if *r == range && now.duration_since(*at) < PORTS_EVERY => {
+                ports.clone()
+            }
+            _ => {
+                let ports = ports_taken(range);
+                self.ports = Some((now, range, ports.clone()));
+                ports
+            }
         }
     }
 
@@ -130,6 +194,48 @@ mod tests {
         assert_eq!(ports_taken(range), [port]);
         drop(l);
         assert!(ports_taken(range).is_empty());
+    }
+
+    #[test]
+    fn ports_are_kept_a_while_for_one_range_and_read_again_for_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meter = Meter::new(dir.path().to_owned());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let one = PortRange {
+            first: port,
+            last: port,
+        };
+        assert_eq!(meter.measure(one).ports_taken, [port]);
+        drop(l);
+        assert_eq!(
+            meter.measure(one).ports_taken,
+            [port],
+            "kept for PORTS_EVERY"
+        );
+        let other = PortRange {
+            first: port.saturating_sub(1),
+            last: port,
+        };
+        assert!(!meter.measure(other).ports_taken.contains(&port));
+    }
+
+    #[test]
+    fn the_meter_thread_answers_on_its_channel_and_ends_with_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let meter = MeterThread::spawn(dir.path().to_owned(), tx);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(meter.ask(PortRange {
+            first: port,
+            last: port
+        }));
+        let m = rx.blocking_recv().expect("a measurement");
+        assert_eq!(m.ports_taken, [port]);
+        assert!(m.mem_free_bytes > 0, "{m:?}");
+        drop(meter);
+        assert!(rx.blocking_recv().is_none(), "the thread is gone");
     }
 
     #[test]
