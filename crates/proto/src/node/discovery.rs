@@ -42,6 +42,7 @@ use shoal_model::{
     ClusterId, Event, EventIdx, Heartbeat, Liveness, NodeId, RaftId, Standing, State,
 };
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// A join is asked for again after this long without being recorded.
@@ -257,11 +258,13 @@ impl<L: LogStore> Node<L> {
     /// Members heard before and not for three heartbeat intervals are
     /// reconnected, once each time they fall silent: after a cut link or a
     /// partition heals, the connection is a new one at once.
+    /// Silence counts only while this node itself was awake: after its own
+    /// loop was held up, what it did not hear may still wait in its queue.
     pub(super) fn reconnect_silent(&mut self, out: &mut Vec<Output>) {
         let silence = self.cfg.heartbeat_every * 3;
         let now = self.now;
         let members = self.state.nodes();
-        self.silent.retain(|id| members.contains_key(id));
+        self.silent.silent.retain(|id| members.contains_key(id));
         for (id, n) in self.state.nodes() {
             let expected = self.expects_heartbeats_from(n.role);
             if *id == self.cfg.node || n.liveness == Liveness::Left || !expected {
@@ -270,9 +273,9 @@ impl<L: LogStore> Node<L> {
             let Some(seen) = self.peers.last_seen(id) else {
                 continue;
             };
-            if now.saturating_sub(seen) < silence {
-                self.silent.remove(id);
-            } else if self.silent.insert(id.clone()) {
+            if now.saturating_sub(seen.max(self.silent.awake_since)) < silence {
+                self.silent.silent.remove(id);
+            } else if self.silent.silent.insert(id.clone()) {
                 out.push(Output::Reconnect(id.clone()));
             }
         }
@@ -291,6 +294,32 @@ impl<L: LogStore> Node<L> {
                 out.push(Output::Dial(n.addr.clone()));
             }
         }
+    }
+}
+
+/// The members reconnected for their silence, and since when this node's
+/// own loop has run without a hold-up.
+#[derive(Debug, Default)]
+pub(super) struct Silence {
+    silent: BTreeSet<NodeId>,
+    last_step: Option<Duration>,
+    awake_since: Duration,
+}
+
+impl Silence {
+    /// A step at `now`. One longer than two heartbeat intervals after the
+    /// last (every node steps at least once an interval, for its own
+    /// heartbeat) means this node was held up: a starved host, a long
+    /// install. Heartbeats that came meanwhile may wait in its own queue,
+    /// and reconnecting then would only cut transfers under way.
+    pub(super) fn step(&mut self, now: Duration, heartbeat_every: Duration) {
+        if self
+            .last_step
+            .is_some_and(|t| now.saturating_sub(t) > heartbeat_every * 2)
+        {
+            self.awake_since = now;
+        }
+        self.last_step = Some(now);
     }
 }
 

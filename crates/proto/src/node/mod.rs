@@ -120,7 +120,7 @@ pub struct Node<L: LogStore> {
     dial_pending: bool,
     /// Members silent for three heartbeat intervals, reconnected once each
     /// time they fall silent (`reconnect_silent`).
-    silent: std::collections::BTreeSet<NodeId>,
+    silent: discovery::Silence,
     /// This host as last measured (free CPU, memory and disk; ports).
     host: HostMeasure,
     last_local_snapshot: EventIdx,
@@ -329,6 +329,7 @@ impl<L: LogStore> Node<L> {
         }
         self.now = now.max(self.now);
         self.wall_ms = wall_ms;
+        self.silent.step(self.now, self.cfg.heartbeat_every);
         self.forget_given_up_log(&mut out);
         for input in inputs {
             self.dispatch(input, &mut out);

@@ -15,9 +15,9 @@
 //! for on gossip; replicas answer with offers, and the one a trusted node
 //! vouched for is pulled from every replica that offered the same bytes
 //! (`offers`, `crate::snapshot_transfer`). Only one transfer runs at a
-//! time; while it runs no ranges are fetched (they would be thrown away
-//! when the snapshot lands), and a failed one is asked for again after a
-//! pause.
+//! time; while a snapshot is wanted no ranges are fetched (they would be
+//! thrown away when the snapshot lands), and a failed transfer is asked
+//! for again after a pause.
 
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
@@ -318,9 +318,28 @@ impl CatchUp {
         if self.receiving() {
             return vec![];
         }
-        let mut out = self.plan_ranges(now, sources);
+        // Ranges wait while a snapshot is wanted, in the pause after a
+        // failed transfer too: the snapshot throws away what they bring,
+        // and a joiner reading a long log from its start loads whoever
+        // still holds it (the master, most often) for nothing.
+        let mut out = if self.snapshot_wanted(applied, joining) {
+            Vec::new()
+        } else {
+            self.plan_ranges(now, sources)
+        };
         out.extend(self.plan_snapshot(now, applied, joining, sources, master));
         out
+    }
+
+    /// Whether this node is to load a snapshot rather than fetch ranges
+    /// (the reasons in the module's doc).
+    fn snapshot_wanted(&self, applied: EventIdx, joining: bool) -> bool {
+        let behind = self.known_commit.0.saturating_sub(applied.0);
+        let joining = joining && self.known_commit > EventIdx::ZERO;
+        let wanted = self.need_snapshot
+            || (!self.cfg.no_snapshot
+                && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
+        wanted && behind > 0
     }
 
     fn plan_ranges(&mut self, now: Duration, sources: &[Source]) -> Vec<CatchUpAction> {
@@ -360,12 +379,7 @@ impl CatchUp {
         if now < self.retry_at {
             return vec![];
         }
-        let behind = self.known_commit.0.saturating_sub(applied.0);
-        let joining = joining && self.known_commit > EventIdx::ZERO;
-        let wanted = self.need_snapshot
-            || (!self.cfg.no_snapshot
-                && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
-        if !wanted || behind == 0 {
+        if !self.snapshot_wanted(applied, joining) {
             // A transfer parked to go on with is not wanted either: what
             // it holds (up to a snapshot's bytes) goes.
             self.need_snapshot = false;

@@ -378,6 +378,24 @@ fn a_member_silent_for_three_heartbeats_is_reconnected_once_per_silence() {
 }
 
 #[test]
+fn silence_while_this_node_was_held_up_is_not_the_members() {
+    let mut n = follower(cluster_state(&["m", ME], vec![]));
+    n.handle(heartbeat("m", Some("c"), 1, 1), ms(100), 0);
+    n.handle(Input::Wake, ms(300), 0);
+    // Nothing ran here for two seconds (a starved host): "m"'s heartbeats
+    // may wait in this node's own queue. It is given 900 ms from now.
+    let mut reconnected = Vec::new();
+    for t in (2300..=3500).step_by(300) {
+        for o in n.handle(Input::Wake, ms(t), 0) {
+            if let Output::Reconnect(id) = o {
+                reconnected.push((t, id.to_string()));
+            }
+        }
+    }
+    assert_eq!(reconnected, [(3200, "m".to_owned())]);
+}
+
+#[test]
 fn task_output_reaches_local_clients_and_subscribed_nodes() {
     let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
     let task = shoal_model::TaskId::from("t");
