@@ -39,7 +39,7 @@ use crate::worker::Worker;
 use rand::Rng;
 use shoal_log::{HardState, MembershipRecord};
 use shoal_model::{
-    ClusterId, Event, EventIdx, Heartbeat, Liveness, NodeId, RaftId, Standing, State,
+    ClusterId, Event, EventIdx, Heartbeat, Liveness, NodeId, RaftId, Role, Standing, State,
 };
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -258,16 +258,21 @@ impl<L: LogStore> Node<L> {
     /// Members heard before and not for three heartbeat intervals are
     /// reconnected, once each time they fall silent: after a cut link or a
     /// partition heals, the connection is a new one at once.
+    ///
     /// Silence counts only while this node itself was awake: after its own
     /// loop was held up, what it did not hear may still wait in its queue.
+    /// Followers are not reconnected from here: a follower cut off stops
+    /// hearing the members and reconnects from its side, while one that is
+    /// only starved (a loaded host, a joiner loading a snapshot) would see
+    /// its connections cut, transfers under way with them, and meet new
+    /// handshakes it is too busy to finish.
     pub(super) fn reconnect_silent(&mut self, out: &mut Vec<Output>) {
         let silence = self.cfg.heartbeat_every * 3;
         let now = self.now;
         let members = self.state.nodes();
         self.silent.silent.retain(|id| members.contains_key(id));
         for (id, n) in self.state.nodes() {
-            let expected = self.expects_heartbeats_from(n.role);
-            if *id == self.cfg.node || n.liveness == Liveness::Left || !expected {
+            if *id == self.cfg.node || n.liveness == Liveness::Left || n.role == Role::Follower {
                 continue;
             }
             let Some(seen) = self.peers.last_seen(id) else {

@@ -334,3 +334,39 @@ fn a_founder_that_stopped_before_emptying_its_log_is_back_in_its_cluster() {
     assert_eq!(n.cluster(), Some(&mine));
     assert_eq!(n.state().index(), index);
 }
+
+#[test]
+fn a_member_leaves_the_reconnect_of_a_silent_follower_to_the_follower() {
+    let mut n = start(None, None);
+    n.handle(Input::Wake, ms(0), 0);
+    n.handle(Input::Wake, ms(2000), 0);
+    n.handle(Input::Wake, ms(2001), 5);
+    let cluster = n.state().cluster_id().expect("founded").to_string();
+    n.handle(heartbeat("f", Some(&cluster), 0, 0), ms(2100), 0);
+    let join = Input::Direct(Frame {
+        version: PROTOCOL_VERSION,
+        cluster: Some(ClusterId::from(cluster.as_str())),
+        from: NodeId::from("f"),
+        msg: Direct::Join {
+            addr: "mem://f".into(),
+        },
+    });
+    n.handle(join, ms(2100), 0);
+    for t in (2200..=2400).step_by(100) {
+        n.handle(Input::Wake, ms(t), 0);
+    }
+    assert!(
+        n.state().nodes().contains_key(&NodeId::from("f")),
+        "f joined"
+    );
+    // "f" falls silent: a starved host, or a cut link. Its own side
+    // reconnects once it hears no member; from here a new connection
+    // would only meet a busy host's handshake.
+    for t in (2500..=6100).step_by(300) {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Reconnect(_))),
+            "at {t} ms"
+        );
+    }
+}
