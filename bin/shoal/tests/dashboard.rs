@@ -169,8 +169,9 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     assert!(
         wait_for(Duration::from_secs(10), || keys(&mut b)
             == ["app/1", "app/2", "app/3"]),
-        "the filter narrows the keys: {:?}",
-        keys(&mut b)
+        "the filter narrows the keys: {:?} (filter {})",
+        keys(&mut b),
+        b.eval("document.getElementById('kv-filter').value")
     );
     let preview = b.eval("document.querySelector('tr[data-key] td:nth-child(2)').textContent");
     assert_eq!(

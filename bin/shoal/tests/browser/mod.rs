@@ -150,7 +150,10 @@ impl Browser {
         let page = &self.page;
         self.run("type", async {
             let e = page.find_element(selector).await?;
-            e.click().await?.type_str(text).await.map(|_| ())
+            // Focused, not clicked: a click lands wherever the point is
+            // once the page has moved under it, and a render a second
+            // moves it.
+            e.focus().await?.type_str(text).await.map(|_| ())
         })
         .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
     }
