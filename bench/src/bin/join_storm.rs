@@ -152,6 +152,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         sum_metric(c, &apis, "shoal_snapshot_bytes_received_total") - members_received_before;
     let failures = sum_metric(c, &joiner_apis, "shoal_snapshot_failures_total");
     let resumed = sum_metric(c, &joiner_apis, "shoal_snapshot_transfers_resumed_total");
+    // Gossip to peers that read too slowly, dropped, and the peers
+    // reconnected because it stayed blocked or was refused.
+    let gossip_dropped = sum_metric(c, &all_apis, "shoal_net_gossip_send_dropped_total");
+    let gossip_reconnects = sum_metric(c, &all_apis, "shoal_net_gossip_reconnects_total");
     let builds: Vec<f64> = apis
         .iter()
         .zip(&builds_before)
@@ -214,6 +218,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "send_overflow_frames": overflow,
         "snapshot_failures": failures,
         "snapshot_transfers_resumed": resumed,
+        "gossip_send_dropped": gossip_dropped,
+        "gossip_reconnects": gossip_reconnects,
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "write_p99_ms_before": idle_p99,

@@ -163,6 +163,7 @@ impl NodeFigures {
             ("shoal_net_inbound_failures", "Inbound one-to-one streams that failed (oversized, cut, timed out).", n.inbound_failures),
             ("shoal_net_false_verdicts", "Unsigned greetings, and duplicate-identity verdicts without evidence, refused.", n.false_verdicts),
             ("shoal_net_gossip_send_dropped", "Gossip messages dropped because a peer's send queue was full (it reads too slowly).", n.gossip_send_dropped),
+            ("shoal_net_gossip_reconnects", "Peers reconnected because gossip to them stayed blocked for 15 s or was refused (a connection whose gossip handler gave up).", n.gossip_reconnects),
             ("shoal_net_dropped_events", "Network events dropped because the node's queue was full.", n.dropped_events),
         ]
     }

@@ -6,6 +6,7 @@ use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
 use crate::redial::Redials;
+use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent, Topic};
 use libp2p::gossipsub::{self, IdentTopic};
@@ -49,6 +50,9 @@ pub(crate) struct Actor {
     pub refusal_warned: Option<Instant>,
     /// When a peer too slow to take our gossip was last warned about.
     pub slow_peer_warned: Option<Instant>,
+    /// Peers whose gossip stays blocked, and when one was last warned about.
+    pub stuck: Stuck<PeerId, Instant>,
+    pub stuck_warned: Option<Instant>,
 }
 
 /// Whether a rate-limited warning last given at `last` is due again
@@ -192,11 +196,8 @@ impl Actor {
             }
             NetCommand::Dial(addr) => self.redials.add(addr, Instant::now()),
             NetCommand::Reconnect(peer) => {
-                if self.swarm.disconnect_peer_id(peer).is_ok() {
-                    debug!(peer = %peer, "silent: reconnecting");
-                }
-                self.redials
-                    .retry_now(Instant::now(), |a| peer_of(a) == Some(peer));
+                debug!(peer = %peer, "silent: reconnecting");
+                self.reconnect(peer);
             }
             NetCommand::SetDelay(d) => {
                 warn!(
@@ -206,6 +207,25 @@ impl Actor {
                 self.delay.set(d);
             }
         }
+    }
+
+    /// Drops every connection to `peer` and dials it again at once.
+    fn reconnect(&mut self, peer: PeerId) {
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.redials
+            .retry_now(Instant::now(), |a| peer_of(a) == Some(peer));
+    }
+
+    /// Reconnects a peer whose gossip is stuck (`stuck`), counted and
+    /// warned about now and then.
+    fn stuck_reconnect(&mut self, peer: PeerId, why: &str) {
+        self.counters
+            .gossip_reconnects
+            .fetch_add(1, Ordering::Relaxed);
+        if warn_due(&mut self.stuck_warned) {
+            warn!(peer = %peer, "{why}");
+        }
+        self.reconnect(peer);
     }
 
     fn greet_all(&mut self) {
@@ -313,6 +333,7 @@ impl Actor {
                 ..
             } if self.connected.remove(&peer_id) => {
                 debug!(peer = %peer_id, "disconnected");
+                self.stuck.forget(&peer_id);
                 self.emit(NetEvent::Disconnected(peer_id));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
@@ -369,6 +390,20 @@ impl Actor {
                         "a peer reads gossip too slowly: messages to it were dropped \
                          (it fetches committed entries it missed by range)"
                     );
+                }
+                if self.stuck.report(peer_id, Instant::now()) {
+                    let why = format!(
+                        "gossip to a peer stayed blocked for {} s: reconnecting it",
+                        STUCK_FOR.as_secs()
+                    );
+                    self.stuck_reconnect(peer_id, &why);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
+                gossipsub::Event::GossipsubNotSupported { peer_id },
+            )) => {
+                if self.stuck.refused(peer_id, Instant::now()) {
+                    self.stuck_reconnect(peer_id, "a peer refused gossip: reconnecting it");
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),

@@ -40,6 +40,7 @@ pub mod fault;
 pub mod greeting;
 pub mod identity_watch;
 pub mod redial;
+pub mod stuck;
 mod transport;
 
 pub use identity_watch::{IdentityWatch, Incarnation, Verdict};
@@ -182,6 +183,9 @@ pub struct NetCounters {
     /// (the peer reads too slowly); a committed entry dropped this way
     /// comes again by range.
     pub gossip_send_dropped: AtomicU64,
+    /// Peers reconnected because gossip to them stayed blocked
+    /// (`stuck::STUCK_FOR`).
+    pub gossip_reconnects: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -197,6 +201,7 @@ pub struct NetStats {
     pub handshake_failures: u64,
     pub refused_peers: u64,
     pub gossip_send_dropped: u64,
+    pub gossip_reconnects: u64,
 }
 
 /// A cloneable handle to the actor.
@@ -226,6 +231,7 @@ impl NetHandle {
             handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
             refused_peers: c.refused_peers.load(Ordering::Relaxed),
             gossip_send_dropped: c.gossip_send_dropped.load(Ordering::Relaxed),
+            gossip_reconnects: c.gossip_reconnects.load(Ordering::Relaxed),
         }
     }
 }
@@ -321,6 +327,8 @@ pub async fn spawn(
         solitary: cfg.solitary,
         refusal_warned: None,
         slow_peer_warned: None,
+        stuck: Default::default(),
+        stuck_warned: None,
     };
     if !cfg.solitary {
         for addr in cfg.peers {
