@@ -401,10 +401,8 @@ impl Actor {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(
                 gossipsub::Event::GossipsubNotSupported { peer_id },
-            )) => {
-                if self.stuck.refused(peer_id, Instant::now()) {
-                    self.stuck_reconnect(peer_id, "a peer refused gossip: reconnecting it");
-                }
+            )) if self.stuck.refused(peer_id, Instant::now()) => {
+                self.stuck_reconnect(peer_id, "a peer refused gossip: reconnecting it");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),

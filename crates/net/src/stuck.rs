@@ -80,7 +80,7 @@ where
     }
 
     /// Peers held now (in a run, or refused within `STUCK_FOR`).
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.runs.len() + self.refused.len()
     }
 }
@@ -139,10 +139,10 @@ mod tests {
         assert!(!s.report(1, T0));
         assert!(!s.report(2, T0 + Duration::from_secs(10)));
         // Peer 1's run ended; only peer 2 is held.
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.held(), 1);
         assert!(!s.report(2, T0 + Duration::from_secs(11)));
         s.forget(&2);
-        assert_eq!(s.len(), 0);
+        assert_eq!(s.held(), 0);
         // Forgotten, peer 2 starts over.
         let asked = reports(&mut s, 2, T0 + Duration::from_secs(12), STUCK_FOR);
         assert_eq!(asked, [T0 + Duration::from_secs(12) + STUCK_FOR]);
@@ -158,6 +158,6 @@ mod tests {
         assert!(s.refused(1, T0 + STUCK_FOR));
         assert!(s.refused(2, T0 + BEAT + STUCK_FOR));
         // Marks that ran out are let go: two peers, two marks.
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.held(), 2);
     }
 }
