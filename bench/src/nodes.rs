@@ -34,9 +34,23 @@ pub fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Resul
 }
 
 /// As `start`, at the lowest CPU priority, every thread of it (`nice`
-/// starts it): a stand-in for a process on a host of its own.
-pub fn start_niced(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Result<Node> {
-    let mut cmd = Command::new("nice");
+/// starts it): a stand-in for a process on a host of its own. With
+/// `cpus` (a `taskset` list, e.g. "1") it runs on those CPUs only.
+pub fn start_niced(
+    bin: &Path,
+    dir: &Path,
+    peer: Option<u16>,
+    extra: &[&str],
+    cpus: Option<&str>,
+) -> Result<Node> {
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus, "nice"]);
+            c
+        }
+        None => Command::new("nice"),
+    };
     cmd.args(["-n", "19"]).arg(bin);
     launch(cmd, bin, dir, peer, extra, (free_port(), free_port()))
 }

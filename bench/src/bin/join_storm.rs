@@ -14,6 +14,10 @@
 //! those that did not, how many are behind and how many hold another
 //! State at the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
+//! `STORM_JOINER_CPUS` (a `taskset` list) runs the joiners on those CPUs
+//! only; with the bench itself started under `taskset` on the others, the
+//! members and the writes get cores of their own, as on a LAN where each
+//! joiner is another host.
 //!
 //! `kill`: one joiner; once it has received half the snapshot, the source
 //! other than the master that sent it the most is killed with SIGKILL.
@@ -103,10 +107,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
+    let cpus: Option<String> = shoal_bench::env("STORM_JOINER_CPUS")?;
     let nodes: Vec<Node> = (0..joiners)
         .map(|i| {
             let dir = joiner_root.join(format!("storm{i}"));
-            start_niced(bin, &dir, Some(master.p2p), &[])
+            start_niced(bin, &dir, Some(master.p2p), &[], cpus.as_deref())
         })
         .collect::<Result<_>>()?;
     let limit: u64 = shoal_bench::env("STORM_LIMIT_S")?.unwrap_or(600);
@@ -222,6 +227,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "gossip_reconnects": gossip_reconnects,
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
+        "joiner_cpus": cpus,
         "write_p99_ms_before": idle_p99,
         "write_p99_ms_during": storm_p99,
         "writes_before": idle_n,
