@@ -15,9 +15,9 @@
 //! for on gossip; replicas answer with offers, and the one a trusted node
 //! vouched for is pulled from every replica that offered the same bytes
 //! (`offers`, `crate::snapshot_transfer`). Only one transfer runs at a
-//! time; while a snapshot is wanted no ranges are fetched (they would be
-//! thrown away when the snapshot lands), and a failed transfer is asked
-//! for again after a pause.
+//! time; while a snapshot is wanted for a log longer than it is worth,
+//! no ranges are fetched (they would be thrown away when the snapshot
+//! lands), and a failed transfer is asked for again after a pause.
 
 use crate::gap_fetcher::{GapAction, GapConfig, GapFetcher, PeerLog};
 use crate::ordered_buffer::{BufferLimits, OrderedBuffer};
@@ -318,15 +318,18 @@ impl CatchUp {
         if self.receiving() {
             return vec![];
         }
-        // Ranges wait while a snapshot is wanted, in the pause after a
-        // failed transfer too: the snapshot throws away what they bring,
-        // and a joiner reading a long log from its start loads whoever
-        // still holds it (the master, most often) for nothing.
-        let mut out = if self.snapshot_wanted(applied, joining) {
-            Vec::new()
-        } else {
-            self.plan_ranges(now, sources)
-        };
+        // Ranges wait while the log to read is longer than a snapshot, in
+        // the pause after a failed transfer too: the snapshot throws away
+        // what they bring, and a joiner reading a long log from its start
+        // loads whoever still holds it (the master, most often) for
+        // nothing. A joiner with a short log to read reads it meanwhile:
+        // a young cluster may have no snapshot to offer.
+        let mut out =
+            if self.snapshot_wanted(applied, joining) && self.log_too_long(applied, sources) {
+                Vec::new()
+            } else {
+                self.plan_ranges(now, sources)
+            };
         out.extend(self.plan_snapshot(now, applied, joining, sources, master));
         out
     }
@@ -340,6 +343,14 @@ impl CatchUp {
             || (!self.cfg.no_snapshot
                 && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
         wanted && behind > 0
+    }
+
+    /// Whether the log this node lacks is longer than a snapshot is worth,
+    /// or starts below what every live source still holds.
+    fn log_too_long(&self, applied: EventIdx, sources: &[Source]) -> bool {
+        let behind = self.known_commit.0.saturating_sub(applied.0);
+        let held = sources.iter().any(|s| s.live && s.floor <= applied.next());
+        behind > self.cfg.snapshot_threshold.max(self.state_entries) || !held
     }
 
     fn plan_ranges(&mut self, now: Duration, sources: &[Source]) -> Vec<CatchUpAction> {

@@ -213,6 +213,32 @@ fn a_joiner_whose_request_failed_reads_no_log_from_its_start() {
 }
 
 #[test]
+fn a_joiner_whose_request_failed_reads_a_short_log_by_range_meanwhile() {
+    // A young cluster: no replica may have a snapshot to offer yet.
+    let mut c = replica(0, 200, false);
+    let peers = [source("master", 1, 200)];
+    asked(&plan(&mut c, 0, true, &peers, Some("master")).1);
+    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
+    let fetched = (10_000..11_000)
+        .step_by(50)
+        .flat_map(|at| plan(&mut c, at, true, &peers, Some("master")).1)
+        .filter_map(|a| match a {
+            CatchUpAction::Fetch { range, .. } => Some((range.from.0, range.to.0)),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(fetched, [(1, 200)]);
+    // A log no live source holds from its start waits for the snapshot.
+    let mut c = replica(0, 200, false);
+    let peers = [source("master", 50, 200)];
+    asked(&plan(&mut c, 0, true, &peers, Some("master")).1);
+    c.tick(ms(10_000));
+    for at in (10_000..11_000).step_by(50) {
+        assert!(plan(&mut c, at, true, &peers, Some("master")).0.is_empty());
+    }
+}
+
+#[test]
 fn an_offer_to_an_earlier_request_that_came_late_still_counts() {
     let mut c = replica(0, 50_000, false);
     let peers = [source("master", 1, 50_000)];
