@@ -8,12 +8,17 @@
 //! whole cluster sent per joiner against the snapshot's size, how many
 //! snapshots each member encoded, the writes' p99 in the 10 s
 //! (`STORM_IDLE_S`, after 5 s of writes not counted) before and
-//! during the storm, and whether every joiner ends with the master's state
+//! during the storm (the page cache written back first, so that the idle
+//! window is idle; with the Raft terms begun in each window, as an
+//! election costs each write a hop), and whether every joiner ends with
+//! the master's state
 //! hash: once the writes stop, each has `STORM_SETTLE_S` (300 by default)
 //! to reach the master's index with its State (how long each took; for
 //! those that did not, how many are behind and how many hold another
 //! State at the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
+//! `STORM_WRITES_CSV` names a file for every write's start (Unix ms) and
+//! latency, to set slow writes against the nodes' logs.
 //! `STORM_JOINER_CPUS` (a `taskset` list) runs the joiners on those CPUs
 //! only; with the bench itself started under `taskset` on the others, the
 //! members and the writes get cores of their own, as on a LAN where each
@@ -76,6 +81,27 @@ fn sum_metric(c: &Client, apis: &[u16], name: &str) -> f64 {
     apis.iter().map(|a| metric(c, *a, name)).sum()
 }
 
+/// Each write as `start,latency_ms`, its start in ms of the Unix epoch
+/// (to set slow writes against the nodes' logs), in the order started.
+fn write_csv(path: &Path, writes: &[(Instant, Duration)], t0: Instant) -> Result<()> {
+    let epoch_t0 =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)? - t0.elapsed();
+    let mut rows: Vec<(i128, f64)> = writes
+        .iter()
+        .map(|(t, d)| {
+            let since = t.saturating_duration_since(t0).as_millis() as i128
+                - t0.saturating_duration_since(*t).as_millis() as i128;
+            (epoch_t0.as_millis() as i128 + since, d.as_secs_f64() * 1e3)
+        })
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    let mut out = String::from("start_unix_ms,latency_ms\n");
+    for (t, l) in rows {
+        out.push_str(&format!("{t},{l:.2}\n"));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
 fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) -> Result<Value> {
     let master = &members[0];
     // On a LAN each joiner saves its snapshot to a disk of its own; here
@@ -96,14 +122,22 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // were sent then is not the storm's.
     let sent_before = sum_metric(c, &apis, "shoal_snapshot_bytes_sent_total");
     let members_received_before = sum_metric(c, &apis, "shoal_snapshot_bytes_received_total");
+    // The preload and the members' snapshots leave dirty pages that the
+    // kernel writes back over the next half minute; an fsync queued
+    // behind them can hold a member's loop long enough for an election.
+    // Written back now, the idle window is idle.
+    std::process::Command::new("sync").status()?;
     let load = Load::start(master.api, rate);
     // The members have just loaded the keys (and saved them): the first
     // seconds of writes wait on that disk work, and are not counted.
     std::thread::sleep(WARM_UP);
+    let terms = || metric(c, master.api, "shoal_term");
+    let term_before = terms();
     let idle_from = Instant::now();
     let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(10);
     std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
+    let term_idle = terms();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -125,10 +159,14 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         caught.iter().all(Option::is_some)
     });
     let done = Instant::now();
+    let term_storm = terms();
     let writes = load.stop();
     // Joiners that did not catch up within the limit are reported as
     // such; the figures below are of those that did.
     let caught_up = caught.iter().flatten().count();
+    if let Some(path) = std::env::var_os("STORM_WRITES_CSV") {
+        write_csv(Path::new(&path), &writes, t0)?;
+    }
     let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
     let (storm_p99, storm_n) = p99_ms(&writes, t0, done);
     let joiner_apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
@@ -232,6 +270,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "write_p99_ms_during": storm_p99,
         "writes_before": idle_n,
         "writes_during": storm_n,
+        "raft_terms_started_before": term_idle - term_before,
+        "raft_terms_started_during": term_storm - term_idle,
         "equal_state_hash": equal,
         "settle_limit_s": settle,
         "converged": settled.len(),
