@@ -35,23 +35,27 @@ pub fn start(bin: &Path, dir: &Path, peer: Option<u16>, extra: &[&str]) -> Resul
 
 /// As `start`, at the lowest CPU priority, every thread of it (`nice`
 /// starts it): a stand-in for a process on a host of its own. With
-/// `cpus` (a `taskset` list, e.g. "1") it runs on those CPUs only.
+/// `cpus` (a `taskset` list, e.g. "1") it runs on those CPUs only; with
+/// `idle` under the SCHED_IDLE policy (`chrt --idle`), which runs only
+/// when nothing else wants the CPU, a closer stand-in still.
 pub fn start_niced(
     bin: &Path,
     dir: &Path,
     peer: Option<u16>,
     extra: &[&str],
     cpus: Option<&str>,
+    idle: bool,
 ) -> Result<Node> {
-    let mut cmd = match cpus {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus, "nice"]);
-            c
-        }
-        None => Command::new("nice"),
-    };
-    cmd.args(["-n", "19"]).arg(bin);
+    let mut wrap: Vec<&str> = Vec::new();
+    if let Some(cpus) = cpus {
+        wrap.extend(["taskset", "-c", cpus]);
+    }
+    if idle {
+        wrap.extend(["chrt", "--idle", "0"]);
+    }
+    wrap.extend(["nice", "-n", "19"]);
+    let mut cmd = Command::new(wrap[0]);
+    cmd.args(&wrap[1..]).arg(bin);
     launch(cmd, bin, dir, peer, extra, (free_port(), free_port()))
 }
 

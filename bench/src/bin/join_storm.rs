@@ -19,6 +19,8 @@
 //! filesystem than the members' (a tmpfs for disks of their own).
 //! `STORM_WRITES_CSV` names a file for every write's start (Unix ms) and
 //! latency, to set slow writes against the nodes' logs.
+//! `STORM_JOINER_IDLE` runs the joiners under SCHED_IDLE (`chrt --idle`)
+//! rather than only at nice 19: they run only when the members do not.
 //! `STORM_JOINER_CPUS` (a `taskset` list) runs the joiners on those CPUs
 //! only; with the bench itself started under `taskset` on the others, the
 //! members and the writes get cores of their own, as on a LAN where each
@@ -142,10 +144,18 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
     let cpus: Option<String> = shoal_bench::env("STORM_JOINER_CPUS")?;
+    let sched_idle = std::env::var_os("STORM_JOINER_IDLE").is_some();
     let nodes: Vec<Node> = (0..joiners)
         .map(|i| {
             let dir = joiner_root.join(format!("storm{i}"));
-            start_niced(bin, &dir, Some(master.p2p), &[], cpus.as_deref())
+            start_niced(
+                bin,
+                &dir,
+                Some(master.p2p),
+                &[],
+                cpus.as_deref(),
+                sched_idle,
+            )
         })
         .collect::<Result<_>>()?;
     let limit: u64 = shoal_bench::env("STORM_LIMIT_S")?.unwrap_or(600);
@@ -266,6 +276,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "joiner_cpus": cpus,
+        "joiner_sched_idle": sched_idle,
         "write_p99_ms_before": idle_p99,
         "write_p99_ms_during": storm_p99,
         "writes_before": idle_n,
