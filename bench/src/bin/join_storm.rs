@@ -85,17 +85,13 @@ fn sum_metric(c: &Client, apis: &[u16], name: &str) -> f64 {
 
 /// Each write as `start,latency_ms`, its start in ms of the Unix epoch
 /// (to set slow writes against the nodes' logs), in the order started.
-fn write_csv(path: &Path, writes: &[(Instant, Duration)], t0: Instant) -> Result<()> {
-    let epoch_t0 =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)? - t0.elapsed();
-    let mut rows: Vec<(i128, f64)> = writes
-        .iter()
-        .map(|(t, d)| {
-            let since = t.saturating_duration_since(t0).as_millis() as i128
-                - t0.saturating_duration_since(*t).as_millis() as i128;
-            (epoch_t0.as_millis() as i128 + since, d.as_secs_f64() * 1e3)
-        })
-        .collect();
+fn write_csv(path: &Path, writes: &[(Instant, Duration)]) -> Result<()> {
+    let (wall, now) = (std::time::SystemTime::now(), Instant::now());
+    let mut rows = Vec::with_capacity(writes.len());
+    for (t, d) in writes {
+        let start = (wall - (now - *t)).duration_since(std::time::UNIX_EPOCH)?;
+        rows.push((start.as_millis(), d.as_secs_f64() * 1e3));
+    }
     rows.sort_by_key(|r| r.0);
     let mut out = String::from("start_unix_ms,latency_ms\n");
     for (t, l) in rows {
@@ -175,7 +171,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // such; the figures below are of those that did.
     let caught_up = caught.iter().flatten().count();
     if let Some(path) = std::env::var_os("STORM_WRITES_CSV") {
-        write_csv(Path::new(&path), &writes, t0)?;
+        write_csv(Path::new(&path), &writes)?;
     }
     let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
     let (storm_p99, storm_n) = p99_ms(&writes, t0, done);

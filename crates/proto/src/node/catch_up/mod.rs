@@ -340,17 +340,21 @@ impl CatchUp {
         let behind = self.known_commit.0.saturating_sub(applied.0);
         let joining = joining && self.known_commit > EventIdx::ZERO;
         let wanted = self.need_snapshot
-            || (!self.cfg.no_snapshot
-                && (behind > self.cfg.snapshot_threshold.max(self.state_entries) || joining));
+            || (!self.cfg.no_snapshot && (self.lag_too_long(applied) || joining));
         wanted && behind > 0
+    }
+
+    /// Whether more entries are missing than a snapshot is worth.
+    fn lag_too_long(&self, applied: EventIdx) -> bool {
+        let behind = self.known_commit.0.saturating_sub(applied.0);
+        behind > self.cfg.snapshot_threshold.max(self.state_entries)
     }
 
     /// Whether the log this node lacks is longer than a snapshot is worth,
     /// or starts below what every live source still holds.
     fn log_too_long(&self, applied: EventIdx, sources: &[Source]) -> bool {
-        let behind = self.known_commit.0.saturating_sub(applied.0);
         let held = sources.iter().any(|s| s.live && s.floor <= applied.next());
-        behind > self.cfg.snapshot_threshold.max(self.state_entries) || !held
+        self.lag_too_long(applied) || !held
     }
 
     fn plan_ranges(&mut self, now: Duration, sources: &[Source]) -> Vec<CatchUpAction> {

@@ -197,12 +197,18 @@ fn with_no_trusted_offer_the_request_fails_and_is_made_again_after_a_pause() {
     assert_eq!(plan(&mut c, 11_000, false, &peers, None).0, SNAPSHOT);
 }
 
+/// A joiner asks at 0 with the master in sight; no offer comes, and the
+/// request fails at 10 s.
+fn joiner_request_failed(c: &mut CatchUp, peers: &[Source]) {
+    asked(&plan(c, 0, true, peers, Some("master")).1);
+    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
+}
+
 #[test]
 fn a_joiner_whose_request_failed_reads_no_log_from_its_start() {
     let mut c = replica(0, 1_000_000, false);
     let peers = [source("master", 1, 1_000_000)];
-    asked(&plan(&mut c, 0, true, &peers, Some("master")).1);
-    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
+    joiner_request_failed(&mut c, &peers);
     for at in (10_050..11_000).step_by(50) {
         assert!(plan(&mut c, at, true, &peers, Some("master")).0.is_empty());
     }
@@ -217,8 +223,7 @@ fn a_joiner_whose_request_failed_reads_a_short_log_by_range_meanwhile() {
     // A young cluster: no replica may have a snapshot to offer yet.
     let mut c = replica(0, 200, false);
     let peers = [source("master", 1, 200)];
-    asked(&plan(&mut c, 0, true, &peers, Some("master")).1);
-    assert_eq!(kinds(&c.tick(ms(10_000))), ["failed"]);
+    joiner_request_failed(&mut c, &peers);
     let fetched = (10_000..11_000)
         .step_by(50)
         .flat_map(|at| plan(&mut c, at, true, &peers, Some("master")).1)
@@ -231,8 +236,7 @@ fn a_joiner_whose_request_failed_reads_a_short_log_by_range_meanwhile() {
     // A log no live source holds from its start waits for the snapshot.
     let mut c = replica(0, 200, false);
     let peers = [source("master", 50, 200)];
-    asked(&plan(&mut c, 0, true, &peers, Some("master")).1);
-    c.tick(ms(10_000));
+    joiner_request_failed(&mut c, &peers);
     for at in (10_000..11_000).step_by(50) {
         assert!(plan(&mut c, at, true, &peers, Some("master")).0.is_empty());
     }
