@@ -118,16 +118,47 @@ pub fn status(c: &reqwest::blocking::Client, api: u16) -> Option<Value> {
         .ok()
 }
 
-pub fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
-    let text = c
-        .get(format!("http://127.0.0.1:{api}/metrics"))
+pub fn metrics_text(c: &reqwest::blocking::Client, api: u16) -> String {
+    c.get(format!("http://127.0.0.1:{api}/metrics"))
         .send()
         .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
+        .unwrap_or_default()
+}
+
+pub fn metric(c: &reqwest::blocking::Client, api: u16, name: &str) -> f64 {
+    metrics_text(c, api)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Observations of histogram `name` on one node, in all and above the
+/// largest bucket bound at or below `secs`.
+pub fn histogram_above(
+    c: &reqwest::blocking::Client,
+    api: u16,
+    name: &str,
+    secs: f64,
+) -> (f64, f64) {
+    let text = metrics_text(c, api);
+    let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let count = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}_count ")))
+        .and_then(value)
+        .unwrap_or(0.0);
+    let bucket = format!("{name}_bucket{{le=\"");
+    let within = text
+        .lines()
+        .filter_map(|l| {
+            let le: f64 = l.strip_prefix(&bucket)?.split('"').next()?.parse().ok()?;
+            (le <= secs).then(|| (le, value(l)))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .and_then(|(_, v)| v)
+        .unwrap_or(0.0);
+    (count, count - within)
 }
 
 /// True when every node reports the same applied index (at its commit

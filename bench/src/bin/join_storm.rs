@@ -36,7 +36,9 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::load::{p99_ms, Load};
-use shoal_bench::nodes::{formed, metric, preloaded, shoal_bin, start, start_niced, status, Node};
+use shoal_bench::nodes::{
+    formed, histogram_above, metric, preloaded, shoal_bin, start, start_niced, status, Node,
+};
 use shoal_bench::procs::{time_until, wait, wait_every};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -130,12 +132,17 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // seconds of writes wait on that disk work, and are not counted.
     std::thread::sleep(WARM_UP);
     let terms = || metric(c, master.api, "shoal_term");
+    // The master's Raft log fsyncs (off its loop): how many, how many
+    // slower than 100 ms.
+    let fsyncs = || histogram_above(c, master.api, "shoal_log_sync_seconds", 0.1);
     let term_before = terms();
+    let fsyncs_before = fsyncs();
     let idle_from = Instant::now();
     let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(10);
     std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
     let term_idle = terms();
+    let fsyncs_idle = fsyncs();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -166,6 +173,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     });
     let done = Instant::now();
     let term_storm = terms();
+    let fsyncs_storm = fsyncs();
     let writes = load.stop();
     // Joiners that did not catch up within the limit are reported as
     // such; the figures below are of those that did.
@@ -279,6 +287,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
         "raft_terms_started_during": term_storm - term_idle,
+        "master_fsyncs_before": fsyncs_idle.0 - fsyncs_before.0,
+        "master_fsyncs_over_100ms_before": fsyncs_idle.1 - fsyncs_before.1,
+        "master_fsyncs_during": fsyncs_storm.0 - fsyncs_idle.0,
+        "master_fsyncs_over_100ms_during": fsyncs_storm.1 - fsyncs_idle.1,
         "equal_state_hash": equal,
         "settle_limit_s": settle,
         "converged": settled.len(),

@@ -46,6 +46,11 @@ impl Metrics {
             "From a snapshot transfer's first progress to its install, restarts included.",
             timings.snapshot_catch_up.histogram,
         );
+        registry.register(
+            "shoal_log_sync_seconds",
+            "Raft log fsyncs, run off the event loop: each covers what was written before it began.",
+            timings.log_sync.histogram,
+        );
         registry.register_collector(Box::new(NodeFigures {
             node: node.clone(),
             version: version.to_owned(),

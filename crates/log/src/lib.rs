@@ -17,7 +17,7 @@ mod snapshot_legacy;
 mod snapshot_store;
 
 pub use segment_log::{
-    DurableLog, HardState, LogConfig, LogError, LogReader, MembershipRecord, Recovery,
+    DurableLog, HardState, LogConfig, LogError, LogReader, MembershipRecord, Recovery, SyncJob,
 };
 pub use snapshot::{
     decode_snapshot, encode_snapshot, SnapshotDecoder, SnapshotError, SnapshotHeader,

@@ -370,3 +370,69 @@ fn a_replacing_append_the_disk_refuses_leaves_the_log_as_it_was() {
     want.extend([entry(15, 2), entry(16, 2)]);
     assert_eq!(read_all(&mut log), want);
 }
+
+/// Opens the log as a restart after `log` was lost without a sync (its
+/// buffer gone) would, and returns its entries and whether a tail was cut.
+fn reopen_lost(log: DurableLog, dir: &Path) -> (Vec<LogEntry>, bool) {
+    std::mem::forget(log);
+    let (mut log, rec) = DurableLog::open(dir, LogConfig::default()).unwrap();
+    (read_all(&mut log), rec.cut.is_some())
+}
+
+#[test]
+fn a_sync_off_the_loop_covers_what_came_before_it_and_the_next_sync_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+    let written: Vec<_> = (1..=20).map(|i| entry(i, 1)).collect();
+    log.append(&written[..10]).unwrap();
+    let job = log.start_sync().unwrap();
+    log.append(&written[10..15]).unwrap();
+    job.wait().unwrap();
+    log.synced(job.id(), Ok(())).unwrap();
+    // What the job covered is on the file; what came after it is not yet.
+    let copy = tempfile::tempdir().unwrap();
+    copy_log(dir.path(), copy.path());
+    let (mut seen, rec) = DurableLog::open(copy.path(), LogConfig::default()).unwrap();
+    assert_eq!(read_all(&mut seen), written[..10].to_vec());
+    assert_eq!(rec.cut, None);
+    log.append(&written[15..]).unwrap();
+    let job = log.start_sync().unwrap();
+    job.wait().unwrap();
+    log.synced(job.id(), Ok(())).unwrap();
+    let (seen, cut) = reopen_lost(log, dir.path());
+    assert_eq!(seen, written);
+    assert!(!cut, "every record written once, at its place");
+}
+
+#[test]
+fn a_failed_sync_off_the_loop_is_an_error_and_its_bytes_are_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
+    let written: Vec<_> = (1..=12).map(|i| entry(i, 1)).collect();
+    log.append(&written[..8]).unwrap();
+    let job = log.start_sync().unwrap();
+    log.append(&written[8..]).unwrap();
+    let failed = log.synced(job.id(), Err(std::io::Error::other("EIO")));
+    assert!(failed.unwrap_err().to_string().contains("EIO"));
+    log.sync().unwrap();
+    let (seen, cut) = reopen_lost(log, dir.path());
+    assert_eq!(seen, written);
+    assert!(!cut);
+}
+
+#[test]
+fn a_sync_off_the_loop_overtaken_by_new_segments_has_nothing_left_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    let written: Vec<_> = (1..=60).map(|i| entry(i, 1)).collect();
+    log.append(&written[..3]).unwrap();
+    let job = log.start_sync().unwrap();
+    // Small segments: these roll over several times, each roll a sync.
+    log.append(&written[3..]).unwrap();
+    assert!(segments(dir.path()).len() > 2);
+    log.synced(job.id(), Ok(())).unwrap();
+    log.sync().unwrap();
+    let (seen, cut) = reopen_lost(log, dir.path());
+    assert_eq!(seen, written);
+    assert!(!cut);
+}

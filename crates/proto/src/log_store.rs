@@ -1,7 +1,7 @@
 //! The log as the cores see it: the durable segment log on a real node, an
 //! in-memory log with a crash model in the simulator.
 
-use shoal_log::{DurableLog, HardState, LogError, MembershipRecord};
+use shoal_log::{DurableLog, HardState, LogError, MembershipRecord, SyncJob};
 use shoal_model::{EventIdx, LogEntry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +13,11 @@ pub trait LogStore {
     fn set_membership(&mut self, m: MembershipRecord) -> Result<(), LogError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), LogError>;
+    /// Starts making everything written so far durable without waiting:
+    /// the job's `wait` runs off the event loop, and `synced` takes its
+    /// outcome (then what it covers is durable).
+    fn start_sync(&mut self) -> Result<SyncJob, LogError>;
+    fn synced(&mut self, id: u64, result: std::io::Result<()>) -> Result<(), LogError>;
     fn read(
         &mut self,
         from: EventIdx,
@@ -39,6 +44,12 @@ impl LogStore for DurableLog {
     }
     fn sync(&mut self) -> Result<(), LogError> {
         DurableLog::sync(self)
+    }
+    fn start_sync(&mut self) -> Result<SyncJob, LogError> {
+        DurableLog::start_sync(self)
+    }
+    fn synced(&mut self, id: u64, result: std::io::Result<()>) -> Result<(), LogError> {
+        DurableLog::synced(self, id, result)
     }
     fn read(
         &mut self,
@@ -73,7 +84,9 @@ impl LogStore for DurableLog {
 /// membership newer than the last sync. While its disk is full
 /// (`full_switch`), it fails as `DurableLog` does: what only buffers
 /// succeeds, what must reach the disk first (a sync, a reset, an append
-/// that replaces entries) fails and changes nothing.
+/// that replaces entries) fails and changes nothing. A sync started
+/// off the loop (`start_sync`) covers what was written before it, once
+/// `synced` says it succeeded.
 #[derive(Clone, Debug, Default)]
 pub struct MemLog {
     live: MemLogState,
@@ -81,6 +94,9 @@ pub struct MemLog {
     synced_hard_state: HardState,
     synced_membership: MembershipRecord,
     full: Arc<AtomicBool>,
+    syncs: u64,
+    /// The sync under way: its id and what it makes durable.
+    started: Option<(u64, usize, HardState, MembershipRecord)>,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +134,7 @@ impl MemLog {
         self.live.entries.truncate(self.synced_len);
         self.live.hard_state = self.synced_hard_state;
         self.live.membership = self.synced_membership.clone();
+        self.started = None;
     }
 
     /// Set it to fill this log's disk, clear it to give the room back.
@@ -159,6 +176,9 @@ impl LogStore for MemLog {
         s.entries.truncate(keep);
         s.entries.extend_from_slice(entries);
         self.synced_len = self.synced_len.min(keep);
+        if let Some((_, len, ..)) = &mut self.started {
+            *len = (*len).min(keep);
+        }
         Ok(())
     }
     fn set_hard_state(&mut self, hs: HardState) -> Result<(), LogError> {
@@ -171,9 +191,38 @@ impl LogStore for MemLog {
     }
     fn sync(&mut self) -> Result<(), LogError> {
         self.disk_works()?;
+        // A sync under way covers less than this one.
+        self.started = None;
         self.synced_len = self.live.entries.len();
         self.synced_hard_state = self.live.hard_state;
         self.synced_membership = self.live.membership.clone();
+        Ok(())
+    }
+    fn start_sync(&mut self) -> Result<SyncJob, LogError> {
+        self.disk_works()?;
+        self.syncs += 1;
+        let l = &self.live;
+        self.started = Some((
+            self.syncs,
+            l.entries.len(),
+            l.hard_state,
+            l.membership.clone(),
+        ));
+        Ok(SyncJob::in_memory(self.syncs))
+    }
+    fn synced(&mut self, id: u64, result: std::io::Result<()>) -> Result<(), LogError> {
+        let started = self.started.take_if(|s| s.0 == id);
+        result.map_err(|source| LogError::Io {
+            path: "mem".into(),
+            source,
+        })?;
+        // A disk that filled while the fsync ran fails it.
+        self.disk_works()?;
+        if let Some((_, len, hs, m)) = started {
+            self.synced_len = len;
+            self.synced_hard_state = hs;
+            self.synced_membership = m;
+        }
         Ok(())
     }
     fn read(
@@ -220,6 +269,9 @@ impl LogStore for MemLog {
             s.entries.drain(..n);
             s.first = floor;
             self.synced_len = self.synced_len.saturating_sub(n);
+            if let Some((_, len, ..)) = &mut self.started {
+                *len = len.saturating_sub(n);
+            }
         }
         Ok(())
     }
@@ -265,5 +317,37 @@ mod tests {
             (log.first_index(), log.last_index()),
             (EventIdx(2), EventIdx(3))
         );
+    }
+
+    #[test]
+    fn a_sync_off_the_loop_covers_what_came_before_it_once_it_ended() {
+        let mut log = MemLog::new();
+        log.append(&[e(1), e(2)]).unwrap();
+        let job = log.start_sync().unwrap();
+        log.append(&[e(3)]).unwrap();
+        log.clone()
+            .crash_then(|l| assert_eq!(l.last_index(), EventIdx(0)));
+        log.synced(job.id(), Ok(())).unwrap();
+        log.clone()
+            .crash_then(|l| assert_eq!(l.last_index(), EventIdx(2)));
+        // A failed one is an error and makes nothing durable.
+        let job = log.start_sync().unwrap();
+        let failed = log.synced(job.id(), Err(std::io::Error::other("EIO")));
+        assert!(failed.is_err());
+        log.clone()
+            .crash_then(|l| assert_eq!(l.last_index(), EventIdx(2)));
+        // One overtaken by a full sync changes nothing when it ends.
+        let job = log.start_sync().unwrap();
+        log.append(&[e(4)]).unwrap();
+        log.sync().unwrap();
+        log.synced(job.id(), Ok(())).unwrap();
+        log.crash_then(|l| assert_eq!(l.last_index(), EventIdx(4)));
+    }
+
+    impl MemLog {
+        fn crash_then(mut self, check: impl FnOnce(&MemLog)) {
+            self.crash();
+            check(&self);
+        }
     }
 }

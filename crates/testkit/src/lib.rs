@@ -23,7 +23,7 @@ pub use runs::SimRun;
 
 use network::{Delivery, Payload};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use shoal_log::{decode_snapshot, encode_snapshot};
 use shoal_model::{
     ClusterId, Command, CommandId, EventIdx, NodeId, Op, OutputChunk, State, StateHash, TaskId,
@@ -123,6 +123,7 @@ impl std::fmt::Debug for Sim {
 pub fn default_config(node: NodeId, seed: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(node.clone(), format!("sim://{node}"), seed);
     cfg.discovery_window = Duration::from_millis(500);
+    cfg.raft.sync_off_loop = true;
     cfg
 }
 
@@ -447,6 +448,12 @@ impl Sim {
                     let at = self.now + Duration::from_millis(5);
                     self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, true));
                 }
+                Output::SyncLog(job) => {
+                    let span = (self.net.max_fsync - self.net.min_fsync).as_micros() as u64;
+                    let took = Duration::from_micros(self.rng.gen_range(0..=span));
+                    let at = self.now + self.net.min_fsync + took;
+                    self.deliver_to_self(&from, at, Payload::LogSynced(job.id()));
+                }
                 Output::ClusterAdopted(c) => {
                     self.nodes.get_mut(&from).expect("known node").disk.cluster = Some(c);
                 }
@@ -523,6 +530,7 @@ impl Sim {
                     ports_taken: Vec::new(),
                 })
             }
+            Payload::LogSynced(id) => Input::LogSynced { id, result: Ok(()) },
             Payload::Run(ev) => match self.run_input(&d.to, ev) {
                 Some(input) => input,
                 None => return,

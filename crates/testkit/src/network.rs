@@ -19,6 +19,10 @@ pub struct NetConfig {
     pub duplicate: f64,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// How long a log fsync takes, drawn in this range (the disk is
+    /// modelled here with the network: both are the sim's latencies).
+    pub min_fsync: Duration,
+    pub max_fsync: Duration,
 }
 
 impl Default for NetConfig {
@@ -28,6 +32,8 @@ impl Default for NetConfig {
             duplicate: 0.0,
             min_delay: Duration::from_micros(200),
             max_delay: Duration::from_millis(3),
+            min_fsync: Duration::from_micros(100),
+            max_fsync: Duration::from_millis(4),
         }
     }
 }
@@ -40,6 +46,8 @@ pub(crate) enum Payload {
     Wake(u64),
     SnapshotBuilt(EncodedSnapshot, bool),
     HostCapacity((u32, u64)),
+    /// A log fsync the node started ended.
+    LogSynced(u64),
     /// Output or end of a simulated run.
     Run(RunEvent),
 }

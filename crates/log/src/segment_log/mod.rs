@@ -20,6 +20,9 @@ use tracing::warn;
 
 mod reader;
 mod records;
+mod sync;
+
+pub use sync::SyncJob;
 
 pub use reader::LogReader;
 use reader::{read_entries, Index};
@@ -106,8 +109,9 @@ pub struct DurableLog {
     cfg: LogConfig,
     /// Where each entry is, shared with readers (`LogReader`).
     index: Arc<RwLock<Index>>,
-    /// The active segment's file; `None` only inside `open`.
-    file: Option<File>,
+    /// The active segment's file; `None` only inside `open`. Shared with
+    /// a sync under way (`start_sync`).
+    file: Option<Arc<File>>,
     /// Bytes of the active segment known durable (`buf` follows them).
     file_len: u64,
     /// Records not yet known durable, in file order after `file_len`.
@@ -118,6 +122,10 @@ pub struct DurableLog {
     last: EventIdx,
     hard_state: HardState,
     membership: MembershipRecord,
+    /// Syncs started so far (`start_sync`), and the last one if it has
+    /// not ended.
+    syncs: u64,
+    started: Option<sync::Started>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -232,6 +240,8 @@ impl DurableLog {
             last: log.last,
             hard_state: log.hard_state,
             membership: log.membership,
+            syncs: 0,
+            started: None,
         };
         // Appends always go to a fresh segment: a cut file is never written
         // into again, so its good prefix stays as it was.
@@ -336,11 +346,14 @@ impl DurableLog {
             // After a failed fsync the kernel may have dropped the pages:
             // write them all again next time.
             self.buf_written = 0;
+            self.started = None;
             return Err(io_err(&self.active_path())(e));
         }
         self.file_len += self.buf.len() as u64;
         self.buf.clear();
         self.buf_written = 0;
+        // A sync under way covers less than this one.
+        self.started = None;
         Ok(())
     }
 
@@ -525,7 +538,7 @@ impl DurableLog {
             locs: Vec::new(),
         });
         drop(index);
-        self.file = Some(file);
+        self.file = Some(Arc::new(file));
         self.file_len = head_len;
         Ok(())
     }

@@ -64,6 +64,10 @@ pub(super) struct EventLoop {
     meter: host::MeterThread,
     /// Where the meter's results arrive.
     measured_rx: mpsc::Receiver<HostMeasure>,
+    /// Where log fsyncs run off the loop (`Output::SyncLog`) end; the
+    /// core has at most one under way.
+    synced_tx: mpsc::Sender<(u64, std::io::Result<()>)>,
+    synced_rx: mpsc::Receiver<(u64, std::io::Result<()>)>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -99,7 +103,10 @@ impl EventLoop {
         let timings = view_tx.borrow().timings.clone();
         let (measured_tx, measured_rx) = mpsc::channel(1);
         let meter = host::MeterThread::spawn(dir.root().to_owned(), measured_tx);
+        let (synced_tx, synced_rx) = mpsc::channel(4);
         EventLoop {
+            synced_tx,
+            synced_rx,
             meter,
             measured_rx,
             node,
@@ -158,6 +165,7 @@ impl EventLoop {
                 Some(call) = call_rx.recv() => inputs.extend(self.on_call(call)),
                 Some((snap, save)) = built_rx.recv() => inputs.push(Input::SnapshotBuilt { snap, save }),
                 Some(m) = self.measured_rx.recv() => inputs.push(Input::HostCapacity(m)),
+                Some((id, result)) = self.synced_rx.recv() => inputs.push(Input::LogSynced { id, result }),
                 _ = until(self.wake) => {
                     self.wake = None;
                     inputs.push(Input::Wake);
@@ -287,6 +295,15 @@ impl EventLoop {
     fn outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
         for o in outputs {
             match o {
+                Output::SyncLog(job) => {
+                    let (done, timing) = (self.synced_tx.clone(), self.timings.log_sync.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let started = Instant::now();
+                        let result = job.wait();
+                        timing.observe(started.elapsed().as_secs_f64());
+                        let _ = done.blocking_send((job.id(), result));
+                    });
+                }
                 Output::Send { to, frame } => self.send(&to, &frame),
                 Output::Broadcast(frame) => self.broadcast(&frame),
                 Output::Reply { to, reply } => {

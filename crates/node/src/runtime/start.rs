@@ -189,6 +189,7 @@ pub async fn start(
         .map_or_else(String::new, |a| api_url(a, reached_at));
     cfg.takes_work = opts.worker;
     cfg.voter = opts.voter;
+    cfg.raft.sync_off_loop = true;
     let events = EventReader::new(log.reader());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 

@@ -46,6 +46,8 @@ pub struct Timings {
     /// Seconds from a snapshot transfer's first progress to its install,
     /// restarts included.
     pub snapshot_catch_up: Timed,
+    /// Seconds each fsync of the Raft log took (off the event loop).
+    pub log_sync: Timed,
 }
 
 impl Default for Timings {
@@ -55,6 +57,8 @@ impl Default for Timings {
             apply: Timed::new(exponential_buckets(0.0001, 2.0, 16)),
             // 100 ms to about 7 minutes.
             snapshot_catch_up: Timed::new(exponential_buckets(0.1, 2.0, 13)),
+            // 50 µs to about 3 s.
+            log_sync: Timed::new(exponential_buckets(0.00005, 2.0, 17)),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Commit through Raft (TiKV's raft-rs), wrapped so that the node core and
 //! the simulator drive it the same way.
 //!
-//! The wrapper persists Raft's entries and hard state on the `LogStore`
-//! before any message that depends on them leaves, hands out only
+//! The wrapper writes Raft's entries and hard state to the `LogStore` and
+//! lets no message that depends on them leave before they are durable
+//! (`durable`: the fsync runs off the event loop), hands out only
 //! committed entries, and applies membership changes as they commit.
 //! Raft's log is not State: a lagging member that Raft catches up with a
 //! (data-less) snapshot reports `SnapshotInstalled`, and the replica loads
@@ -23,19 +24,21 @@ use raft::eraftpb::{
 use raft::{RawNode, StateRole, Storage as _};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shoal_log::HardState;
-use shoal_model::{EventIdx, LogEntry, RaftId, Term};
+use shoal_model::{EventIdx, RaftId, Term};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use raft::storage::MemStorage;
 
+mod durable;
 mod entries;
+mod ready;
 mod types;
 mod validate;
 
 pub use types::{RaftBase, RaftConfig, RaftError, RaftOutput, Won};
 
+use durable::Durability;
 use entries::{membership_of, to_log_entry, to_raft_entry};
 
 /// Runs raft-rs code, turning a panic inside it into `Poisoned`: a message
@@ -67,6 +70,9 @@ pub struct RaftCore {
     heard: BTreeMap<u64, Duration>,
     now: Duration,
     tick_len: Duration,
+    durable: Durability,
+    /// Whether this member led at the last ready it handled.
+    led: bool,
 }
 
 impl std::fmt::Debug for RaftCore {
@@ -156,6 +162,8 @@ impl RaftCore {
             heard: BTreeMap::new(),
             now: Duration::ZERO,
             tick_len,
+            durable: Durability::default(),
+            led: false,
         };
         core.reroll_timeout();
         Ok(core)
@@ -418,92 +426,62 @@ impl RaftCore {
         contained(|| self.raw.read_index(ctx.to_be_bytes().to_vec()))
     }
 
-    /// Handles everything Raft has ready: persist, then send, then hand
-    /// out what committed.
+    /// Handles everything Raft has ready: writes to the log, sends what
+    /// may leave, hands out what committed; then starts the fsync of what
+    /// was written (`RaftOutput::Sync`, or waited for here unless
+    /// `sync_off_loop`).
     pub fn drive(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
         contained(|| self.drive_ready(log))?
     }
 
+    /// The sync `id` that `drive` handed out succeeded, and the log took
+    /// its outcome (`LogStore::synced`): answers that waited for it leave,
+    /// and a leader counts its own entries toward a commit.
+    pub fn persisted(
+        &mut self,
+        id: u64,
+        log: &mut dyn LogStore,
+    ) -> Result<Vec<RaftOutput>, RaftError> {
+        contained(|| {
+            let mut out = Vec::new();
+            self.on_synced(id, &mut out);
+            out.extend(self.drive_ready(log)?);
+            Ok(out)
+        })?
+    }
+
+    pub(super) fn on_synced(&mut self, id: u64, out: &mut Vec<RaftOutput>) {
+        if let Some((upto, msgs)) = self.durable.sync_ended(id) {
+            self.raw.on_persist_ready(upto);
+            self.sends(msgs, out);
+        }
+    }
+
     fn drive_ready(&mut self, log: &mut dyn LogStore) -> Result<Vec<RaftOutput>, RaftError> {
         let mut out = Vec::new();
-        while self.raw.has_ready() {
-            let mut rd = self.raw.ready();
-            if let Some(ss) = rd.ss() {
-                if ss.leader_id != self.leader {
-                    self.leader = ss.leader_id;
-                    out.push(RaftOutput::LeaderChanged {
-                        leader: (ss.leader_id != 0).then_some(RaftId(ss.leader_id)),
-                        term: Term(self.raw.raft.term),
-                        won: self.why_won(ss.leader_id),
-                    });
-                }
+        loop {
+            while self.raw.has_ready() {
+                self.handle_ready(log, &mut out)?;
             }
-            for rs in rd.take_read_states() {
-                if let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    out.push(RaftOutput::ReadReady {
-                        ctx: u64::from_be_bytes(ctx),
-                        index: EventIdx(rs.index),
-                    });
-                }
+            if !self.durable.wants_sync() {
+                break;
             }
-            // A leader may send before persisting (Raft thesis 10.2.1).
-            self.sends(rd.take_messages(), &mut out);
-            if !rd.snapshot().is_empty() {
-                let snap = rd.snapshot().clone();
-                let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
-                let cs = snap.get_metadata().get_conf_state().clone();
-                self.raw.mut_store().wl().apply_snapshot(snap)?;
-                log.reset(EventIdx(index + 1))?;
-                log.set_membership(membership_of(&cs))?;
-                out.push(RaftOutput::SnapshotInstalled {
-                    index: EventIdx(index),
-                    term: Term(term),
-                });
+            let job = log.start_sync()?;
+            self.durable.sync_started(job.id());
+            if self.cfg.sync_off_loop {
+                out.push(RaftOutput::Sync(job));
+                break;
             }
-            let committed = rd.take_committed_entries();
-            self.commit(committed, log, &mut out)?;
-            let must_sync = rd.must_sync() || !rd.entries().is_empty() || !rd.snapshot().is_empty();
-            if !rd.entries().is_empty() {
-                let ents: Vec<LogEntry> = rd.entries().iter().map(to_log_entry).collect();
-                log.append(&ents)?;
-                self.raw.mut_store().wl().append(rd.entries())?;
-            }
-            if let Some(hs) = rd.hs() {
-                self.raw.mut_store().wl().set_hardstate(hs.clone());
-                log.set_hard_state(HardState {
-                    term: hs.term,
-                    vote: hs.vote,
-                    commit: hs.commit,
-                })?;
-            }
-            // Only what must be durable before the messages below leave
-            // costs an fsync.
-            if must_sync {
-                log.sync()?;
-            }
-            self.sends(rd.take_persisted_messages(), &mut out);
-            let mut light = self.raw.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                self.raw
-                    .mut_store()
-                    .wl()
-                    .mut_hard_state()
-                    .set_commit(commit);
-                let mut hs = log.hard_state();
-                hs.commit = commit;
-                log.set_hard_state(hs)?;
-            }
-            self.sends(light.take_messages(), &mut out);
-            let committed = light.take_committed_entries();
-            self.commit(committed, log, &mut out)?;
-            self.raw.advance_apply();
+            let result = job.wait();
+            log.synced(job.id(), result)?;
+            self.on_synced(job.id(), &mut out);
         }
         self.after_op();
         self.compact_memory()?;
         Ok(out)
     }
 
-    fn sends(&self, msgs: Vec<Message>, out: &mut Vec<RaftOutput>) {
+    pub(super) fn sends(&self, msgs: Vec<Message>, out: &mut Vec<RaftOutput>) {
         for m in msgs {
             let to = RaftId(m.to);
             let msg = m.write_to_bytes().expect("raft messages encode");
@@ -511,7 +489,7 @@ impl RaftCore {
         }
     }
 
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         entries: Vec<Entry>,
         log: &mut dyn LogStore,

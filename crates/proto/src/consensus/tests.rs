@@ -4,7 +4,8 @@
 use super::*;
 use crate::log_store::MemLog;
 use raft::eraftpb::MessageType;
-use shoal_model::{encode_event, Event};
+use shoal_log::SyncJob;
+use shoal_model::{encode_event, Event, LogEntry};
 
 struct Net {
     nodes: Vec<(RaftCore, MemLog)>,
@@ -12,10 +13,17 @@ struct Net {
     /// Why each member last won an election.
     won: Vec<Option<Won>>,
     now: Duration,
+    /// Each member's fsyncs handed out and not yet finished (only with
+    /// `sync_off_loop`; otherwise `drive` waits for them).
+    held: Vec<Vec<SyncJob>>,
 }
 
 impl Net {
     fn new(n: u64) -> Net {
+        Net::with(n, RaftConfig::default())
+    }
+
+    fn with(n: u64, cfg: RaftConfig) -> Net {
         let voters: Vec<RaftId> = (1..=n).map(RaftId).collect();
         let nodes = (1..=n)
             .map(|i| {
@@ -26,7 +34,7 @@ impl Net {
                 };
                 let core = RaftCore::start(
                     RaftId(i),
-                    RaftConfig::default(),
+                    cfg,
                     base,
                     &mut log,
                     i,
@@ -41,7 +49,25 @@ impl Net {
             committed: vec![vec![]; n as usize],
             won: vec![None; n as usize],
             now: Duration::ZERO,
+            held: vec![vec![]; n as usize],
         }
+    }
+
+    /// Finishes member `i`'s fsyncs under way, and delivers what they
+    /// release.
+    fn finish_syncs(&mut self, i: usize) {
+        let mut queue = Vec::new();
+        for job in std::mem::take(&mut self.held[i]) {
+            let (core, log) = &mut self.nodes[i];
+            log.synced(job.id(), job.wait()).unwrap();
+            queue.extend(
+                core.persisted(job.id(), log)
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| (i, o)),
+            );
+        }
+        self.deliver(queue, &[]);
     }
 
     fn pump(&mut self, down: &[usize]) {
@@ -58,22 +84,27 @@ impl Net {
             if queue.is_empty() {
                 return;
             }
-            for (from, o) in queue.drain(..) {
-                match o {
-                    RaftOutput::Send { to, msg } => {
-                        let to = to.0 as usize - 1;
-                        if !down.contains(&to) {
-                            let now = self.now;
-                            self.nodes[to]
-                                .0
-                                .step(RaftId(from as u64 + 1), &msg, now)
-                                .unwrap();
-                        }
+            self.deliver(std::mem::take(&mut queue), down);
+        }
+    }
+
+    fn deliver(&mut self, queue: Vec<(usize, RaftOutput)>, down: &[usize]) {
+        for (from, o) in queue {
+            match o {
+                RaftOutput::Send { to, msg } => {
+                    let to = to.0 as usize - 1;
+                    if !down.contains(&to) {
+                        let now = self.now;
+                        self.nodes[to]
+                            .0
+                            .step(RaftId(from as u64 + 1), &msg, now)
+                            .unwrap();
                     }
-                    RaftOutput::Committed(es) => self.committed[from].extend(es),
-                    RaftOutput::LeaderChanged { won: Some(w), .. } => self.won[from] = Some(w),
-                    _ => {}
                 }
+                RaftOutput::Committed(es) => self.committed[from].extend(es),
+                RaftOutput::LeaderChanged { won: Some(w), .. } => self.won[from] = Some(w),
+                RaftOutput::Sync(job) => self.held[from].push(job),
+                _ => {}
             }
         }
     }
@@ -290,4 +321,101 @@ fn a_panic_inside_raft_is_contained() {
     let r = contained(|| -> u32 { panic!("to_commit 9 is out of range") });
     assert!(matches!(r, Err(RaftError::Poisoned(why)) if why.contains("out of range")));
     assert_eq!(contained(|| 7).unwrap(), 7);
+}
+
+fn off_loop() -> RaftConfig {
+    RaftConfig {
+        sync_off_loop: true,
+        ..RaftConfig::default()
+    }
+}
+
+/// Ticks and pumps with every fsync finishing at once, until one leads.
+fn elect(net: &mut Net) -> usize {
+    for _ in 0..60 {
+        net.ticks(1, &[]);
+        for _ in 0..10 {
+            for i in 0..net.nodes.len() {
+                net.finish_syncs(i);
+            }
+            net.pump(&[]);
+        }
+        if let [l] = net.leaders(&[])[..] {
+            return l;
+        }
+    }
+    panic!("no leader elected");
+}
+
+#[test]
+fn with_fsyncs_off_the_loop_an_entry_commits_once_a_majority_made_it_durable() {
+    let mut net = Net::with(3, off_loop());
+    let l = elect(&mut net);
+    let before: Vec<usize> = net.committed.iter().map(Vec::len).collect();
+    let followers: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+    net.pump(&[]);
+    // Every member holds the entry; no fsync has ended: no answer left
+    // a follower and the leader does not count itself.
+    assert!(net.held.iter().all(|h| h.len() == 1), "{:?}", net.held);
+    assert_eq!(
+        net.nodes[l].0.commit_index(),
+        net.nodes[l].0.last_index().prev()
+    );
+    // The leader's own fsync alone is not a majority.
+    net.finish_syncs(l);
+    net.pump(&[]);
+    assert!(net.nodes[l].0.commit_index() < net.nodes[l].0.last_index());
+    // One follower's answer, sent once its fsync ended, is.
+    net.finish_syncs(followers[0]);
+    net.pump(&[]);
+    assert_eq!(net.nodes[l].0.commit_index(), net.nodes[l].0.last_index());
+    assert_eq!(net.committed[l].len(), before[l] + 1);
+}
+
+#[test]
+fn with_fsyncs_off_the_loop_a_leader_with_a_stalled_disk_commits_on_its_followers() {
+    let mut net = Net::with(3, off_loop());
+    let l = elect(&mut net);
+    let before = net.committed[l].len();
+    for round in 0..3 {
+        net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+        net.pump(&[]);
+        for i in (0..3).filter(|i| *i != l) {
+            net.finish_syncs(i);
+        }
+        net.pump(&[]);
+        // The leader's first fsync has not ended: the followers' commit
+        // the entries; it starts no second fsync while one is under way.
+        assert_eq!(net.held[l].len(), 1, "round {round}");
+        assert_eq!(net.nodes[l].0.commit_index(), net.nodes[l].0.last_index());
+    }
+    // It hands out only what its own disk holds too.
+    assert_eq!(net.committed[l].len(), before);
+    net.finish_syncs(l);
+    net.pump(&[]);
+    assert_eq!(
+        net.committed[l].len(),
+        before + 1,
+        "the first fsync covered the first entry"
+    );
+    net.finish_syncs(l);
+    net.pump(&[]);
+    assert_eq!(net.committed[l].len(), before + 3);
+    assert!(net.held[l].is_empty());
+}
+
+#[test]
+fn with_fsyncs_off_the_loop_a_crash_before_the_fsync_loses_nothing_acknowledged() {
+    let mut net = Net::with(3, off_loop());
+    let l = elect(&mut net);
+    let f = (l + 1) % 3;
+    net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+    net.pump(&[]);
+    let last = net.nodes[f].1.last_index();
+    // The follower's disk lost the entry before its fsync: it had not
+    // answered for it, so the leader had not counted it.
+    net.nodes[f].1.crash();
+    assert!(net.nodes[f].1.last_index() < last);
+    assert!(net.nodes[l].0.matched(RaftId(f as u64 + 1)).unwrap() < last);
 }

@@ -2,7 +2,7 @@
 //! member's log starts, what a drive produces, why a member won, and its
 //! errors.
 
-use shoal_log::LogError;
+use shoal_log::{LogError, SyncJob};
 use shoal_model::{EventIdx, LogEntry, RaftId, Term};
 
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +21,10 @@ pub struct RaftConfig {
     /// With 256, every write was a round of its own: 5.1 messages per
     /// write against 0.3 with 2 (`bench/src/bin/writes.rs`).
     pub max_inflight: usize,
+    /// Whether the log's fsync runs off the event loop: `drive` hands it
+    /// out as `RaftOutput::Sync` and `persisted` takes its end. Otherwise
+    /// `drive` waits for it (tests that step one core by hand).
+    pub sync_off_loop: bool,
 }
 
 impl Default for RaftConfig {
@@ -31,6 +35,7 @@ impl Default for RaftConfig {
             keep_in_memory: 10_000,
             max_msg_bytes: 1 << 20,
             max_inflight: 2,
+            sync_off_loop: false,
         }
     }
 }
@@ -41,6 +46,9 @@ pub enum RaftOutput {
         to: RaftId,
         msg: Vec<u8>,
     },
+    /// Run this fsync off the loop, then hand its outcome to the log
+    /// (`LogStore::synced`) and, if it succeeded, to `RaftCore::persisted`.
+    Sync(SyncJob),
     /// Newly committed entries, in order.
     Committed(Vec<LogEntry>),
     /// Raft skipped this member's log forward to `index`: State must be

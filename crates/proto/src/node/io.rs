@@ -8,6 +8,7 @@ use crate::snapshot_transfer::{EncodedSnapshot, Progress};
 use crate::wire::{CommandReply, Direct, Frame, Gossip};
 use crate::worker::{StopReason, TaskRun};
 use serde::{Deserialize, Serialize};
+use shoal_log::SyncJob;
 use shoal_model::{
     ClusterId, Command, EventIdx, ExitClass, FencingToken, LeaderReason, NodeId, OutputChunk,
     PortRange, State, StateHash, TaskId, Term,
@@ -52,6 +53,11 @@ pub enum Input {
     WatchOutput(TaskId),
     /// Stop taking work and hand back what runs here (`shoal leave`).
     Drain,
+    /// The log fsync `Output::SyncLog` asked for ended.
+    LogSynced {
+        id: u64,
+        result: std::io::Result<()>,
+    },
 }
 
 /// What became of a build's `save` request.
@@ -64,6 +70,9 @@ pub enum Saved {
 
 #[derive(Debug)]
 pub enum Output {
+    /// Run this log fsync off the loop (`SyncJob::wait`) and hand its
+    /// outcome back as `Input::LogSynced`. At most one is under way.
+    SyncLog(SyncJob),
     Send {
         to: NodeId,
         frame: Frame<Direct>,

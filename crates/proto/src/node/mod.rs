@@ -362,6 +362,7 @@ impl<L: LogStore> Node<L> {
             Input::RunOutput(chunk) => self.record_output(chunk, out),
             Input::WatchOutput(task) => self.watch_output(&task, out),
             Input::Drain => self.drain(out),
+            Input::LogSynced { id, result } => self.on_log_synced(id, result, out),
         }
     }
 

@@ -142,6 +142,11 @@ impl<L: LogStore> Node<L> {
     fn restart_raft(&mut self, why: &str, out: &mut Vec<Output>) {
         tracing::error!(reason = %why, "raft failed; starting it again from the log");
         self.metrics.raft_restarts += 1;
+        // The new core takes the log as durable: a write of the old one
+        // may still wait for its fsync.
+        if let Err(e) = self.log.sync() {
+            return self.storage_failed(&e, out);
+        }
         self.stop_raft();
         if let Err(e) = self.start_raft_from_disk() {
             self.fail(format!("could not start raft again: {e}"), out);
@@ -175,7 +180,31 @@ impl<L: LogStore> Node<L> {
         let Some(raft) = self.raft.as_mut() else {
             return;
         };
-        let outputs = match raft.drive(&mut self.log) {
+        let outputs = raft.drive(&mut self.log);
+        self.raft_outputs(outputs, out);
+    }
+
+    /// A log fsync run off the loop (`Output::SyncLog`) ended: the log
+    /// takes the outcome, then Raft, whose waiting answers may leave.
+    pub(super) fn on_log_synced(
+        &mut self,
+        id: u64,
+        result: std::io::Result<()>,
+        out: &mut Vec<Output>,
+    ) {
+        if let Err(e) = self.log.synced(id, result) {
+            self.metrics.proposals_refused += 1;
+            return self.storage_failed(&e, out);
+        }
+        let Some(raft) = self.raft.as_mut() else {
+            return;
+        };
+        let outputs = raft.persisted(id, &mut self.log);
+        self.raft_outputs(outputs, out);
+    }
+
+    fn raft_outputs(&mut self, outputs: Result<Vec<RaftOutput>, RaftError>, out: &mut Vec<Output>) {
+        let outputs = match outputs {
             Ok(o) => o,
             Err(RaftError::Poisoned(why)) => return self.restart_raft(&why, out),
             Err(RaftError::Log(e)) => {
@@ -191,9 +220,13 @@ impl<L: LogStore> Node<L> {
                 return;
             }
         };
+        let Some(raft) = self.raft.as_ref() else {
+            return;
+        };
         let is_leader = raft.is_leader();
         for o in outputs {
             match o {
+                RaftOutput::Sync(job) => out.push(Output::SyncLog(job)),
                 RaftOutput::Send { to, msg } => match self.raft_peers.get(&to) {
                     Some(node) => self.send(node.clone(), Direct::Raft(msg), out),
                     None => tracing::debug!(raft_id = %to, "no node for raft id"),
