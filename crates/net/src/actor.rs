@@ -42,8 +42,10 @@ pub(crate) struct Actor {
     pub incarnation: Incarnation,
     pub identities: IdentityWatch<PeerId, Instant, Greeting>,
     pub delay: Delay<NetCommand, Instant>,
-    /// When a failed handshake was last warned about.
-    pub handshake_warned: Option<Instant>,
+    /// When a handshake that failed, and one that timed out, was last
+    /// warned about: each kind on its own clock, so that one does not
+    /// hide the other.
+    pub handshake_warned: [Option<Instant>; 2],
     /// Admit no peers (`NetConfig::solitary`).
     pub solitary: bool,
     /// When a refused peer was last warned about.
@@ -67,14 +69,17 @@ fn warn_due(last: &mut Option<Instant>) -> bool {
 }
 
 /// How a connection failed after the peer was reached, as its error says.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handshake {
     /// Refused mid-way: with a pre-shared key, two nodes whose keys
     /// differ fail here, the dialer with "Handshake failed", the listener
     /// failing to negotiate.
-    Failed,
-    /// No answer in time: a busy peer, or a busy host, not a wrong key.
-    TimedOut,
+    Failed = 0,
+    /// No answer in time: most often a busy peer or a busy host; but two
+    /// nodes whose keys differ read each other's bytes as garbage, and a
+    /// garbage length prefix can leave one waiting for bytes that never
+    /// come, so a wrong key ends here too now and then.
+    TimedOut = 1,
 }
 
 /// Whether a connection error is a handshake that failed or timed out
@@ -435,7 +440,7 @@ impl Actor {
         self.counters
             .handshake_failures
             .fetch_add(1, Ordering::Relaxed);
-        if !warn_due(&mut self.handshake_warned) {
+        if !warn_due(&mut self.handshake_warned[how as usize]) {
             return;
         }
         // A listener is told only that negotiation failed: a dialer with
@@ -454,7 +459,8 @@ impl Actor {
             Handshake::TimedOut => warn!(
                 error = %error,
                 "a connection {direction} a peer timed out in its handshake: the peer, or this \
-                 host, is too busy to answer in time (it is dialled again)"
+                 host, is too busy to answer in time (it is dialled again); if this goes on on \
+                 idle hosts, the two nodes may have different cluster keys (--cluster-key)"
             ),
         }
     }
@@ -559,7 +565,7 @@ mod tests {
     use super::{handshake_failed, Handshake};
 
     #[test]
-    fn a_refused_connection_is_not_a_failed_handshake_and_a_slow_one_is_no_wrong_key() {
+    fn a_refused_connection_is_not_a_failed_handshake_and_a_slow_one_is_told_apart() {
         // As libp2p reports a key mismatch, dialing and listening.
         assert_eq!(
             handshake_failed(

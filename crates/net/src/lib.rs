@@ -323,7 +323,7 @@ pub async fn spawn(
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
         delay: Default::default(),
-        handshake_warned: None,
+        handshake_warned: [None; 2],
         solitary: cfg.solitary,
         refusal_warned: None,
         slow_peer_warned: None,
