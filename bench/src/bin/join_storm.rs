@@ -10,7 +10,8 @@
 //! (`STORM_IDLE_S`, after 5 s of writes not counted) before and
 //! during the storm (the page cache written back first, so that the idle
 //! window is idle; with the Raft terms begun in each window, as an
-//! election costs each write a hop), and whether every joiner ends with
+//! election costs each write a hop, and the cores each member kept busy),
+//! and whether every joiner ends with
 //! the master's state
 //! hash: once the writes stop, each has `STORM_SETTLE_S` (300 by default)
 //! to reach the master's index with its State (how long each took; for
@@ -32,6 +33,8 @@
 //! it received against the snapshot's size, and the hash.
 //!
 //! `cargo build --release -p shoal && cargo run --release -p shoal-bench --bin join_storm -- [N] [storm|kill|both] [JOINERS]`
+
+#![recursion_limit = "256"]
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -135,14 +138,22 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // The master's Raft log fsyncs (off its loop): how many, how many
     // slower than 100 ms.
     let fsyncs = || histogram_above(c, master.api, "shoal_log_sync_seconds", 0.1);
+    // The members' CPU (process_cpu_seconds), to set against each window.
+    let cpu = || -> Vec<f64> {
+        apis.iter()
+            .map(|a| metric(c, *a, "process_cpu_seconds_total"))
+            .collect()
+    };
     let term_before = terms();
     let fsyncs_before = fsyncs();
+    let cpu_before = cpu();
     let idle_from = Instant::now();
     let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(10);
     std::thread::sleep(Duration::from_secs(idle));
     let target = applied(c, master.api);
     let term_idle = terms();
     let fsyncs_idle = fsyncs();
+    let cpu_idle = cpu();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -174,7 +185,15 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let done = Instant::now();
     let term_storm = terms();
     let fsyncs_storm = fsyncs();
+    let cpu_storm = cpu();
     let writes = load.stop();
+    // Cores each member kept busy over a window.
+    let cores = |from: &[f64], to: &[f64], window: Duration| -> Vec<f64> {
+        let secs = window.as_secs_f64();
+        from.iter().zip(to).map(|(a, b)| (b - a) / secs).collect()
+    };
+    let member_cores_before = cores(&cpu_before, &cpu_idle, t0 - idle_from);
+    let member_cores_during = cores(&cpu_idle, &cpu_storm, done - t0);
     // Joiners that did not catch up within the limit are reported as
     // such; the figures below are of those that did.
     let caught_up = caught.iter().flatten().count();
@@ -291,6 +310,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "master_fsyncs_over_100ms_before": fsyncs_idle.1 - fsyncs_before.1,
         "master_fsyncs_during": fsyncs_storm.0 - fsyncs_idle.0,
         "master_fsyncs_over_100ms_during": fsyncs_storm.1 - fsyncs_idle.1,
+        "member_cpu_cores_before": member_cores_before,
+        "member_cpu_cores_during": member_cores_during,
         "equal_state_hash": equal,
         "settle_limit_s": settle,
         "converged": settled.len(),

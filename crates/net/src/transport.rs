@@ -83,6 +83,13 @@ pub(crate) fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Beh
             let gossip_cfg = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(max)
                 .heartbeat_interval(GOSSIP_HEARTBEAT)
+                // A node publishes to its mesh peers (about six), not to
+                // every peer on the topic: the master sends each committed
+                // batch a fixed number of times however large the cluster,
+                // and the mesh relays it on. With flood publishing, twenty
+                // hosts joining at once made the master send every batch
+                // to each of them, which doubled its CPU per write.
+                .flood_publish(false)
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .build()
                 .map_err(|e| e.to_string())?;
