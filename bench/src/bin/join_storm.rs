@@ -84,8 +84,13 @@ fn same_state(c: &Client, a: u16, b: u16) -> bool {
     })
 }
 
+/// A metric of each node, in the order given.
+fn per_node(c: &Client, apis: &[u16], name: &str) -> Vec<f64> {
+    apis.iter().map(|a| metric(c, *a, name)).collect()
+}
+
 fn sum_metric(c: &Client, apis: &[u16], name: &str) -> f64 {
-    apis.iter().map(|a| metric(c, *a, name)).sum()
+    per_node(c, apis, name).iter().sum()
 }
 
 /// Each write as `start,latency_ms`, its start in ms of the Unix epoch
@@ -117,10 +122,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let joiner_root = joiner_disk.as_ref().map_or(root, |d| d.path());
     let rate: u32 = shoal_bench::env("STORM_WRITES")?.unwrap_or(200);
     let apis: Vec<u16> = members.iter().map(|n| n.api).collect();
-    let builds_before: Vec<f64> = apis
-        .iter()
-        .map(|a| metric(c, *a, "shoal_snapshot_builds_total"))
-        .collect();
+    let builds_before = per_node(c, &apis, "shoal_snapshot_builds_total");
     // The members that joined the first caught up by snapshot: what they
     // were sent then is not the storm's.
     let sent_before = sum_metric(c, &apis, "shoal_snapshot_bytes_sent_total");
@@ -139,11 +141,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // slower than 100 ms.
     let fsyncs = || histogram_above(c, master.api, "shoal_log_sync_seconds", 0.1);
     // The members' CPU (process_cpu_seconds), to set against each window.
-    let cpu = || -> Vec<f64> {
-        apis.iter()
-            .map(|a| metric(c, *a, "process_cpu_seconds_total"))
-            .collect()
-    };
+    let cpu = || per_node(c, &apis, "process_cpu_seconds_total");
     let term_before = terms();
     let fsyncs_before = fsyncs();
     let cpu_before = cpu();
@@ -232,10 +230,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // reconnected because it stayed blocked or was refused.
     let gossip_dropped = sum_metric(c, &all_apis, "shoal_net_gossip_send_dropped_total");
     let gossip_reconnects = sum_metric(c, &all_apis, "shoal_net_gossip_reconnects_total");
-    let builds: Vec<f64> = apis
+    let builds: Vec<f64> = per_node(c, &apis, "shoal_snapshot_builds_total")
         .iter()
         .zip(&builds_before)
-        .map(|(a, b)| metric(c, *a, "shoal_snapshot_builds_total") - b)
+        .map(|(a, b)| a - b)
         .collect();
     // Once the writes stop, every joiner (caught up or not) is given
     // `STORM_SETTLE_S` to reach the master's index with its State.
