@@ -146,6 +146,11 @@ impl RaftCore {
             max_inflight_msgs: cfg.max_inflight,
             check_quorum: true,
             pre_vote: true,
+            // Followers learn a new commit index from the next append or
+            // heartbeat (and, sooner, from the committed gossip), not from
+            // a round of empty appends of its own: that round was half of
+            // the frames, timers and wake-ups each write cost the members.
+            skip_bcast_commit: true,
             ..Default::default()
         };
         config.validate()?;

@@ -16,6 +16,8 @@ struct Net {
     /// Each member's fsyncs handed out and not yet finished (only with
     /// `sync_off_loop`; otherwise `drive` waits for them).
     held: Vec<Vec<SyncJob>>,
+    /// Raft frames delivered so far.
+    sent: usize,
 }
 
 impl Net {
@@ -50,6 +52,7 @@ impl Net {
             won: vec![None; n as usize],
             now: Duration::ZERO,
             held: vec![vec![]; n as usize],
+            sent: 0,
         }
     }
 
@@ -94,6 +97,7 @@ impl Net {
                 RaftOutput::Send { to, msg } => {
                     let to = to.0 as usize - 1;
                     if !down.contains(&to) {
+                        self.sent += 1;
                         let now = self.now;
                         self.nodes[to]
                             .0
@@ -121,6 +125,12 @@ impl Net {
         }
     }
 
+    /// Ticks until the leader's next heartbeat, which carries its commit
+    /// index to the followers.
+    fn heartbeat(&mut self, down: &[usize]) {
+        self.ticks(RaftConfig::default().heartbeat_ticks, down);
+    }
+
     fn leaders(&self, down: &[usize]) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| !down.contains(i) && self.nodes[*i].0.is_leader())
@@ -137,6 +147,7 @@ fn three_voters_elect_one_leader_and_commit_with_a_majority() {
     let l = leaders[0];
     net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
     net.pump(&[]);
+    net.heartbeat(&[]);
     for c in &net.committed {
         assert_eq!(c.len(), 2, "the leader's no-op and the proposal");
     }
@@ -152,6 +163,30 @@ fn three_voters_elect_one_leader_and_commit_with_a_majority() {
     let a = &net.committed[l2];
     assert_eq!(a.len(), 4);
     assert_eq!(a[..2], net.committed[l][..2], "no committed entry changed");
+}
+
+#[test]
+fn a_commit_reaches_the_followers_with_the_next_heartbeat_not_a_round_of_its_own() {
+    let mut net = Net::new(3);
+    net.ticks(40, &[]);
+    net.heartbeat(&[]);
+    let l = net.leaders(&[])[0];
+    let before: Vec<usize> = net.committed.iter().map(Vec::len).collect();
+    let sent = net.sent;
+    net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
+    net.pump(&[]);
+    // One append to each follower and one answer from each: the leader
+    // commits; no second round of empty appends tells the followers so.
+    assert_eq!(net.sent - sent, 4);
+    assert_eq!(net.committed[l].len(), before[l] + 1);
+    for f in (0..3).filter(|i| *i != l) {
+        assert_eq!(net.committed[f].len(), before[f], "follower {f}");
+    }
+    // The next heartbeat carries the commit index.
+    net.heartbeat(&[]);
+    for (i, c) in net.committed.iter().enumerate() {
+        assert_eq!(c.len(), before[i] + 1, "member {i}");
+    }
 }
 
 #[test]
@@ -310,6 +345,7 @@ fn messages_a_correct_member_never_sends_are_refused_not_panicked_on() {
     assert_eq!(net.leaders(&[]), vec![l]);
     net.nodes[l].0.propose(encode_event(&Event::Noop)).unwrap();
     net.pump(&[]);
+    net.heartbeat(&[]);
     for c in &net.committed {
         assert_eq!(c.len(), 3);
         assert!(c.iter().all(|e| e.data != b"garbage"));
