@@ -165,7 +165,7 @@ impl NodeFigures {
             ("shoal_net_send_failures", "Frames the network could not deliver.", n.send_failures),
             ("shoal_net_handshake_failures", "Connections whose handshake failed (most likely another cluster key).", n.handshake_failures),
             ("shoal_net_refused_peers", "Connections closed because this node admits no peers (commands without a cluster key).", n.refused_peers),
-            ("shoal_net_inbound_failures", "Inbound one-to-one streams that failed (oversized, cut, timed out).", n.inbound_failures),
+            ("shoal_net_inbound_failures", "Inbound one-to-one streams that failed (oversized, cut, timed out) or were refused (too many lanes from one peer).", n.inbound_failures),
             ("shoal_net_false_verdicts", "Unsigned greetings, and duplicate-identity verdicts without evidence, refused.", n.false_verdicts),
             ("shoal_net_gossip_send_dropped", "Gossip messages dropped because a peer's send queue was full (it reads too slowly).", n.gossip_send_dropped),
             ("shoal_net_gossip_reconnects", "Peers reconnected because gossip to them stayed blocked for 15 s or was refused (a connection whose gossip handler gave up).", n.gossip_reconnects),

@@ -5,6 +5,7 @@
 use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
+use crate::lane::{Lanes, LANE_MAX_FRAME};
 use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
@@ -55,6 +56,8 @@ pub(crate) struct Actor {
     /// Peers whose gossip stays blocked, and when one was last warned about.
     pub stuck: Stuck<PeerId, Instant>,
     pub stuck_warned: Option<Instant>,
+    /// Each peer's long-lived stream for small one-to-one frames.
+    pub lanes: Lanes,
 }
 
 /// Whether a rate-limited warning last given at `last` is due again
@@ -171,7 +174,11 @@ impl Actor {
                         self.remember(to, addr);
                     }
                 }
-                self.swarm.behaviour_mut().direct.send_request(&to, bytes);
+                if bytes.len() <= LANE_MAX_FRAME {
+                    self.lanes.send(to, bytes);
+                } else {
+                    self.swarm.behaviour_mut().direct.send_request(&to, bytes);
+                }
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             NetCommand::Publish { topic, bytes } => {

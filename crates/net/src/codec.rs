@@ -2,7 +2,8 @@
 //!
 //! `/shoal/direct/1`: a request is one length-prefixed frame (a 4-byte
 //! little-endian length, then the bytes, capped); the response is a single
-//! acknowledgement byte. `/shoal/hello/1`: a request is an incarnation (16
+//! acknowledgement byte. `/shoal/lane/1` (see `lane`) carries such frames
+//! one after another on one stream. `/shoal/hello/1`: a request is an incarnation (16
 //! bytes), the response a verdict (a tag byte, then 16 bytes). Anything
 //! else is an error the protocol reports, never a panic.
 
@@ -27,8 +28,31 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> io::Result<Vec<u8>> {
+    next_frame(io, max)
+        .await?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no frame"))
+}
+
+/// The next of a stream's frames, or `None` where the stream ends between
+/// two frames.
+pub async fn next_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
+    let mut got = 0;
+    while got < len.len() {
+        match io.read(&mut len[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("frame length cut at {got} of 4 bytes"),
+                ))
+            }
+            n => got += n,
+        }
+    }
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
         return Err(io::Error::new(
@@ -45,14 +69,20 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
             format!("frame cut at {} of {len} bytes", buf.len()),
         ));
     }
-    Ok(buf)
+    Ok(Some(buf))
 }
 
-pub async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+/// Writes one frame and leaves the stream open for the next.
+pub async fn put_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     let len = u32::try_from(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
     io.write_all(&len.to_le_bytes()).await?;
-    io.write_all(bytes).await?;
+    io.write_all(bytes).await
+}
+
+/// Writes one frame and closes the stream.
+pub async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    put_frame(io, bytes).await?;
     io.close().await
 }
 

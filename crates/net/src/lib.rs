@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `transport` | TCP, cluster key (pnet), noise, yamux; the behaviours |
 //! | `codec` | the byte formats of the one-to-one and greeting protocols |
+//! | `lane` | each peer's long-lived stream for small one-to-one frames |
 //! | `redial` | which addresses to dial when (pure) |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
@@ -16,17 +17,20 @@
 //! and redialled with backoff.
 //!
 //! Gossipsub carries broadcast only (committed events, transient events).
-//! One-to-one messages go over a request-response protocol whose request
-//! is one opaque frame and whose response is an empty acknowledgement, so
-//! a reply (a range, a snapshot chunk) travels as a frame of its own. We
+//! One-to-one messages are opaque frames. Small ones (Raft, forwarded
+//! commands, requests) follow each other on one long-lived stream per
+//! peer (`lane`). Large ones (snapshot chunks, long ranges) go over a
+//! request-response protocol whose request is one frame and whose
+//! response is an empty acknowledgement. Either way a reply (a range, a
+//! snapshot chunk) travels as a frame of its own. We
 //! keep it so rather than answer on the response: most frames have no
 //! reply (Raft, forwarded commands answered by the sender's own apply),
 //! and the replies that exist come from the core at its own time (a
 //! snapshot chunk may wait for a build of a second or more), where a held
 //! response channel would tie the core to the transport's request timeout
 //! and make the shells route outputs back to channels. The acknowledgement
-//! tells the sender a frame was delivered (a failure is counted). The cost
-//! is one extra substream per reply, against replies of up to 1-2 MiB.
+//! tells the sender a frame was delivered (a failure is counted); on a
+//! lane, a failed write or a full queue is counted instead.
 //! Both protocols are versioned by name and capped at one message size.
 //!
 //! A third protocol greets every connected peer once a second with this
@@ -39,6 +43,7 @@ pub mod codec;
 pub mod fault;
 pub mod greeting;
 pub mod identity_watch;
+pub mod lane;
 pub mod redial;
 pub mod stuck;
 mod transport;
@@ -165,10 +170,11 @@ pub struct NetCounters {
     /// Of those received, by gossip (each message once, however many
     /// peers relayed it).
     pub gossip_received: AtomicU64,
-    /// Frames not delivered: a failed send or publish, a held message
-    /// dropped by the delay fault.
+    /// Frames not delivered: a failed send or publish, a frame that found
+    /// its lane's queue full, a held message dropped by the delay fault.
     pub send_failures: AtomicU64,
-    /// Inbound streams that failed: oversized, cut or timed out.
+    /// Inbound streams that failed (oversized, cut or timed out), and
+    /// lanes refused because their peer held too many open.
     pub inbound_failures: AtomicU64,
     /// Events for the node dropped because its queue was full.
     pub dropped_events: AtomicU64,
@@ -312,6 +318,11 @@ pub async fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
     let counters = Arc::new(NetCounters::default());
+    let mut control = swarm.behaviour().lane.new_control();
+    let incoming = control
+        .accept(libp2p::StreamProtocol::new(lane::LANE_PROTOCOL))
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    tokio::spawn(lane::serve(incoming, ev_tx.clone(), counters.clone()));
     let mut actor = actor::Actor {
         swarm,
         events: ev_tx,
@@ -329,6 +340,7 @@ pub async fn spawn(
         slow_peer_warned: None,
         stuck: Default::default(),
         stuck_warned: None,
+        lanes: lane::Lanes::new(control, counters.clone()),
     };
     if !cfg.solitary {
         for addr in cfg.peers {

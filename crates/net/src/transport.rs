@@ -1,6 +1,7 @@
 //! The libp2p stack: TCP, an optional pre-shared-key private network (the
 //! cluster key), noise, yamux; and the behaviours on top: gossipsub for
-//! broadcast, two request-response protocols, identify, and mDNS.
+//! broadcast, two request-response protocols, long-lived one-to-one
+//! streams (`lane`), identify, and mDNS.
 
 use crate::codec::{FrameCodec, HelloCodec};
 use crate::{NetConfig, NetError, DIRECT_PROTOCOL, HELLO_PROTOCOL};
@@ -34,6 +35,7 @@ pub(crate) struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub direct: request_response::Behaviour<FrameCodec>,
     pub hello: request_response::Behaviour<HelloCodec>,
+    pub lane: libp2p_stream::Behaviour,
     pub identify: identify::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -121,6 +123,7 @@ pub(crate) fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Beh
                 gossipsub,
                 direct,
                 hello,
+                lane: libp2p_stream::Behaviour::new(),
                 identify,
                 mdns: mdns.into(),
             })

@@ -1,0 +1,252 @@
+//! Each peer's small one-to-one frames on one long-lived stream, a lane.
+//!
+//! Raft's appends, answers and heartbeats, forwarded commands and range
+//! requests are small and many: a few per write. Sent as a request each,
+//! every frame opened a stream, negotiated its protocol, armed a timeout
+//! timer, and waited for an acknowledgement on a stream of its own; the
+//! timers and the wake-ups they cost were about 40 % of a member's CPU
+//! at a steady 200 writes/s. A lane is opened once and kept: a frame is
+//! its length and its bytes, frames queued together go out in one write,
+//! and nothing answers them (the protocols above answer what needs it).
+//!
+//! Frames over `LANE_MAX_FRAME` (snapshot chunks, long ranges) still go on
+//! a stream each (`codec::FrameCodec`), so that a megabyte never holds a
+//! heartbeat back behind it.
+//!
+//! Bounded everywhere: a lane's queue holds `QUEUE` frames (a frame that
+//! finds it full is dropped and counted, as Raft and the catch-up resend
+//! what matters); a writer idle for `IDLE` closes its lane and ends; a
+//! peer may hold `INBOUND_PER_PEER` lanes open to this node, and a lane's
+//! frame is read only up to `LANE_MAX_FRAME`.
+
+use crate::codec::{next_frame, put_frame};
+use crate::{NetCounters, NetEvent};
+use futures::io::{BufReader, BufWriter};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// The lane protocol; the version is part of its name.
+pub const LANE_PROTOCOL: &str = "/shoal/lane/1";
+/// The largest frame a lane carries; larger ones go on a stream each.
+pub const LANE_MAX_FRAME: usize = 256 << 10;
+/// Frames waiting for one peer's lane.
+const QUEUE: usize = 1024;
+/// A writer with nothing to send for this long closes its lane.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long opening a lane (dialling first, if need be) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause before a failed open is tried again.
+const OPEN_RETRY: Duration = Duration::from_millis(300);
+/// How long one write may wait for a peer that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lanes one peer may hold open to this node at once: one in use, and
+/// room for a writer that ended while its successor opened.
+const INBOUND_PER_PEER: usize = 4;
+/// Bytes gathered before a write: frames queued together go out as one.
+const WRITE_BUFFER: usize = 64 << 10;
+
+/// The sending side: one writer task per peer, started on its first frame.
+pub(crate) struct Lanes {
+    control: Control,
+    writers: HashMap<PeerId, mpsc::Sender<Vec<u8>>>,
+    counters: Arc<NetCounters>,
+}
+
+impl Lanes {
+    pub fn new(control: Control, counters: Arc<NetCounters>) -> Lanes {
+        Lanes {
+            control,
+            writers: HashMap::new(),
+            counters,
+        }
+    }
+
+    /// Queues a frame of at most `LANE_MAX_FRAME` bytes for `to`. A full
+    /// queue drops it and counts a failed send.
+    pub fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
+        debug_assert!(bytes.len() <= LANE_MAX_FRAME);
+        let bytes = match self.writers.get(&to) {
+            None => bytes,
+            Some(w) => match w.try_send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // That writer went idle and ended: start another.
+                Err(mpsc::error::TrySendError::Closed(bytes)) => bytes,
+            },
+        };
+        self.writers.retain(|_, w| !w.is_closed());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tx.try_send(bytes).expect("a new queue has room");
+        self.writers.insert(to, tx);
+        tokio::spawn(write_lane(
+            self.control.clone(),
+            to,
+            rx,
+            self.counters.clone(),
+        ));
+    }
+}
+
+/// Sends `peer`'s queued frames on one stream, opened on the first and
+/// again after a failure, until the queue stays empty for `IDLE`.
+async fn write_lane(
+    mut control: Control,
+    peer: PeerId,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    counters: Arc<NetCounters>,
+) {
+    let mut lane: Option<BufWriter<Stream>> = None;
+    let mut batch = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(frame) => frame,
+            // Idle: refuse new frames, and send what slipped in first.
+            Err(_) => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(frame) = frame else {
+            if let Some(mut io) = lane {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, io.close()).await;
+            }
+            return;
+        };
+        batch.push(frame);
+        while batch.len() < QUEUE {
+            match rx.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        if let Err(e) = send_batch(&mut control, peer, &mut lane, &batch).await {
+            lane = None;
+            counters.send_failures.fetch_add(n, Ordering::Relaxed);
+            debug!(peer = %peer, error = %e, frames = n, "lane send failed");
+        }
+        batch.clear();
+    }
+}
+
+async fn send_batch(
+    control: &mut Control,
+    peer: PeerId,
+    lane: &mut Option<BufWriter<Stream>>,
+    batch: &[Vec<u8>],
+) -> io::Result<()> {
+    if lane.is_none() {
+        *lane = Some(BufWriter::with_capacity(
+            WRITE_BUFFER,
+            open(control, peer).await?,
+        ));
+    }
+    let io = lane.as_mut().expect("opened above");
+    let write = async {
+        for frame in batch {
+            put_frame(io, frame).await?;
+        }
+        io.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer does not read"))?
+}
+
+/// Opens a lane to `peer`. A peer not connected yet is dialled by its
+/// id, from the addresses the swarm knows; the node's own dial of a newly
+/// learnt address may still be under way, so a failure is tried once
+/// more a moment later.
+async fn open(control: &mut Control, peer: PeerId) -> io::Result<Stream> {
+    let protocol = StreamProtocol::new(LANE_PROTOCOL);
+    for retry in [true, false] {
+        let opened =
+            tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol.clone()))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "opening the lane"))?;
+        match opened {
+            Ok(stream) => return Ok(stream),
+            Err(e @ OpenStreamError::UnsupportedProtocol(_)) => return Err(io::Error::other(e)),
+            Err(_) if retry => tokio::time::sleep(OPEN_RETRY).await,
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+/// Reads every lane peers open to this node, each on a task of its own,
+/// and hands its frames to the node in order.
+pub(crate) async fn serve(
+    mut incoming: IncomingStreams,
+    events: mpsc::Sender<NetEvent>,
+    counters: Arc<NetCounters>,
+) {
+    // Each reader holds a clone of its peer's token: the clones beyond
+    // the map's own are the lanes that peer has open.
+    let mut tokens: HashMap<PeerId, Arc<()>> = HashMap::new();
+    while let Some((peer, stream)) = incoming.next().await {
+        tokens.retain(|_, t| Arc::strong_count(t) > 1);
+        let token = tokens.entry(peer).or_default();
+        if Arc::strong_count(token) > INBOUND_PER_PEER {
+            counters.inbound_failures.fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %peer, "a peer opened too many lanes: refused one");
+            continue;
+        }
+        let reader = Reader {
+            peer,
+            events: events.clone(),
+            counters: counters.clone(),
+        };
+        tokio::spawn(reader.read(stream, token.clone()));
+    }
+}
+
+struct Reader {
+    peer: PeerId,
+    events: mpsc::Sender<NetEvent>,
+    counters: Arc<NetCounters>,
+}
+
+impl Reader {
+    /// Hands the lane's frames to the node until it ends; `token` is
+    /// given back before a failure is counted, so whoever sees the count
+    /// also sees the lane closed.
+    async fn read(self, stream: Stream, token: Arc<()>) {
+        let mut io = BufReader::with_capacity(WRITE_BUFFER, stream);
+        loop {
+            match next_frame(&mut io, LANE_MAX_FRAME).await {
+                Ok(Some(bytes)) => {
+                    self.counters.received.fetch_add(1, Ordering::Relaxed);
+                    let ev = NetEvent::Direct {
+                        from: self.peer,
+                        bytes,
+                    };
+                    if self.events.try_send(ev).is_err() {
+                        self.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // The writer closed its lane between frames.
+                Ok(None) => return,
+                Err(e) => {
+                    drop(token);
+                    self.counters
+                        .inbound_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(peer = %self.peer, error = %e, "lane read failed");
+                    return;
+                }
+            }
+        }
+    }
+}

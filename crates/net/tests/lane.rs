@@ -1,0 +1,218 @@
+//! Lanes between real actors on loopback: small frames in order on one
+//! long-lived stream, large ones beside it, and a hostile peer's lanes
+//! refused and counted without harm to the others.
+
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use shoal_net::lane::{LANE_MAX_FRAME, LANE_PROTOCOL};
+use shoal_net::{Incarnation, NetCommand, NetConfig, NetEvent, NetHandle};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Node {
+    peer: PeerId,
+    addr: Multiaddr,
+    net: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+}
+
+async fn node(peers: Vec<Multiaddr>) -> Node {
+    let key = Keypair::generate_ed25519();
+    let peer = key.public().to_peer_id();
+    let cfg = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers,
+        mdns: false,
+        cluster_key: None,
+        max_message_bytes: 8 << 20,
+        incarnation: Incarnation {
+            nonce: rand::random(),
+            started_ms: 1,
+        },
+        solitary: false,
+    };
+    let (net, mut events) = shoal_net::spawn(key, cfg).await.unwrap();
+    let addr = loop {
+        match timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+            NetEvent::Listening(a) => break a,
+            _ => continue,
+        }
+    };
+    Node {
+        peer,
+        addr: addr.with(shoal_net::Protocol::P2p(peer)),
+        net,
+        events,
+    }
+}
+
+/// The next one-to-one frame `n` hears, skipping other events.
+async fn next_direct(n: &mut Node) -> (PeerId, Vec<u8>) {
+    loop {
+        match timeout(WAIT, n.events.recv()).await {
+            Ok(Some(NetEvent::Direct { from, bytes })) => return (from, bytes),
+            Ok(Some(_)) => continue,
+            _ => panic!("no frame in {WAIT:?}; {:?}", n.net.stats()),
+        }
+    }
+}
+
+/// Polls `f` until it holds, at most `WAIT`.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_frames_arrive_in_order_and_a_large_one_beside_them() {
+    let mut b = node(vec![]).await;
+    let a = node(vec![b.addr.clone()]).await;
+    let send = |bytes: Vec<u8>| {
+        assert!(a.net.try_send(NetCommand::Send {
+            to: b.peer,
+            addr: Some(b.addr.clone()),
+            bytes,
+        }));
+    };
+    let large = vec![7u8; LANE_MAX_FRAME + 1];
+    for i in 0u32..500 {
+        send(i.to_le_bytes().to_vec());
+        if i == 100 {
+            send(large.clone());
+        }
+    }
+    let mut small = Vec::new();
+    let mut big = 0;
+    while small.len() < 500 || big == 0 {
+        let (from, bytes) = next_direct(&mut b).await;
+        assert_eq!(from, a.peer);
+        if bytes.len() == 4 {
+            small.push(u32::from_le_bytes(bytes.try_into().unwrap()));
+        } else {
+            assert_eq!(bytes, large);
+            big += 1;
+        }
+    }
+    assert_eq!(small, (0..500).collect::<Vec<_>>(), "one lane keeps order");
+    assert_eq!(big, 1);
+    assert_eq!(a.net.stats().send_failures, 0);
+    assert_eq!(b.net.stats().inbound_failures, 0);
+}
+
+#[derive(NetworkBehaviour)]
+struct Hostile {
+    gossipsub: gossipsub::Behaviour,
+    lane: libp2p_stream::Behaviour,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peers_lanes_are_refused_and_counted_and_the_node_goes_on() {
+    let mut b = node(vec![]).await;
+    // A bare libp2p peer that speaks the lane protocol by hand (and
+    // gossipsub, which a node asks of every peer).
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| Hostile {
+            gossipsub: gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::Config::default(),
+            )
+            .unwrap(),
+            lane: libp2p_stream::Behaviour::new(),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
+        .build();
+    let hostile = *swarm.local_peer_id();
+    let control = swarm.behaviour().lane.new_control();
+    swarm.dial(b.addr.clone()).unwrap();
+    timeout(WAIT, async {
+        loop {
+            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
+                swarm.select_next_some().await
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let protocol = StreamProtocol::new(LANE_PROTOCOL);
+    let to = b.peer;
+    let open = move || {
+        let (mut c, p) = (control.clone(), protocol.clone());
+        async move { timeout(WAIT, c.open_stream(to, p)).await.unwrap().unwrap() }
+    };
+
+    // A well-formed frame is heard, from the peer that sent it.
+    let mut good = open().await;
+    good.write_all(&3u32.to_le_bytes()).await.unwrap();
+    good.write_all(b"hey").await.unwrap();
+    good.flush().await.unwrap();
+    assert_eq!(next_direct(&mut b).await, (hostile, b"hey".to_vec()));
+
+    // A length over the lane's cap ends that lane, counted.
+    let mut over = open().await;
+    over.write_all(&(LANE_MAX_FRAME as u32 + 1).to_le_bytes())
+        .await
+        .unwrap();
+    over.flush().await.unwrap();
+    eventually("the oversized frame is counted", || {
+        b.net.stats().inbound_failures == 1
+    })
+    .await;
+
+    // More lanes than a peer may hold: the ones past the fourth are
+    // refused, counted, and never read.
+    let mut held = vec![good];
+    for i in 1..6u8 {
+        let failures = b.net.stats().inbound_failures;
+        let mut lane = open().await;
+        // A refused lane may already be reset: its writes may fail.
+        let _ = lane.write_all(&[1, 0, 0, 0, i]).await;
+        let _ = lane.flush().await;
+        if i < 4 {
+            assert_eq!(next_direct(&mut b).await, (hostile, vec![i]));
+        } else {
+            eventually("a lane over the bound is refused", || {
+                b.net.stats().inbound_failures == failures + 1
+            })
+            .await;
+        }
+        held.push(lane);
+    }
+    assert_eq!(b.net.stats().inbound_failures, 3);
+
+    // A well-behaved node is still heard.
+    let a = node(vec![b.addr.clone()]).await;
+    assert!(a.net.try_send(NetCommand::Send {
+        to: b.peer,
+        addr: Some(b.addr.clone()),
+        bytes: b"still here".to_vec(),
+    }));
+    let (from, bytes) = next_direct(&mut b).await;
+    assert_eq!(from, a.peer, "nothing came from the refused lanes");
+    assert_eq!(bytes, b"still here");
+    drop(held);
+    driver.abort();
+}
