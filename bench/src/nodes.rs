@@ -94,7 +94,11 @@ fn launch(
         .args(extra)
         .arg("--api-token-file")
         .arg(&token_file)
-        .env("SHOAL_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
+        .env(
+            "SHOAL_LOG",
+            std::env::var("SHOAL_LOG")
+                .unwrap_or_else(|_| "info,libp2p=warn,libp2p_gossipsub=error".into()),
+        )
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.with_extension("log"))?);

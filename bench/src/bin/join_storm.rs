@@ -230,6 +230,14 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // reconnected because it stayed blocked or was refused.
     let gossip_dropped = sum_metric(c, &all_apis, "shoal_net_gossip_send_dropped_total");
     let gossip_reconnects = sum_metric(c, &all_apis, "shoal_net_gossip_reconnects_total");
+    // One-to-one frames lost in all: not sent (a failed write, a full
+    // queue), not read (a bad or refused stream), not taken by a node.
+    let net_lost = [
+        "shoal_net_send_failures_total",
+        "shoal_net_inbound_failures_total",
+        "shoal_net_dropped_events_total",
+    ]
+    .map(|m| sum_metric(c, &all_apis, m));
     let builds: Vec<f64> = per_node(c, &apis, "shoal_snapshot_builds_total")
         .iter()
         .zip(&builds_before)
@@ -294,6 +302,9 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "snapshot_transfers_resumed": resumed,
         "gossip_send_dropped": gossip_dropped,
         "gossip_reconnects": gossip_reconnects,
+        "net_send_failures": net_lost[0],
+        "net_inbound_failures": net_lost[1],
+        "net_dropped_events": net_lost[2],
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "joiner_cpus": cpus,

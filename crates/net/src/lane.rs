@@ -16,8 +16,9 @@
 //! Bounded everywhere: a lane's queue holds `QUEUE` frames (a frame that
 //! finds it full is dropped and counted, as Raft and the catch-up resend
 //! what matters); a writer idle for `IDLE` closes its lane and ends; a
-//! peer may hold `INBOUND_PER_PEER` lanes open to this node, and a lane's
-//! frame is read only up to `LANE_MAX_FRAME`.
+//! peer may hold `INBOUND_PER_PEER` lanes open to this node (a newer one
+//! closes its oldest); a lane's frame is read only up to
+//! `LANE_MAX_FRAME`; a lane silent for `READ_IDLE` is closed.
 
 use crate::codec::{next_frame, put_frame};
 use crate::{NetCounters, NetEvent};
@@ -25,12 +26,14 @@ use futures::io::{BufReader, BufWriter};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::debug;
 
 /// The lane protocol; the version is part of its name.
@@ -48,8 +51,13 @@ const OPEN_RETRY: Duration = Duration::from_millis(300);
 /// How long one write may wait for a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lanes one peer may hold open to this node at once: one in use, and
-/// room for a writer that ended while its successor opened.
+/// room for a writer that ended while its successor opened. A lane past
+/// this closes the peer's oldest.
 const INBOUND_PER_PEER: usize = 4;
+/// A lane silent this long is closed: its writer closes it after `IDLE`
+/// without frames, so a lane still open is one whose end went away
+/// unseen (or a peer holding it open for nothing).
+const READ_IDLE: Duration = Duration::from_secs(2 * IDLE.as_secs());
 /// Bytes gathered before a write: frames queued together go out as one.
 const WRITE_BUFFER: usize = 64 << 10;
 
@@ -192,24 +200,40 @@ pub(crate) async fn serve(
     events: mpsc::Sender<NetEvent>,
     counters: Arc<NetCounters>,
 ) {
-    // Each reader holds a clone of its peer's token: the clones beyond
-    // the map's own are the lanes that peer has open.
-    let mut tokens: HashMap<PeerId, Arc<()>> = HashMap::new();
+    let mut open: HashMap<PeerId, VecDeque<Open>> = HashMap::new();
     while let Some((peer, stream)) = incoming.next().await {
-        tokens.retain(|_, t| Arc::strong_count(t) > 1);
-        let token = tokens.entry(peer).or_default();
-        if Arc::strong_count(token) > INBOUND_PER_PEER {
+        open.retain(|_, lanes| {
+            lanes.retain(|l| l.alive.strong_count() > 0);
+            !lanes.is_empty()
+        });
+        let lanes = open.entry(peer).or_default();
+        if lanes.len() >= INBOUND_PER_PEER {
+            // A writer opens a lane only once it holds no other, so the
+            // oldest is the one most likely dead without this end
+            // knowing: yamux wakes no reader of a connection this node
+            // closed gracefully (a reconnect), and its lanes would hold
+            // their places for good.
+            let oldest = lanes.pop_front().expect("full");
+            oldest.reader.abort();
             counters.inbound_failures.fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %peer, "a peer opened too many lanes: refused one");
-            continue;
+            debug!(peer = %peer, "a peer opened more lanes than it may hold: closed its oldest");
         }
+        let token = Arc::new(());
+        let alive = Arc::downgrade(&token);
         let reader = Reader {
             peer,
             events: events.clone(),
             counters: counters.clone(),
         };
-        tokio::spawn(reader.read(stream, token.clone()));
+        let reader = tokio::spawn(reader.read(stream, token)).abort_handle();
+        lanes.push_back(Open { alive, reader });
     }
+}
+
+/// A lane a peer opened to this node: whether its reader still runs.
+struct Open {
+    alive: Weak<()>,
+    reader: AbortHandle,
 }
 
 struct Reader {
@@ -219,13 +243,33 @@ struct Reader {
 }
 
 impl Reader {
-    /// Hands the lane's frames to the node until it ends; `token` is
-    /// given back before a failure is counted, so whoever sees the count
-    /// also sees the lane closed.
+    /// Hands the lane's frames to the node until it ends, fails, or stays
+    /// silent for `READ_IDLE`; `token` is given back before a failure is
+    /// counted, so whoever sees the count also sees the lane closed.
     async fn read(self, stream: Stream, token: Arc<()>) {
         let mut io = BufReader::with_capacity(WRITE_BUFFER, stream);
+        // One timer for the lane, moved on only when it fires, rather
+        // than one per frame.
+        let mut last = Instant::now();
+        let idle = tokio::time::sleep(READ_IDLE);
+        tokio::pin!(idle);
         loop {
-            match next_frame(&mut io, LANE_MAX_FRAME).await {
+            let next = next_frame(&mut io, LANE_MAX_FRAME);
+            tokio::pin!(next);
+            let got = loop {
+                tokio::select! {
+                    got = &mut next => break got,
+                    () = &mut idle => {
+                        if last.elapsed() >= READ_IDLE {
+                            debug!(peer = %self.peer, "a lane stayed silent: closed it");
+                            return;
+                        }
+                        idle.as_mut().reset(last + READ_IDLE);
+                    }
+                }
+            };
+            last = Instant::now();
+            match got {
                 Ok(Some(bytes)) => {
                     self.counters.received.fetch_add(1, Ordering::Relaxed);
                     let ev = NetEvent::Direct {
