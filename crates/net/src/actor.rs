@@ -147,12 +147,7 @@ impl Actor {
     }
 
     fn emit(&mut self, ev: NetEvent) {
-        // The node drains this channel on every turn of its loop; if it
-        // falls this far behind, dropping is better than stalling the
-        // Swarm: every message here is retried or superseded.
-        if self.events.try_send(ev).is_err() {
-            self.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
-        }
+        crate::emit(&self.events, &self.counters, ev);
     }
 
     fn command(&mut self, cmd: NetCommand) {

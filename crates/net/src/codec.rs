@@ -3,8 +3,9 @@
 //! `/shoal/direct/1`: a request is one length-prefixed frame (a 4-byte
 //! little-endian length, then the bytes, capped); the response is a single
 //! acknowledgement byte. `/shoal/lane/1` (see `lane`) carries such frames
-//! one after another on one stream. `/shoal/hello/1`: a request is an incarnation (16
-//! bytes), the response a verdict (a tag byte, then 16 bytes). Anything
+//! one after another on one stream. `/shoal/hello/1`: a request is an
+//! incarnation (16 bytes), the response a verdict (a tag byte, then 16
+//! bytes). Anything
 //! else is an error the protocol reports, never a panic.
 
 use crate::greeting::{Greeting, GREETING_LEN};
@@ -229,6 +230,35 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         for cut in 0..bytes.len() {
             assert!(block_on(read_frame(&mut Cursor::new(bytes[..cut].to_vec()), 5)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_stream_of_frames_ends_cleanly_only_between_two() {
+        let mut bytes = Vec::new();
+        for f in [&b"one"[..], b"", b"three"] {
+            block_on(put_frame(&mut bytes, f)).unwrap();
+        }
+        let mut io = Cursor::new(bytes.clone());
+        for f in [&b"one"[..], b"", b"three"] {
+            assert_eq!(block_on(next_frame(&mut io, 8)).unwrap().unwrap(), f);
+        }
+        assert!(block_on(next_frame(&mut io, 8)).unwrap().is_none());
+        // An end inside a length or inside the bytes is an error.
+        for cut in [bytes.len() - 1, 7 + 4 + 2] {
+            let mut io = Cursor::new(bytes[..cut].to_vec());
+            let mut last = Ok(None);
+            for _ in 0..3 {
+                last = block_on(next_frame(&mut io, 8));
+                if last.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(
+                last.unwrap_err().kind(),
+                io::ErrorKind::UnexpectedEof,
+                "cut {cut}"
+            );
         }
     }
 

@@ -276,9 +276,7 @@ impl Reader {
                         from: self.peer,
                         bytes,
                     };
-                    if self.events.try_send(ev).is_err() {
-                        self.counters.dropped_events.fetch_add(1, Ordering::Relaxed);
-                    }
+                    crate::emit(&self.events, &self.counters, ev);
                 }
                 // The writer closed its lane between frames.
                 Ok(None) => return,

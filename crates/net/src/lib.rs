@@ -210,6 +210,16 @@ pub struct NetStats {
     pub gossip_reconnects: u64,
 }
 
+/// Hands an event to the node. The node drains this channel on every turn
+/// of its loop; if it falls this far behind, dropping (counted) is better
+/// than stalling the network: every message here is retried or
+/// superseded.
+pub(crate) fn emit(events: &mpsc::Sender<NetEvent>, counters: &NetCounters, ev: NetEvent) {
+    if events.try_send(ev).is_err() {
+        counters.dropped_events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// A cloneable handle to the actor.
 #[derive(Clone, Debug)]
 pub struct NetHandle {
