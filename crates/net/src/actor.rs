@@ -4,12 +4,13 @@
 
 use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
+use crate::handshake::{handshake_failed, Handshake};
 use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
 use crate::lane::{Lanes, LANE_MAX_FRAME};
 use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
-use crate::{NetCommand, NetCounters, NetEvent, Topic};
+use crate::{NetCommand, NetCounters, NetEvent};
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -40,6 +41,8 @@ pub(crate) struct Actor {
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
+    /// Signs what this process publishes.
+    pub sealer: crate::sealed::Sealer,
     pub incarnation: Incarnation,
     pub identities: IdentityWatch<PeerId, Instant, Greeting>,
     pub delay: Delay<NetCommand, Instant>,
@@ -53,6 +56,8 @@ pub(crate) struct Actor {
     pub refusal_warned: Option<Instant>,
     /// When a peer too slow to take our gossip was last warned about.
     pub slow_peer_warned: Option<Instant>,
+    /// When gossip that failed its check was last warned about.
+    pub refused_gossip_warned: Option<Instant>,
     /// Peers whose gossip stays blocked, and when one was last warned about.
     pub stuck: Stuck<PeerId, Instant>,
     pub stuck_warned: Option<Instant>,
@@ -69,34 +74,6 @@ fn warn_due(last: &mut Option<Instant>) -> bool {
     }
     *last = Some(now);
     true
-}
-
-/// How a connection failed after the peer was reached, as its error says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Handshake {
-    /// Refused mid-way: with a pre-shared key, two nodes whose keys
-    /// differ fail here, the dialer with "Handshake failed", the listener
-    /// failing to negotiate.
-    Failed = 0,
-    /// No answer in time: most often a busy peer or a busy host; but two
-    /// nodes whose keys differ read each other's bytes as garbage, and a
-    /// garbage length prefix can leave one waiting for bytes that never
-    /// come, so a wrong key ends here too now and then.
-    TimedOut = 1,
-}
-
-/// Whether a connection error is a handshake that failed or timed out
-/// (rather than no one listening), and which.
-pub(crate) fn handshake_failed(error: &str) -> Option<Handshake> {
-    if error.contains("Connection refused") {
-        None
-    } else if error.contains("Timeout has been reached") || error.contains("timed out") {
-        Some(Handshake::TimedOut)
-    } else if error.contains("Handshake failed") || error.contains("negotiate") {
-        Some(Handshake::Failed)
-    } else {
-        None
-    }
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -177,8 +154,9 @@ impl Actor {
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             NetCommand::Publish { topic, bytes } => {
+                let sealed = self.sealer.seal(topic.name(), &bytes);
                 let t = IdentTopic::new(topic.name());
-                match self.swarm.behaviour_mut().gossipsub.publish(t, bytes) {
+                match self.swarm.behaviour_mut().gossipsub.publish(t, sealed) {
                     Ok(_) => {
                         self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -368,17 +346,32 @@ impl Actor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source: from,
+                message_id: id,
                 message,
-                ..
             })) => {
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .gossip_received
-                    .fetch_add(1, Ordering::Relaxed);
-                self.emit(NetEvent::Gossip {
-                    source: message.source,
-                    bytes: message.data,
-                });
+                let verdict = match crate::sealed::open(message.topic.as_str(), &message.data) {
+                    Ok((source, payload)) => {
+                        let header = message.data.len() - payload.len();
+                        let mut bytes = message.data;
+                        bytes.drain(..header);
+                        self.counters.received.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .gossip_received
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.emit(NetEvent::Gossip { source, bytes });
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                    Err(e) => {
+                        self.counters.gossip_refused.fetch_add(1, Ordering::Relaxed);
+                        if warn_due(&mut self.refused_gossip_warned) {
+                            warn!(peer = %from, error = %e, "refused gossip relayed by a peer");
+                        }
+                        gossipsub::MessageAcceptance::Reject
+                    }
+                };
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                gossip.report_message_validation_result(&id, &from, verdict);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer {
                 peer_id,
@@ -550,50 +543,4 @@ fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Topic {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Topic::Committed => crate::COMMITTED_TOPIC,
-            Topic::Transient => crate::TRANSIENT_TOPIC,
-            Topic::Snapshot => crate::SNAPSHOT_TOPIC,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{handshake_failed, Handshake};
-
-    #[test]
-    fn a_refused_connection_is_not_a_failed_handshake_and_a_slow_one_is_told_apart() {
-        // As libp2p reports a key mismatch, dialing and listening.
-        assert_eq!(
-            handshake_failed(
-                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
-                 Handshake failed: Handshake failed: Connection reset by peer (os error 104))]"
-            ),
-            Some(Handshake::Failed)
-        );
-        assert_eq!(
-            handshake_failed("Listen error: Failed to negotiate transport protocol(s)"),
-            Some(Handshake::Failed)
-        );
-        assert_eq!(
-            handshake_failed(
-                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1: : \
-                 Connection refused (os error 111))]"
-            ),
-            None
-        );
-        // As libp2p reports a handshake that a loaded host did not finish.
-        assert_eq!(
-            handshake_failed(
-                "Failed to negotiate transport protocol(s): [(/ip4/127.0.0.1/tcp/1/p2p/12D3KooWA: : \
-                 Timeout has been reached: Timeout has been reached)]"
-            ),
-            Some(Handshake::TimedOut)
-        );
-    }
 }

@@ -38,7 +38,7 @@ fn signed_bytes(peer: &PeerId, inc: &Incarnation, sent_ms: u64) -> Vec<u8> {
 }
 
 /// The public key a peer id carries (ed25519 ids carry it whole).
-fn public_key(peer: &PeerId) -> Option<PublicKey> {
+pub(crate) fn public_key(peer: &PeerId) -> Option<PublicKey> {
     let mh: libp2p::multiaddr::multihash::Multihash<64> = (*peer).into();
     (mh.code() == 0)
         .then(|| PublicKey::try_decode_protobuf(mh.digest()).ok())

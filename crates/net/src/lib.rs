@@ -7,6 +7,8 @@
 //! | `transport` | TCP, cluster key (pnet), noise, yamux; the behaviours |
 //! | `codec` | the byte formats of the one-to-one and greeting protocols |
 //! | `lane` | each peer's long-lived stream for small one-to-one frames |
+//! | `sealed` | gossip signed inside, checked once per message (pure) |
+//! | `handshake` | a failed connection's kind, from its error text |
 //! | `redial` | which addresses to dial when (pure) |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
@@ -16,7 +18,11 @@
 //! dials and reports a peer rarely, so every address learnt is remembered
 //! and redialled with backoff.
 //!
-//! Gossipsub carries broadcast only (committed events, transient events).
+//! Gossipsub carries broadcast only (committed events, transient events,
+//! snapshot requests). Each message is signed by its publisher inside its
+//! bytes (`sealed`), not by gossipsub: gossipsub checks its own signature
+//! on every copy a peer relays, before it drops duplicates, while a sealed
+//! message is checked once, after, and relayed only if it holds.
 //! One-to-one messages are opaque frames. Small ones (Raft, forwarded
 //! commands, requests) follow each other on one long-lived stream per
 //! peer (`lane`). Large ones (snapshot chunks, long ranges) go over a
@@ -42,9 +48,11 @@ mod actor;
 pub mod codec;
 pub mod fault;
 pub mod greeting;
+mod handshake;
 pub mod identity_watch;
 pub mod lane;
 pub mod redial;
+pub mod sealed;
 pub mod stuck;
 mod transport;
 
@@ -71,10 +79,12 @@ use tokio::time::Instant;
 pub const DIRECT_PROTOCOL: &str = "/shoal/direct/1";
 /// Greetings that carry a process's incarnation.
 pub const HELLO_PROTOCOL: &str = "/shoal/hello/2";
-pub const COMMITTED_TOPIC: &str = "shoal/1/committed";
-pub const TRANSIENT_TOPIC: &str = "shoal/1/transient";
+/// Topics carry messages sealed by `sealed`; the version is part of the
+/// name, so nodes of another version do not hear each other's gossip.
+pub const COMMITTED_TOPIC: &str = "shoal/2/committed";
+pub const TRANSIENT_TOPIC: &str = "shoal/2/transient";
 /// Requests for a snapshot; the offers and bytes go one-to-one.
-pub const SNAPSHOT_TOPIC: &str = "shoal/snapshot/1";
+pub const SNAPSHOT_TOPIC: &str = "shoal/snapshot/2";
 /// Commands and events waiting between the actor and the node.
 const CHANNEL: usize = 4096;
 
@@ -83,6 +93,16 @@ pub enum Topic {
     Committed,
     Transient,
     Snapshot,
+}
+
+impl Topic {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Topic::Committed => crate::COMMITTED_TOPIC,
+            Topic::Transient => crate::TRANSIENT_TOPIC,
+            Topic::Snapshot => crate::SNAPSHOT_TOPIC,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,9 +141,9 @@ pub enum NetEvent {
         from: PeerId,
         bytes: Vec<u8>,
     },
-    /// A broadcast frame, signed by `source`.
+    /// A broadcast frame, signed by `source` (checked: `sealed`).
     Gossip {
-        source: Option<PeerId>,
+        source: PeerId,
         bytes: Vec<u8>,
     },
     Listening(Multiaddr),
@@ -192,6 +212,9 @@ pub struct NetCounters {
     /// Peers reconnected because gossip to them stayed blocked
     /// (`stuck::STUCK_FOR`).
     pub gossip_reconnects: AtomicU64,
+    /// Gossip messages refused: not sealed, or not signed by the peer
+    /// they name (`sealed`). None of them is relayed.
+    pub gossip_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -208,6 +231,7 @@ pub struct NetStats {
     pub refused_peers: u64,
     pub gossip_send_dropped: u64,
     pub gossip_reconnects: u64,
+    pub gossip_refused: u64,
 }
 
 /// Hands an event to the node. The node drains this channel on every turn
@@ -248,6 +272,7 @@ impl NetHandle {
             refused_peers: c.refused_peers.load(Ordering::Relaxed),
             gossip_send_dropped: c.gossip_send_dropped.load(Ordering::Relaxed),
             gossip_reconnects: c.gossip_reconnects.load(Ordering::Relaxed),
+            gossip_refused: c.gossip_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -340,6 +365,7 @@ pub async fn spawn(
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         counters: counters.clone(),
+        sealer: sealed::Sealer::new(keypair.clone()),
         key: keypair,
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
@@ -348,6 +374,7 @@ pub async fn spawn(
         solitary: cfg.solitary,
         refusal_warned: None,
         slow_peer_warned: None,
+        refused_gossip_warned: None,
         stuck: Default::default(),
         stuck_warned: None,
         lanes: lane::Lanes::new(control, counters.clone()),

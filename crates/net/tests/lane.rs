@@ -2,75 +2,14 @@
 //! long-lived stream, large ones beside it, and a hostile peer's lanes
 //! bounded and counted without harm to the others.
 
+mod common;
+
+use common::{eventually, hostile, next_direct, node, WAIT};
 use futures::{AsyncWriteExt, StreamExt};
-use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identity::Keypair, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol};
+use libp2p::{identity::Keypair, StreamProtocol};
 use shoal_net::lane::{LANE_MAX_FRAME, LANE_PROTOCOL};
-use shoal_net::{Incarnation, NetCommand, NetConfig, NetEvent, NetHandle};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use shoal_net::NetCommand;
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-struct Node {
-    peer: PeerId,
-    addr: Multiaddr,
-    net: NetHandle,
-    events: mpsc::Receiver<NetEvent>,
-}
-
-async fn node(peers: Vec<Multiaddr>) -> Node {
-    let key = Keypair::generate_ed25519();
-    let peer = key.public().to_peer_id();
-    let cfg = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        peers,
-        mdns: false,
-        cluster_key: None,
-        max_message_bytes: 8 << 20,
-        incarnation: Incarnation {
-            nonce: rand::random(),
-            started_ms: 1,
-        },
-        solitary: false,
-    };
-    let (net, mut events) = shoal_net::spawn(key, cfg).await.unwrap();
-    let addr = loop {
-        match timeout(WAIT, events.recv()).await.unwrap().unwrap() {
-            NetEvent::Listening(a) => break a,
-            _ => continue,
-        }
-    };
-    Node {
-        peer,
-        addr: addr.with(shoal_net::Protocol::P2p(peer)),
-        net,
-        events,
-    }
-}
-
-/// The next one-to-one frame `n` hears, skipping other events.
-async fn next_direct(n: &mut Node) -> (PeerId, Vec<u8>) {
-    loop {
-        match timeout(WAIT, n.events.recv()).await {
-            Ok(Some(NetEvent::Direct { from, bytes })) => return (from, bytes),
-            Ok(Some(_)) => continue,
-            _ => panic!("no frame in {WAIT:?}; {:?}", n.net.stats()),
-        }
-    }
-}
-
-/// Polls `f` until it holds, at most `WAIT`.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never: {what}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_frames_arrive_in_order_and_a_large_one_beside_them() {
@@ -108,50 +47,13 @@ async fn small_frames_arrive_in_order_and_a_large_one_beside_them() {
     assert_eq!(b.net.stats().inbound_failures, 0);
 }
 
-#[derive(NetworkBehaviour)]
-struct Hostile {
-    gossipsub: gossipsub::Behaviour,
-    lane: libp2p_stream::Behaviour,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peers_lanes_are_bounded_and_counted_and_the_node_goes_on() {
     let mut b = node(vec![]).await;
-    // A bare libp2p peer that speaks the lane protocol by hand (and
-    // gossipsub, which a node asks of every peer).
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| Hostile {
-            gossipsub: gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
-            )
-            .unwrap(),
-            lane: libp2p_stream::Behaviour::new(),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(WAIT))
-        .build();
+    // A bare libp2p peer that speaks the lane protocol by hand.
+    let mut swarm = hostile(Keypair::generate_ed25519(), &b.addr).await;
     let hostile = *swarm.local_peer_id();
     let control = swarm.behaviour().lane.new_control();
-    swarm.dial(b.addr.clone()).unwrap();
-    timeout(WAIT, async {
-        loop {
-            if let libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } =
-                swarm.select_next_some().await
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap();
     let driver = tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;

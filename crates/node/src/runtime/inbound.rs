@@ -36,11 +36,11 @@ pub(super) fn inbound(ev: NetEvent) -> Inbound {
             Err(e) => Inbound::Bad(format!("an undecodable frame from {from}: {e}")),
         },
         NetEvent::Gossip { source, bytes } => match wire::decode::<Gossip>(&bytes) {
-            Ok(frame) if source.is_some_and(|s| frame.from.0 == s.to_base58()) => {
+            Ok(frame) if frame.from.0 == source.to_base58() => {
                 Inbound::Input(Box::new(Input::Gossip(frame)))
             }
             Ok(frame) => Inbound::Bad(format!(
-                "gossip signed by {source:?} claims to come from {}",
+                "gossip signed by {source} claims to come from {}",
                 frame.from
             )),
             Err(e) => Inbound::Bad(format!("undecodable gossip: {e}")),
@@ -65,17 +65,23 @@ mod tests {
             .to_peer_id()
     }
 
-    fn frame(from: &Peer) -> Vec<u8> {
+    fn frame<M: serde::Serialize>(from: &Peer, msg: M) -> Vec<u8> {
         wire::encode(&Frame {
             version: PROTOCOL_VERSION,
             cluster: None,
             from: NodeId(from.to_base58()),
-            msg: Direct::FetchRange(FetchRange {
-                from: shoal_model::EventIdx(1),
-                to: shoal_model::EventIdx(2),
-            }),
+            msg,
         })
         .unwrap()
+    }
+
+    fn direct(from: &Peer) -> Vec<u8> {
+        let (from_idx, to) = (shoal_model::EventIdx(1), shoal_model::EventIdx(2));
+        frame(from, Direct::FetchRange(FetchRange { from: from_idx, to }))
+    }
+
+    fn gossip(from: &Peer) -> Vec<u8> {
+        frame(from, Gossip::Committed(vec![]))
     }
 
     #[test]
@@ -83,12 +89,12 @@ mod tests {
         let (a, b) = (peer(), peer());
         let ok = inbound(NetEvent::Direct {
             from: a,
-            bytes: frame(&a),
+            bytes: direct(&a),
         });
         assert!(matches!(ok, Inbound::Input(i) if matches!(*i, Input::Direct(_))));
         let lie = inbound(NetEvent::Direct {
             from: b,
-            bytes: frame(&a),
+            bytes: direct(&a),
         });
         assert!(matches!(lie, Inbound::Bad(_)));
         let junk = inbound(NetEvent::Direct {
@@ -96,10 +102,15 @@ mod tests {
             bytes: vec![1, 2, 3],
         });
         assert!(matches!(junk, Inbound::Bad(_)));
-        let unsigned = inbound(NetEvent::Gossip {
-            source: None,
-            bytes: vec![1, 0],
+        let forged = inbound(NetEvent::Gossip {
+            source: b,
+            bytes: gossip(&a),
         });
-        assert!(matches!(unsigned, Inbound::Bad(_)));
+        assert!(matches!(forged, Inbound::Bad(_)));
+        let signed = inbound(NetEvent::Gossip {
+            source: a,
+            bytes: gossip(&a),
+        });
+        assert!(matches!(signed, Inbound::Input(i) if matches!(*i, Input::Gossip(_))));
     }
 }
