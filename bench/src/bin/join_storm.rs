@@ -142,6 +142,14 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let fsyncs = || histogram_above(c, master.api, "shoal_log_sync_seconds", 0.1);
     // The members' CPU (process_cpu_seconds), to set against each window.
     let cpu = || per_node(c, &apis, "process_cpu_seconds_total");
+    // Each member's event-loop turns, and how many took over 10 ms (what
+    // arrived meanwhile, a write among it, waited that long).
+    let turns = || -> Vec<(f64, f64)> {
+        apis.iter()
+            .map(|a| histogram_above(c, *a, "shoal_loop_turn_seconds", 0.01))
+            .collect()
+    };
+    let turns_before = turns();
     let term_before = terms();
     let fsyncs_before = fsyncs();
     let cpu_before = cpu();
@@ -152,6 +160,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let term_idle = terms();
     let fsyncs_idle = fsyncs();
     let cpu_idle = cpu();
+    let turns_idle = turns();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -184,7 +193,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let term_storm = terms();
     let fsyncs_storm = fsyncs();
     let cpu_storm = cpu();
+    let turns_storm = turns();
     let writes = load.stop();
+    let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
+        from.iter().zip(to).map(|(a, b)| b.1 - a.1).collect()
+    };
     // Cores each member kept busy over a window.
     let cores = |from: &[f64], to: &[f64], window: Duration| -> Vec<f64> {
         let secs = window.as_secs_f64();
@@ -315,6 +328,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
         "raft_terms_started_during": term_storm - term_idle,
+        "member_loop_turns_over_10ms_before": slow_turns(&turns_before, &turns_idle),
+        "member_loop_turns_over_10ms_during": slow_turns(&turns_idle, &turns_storm),
         "master_fsyncs_before": fsyncs_idle.0 - fsyncs_before.0,
         "master_fsyncs_over_100ms_before": fsyncs_idle.1 - fsyncs_before.1,
         "master_fsyncs_during": fsyncs_storm.0 - fsyncs_idle.0,

@@ -62,6 +62,10 @@ fn metrics_carry_peers_histograms_build_and_process_and_the_dashboard_names_only
     );
     assert!(value(&text, "shoal_api_write_seconds_count") >= 1.0);
     assert!(value(&text, "shoal_apply_seconds_count") >= 1.0);
+    // Every batch the loop took is a turn, applying or not.
+    assert!(
+        value(&text, "shoal_loop_turn_seconds_count") >= value(&text, "shoal_apply_seconds_count")
+    );
     assert!(value(&text, "shoal_events_applied_total") >= 2.0, "{text}");
     assert!(value(&text, "process_resident_memory_bytes") > 0.0);
     assert!(value(&text, "process_open_fds") > 0.0);
@@ -73,6 +77,7 @@ fn metrics_carry_peers_histograms_build_and_process_and_the_dashboard_names_only
     for n in [
         "shoal_leader_changes_total",
         "shoal_snapshot_catch_up_seconds_bucket",
+        "shoal_net_gossip_refused_total",
     ] {
         assert!(names.contains(n), "no {n}");
     }

@@ -42,6 +42,11 @@ impl Metrics {
             timings.apply.histogram,
         );
         registry.register(
+            "shoal_loop_turn_seconds",
+            "Time the node's event loop took over each batch of inputs: what arrived meanwhile waited.",
+            timings.turn.histogram,
+        );
+        registry.register(
             "shoal_snapshot_catch_up_seconds",
             "From a snapshot transfer's first progress to its install, restarts included.",
             timings.snapshot_catch_up.histogram,

@@ -196,8 +196,10 @@ impl EventLoop {
                 let (applied, started) = (self.node.metrics().events_applied, Instant::now());
                 let outputs = self.node.handle_all(inputs, self.now(), wall_ms());
                 self.outputs(outputs)?;
+                let took = started.elapsed().as_secs_f64();
+                self.timings.turn.observe(took);
                 if self.node.metrics().events_applied > applied {
-                    self.timings.apply.observe(started.elapsed().as_secs_f64());
+                    self.timings.apply.observe(took);
                 }
             }
             if let Some(why) = self.fatal.take() {

@@ -43,6 +43,9 @@ pub struct Timings {
     /// Seconds the event loop took over one batch of inputs that applied
     /// committed events (decoding, applying, persisting, what followed).
     pub apply: Timed,
+    /// Seconds the event loop took over each batch of inputs, whatever
+    /// it held: how long anything that arrived meanwhile waited.
+    pub turn: Timed,
     /// Seconds from a snapshot transfer's first progress to its install,
     /// restarts included.
     pub snapshot_catch_up: Timed,
@@ -55,6 +58,8 @@ impl Default for Timings {
         Timings {
             // 100 µs to about 3 s.
             apply: Timed::new(exponential_buckets(0.0001, 2.0, 16)),
+            // 50 µs to about 3 s.
+            turn: Timed::new(exponential_buckets(0.00005, 2.0, 17)),
             // 100 ms to about 7 minutes.
             snapshot_catch_up: Timed::new(exponential_buckets(0.1, 2.0, 13)),
             // 50 µs to about 3 s.
