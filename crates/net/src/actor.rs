@@ -41,8 +41,8 @@ pub(crate) struct Actor {
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
-    /// Signs what this process publishes.
-    pub sealer: crate::sealed::Sealer,
+    /// The sequence number of the last gossip this process sealed.
+    pub gossip_seq: u64,
     pub incarnation: Incarnation,
     pub identities: IdentityWatch<PeerId, Instant, Greeting>,
     pub delay: Delay<NetCommand, Instant>,
@@ -154,7 +154,8 @@ impl Actor {
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             NetCommand::Publish { topic, bytes } => {
-                let sealed = self.sealer.seal(topic.name(), &bytes);
+                self.gossip_seq = self.gossip_seq.wrapping_add(1);
+                let sealed = crate::sealed::seal(&self.key, topic.name(), self.gossip_seq, &bytes);
                 let t = IdentTopic::new(topic.name());
                 match self.swarm.behaviour_mut().gossipsub.publish(t, sealed) {
                     Ok(_) => {
@@ -350,11 +351,8 @@ impl Actor {
                 message_id: id,
                 message,
             })) => {
-                let verdict = match crate::sealed::open(message.topic.as_str(), &message.data) {
-                    Ok((source, payload)) => {
-                        let header = message.data.len() - payload.len();
-                        let mut bytes = message.data;
-                        bytes.drain(..header);
+                let verdict = match crate::sealed::open(message.topic.as_str(), message.data) {
+                    Ok((source, bytes)) => {
                         self.counters.received.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .gossip_received

@@ -365,7 +365,7 @@ pub async fn spawn(
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         counters: counters.clone(),
-        sealer: sealed::Sealer::new(keypair.clone()),
+        gossip_seq: sealed::first_seq(),
         key: keypair,
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),

@@ -75,8 +75,16 @@ pub fn seal(key: &Keypair, topic: &str, seq: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The publisher and payload of a sealed message on `topic`, if its
-/// signature holds.
-pub fn open<'a>(topic: &str, bytes: &'a [u8]) -> Result<(PeerId, &'a [u8]), Unsealed> {
+/// signature holds (the payload is `bytes` past the seal).
+pub fn open(topic: &str, mut bytes: Vec<u8>) -> Result<(PeerId, Vec<u8>), Unsealed> {
+    let (peer, payload) = check(topic, &bytes)?;
+    let header = bytes.len() - payload.len();
+    bytes.drain(..header);
+    Ok((peer, bytes))
+}
+
+/// The publisher and where the payload starts, if the seal holds.
+fn check<'a>(topic: &str, bytes: &'a [u8]) -> Result<(PeerId, &'a [u8]), Unsealed> {
     let (&version, rest) = bytes.split_first().ok_or(Unsealed::Short)?;
     if version != VERSION {
         return Err(Unsealed::Version(version));
@@ -101,30 +109,14 @@ pub fn open<'a>(topic: &str, bytes: &'a [u8]) -> Result<(PeerId, &'a [u8]), Unse
     Ok((peer, payload))
 }
 
-/// Seals what this node publishes, numbering its messages.
-#[derive(Debug)]
-pub struct Sealer {
-    key: Keypair,
-    next: u64,
-}
-
-impl Sealer {
-    /// Numbering starts at the wall clock in nanoseconds, so a restarted
-    /// node does not repeat a number its peers may still remember.
-    pub fn new(key: Keypair) -> Sealer {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Sealer {
-            key,
-            next: now.as_nanos() as u64,
-        }
-    }
-
-    pub fn seal(&mut self, topic: &str, payload: &[u8]) -> Vec<u8> {
-        self.next = self.next.wrapping_add(1);
-        seal(&self.key, topic, self.next, payload)
-    }
+/// The first sequence number a node seals with: the wall clock in
+/// nanoseconds, so a restarted node does not repeat a number its peers
+/// may still remember (the next is one more each time).
+pub fn first_seq() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_nanos() as u64
 }
 
 /// A message's gossip id: a hash of all of its bytes, signature included,
@@ -145,7 +137,7 @@ mod tests {
     fn a_sealed_message_opens_to_its_publisher_and_payload() {
         let k = key();
         let sealed = seal(&k, "t", 7, b"hello");
-        let (peer, payload) = open("t", &sealed).unwrap();
+        let (peer, payload) = open("t", sealed.clone()).unwrap();
         assert_eq!(peer, k.public().to_peer_id());
         assert_eq!(payload, b"hello");
         assert_ne!(
@@ -160,19 +152,19 @@ mod tests {
         let k = key();
         let sealed = seal(&k, "t", 7, b"hello");
         assert!(
-            matches!(open("u", &sealed), Err(Unsealed::Signature(_))),
+            matches!(open("u", sealed.clone()), Err(Unsealed::Signature(_))),
             "another topic"
         );
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(open("t", &bad).is_err(), "byte {i} flipped");
+            assert!(open("t", bad).is_err(), "byte {i} flipped");
         }
         for n in 0..sealed.len() {
-            assert!(open("t", &sealed[..n]).is_err(), "cut at {n}");
+            assert!(open("t", sealed[..n].to_vec()).is_err(), "cut at {n}");
         }
-        assert_eq!(open("t", &[2]), Err(Unsealed::Version(2)));
-        assert_eq!(open("t", &[]), Err(Unsealed::Short));
+        assert_eq!(open("t", vec![2]), Err(Unsealed::Version(2)));
+        assert_eq!(open("t", vec![]), Err(Unsealed::Short));
     }
 
     #[test]
@@ -188,7 +180,7 @@ mod tests {
         let mut forged = sealed.clone();
         forged[2..2 + idb.len()].copy_from_slice(&idb);
         assert_eq!(
-            open("t", &forged),
+            open("t", forged),
             Err(Unsealed::Signature(b.public().to_peer_id()))
         );
     }
