@@ -311,15 +311,22 @@ impl<L: LogStore> Node<L> {
     /// the Raft members its State names, which track liveness and place
     /// work and of which any may become master. None for a node that
     /// broadcasts instead: a member, whose heartbeat every node follows
-    /// (who leads, how far the log is committed), and a node its State
-    /// does not record yet, which nobody would otherwise hear.
+    /// (who leads, how far the log is committed), and a node whose State
+    /// names no member (it holds none yet), which nobody would otherwise
+    /// hear.
+    ///
+    /// A node its State does not record yet sends to the members too: the
+    /// master, which records it, is one of them. When fifty hosts start at
+    /// once, fifty heartbeats broadcast every few hundred milliseconds
+    /// until each is recorded cost every node a core's worth of gossip on
+    /// a small machine, and the master could not record them for it.
     ///
     /// So each follower sends a fixed number of messages whatever the
     /// cluster's size, and receives only the members' broadcasts; the
     /// master receives one heartbeat per node: traffic grows with N at the
     /// members, not with N squared.
     pub(super) fn fan_in(&self) -> Option<Vec<NodeId>> {
-        if self.raft.is_some() || !self.state.nodes().contains_key(&self.cfg.node) {
+        if self.raft.is_some() {
             return None;
         }
         let members: Vec<NodeId> = self

@@ -370,3 +370,35 @@ fn a_member_leaves_the_reconnect_of_a_silent_follower_to_the_follower() {
         );
     }
 }
+
+#[test]
+fn a_node_its_state_does_not_record_yet_heartbeats_to_the_members_only() {
+    // The State names the founder m (a voter) and the follower f, not
+    // this node: the master records it on hearing it, and m is the one
+    // member to hear. No broadcast reaches every node of the cluster.
+    let state = cluster_state(&["m", "f"], vec![]);
+    assert!(!state.nodes().contains_key(&NodeId::from(ME)));
+    let mut n = start(Some("c"), Some(state));
+    let mut heartbeats_to = Vec::new();
+    for t in [0, 300, 600, 900] {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::Broadcast(Frame {
+                    msg: Gossip::Transient(TransientEvent::Heartbeat(_)),
+                    ..
+                })
+            )),
+            "{out:?}"
+        );
+        heartbeats_to.extend(all_sent(&out).into_iter().filter_map(|(to, m)| {
+            matches!(m, Direct::Transient(TransientEvent::Heartbeat(_))).then_some(to)
+        }));
+    }
+    assert!(heartbeats_to.len() >= 3, "{heartbeats_to:?}");
+    assert!(
+        heartbeats_to.iter().all(|to| to == "m"),
+        "{heartbeats_to:?}"
+    );
+}
