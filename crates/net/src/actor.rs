@@ -5,7 +5,7 @@
 use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
-use crate::identity_watch::{IdentityWatch, Incarnation, Verdict};
+use crate::identity_watch::{greeting_round, IdentityWatch, Incarnation, Verdict, GREET_PER_ROUND};
 use crate::lane::{Lanes, LANE_MAX_FRAME};
 use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
@@ -45,6 +45,8 @@ pub(crate) struct Actor {
     pub gossip_seq: u64,
     pub incarnation: Incarnation,
     pub identities: IdentityWatch<PeerId, Instant, Greeting>,
+    /// The peer greeted last in the rounds of greetings.
+    pub greeted_last: Option<PeerId>,
     pub delay: Delay<NetCommand, Instant>,
     /// When a handshake that failed, and one that timed out, was last
     /// warned about: each kind on its own clock, so that one does not
@@ -113,7 +115,7 @@ impl Actor {
                 },
                 ev = futures::StreamExt::select_next_some(&mut self.swarm) => self.swarm_event(ev),
                 _ = redial_tick.tick() => self.redial(),
-                _ = hello_tick.tick() => self.greet_all(),
+                _ = hello_tick.tick() => self.greet_round(),
                 _ = until(self.delay.next_due()) => {
                     if let Some(cmd) = self.delay.pop_due(Instant::now()) {
                         self.execute(cmd);
@@ -214,10 +216,20 @@ impl Actor {
         self.reconnect(peer);
     }
 
-    fn greet_all(&mut self) {
+    /// Greets this round's peers (`greeting_round`), with one greeting
+    /// signed for all of them: it names no receiver.
+    fn greet_round(&mut self) {
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
-        for p in peers {
-            self.greet(p);
+        let round = greeting_round(&peers, self.greeted_last.as_ref(), GREET_PER_ROUND);
+        if let Some(last) = round.last() {
+            self.greeted_last = Some(*last);
+            let greeting = Greeting::sign(&self.key, self.incarnation, wall_ms());
+            for p in round {
+                self.swarm
+                    .behaviour_mut()
+                    .hello
+                    .send_request(&p, greeting.clone());
+            }
         }
         self.identities.forget_stale(Instant::now());
     }

@@ -3,9 +3,13 @@
 //! To libp2p both processes are one peer, so gossip and requests meant for
 //! one may reach the other. What does reach the right process is the reply
 //! to a request it sent itself: it travels back on the stream the request
-//! came on. So every node greets each peer it is connected to, once a
-//! second, with its incarnation (a nonce drawn at start) and its start
-//! time, and the peer answers each greeting with a verdict.
+//! came on. So every node greets the peers it is connected to in turn,
+//! at most `GREET_PER_ROUND` of them a second (each peer every second in a
+//! small cluster, every ⌈N/8⌉ s among N peers), with its incarnation (a
+//! nonce drawn at start) and its start time, and the peer answers each
+//! greeting with a verdict. What a node spends on greetings, sent and
+//! answered, so stays flat as the cluster grows, and a copy is still
+//! found well within `FORGET_AFTER`.
 //!
 //! Two incarnations of one peer are both live when each was heard after
 //! the other was first heard. A restart does not look like that: the old
@@ -58,6 +62,22 @@ pub const MAX_INCARNATIONS: usize = 8;
 
 /// Forgotten after this long unheard; bounds memory to the live peers.
 pub const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// Peers greeted per round (a round a second) at most.
+pub const GREET_PER_ROUND: usize = 8;
+
+/// The peers to greet this round: the `most` that follow `after` in
+/// order, wrapping around, each at most once. Every peer is greeted
+/// once in every ⌈N / most⌉ rounds, whoever joins or leaves meanwhile.
+pub fn greeting_round<P: Ord + Clone>(peers: &[P], after: Option<&P>, most: usize) -> Vec<P> {
+    let mut sorted: Vec<&P> = peers.iter().collect();
+    sorted.sort();
+    let start = after.map_or(0, |a| sorted.partition_point(|p| *p <= a));
+    let n = sorted.len();
+    (0..n.min(most))
+        .map(|i| sorted[(start + i) % n].clone())
+        .collect()
+}
 
 /// Per peer, the incarnations heard recently. `T` is the caller's clock,
 /// `E` what a greeting carries as evidence.
@@ -155,6 +175,30 @@ mod tests {
         nonce: 3,
         started_ms: 2_000,
     };
+
+    #[test]
+    fn greeting_rounds_take_every_peer_in_turn() {
+        let peers: Vec<u32> = (0..20).collect();
+        let mut after = None;
+        let mut greeted = vec![0; 20];
+        // Three rounds of 8 cover 20 peers once, and 4 of them twice.
+        for _ in 0..3 {
+            let round = greeting_round(&peers, after.as_ref(), 8);
+            assert_eq!(round.len(), 8);
+            for p in &round {
+                greeted[*p as usize] += 1;
+            }
+            after = round.last().copied();
+        }
+        assert!(greeted.iter().all(|g| *g >= 1), "{greeted:?}");
+        assert_eq!(greeted.iter().sum::<i32>(), 24);
+        // Few peers: each once a round.
+        assert_eq!(greeting_round(&[5, 1, 3], Some(&3), 8), vec![5, 1, 3]);
+        assert_eq!(greeting_round::<u32>(&[], Some(&3), 8), Vec::<u32>::new());
+        // The peer last greeted left: the round goes on from where it was.
+        assert_eq!(greeting_round(&[1, 2, 6, 9], Some(&4), 2), vec![6, 9]);
+        assert_eq!(greeting_round(&[1, 2, 6, 9], Some(&9), 2), vec![1, 2]);
+    }
 
     #[test]
     fn a_restart_is_not_a_duplicate() {

@@ -39,8 +39,8 @@
 //! lane, a failed write or a full queue is counted instead.
 //! Both protocols are versioned by name and capped at one message size.
 //!
-//! A third protocol greets every connected peer once a second with this
-//! process's incarnation, signed with its identity key, so two live
+//! A third protocol greets the connected peers in turn, at most eight a
+//! second, with this process's incarnation, signed with its identity key, so two live
 //! processes sharing one identity are told apart and the later one
 //! refused, on evidence it can check (see `identity_watch`, `greeting`).
 
@@ -369,6 +369,7 @@ pub async fn spawn(
         key: keypair,
         incarnation: cfg.incarnation,
         identities: IdentityWatch::default(),
+        greeted_last: None,
         delay: Default::default(),
         handshake_warned: [None; 2],
         solitary: cfg.solitary,
