@@ -216,30 +216,30 @@ impl Actor {
         self.reconnect(peer);
     }
 
-    /// Greets this round's peers (`greeting_round`), with one greeting
-    /// signed for all of them: it names no receiver.
+    /// Greets this round's peers (`greeting_round`).
     fn greet_round(&mut self) {
         let peers: Vec<PeerId> = self.connected.iter().copied().collect();
         let round = greeting_round(&peers, self.greeted_last.as_ref(), GREET_PER_ROUND);
         if let Some(last) = round.last() {
             self.greeted_last = Some(*last);
-            let greeting = Greeting::sign(&self.key, self.incarnation, wall_ms());
-            for p in round {
-                self.swarm
-                    .behaviour_mut()
-                    .hello
-                    .send_request(&p, greeting.clone());
-            }
         }
+        self.greet(&round);
         self.identities.forget_stale(Instant::now());
     }
 
-    fn greet(&mut self, peer: PeerId) {
+    /// Greets `peers` with one greeting signed for all of them: it names
+    /// no receiver.
+    fn greet(&mut self, peers: &[PeerId]) {
+        if peers.is_empty() {
+            return;
+        }
         let greeting = Greeting::sign(&self.key, self.incarnation, wall_ms());
-        self.swarm
-            .behaviour_mut()
-            .hello
-            .send_request(&peer, greeting);
+        for p in peers {
+            self.swarm
+                .behaviour_mut()
+                .hello
+                .send_request(p, greeting.clone());
+        }
     }
 
     fn redial(&mut self) {
@@ -314,7 +314,7 @@ impl Actor {
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
-                    self.greet(peer_id);
+                    self.greet(&[peer_id]);
                 }
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
