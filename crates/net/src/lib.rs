@@ -9,14 +9,17 @@
 //! | `lane` | each peer's long-lived stream for small one-to-one frames |
 //! | `sealed` | gossip signed inside, checked once per message (pure) |
 //! | `handshake` | a failed connection's kind, from its error text |
-//! | `redial` | which addresses to dial when (pure) |
+//! | `redial` | which addresses to dial when, and which crossed connections to close (pure) |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
 //! | `actor` | the task that owns the Swarm |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
 //! dials and reports a peer rarely, so every address learnt is remembered
-//! and redialled with backoff.
+//! and redialled with backoff. Two peers that find each other dial each
+//! other, and a slow dial is not waited for, so a pair can open several
+//! connections; the peer with the smaller id closes all but the newest,
+//! and each pair keeps one (`shoal_net_connections`).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events,
 //! snapshot requests). Each message is signed by its publisher inside its
@@ -68,7 +71,7 @@ use libp2p::gossipsub::IdentTopic;
 use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,6 +218,9 @@ pub struct NetCounters {
     /// Gossip messages refused: not sealed, or not signed by the peer
     /// they name (`sealed`). None of them is relayed.
     pub gossip_refused: AtomicU64,
+    /// Connections open to peers now (a gauge): one per peer once the
+    /// crossed dials are closed (`redial::surplus`).
+    pub connections: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -232,6 +238,7 @@ pub struct NetStats {
     pub gossip_send_dropped: u64,
     pub gossip_reconnects: u64,
     pub gossip_refused: u64,
+    pub connections: u64,
 }
 
 /// Hands an event to the node. The node drains this channel on every turn
@@ -273,6 +280,7 @@ impl NetHandle {
             gossip_send_dropped: c.gossip_send_dropped.load(Ordering::Relaxed),
             gossip_reconnects: c.gossip_reconnects.load(Ordering::Relaxed),
             gossip_refused: c.gossip_refused.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
         }
     }
 }
@@ -363,7 +371,7 @@ pub async fn spawn(
         events: ev_tx,
         redials: Default::default(),
         peer_addrs: BTreeMap::new(),
-        connected: HashSet::new(),
+        connected: BTreeMap::new(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,
