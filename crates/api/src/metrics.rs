@@ -133,7 +133,7 @@ impl NodeFigures {
             ("shoal_term", "Current Raft term as this node knows it.", s.term.0 as f64),
             ("shoal_peers", "Peers heard from within the node timeout.", s.peers.len() as f64),
             ("shoal_is_master", "1 on the master.", master),
-            ("shoal_net_connections", "Connections open to peers (one per peer once crossed dials are closed).", v.net.connections as f64),
+            ("shoal_net_connections", "Connections open to peers (a pair may hold several when their dials crossed).", v.net.connections as f64),
         ]
     }
 

@@ -7,7 +7,7 @@ use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
 use crate::identity_watch::{greeting_round, IdentityWatch, Incarnation, Verdict, GREET_PER_ROUND};
 use crate::lane::{Lanes, LANE_MAX_FRAME};
-use crate::redial::{surplus, Redials};
+use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent};
@@ -325,9 +325,6 @@ impl Actor {
                 let conns = self.connected.entry(peer_id).or_default();
                 conns.push(connection_id);
                 let first = conns.len() == 1;
-                for c in surplus(self.swarm.local_peer_id(), &peer_id, conns) {
-                    self.swarm.close_connection(*c);
-                }
                 self.count_connections();
                 if first {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");

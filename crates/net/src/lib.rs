@@ -9,7 +9,7 @@
 //! | `lane` | each peer's long-lived stream for small one-to-one frames |
 //! | `sealed` | gossip signed inside, checked once per message (pure) |
 //! | `handshake` | a failed connection's kind, from its error text |
-//! | `redial` | which addresses to dial when, and which crossed connections to close (pure) |
+//! | `redial` | which addresses to dial when (pure) |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
 //! | `actor` | the task that owns the Swarm |
@@ -17,9 +17,8 @@
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
 //! dials and reports a peer rarely, so every address learnt is remembered
 //! and redialled with backoff. Two peers that find each other dial each
-//! other, and a slow dial is not waited for, so a pair can open several
-//! connections; the peer with the smaller id closes all but the newest,
-//! and each pair keeps one (`shoal_net_connections`).
+//! other, and a slow dial is not waited for, so a pair can hold several
+//! connections (`shoal_net_connections` counts them).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events,
 //! snapshot requests). Each message is signed by its publisher inside its
@@ -218,8 +217,8 @@ pub struct NetCounters {
     /// Gossip messages refused: not sealed, or not signed by the peer
     /// they name (`sealed`). None of them is relayed.
     pub gossip_refused: AtomicU64,
-    /// Connections open to peers now (a gauge): one per peer once the
-    /// crossed dials are closed (`redial::surplus`).
+    /// Connections open to peers now (a gauge); a pair may hold several
+    /// when their dials crossed.
     pub connections: AtomicU64,
 }
 

@@ -4,12 +4,6 @@
 //! doubles from `REDIAL_MIN` to `REDIAL_MAX` and starts over once the peer
 //! is connected. Pure: the actor passes the time and who is connected.
 //!
-//! Dials cross: two peers that find each other dial each other, and a
-//! dial still pending when the next is due is not waited for, so a pair
-//! can end up with several connections (two to six each at fifty hosts,
-//! 137 sockets a node for 49 peers). `surplus` says which to close so
-//! that one is left.
-//!
 //! The schedule is written here rather than taken from a crate: `backoff`
 //! is unmaintained (RUSTSEC-2025-0012), and `backon` and `tokio-retry`
 //! retry one future each on tokio's clock, where this keeps a schedule per
@@ -120,20 +114,6 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
     }
 }
 
-/// The connections to `peer` (`conns`, oldest first) that this node
-/// closes: all but the newest, if this node's id is the smaller of the
-/// two; none otherwise. One side decides, so the two never close
-/// different connections and leave none. The newest is kept, not the
-/// oldest: after a peer restarts, the old connection may be dead without
-/// either side knowing yet, and the new one is the one that works.
-pub fn surplus<'a, P: Ord, C>(local: &P, peer: &P, conns: &'a [C]) -> &'a [C] {
-    if local < peer && !conns.is_empty() {
-        &conns[..conns.len() - 1]
-    } else {
-        &[]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,13 +177,5 @@ mod tests {
         r.retry_now(ms(1600), |a| a.starts_with("p@"));
         assert_eq!(r.due(ms(1600), |_| false), ["p@1"]);
         assert_eq!(r.due(ms(2100), |_| false), ["p@1"], "then 500 ms later");
-    }
-
-    #[test]
-    fn the_smaller_id_closes_all_but_the_newest_connection_and_the_larger_none() {
-        assert_eq!(surplus(&1, &2, &["c1", "c2", "c3"]), ["c1", "c2"]);
-        assert!(surplus(&2, &1, &["c1", "c2", "c3"]).is_empty());
-        assert!(surplus(&1, &2, &["c1"]).is_empty(), "one is kept");
-        assert!(surplus::<_, &str>(&1, &2, &[]).is_empty());
     }
 }

@@ -43,6 +43,10 @@ async fn small_frames_arrive_in_order_and_a_large_one_beside_them() {
     }
     assert_eq!(small, (0..500).collect::<Vec<_>>(), "one lane keeps order");
     assert_eq!(big, 1);
+    assert!(
+        b.net.stats().connections >= 1,
+        "b counts its connection to a"
+    );
     assert_eq!(a.net.stats().send_failures, 0);
     assert_eq!(b.net.stats().inbound_failures, 0);
 }
