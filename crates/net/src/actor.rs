@@ -16,9 +16,9 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,7 @@ pub(crate) struct Actor {
     pub redials: Redials<Multiaddr, Instant>,
     /// The address each peer is dialled at (its newest).
     pub peer_addrs: BTreeMap<PeerId, Multiaddr>,
-    /// Each connected peer's connections, oldest first.
-    pub connected: BTreeMap<PeerId, Vec<ConnectionId>>,
+    pub connected: HashSet<PeerId>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -145,7 +144,7 @@ impl Actor {
         match cmd {
             NetCommand::Send { to, addr, bytes } => {
                 if let Some(addr) = addr {
-                    if !self.connected.contains_key(&to) && !self.peer_addrs.contains_key(&to) {
+                    if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
                         self.remember(to, addr);
                     }
                 }
@@ -217,16 +216,21 @@ impl Actor {
         self.reconnect(peer);
     }
 
+    /// Publishes how many connections the swarm holds (`shoal_net_connections`).
     fn count_connections(&self) {
-        let open: usize = self.connected.values().map(Vec::len).sum();
+        let open = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_established();
         self.counters
             .connections
-            .store(open as u64, Ordering::Relaxed);
+            .store(u64::from(open), Ordering::Relaxed);
     }
 
     /// Greets this round's peers (`greeting_round`).
     fn greet_round(&mut self) {
-        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
         let round = greeting_round(&peers, self.greeted_last.as_ref(), GREET_PER_ROUND);
         if let Some(last) = round.last() {
             self.greeted_last = Some(*last);
@@ -253,7 +257,7 @@ impl Actor {
     fn redial(&mut self) {
         let connected = &self.connected;
         let due = self.redials.due(Instant::now(), |a| {
-            peer_of(a).is_some_and(|p| connected.contains_key(&p))
+            peer_of(a).is_some_and(|p| connected.contains(&p))
         });
         for addr in due {
             // A fresh port: two nodes dialling each other at the same
@@ -317,16 +321,10 @@ impl Actor {
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                ..
+                peer_id, endpoint, ..
             } => {
-                let conns = self.connected.entry(peer_id).or_default();
-                conns.push(connection_id);
-                let first = conns.len() == 1;
                 self.count_connections();
-                if first {
+                if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
                     self.greet(&[peer_id]);
@@ -342,16 +340,11 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                connection_id,
+                num_established,
                 ..
             } => {
-                let gone = self.connected.get_mut(&peer_id).is_some_and(|conns| {
-                    conns.retain(|c| *c != connection_id);
-                    conns.is_empty()
-                });
                 self.count_connections();
-                if gone {
-                    self.connected.remove(&peer_id);
+                if num_established == 0 && self.connected.remove(&peer_id) {
                     debug!(peer = %peer_id, "disconnected");
                     self.stuck.forget(&peer_id);
                     self.emit(NetEvent::Disconnected(peer_id));

@@ -70,7 +70,7 @@ use libp2p::gossipsub::IdentTopic;
 use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,7 +370,7 @@ pub async fn spawn(
         events: ev_tx,
         redials: Default::default(),
         peer_addrs: BTreeMap::new(),
-        connected: BTreeMap::new(),
+        connected: HashSet::new(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,
