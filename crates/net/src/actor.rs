@@ -6,8 +6,8 @@ use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
 use crate::identity_watch::{greeting_round, IdentityWatch, Incarnation, Verdict, GREET_PER_ROUND};
-use crate::lane::{Lanes, LANE_MAX_FRAME};
-use crate::redial::Redials;
+use crate::lane::Lanes;
+use crate::redial::{Held, Redials};
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent};
@@ -15,10 +15,9 @@ use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +37,11 @@ pub(crate) struct Actor {
     /// The address each peer is dialled at (its newest).
     pub peer_addrs: BTreeMap<PeerId, Multiaddr>,
     pub connected: HashSet<PeerId>,
+    /// The dial pending to each peer this actor dialled, until it connects
+    /// or fails (within the transport's connect timeout).
+    pub dialing: HashMap<PeerId, ConnectionId>,
+    /// Frames for peers expected to dial this node (`dialer`).
+    pub held: Held<PeerId, Instant>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -78,7 +82,7 @@ fn warn_due(last: &mut Option<Instant>) -> bool {
     true
 }
 
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
         Protocol::P2p(id) => Some(id),
         _ => None,
@@ -145,14 +149,11 @@ impl Actor {
             NetCommand::Send { to, addr, bytes } => {
                 if let Some(addr) = addr {
                     if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
-                        self.remember(to, addr);
+                        // It may not know this node: dialled at once.
+                        self.remember(to, addr, false);
                     }
                 }
-                if bytes.len() <= LANE_MAX_FRAME {
-                    self.lanes.send(to, bytes);
-                } else {
-                    self.swarm.behaviour_mut().direct.send_request(&to, bytes);
-                }
+                self.send_or_hold(to, bytes);
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             NetCommand::Publish { topic, bytes } => {
@@ -182,7 +183,11 @@ impl Actor {
                     gossip.unsubscribe(&t);
                 }
             }
-            NetCommand::Dial(addr) => self.redials.add(addr, Instant::now()),
+            NetCommand::Dial(addr) => {
+                // A member in State: it is told of this node as well.
+                let wait = self.first_dial_wait(&addr);
+                self.redials.add(addr, Instant::now(), wait);
+            }
             NetCommand::Reconnect(peer) => {
                 debug!(peer = %peer, "silent: reconnecting");
                 self.reconnect(peer);
@@ -195,13 +200,6 @@ impl Actor {
                 self.delay.set(d);
             }
         }
-    }
-
-    /// Drops every connection to `peer` and dials it again at once.
-    fn reconnect(&mut self, peer: PeerId) {
-        let _ = self.swarm.disconnect_peer_id(peer);
-        self.redials
-            .retry_now(Instant::now(), |a| peer_of(a) == Some(peer));
     }
 
     /// Reconnects a peer whose gossip is stuck (`stuck`), counted and
@@ -254,50 +252,6 @@ impl Actor {
         }
     }
 
-    fn redial(&mut self) {
-        let connected = &self.connected;
-        let due = self.redials.due(Instant::now(), |a| {
-            peer_of(a).is_some_and(|p| connected.contains(&p))
-        });
-        for addr in due {
-            // A fresh port: two nodes dialling each other at the same
-            // instant could otherwise merge their attempts and fail the
-            // noise handshake.
-            // `Always`: a dial still pending (its SYN lost behind a cut
-            // link, retried by the kernel with a backoff) must not hold up
-            // a fresh one once the link is back.
-            let opts = match peer_of(&addr) {
-                Some(p) => DialOpts::peer_id(p)
-                    .condition(PeerCondition::Always)
-                    .addresses(vec![addr.clone()])
-                    .allocate_new_port()
-                    .build(),
-                None => DialOpts::unknown_peer_id()
-                    .address(addr.clone())
-                    .allocate_new_port()
-                    .build(),
-            };
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!(addr = %addr, error = %e, "dial failed");
-            }
-        }
-    }
-
-    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
-        if peer == *self.swarm.local_peer_id() {
-            return;
-        }
-        let full = if peer_of(&addr).is_some() {
-            addr.clone()
-        } else {
-            addr.clone().with(Protocol::P2p(peer))
-        };
-        self.swarm.add_peer_address(peer, addr);
-        self.peer_addrs.insert(peer, full.clone());
-        self.redials
-            .replace(full, Instant::now(), |a| peer_of(a) == Some(peer));
-    }
-
     fn swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -321,20 +275,25 @@ impl Actor {
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                self.dial_ended(Some(peer_id), connection_id);
                 self.count_connections();
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
                     self.greet(&[peer_id]);
+                    self.release(peer_id);
                 }
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     // An explicit peer given without its id: now we know it.
                     if peer_of(&addr).is_none() {
                         self.redials.remove(&addr);
-                        self.remember(peer_id, addr);
+                        self.remember(peer_id, addr, true);
                     }
                 }
             }
@@ -355,7 +314,7 @@ impl Actor {
                     if !self.peer_addrs.contains_key(&peer) {
                         info!(peer = %peer, addr = %addr, "discovered by mdns");
                     }
-                    self.remember(peer, addr);
+                    self.remember(peer, addr, true);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -371,7 +330,7 @@ impl Actor {
                     .find(|a| !is_unspecified(a))
                     .cloned()
                 {
-                    self.remember(peer_id, addr);
+                    self.remember(peer_id, addr, true);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -432,7 +391,12 @@ impl Actor {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Hello(ev)) => self.hello_event(ev),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                connection_id,
+                error,
+            } => {
+                self.dial_ended(peer_id, connection_id);
                 let error = error.to_string();
                 if let Some(how) = handshake_failed(&error) {
                     self.warn_handshake("to", how, &error);

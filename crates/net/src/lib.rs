@@ -9,16 +9,18 @@
 //! | `lane` | each peer's long-lived stream for small one-to-one frames |
 //! | `sealed` | gossip signed inside, checked once per message (pure) |
 //! | `handshake` | a failed connection's kind, from its error text |
-//! | `redial` | which addresses to dial when (pure) |
+//! | `redial` | which addresses to dial when, and frames held meanwhile (pure) |
+//! | `dialer` | the actor's dialling and held frames |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
 //! | `actor` | the task that owns the Swarm |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
 //! dials and reports a peer rarely, so every address learnt is remembered
-//! and redialled with backoff. Two peers that find each other dial each
-//! other, and a slow dial is not waited for, so a pair can hold several
-//! connections (`shoal_net_connections` counts them).
+//! and redialled with backoff. A pair should hold one connection: a
+//! pending dial is waited for, and of two peers that know each other the
+//! smaller id dials first (`redial`); two dials that still cross leave a
+//! pair two (`shoal_net_connections` counts them).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events,
 //! snapshot requests). Each message is signed by its publisher inside its
@@ -48,6 +50,7 @@
 
 mod actor;
 pub mod codec;
+mod dialer;
 pub mod fault;
 pub mod greeting;
 mod handshake;
@@ -70,7 +73,7 @@ use libp2p::gossipsub::IdentTopic;
 use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -371,6 +374,8 @@ pub async fn spawn(
         redials: Default::default(),
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
+        dialing: HashMap::new(),
+        held: Default::default(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,
@@ -389,7 +394,8 @@ pub async fn spawn(
     };
     if !cfg.solitary {
         for addr in cfg.peers {
-            actor.redials.add(addr, Instant::now());
+            // Given by the user: dialled at once, whatever the ids.
+            actor.redials.add(addr, Instant::now(), Duration::ZERO);
         }
     }
     tokio::spawn(actor.run(cmd_rx));

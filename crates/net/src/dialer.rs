@@ -1,0 +1,145 @@
+//! How the network actor keeps its peers connected: what it dials when
+//! (`redial`), and the frames it holds for a peer that is about to dial
+//! it, so that a pair of peers holds one connection.
+
+use crate::actor::{peer_of, Actor};
+use crate::lane::LANE_MAX_FRAME;
+use crate::redial::{first_dial_wait, ANSWER_WAIT};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::debug;
+
+impl Actor {
+    /// Drops every connection to `peer` and dials it again at once.
+    pub(crate) fn reconnect(&mut self, peer: PeerId) {
+        let _ = self.swarm.disconnect_peer_id(peer);
+        self.redials
+            .retry_now(Instant::now(), |a| peer_of(a) == Some(peer));
+    }
+
+    /// How long `addr` waits before its first dial (`first_dial_wait`).
+    pub(crate) fn first_dial_wait(&self, addr: &Multiaddr) -> Duration {
+        first_dial_wait(self.swarm.local_peer_id(), peer_of(addr).as_ref())
+    }
+
+    pub(crate) fn redial(&mut self) {
+        let now = Instant::now();
+        let (connected, dialing) = (&self.connected, &self.dialing);
+        let due = self.redials.due(
+            now,
+            |a| peer_of(a).is_some_and(|p| connected.contains(&p)),
+            |a| peer_of(a).is_some_and(|p| dialing.contains_key(&p)),
+        );
+        for addr in due {
+            // A fresh port: two nodes dialling each other at the same
+            // instant could otherwise merge their attempts and fail the
+            // noise handshake.
+            // A dial pending to the peer (ours or a behaviour's) is
+            // waited for: it ends within the transport's connect timeout,
+            // and a second one would leave the pair two connections.
+            let peer = peer_of(&addr);
+            let opts = match peer {
+                Some(p) => DialOpts::peer_id(p)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .addresses(vec![addr.clone()])
+                    .allocate_new_port()
+                    .build(),
+                None => DialOpts::unknown_peer_id()
+                    .address(addr.clone())
+                    .allocate_new_port()
+                    .build(),
+            };
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    if let Some(p) = peer {
+                        self.dialing.insert(p, id);
+                    }
+                }
+                Err(e) => debug!(addr = %addr, error = %e, "dial failed"),
+            }
+            if let Some(p) = peer {
+                // Its frames wait for this dial in the lane, not here.
+                self.release(p);
+            }
+        }
+        // A peer that has not dialled within the wait is dialled above;
+        // its frames are never held longer.
+        for p in self.held.held_since(now - ANSWER_WAIT) {
+            self.release(p);
+        }
+    }
+
+    /// A dial of ours to `peer` ended, as connection `id` or with an error.
+    pub(crate) fn dial_ended(&mut self, peer: Option<PeerId>, id: ConnectionId) {
+        if let Some(p) = peer {
+            if self.dialing.get(&p) == Some(&id) {
+                self.dialing.remove(&p);
+            }
+        }
+    }
+
+    /// Keeps `peer` dialled at `addr`. `mutual`: the peer knows this
+    /// node's address as well (mDNS, identify, members in State), so of
+    /// the two the smaller id dials first.
+    pub(crate) fn remember(&mut self, peer: PeerId, addr: Multiaddr, mutual: bool) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        let full = if peer_of(&addr).is_some() {
+            addr.clone()
+        } else {
+            addr.clone().with(Protocol::P2p(peer))
+        };
+        self.swarm.add_peer_address(peer, addr);
+        self.peer_addrs.insert(peer, full.clone());
+        let wait = if mutual {
+            self.first_dial_wait(&full)
+        } else {
+            Duration::ZERO
+        };
+        self.redials
+            .replace(full, Instant::now(), wait, |a| peer_of(a) == Some(peer));
+    }
+
+    /// Sends a one-to-one frame, or holds it while its peer is expected
+    /// to dial this node (`redial::Held`).
+    pub(crate) fn send_or_hold(&mut self, to: PeerId, bytes: Vec<u8>) {
+        let now = Instant::now();
+        let expected = !self.connected.contains(&to)
+            && !self.dialing.contains_key(&to)
+            && self
+                .peer_addrs
+                .get(&to)
+                .is_some_and(|a| self.redials.waiting(a, now));
+        let bytes = if expected || self.held.holds(&to) {
+            match self.held.hold(to, bytes, now) {
+                Ok(()) => return,
+                Err(bytes) => bytes,
+            }
+        } else {
+            bytes
+        };
+        self.release(to);
+        self.send_now(to, bytes);
+    }
+
+    /// Sends the frames held for `peer`, in order.
+    pub(crate) fn release(&mut self, peer: PeerId) {
+        for bytes in self.held.take(&peer) {
+            self.send_now(peer, bytes);
+        }
+    }
+
+    fn send_now(&mut self, to: PeerId, bytes: Vec<u8>) {
+        if bytes.len() <= LANE_MAX_FRAME {
+            self.lanes.send(to, bytes);
+        } else {
+            self.swarm.behaviour_mut().direct.send_request(&to, bytes);
+        }
+    }
+}
