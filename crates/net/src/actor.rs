@@ -39,7 +39,7 @@ pub(crate) struct Actor {
     pub connected: HashSet<PeerId>,
     /// The dial pending to each peer this actor dialled, until it connects
     /// or fails (within the transport's connect timeout).
-    pub dialing: HashMap<PeerId, ConnectionId>,
+    pub dialing: HashMap<PeerId, (ConnectionId, Instant)>,
     /// Frames for peers expected to dial this node (`dialer`).
     pub held: Held<PeerId, Instant>,
     pub counters: Arc<NetCounters>,

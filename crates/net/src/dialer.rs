@@ -9,9 +9,27 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
+
+/// A dial of ours still pending after this long is no longer waited for.
+/// The transport gives a connection's setup up after 2 s and the swarm
+/// then reports the dial ended; this only bounds what a report never
+/// made would cost (the peer not redialled).
+const PENDING_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Whether a dial of ours to `peer` is pending (`PENDING_AT_MOST`).
+fn pending(
+    dialing: &HashMap<PeerId, (ConnectionId, Instant)>,
+    peer: &PeerId,
+    now: Instant,
+) -> bool {
+    dialing
+        .get(peer)
+        .is_some_and(|(_, since)| now < *since + PENDING_AT_MOST)
+}
 
 impl Actor {
     /// Drops every connection to `peer` and dials it again at once.
@@ -32,7 +50,7 @@ impl Actor {
         let due = self.redials.due(
             now,
             |a| peer_of(a).is_some_and(|p| connected.contains(&p)),
-            |a| peer_of(a).is_some_and(|p| dialing.contains_key(&p)),
+            |a| peer_of(a).is_some_and(|p| pending(dialing, &p, now)),
         );
         for addr in due {
             // A fresh port: two nodes dialling each other at the same
@@ -57,7 +75,7 @@ impl Actor {
             match self.swarm.dial(opts) {
                 Ok(()) => {
                     if let Some(p) = peer {
-                        self.dialing.insert(p, id);
+                        self.dialing.insert(p, (id, now));
                     }
                 }
                 Err(e) => debug!(addr = %addr, error = %e, "dial failed"),
@@ -77,7 +95,7 @@ impl Actor {
     /// A dial of ours to `peer` ended, as connection `id` or with an error.
     pub(crate) fn dial_ended(&mut self, peer: Option<PeerId>, id: ConnectionId) {
         if let Some(p) = peer {
-            if self.dialing.get(&p) == Some(&id) {
+            if self.dialing.get(&p).is_some_and(|(d, _)| *d == id) {
                 self.dialing.remove(&p);
             }
         }
@@ -111,7 +129,7 @@ impl Actor {
     pub(crate) fn send_or_hold(&mut self, to: PeerId, bytes: Vec<u8>) {
         let now = Instant::now();
         let expected = !self.connected.contains(&to)
-            && !self.dialing.contains_key(&to)
+            && !pending(&self.dialing, &to, now)
             && self
                 .peer_addrs
                 .get(&to)
