@@ -7,7 +7,7 @@ use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
 use crate::identity_watch::{greeting_round, IdentityWatch, Incarnation, Verdict, GREET_PER_ROUND};
 use crate::lane::Lanes;
-use crate::redial::{Held, Redials};
+use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
 use crate::{NetCommand, NetCounters, NetEvent};
@@ -40,8 +40,6 @@ pub(crate) struct Actor {
     /// The dial pending to each peer this actor dialled, until it connects
     /// or fails (within the transport's connect timeout).
     pub dialing: HashMap<PeerId, (ConnectionId, Instant)>,
-    /// Frames for peers expected to dial this node (`dialer`).
-    pub held: Held<PeerId, Instant>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -153,7 +151,7 @@ impl Actor {
                         self.remember(to, addr, false);
                     }
                 }
-                self.send_or_hold(to, bytes);
+                self.send(to, bytes);
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             NetCommand::Publish { topic, bytes } => {
@@ -286,7 +284,6 @@ impl Actor {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
                     self.greet(&[peer_id]);
-                    self.release(peer_id);
                 }
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();

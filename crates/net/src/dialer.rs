@@ -1,10 +1,9 @@
 //! How the network actor keeps its peers connected: what it dials when
-//! (`redial`), and the frames it holds for a peer that is about to dial
-//! it, so that a pair of peers holds one connection.
+//! (`redial`), so that a pair of peers holds one connection.
 
 use crate::actor::{peer_of, Actor};
 use crate::lane::LANE_MAX_FRAME;
-use crate::redial::{first_dial_wait, ANSWER_WAIT};
+use crate::redial::first_dial_wait;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
@@ -80,15 +79,6 @@ impl Actor {
                 }
                 Err(e) => debug!(addr = %addr, error = %e, "dial failed"),
             }
-            if let Some(p) = peer {
-                // Its frames wait for this dial in the lane, not here.
-                self.release(p);
-            }
-        }
-        // A peer that has not dialled within the wait is dialled above;
-        // its frames are never held longer.
-        for p in self.held.held_since(now - ANSWER_WAIT) {
-            self.release(p);
         }
     }
 
@@ -124,36 +114,9 @@ impl Actor {
             .replace(full, Instant::now(), wait, |a| peer_of(a) == Some(peer));
     }
 
-    /// Sends a one-to-one frame, or holds it while its peer is expected
-    /// to dial this node (`redial::Held`).
-    pub(crate) fn send_or_hold(&mut self, to: PeerId, bytes: Vec<u8>) {
-        let now = Instant::now();
-        let expected = !self.connected.contains(&to)
-            && !pending(&self.dialing, &to, now)
-            && self
-                .peer_addrs
-                .get(&to)
-                .is_some_and(|a| self.redials.waiting(a, now));
-        let bytes = if expected || self.held.holds(&to) {
-            match self.held.hold(to, bytes, now) {
-                Ok(()) => return,
-                Err(bytes) => bytes,
-            }
-        } else {
-            bytes
-        };
-        self.release(to);
-        self.send_now(to, bytes);
-    }
-
-    /// Sends the frames held for `peer`, in order.
-    pub(crate) fn release(&mut self, peer: PeerId) {
-        for bytes in self.held.take(&peer) {
-            self.send_now(peer, bytes);
-        }
-    }
-
-    fn send_now(&mut self, to: PeerId, bytes: Vec<u8>) {
+    /// Sends a one-to-one frame: on the peer's lane, or on a stream of
+    /// its own if it is large.
+    pub(crate) fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
         if bytes.len() <= LANE_MAX_FRAME {
             self.lanes.send(to, bytes);
         } else {

@@ -9,8 +9,8 @@
 //! | `lane` | each peer's long-lived stream for small one-to-one frames |
 //! | `sealed` | gossip signed inside, checked once per message (pure) |
 //! | `handshake` | a failed connection's kind, from its error text |
-//! | `redial` | which addresses to dial when, and frames held meanwhile (pure) |
-//! | `dialer` | the actor's dialling and held frames |
+//! | `redial` | which addresses to dial when (pure) |
+//! | `dialer` | the actor's dialling |
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
 //! | `actor` | the task that owns the Swarm |
@@ -375,7 +375,6 @@ pub async fn spawn(
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         dialing: HashMap::new(),
-        held: Default::default(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,

@@ -12,7 +12,9 @@
 //! with a dial pending is not dialled again, a peer's address learnt once
 //! more does not make it due again, and of two peers that know each other
 //! the smaller id dials first: the larger waits `ANSWER_WAIT` for the
-//! connection to come to it (`first_dial_wait`).
+//! connection to come to it (`first_dial_wait`). A frame for a peer not
+//! connected still makes its own dial (libp2p-stream's, request-response's)
+//! at once, which may cross the peer's.
 //!
 //! The schedule is written here rather than taken from a crate: `backoff`
 //! is unmaintained (RUSTSEC-2025-0012), and `backon` and `tokio-retry`
@@ -49,9 +51,6 @@ pub fn first_dial_wait<P: Ord>(local: &P, peer: Option<&P>) -> Duration {
         _ => Duration::ZERO,
     }
 }
-
-/// Bytes of frames held at most for peers expected to dial (`Held`).
-pub const HELD_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry<T> {
@@ -109,14 +108,6 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
         }
     }
 
-    /// Whether `addr`'s peer is expected to dial this node: its first
-    /// dial waits (`first_dial_wait`) and is not due yet.
-    pub fn waiting(&self, addr: &A, now: T) -> bool {
-        self.entries
-            .get(addr)
-            .is_some_and(|e| e.wait > Duration::ZERO && e.next > now)
-    }
-
     pub fn remove(&mut self, addr: &A) {
         self.entries.remove(addr);
     }
@@ -154,65 +145,6 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
             }
         }
         out
-    }
-}
-
-/// Frames for peers that are expected to dial this node
-/// (`Redials::waiting`), held until the peer connects or this node dials
-/// it: sent at once, each frame's own dial (a behaviour dials a peer it
-/// has a frame for) would cross the peer's. In order per peer, bounded
-/// by `HELD_BYTES` in all (a frame past it is given back, to go at once).
-#[derive(Debug)]
-pub struct Held<P, T> {
-    peers: HashMap<P, (T, Vec<Vec<u8>>)>,
-    bytes: usize,
-}
-
-impl<P, T> Default for Held<P, T> {
-    fn default() -> Self {
-        Held {
-            peers: HashMap::new(),
-            bytes: 0,
-        }
-    }
-}
-
-impl<P: Eq + Hash + Clone, T: Copy + Ord> Held<P, T> {
-    /// Whether frames are held for `peer` (a newer one must wait behind
-    /// them).
-    pub fn holds(&self, peer: &P) -> bool {
-        self.peers.contains_key(peer)
-    }
-
-    /// Holds `frame` for `peer`, or gives it back when the bound is
-    /// reached.
-    pub fn hold(&mut self, peer: P, frame: Vec<u8>, now: T) -> Result<(), Vec<u8>> {
-        if self.bytes + frame.len() > HELD_BYTES {
-            return Err(frame);
-        }
-        self.bytes += frame.len();
-        self.peers
-            .entry(peer)
-            .or_insert((now, Vec::new()))
-            .1
-            .push(frame);
-        Ok(())
-    }
-
-    /// The frames held for `peer`, in the order they came.
-    pub fn take(&mut self, peer: &P) -> Vec<Vec<u8>> {
-        let frames = self.peers.remove(peer).map(|(_, f)| f).unwrap_or_default();
-        self.bytes -= frames.iter().map(Vec::len).sum::<usize>();
-        frames
-    }
-
-    /// Peers whose frames have been held since before `before`.
-    pub fn held_since(&self, before: T) -> Vec<P> {
-        self.peers
-            .iter()
-            .filter(|(_, (since, _))| *since < before)
-            .map(|(p, _)| p.clone())
-            .collect()
     }
 }
 
@@ -316,34 +248,6 @@ mod tests {
         assert!(due(&mut r, 1250).is_empty(), "dropped: waits again");
         let waited = ms(1000) + ANSWER_WAIT;
         assert_eq!(due(&mut r, waited.as_millis() as u64), ["2@a"]);
-    }
-
-    #[test]
-    fn a_larger_id_waits_for_its_peer_until_its_dial_is_due() {
-        let mut r = Redials::default();
-        r.add("2@a", NOW, ANSWER_WAIT);
-        r.add("9@a", NOW, NOW);
-        assert!(r.waiting(&"2@a", ms(1000)));
-        assert!(!r.waiting(&"9@a", ms(1000)), "it dials the smaller at once");
-        assert!(!r.waiting(&"2@a", ANSWER_WAIT), "then it dials");
-        assert!(!r.waiting(&"5@a", NOW), "unknown");
-    }
-
-    #[test]
-    fn held_frames_go_in_order_and_within_the_bound() {
-        let mut h: Held<&str, u64> = Held::default();
-        assert!(!h.holds(&"p"));
-        h.hold("p", vec![1], 0).unwrap();
-        h.hold("q", vec![9], 5).unwrap();
-        h.hold("p", vec![2, 2], 7).unwrap();
-        assert!(h.holds(&"p"));
-        assert_eq!(h.held_since(3), ["p"], "held from the first frame");
-        let big = vec![0; HELD_BYTES - 2];
-        assert_eq!(h.hold("r", big.clone(), 8), Err(big), "past the bound");
-        assert_eq!(h.take(&"p"), [vec![1], vec![2, 2]]);
-        assert!(h.take(&"p").is_empty());
-        h.hold("r", vec![0; HELD_BYTES - 1], 9).unwrap();
-        assert_eq!(h.take(&"q"), [vec![9]]);
     }
 
     #[test]
