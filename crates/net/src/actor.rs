@@ -6,7 +6,7 @@ use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
 use crate::identity_watch::{greeting_round, IdentityWatch, Incarnation, Verdict, GREET_PER_ROUND};
-use crate::lane::Lanes;
+use crate::lane::{Lanes, LANE_MAX_FRAME};
 use crate::redial::Redials;
 use crate::stuck::{Stuck, STUCK_FOR};
 use crate::transport::{Behaviour, BehaviourEvent};
@@ -197,6 +197,16 @@ impl Actor {
                 );
                 self.delay.set(d);
             }
+        }
+    }
+
+    /// Sends a one-to-one frame: on the peer's lane, or on a stream of
+    /// its own if it is large.
+    fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
+        if bytes.len() <= LANE_MAX_FRAME {
+            self.lanes.send(to, bytes);
+        } else {
+            self.swarm.behaviour_mut().direct.send_request(&to, bytes);
         }
     }
 

@@ -2,7 +2,6 @@
 //! (`redial`), so that a pair of peers holds one connection.
 
 use crate::actor::{peer_of, Actor};
-use crate::lane::LANE_MAX_FRAME;
 use crate::redial::first_dial_wait;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -112,15 +111,5 @@ impl Actor {
         };
         self.redials
             .replace(full, Instant::now(), wait, |a| peer_of(a) == Some(peer));
-    }
-
-    /// Sends a one-to-one frame: on the peer's lane, or on a stream of
-    /// its own if it is large.
-    pub(crate) fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
-        if bytes.len() <= LANE_MAX_FRAME {
-            self.lanes.send(to, bytes);
-        } else {
-            self.swarm.behaviour_mut().direct.send_request(&to, bytes);
-        }
     }
 }
