@@ -242,6 +242,31 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
         state(&procs[0]),
         b.text("#said")
     );
+    // The nodes' table redraws on every view, but a row's button stays the
+    // same element while its action does: a press and a release on two
+    // different elements make no click, and a click lost that way once
+    // made this drain fail under load.
+    let row = format!("document.querySelector('tr[data-node=\"{}\"]')", ids[4]);
+    let applied = format!("{row}?.children[5]?.textContent");
+    let held = b.eval(&format!(
+        "window.held = {row}?.querySelector('button.drain'); \
+         window.heldAt = {applied}; !!window.held"
+    ));
+    assert_eq!(held, Value::Bool(true), "a drain button on {}", ids[4]);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            b.eval(&format!("{applied} !== window.heldAt")) == Value::Bool(true)
+        }),
+        "the row of {} redrawn with a new applied index",
+        ids[4]
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "window.held.isConnected && window.held === {row}.querySelector('button.drain')"
+        )),
+        Value::Bool(true),
+        "the drain button outlives the redraw"
+    );
     // Drain a node from the page, and take it back.
     let drained = |b: &mut Browser| {
         b.eval(&format!(
