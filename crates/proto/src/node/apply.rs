@@ -125,16 +125,17 @@ impl<L: LogStore> Node<L> {
         if batch.is_empty() {
             return false;
         }
-        if let Err(e) = self.persist_applied(before, &batch, member) {
-            self.storage_failed(&e, out);
-            if let Some(fault) = self.storage.as_mut() {
-                fault.unwritten = Some((before, batch));
-            }
-        }
+        self.keep_applied(before, &batch, member, out);
         if membership_changed {
             self.members_changed();
             if let Err(e) = self.sync_raft_membership() {
                 self.fail(format!("could not start raft: {e}"), out);
+            }
+            // Demoted by this batch: Raft's last writes (the commit that
+            // applied it) are not synced yet, and nothing syncs them now
+            // Raft is gone; the log is kept as a follower keeps it.
+            if member && self.raft.is_none() {
+                self.keep_applied(before, &batch, false, out);
             }
         }
         self.catch_up.on_applied();
@@ -168,6 +169,26 @@ impl<L: LogStore> Node<L> {
             _ => {}
         }
         false
+    }
+
+    /// `persist_applied`, and on failure the node stops taking writes
+    /// until the disk works, with the batch to write first then.
+    fn keep_applied(
+        &mut self,
+        before: Applied,
+        batch: &[LogEntry],
+        member: bool,
+        out: &mut Vec<Output>,
+    ) {
+        if self.storage.is_some() {
+            return;
+        }
+        if let Err(e) = self.persist_applied(before, batch, member) {
+            self.storage_failed(&e, out);
+            if let Some(fault) = self.storage.as_mut() {
+                fault.unwritten = Some((before, batch.to_vec()));
+            }
+        }
     }
 
     /// A node keeps the committed entries it applied (`batch`, applied
