@@ -1,10 +1,14 @@
 //! Keeping `--voters` healthy voters, one membership change at a time: a
 //! caught-up learner is promoted, a learner that died is removed, a voter
 //! dead past the grace period is removed (as Consul's autopilot does), and
-//! when short of voters a live follower is added as a learner. A node that
-//! says it may not vote (`--no-voter`) is never added, and loses a seat it
-//! holds as a dead voter would; when no node can take a seat,
-//! `voter_shortfall` says why.
+//! when short of voters a live follower is added as a learner. A voter
+//! that was unheard for a moment and came back leaves a seat too many (a
+//! learner added meanwhile, or promoted): the learner is removed, or the
+//! voter that joined the cluster last (the highest Raft id, never the
+//! master), so the cluster goes back to `--voters` and to an odd quorum.
+//! A node that says it may not vote (`--no-voter`) is never added, and
+//! loses a seat it holds as a dead voter would; when no node can take a
+//! seat, `voter_shortfall` says why.
 
 use crate::consensus::MembershipChange;
 use shoal_model::{EventIdx, Liveness, NodeId, RaftId, Role, State};
@@ -173,13 +177,18 @@ pub fn plan_voters(
             .get(rid)
             .is_some_and(|m| m.0 + CAUGHT_UP >= progress.last.0)
     };
-    if let Some((rid, node)) = learners
-        .iter()
-        .find(|(rid, n)| alive(n) && !refuses(n) && caught_up(rid))
-    {
-        return Some(change(MembershipChange::AddNode, rid, node, Role::Voter));
+    if healthy < want {
+        if let Some((rid, node)) = learners
+            .iter()
+            .find(|(rid, n)| alive(n) && !refuses(n) && caught_up(rid))
+        {
+            return Some(change(MembershipChange::AddNode, rid, node, Role::Voter));
+        }
     }
-    if let Some((rid, node)) = learners.iter().find(|(_, n)| !alive(n) || refuses(n)) {
+    // A learner is not needed once enough voters are healthy (one unheard
+    // for a moment is back), nor when it died or may not vote.
+    let unneeded = |n: &NodeId| healthy >= want || !alive(n) || refuses(n);
+    if let Some((rid, node)) = learners.iter().rev().find(|(_, n)| unneeded(n)) {
         return Some(change(
             MembershipChange::RemoveNode,
             rid,
@@ -195,6 +204,18 @@ pub fn plan_voters(
         // else a replacement is added first, below.
         let candidates = seats.candidates(&heard).next().is_some();
         if healthy >= want || !candidates {
+            return Some(change(
+                MembershipChange::RemoveNode,
+                rid,
+                node,
+                Role::Follower,
+            ));
+        }
+    }
+    // Healthy seats beyond `--voters`: the voter that joined last gives
+    // its seat up (the master never does).
+    if healthy > want && learners.is_empty() {
+        if let Some((rid, node)) = voters.iter().rev().find(|(_, n)| n != me && alive(n)) {
             return Some(change(
                 MembershipChange::RemoveNode,
                 rid,
@@ -390,6 +411,54 @@ mod tests {
         assert_eq!(
             (got.kind, got.node.as_str(), got.role),
             (MembershipChange::RemoveNode, "a", Role::Follower)
+        );
+    }
+
+    #[test]
+    fn a_voter_back_from_a_moment_unheard_leaves_no_seat_too_many() {
+        let mut c = Cluster::new(&["m", "a", "b", "f"]);
+        c.role("a", Role::Voter);
+        c.role("b", Role::Voter);
+        c.liveness("b", Liveness::Suspect);
+        let mut progress = RaftProgress {
+            last: EventIdx(100),
+            ..Default::default()
+        };
+        let got = plan(&c, &progress, &[]).unwrap();
+        assert_eq!((got.node.as_str(), got.role), ("f", Role::Learner));
+        c.role("f", Role::Learner);
+        progress.matched.insert(got.raft_id, EventIdx(100));
+        // b is heard again before f is promoted: f is not needed.
+        c.liveness("b", Liveness::Alive);
+        let got = plan(&c, &progress, &[]).unwrap();
+        assert_eq!(
+            (got.kind, got.node.as_str(), got.role),
+            (MembershipChange::RemoveNode, "f", Role::Follower)
+        );
+        // Or b comes back once f holds a seat: four healthy voters of
+        // three wanted, and the one that joined last gives its seat up.
+        c.role("f", Role::Voter);
+        let got = plan(&c, &progress, &[]).unwrap();
+        assert_eq!(
+            (got.kind, got.node.as_str(), got.role),
+            (MembershipChange::RemoveNode, "f", Role::Follower)
+        );
+        c.role("f", Role::Follower);
+        assert_eq!(plan(&c, &progress, &[]), None, "three voters, as wanted");
+    }
+
+    #[test]
+    fn the_master_keeps_its_seat_when_voters_are_too_many() {
+        // The master joined last of the voters; the seat given up is the
+        // next one.
+        let mut c = Cluster::new(&["a", "b", "c", "m"]);
+        for n in ["a", "b", "c", "m"] {
+            c.role(n, Role::Voter);
+        }
+        let got = plan(&c, &RaftProgress::default(), &[]).unwrap();
+        assert_eq!(
+            (got.kind, got.node.as_str()),
+            (MembershipChange::RemoveNode, "c")
         );
     }
 
