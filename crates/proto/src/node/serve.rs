@@ -12,20 +12,29 @@ use shoal_model::{EventIdx, NodeId, State};
 impl<L: LogStore> Node<L> {
     /// A range request: the entries, or why not (compacted: ask for a
     /// snapshot; not yet: ask someone else).
+    ///
+    /// Only entries at or below the log's commit index are served: those
+    /// are the ones applied. A member that applied committed entries from
+    /// gossip ahead of Raft may still hold, at those indexes, entries of a
+    /// term that lost, until Raft mends its log (`persist_applied`).
     pub(super) fn serve_range(&mut self, to: NodeId, r: FetchRange, out: &mut Vec<Output>) {
+        let vouched = self
+            .state
+            .index()
+            .min(EventIdx(self.log.hard_state().commit));
         let not_yet = || RangeReply::NotYet {
             from: r.from,
-            last: self.state.index(),
+            last: vouched,
         };
         let reply = if r.from < self.log.first_index() {
             RangeReply::Compacted {
                 from: r.from,
                 floor: self.log.first_index(),
             }
-        } else if r.from > self.state.index() || r.from > self.log.last_index() {
+        } else if r.from > vouched || r.from > self.log.last_index() {
             not_yet()
         } else {
-            let to_idx = r.to.min(self.state.index());
+            let to_idx = r.to.min(vouched);
             match self.log.read(r.from, to_idx, RANGE_MAX_BYTES as usize) {
                 Ok(entries) => {
                     self.metrics.ranges_served += 1;

@@ -144,11 +144,7 @@ fn a_partition_keeps_the_majority_writing_and_the_minority_refusing() {
         // The master and one follower on the small side; two voters and a
         // follower on the big side.
         let minority = vec![m.clone(), followers[0].clone()];
-        let majority: Vec<NodeId> = ids
-            .iter()
-            .filter(|n| !minority.contains(n))
-            .cloned()
-            .collect();
+        let majority = other_side(&ids, &minority);
         assert_eq!(voters.iter().filter(|v| majority.contains(v)).count(), 2);
         sim.partition(&minority, &majority);
         for via in &minority {
@@ -468,5 +464,50 @@ fn a_voter_back_from_a_partition_leaves_no_seat_too_many() {
         );
         sim.expect_converged(secs(20));
         assert_eq!(voters(&sim), start, "seed {seed}");
+    }
+}
+
+#[test]
+fn after_a_partition_heals_under_loss_every_replica_holds_the_committed_history() {
+    for seed in seeds(50) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let st = sim.state_of(&m).unwrap();
+        let follower = st.members(Role::Follower)[0].1.clone();
+        // The master and a follower on the small side: the master appends
+        // writes it cannot commit, which the big side's history replaces.
+        let minority = vec![m.clone(), follower];
+        let majority = other_side(&ids, &minority);
+        sim.partition(&minority, &majority);
+        for _ in 0..10 {
+            sim.submit(&m, incr("lost"));
+            sim.run_for(Duration::from_millis(20));
+        }
+        let ok = sim.run_until(secs(20), |s| {
+            majority
+                .iter()
+                .any(|n| s.node(n).is_some_and(|x| x.is_master()))
+        });
+        assert!(ok, "seed {seed}: the majority elects a master");
+        for i in 0..20 {
+            let via = &majority[i % majority.len()];
+            assert!(
+                matches!(write(&mut sim, via, incr("won"), secs(10)), Some(Ok(_))),
+                "seed {seed}: a write via {via}"
+            );
+        }
+        // Healed under loss: replicas fetch what they miss from whoever
+        // holds it, the old master among them.
+        sim.set_net(NetConfig {
+            loss: 0.3,
+            ..NetConfig::default()
+        });
+        sim.heal();
+        sim.run_for(secs(10));
+        sim.set_net(NetConfig::default());
+        sim.expect_converged(secs(30));
+        for n in &ids {
+            assert_eq!(counter(&sim, n, "won"), 20, "seed {seed}: {n}");
+        }
     }
 }

@@ -126,11 +126,7 @@ fn a_write_on_the_minority_side_is_refused_within_a_second() {
             } else {
                 others[..2].to_vec()
             };
-            let majority: Vec<NodeId> = ids
-                .iter()
-                .filter(|n| !minority.contains(n))
-                .cloned()
-                .collect();
+            let majority = other_side(&ids, &minority);
             sim.partition(&minority, &majority);
             // Some time in, then a write through a minority follower.
             sim.run_for(Duration::from_millis(300));

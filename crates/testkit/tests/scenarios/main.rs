@@ -147,6 +147,11 @@ fn counter(sim: &Sim, node: &NodeId, key: &str) -> i64 {
     }
 }
 
+/// The nodes of `ids` not in `side`: the other side of a partition.
+fn other_side(ids: &[NodeId], side: &[NodeId]) -> Vec<NodeId> {
+    ids.iter().filter(|n| !side.contains(n)).cloned().collect()
+}
+
 /// Submits and runs until the reply comes.
 fn write(
     sim: &mut Sim,

@@ -3,6 +3,7 @@
 //! how much of the log a local snapshot lets go.
 
 use super::*;
+use crate::wire::RangeReply;
 use shoal_model::{encode_event, EntryKind, LogEntry};
 use std::sync::atomic::Ordering;
 
@@ -116,6 +117,46 @@ fn a_log_is_not_extended_past_an_entry_of_a_term_that_lost() {
     let truth = applied(start, &committed[..(idx - base) as usize]);
     assert_eq!(replayed.hash(), truth.hash(), "replayed to {idx}");
     assert_eq!(n.log().first_index().0, base + 4);
+}
+
+/// A replica whose State ran ahead of its log (committed entries from
+/// gossip, a lost term's entries still in the log there) serves none of
+/// those: a replica that fetched them would apply a history that lost.
+#[test]
+fn a_range_is_served_only_where_the_log_holds_what_was_applied() {
+    let start = cluster_state(&["m", ME, "a"], vec![]);
+    let base = start.index().0;
+    let committed = sets(base + 1, base + 5, 2, "won");
+    let ahead = applied(start.clone(), &committed[..3]);
+    let mut n = follower_with_tail(ahead, &sets(base + 1, base + 3, 1, "lost"));
+    let range = |from: u64, t: u64| {
+        let fetch = FetchRange {
+            from: EventIdx(from),
+            to: EventIdx(base + 5),
+        };
+        (direct("a", Direct::FetchRange(fetch)), ms(t))
+    };
+    let (ask, at) = range(base + 1, 10);
+    let out = n.handle(ask, at, 0);
+    assert!(
+        matches!(
+            sent(&out)[..],
+            [(_, Direct::Range(RangeReply::NotYet { .. }))]
+        ),
+        "{:?}",
+        sent(&out)
+    );
+    // The next batch mends the log; what it holds then is served.
+    n.handle(gossiped(committed[3..].to_vec()), ms(20), 0);
+    let (ask, at) = range(base + 4, 30);
+    let out = n.handle(ask, at, 0);
+    let terms: Vec<u64> = match sent(&out)[..] {
+        [(_, Direct::Range(RangeReply::Entries { ref entries, .. }))] => {
+            entries.iter().map(|e| e.term.0).collect()
+        }
+        _ => panic!("{:?}", sent(&out)),
+    };
+    assert_eq!(terms, [2, 2]);
 }
 
 /// After a local snapshot the log keeps `log_retain` entries below it,
