@@ -2,7 +2,7 @@
 //!
 //! `/shoal/direct/1`: a request is one length-prefixed frame (a 4-byte
 //! little-endian length, then the bytes, capped); the response is a single
-//! acknowledgement byte. `/shoal/lane/1` (see `lane`) carries such frames
+//! acknowledgement byte. `/shoal/lane/2` (see `lane`) carries such frames
 //! one after another on one stream. `/shoal/hello/1`: a request is an
 //! incarnation (16 bytes), the response a verdict (a tag byte, then 16
 //! bytes). Anything

@@ -9,6 +9,13 @@
 //! its length and its bytes, frames queued together go out in one write,
 //! and nothing answers them (the protocols above answer what needs it).
 //!
+//! A lane's reader sends one byte (`TAKEN`) once it has taken the lane,
+//! and the writer writes nothing before it: libp2p-stream drops an
+//! inbound stream it has no room for (its queue of streams not yet
+//! accepted holds one), and frames written into a dropped stream are
+//! lost unseen. Peers that open lanes to a node at the same moment (a
+//! node that has just connected to many) would otherwise lose some.
+//!
 //! Frames over `LANE_MAX_FRAME` (snapshot chunks, long ranges) still go on
 //! a stream each (`codec::FrameCodec`), so that a megabyte never holds a
 //! heartbeat back behind it.
@@ -23,7 +30,7 @@
 use crate::codec::{next_frame, put_frame};
 use crate::{NetCounters, NetEvent};
 use futures::io::{BufReader, BufWriter};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use std::collections::{HashMap, VecDeque};
@@ -37,14 +44,17 @@ use tokio::time::Instant;
 use tracing::debug;
 
 /// The lane protocol; the version is part of its name.
-pub const LANE_PROTOCOL: &str = "/shoal/lane/1";
+pub const LANE_PROTOCOL: &str = "/shoal/lane/2";
+/// What a lane's reader sends once it has taken the lane.
+pub const TAKEN: u8 = 1;
 /// The largest frame a lane carries; larger ones go on a stream each.
 pub const LANE_MAX_FRAME: usize = 256 << 10;
 /// Frames waiting for one peer's lane.
 const QUEUE: usize = 1024;
 /// A writer with nothing to send for this long closes its lane.
 const IDLE: Duration = Duration::from_secs(60);
-/// How long opening a lane (dialling first, if need be) may take.
+/// How long opening a lane (dialling first, if need be, and until its
+/// reader has taken it) may take, tries included.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause before a failed open is tried again.
 const OPEN_RETRY: Duration = Duration::from_millis(300);
@@ -172,25 +182,46 @@ async fn send_batch(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer does not read"))?
 }
 
-/// Opens a lane to `peer`. A peer not connected yet is dialled by its
-/// id, from the addresses the swarm knows; the node's own dial of a newly
-/// learnt address may still be under way, so a failure is tried once
-/// more a moment later.
+/// Opens a lane to `peer` and waits until its reader has taken it. A
+/// peer not connected yet is dialled by its id, from the addresses the
+/// swarm knows; the node's own dial of a newly learnt address may still
+/// be under way, and a lane the peer dropped unaccepted is opened again,
+/// so a failure is tried again a moment later, for up to `OPEN_TIMEOUT`.
 async fn open(control: &mut Control, peer: PeerId) -> io::Result<Stream> {
     let protocol = StreamProtocol::new(LANE_PROTOCOL);
-    for retry in [true, false] {
-        let opened =
-            tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol.clone()))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "opening the lane"))?;
-        match opened {
-            Ok(stream) => return Ok(stream),
-            Err(e @ OpenStreamError::UnsupportedProtocol(_)) => return Err(io::Error::other(e)),
-            Err(_) if retry => tokio::time::sleep(OPEN_RETRY).await,
-            Err(e) => return Err(io::Error::other(e)),
+    let deadline = Instant::now() + OPEN_TIMEOUT;
+    loop {
+        let attempt = async {
+            let mut stream =
+                control
+                    .open_stream(peer, protocol.clone())
+                    .await
+                    .map_err(|e| match e {
+                        OpenStreamError::UnsupportedProtocol(_) => {
+                            io::Error::new(io::ErrorKind::Unsupported, e)
+                        }
+                        e => io::Error::other(e),
+                    })?;
+            let mut taken = [0u8];
+            stream.read_exact(&mut taken).await?;
+            if taken[0] != TAKEN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the peer's lane reader answered garbage",
+                ));
+            }
+            Ok(stream)
+        };
+        let e = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "opening the lane")),
+        };
+        if e.kind() == io::ErrorKind::Unsupported || Instant::now() + OPEN_RETRY >= deadline {
+            return Err(e);
         }
+        tokio::time::sleep(OPEN_RETRY).await;
     }
-    unreachable!("the second attempt returns")
 }
 
 /// Reads every lane peers open to this node, each on a task of its own,
@@ -246,7 +277,22 @@ impl Reader {
     /// Hands the lane's frames to the node until it ends, fails, or stays
     /// silent for `READ_IDLE`; `token` is given back before a failure is
     /// counted, so whoever sees the count also sees the lane closed.
-    async fn read(self, stream: Stream, token: Arc<()>) {
+    async fn read(self, mut stream: Stream, token: Arc<()>) {
+        let taken = async {
+            stream.write_all(&[TAKEN]).await?;
+            stream.flush().await
+        };
+        let taken = match tokio::time::timeout(WRITE_TIMEOUT, taken).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the writer does not read",
+            )),
+        };
+        if let Err(e) = taken {
+            debug!(peer = %self.peer, error = %e, "could not take a lane");
+            return;
+        }
         let mut io = BufReader::with_capacity(WRITE_BUFFER, stream);
         // One timer for the lane, moved on only when it fires, rather
         // than one per frame.
