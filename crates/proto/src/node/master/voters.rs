@@ -171,6 +171,8 @@ pub fn plan_voters(
         role,
     };
 
+    // A seat (a learner's or a voter's) given up: back to follower.
+    let remove = |rid, node| change(MembershipChange::RemoveNode, rid, node, Role::Follower);
     let caught_up = |rid: &RaftId| {
         progress
             .matched
@@ -189,12 +191,7 @@ pub fn plan_voters(
     // for a moment is back), nor when it died or may not vote.
     let unneeded = |n: &NodeId| healthy >= want || !alive(n) || refuses(n);
     if let Some((rid, node)) = learners.iter().rev().find(|(_, n)| unneeded(n)) {
-        return Some(change(
-            MembershipChange::RemoveNode,
-            rid,
-            node,
-            Role::Follower,
-        ));
+        return Some(remove(rid, node));
     }
     let past_grace = |n: &NodeId| dead_for(n).is_some_and(|d| d >= voter_grace);
     let leaving = |n: &NodeId| n != me && (past_grace(n) || (alive(n) && refuses(n)));
@@ -204,24 +201,14 @@ pub fn plan_voters(
         // else a replacement is added first, below.
         let candidates = seats.candidates(&heard).next().is_some();
         if healthy >= want || !candidates {
-            return Some(change(
-                MembershipChange::RemoveNode,
-                rid,
-                node,
-                Role::Follower,
-            ));
+            return Some(remove(rid, node));
         }
     }
     // Healthy seats beyond `--voters`: the voter that joined last gives
     // its seat up (the master never does).
     if healthy > want && learners.is_empty() {
         if let Some((rid, node)) = voters.iter().rev().find(|(_, n)| n != me && alive(n)) {
-            return Some(change(
-                MembershipChange::RemoveNode,
-                rid,
-                node,
-                Role::Follower,
-            ));
+            return Some(remove(rid, node));
         }
     }
     if healthy + learners.len() < want {

@@ -129,15 +129,17 @@ fn a_range_is_served_only_where_the_log_holds_what_was_applied() {
     let committed = sets(base + 1, base + 5, 2, "won");
     let ahead = applied(start.clone(), &committed[..3]);
     let mut n = follower_with_tail(ahead, &sets(base + 1, base + 3, 1, "lost"));
-    let range = |from: u64, t: u64| {
-        let fetch = FetchRange {
-            from: EventIdx(from),
-            to: EventIdx(base + 5),
-        };
-        (direct("a", Direct::FetchRange(fetch)), ms(t))
+    let range = |from: u64| {
+        let to = EventIdx(base + 5);
+        direct(
+            "a",
+            Direct::FetchRange(FetchRange {
+                from: EventIdx(from),
+                to,
+            }),
+        )
     };
-    let (ask, at) = range(base + 1, 10);
-    let out = n.handle(ask, at, 0);
+    let out = n.handle(range(base + 1), ms(10), 0);
     assert!(
         matches!(
             sent(&out)[..],
@@ -148,8 +150,7 @@ fn a_range_is_served_only_where_the_log_holds_what_was_applied() {
     );
     // The next batch mends the log; what it holds then is served.
     n.handle(gossiped(committed[3..].to_vec()), ms(20), 0);
-    let (ask, at) = range(base + 4, 30);
-    let out = n.handle(ask, at, 0);
+    let out = n.handle(range(base + 4), ms(30), 0);
     let terms: Vec<u64> = match sent(&out)[..] {
         [(_, Direct::Range(RangeReply::Entries { ref entries, .. }))] => {
             entries.iter().map(|e| e.term.0).collect()
