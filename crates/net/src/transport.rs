@@ -92,6 +92,12 @@ pub(crate) fn build_swarm(keypair: Keypair, cfg: &NetConfig) -> Result<Swarm<Beh
                 // twenty hosts this dropped a fifth fewer messages at full
                 // send queues than flood publishing (bench/README.md).
                 .flood_publish(false)
+                // Each heartbeat a node announces what it holds (IHAVE) to
+                // `gossip_lazy` peers outside its mesh (six), not to a
+                // quarter of them (gossipsub's default): with every node
+                // connected to every other, the quarter grows with the
+                // cluster, and so would each follower's traffic.
+                .gossip_factor(0.0)
                 // Messages are signed inside (`sealed`) and checked once
                 // each, after duplicates are dropped by id; a new message
                 // is relayed only once the actor has found it signed.
