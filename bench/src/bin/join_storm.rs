@@ -8,7 +8,9 @@
 //! whole cluster sent per joiner against the snapshot's size, how many
 //! snapshots each member encoded, the writes' p99 in the 10 s
 //! (`STORM_IDLE_S`, after 5 s of writes not counted) before and
-//! during the storm (the page cache written back first, so that the idle
+//! during the storm, as the client saw them and as the master timed them
+//! from request to answer (`shoal_api_write_seconds`, interpolated in its
+//! buckets, which are a factor of two apart) (the page cache written back first, so that the idle
 //! window is idle; with the Raft terms begun in each window, as an
 //! election costs each write a hop, and the cores each member kept busy),
 //! and whether every joiner ends with
@@ -40,7 +42,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use shoal_bench::load::{p99_ms, Load};
 use shoal_bench::nodes::{
-    formed, histogram_above, metric, preloaded, shoal_bin, start, start_niced, status, Node,
+    formed, histogram, histogram_above, histogram_quantile, metric, preloaded, shoal_bin, start,
+    start_niced, status, Node,
 };
 use shoal_bench::procs::{time_until, wait, wait_every};
 use std::path::Path;
@@ -150,6 +153,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
             .collect()
     };
     let turns_before = turns();
+    // The master's own time per write, from request to answer
+    // (`shoal_api_write_seconds`): what its loop, Raft and disk took,
+    // without the client's wait for a core of its own.
+    let served = || histogram(c, master.api, "shoal_api_write_seconds");
+    let served_before = served();
     let term_before = terms();
     let fsyncs_before = fsyncs();
     let cpu_before = cpu();
@@ -161,6 +169,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let fsyncs_idle = fsyncs();
     let cpu_idle = cpu();
     let turns_idle = turns();
+    let served_idle = served();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -194,6 +203,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let fsyncs_storm = fsyncs();
     let cpu_storm = cpu();
     let turns_storm = turns();
+    let served_storm = served();
     let writes = load.stop();
     let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b.1 - a.1).collect()
@@ -324,6 +334,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "joiner_sched_idle": sched_idle,
         "write_p99_ms_before": idle_p99,
         "write_p99_ms_during": storm_p99,
+        "master_write_p99_ms_before": histogram_quantile(&served_before, &served_idle, 0.99).map(|s| s * 1e3),
+        "master_write_p99_ms_during": histogram_quantile(&served_idle, &served_storm, 0.99).map(|s| s * 1e3),
         "writes_before": idle_n,
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
