@@ -8,12 +8,12 @@
 //! whole cluster sent per joiner against the snapshot's size, how many
 //! snapshots each member encoded, the writes' p99 in the 10 s
 //! (`STORM_IDLE_S`, after 5 s of writes not counted) before and
-//! during the storm, as the client saw them and as the master timed them
-//! from request to answer (`shoal_api_write_seconds`, interpolated in its
-//! buckets, which are a factor of two apart) (the page cache written back first, so that the idle
+//! during the storm (the page cache written back first, so that the idle
 //! window is idle; with the Raft terms begun in each window, as an
 //! election costs each write a hop, and the cores each member kept busy),
-//! and whether every joiner ends with
+//! the same p99 as the master timed the writes from request to answer
+//! (`shoal_api_write_seconds`, interpolated within its buckets, which are
+//! a factor of two apart), and whether every joiner ends with
 //! the master's state
 //! hash: once the writes stop, each has `STORM_SETTLE_S` (300 by default)
 //! to reach the master's index with its State (how long each took; for
