@@ -7,11 +7,12 @@
 //! chunk is late when its source has sent nothing for a while since it
 //! was asked (a source still delivering is working through its queue, and
 //! a chunk asked twice is sent twice); a late chunk is asked of another
-//! source, from where the transfer stands, not from the start; a source
-//! late too often in a row,
-//! one that refuses, or one whose chunk does not match its hash, is
-//! dropped, and its chunks go to the others. When no source is left, what
-//! arrived is kept: `resume` goes on from it with new sources of the same
+//! source, from where the transfer stands, not from the start. How long a
+//! source usually takes is learned from all its answers, the late ones
+//! too when they come after all. A source late too often in a row, one
+//! that refuses, or one whose chunk does not match its hash, is dropped,
+//! and its chunks go to the others. When no source is left, what arrived
+//! is kept: `resume` goes on from it with new sources of the same
 //! snapshot.
 
 use super::{EncodedSnapshot, Progress};
@@ -29,6 +30,9 @@ const MAX_RESERVE: u64 = 256 << 20;
 /// A chunk is late after its source was silent for this many times its
 /// usual answer time.
 const LATE_FACTOR: u32 = 4;
+/// Chunks a source was late with that are remembered, to learn from
+/// their answers when they come after all.
+const OVERDUE_KEPT: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReceiveConfig {
@@ -101,6 +105,9 @@ struct Source {
     answer_time: Option<Duration>,
     /// When it last delivered a chunk.
     last_delivery: Option<Duration>,
+    /// Chunks it was late with (asked elsewhere since), and when they
+    /// were asked of it, oldest first.
+    overdue: Vec<(u32, Duration)>,
 }
 
 impl Source {
@@ -113,7 +120,29 @@ impl Source {
             dropped: false,
             answer_time: None,
             last_delivery: None,
+            overdue: Vec::new(),
         }
+    }
+
+    /// It answered, at `now`, a chunk asked at `asked`: it is alive, and
+    /// its answer time is learned from every answer, those it was late
+    /// with included (learning only from the punctual ones would keep
+    /// the estimate low under load, and every answer slower than it
+    /// late, asked again and sent twice).
+    fn answered(&mut self, asked: Duration, now: Duration) {
+        let took = now.saturating_sub(asked);
+        self.answer_time = Some(match self.answer_time {
+            Some(t) => (t * 7 + took) / 8,
+            None => took,
+        });
+        self.late = 0;
+        self.last_delivery = Some(now);
+    }
+
+    /// When chunk `k`, which it was late with, was asked of it.
+    fn take_overdue(&mut self, k: u32) -> Option<Duration> {
+        let p = self.overdue.iter().position(|(c, _)| *c == k)?;
+        Some(self.overdue.remove(p).1)
     }
 }
 
@@ -341,26 +370,33 @@ impl SnapshotReceiver {
         let k = chunk.chunk;
         // Only chunks asked for (of this source or, late there, of
         // another) and not yet here are taken: what a source sends unasked
-        // never grows the stash (invariant 9).
-        let Some(&asked) = self.requested.get(&k) else {
+        // never grows the stash (invariant 9). One it was late with is
+        // learned from even when it came twice.
+        let asked = self.requested.get(&k).copied();
+        let overdue = self.sources[i].overdue.iter().any(|(c, _)| *c == k);
+        if asked.is_none() && !overdue {
             return vec![];
-        };
-        let (_, len) = self.offer.chunk_span(k).expect("requested chunks exist");
+        }
+        let (_, len) = self.offer.chunk_span(k).expect("asked chunks exist");
         let hash: [u8; 32] = Sha256::digest(&chunk.data).into();
         if chunk.data.len() != len || hash != self.offer.chunks[k as usize] {
             let ev = self.drop_source(i, format!("chunk {k} does not match its offer"), true);
             return self.after_drop(vec![ev], now);
         }
+        // Asked of it twice, the first answer is taken for the first ask.
+        let overdue = self.sources[i].take_overdue(k);
+        if let Some(at) = overdue {
+            self.sources[i].answered(at, now);
+        }
+        let Some(asked) = asked else {
+            return vec![];
+        };
         self.requested.remove(&k);
         self.late_at.remove(&k);
         let src = &mut self.sources[asked.source];
         src.in_flight = src.in_flight.saturating_sub(1);
-        if asked.source == i {
-            let took = now.saturating_sub(asked.at);
-            src.answer_time = Some(match src.answer_time {
-                Some(t) => (t * 7 + took) / 8,
-                None => took,
-            });
+        if asked.source == i && overdue.is_none() {
+            src.answered(asked.at, now);
         }
         let src = &mut self.sources[i];
         src.late = 0;
@@ -525,11 +561,15 @@ impl SnapshotReceiver {
         }
         let mut out = Vec::new();
         for (k, i) in late {
-            if self.requested.remove(&k).is_none() {
+            let Some(asked) = self.requested.remove(&k) else {
                 continue;
-            }
+            };
             self.late_at.insert(k, i);
             let s = &mut self.sources[i];
+            if s.overdue.len() == OVERDUE_KEPT {
+                s.overdue.remove(0);
+            }
+            s.overdue.push((k, asked.at));
             s.in_flight = s.in_flight.saturating_sub(1);
             s.late += 1;
             if !s.dropped && s.late > self.cfg.max_retries {

@@ -59,6 +59,9 @@ struct Src {
     queue: Option<fn(usize) -> u64>,
     /// When its queue is next free.
     free_at: Duration,
+    /// After sending this many chunks, answers take this many
+    /// milliseconds (a host that a join storm reached).
+    slows: Option<(usize, u64)>,
     /// Answers this many chunks, then is gone (killed).
     dies_after: Option<usize>,
     /// Flips a byte of this chunk.
@@ -77,6 +80,7 @@ fn src(name: &str, snap: &EncodedSnapshot, latency_ms: u64) -> Src {
         latency: ms(latency_ms),
         queue: None,
         free_at: Duration::ZERO,
+        slows: None,
         dies_after: None,
         corrupts: None,
         loses: |_| false,
@@ -160,7 +164,10 @@ fn drive(
                             s.free_at = s.free_at.max(now) + ms(took(s.sent));
                             s.free_at
                         }
-                        None => now + s.latency,
+                        None => match s.slows {
+                            Some((after, took)) if s.sent > after => now + ms(took),
+                            _ => now + s.latency,
+                        },
                     };
                     arrivals.insert((at, seq), (to, arrival));
                 }
@@ -334,6 +341,36 @@ fn a_source_still_working_through_its_queue_is_not_asked_elsewhere() {
     assert_eq!(r.asked_again, 0);
     assert_eq!(r.bytes, snap.bytes.len(), "no chunk sent twice");
     assert!(r.dropped.is_empty());
+}
+
+#[test]
+fn sources_that_slow_down_for_good_are_learned_from_their_late_answers() {
+    let s = state(6000);
+    let snap = built(&s, CHUNK / 4);
+    let n = snap.chunks.len() as u64;
+    // Both answer in 5 ms, then, with a storm of other receivers queued
+    // at them, in 250 ms: past the timeout, fifty times what was learned.
+    // Every answer comes.
+    let mut srcs = vec![src("a", &snap, 5), src("b", &snap, 5)];
+    for s in &mut srcs {
+        s.slows = Some((4, 250));
+    }
+    let r = run(&snap, srcs, cfg());
+    assert_eq!(hash_of(&r), s.hash());
+    assert!(r.dropped.is_empty(), "{:?}", r.dropped);
+    // The first late answers teach the receiver; it stops asking again
+    // once it has learned (before, every chunk was asked twice).
+    assert!(
+        r.asked_again <= 8,
+        "{} of {n} chunks asked again",
+        r.asked_again
+    );
+    assert!(
+        r.bytes < snap.bytes.len() * 11 / 10,
+        "{} bytes for {}",
+        r.bytes,
+        snap.bytes.len()
+    );
 }
 
 #[test]
