@@ -47,6 +47,11 @@ impl Metrics {
             timings.turn.histogram,
         );
         registry.register(
+            "shoal_loop_turn_cpu_seconds",
+            "CPU time the event loop's thread spent on each batch: set against shoal_loop_turn_seconds, the rest it waited (for a core, or in a system call).",
+            timings.turn_cpu.histogram,
+        );
+        registry.register(
             "shoal_snapshot_catch_up_seconds",
             "From a snapshot transfer's first progress to its install, restarts included.",
             timings.snapshot_catch_up.histogram,

@@ -9,6 +9,7 @@ use super::host;
 use super::inbound::{inbound, Inbound};
 use super::snapshot_builder::SnapshotBuilder;
 use super::start::{wall_ms, NodeError};
+use super::timings::thread_cpu;
 use crate::data_dir::DataDir;
 use crate::runner::{RunMsg, Runs};
 use shoal_log::DurableLog;
@@ -194,10 +195,14 @@ impl EventLoop {
             }
             if !inputs.is_empty() {
                 let (applied, started) = (self.node.metrics().events_applied, Instant::now());
+                let cpu = thread_cpu();
                 let outputs = self.node.handle_all(inputs, self.now(), wall_ms());
                 self.outputs(outputs)?;
                 let took = started.elapsed().as_secs_f64();
                 self.timings.turn.observe(took);
+                self.timings
+                    .turn_cpu
+                    .observe(thread_cpu().saturating_sub(cpu).as_secs_f64());
                 if self.node.metrics().events_applied > applied {
                     self.timings.apply.observe(took);
                 }

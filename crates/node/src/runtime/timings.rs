@@ -1,8 +1,10 @@
 //! Latency histograms the node records as it runs (served at /metrics).
 
+use nix::time::{clock_gettime, ClockId};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A histogram that also tells its running sum and count (the dashboard's
 /// history takes a mean a second from them; `Histogram` keeps its own to
@@ -46,6 +48,9 @@ pub struct Timings {
     /// Seconds the event loop took over each batch of inputs, whatever
     /// it held: how long anything that arrived meanwhile waited.
     pub turn: Timed,
+    /// CPU seconds the loop's thread spent on each of those batches: the
+    /// rest of `turn` it waited, for a core or in a system call.
+    pub turn_cpu: Timed,
     /// Seconds from a snapshot transfer's first progress to its install,
     /// restarts included.
     pub snapshot_catch_up: Timed,
@@ -60,12 +65,19 @@ impl Default for Timings {
             apply: Timed::new(exponential_buckets(0.0001, 2.0, 16)),
             // 50 µs to about 3 s.
             turn: Timed::new(exponential_buckets(0.00005, 2.0, 17)),
+            turn_cpu: Timed::new(exponential_buckets(0.00005, 2.0, 17)),
             // 100 ms to about 7 minutes.
             snapshot_catch_up: Timed::new(exponential_buckets(0.1, 2.0, 13)),
             // 50 µs to about 3 s.
             log_sync: Timed::new(exponential_buckets(0.00005, 2.0, 17)),
         }
     }
+}
+
+/// CPU time the calling thread has run so far (zero where the clock
+/// cannot be read).
+pub fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
 #[cfg(test)]
@@ -79,5 +91,23 @@ mod tests {
         t.observe(0.25);
         copy.observe(0.5);
         assert_eq!(t.sum_count(), (0.75, 2));
+    }
+
+    #[test]
+    fn a_thread_counts_its_own_cpu_time_and_not_its_sleep() {
+        let before = thread_cpu();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu().saturating_sub(before);
+        assert!(slept < Duration::from_millis(10), "slept {slept:?}");
+        // Spinning counts, however long the thread waits for a core.
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while thread_cpu().saturating_sub(before) < Duration::from_millis(20) {
+            assert!(
+                spin.elapsed() < Duration::from_secs(10),
+                "no CPU time counted"
+            );
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
     }
 }
