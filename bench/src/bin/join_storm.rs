@@ -147,10 +147,22 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let cpu = || per_node(c, &apis, "process_cpu_seconds_total");
     // Each member's event-loop turns, and how many took over 10 ms (what
     // arrived meanwhile, a write among it, waited that long).
-    let turns = || -> Vec<(f64, f64)> {
-        apis.iter()
-            .map(|a| histogram_above(c, *a, "shoal_loop_turn_seconds", 0.01))
-            .collect()
+    // With the CPU time of the same turns and the seconds in all, wall and
+    // CPU: what a slow turn waited for, a core or a system call, is the
+    // difference.
+    let turns = || -> [Vec<(f64, f64)>; 2] {
+        ["shoal_loop_turn_seconds", "shoal_loop_turn_cpu_seconds"].map(|name| {
+            apis.iter()
+                .map(|a| histogram_above(c, *a, name, 0.01))
+                .collect()
+        })
+    };
+    let turn_secs = || -> [Vec<f64>; 2] {
+        [
+            "shoal_loop_turn_seconds_sum",
+            "shoal_loop_turn_cpu_seconds_sum",
+        ]
+        .map(|name| per_node(c, &apis, name))
     };
     let turns_before = turns();
     // The master's own time per write, from request to answer
@@ -169,6 +181,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let fsyncs_idle = fsyncs();
     let cpu_idle = cpu();
     let turns_idle = turns();
+    let turn_secs_idle = turn_secs();
     let served_idle = served();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
@@ -203,10 +216,14 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let fsyncs_storm = fsyncs();
     let cpu_storm = cpu();
     let turns_storm = turns();
+    let turn_secs_storm = turn_secs();
     let served_storm = served();
     let writes = load.stop();
     let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b.1 - a.1).collect()
+    };
+    let delta = |from: &[f64], to: &[f64]| -> Vec<f64> {
+        from.iter().zip(to).map(|(a, b)| b - a).collect()
     };
     // Cores each member kept busy over a window.
     let cores = |from: &[f64], to: &[f64], window: Duration| -> Vec<f64> {
@@ -303,6 +320,13 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
             }
         }
     }
+    // The joiners' logs outlive their disk when the logs are kept.
+    if joiner_disk.is_some() && std::env::var_os("STORM_KEEP").is_some() {
+        for i in 0..joiners {
+            let log = format!("storm{i}.log");
+            std::fs::copy(joiner_root.join(&log), root.join(&log))?;
+        }
+    }
     let mut settled: Vec<f64> = converged.iter().flatten().copied().collect();
     let mut times: Vec<f64> = caught.into_iter().flatten().collect();
     Ok(json!({
@@ -340,8 +364,11 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
         "raft_terms_started_during": term_storm - term_idle,
-        "member_loop_turns_over_10ms_before": slow_turns(&turns_before, &turns_idle),
-        "member_loop_turns_over_10ms_during": slow_turns(&turns_idle, &turns_storm),
+        "member_loop_turns_over_10ms_before": slow_turns(&turns_before[0], &turns_idle[0]),
+        "member_loop_turns_over_10ms_during": slow_turns(&turns_idle[0], &turns_storm[0]),
+        "member_loop_turns_cpu_over_10ms_during": slow_turns(&turns_idle[1], &turns_storm[1]),
+        "member_loop_s_during": delta(&turn_secs_idle[0], &turn_secs_storm[0]),
+        "member_loop_cpu_s_during": delta(&turn_secs_idle[1], &turn_secs_storm[1]),
         "master_fsyncs_before": fsyncs_idle.0 - fsyncs_before.0,
         "master_fsyncs_over_100ms_before": fsyncs_idle.1 - fsyncs_before.1,
         "master_fsyncs_during": fsyncs_storm.0 - fsyncs_idle.0,
