@@ -26,6 +26,17 @@ impl Drop for Node {
     }
 }
 
+/// An HTTP client for the nodes' APIs. A node closes a kept-alive
+/// connection after 10 s idle (`ServeLimits::header_timeout`); a client
+/// that reuses one at that moment gets an error for a request the node
+/// never read. Idle connections are dropped here well before that.
+pub fn client(timeout: Duration) -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()?)
+}
+
 /// The API token every node of the benchmark cluster is started with.
 pub const TOKEN: &str = "catchup-benchmark-token";
 

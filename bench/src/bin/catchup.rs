@@ -141,9 +141,7 @@ fn main() -> Result<()> {
     } else {
         Some(tmp)
     };
-    let c = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let c = shoal_bench::nodes::client(Duration::from_secs(30))?;
     // The cluster keeps its whole log, so that the replay path can fetch it.
     let retain = ["--log-retain", "100000000"];
     let load = Instant::now();

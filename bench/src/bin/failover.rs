@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let kills: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
     let which = args.next().unwrap_or_else(|| "both".into());
-    let c = Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let c = shoal_bench::nodes::client(Duration::from_secs(5))?;
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
     if which != "etcd" {

@@ -75,6 +75,34 @@ fn applied(c: &Client, api: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// A quantile of each member's fsyncs between two readings, in ms.
+fn sync_ms(from: &[Vec<(f64, f64)>], to: &[Vec<(f64, f64)>], q: f64) -> Vec<Option<f64>> {
+    from.iter()
+        .zip(to)
+        .map(|(a, b)| histogram_quantile(a, b, q).map(|s| s * 1e3))
+        .collect()
+}
+
+/// The index every joiner must reach: the master's applied index, asked
+/// again until it answers (a minute at most). Read as 0 from a master
+/// that did not answer, it once ended a storm at its first poll.
+fn master_applied(c: &Client, api: u16) -> Result<u64> {
+    let mut index = 0;
+    let mut asked = 0;
+    wait_every(Duration::from_secs(60), POLL, || {
+        asked += 1;
+        index = applied(c, api);
+        index > 0
+    });
+    if asked > 1 {
+        eprintln!("the master answered its applied index at the {asked}th asking");
+    }
+    if index == 0 {
+        bail!("the master did not say its applied index within a minute");
+    }
+    Ok(index)
+}
+
 /// Where a node is: its applied index and its state hash there.
 fn position(c: &Client, api: u16) -> Option<(u64, Value)> {
     let s = status(c, api)?;
@@ -170,19 +198,28 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     // without the client's wait for a core of its own.
     let served = || histogram(c, master.api, "shoal_api_write_seconds");
     let served_before = served();
+    // Each member's Raft log fsyncs (`shoal_log_sync_seconds`): a commit
+    // waits for the master's and a voter's.
+    let syncs = || -> Vec<Vec<(f64, f64)>> {
+        apis.iter()
+            .map(|a| histogram(c, *a, "shoal_log_sync_seconds"))
+            .collect()
+    };
+    let syncs_before = syncs();
     let term_before = terms();
     let fsyncs_before = fsyncs();
     let cpu_before = cpu();
     let idle_from = Instant::now();
     let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(10);
     std::thread::sleep(Duration::from_secs(idle));
-    let target = applied(c, master.api);
+    let target = master_applied(c, master.api)?;
     let term_idle = terms();
     let fsyncs_idle = fsyncs();
     let cpu_idle = cpu();
     let turns_idle = turns();
     let turn_secs_idle = turn_secs();
     let served_idle = served();
+    let syncs_idle = syncs();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -218,6 +255,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let turns_storm = turns();
     let turn_secs_storm = turn_secs();
     let served_storm = served();
+    let syncs_storm = syncs();
     let writes = load.stop();
     let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b.1 - a.1).collect()
@@ -360,6 +398,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "write_p99_ms_during": storm_p99,
         "master_write_p99_ms_before": histogram_quantile(&served_before, &served_idle, 0.99).map(|s| s * 1e3),
         "master_write_p99_ms_during": histogram_quantile(&served_idle, &served_storm, 0.99).map(|s| s * 1e3),
+        "member_fsync_p50_ms_before": sync_ms(&syncs_before, &syncs_idle, 0.5),
+        "member_fsync_p50_ms_during": sync_ms(&syncs_idle, &syncs_storm, 0.5),
+        "member_fsync_p99_ms_before": sync_ms(&syncs_before, &syncs_idle, 0.99),
+        "member_fsync_p99_ms_during": sync_ms(&syncs_idle, &syncs_storm, 0.99),
         "writes_before": idle_n,
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
@@ -453,7 +495,7 @@ fn main() -> Result<()> {
     } else {
         Some(tmp)
     };
-    let c = Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let c = shoal_bench::nodes::client(Duration::from_secs(30))?;
     let (first, _) = preloaded(&bin, &c, &root.join("n1"), n, &[])?;
     let rest: Vec<Node> = (2..=3)
         .map(|i| start(&bin, &root.join(format!("n{i}")), Some(first.p2p), &[]))

@@ -43,9 +43,7 @@ fn main() -> Result<()> {
     let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
     let conns: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(64);
     let which = args.next().unwrap_or_else(|| "both".into());
-    let c = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let c = shoal_bench::nodes::client(Duration::from_secs(30))?;
     let tmp = tempfile::tempdir()?;
     let mut rows = Vec::new();
 
