@@ -11,9 +11,11 @@
 //! | `inbound` | network events into the core's inputs, sender checks |
 //! | `address_book` | peer ids and addresses, parsed once, bounded |
 //! | `snapshot_builder` | encoding snapshots off the loop |
+//! | `bulk` | threads for bulk work, below the rest of the node in CPU priority |
 //! | `host` | this host's free capacity |
 
 mod address_book;
+mod bulk;
 mod event_loop;
 mod events;
 mod handle;

@@ -1,9 +1,11 @@
 //! Encoding State into a snapshot off the event loop (invariant 4): State
 //! is persistent maps, so the loop hands over a clone in O(1) and goes on
-//! applying while a blocking thread encodes (and, if asked, saves). A
+//! applying while a thread of its own encodes (and, if asked, saves), at
+//! a lower CPU priority than the node's other work (`bulk`). A
 //! snapshot received from a peer is saved as it came, with no encode. Once
 //! saved, a snapshot is served from its file and its bytes leave memory.
 
+use super::bulk;
 use shoal_log::{encode_snapshot, SnapshotBytes, SnapshotStore};
 use shoal_model::State;
 use shoal_proto::node::Saved;
@@ -29,10 +31,11 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Encodes on a blocking thread; the result comes back on `done`.
+    /// Encodes on a thread of its own, as bulk work; the result comes
+    /// back on `done`.
     pub fn build(&self, state: State, save: bool, chunk_bytes: u32) {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        bulk::spawn("shoal-snapshot", move || {
             let (bytes, sha) = encode_snapshot(&state, LEVEL);
             let index = state.index();
             drop(state);
@@ -69,11 +72,11 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Saves a snapshot that arrived encoded (received and verified) on a
-    /// blocking thread; the answer comes back on `done` as for `build`.
+    /// Saves a snapshot that arrived encoded (received and verified), as
+    /// bulk work; the answer comes back on `done` as for `build`.
     pub fn save(&self, mut snap: EncodedSnapshot) {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        bulk::spawn("shoal-snapshot", move || {
             let saved = this.write(&mut snap);
             let _ = this.done.blocking_send((snap, saved));
         });
