@@ -1,7 +1,7 @@
 //! The log as the cores see it: the durable segment log on a real node, an
 //! in-memory log with a crash model in the simulator.
 
-use shoal_log::{DurableLog, HardState, LogError, MembershipRecord, SyncJob};
+use shoal_log::{DurableLog, HardState, LogError, LogReader, MembershipRecord, SyncJob};
 use shoal_model::{EventIdx, LogEntry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,12 +24,53 @@ pub trait LogStore {
         to: EventIdx,
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, LogError>;
+    /// Entries `from..=to` (about `max_bytes`) to be read where blocking
+    /// is allowed, not on the event loop: from the files, or already in
+    /// hand where the log is in memory.
+    fn read_later(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<LaterRead, LogError>;
     fn first_index(&self) -> EventIdx;
     fn last_index(&self) -> EventIdx;
     fn hard_state(&self) -> HardState;
     fn membership(&self) -> MembershipRecord;
     fn compact(&mut self, floor: EventIdx) -> Result<(), LogError>;
     fn reset(&mut self, next: EventIdx) -> Result<(), LogError>;
+}
+
+/// Log entries to be read off the event loop (`LogStore::read_later`).
+#[derive(Clone, Debug)]
+pub struct LaterRead {
+    from: EventIdx,
+    to: EventIdx,
+    max_bytes: usize,
+    source: Source,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    Files(LogReader),
+    InHand(Vec<LogEntry>),
+}
+
+impl LaterRead {
+    /// The entries from `from` on, as many as `read` would give, or fewer
+    /// if the log wrote no more; blocks on file reads. `Compacted` when
+    /// the log dropped them meanwhile (a compaction, a reset under a
+    /// snapshot).
+    pub fn read(self) -> Result<Vec<LogEntry>, LogError> {
+        match self.source {
+            Source::Files(reader) => reader.read(self.from, self.to, self.max_bytes),
+            Source::InHand(entries) => Ok(entries),
+        }
+    }
+
+    pub fn from(&self) -> EventIdx {
+        self.from
+    }
 }
 
 impl LogStore for DurableLog {
@@ -58,6 +99,23 @@ impl LogStore for DurableLog {
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, LogError> {
         DurableLog::read(self, from, to, max_bytes)
+    }
+    fn read_later(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<LaterRead, LogError> {
+        let reader = self.flushed_reader()?;
+        if from < reader.first_index() {
+            return Err(LogError::Compacted(from));
+        }
+        Ok(LaterRead {
+            from,
+            to: to.min(self.last_index()),
+            max_bytes,
+            source: Source::Files(reader),
+        })
     }
     fn first_index(&self) -> EventIdx {
         DurableLog::first_index(self)
@@ -248,6 +306,20 @@ impl LogStore for MemLog {
             i = i.next();
         }
         Ok(out)
+    }
+    fn read_later(
+        &mut self,
+        from: EventIdx,
+        to: EventIdx,
+        max_bytes: usize,
+    ) -> Result<LaterRead, LogError> {
+        let entries = self.read(from, to, max_bytes)?;
+        Ok(LaterRead {
+            from,
+            to,
+            max_bytes,
+            source: Source::InHand(entries),
+        })
     }
     fn first_index(&self) -> EventIdx {
         self.live.first

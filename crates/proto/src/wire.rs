@@ -33,6 +33,18 @@ pub struct Frame<M> {
     pub msg: M,
 }
 
+impl<M> Frame<M> {
+    /// The same frame around another message.
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> Frame<N> {
+        Frame {
+            version: self.version,
+            cluster: self.cluster,
+            from: self.from,
+            msg: f(self.msg),
+        }
+    }
+}
+
 /// One-to-one messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direct {

@@ -30,9 +30,9 @@ use shoal_model::{
     Term,
 };
 use shoal_proto::log_store::MemLog;
-use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
+use shoal_proto::node::{Input, Node, NodeConfig, Output, RangeRead, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
-use shoal_proto::wire::{self, CommandReply, Direct, Gossip};
+use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
@@ -387,16 +387,21 @@ impl Sim {
         self.enqueue(at, d);
     }
 
+    fn send(&mut self, from: &NodeId, to: &NodeId, frame: &Frame<Direct>) {
+        let bytes = wire::encode(frame).unwrap_or_else(|e| {
+            panic!("seed {}: {from} sent an unencodable frame: {e}", self.seed)
+        });
+        if self.nodes.contains_key(to) {
+            self.transmit(from, to, || Payload::Direct(bytes.clone()));
+        }
+    }
+
     fn outputs(&mut self, from: NodeId, outputs: Vec<Output>) {
         for o in outputs {
             match o {
-                Output::Send { to, frame } => {
-                    let bytes = wire::encode(&frame).unwrap_or_else(|e| {
-                        panic!("seed {}: {from} sent an unencodable frame: {e}", self.seed)
-                    });
-                    if self.nodes.contains_key(&to) {
-                        self.transmit(&from, &to, || Payload::Direct(bytes.clone()));
-                    }
+                Output::Send { to, frame } => self.send(&from, &to, &frame),
+                Output::SendRange { to, frame } => {
+                    self.send(&from, &to, &frame.map(RangeRead::reply))
                 }
                 Output::Broadcast(frame) => {
                     let bytes = wire::encode(&frame).unwrap_or_else(|e| {

@@ -260,6 +260,13 @@ impl DurableLog {
         LogReader::new(self.index.clone())
     }
 
+    /// A reader that sees every entry appended so far: what is buffered
+    /// is written to the file first (not synced).
+    pub fn flushed_reader(&mut self) -> Result<LogReader, LogError> {
+        self.flush()?;
+        Ok(self.reader())
+    }
+
     fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
         // The index is consistent between statements: a panic elsewhere
         // while it was held leaves nothing half-done.

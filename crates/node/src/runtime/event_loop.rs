@@ -7,6 +7,7 @@ use super::address_book::AddressBook;
 use super::handle::{Call, CatchUpProgress, View, MAX_CALLS};
 use super::host;
 use super::inbound::{inbound, Inbound};
+use super::ranges::RangeServer;
 use super::snapshot_builder::SnapshotBuilder;
 use super::start::{wall_ms, NodeError};
 use super::timings::thread_cpu;
@@ -15,7 +16,7 @@ use crate::runner::{RunMsg, Runs};
 use shoal_log::DurableLog;
 use shoal_model::{NodeId, OutputChunk, TaskId};
 use shoal_net::{NetCommand, NetEvent, NetHandle, Topic};
-use shoal_proto::node::{HostMeasure, Input, Node, Output, Saved};
+use shoal_proto::node::{HostMeasure, Input, Node, Output, RangeRead, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip};
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub(super) struct EventLoop {
     last_progress_log: Option<Instant>,
     bad_frames: u64,
     send_overflow: u64,
+    ranges: RangeServer,
     /// Set by a network event the node cannot go on after.
     fatal: Option<String>,
     runs: Runs,
@@ -125,6 +127,7 @@ impl EventLoop {
             last_progress_log: None,
             bad_frames: 0,
             send_overflow: 0,
+            ranges: RangeServer::default(),
             fatal: None,
             runs,
             output_tx,
@@ -312,6 +315,7 @@ impl EventLoop {
                     });
                 }
                 Output::Send { to, frame } => self.send(&to, &frame),
+                Output::SendRange { to, frame } => self.send_range(&to, frame),
                 Output::Broadcast(frame) => self.broadcast(&frame),
                 Output::Reply { to, reply } => {
                     if let Some(tx) = self.replies.remove(&to) {
@@ -413,24 +417,42 @@ impl EventLoop {
     }
 
     fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
-        let Some(peer) = self.book.peer(to) else {
-            self.bad_frames += 1;
+        let Some(send) = self.sender(to) else {
             return;
         };
-        let addr = self.addr_of(to);
         match wire::encode(frame) {
             Ok(bytes) => {
-                let cmd = NetCommand::Send {
-                    to: peer,
-                    addr,
-                    bytes,
-                };
-                if !self.net.try_send(cmd) {
+                if !send(bytes) {
                     self.send_overflow += 1;
                 }
             }
             Err(e) => error!(error = %e, "could not encode a message"),
         }
+    }
+
+    /// A range reply, read and encoded off the loop.
+    fn send_range(&mut self, to: &NodeId, frame: Frame<RangeRead>) {
+        if let Some(send) = self.sender(to) {
+            self.ranges.serve(frame, send);
+        }
+    }
+
+    /// What sends bytes to `to` one-to-one (false: the network's queue is
+    /// full); none for a node whose peer id is not known, counted.
+    fn sender(&mut self, to: &NodeId) -> Option<impl FnOnce(Vec<u8>) -> bool + Send + 'static> {
+        let Some(peer) = self.book.peer(to) else {
+            self.bad_frames += 1;
+            return None;
+        };
+        let addr = self.addr_of(to);
+        let net = self.net.clone();
+        Some(move |bytes| {
+            net.try_send(NetCommand::Send {
+                to: peer,
+                addr,
+                bytes,
+            })
+        })
     }
 
     fn broadcast(&mut self, frame: &Frame<Gossip>) {
@@ -507,7 +529,8 @@ impl EventLoop {
             listen: self.listen.clone(),
             started: self.started,
             bad_frames: self.bad_frames,
-            send_overflow: self.send_overflow,
+            send_overflow: self.send_overflow + self.ranges.overflow(),
+            ranges_deferred: self.ranges.deferred(),
             catch_up: self.catch_up,
             net: self.net.stats(),
             timings: self.timings.clone(),

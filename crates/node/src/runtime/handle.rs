@@ -26,6 +26,9 @@ pub struct View {
     pub bad_frames: u64,
     /// Messages dropped because the network actor's queue was full.
     pub send_overflow: u64,
+    /// Range requests answered "not yet" because too many range reads
+    /// were under way or waiting.
+    pub ranges_deferred: u64,
     /// A snapshot download under way.
     pub catch_up: Option<CatchUpProgress>,
     /// What the network actor counted.

@@ -10,6 +10,7 @@
 //! | `event_loop` | the one task that owns the core: inputs in, outputs performed |
 //! | `inbound` | network events into the core's inputs, sender checks |
 //! | `address_book` | peer ids and addresses, parsed once, bounded |
+//! | `ranges` | range replies read and encoded off the loop, bounded |
 //! | `snapshot_builder` | encoding snapshots off the loop |
 //! | `bulk` | threads for bulk work, below the rest of the node in CPU priority |
 //! | `host` | this host's free capacity |
@@ -21,6 +22,7 @@ mod events;
 mod handle;
 mod host;
 mod inbound;
+mod ranges;
 mod restore;
 mod snapshot_builder;
 mod start;

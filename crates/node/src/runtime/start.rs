@@ -205,6 +205,7 @@ pub async fn start(
         started,
         bad_frames: 0,
         send_overflow: 0,
+        ranges_deferred: 0,
         catch_up: None,
         net: net.stats(),
         timings: super::Timings::default(),

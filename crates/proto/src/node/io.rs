@@ -2,6 +2,7 @@
 //! node's event loop, or the simulator) delivers `Input`s and performs
 //! `Output`s, and reads `Status` and `Metrics` between steps.
 
+use super::RangeRead;
 use crate::pending::ReplyTo;
 use crate::replicas::ReplicaRun;
 use crate::snapshot_transfer::{EncodedSnapshot, Progress};
@@ -76,6 +77,12 @@ pub enum Output {
     Send {
         to: NodeId,
         frame: Frame<Direct>,
+    },
+    /// Read these log entries where blocking is allowed, not on the
+    /// loop, and send `to` the frame `RangeRead::reply` makes of them.
+    SendRange {
+        to: NodeId,
+        frame: Frame<RangeRead>,
     },
     Broadcast(Frame<Gossip>),
     Reply {

@@ -45,6 +45,7 @@ pub use catch_up::{BadRange, CatchUpAction, CatchUpConfig, Source};
 pub use config::NodeConfig;
 pub use io::{HostMeasure, Input, Metrics, NodeRole, Output, PeerSummary, Saved, Status};
 pub use peers::{MasterView, Peers};
+pub use serve::RangeRead;
 pub use timers::{Timer, Timers};
 
 use crate::consensus::{RaftCore, RaftError};

@@ -86,17 +86,19 @@ fn direct(from: &str, msg: Direct) -> Input {
 
 /// The frames sent one-to-one, with their addressee, but for the
 /// heartbeats a node sends to peers it hears for the first time.
-fn sent(out: &[Output]) -> Vec<(String, &Direct)> {
+fn sent(out: &[Output]) -> Vec<(String, Direct)> {
     all_sent(out)
         .into_iter()
         .filter(|(_, m)| !matches!(m, Direct::Transient(TransientEvent::Heartbeat(_))))
         .collect()
 }
 
-fn all_sent(out: &[Output]) -> Vec<(String, &Direct)> {
+/// What the node sends, ranges read as the runtime would read them.
+fn all_sent(out: &[Output]) -> Vec<(String, Direct)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { to, frame } => Some((to.to_string(), &frame.msg)),
+            Output::Send { to, frame } => Some((to.to_string(), frame.msg.clone())),
+            Output::SendRange { to, frame } => Some((to.to_string(), frame.msg.clone().reply())),
             _ => None,
         })
         .collect()
@@ -128,7 +130,7 @@ fn a_replica_a_little_behind_fetches_the_range_after_one_backoff() {
         sent[0],
         (
             "m".to_owned(),
-            &Direct::FetchRange(FetchRange {
+            Direct::FetchRange(FetchRange {
                 from: EventIdx(applied + 1),
                 to: EventIdx(applied + 100),
             })
@@ -230,7 +232,7 @@ fn a_new_command_goes_to_the_master_and_waits_for_the_local_apply() {
     );
     assert_eq!(
         sent(&out),
-        vec![("m".to_owned(), &Direct::Forward(incr("z", "k")))]
+        vec![("m".to_owned(), Direct::Forward(incr("z", "k")))]
     );
     assert!(!out.iter().any(|o| matches!(o, Output::Reply { .. })));
     assert_eq!(
@@ -244,7 +246,7 @@ fn a_new_command_goes_to_the_master_and_waits_for_the_local_apply() {
     let out = n.handle(Input::Wake, ms(510), 0);
     assert_eq!(
         sent(&out),
-        vec![("m".to_owned(), &Direct::Forward(incr("z", "k")))]
+        vec![("m".to_owned(), Direct::Forward(incr("z", "k")))]
     );
 }
 
@@ -256,7 +258,7 @@ fn a_follower_refuses_a_forwarded_command_as_not_master() {
         sent(&out),
         vec![(
             "a".to_owned(),
-            &Direct::ForwardRefused {
+            Direct::ForwardRefused {
                 id: CommandId::from("f"),
                 reason: Refusal::NotMaster
             }
@@ -421,7 +423,7 @@ fn task_output_reaches_local_clients_and_subscribed_nodes() {
     let out = n.handle(Input::RunOutput(chunk.clone()), ms(20), 0);
     assert_eq!(
         sent(&out),
-        vec![("a".to_owned(), &Direct::Output(vec![chunk.clone()]))]
+        vec![("a".to_owned(), Direct::Output(vec![chunk.clone()]))]
     );
     assert!(out
         .iter()
