@@ -2,7 +2,7 @@
 //! a SHA-256 trailer; the newest readable one is loaded on restart.
 
 use crate::snapshot::{SnapshotDecoder, SnapshotError};
-use crate::snapshot_bytes::{each_chunk, SnapshotBytes, SnapshotFile};
+use crate::snapshot_bytes::{each_chunk, write_in_steps, SnapshotBytes, SnapshotFile};
 use shoal_model::{EventIdx, State};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -73,7 +73,7 @@ impl SnapshotStore {
     /// after a crash.
     pub fn spill(&self, bytes: &[u8]) -> io::Result<SnapshotFile> {
         let mut file = tempfile::tempfile_in(&self.dir)?;
-        file.write_all(bytes)?;
+        write_in_steps(&mut file, bytes)?;
         Ok(SnapshotFile::new(file, bytes.len() as u64))
     }
 
