@@ -112,7 +112,7 @@ impl LogStore for DurableLog {
         }
         Ok(LaterRead {
             from,
-            to: to.min(self.last_index()),
+            to,
             max_bytes,
             source: Source::Files(reader),
         })

@@ -2,59 +2,12 @@
 //! snapshots of State, offered on request and sent in chunks. Any
 //! up-to-date replica serves; a join does not load the master alone.
 
-use super::io::{Output, Saved};
+use super::io::{Output, RangeRead, Saved};
 use super::Node;
-use crate::log_store::{LaterRead, LogStore};
+use crate::log_store::LogStore;
 use crate::snapshot_transfer::{EncodedSnapshot, Point, ServeAction};
 use crate::wire::{Direct, FetchRange, RangeReply, SnapshotRequest, RANGE_MAX_BYTES};
-use shoal_log::LogError;
 use shoal_model::{EventIdx, NodeId, State};
-
-/// A range reply whose entries are read off the event loop
-/// (`Output::SendRange`): a 2 MiB range took a member's loop 4-7 ms to
-/// read and as long again to encode, and every write waited behind it.
-#[derive(Clone, Debug)]
-pub struct RangeRead {
-    read: LaterRead,
-    /// How far the server vouched: `NotYet`'s `last` if the read fails.
-    vouched: EventIdx,
-}
-
-impl RangeRead {
-    /// A reply of the entries `read` reads, from a replica that vouches
-    /// for the log up to `vouched`.
-    pub fn new(read: LaterRead, vouched: EventIdx) -> Self {
-        RangeRead { read, vouched }
-    }
-
-    /// The reply, read from the log: blocks on its files.
-    pub fn reply(self) -> Direct {
-        let from = self.read.from();
-        let not_yet = RangeReply::NotYet {
-            from,
-            last: self.vouched,
-        };
-        Direct::Range(match self.read.read() {
-            Ok(entries) if !entries.is_empty() => RangeReply::Entries { from, entries },
-            // Compacted, or the log reset under a snapshot, since it was
-            // asked: the asker asks again and hears why.
-            Ok(_) | Err(LogError::Compacted(_)) => not_yet,
-            Err(e) => {
-                tracing::warn!(error = %e, "range read failed");
-                not_yet
-            }
-        })
-    }
-
-    /// The reply when the read cannot be made now (too many are under
-    /// way): not yet, ask again or ask another replica.
-    pub fn deferred(self) -> Direct {
-        Direct::Range(RangeReply::NotYet {
-            from: self.read.from(),
-            last: self.vouched,
-        })
-    }
-}
 
 impl<L: LogStore> Node<L> {
     /// A range request: the entries, or why not (compacted: ask for a
@@ -66,6 +19,9 @@ impl<L: LogStore> Node<L> {
     /// gossip ahead of Raft may still hold, at those indexes, entries of a
     /// term that lost, until Raft mends its log (`persist_applied`).
     pub(super) fn serve_range(&mut self, to: NodeId, r: FetchRange, out: &mut Vec<Output>) {
+        if to == self.cfg.node {
+            return;
+        }
         let vouched = self
             .state
             .index()
@@ -87,13 +43,12 @@ impl<L: LogStore> Node<L> {
                 .log
                 .read_later(r.from, to_idx, RANGE_MAX_BYTES as usize)
             {
-                Ok(read) if to != self.cfg.node => {
+                Ok(read) => {
                     self.metrics.ranges_served += 1;
                     let frame = self.frame(RangeRead::new(read, vouched));
                     out.push(Output::SendRange { to, frame });
                     return;
                 }
-                Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "range read failed");
                     not_yet

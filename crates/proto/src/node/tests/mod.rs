@@ -10,7 +10,7 @@ use super::*;
 use crate::log_store::MemLog;
 use crate::snapshot_transfer::EncodedSnapshot;
 use crate::testing;
-use crate::wire::{FetchRange, Refusal};
+use crate::wire::{Direct, FetchRange, Frame, Gossip, Refusal, PROTOCOL_VERSION};
 use shoal_model::{
     Command, CommandId, Event, Heartbeat, Op, Outcome, PortRange, Standing, Term, TransientEvent,
 };
