@@ -14,16 +14,18 @@ use super::timings::thread_cpu;
 use crate::data_dir::DataDir;
 use crate::runner::{RunMsg, Runs};
 use shoal_log::DurableLog;
-use shoal_model::{NodeId, OutputChunk, TaskId};
-use shoal_net::{NetCommand, NetEvent, NetHandle, Topic};
-use shoal_proto::node::{HostMeasure, Input, Node, Output, RangeRead, Saved};
+use shoal_model::{OutputChunk, TaskId};
+use shoal_net::{NetCommand, NetEvent, NetHandle};
+use shoal_proto::node::{HostMeasure, Input, Node, Output, Saved};
 use shoal_proto::snapshot_transfer::EncodedSnapshot;
-use shoal_proto::wire::{self, CommandReply, Direct, Frame, Gossip};
+use shoal_proto::wire::CommandReply;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
+
+mod outbound;
 
 /// How long a stopping node waits for its runs to be handed back.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
@@ -399,90 +401,6 @@ impl EventLoop {
             self.replies.retain(|_, tx| !tx.is_closed());
         }
         Ok(())
-    }
-
-    /// Where a node listens, from State or from its heartbeats.
-    fn addr_of(&mut self, node: &NodeId) -> Option<shoal_net::Addr> {
-        let text = match self.node.state().nodes().get(node) {
-            Some(n) if !n.addr.is_empty() => n.addr.clone(),
-            _ => {
-                self.node
-                    .peer_summaries()
-                    .into_iter()
-                    .find(|p| &p.node == node)?
-                    .addr
-            }
-        };
-        self.book.addr(&text)
-    }
-
-    fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
-        let Some(send) = self.sender(to) else {
-            return;
-        };
-        match wire::encode(frame) {
-            Ok(bytes) => {
-                if !send(bytes) {
-                    self.send_overflow += 1;
-                }
-            }
-            Err(e) => error!(error = %e, "could not encode a message"),
-        }
-    }
-
-    /// A range reply, read and encoded off the loop.
-    fn send_range(&mut self, to: &NodeId, frame: Frame<RangeRead>) {
-        if let Some(send) = self.sender(to) {
-            self.ranges.serve(frame, send);
-        }
-    }
-
-    /// What sends bytes to `to` one-to-one (false: the network's queue is
-    /// full); none for a node whose peer id is not known, counted.
-    fn sender(&mut self, to: &NodeId) -> Option<impl FnOnce(Vec<u8>) -> bool + Send + 'static> {
-        let Some(peer) = self.book.peer(to) else {
-            self.bad_frames += 1;
-            return None;
-        };
-        let addr = self.addr_of(to);
-        let net = self.net.clone();
-        Some(move |bytes| {
-            net.try_send(NetCommand::Send {
-                to: peer,
-                addr,
-                bytes,
-            })
-        })
-    }
-
-    fn broadcast(&mut self, frame: &Frame<Gossip>) {
-        let topic = match frame.msg {
-            Gossip::Committed(_) => Topic::Committed,
-            Gossip::Transient(_) => Topic::Transient,
-            Gossip::SnapshotWanted { .. } => Topic::Snapshot,
-        };
-        match wire::encode(frame) {
-            Ok(bytes) => {
-                if !self.net.try_send(NetCommand::Publish { topic, bytes }) {
-                    self.send_overflow += 1;
-                }
-            }
-            Err(e) => error!(error = %e, "could not encode a broadcast"),
-        }
-    }
-
-    /// A member's address: the actor keeps it connected (and redials it
-    /// when it drops).
-    fn dial(&mut self, text: &str) {
-        match self.book.undialled(text) {
-            Ok(Some(addr)) => {
-                if self.net.try_send(NetCommand::Dial(addr)) {
-                    self.book.dialled(text);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => warn!(addr = %text, error = %e, "a member's address does not parse"),
-        }
     }
 
     /// Snapshot download progress: in the view, and a log line a second.

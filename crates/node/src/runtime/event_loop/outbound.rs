@@ -1,0 +1,101 @@
+//! What the loop sends: one-to-one frames, range replies (read and
+//! encoded off the loop, `RangeServer`), gossip, and dials to members.
+
+use super::EventLoop;
+use shoal_model::NodeId;
+use shoal_net::{Addr, NetCommand, Peer, Topic};
+use shoal_proto::node::RangeRead;
+use shoal_proto::wire::{self, Direct, Frame, Gossip};
+use tracing::{error, warn};
+
+impl EventLoop {
+    /// Where a node listens, from State or from its heartbeats.
+    pub(super) fn addr_of(&mut self, node: &NodeId) -> Option<Addr> {
+        let text = match self.node.state().nodes().get(node) {
+            Some(n) if !n.addr.is_empty() => n.addr.clone(),
+            _ => {
+                self.node
+                    .peer_summaries()
+                    .into_iter()
+                    .find(|p| &p.node == node)?
+                    .addr
+            }
+        };
+        self.book.addr(&text)
+    }
+
+    pub(super) fn send(&mut self, to: &NodeId, frame: &Frame<Direct>) {
+        let Some((peer, addr)) = self.target(to) else {
+            return;
+        };
+        match wire::encode(frame) {
+            Ok(bytes) => {
+                let cmd = NetCommand::Send {
+                    to: peer,
+                    addr,
+                    bytes,
+                };
+                if !self.net.try_send(cmd) {
+                    self.send_overflow += 1;
+                }
+            }
+            Err(e) => error!(error = %e, "could not encode a message"),
+        }
+    }
+
+    /// A range reply, read and encoded off the loop: what sends it holds
+    /// a handle of its own to the network.
+    pub(super) fn send_range(&mut self, to: &NodeId, frame: Frame<RangeRead>) {
+        let Some((peer, addr)) = self.target(to) else {
+            return;
+        };
+        let net = self.net.clone();
+        self.ranges.serve(frame, move |bytes| {
+            net.try_send(NetCommand::Send {
+                to: peer,
+                addr,
+                bytes,
+            })
+        });
+    }
+
+    /// The peer id and address to send `to` at; none for a node whose
+    /// peer id is not known, counted.
+    fn target(&mut self, to: &NodeId) -> Option<(Peer, Option<Addr>)> {
+        let Some(peer) = self.book.peer(to) else {
+            self.bad_frames += 1;
+            return None;
+        };
+        Some((peer, self.addr_of(to)))
+    }
+
+    pub(super) fn broadcast(&mut self, frame: &Frame<Gossip>) {
+        let topic = match frame.msg {
+            Gossip::Committed(_) => Topic::Committed,
+            Gossip::Transient(_) => Topic::Transient,
+            Gossip::SnapshotWanted { .. } => Topic::Snapshot,
+        };
+        match wire::encode(frame) {
+            Ok(bytes) => {
+                if !self.net.try_send(NetCommand::Publish { topic, bytes }) {
+                    self.send_overflow += 1;
+                }
+            }
+            Err(e) => error!(error = %e, "could not encode a broadcast"),
+        }
+    }
+
+    /// A member's address: the actor keeps it connected (and redials it
+    /// when it drops).
+    pub(super) fn dial(&mut self, text: &str) {
+        match self.book.undialled(text) {
+            Ok(Some(addr)) => {
+                if self.net.try_send(NetCommand::Dial(addr)) {
+                    self.book.dialled(text);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(addr = %text, error = %e, "a member's address does not parse"),
+        }
+    }
+}
