@@ -130,6 +130,36 @@ fn compaction_and_reset_move_the_floor() {
     assert_eq!(read_all(&mut log), vec![entry(501, 4)]);
 }
 
+/// What the entries after an index take in the log (how a server weighs
+/// a snapshot's tail): exact across segments, after an overwritten
+/// suffix and a reopen, and unknown once compaction took some of them.
+#[test]
+fn bytes_after_an_index_count_every_record_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    log.reset(EventIdx(200)).unwrap();
+    // Indexes 200..=400 and term 1 or 2 encode to records of one size.
+    log.append(&(200..=400).map(|i| entry(i, 1)).collect::<Vec<_>>())
+        .unwrap();
+    assert!(segments(dir.path()).len() > 3, "spans segments");
+    let after = |log: &DurableLog, i| log.bytes_after(EventIdx(i));
+    let record = after(&log, 200).unwrap() - after(&log, 201).unwrap();
+    assert!(record > entry(200, 1).data.len() as u64);
+    for i in 199..=400 {
+        assert_eq!(after(&log, i), Some((400 - i) * record), "after {i}");
+    }
+    log.append(&[entry(350, 2)]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (mut log, _) = DurableLog::open(dir.path(), small()).unwrap();
+    for i in 199..=350 {
+        assert_eq!(after(&log, i), Some((350 - i) * record), "after {i}");
+    }
+    log.compact(EventIdx(300)).unwrap();
+    assert_eq!(after(&log, 299), Some(51 * record));
+    assert_eq!(after(&log, 298), None, "entry 299 is compacted");
+}
+
 /// Writes `n` entries into a fresh log and returns the bytes of its last
 /// segment and where the last records start in it.
 fn last_segment(dir: &Path, n: u64) -> (PathBuf, Vec<u8>) {

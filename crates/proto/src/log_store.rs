@@ -35,6 +35,9 @@ pub trait LogStore {
     ) -> Result<LaterRead, LogError>;
     fn first_index(&self) -> EventIdx;
     fn last_index(&self) -> EventIdx;
+    /// About the bytes the entries after `idx` take (what fetching them by
+    /// range costs), or `None` when the log no longer holds them all.
+    fn bytes_after(&self, idx: EventIdx) -> Option<u64>;
     fn hard_state(&self) -> HardState;
     fn membership(&self) -> MembershipRecord;
     fn compact(&mut self, floor: EventIdx) -> Result<(), LogError>;
@@ -123,6 +126,9 @@ impl LogStore for DurableLog {
     fn last_index(&self) -> EventIdx {
         DurableLog::last_index(self)
     }
+    fn bytes_after(&self, idx: EventIdx) -> Option<u64> {
+        DurableLog::bytes_after(self, idx)
+    }
     fn hard_state(&self) -> HardState {
         DurableLog::hard_state(self)
     }
@@ -156,6 +162,10 @@ pub struct MemLog {
     /// The sync under way: its id and what it makes durable.
     started: Option<(u64, usize, HardState, MembershipRecord)>,
 }
+
+/// What a log record adds to an entry's data and context, about (index,
+/// term, kind, lengths, checksum): `MemLog` counts its bytes so.
+const RECORD_OVERHEAD: usize = 24;
 
 #[derive(Clone, Debug)]
 struct MemLogState {
@@ -326,6 +336,16 @@ impl LogStore for MemLog {
     }
     fn last_index(&self) -> EventIdx {
         self.live.last()
+    }
+    fn bytes_after(&self, idx: EventIdx) -> Option<u64> {
+        let s = &self.live;
+        let skip = idx.next().0.checked_sub(s.first.0)?;
+        let after = s.entries.iter().skip(skip as usize);
+        Some(
+            after
+                .map(|e| (RECORD_OVERHEAD + e.data.len() + e.context.len()) as u64)
+                .sum(),
+        )
     }
     fn hard_state(&self) -> HardState {
         self.live.hard_state

@@ -405,6 +405,13 @@ impl DurableLog {
         read_entries(&self.index, from, to.min(self.last), max_bytes)
     }
 
+    /// The bytes the entries after `idx` take in the log (what fetching
+    /// them by range costs, about), or `None` when some are compacted.
+    pub fn bytes_after(&self, idx: EventIdx) -> Option<u64> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.bytes_after(idx, self.last)
+    }
+
     /// Drops whole segments that end below `floor` (a snapshot covers them).
     pub fn compact(&mut self, floor: EventIdx) -> Result<(), LogError> {
         let floor = floor.min(self.last.next());

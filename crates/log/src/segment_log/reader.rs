@@ -32,6 +32,28 @@ impl Index {
         self.segments.last().map_or(0, |s| s.seq + 1)
     }
 
+    /// The bytes of the entry records after `idx` up to `last`, or `None`
+    /// when the log no longer holds all of them (compacted).
+    pub fn bytes_after(&self, idx: EventIdx, last: EventIdx) -> Option<u64> {
+        if idx.next() < self.first {
+            return None;
+        }
+        let mut bytes = 0;
+        for seg in &self.segments {
+            let Some(seg_last) = seg.last().map(|l| l.min(last)) else {
+                continue;
+            };
+            let from = seg.first.max(idx.next());
+            if from > seg_last {
+                continue;
+            }
+            let (start, _) = seg.locs[(from.0 - seg.first.0) as usize];
+            let (end, len) = seg.locs[(seg_last.0 - seg.first.0) as usize];
+            bytes += end + u64::from(len) - start;
+        }
+        Some(bytes)
+    }
+
     /// The run of entries from `idx` (at most to `to`, about `max_bytes`)
     /// that lies in one segment.
     fn run(&self, idx: EventIdx, to: EventIdx, max_bytes: usize) -> Option<Run> {

@@ -61,8 +61,10 @@ impl<L: LogStore> Node<L> {
     /// A replica asks on gossip for a snapshot past `have` (`resume`: the
     /// one it holds part of). A Raft member offers its snapshot point,
     /// building it if it has not; any other replica offers only what it
-    /// holds already. A node that has no State of this cluster yet says
-    /// nothing.
+    /// holds already. A held snapshot older than the point is offered
+    /// while the entries after it, which the asker fetches by range, are
+    /// few in bytes (`Point`): no build then. A node that has no State of
+    /// this cluster yet says nothing.
     pub(super) fn on_snapshot_wanted(
         &mut self,
         from: NodeId,
@@ -74,9 +76,11 @@ impl<L: LogStore> Node<L> {
         if from == self.cfg.node || self.state.cluster_id().is_none() {
             return;
         }
+        let index = self.snapshot_point().index();
+        let log = &self.log;
         let point = self.raft.is_some().then(|| Point {
-            index: self.snapshot_point().index(),
-            every: self.cfg.catch_up.snapshot_point_every,
+            index,
+            tail_bytes: Box::new(|held| log.bytes_after(held)),
         });
         let acts = self
             .snapshots

@@ -37,72 +37,56 @@ const BUSY_WINDOW: Duration = Duration::from_secs(2);
 const IN_USE_WINDOW: Duration = Duration::from_secs(30);
 /// Transfers tracked for `busy`, at most.
 const MAX_TRACKED: usize = 256;
-/// A held snapshot at an earlier snapshot point is offered while it is at
-/// most this many points behind the current one.
-const POINTS_BEHIND: u64 = 4;
-/// ... or this many while it is in flight (offered or served within
-/// `IN_USE_WINDOW`): a join storm shares the one snapshot already in
-/// flight rather than make every member build anew each time the point
-/// moves (a large transfer under load outlasts many points).
-const POINTS_BEHIND_IN_FLIGHT: u64 = 16;
+/// A held snapshot older than the point is offered while the entries
+/// after it, which its receiver fetches by range, take at most this share
+/// of its bytes (1/16): a receiver fetches at most a sixteenth more than
+/// from a new build, and nobody builds. Replicas with the same log agree on it, so they go on
+/// offering the same snapshot while writes go on, and build anew at the
+/// same point once its tail grew too long.
+const TAIL_SHARE: u64 = 16;
 /// Snapshots held at once (each may be in memory: a 1M-key State encodes
 /// to ~76 MB).
 const MAX_HELD: usize = 2;
 
-/// Where a member builds the snapshots it serves: the snapshot point
-/// `index`, on a grid of `every` events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Point {
+/// Where a member builds the snapshots it serves (its snapshot point),
+/// and what its log holds after a given index: the bytes of the entries
+/// after it, `None` once some of them are compacted.
+pub struct Point<'a> {
     pub index: EventIdx,
-    pub every: u64,
+    pub tail_bytes: Box<dyn Fn(EventIdx) -> Option<u64> + 'a>,
 }
 
-impl Point {
-    /// Whether a held snapshot at `index` may be offered for this point:
-    /// at or past it, or at an earlier point of the grid a few points
-    /// back (so that writes going on do not make every request a new
-    /// build). Any other older one is not: how much its tail would hold is
-    /// unknown (one event may carry a thousand keys).
-    fn accepts(&self, index: EventIdx, in_flight: bool) -> bool {
-        let every = self.every.max(1);
-        let behind = if in_flight {
-            POINTS_BEHIND_IN_FLIGHT
-        } else {
-            POINTS_BEHIND
-        };
-        index >= self.index
-            || (index.0 > 0
-                && index.0.is_multiple_of(every)
-                && index.0 + every * behind >= self.index.0)
+impl Point<'_> {
+    /// Whether a held snapshot may be offered for this point: at or past
+    /// it, or older with a short tail (`TAIL_SHARE`) that this node's log
+    /// still holds. How many events the tail has says nothing of its
+    /// bytes (one event may carry a thousand keys); the log knows them.
+    fn accepts(&self, snap: &EncodedSnapshot) -> bool {
+        snap.index >= self.index
+            || (self.tail_bytes)(snap.index)
+                .is_some_and(|tail| tail.saturating_mul(TAIL_SHARE) <= snap.bytes.len())
     }
 }
 
-/// A snapshot this node can serve, when it last sent a chunk of it and
-/// when it last offered it.
+impl std::fmt::Debug for Point<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Point").field("index", &self.index).finish()
+    }
+}
+
+/// A snapshot this node can serve, and when it last sent a chunk of it.
 #[derive(Debug)]
 struct Held {
     snap: EncodedSnapshot,
     served_at: Option<Duration>,
-    offered_at: Option<Duration>,
 }
 
 impl Held {
+    /// A chunk of it was asked for lately.
     fn in_use(&self, now: Duration) -> bool {
-        lately(self.served_at, now)
+        self.served_at
+            .is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
     }
-
-    /// Served or offered lately. An offer counts: the master vouches for
-    /// the snapshots its joiners load but is spared the sending while
-    /// others serve, so chunks alone would never mark its snapshot in
-    /// flight; it would build anew a few points on and vouch for bytes
-    /// no other member holds, leaving itself the only source.
-    fn in_flight(&self, now: Duration) -> bool {
-        self.in_use(now) || lately(self.offered_at, now)
-    }
-}
-
-fn lately(at: Option<Duration>, now: Duration) -> bool {
-    at.is_some_and(|at| now.saturating_sub(at) < IN_USE_WINDOW)
 }
 
 #[derive(Debug, Default)]
@@ -129,28 +113,17 @@ impl SnapshotServer {
 
     /// Where in `held` the newest snapshot past `have` is that `point`
     /// accepts (any, without a point).
-    fn held_past(&self, have: EventIdx, point: Option<Point>, now: Duration) -> Option<usize> {
-        let fits = |h: &Held| {
-            h.snap.index > have && point.is_none_or(|p| p.accepts(h.snap.index, h.in_flight(now)))
-        };
+    fn held_past(&self, have: EventIdx, point: Option<&Point>) -> Option<usize> {
+        let fits = |h: &Held| h.snap.index > have && point.is_none_or(|p| p.accepts(&h.snap));
         let held = self.held.iter().enumerate().filter(|(_, h)| fits(h));
         held.max_by_key(|(_, h)| h.snap.index).map(|(i, _)| i)
     }
 
-    /// An offer of `held[i]`, noted as made.
-    fn offer(
-        &mut self,
-        i: usize,
-        to: NodeId,
-        session: u64,
-        busy: u32,
-        now: Duration,
-    ) -> ServeAction {
-        let h = &mut self.held[i];
-        h.offered_at = Some(now);
+    /// An offer of `held[i]`.
+    fn offer(&self, i: usize, to: NodeId, session: u64, busy: u32) -> ServeAction {
         ServeAction::Offer {
             to,
-            offer: h.snap.offer(session, busy),
+            offer: self.held[i].snap.offer(session, busy),
         }
     }
 
@@ -159,8 +132,8 @@ impl SnapshotServer {
     /// follower offers only what it holds). The snapshot at `resume`, whose
     /// transfer the asker holds part of, is offered if held, however far
     /// the point moved: the asker goes on where it stopped rather than
-    /// start over. Else a held snapshot the point accepts (a few points
-    /// back; more while it is being served) is offered at once; else one
+    /// start over. Else a held snapshot the point accepts (at or past it,
+    /// or older with a short tail in the log) is offered at once; else one
     /// is built at the point and offered when done (so at most one build
     /// per point; `resume` never makes one). With nothing to offer,
     /// nothing is said.
@@ -179,17 +152,17 @@ impl SnapshotServer {
             (r > have).then_some(i)
         });
         if let Some(i) = resumed {
-            return vec![self.offer(i, from, session, busy, now)];
+            return vec![self.offer(i, from, session, busy)];
         }
         // With every snapshot held in use, a build would evict one that a
         // transfer still pulls: the newest is offered instead, however far
         // the point moved; the asker fetches the longer tail by range.
         let crowded = self.held.len() >= MAX_HELD && self.held.iter().all(|h| h.in_use(now));
         let held = self
-            .held_past(have, point, now)
-            .or_else(|| crowded.then(|| self.held_past(have, None, now)).flatten());
+            .held_past(have, point.as_ref())
+            .or_else(|| crowded.then(|| self.held_past(have, None)).flatten());
         if let Some(i) = held {
-            return vec![self.offer(i, from, session, busy, now)];
+            return vec![self.offer(i, from, session, busy)];
         }
         if point.is_none_or(|p| p.index <= have) || self.waiting.len() >= MAX_WAITING {
             return vec![];
@@ -221,7 +194,6 @@ impl SnapshotServer {
                 self.held.push(Held {
                     snap,
                     served_at: None,
-                    offered_at: None,
                 });
             }
         }
@@ -230,8 +202,8 @@ impl SnapshotServer {
         waiting
             .into_iter()
             .filter_map(|(to, session, have)| {
-                let i = self.held_past(have, None, now)?;
-                Some(self.offer(i, to, session, busy, now))
+                let i = self.held_past(have, None)?;
+                Some(self.offer(i, to, session, busy))
             })
             .collect()
     }
@@ -276,42 +248,5 @@ impl SnapshotServer {
                 data,
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_point_accepts_itself_later_ones_and_a_few_grid_points_back_only() {
-        let p = Point {
-            index: EventIdx(5120),
-            every: 1024,
-        };
-        assert!(p.accepts(EventIdx(5120), false));
-        assert!(p.accepts(EventIdx(5200), false), "later");
-        assert!(p.accepts(EventIdx(1024), false), "four points back");
-        assert!(!p.accepts(EventIdx(0), false));
-        // Off the grid: a snapshot installed on joining, however recent.
-        assert!(!p.accepts(EventIdx(5000), false));
-        // A young cluster's point is the present: nothing older serves.
-        let young = Point {
-            index: EventIdx(308),
-            every: 1024,
-        };
-        assert!(!young.accepts(EventIdx(2), false));
-        // In flight, sixteen points back still serve; more do not.
-        let far = Point {
-            index: EventIdx(17 * 1024),
-            every: 1024,
-        };
-        assert!(!far.accepts(EventIdx(1024), false));
-        assert!(far.accepts(EventIdx(1024), true));
-        let farther = Point {
-            index: EventIdx(18 * 1024),
-            every: 1024,
-        };
-        assert!(!farther.accepts(EventIdx(1024), true));
     }
 }

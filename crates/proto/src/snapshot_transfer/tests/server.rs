@@ -1,15 +1,22 @@
 //! The serving side: one build per snapshot point shared by every
-//! receiver, what a follower offers, snapshots kept while in flight, the
-//! shape of offers, and chunks that cannot be read.
+//! receiver, what a follower offers, older snapshots offered while their
+//! tail is short, snapshots kept while in use, the shape of offers, and
+//! chunks that cannot be read.
 
 use super::*;
 
-/// A snapshot point at `i` on a grid of 10 events.
-fn pt(i: u64) -> Point {
+/// A snapshot point at `i` whose log holds `tail` bytes after any older
+/// snapshot (`None`: compacted past it).
+fn pt_tail(i: u64, tail: Option<u64>) -> Point<'static> {
     Point {
         index: EventIdx(i),
-        every: 10,
+        tail_bytes: Box::new(move |_| tail),
     }
+}
+
+/// A snapshot point at `i` that offers nothing older than itself.
+fn pt(i: u64) -> Point<'static> {
+    pt_tail(i, None)
 }
 
 #[test]
@@ -33,24 +40,36 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
     // Held at the point: offered at once, no build.
     let acts = member.on_wanted(NodeId::from("c"), 3, at(0), None, Some(pt(10)), ms(6));
     assert!(matches!(&acts[..], [ServeAction::Offer { .. }]));
-    // A few points on, the one held still serves.
-    let offered = |m: &mut SnapshotServer, point| {
-        let acts = m.on_wanted(NodeId::from("e"), 9, at(0), None, Some(pt(point)), ms(6));
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10))
-    };
-    assert!(offered(&mut member, 50));
+    // The point moved on: the one held still serves while the entries
+    // after it take at most a sixteenth of its bytes.
+    let len = s10.bytes.len();
+    let acts = member.on_wanted(
+        NodeId::from("e"),
+        9,
+        at(0),
+        None,
+        Some(pt_tail(50, Some(len / 16))),
+        ms(6),
+    );
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
+        "{acts:?}"
+    );
     // Nothing past what the asker has: silence.
     assert!(member
         .on_wanted(NodeId::from("c"), 4, at(10), None, Some(pt(10)), ms(6))
         .is_empty());
-    // Five points on, offered lately: a transfer of it may be under way
-    // at another source (the master offers but is spared the sending), so
-    // it is offered again.
-    assert!(offered(&mut member, 60));
-    // Once no offer of it was made for a while: built anew, and the old
-    // one still serves transfers under way.
+    // A byte more of tail: built anew, and the old one still serves
+    // transfers under way.
     assert_eq!(
-        member.on_wanted(NodeId::from("d"), 5, at(0), None, Some(pt(60)), ms(40_000)),
+        member.on_wanted(
+            NodeId::from("d"),
+            5,
+            at(0),
+            None,
+            Some(pt_tail(60, Some(len / 16 + 1))),
+            ms(40_000)
+        ),
         vec![ServeAction::Build]
     );
     member.on_built(built(&state(20), CHUNK), ms(40_001));
@@ -87,7 +106,7 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
 }
 
 #[test]
-fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds() {
+fn a_snapshot_in_use_is_offered_while_its_tail_is_short_and_outlives_rebuilds() {
     let at = EventIdx;
     let (a, b) = (NodeId::from("a"), NodeId::from("b"));
     let chunk = |m: &mut SnapshotServer, index, t| {
@@ -105,9 +124,16 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
     member.on_wanted(a.clone(), 1, at(0), None, Some(pt(10)), ms(0));
     member.on_built(built(&state(10), CHUNK), ms(1));
     assert!(chunk(&mut member, 10, 1_000));
-    // Ten points on, with a transfer of it under way: the joiner of now
-    // shares it, no build.
-    let acts = member.on_wanted(b.clone(), 2, at(0), None, Some(pt(110)), ms(1_500));
+    // A hundred events on, with a short tail: the joiner of now shares
+    // it, no build.
+    let acts = member.on_wanted(
+        b.clone(),
+        2,
+        at(0),
+        None,
+        Some(pt_tail(110, Some(1))),
+        ms(1_500),
+    );
     assert!(
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
         "{acts:?}"
@@ -146,24 +172,41 @@ fn a_snapshot_in_flight_is_offered_while_the_point_moves_and_outlives_rebuilds()
 }
 
 /// The master vouches for the snapshot its joiners load, while others
-/// send it: its offer alone keeps the snapshot in flight, so a later
-/// joiner is offered the same bytes (which the others hold) rather than
-/// a new build only the master would hold and have to send.
+/// send it: none of it is asked of the master, yet it goes on offering it
+/// as long as the others do (the tail in their logs is the same), so a
+/// later joiner is offered the bytes the others hold rather than a new
+/// build only the master would hold and have to send.
 #[test]
-fn a_snapshot_offered_lately_is_offered_again_though_none_of_it_was_sent_here() {
+fn a_snapshot_none_of_which_was_sent_here_is_offered_while_its_tail_is_short() {
     let at = EventIdx;
     let mut master = SnapshotServer::default();
     let build = master.on_wanted(NodeId::from("a"), 1, at(0), None, Some(pt(10)), ms(0));
     assert_eq!(build, vec![ServeAction::Build]);
-    assert_eq!(master.on_built(built(&state(10), CHUNK), ms(1)).len(), 1);
-    // Ten points on and 20 s later, no chunk of it asked here.
-    let acts = master.on_wanted(NodeId::from("b"), 2, at(0), None, Some(pt(110)), ms(20_000));
+    let s10 = built(&state(10), CHUNK);
+    let len = s10.bytes.len();
+    assert_eq!(master.on_built(s10, ms(1)).len(), 1);
+    // A hundred events on and a minute later, no chunk of it asked here.
+    let acts = master.on_wanted(
+        NodeId::from("b"),
+        2,
+        at(0),
+        None,
+        Some(pt_tail(110, Some(len / 16))),
+        ms(60_000),
+    );
     assert!(
         matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
         "{acts:?}"
     );
-    // Not offered for the window since: built anew.
-    let acts = master.on_wanted(NodeId::from("c"), 3, at(0), None, Some(pt(110)), ms(51_000));
+    // Once the tail is longer: built anew.
+    let acts = master.on_wanted(
+        NodeId::from("c"),
+        3,
+        at(0),
+        None,
+        Some(pt_tail(120, Some(len / 16 + 1))),
+        ms(60_000),
+    );
     assert_eq!(acts, vec![ServeAction::Build]);
 }
 
@@ -184,7 +227,7 @@ fn the_snapshot_a_receiver_holds_part_of_is_offered_over_a_newer_one() {
         [ServeAction::Offer { offer, .. }] => Some(offer.index),
         _ => None,
     };
-    // Neither in flight nor within the points the point accepts.
+    // Not one the point accepts (the log holds no tail after it).
     let acts = member.on_wanted(b.clone(), 3, at(0), Some(at(10)), Some(pt(900)), ms(80_000));
     assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
     // A follower too.
