@@ -70,7 +70,9 @@ pub struct UpArgs {
     #[arg(long, env = "SHOAL_NO_SNAPSHOT")]
     no_snapshot: bool,
     /// Applied events between local snapshots (at least 100); the log
-    /// below the newest one (less --log-retain) is dropped.
+    /// below the newest one (less --log-retain) is dropped. From 1024 up,
+    /// taken at the multiples of it rounded up to 1024 events, the same
+    /// indexes on every node.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..), env = "SHOAL_SNAPSHOT_EVERY")]
     snapshot_every: u64,
     /// The file holding the API token that writes must carry (default:

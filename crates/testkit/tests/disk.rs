@@ -16,6 +16,8 @@ struct Disk<'a> {
     /// The wake-up the node asked for.
     wake: Option<Duration>,
     replies: Vec<(u64, Outcome)>,
+    /// The indexes of the local snapshots saved.
+    saved: Vec<u64>,
 }
 
 fn config(every: u64) -> NodeConfig {
@@ -28,6 +30,10 @@ fn config(every: u64) -> NodeConfig {
 
 impl<'a> Disk<'a> {
     fn open(dir: &'a Path, cluster: Option<ClusterId>, every: u64) -> Disk<'a> {
+        Self::open_with(dir, cluster, config(every))
+    }
+
+    fn open_with(dir: &'a Path, cluster: Option<ClusterId>, cfg: NodeConfig) -> Disk<'a> {
         let (log, recovery) = DurableLog::open(
             &dir.join("log"),
             LogConfig {
@@ -40,14 +46,7 @@ impl<'a> Disk<'a> {
             .unwrap()
             .load_latest()
             .unwrap();
-        let node = Node::new(
-            config(every),
-            log,
-            snapshot,
-            cluster.clone(),
-            Duration::ZERO,
-        )
-        .unwrap();
+        let node = Node::new(cfg, log, snapshot, cluster.clone(), Duration::ZERO).unwrap();
         Disk {
             dir,
             node,
@@ -55,6 +54,7 @@ impl<'a> Disk<'a> {
             now: Duration::ZERO,
             wake: Some(Duration::ZERO),
             replies: vec![],
+            saved: vec![],
         }
     }
 
@@ -73,6 +73,7 @@ impl<'a> Disk<'a> {
                     } => {
                         let (bytes, sha) = encode_snapshot(&state, 1);
                         if save {
+                            self.saved.push(state.index().0);
                             SnapshotStore::open(&self.dir.join("snapshots"))
                                 .unwrap()
                                 .save(state.index(), &bytes, &sha)
@@ -164,4 +165,33 @@ fn a_node_restarts_from_its_snapshot_and_log_tail() {
     };
     d.feed(Input::Submit { cmd, reply: 1000 });
     assert_eq!(d.replies[1], (1000, Outcome::Int(1)));
+}
+
+/// Local snapshots fall on the multiples of the interval rounded up to a
+/// snapshot point: the same indexes on every replica, so the snapshots
+/// members hold, and offer, are the same bytes.
+#[test]
+fn local_snapshots_fall_on_multiples_of_the_interval_rounded_up_to_a_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(40);
+    cfg.catch_up.snapshot_point_every = 16;
+    let mut d = Disk::open_with(tmp.path(), None, cfg);
+    d.run(Duration::from_secs(3));
+    assert!(d.node.is_master());
+    for i in 0..150u64 {
+        let cmd = Command {
+            id: CommandId(format!("c{i}")),
+            op: Op::KvIncrBy {
+                key: "k".into(),
+                by: 1,
+            },
+        };
+        d.feed(Input::Submit { cmd, reply: i });
+        d.run(Duration::from_millis(20));
+    }
+    assert_eq!(d.replies.len(), 150);
+    let last = d.state().index().0;
+    let steps: Vec<u64> = (1..).map(|k| k * 48).take_while(|i| *i <= last).collect();
+    assert!(steps.len() >= 3, "{last}");
+    assert_eq!(d.saved, steps);
 }

@@ -275,11 +275,16 @@ impl<L: LogStore> Node<L> {
 
     /// Every `local_snapshot_every` events, State at the snapshot point is
     /// saved to disk (built off the loop; the same bytes it serves) and the
-    /// log compacted below it. A node catching up from far behind waits
-    /// until it is near the commit: an encode on the way would compete with
-    /// applying for the CPU, and be stale at once.
-    /// It waits at most `LOCAL_SNAPSHOT_DEFER` intervals, so its log stays
-    /// bounded however long it trails.
+    /// log compacted below it. Where the interval spans snapshot points,
+    /// it is taken at the points that are multiples of it (rounded up to
+    /// a point): the same indexes on every replica, so the local snapshots
+    /// members hold, and offer to joiners while their tail is short, are
+    /// the same bytes and every member is a source of them. A node
+    /// catching up from far behind waits until it is near the commit: an
+    /// encode on the way would compete with applying for the CPU, and be
+    /// stale at once. It waits at most `LOCAL_SNAPSHOT_DEFER` intervals, so
+    /// its log stays bounded however long it trails; past that it takes
+    /// the snapshot where it stands.
     fn maybe_local_snapshot(&mut self, out: &mut Vec<Output>) {
         const LOCAL_SNAPSHOT_DEFER: u64 = 10;
         let every = self.cfg.local_snapshot_every;
@@ -293,7 +298,19 @@ impl<L: LogStore> Node<L> {
             .known_commit()
             .0
             .saturating_sub(self.state.index().0);
-        let due = since >= every && (behind < every || since >= every * LOCAL_SNAPSHOT_DEFER);
+        let overdue = since >= every * LOCAL_SNAPSHOT_DEFER;
+        let due = match self.local_snapshot_step() {
+            Some(step) => {
+                // Not half an interval after the last one (a snapshot
+                // installed just before): the next step then.
+                let at_step = self.point.as_ref().is_some_and(|p| {
+                    p.index().0.is_multiple_of(step)
+                        && p.index().0 >= self.last_local_snapshot.0 + step / 2
+                });
+                (at_step && behind < every) || overdue
+            }
+            None => since >= every && (behind < every || overdue),
+        };
         if !self.local_snapshot_building && due {
             self.local_snapshot_building = true;
             // The snapshot point when there is a new one (the bytes it
@@ -310,6 +327,15 @@ impl<L: LogStore> Node<L> {
                 chunk_bytes: self.cfg.catch_up.chunk_bytes,
             });
         }
+    }
+
+    /// The indexes local snapshots are taken at, the multiples of this,
+    /// when the interval spans snapshot points (`None`: every interval
+    /// from the last one, where it stands).
+    fn local_snapshot_step(&self) -> Option<u64> {
+        let every = self.cfg.local_snapshot_every;
+        let point = self.cfg.catch_up.snapshot_point_every.max(1);
+        (every >= point).then(|| every.div_ceil(point) * point)
     }
 
     /// A local snapshot was written: the log below it, less what is kept
