@@ -96,7 +96,7 @@ impl SnapshotFile {
     }
 
     /// The SHA-256 a saved snapshot's file ends with.
-    pub(crate) fn read_trailer(&self) -> io::Result<[u8; 32]> {
+    pub fn read_trailer(&self) -> io::Result<[u8; 32]> {
         let mut sha = [0; 32];
         self.file.read_exact_at(&mut sha, self.len)?;
         Ok(sha)

@@ -7,9 +7,10 @@
 
 use super::bulk;
 use shoal_log::{encode_snapshot, SnapshotBytes, SnapshotStore};
+use shoal_model::EventIdx;
 use shoal_model::State;
 use shoal_proto::node::Saved;
-use shoal_proto::snapshot_transfer::{chunk_hashes, EncodedSnapshot};
+use shoal_proto::snapshot_transfer::{chunk_hashes, chunk_hashes_of, EncodedSnapshot};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -82,6 +83,33 @@ impl SnapshotBuilder {
         });
     }
 
+    /// The local snapshot at `index` this node started from, to serve
+    /// again: its chunks hashed from its file as bulk work, then handed
+    /// back on `done` as `Saved::Loaded`. Where the file cannot be read,
+    /// it is not served (a build serves instead, as before a restart).
+    pub fn hold_saved(&self, index: EventIdx, chunk_bytes: u32) {
+        let this = self.clone();
+        bulk::spawn("shoal-snapshot", move || {
+            let read = this.store.open_file(index).and_then(|file| {
+                let sha256 = file.read_trailer()?;
+                let chunks = chunk_hashes_of(&file, chunk_bytes)?;
+                Ok(EncodedSnapshot {
+                    index,
+                    bytes: Arc::new(file),
+                    sha256,
+                    chunk_bytes,
+                    chunks,
+                })
+            });
+            match read {
+                Ok(snap) => {
+                    let _ = this.done.blocking_send((snap, Saved::Loaded));
+                }
+                Err(e) => warn!(error = %e, index = %index, "the saved snapshot is not served"),
+            }
+        });
+    }
+
     /// Saves the snapshot and points it at its file.
     fn write(&self, snap: &mut EncodedSnapshot) -> Saved {
         match self
@@ -100,5 +128,47 @@ impl SnapshotBuilder {
                 Saved::Failed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_model::{Command, CommandId, Envelope, Event, EventIdx, Op, Term};
+
+    /// The local snapshot a node started from comes back from its file as
+    /// it was saved: its checksum, its bytes and the hash of each chunk.
+    #[test]
+    fn a_saved_snapshot_is_held_again_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let mut state = State::new();
+        for i in 0..300 {
+            let cmd = Command {
+                id: CommandId(format!("c{i}")),
+                op: Op::KvSet {
+                    key: format!("k{i}"),
+                    value: format!("v{i}"),
+                },
+            };
+            let event = Event::Command { cmd, at_ms: 0 };
+            let idx = EventIdx(i + 1);
+            let term = Term(1);
+            state.apply(&Envelope { idx, term, event }).unwrap();
+        }
+        let (bytes, sha) = encode_snapshot(&state, LEVEL);
+        store.save(state.index(), &bytes, &sha).unwrap();
+        let (done, mut rx) = mpsc::channel(1);
+        let builder = SnapshotBuilder::new(store, done);
+        builder.hold_saved(state.index(), 512);
+        let (snap, saved) = rx.blocking_recv().unwrap();
+        assert_eq!(saved, Saved::Loaded);
+        assert_eq!(
+            (snap.index, snap.sha256, snap.chunk_bytes),
+            (state.index(), sha, 512)
+        );
+        assert_eq!(snap.chunks, chunk_hashes(&bytes, 512));
+        assert!(snap.chunks.len() > 1);
+        assert_eq!(snap.bytes.read_at(0, bytes.len()).unwrap(), bytes);
     }
 }

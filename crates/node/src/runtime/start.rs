@@ -191,6 +191,8 @@ pub async fn start(
     cfg.voter = opts.voter;
     cfg.raft.sync_off_loop = true;
     let events = EventReader::new(log.reader());
+    let chunk_bytes = cfg.catch_up.chunk_bytes;
+    let saved = snapshot.as_ref().map(|s| s.index());
     let node = Node::new(cfg, log, snapshot, cluster, Duration::ZERO)?;
 
     let (call_tx, call_rx) = mpsc::channel(MAX_CALLS);
@@ -219,6 +221,9 @@ pub async fn start(
     let (output_tx, _) = broadcast::channel(4096);
     let runs = Runs::new(run_tx, runs_dir, opts.allow_exec, opts.stop_grace);
     let builder = SnapshotBuilder::new(store, built_tx);
+    if let Some(index) = saved {
+        builder.hold_saved(index, chunk_bytes);
+    }
     let event_loop = EventLoop::new(
         node,
         dir,

@@ -67,6 +67,9 @@ pub enum Saved {
     NotAsked,
     Saved,
     Failed,
+    /// Not a build: the local snapshot this node started from, read
+    /// again from its file to be served (it holds it as if built).
+    Loaded,
 }
 
 #[derive(Debug)]

@@ -133,6 +133,7 @@ impl<L: LogStore> Node<L> {
             Saved::Saved => self.on_local_snapshot_saved(snap.index),
             Saved::Failed => self.local_snapshot_building = false,
             Saved::NotAsked => {}
+            Saved::Loaded => return self.snapshots.hold(snap),
         }
         let acts = self.snapshots.on_built(snap, self.now);
         self.serve(acts, out);

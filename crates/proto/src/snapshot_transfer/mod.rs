@@ -76,6 +76,21 @@ impl EncodedSnapshot {
     }
 }
 
+/// The hash of each chunk of snapshot bytes that may be in a file, read
+/// a chunk at a time.
+pub fn chunk_hashes_of(
+    bytes: &dyn SnapshotBytes,
+    chunk_bytes: u32,
+) -> std::io::Result<Arc<[[u8; 32]]>> {
+    let step = chunk_bytes.max(1);
+    (0..bytes.len().div_ceil(u64::from(step)))
+        .map(|i| {
+            let chunk = bytes.read_at(i * u64::from(step), step as usize)?;
+            Ok(Sha256::digest(&chunk).into())
+        })
+        .collect()
+}
+
 /// The SHA-256 of each `chunk_bytes` piece of `bytes`, in order.
 pub fn chunk_hashes(bytes: &[u8], chunk_bytes: u32) -> Arc<[[u8; 32]]> {
     bytes

@@ -208,6 +208,21 @@ impl SnapshotServer {
             .collect()
     }
 
+    /// Holds a snapshot this node had before it started (its newest
+    /// local snapshot), to offer as if built: other members that took
+    /// theirs at the same index hold the same bytes. Offers owed and a
+    /// build under way are left as they are; with as many held as may
+    /// be, it is not held.
+    pub fn hold(&mut self, snap: EncodedSnapshot) {
+        let known = self.held.iter().any(|h| h.snap.index == snap.index);
+        if !known && self.held.len() < MAX_HELD {
+            self.held.push(Held {
+                snap,
+                served_at: None,
+            });
+        }
+    }
+
     /// A chunk of a held snapshot. A snapshot held in its file costs one
     /// read of at most a chunk here, from the page cache while the file is
     /// fresh. A read that fails refuses the request with why.

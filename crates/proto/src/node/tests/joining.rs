@@ -402,3 +402,47 @@ fn a_node_its_state_does_not_record_yet_heartbeats_to_the_members_only() {
         "{heartbeats_to:?}"
     );
 }
+
+/// A member that started from a local snapshot holds it again
+/// (`Saved::Loaded`) and offers it to a joiner, with no build, while the
+/// entries its log holds after it take at most a sixteenth of its bytes;
+/// a snapshot that its tail outweighs is not offered, and one is built.
+#[test]
+fn a_member_offers_the_snapshot_it_started_from_while_its_tail_is_short() {
+    let serve = |share_of_tail: u64| {
+        let (mut n, mine) = lone_founder();
+        let held = n.state().index().prev();
+        let tail = n.log().bytes_after(held).expect("the log holds the tail");
+        assert!(tail > 0);
+        let len = (tail * share_of_tail) as usize;
+        let snap = EncodedSnapshot::new(held, vec![7; len], [7; 32], 1024);
+        let save = Saved::Loaded;
+        let out = n.handle(Input::SnapshotBuilt { snap, save }, ms(2100), 0);
+        assert!(sent(&out).is_empty(), "held, with no offers made");
+        let wanted = Input::Gossip(Frame {
+            version: PROTOCOL_VERSION,
+            cluster: Some(mine),
+            from: NodeId::from("j"),
+            msg: Gossip::SnapshotWanted {
+                session: 4,
+                have: EventIdx::ZERO,
+                resume: None,
+            },
+        });
+        let out = n.handle(wanted, ms(2200), 0);
+        let offered = sent(&out).into_iter().find_map(|(to, m)| match m {
+            Direct::SnapshotOffer(o) => Some((to, o.index)),
+            _ => None,
+        });
+        let built = out
+            .iter()
+            .any(|o| matches!(o, Output::BuildSnapshot { save: false, .. }));
+        (offered, built, held)
+    };
+    let (offered, built, held) = serve(16);
+    assert_eq!(offered, Some(("j".to_string(), held)));
+    assert!(!built);
+    let (offered, built, _) = serve(15);
+    assert_eq!(offered, None);
+    assert!(built, "a tail over a sixteenth: built anew");
+}

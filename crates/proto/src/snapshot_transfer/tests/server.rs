@@ -251,6 +251,52 @@ fn the_snapshot_a_receiver_holds_part_of_is_offered_over_a_newer_one() {
         .is_empty());
 }
 
+/// A node's newest local snapshot, held again when it starts: offered
+/// while its tail is short, like a build; holding it neither ends a
+/// build under way nor makes the offers owed.
+#[test]
+fn a_snapshot_held_from_before_a_start_is_offered_and_leaves_a_build_alone() {
+    let at = EventIdx;
+    let names = ["a", "b", "c"].map(NodeId::from);
+    let mut member = SnapshotServer::default();
+    let s10 = built(&state(10), CHUNK);
+    let len = s10.bytes.len();
+    member.hold(s10.clone());
+    member.hold(s10);
+    let acts = member.on_wanted(
+        names[0].clone(),
+        1,
+        at(0),
+        None,
+        Some(pt_tail(30, Some(len / 16))),
+        ms(0),
+    );
+    assert!(
+        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
+        "{acts:?}"
+    );
+    assert_eq!(
+        member.on_wanted(names[1].clone(), 2, at(0), None, Some(pt(30)), ms(1)),
+        vec![ServeAction::Build]
+    );
+    member.hold(built(&state(20), CHUNK));
+    assert!(
+        member
+            .on_wanted(names[2].clone(), 3, at(0), None, Some(pt(30)), ms(2))
+            .is_empty(),
+        "still building: no second build"
+    );
+    let offers = member.on_built(built(&state(30), CHUNK), ms(3));
+    let to: Vec<_> = offers
+        .iter()
+        .map(|o| match o {
+            ServeAction::Offer { to, offer } if offer.index == at(30) => to.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(to, names[1..]);
+}
+
 #[test]
 fn offers_check_their_shape() {
     let snap = built(&state(300), 512);
