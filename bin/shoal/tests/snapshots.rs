@@ -1,6 +1,7 @@
-//! A snapshot source killed (SIGKILL) half way through a join: real
-//! processes on loopback. The joiner goes on from the other sources of the
-//! same snapshot, without starting over.
+//! Snapshots between real processes on loopback: a source killed
+//! (SIGKILL) half way through a join, after which the joiner goes on from
+//! the other sources of the same snapshot without starting over; and a
+//! restarted node serving the local snapshot it started from.
 
 mod cluster;
 
@@ -122,4 +123,47 @@ fn a_source_killed_half_way_leaves_the_rest_of_the_snapshot_to_the_others() {
         .chain([&joiner])
         .collect();
     expect_agreed(&live, secs(30), "the joiner and the live members");
+}
+
+/// A node restarted holds the local snapshot it started from and serves
+/// it to a joiner without building one (its tail in the log is short).
+#[test]
+fn a_restarted_node_serves_the_snapshot_it_started_from_without_a_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--snapshot-every", "100", "--log-retain", "10"];
+    let mut procs = lone_master(tmp.path(), &flags);
+    load(&procs[0], 20_000);
+    for i in 0..110 {
+        let (code, reply) = procs[0].set(&format!("single-{i}"), "v");
+        assert_eq!(code, 200, "{reply}");
+    }
+    let saved = wait_for(secs(30), || {
+        procs[0].metric("local_snapshots_saved_total") >= 1.0
+    });
+    assert!(saved, "no local snapshot:\n{}", procs[0].log());
+    procs[0].stop();
+    procs[0].start();
+    let master = wait_for(secs(30), || {
+        procs[0].status().is_some_and(|s| s["role"] == "master")
+    });
+    assert!(
+        master,
+        "master again after the restart:\n{}",
+        procs[0].log()
+    );
+    let mut joiner = Proc::new(tmp.path(), "joiner", vec!["--peer".into(), procs[0].addr()]);
+    joiner.start();
+    expect_agreed(
+        &[&procs[0], &joiner],
+        secs(60),
+        "the joiner and the restarted node",
+    );
+    assert_eq!(joiner.metric("snapshots_installed_total"), 1.0);
+    assert!(procs[0].metric("snapshot_offers_sent_total") >= 1.0);
+    assert_eq!(
+        procs[0].metric("snapshot_builds_total"),
+        0.0,
+        "served what it started from:\n{}",
+        procs[0].log()
+    );
 }
