@@ -1,5 +1,9 @@
 //! The coordination primitives end to end: real `shoal up` processes on
 //! 127.0.0.1, driven over HTTP and through the CLI.
+//!
+//! Past 600 lines on purpose: every test file here is a binary of its
+//! own that links the whole node, so the primitives' tests share one
+//! rather than add a link to every test run.
 
 mod cluster;
 /// The CLI's reader of server-sent events.
