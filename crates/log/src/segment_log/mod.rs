@@ -409,7 +409,7 @@ impl DurableLog {
     /// them by range costs, about), or `None` when some are compacted.
     pub fn bytes_after(&self, idx: EventIdx) -> Option<u64> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        index.bytes_after(idx, self.last)
+        index.bytes_after(idx)
     }
 
     /// Drops whole segments that end below `floor` (a snapshot covers them).

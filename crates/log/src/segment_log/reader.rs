@@ -32,15 +32,15 @@ impl Index {
         self.segments.last().map_or(0, |s| s.seq + 1)
     }
 
-    /// The bytes of the entry records after `idx` up to `last`, or `None`
-    /// when the log no longer holds all of them (compacted).
-    pub fn bytes_after(&self, idx: EventIdx, last: EventIdx) -> Option<u64> {
+    /// The bytes of the entry records after `idx`, or `None` when the log
+    /// no longer holds all of them (compacted).
+    pub fn bytes_after(&self, idx: EventIdx) -> Option<u64> {
         if idx.next() < self.first {
             return None;
         }
         let mut bytes = 0;
         for seg in &self.segments {
-            let Some(seg_last) = seg.last().map(|l| l.min(last)) else {
+            let Some(seg_last) = seg.last() else {
                 continue;
             };
             let from = seg.first.max(idx.next());

@@ -19,6 +19,14 @@ fn pt(i: u64) -> Point<'static> {
     pt_tail(i, None)
 }
 
+/// The index of the one snapshot offered, if that is all `acts` holds.
+fn offered(acts: &[ServeAction]) -> Option<EventIdx> {
+    match acts {
+        [ServeAction::Offer { offer, .. }] => Some(offer.index),
+        _ => None,
+    }
+}
+
 #[test]
 fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_holds() {
     let at = EventIdx;
@@ -51,10 +59,7 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
         Some(pt_tail(50, Some(len / 16))),
         ms(6),
     );
-    assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
-        "{acts:?}"
-    );
+    assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
     // Nothing past what the asker has: silence.
     assert!(member
         .on_wanted(NodeId::from("c"), 4, at(10), None, Some(pt(10)), ms(6))
@@ -134,10 +139,7 @@ fn a_snapshot_in_use_is_offered_while_its_tail_is_short_and_outlives_rebuilds() 
         Some(pt_tail(110, Some(1))),
         ms(1_500),
     );
-    assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
-        "{acts:?}"
-    );
+    assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
     // Further on, a build; and another: the one in flight is kept both
     // times (the idle one between is what goes).
     for (i, point) in [(0, 200), (1, 400)] {
@@ -158,10 +160,7 @@ fn a_snapshot_in_use_is_offered_while_its_tail_is_short_and_outlives_rebuilds() 
     // Both held are in use: the newest is offered, however far the point
     // moved, and nothing is built (a build would evict one of them).
     let acts = member.on_wanted(b.clone(), 8, at(0), None, Some(pt(900)), ms(20_000));
-    assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(400)),
-        "{acts:?}"
-    );
+    assert_eq!(offered(&acts), Some(at(400)), "{acts:?}");
     assert!(chunk(&mut member, 400, 20_000));
     // Once its transfer stopped asking, the old one is the one to go.
     member.on_wanted(b.clone(), 9, at(400), None, Some(pt(500)), ms(40_000));
@@ -194,10 +193,7 @@ fn a_snapshot_none_of_which_was_sent_here_is_offered_while_its_tail_is_short() {
         Some(pt_tail(110, Some(len / 16))),
         ms(60_000),
     );
-    assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
-        "{acts:?}"
-    );
+    assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
     // Once the tail is longer: built anew.
     let acts = master.on_wanted(
         NodeId::from("c"),
@@ -223,10 +219,6 @@ fn the_snapshot_a_receiver_holds_part_of_is_offered_over_a_newer_one() {
     member.on_built(built(&state(10), CHUNK), ms(0));
     member.on_wanted(b.clone(), 2, at(0), None, Some(pt(200)), ms(40_000));
     member.on_built(built(&state(200), CHUNK), ms(40_000));
-    let offered = |acts: &[ServeAction]| match acts {
-        [ServeAction::Offer { offer, .. }] => Some(offer.index),
-        _ => None,
-    };
     // Not one the point accepts (the log holds no tail after it).
     let acts = member.on_wanted(b.clone(), 3, at(0), Some(at(10)), Some(pt(900)), ms(80_000));
     assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
@@ -271,10 +263,7 @@ fn a_snapshot_held_from_before_a_start_is_offered_and_leaves_a_build_alone() {
         Some(pt_tail(30, Some(len / 16))),
         ms(0),
     );
-    assert!(
-        matches!(&acts[..], [ServeAction::Offer { offer, .. }] if offer.index == at(10)),
-        "{acts:?}"
-    );
+    assert_eq!(offered(&acts), Some(at(10)), "{acts:?}");
     assert_eq!(
         member.on_wanted(names[1].clone(), 2, at(0), None, Some(pt(30)), ms(1)),
         vec![ServeAction::Build]
