@@ -27,7 +27,11 @@
 //! `STORM_JOINER_CPUS` (a `taskset` list) runs the joiners on those CPUs
 //! only; with the bench itself started under `taskset` on the others, the
 //! members and the writes get cores of their own, as on a LAN where each
-//! joiner is another host.
+//! joiner is another host. `STORM_BENCH_CPUS` (a `taskset` list) moves
+//! the bench itself, every thread of it, to those CPUs once the members
+//! run, so that the members keep the CPUs the bench was started on:
+//! `taskset -c 0 env STORM_JOINER_CPUS=1 STORM_BENCH_CPUS=1 join_storm`
+//! gives the members CPU 0 and the client and the joiners CPU 1.
 //!
 //! `kill`: one joiner; once it has received half the snapshot, the source
 //! other than the master that sent it the most is killed with SIGKILL.
@@ -512,6 +516,16 @@ fn main() -> Result<()> {
         bail!("the members did not agree after loading");
     }
     eprintln!("{n} keys loaded");
+    if let Some(cpus) = shoal_bench::env::<String>("STORM_BENCH_CPUS")? {
+        let pid = std::process::id().to_string();
+        let moved = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpus, &pid])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !moved.success() {
+            bail!("taskset could not move the bench to CPUs {cpus}");
+        }
+    }
     if mode == "storm" || mode == "both" {
         println!("{}", storm(&c, &bin, &root, &members, joiners)?);
     }
