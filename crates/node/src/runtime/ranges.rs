@@ -2,10 +2,13 @@
 //! files and encoded off the event loop (`Output::SendRange`). In a join
 //! storm a member's loop spent 4-7 ms reading a 2 MiB range and as long
 //! again encoding it, several to a turn, and every write waited behind
-//! them. Here at most `READ_SLOTS` run at once, at most `QUEUED` wait, and
-//! a request past those is answered "not yet" at once (the asker asks
-//! again, or another replica), counted.
+//! them. Here `READ_SLOTS` bulk threads read them, below the node in CPU
+//! priority (`bulk`): twenty joiners reading their tails from the master
+//! at once took the core its commits wait on. At most `QUEUED` requests
+//! are read or wait to be; one past those is answered "not yet" at once
+//! (the asker asks again, or another replica), counted.
 
+use super::bulk::Pool;
 use shoal_proto::node::RangeRead;
 use shoal_proto::wire::{self, Direct, Frame};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +16,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::error;
 
-/// Range reads (and encodes) under way at once, at most: each keeps a
-/// core busy while it lasts.
+/// Range reads (and encodes) under way at once, at most, each on a bulk
+/// thread of its own: each keeps a core busy while it lasts.
 const READ_SLOTS: usize = 2;
 /// Range requests read or waiting to be, at most: past this a peer that
 /// asks for ranges faster than they can be read hears "not yet" instead
@@ -23,7 +26,7 @@ const QUEUED: usize = 16;
 
 #[derive(Clone, Debug)]
 pub(super) struct RangeServer {
-    slots: Arc<Semaphore>,
+    readers: Pool,
     tickets: Arc<Semaphore>,
     counts: Arc<Counts>,
 }
@@ -37,7 +40,7 @@ struct Counts {
 impl Default for RangeServer {
     fn default() -> Self {
         RangeServer {
-            slots: Arc::new(Semaphore::new(READ_SLOTS)),
+            readers: Pool::new("shoal-range", READ_SLOTS),
             tickets: Arc::new(Semaphore::new(QUEUED)),
             counts: Arc::default(),
         }
@@ -47,7 +50,7 @@ impl Default for RangeServer {
 impl RangeServer {
     /// Reads the range, encodes the reply and hands its bytes to `send`
     /// (false: the network's queue was full), off the loop. Returns at
-    /// once; must be called on the runtime.
+    /// once.
     pub fn serve<S>(&self, frame: Frame<RangeRead>, send: S)
     where
         S: FnOnce(Vec<u8>) -> bool + Send + 'static,
@@ -57,18 +60,10 @@ impl RangeServer {
             self.reply(&frame.map(RangeRead::deferred), send);
             return;
         };
-        let (slots, this) = (self.slots.clone(), self.clone());
-        tokio::spawn(async move {
+        let this = self.clone();
+        self.readers.run(move || {
             let _ticket = ticket;
-            // Never closed.
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            let read = tokio::task::spawn_blocking(move || {
-                this.reply(&frame.map(RangeRead::reply), send);
-            });
-            // Err: the blocking pool is shutting down, the node stops.
-            let _ = read.await;
+            this.reply(&frame.map(RangeRead::reply), send);
         });
     }
 
@@ -97,6 +92,7 @@ impl RangeServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::bulk::BULK_NICE;
     use shoal_log::{DurableLog, LogConfig};
     use shoal_model::{EntryKind, EventIdx, LogEntry, NodeId, Term};
     use shoal_proto::log_store::LogStore;
@@ -121,20 +117,29 @@ mod tests {
         }
     }
 
+    fn nice_here() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+    }
+
     #[tokio::test]
-    async fn ranges_are_read_off_the_loop_and_those_past_the_queue_hear_not_yet() {
+    async fn ranges_are_read_off_the_loop_below_its_priority_and_those_past_the_queue_hear_not_yet()
+    {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = DurableLog::open(dir.path(), LogConfig::default()).unwrap();
         log.append(&(1..=10).map(entry).collect::<Vec<_>>())
             .unwrap();
+        let loop_nice = nice_here();
         let server = RangeServer::default();
-        // Every read slot taken: requests queue and none is read yet.
-        let held = server
-            .slots
-            .clone()
-            .acquire_many_owned(READ_SLOTS as u32)
-            .await
-            .unwrap();
+        // Every reader busy with work of the test's: requests queue and
+        // none is read yet.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+        for _ in 0..READ_SLOTS {
+            let held = held.clone();
+            server.readers.run(move || {
+                let _ = held.lock().unwrap().recv();
+            });
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         for _ in 0..=QUEUED {
             let read = log.read_later(EventIdx(3), EventIdx(8), 1 << 20).unwrap();
@@ -145,10 +150,10 @@ mod tests {
                 msg: RangeRead::new(read, EventIdx(8)),
             };
             let tx = tx.clone();
-            server.serve(frame, move |bytes| tx.send(bytes).is_ok());
+            server.serve(frame, move |bytes| tx.send((bytes, nice_here())).is_ok());
         }
-        // The one past the queue is answered at once.
-        let first = rx.try_recv().expect("answered without a read");
+        // The one past the queue is answered at once, on the loop.
+        let (first, nice) = rx.try_recv().expect("answered without a read");
         assert_eq!(
             reply(&first),
             RangeReply::NotYet {
@@ -156,15 +161,16 @@ mod tests {
                 last: EventIdx(8)
             }
         );
+        assert_eq!(nice, loop_nice);
         assert_eq!(server.deferred(), 1);
         tokio::task::yield_now().await;
         assert!(
             rx.try_recv().is_err(),
-            "nothing read while the slots are held"
+            "nothing read while the readers are busy"
         );
-        drop(held);
+        drop(release);
         for _ in 0..QUEUED {
-            let bytes = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            let (bytes, nice) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .expect("read within 10 s")
                 .expect("sender alive");
@@ -175,6 +181,7 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+            assert_eq!(nice, (loop_nice + BULK_NICE).min(19));
         }
         assert_eq!(server.deferred(), 1);
         assert_eq!(server.overflow(), 0);
