@@ -3,10 +3,11 @@
 //! storm a member's loop spent 4-7 ms reading a 2 MiB range and as long
 //! again encoding it, several to a turn, and every write waited behind
 //! them. Here `READ_SLOTS` bulk threads read them, below the node in CPU
-//! priority (`bulk`): twenty joiners reading their tails from the master
-//! at once took the core its commits wait on. At most `QUEUED` requests
-//! are read or wait to be; one past those is answered "not yet" at once
-//! (the asker asks again, or another replica), counted.
+//! priority (`bulk`), so that a short core runs the commit path first (in
+//! a join storm on a core that was not short it changed nothing measurable:
+//! bench/README.md, 2026-12-06). At most `QUEUED` requests are read or
+//! wait to be; one past those is answered "not yet" at once (the asker
+//! asks again, or another replica), counted.
 
 use super::bulk::Pool;
 use shoal_proto::node::RangeRead;
@@ -50,7 +51,7 @@ impl Default for RangeServer {
 impl RangeServer {
     /// Reads the range, encodes the reply and hands its bytes to `send`
     /// (false: the network's queue was full), off the loop. Returns at
-    /// once.
+    /// once; must be called on the runtime (`Pool::run`).
     pub fn serve<S>(&self, frame: Frame<RangeRead>, send: S)
     where
         S: FnOnce(Vec<u8>) -> bool + Send + 'static,
