@@ -246,19 +246,33 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     // same element while its action does: a press and a release on two
     // different elements make no click, and a click lost that way once
     // made this drain fail under load.
-    let row = format!("document.querySelector('tr[data-node=\"{}\"]')", ids[4]);
+    // The row watched is one whose applied index the page's node hears: a
+    // member hears every node, a follower only the members (`fan_in`), so
+    // a follower's row on a follower's page keeps what it last heard.
+    let all = roles(&procs[0]);
+    let role_of = |id: &str| all.iter().find(|(i, _)| i == id).map(|(_, r)| r.clone());
+    let watched = if role_of(&ids[0]).as_deref() == Some("follower") {
+        ids[1..]
+            .iter()
+            .rev()
+            .find(|id| role_of(id).is_some_and(|r| r != "follower"))
+            .expect("a member besides the page's node")
+            .clone()
+    } else {
+        ids[4].clone()
+    };
+    let row = format!("document.querySelector('tr[data-node=\"{watched}\"]')");
     let applied = format!("{row}?.children[5]?.textContent");
     let held = b.eval(&format!(
         "window.held = {row}?.querySelector('button.drain'); \
          window.heldAt = {applied}; !!window.held"
     ));
-    assert_eq!(held, Value::Bool(true), "a drain button on {}", ids[4]);
+    assert_eq!(held, Value::Bool(true), "a drain button on {watched}");
     assert!(
         wait_for(Duration::from_secs(10), || {
             b.eval(&format!("{applied} !== window.heldAt")) == Value::Bool(true)
         }),
-        "the row of {} redrawn with a new applied index",
-        ids[4]
+        "the row of {watched} redrawn with a new applied index (roles {all:?})"
     );
     assert_eq!(
         b.eval(&format!(
@@ -270,12 +284,11 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     // Drain a node from the page, and take it back.
     let drained = |b: &mut Browser| {
         b.eval(&format!(
-            "document.querySelector('tr[data-node=\"{}\"]')?.dataset.drained ?? null",
-            ids[4]
+            "document.querySelector('tr[data-node=\"{watched}\"]')?.dataset.drained ?? null"
         ))
     };
     for (action, after) in [("drain", "true"), ("undrain", "false")] {
-        let click = format!("tr[data-node=\"{}\"] button.{action}", ids[4]);
+        let click = format!("tr[data-node=\"{watched}\"] button.{action}");
         assert!(
             wait_for(Duration::from_secs(10), || b.click(&click)),
             "a {action} button"
