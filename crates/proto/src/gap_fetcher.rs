@@ -50,6 +50,10 @@ pub struct PeerLog {
     pub floor: EventIdx,
     /// Highest index it has applied.
     pub applied: EventIdx,
+    /// Asked only for what no other peer holds, one range at a time: the
+    /// master, whose every range read and send delays the writes it
+    /// commits.
+    pub spared: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,10 +193,15 @@ impl GapFetcher {
                     from = f.to.next();
                     continue;
                 }
-                let holders: Vec<&PeerLog> = peers
+                let mut holders: Vec<&PeerLog> = peers
                     .iter()
                     .filter(|p| p.floor <= from && p.applied >= from)
                     .collect();
+                if holders.iter().any(|p| !p.spared) {
+                    holders.retain(|p| !p.spared);
+                } else if self.asks_spared(peers) {
+                    return out;
+                }
                 if holders.is_empty() {
                     let patient = now >= since + self.cfg.snapshot_patience;
                     if out.is_empty() && patient && peers.iter().any(|p| p.applied >= from) {
@@ -214,6 +223,12 @@ impl GapFetcher {
         }
         out
     }
+
+    /// Whether a range is in flight at a spared peer.
+    fn asks_spared(&self, peers: &[PeerLog]) -> bool {
+        let spared = |n: &NodeId| peers.iter().any(|p| p.spared && &p.node == n);
+        self.in_flight.iter().any(|f| spared(&f.peer))
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +244,7 @@ mod tests {
             node: NodeId::from(n),
             floor: EventIdx(floor),
             applied: EventIdx(applied),
+            spared: false,
         }
     }
 
@@ -333,6 +349,43 @@ mod tests {
     }
 
     #[test]
+    fn the_spared_peer_serves_only_what_no_other_holds_one_range_at_a_time() {
+        let mut g = GapFetcher::new(GapConfig {
+            range_entries: 100,
+            max_in_flight: 8,
+            ..Default::default()
+        });
+        let master = PeerLog {
+            spared: true,
+            ..peer("m", 1, 2000)
+        };
+        // Alone, the master is asked one range, and the next once it answered.
+        let alone = [master.clone()];
+        g.plan(ms(0), &[gap(10, 1000)], &alone);
+        let first = g.plan(ms(50), &[gap(10, 1000)], &alone);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(g.plan(ms(60), &[gap(10, 1000)], &alone).is_empty());
+        g.on_reply(&NodeId::from("m"), EventIdx(10));
+        g.on_progress();
+        assert_eq!(g.plan(ms(70), &[gap(110, 1000)], &alone).len(), 1);
+        // Once a voter holds the entries the master is asked nothing more;
+        // what only the master holds (past the voter's 500) it is asked
+        // one range of, and no second while that one is out.
+        let both = [master, peer("v", 1, 500)];
+        g.on_reply(&NodeId::from("m"), EventIdx(110));
+        g.on_progress();
+        let acts = g.plan(ms(80), &[gap(210, 1000)], &both);
+        let asked: Vec<(&str, u64)> = acts
+            .iter()
+            .map(|a| match a {
+                GapAction::Fetch { peer, from, .. } => (peer.0.as_str(), from.0),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(asked, [("v", 210), ("v", 310), ("v", 410), ("m", 510)]);
+    }
+
+    #[test]
     fn a_gap_below_every_log_asks_for_a_snapshot() {
         let mut g = GapFetcher::new(GapConfig::default());
         let peers = [peer("a", 500, 1000), peer("b", 800, 900)];
@@ -354,13 +407,14 @@ mod properties {
     use proptest::prelude::*;
 
     fn arb_peers() -> impl Strategy<Value = Vec<PeerLog>> {
-        prop::collection::vec((0u64..300, 0u64..1200), 1..5).prop_map(|v| {
+        prop::collection::vec((0u64..300, 0u64..1200, any::<bool>()), 1..5).prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (floor, applied))| PeerLog {
+                .map(|(i, (floor, applied, spared))| PeerLog {
                     node: NodeId(format!("p{i}")),
                     floor: EventIdx(floor + 1),
                     applied: EventIdx(applied),
+                    spared,
                 })
                 .collect()
         })
@@ -369,7 +423,8 @@ mod properties {
     proptest! {
         /// Whatever the gaps, peers and timing: requests stay within the
         /// gaps, never overlap, never exceed the in-flight cap, and go to
-        /// a peer that holds their start.
+        /// a peer that holds their start; to a spared one only if no
+        /// other holds it, and one at a time.
         #[test]
         fn requests_are_bounded_and_well_aimed(
             peers in arb_peers(),
@@ -394,10 +449,14 @@ mod properties {
                         prop_assert!(to.0 - from.0 < 64);
                         let p = peers.iter().find(|p| p.node == peer).unwrap();
                         prop_assert!(p.floor <= from && p.applied >= from);
+                        let other = |q: &&PeerLog| !q.spared && q.floor <= from && q.applied >= from;
+                        prop_assert!(!p.spared || !peers.iter().any(|q| other(&q)));
                         outstanding.push((peer, from, to));
                     }
                 }
                 prop_assert!(g.in_flight() <= 3);
+                let spared = |n: &NodeId| peers.iter().any(|p| p.spared && &p.node == n);
+                prop_assert!(g.in_flight.iter().filter(|f| spared(&f.peer)).count() <= 1);
                 prop_assert!(g.backoff() <= Duration::from_secs(1));
             }
         }

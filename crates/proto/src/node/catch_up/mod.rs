@@ -306,7 +306,8 @@ impl CatchUp {
     /// The "range or snapshot" decision, after every step. `applied` is
     /// State's index; `joining` that State has no cluster yet; `sources`
     /// the replicas of this cluster whose word counts; `master` the one
-    /// believed to lead (spared as a snapshot source when another will do).
+    /// believed to lead (spared as a source of snapshots and of ranges
+    /// when another will do; `PeerLog::spared`).
     pub fn plan(
         &mut self,
         now: Duration,
@@ -328,7 +329,7 @@ impl CatchUp {
             if self.snapshot_wanted(applied, joining) && self.log_too_long(applied, sources) {
                 Vec::new()
             } else {
-                self.plan_ranges(now, sources)
+                self.plan_ranges(now, sources, master)
             };
         out.extend(self.plan_snapshot(now, applied, joining, sources, master));
         out
@@ -357,7 +358,13 @@ impl CatchUp {
         self.lag_too_long(applied) || !held
     }
 
-    fn plan_ranges(&mut self, now: Duration, sources: &[Source]) -> Vec<CatchUpAction> {
+    /// Ranges asked of the live sources, the master spared (`PeerLog`).
+    fn plan_ranges(
+        &mut self,
+        now: Duration,
+        sources: &[Source],
+        master: Option<&NodeId>,
+    ) -> Vec<CatchUpAction> {
         let gaps = self.buffer.gaps(self.known_commit, 8);
         let logs: Vec<PeerLog> = sources
             .iter()
@@ -366,6 +373,7 @@ impl CatchUp {
                 node: s.node.clone(),
                 floor: s.floor,
                 applied: s.applied,
+                spared: master == Some(&s.node),
             })
             .collect();
         let mut out = Vec::new();
