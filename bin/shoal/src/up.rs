@@ -125,6 +125,12 @@ pub struct UpArgs {
     /// while a replica heard within a minute trails further).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(..=100_000_000), env = "SHOAL_LOG_RETAIN")]
     log_retain: u64,
+    /// Snapshot chunks and log ranges this node serves to nodes catching
+    /// up, at most this many megabytes a second (0: no limit). Paced, a
+    /// join storm takes longer and the writes committed meanwhile wait
+    /// less; unpaced, one joiner loads as fast as its sources send.
+    #[arg(long, value_name = "MB_PER_S", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=100_000), env = "SHOAL_BULK_RATE")]
+    bulk_rate: u64,
     /// A name clients may reach the API by (repeatable). IP addresses,
     /// localhost and this host's name are always accepted; requests naming
     /// any other Host are refused (DNS rebinding).
@@ -245,6 +251,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         replica_ports: args.replica_ports,
         forget_left_after: args.forget_left_after,
         restore: args.restore.clone(),
+        bulk_rate: (args.bulk_rate > 0).then(|| args.bulk_rate * 1_000_000),
         version: crate::manual::VERSION.to_owned(),
         api: None,
         worker: !args.no_worker,

@@ -38,6 +38,7 @@ fn out_of_range_flags_are_refused_with_the_range() {
         ("--node-timeout", "1h", "1s to 10m"),
         ("--stop-grace", "1h", "0s to 10m"),
         ("--snapshot-every", "5", "100.."),
+        ("--bulk-rate", "100001", "0..=100000"),
         ("--api-max-streams", "0", "1..=10000"),
         ("--api-idle-timeout", "0s", "1s to 10m"),
     ] {

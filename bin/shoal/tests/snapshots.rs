@@ -167,3 +167,31 @@ fn a_restarted_node_serves_the_snapshot_it_started_from_without_a_build() {
         procs[0].log()
     );
 }
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// A master that paces what it serves (`--bulk-rate 1`, a megabyte a
+/// second) holds chunks back, and its joiner still loads the snapshot
+/// and agrees with it.
+#[test]
+fn a_paced_source_holds_chunks_back_and_its_joiner_still_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let procs = lone_master(tmp.path(), &["--bulk-rate", "1"]);
+    load(&procs[0], 50_000);
+    let mut joiner = Proc::new(tmp.path(), "joiner", vec!["--peer".into(), procs[0].addr()]);
+    joiner.start();
+    expect_agreed(
+        &[&procs[0], &joiner],
+        secs(90),
+        "the joiner of a paced master",
+    );
+    assert_eq!(joiner.metric("snapshots_installed_total"), 1.0);
+    let sent = procs[0].metric("snapshot_bytes_sent_total");
+    assert!(sent > 1.5 * MIB, "more than the burst of one chunk: {sent}");
+    assert!(
+        procs[0].metric("bulk_held_total") >= 1.0,
+        "nothing held back:\n{}",
+        procs[0].log()
+    );
+    assert_eq!(procs[0].metric("send_overflow_total"), 0.0);
+}

@@ -171,6 +171,7 @@ impl NodeFigures {
             ("shoal_bad_frames", "Network frames that did not decode or claimed another sender.", v.bad_frames),
             ("shoal_send_overflow", "Messages dropped at a full network queue.", v.send_overflow),
             ("shoal_ranges_deferred", "Range requests answered 'not yet' because too many range reads were under way.", v.ranges_deferred),
+            ("shoal_bulk_held", "Snapshot chunks and range replies held back to keep to --bulk-rate.", v.bulk_held),
             ("shoal_net_messages_sent", "Frames sent one-to-one or published.", n.sent),
             ("shoal_net_messages_received", "Frames received one-to-one or by gossip.", n.received),
             ("shoal_net_gossip_received", "Gossip messages received (each once, however many peers relayed it).", n.gossip_received),

@@ -7,6 +7,7 @@ use super::address_book::AddressBook;
 use super::handle::{Call, CatchUpProgress, View, MAX_CALLS};
 use super::host;
 use super::inbound::{inbound, Inbound};
+use super::pacer::Pacer;
 use super::ranges::RangeServer;
 use super::snapshot_builder::SnapshotBuilder;
 use super::start::{wall_ms, NodeError};
@@ -54,6 +55,8 @@ pub(super) struct EventLoop {
     bad_frames: u64,
     send_overflow: u64,
     ranges: RangeServer,
+    /// Snapshot chunks and range replies go out through it.
+    bulk: Pacer<NetCommand>,
     /// Set by a network event the node cannot go on after.
     fatal: Option<String>,
     runs: Runs,
@@ -103,6 +106,7 @@ impl EventLoop {
         builder: SnapshotBuilder,
         runs: Runs,
         output_tx: broadcast::Sender<OutputChunk>,
+        bulk: Pacer<NetCommand>,
     ) -> Self {
         // The histograms the first view holds, shared from here on.
         let timings = view_tx.borrow().timings.clone();
@@ -130,6 +134,7 @@ impl EventLoop {
             bad_frames: 0,
             send_overflow: 0,
             ranges: RangeServer::default(),
+            bulk,
             fatal: None,
             runs,
             output_tx,
@@ -447,8 +452,9 @@ impl EventLoop {
             listen: self.listen.clone(),
             started: self.started,
             bad_frames: self.bad_frames,
-            send_overflow: self.send_overflow + self.ranges.overflow(),
+            send_overflow: self.send_overflow + self.ranges.overflow() + self.bulk.dropped(),
             ranges_deferred: self.ranges.deferred(),
+            bulk_held: self.bulk.held(),
             catch_up: self.catch_up,
             net: self.net.stats(),
             timings: self.timings.clone(),

@@ -29,6 +29,8 @@ pub struct View {
     /// Range requests answered "not yet" because too many range reads
     /// were under way or waiting.
     pub ranges_deferred: u64,
+    /// Snapshot chunks and range replies held back by `--bulk-rate`.
+    pub bulk_held: u64,
     /// A snapshot download under way.
     pub catch_up: Option<CatchUpProgress>,
     /// What the network actor counted.

@@ -11,6 +11,7 @@
 //! | `inbound` | network events into the core's inputs, sender checks |
 //! | `address_book` | peer ids and addresses, parsed once, bounded |
 //! | `ranges` | range replies read and encoded off the loop, bounded |
+//! | `pacer` | bulk bytes served at most `--bulk-rate` a second |
 //! | `snapshot_builder` | encoding snapshots off the loop |
 //! | `bulk` | threads for bulk work, below the rest of the node in CPU priority |
 //! | `host` | this host's free capacity |
@@ -22,6 +23,7 @@ mod events;
 mod handle;
 mod host;
 mod inbound;
+mod pacer;
 mod ranges;
 mod restore;
 mod snapshot_builder;

@@ -5,6 +5,7 @@
 use super::event_loop::EventLoop;
 use super::events::EventReader;
 use super::handle::{NodeHandle, View, MAX_CALLS};
+use super::pacer::Pacer;
 use super::snapshot_builder::SnapshotBuilder;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::runner::Runs;
@@ -59,6 +60,9 @@ pub struct NodeOptions {
     /// Found a new cluster from this backup (`shoal snapshot save`); the
     /// data directory must be empty.
     pub restore: Option<PathBuf>,
+    /// Snapshot chunks and range replies served, at most this many bytes
+    /// a second (`--bulk-rate`); none: as fast as they go.
+    pub bulk_rate: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +212,7 @@ pub async fn start(
         bad_frames: 0,
         send_overflow: 0,
         ranges_deferred: 0,
+        bulk_held: 0,
         catch_up: None,
         net: net.stats(),
         timings: super::Timings::default(),
@@ -224,6 +229,8 @@ pub async fn start(
     if let Some(index) = saved {
         builder.hold_saved(index, chunk_bytes);
     }
+    let to_net = net.clone();
+    let bulk = Pacer::new(opts.bulk_rate, move |cmd| to_net.try_send(cmd));
     let event_loop = EventLoop::new(
         node,
         dir,
@@ -234,6 +241,7 @@ pub async fn start(
         builder,
         runs,
         output_tx.clone(),
+        bulk,
     );
     let handle = NodeHandle {
         tx: call_tx,

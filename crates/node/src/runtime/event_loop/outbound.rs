@@ -1,5 +1,6 @@
 //! What the loop sends: one-to-one frames, range replies (read and
 //! encoded off the loop, `RangeServer`), gossip, and dials to members.
+//! Snapshot chunks and range replies go through the bulk pacer.
 
 use super::EventLoop;
 use shoal_model::NodeId;
@@ -30,12 +31,18 @@ impl EventLoop {
         };
         match wire::encode(frame) {
             Ok(bytes) => {
+                let len = bytes.len() as u64;
                 let cmd = NetCommand::Send {
                     to: peer,
                     addr,
                     bytes,
                 };
-                if !self.net.try_send(cmd) {
+                let sent = if matches!(frame.msg, Direct::SnapshotChunk(_)) {
+                    self.bulk.send(cmd, len)
+                } else {
+                    self.net.try_send(cmd)
+                };
+                if !sent {
                     self.send_overflow += 1;
                 }
             }
@@ -49,13 +56,15 @@ impl EventLoop {
         let Some((peer, addr)) = self.target(to) else {
             return;
         };
-        let net = self.net.clone();
+        let bulk = self.bulk.clone();
         self.ranges.serve(frame, move |bytes| {
-            net.try_send(NetCommand::Send {
+            let len = bytes.len() as u64;
+            let cmd = NetCommand::Send {
                 to: peer,
                 addr,
                 bytes,
-            })
+            };
+            bulk.send(cmd, len)
         });
     }
 
