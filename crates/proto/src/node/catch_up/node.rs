@@ -12,16 +12,10 @@ use shoal_model::NodeId;
 impl<L: LogStore> Node<L> {
     /// The catch-up decision, after every step (see `catch_up`).
     pub(in crate::node) fn follow(&mut self, out: &mut Vec<Output>) {
-        // Committed gossip is for the followers. A joiner cannot check it
-        // yet (`Output::FollowCommitted`); a Raft member has every entry
-        // by Raft, and relaying the followers' gossip would only take the
-        // core its acknowledgements wait for (in a join storm, a send and
-        // a timer per message per mesh peer).
         let holds_state = self.state.cluster_id().is_some();
-        let follows = holds_state && self.raft.is_none();
-        if self.following_committed != Some(follows) {
-            self.following_committed = Some(follows);
-            out.push(Output::FollowCommitted(follows));
+        if self.following_committed != Some(holds_state) {
+            self.following_committed = Some(holds_state);
+            out.push(Output::FollowCommitted(holds_state));
         }
         if self.cluster.is_none() {
             return;

@@ -224,28 +224,6 @@ fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
     })
 }
 
-#[test]
-fn committed_gossip_is_taken_by_followers_and_not_by_raft_members() {
-    let follows = |out: &[Output]| -> Vec<bool> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::FollowCommitted(on) => Some(*on),
-                _ => None,
-            })
-            .collect()
-    };
-    // A follower with State takes it from its first step on.
-    let mut n = start(Some("c"), Some(cluster_state(&["m", ME], vec![])));
-    assert_eq!(follows(&n.handle(Input::Wake, ms(0), 0)), [true]);
-    // A founder holds State only as a Raft member: it never takes it.
-    let mut n = start(None, None);
-    let mut seen = follows(&n.handle(Input::Wake, ms(0), 0));
-    seen.extend(follows(&n.handle(Input::Wake, ms(2000), 0)));
-    seen.extend(follows(&n.handle(Input::Wake, ms(2001), 5)));
-    assert!(n.is_master() && n.state().cluster_id().is_some());
-    assert_eq!(seen, [false]);
-}
-
 /// A node that founded a cluster alone, as master at 2 s, founded at
 /// wall clock 5 ms.
 fn lone_founder() -> (Node<MemLog>, ClusterId) {
