@@ -199,7 +199,7 @@ impl GapFetcher {
                     .collect();
                 if holders.iter().any(|p| !p.spared) {
                     holders.retain(|p| !p.spared);
-                } else if self.asks_spared(peers) {
+                } else if !holders.is_empty() && self.asks_spared(peers) {
                     return out;
                 }
                 if holders.is_empty() {
