@@ -224,6 +224,29 @@ fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
     })
 }
 
+#[test]
+fn committed_gossip_is_taken_by_every_node_holding_state_raft_members_too() {
+    let follows = |out: &[Output]| -> Vec<bool> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::FollowCommitted(on) => Some(*on),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut n = start(Some("c"), Some(cluster_state(&["m", ME], vec![])));
+    assert_eq!(follows(&n.handle(Input::Wake, ms(0), 0)), [true]);
+    // A member too: Raft tells a voter the commit only with the next
+    // append or heartbeat (`skip_bcast_commit`), the master's gossip
+    // at once; a write made through a voter is answered when it applies.
+    let mut n = start(None, None);
+    let mut seen = follows(&n.handle(Input::Wake, ms(0), 0));
+    seen.extend(follows(&n.handle(Input::Wake, ms(2000), 0)));
+    seen.extend(follows(&n.handle(Input::Wake, ms(2001), 5)));
+    assert!(n.is_master() && n.state().cluster_id().is_some());
+    assert_eq!(seen, [false, true]);
+}
+
 /// A node that founded a cluster alone, as master at 2 s, founded at
 /// wall clock 5 ms.
 fn lone_founder() -> (Node<MemLog>, ClusterId) {
