@@ -1,6 +1,7 @@
 //! Messages between nodes, and their versioned encoding.
 //!
-//! One-to-one messages (`Direct`) carry Raft traffic, range fetches,
+//! One-to-one messages (`Direct`) carry Raft traffic, the master's word
+//! of what it committed to the other Raft members, range fetches,
 //! snapshot offers and chunks, forwarded commands, lease renewals and task
 //! output. Broadcast messages (`Gossip`) carry committed entries, transient
 //! events and requests for a snapshot. Every frame starts with the
@@ -13,7 +14,7 @@ use shoal_model::{
     TaskId, TransientEvent,
 };
 
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 /// The largest frame any node sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Snapshot chunk payload size: well under the message cap.
@@ -107,6 +108,11 @@ pub enum Direct {
         id: u64,
         result: Result<EventIdx, Refusal>,
     },
+    /// Entries the master has just committed, to each Raft member: Raft
+    /// tells a member the commit only with the next append or heartbeat,
+    /// and the members take no committed gossip (they would relay the
+    /// followers' traffic on the core their acknowledgements need).
+    Committed(Vec<LogEntry>),
 }
 
 /// Broadcast messages.

@@ -147,9 +147,10 @@ impl RaftCore {
             check_quorum: true,
             pre_vote: true,
             // Followers learn a new commit index from the next append or
-            // heartbeat (and, sooner, from the committed gossip), not from
-            // a round of empty appends of its own: that round was half of
-            // the frames, timers and wake-ups each write cost the members.
+            // heartbeat (and, sooner, from the master's one-way
+            // `Direct::Committed`), not from a round of empty appends and
+            // their answers: that round was half of the frames, timers and
+            // wake-ups each write cost the members.
             skip_bcast_commit: true,
             ..Default::default()
         };

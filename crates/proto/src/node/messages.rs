@@ -6,7 +6,7 @@ use super::io::Output;
 use super::{BadRange, Node};
 use crate::log_store::LogStore;
 use crate::wire::{Direct, Frame, Gossip, PROTOCOL_VERSION};
-use shoal_model::{ClusterId, NodeId, TransientEvent};
+use shoal_model::{ClusterId, LogEntry, NodeId, TransientEvent};
 
 impl<L: LogStore> Node<L> {
     /// A frame from this node: protocol version, cluster id, sender.
@@ -52,21 +52,7 @@ impl<L: LogStore> Node<L> {
             return;
         }
         match frame.msg {
-            Gossip::Committed(entries) => {
-                if self.cluster.is_none() || frame.cluster != self.cluster {
-                    return;
-                }
-                // A joiner cannot check entries yet: its State comes by
-                // snapshot, the tail by range.
-                if self.knows_members() && self.master_view.id.as_ref() == Some(&frame.from) {
-                    self.catch_up.offer(entries);
-                } else {
-                    // Only the master's word counts (see `trust`). A new
-                    // master this node has not learnt of yet is dropped
-                    // too: the entries come again by range.
-                    self.metrics.untrusted_messages += 1;
-                }
-            }
+            Gossip::Committed(entries) => self.on_committed(&frame.from, frame.cluster, entries),
             Gossip::Transient(ev) => self.on_transient(frame.from, frame.cluster, ev, out),
             Gossip::SnapshotWanted {
                 session,
@@ -77,6 +63,24 @@ impl<L: LogStore> Node<L> {
                     self.on_snapshot_wanted(frame.from, session, have, resume, out);
                 }
             }
+        }
+    }
+
+    /// Entries the master says it committed: on gossip to followers, one-to-one
+    /// to Raft members.
+    fn on_committed(&mut self, from: &NodeId, cluster: Option<ClusterId>, entries: Vec<LogEntry>) {
+        if self.cluster.is_none() || cluster != self.cluster {
+            return;
+        }
+        // A joiner cannot check entries yet: its State comes by snapshot,
+        // the tail by range.
+        if self.knows_members() && self.master_view.id.as_ref() == Some(from) {
+            self.catch_up.offer(entries);
+        } else {
+            // Only the master's word counts (see `trust`). A new master
+            // this node has not learnt of yet is dropped too: the entries
+            // come again by range (or by Raft).
+            self.metrics.untrusted_messages += 1;
         }
     }
 
@@ -105,6 +109,7 @@ impl<L: LogStore> Node<L> {
         let from = frame.from;
         match frame.msg {
             Direct::Raft(bytes) => self.on_raft_message(&from, &bytes, out),
+            Direct::Committed(entries) => self.on_committed(&from, frame.cluster, entries),
             Direct::FetchRange(r) => self.serve_range(from, r, out),
             Direct::Range(reply) => match self.catch_up.on_range(&from, reply) {
                 Ok(()) => {}

@@ -281,21 +281,33 @@ impl<L: LogStore> Node<L> {
         }
     }
 
+    /// What the master committed goes to the followers on gossip and to
+    /// the other Raft members one-to-one (`Direct::Committed`), in batches
+    /// of at most `BROADCAST_BATCH_BYTES`.
     fn broadcast_committed(&self, entries: &[LogEntry], out: &mut Vec<Output>) {
+        let members: Vec<NodeId> = [Role::Voter, Role::Learner]
+            .into_iter()
+            .flat_map(|role| self.state.members(role))
+            .map(|(_, n)| n)
+            .collect();
+        let mut publish = |batch: Vec<LogEntry>| {
+            for to in &members {
+                self.send(to.clone(), Direct::Committed(batch.clone()), out);
+            }
+            out.push(Output::Broadcast(self.frame(Gossip::Committed(batch))));
+        };
         let mut batch = Vec::new();
         let mut bytes = 0;
         for e in entries {
             if bytes + e.size_hint() > BROADCAST_BATCH_BYTES && !batch.is_empty() {
-                out.push(Output::Broadcast(
-                    self.frame(Gossip::Committed(std::mem::take(&mut batch))),
-                ));
+                publish(std::mem::take(&mut batch));
                 bytes = 0;
             }
             bytes += e.size_hint();
             batch.push(e.clone());
         }
         if !batch.is_empty() {
-            out.push(Output::Broadcast(self.frame(Gossip::Committed(batch))));
+            publish(batch);
         }
     }
 }

@@ -12,10 +12,17 @@ use shoal_model::NodeId;
 impl<L: LogStore> Node<L> {
     /// The catch-up decision, after every step (see `catch_up`).
     pub(in crate::node) fn follow(&mut self, out: &mut Vec<Output>) {
+        // Committed gossip is for the followers. A joiner cannot check it
+        // yet; a Raft member has every entry by Raft and hears of each
+        // commit from the master one-to-one (`Direct::Committed`), and
+        // relaying the followers' gossip would take the core its
+        // acknowledgements wait for (in a join storm, a send and a timer
+        // per message per mesh peer).
         let holds_state = self.state.cluster_id().is_some();
-        if self.following_committed != Some(holds_state) {
-            self.following_committed = Some(holds_state);
-            out.push(Output::FollowCommitted(holds_state));
+        let follows = holds_state && self.raft.is_none();
+        if self.following_committed != Some(follows) {
+            self.following_committed = Some(follows);
+            out.push(Output::FollowCommitted(follows));
         }
         if self.cluster.is_none() {
             return;

@@ -225,7 +225,7 @@ fn wanted(out: &[Output]) -> Option<(u64, EventIdx)> {
 }
 
 #[test]
-fn committed_gossip_is_taken_by_every_node_holding_state_raft_members_too() {
+fn committed_gossip_is_taken_by_followers_and_not_by_raft_members() {
     let follows = |out: &[Output]| -> Vec<bool> {
         out.iter()
             .filter_map(|o| match o {
@@ -234,17 +234,40 @@ fn committed_gossip_is_taken_by_every_node_holding_state_raft_members_too() {
             })
             .collect()
     };
+    // A follower with State takes it from its first step on.
     let mut n = start(Some("c"), Some(cluster_state(&["m", ME], vec![])));
     assert_eq!(follows(&n.handle(Input::Wake, ms(0), 0)), [true]);
-    // A member too: Raft tells a voter the commit only with the next
-    // append or heartbeat (`skip_bcast_commit`), the master's gossip
-    // at once; a write made through a voter is answered when it applies.
+    // A founder holds State only as a Raft member: it never takes it (the
+    // master tells the other members one-to-one, `Direct::Committed`).
     let mut n = start(None, None);
     let mut seen = follows(&n.handle(Input::Wake, ms(0), 0));
     seen.extend(follows(&n.handle(Input::Wake, ms(2000), 0)));
     seen.extend(follows(&n.handle(Input::Wake, ms(2001), 5)));
     assert!(n.is_master() && n.state().cluster_id().is_some());
-    assert_eq!(seen, [false, true]);
+    assert_eq!(seen, [false]);
+}
+
+#[test]
+fn committed_entries_sent_one_to_one_count_from_the_master_only() {
+    let state = cluster_state(&["m", ME, "a"], vec![]);
+    let base = state.index().0;
+    let mut n = follower(state);
+    n.handle(heartbeat("m", Some("c"), base, base), ms(5), 0);
+    let one_to_one = |from: &str, input: Input| match input {
+        Input::Gossip(f) => match f.msg {
+            Gossip::Committed(entries) => direct(from, Direct::Committed(entries)),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    // From a node that is not the master: dropped and counted.
+    n.handle(one_to_one("a", committed(base + 1, base + 2)), ms(10), 0);
+    assert_eq!(n.state().index().0, base);
+    assert_eq!(n.metrics().untrusted_messages, 1);
+    // From the master: applied, as its gossip would be.
+    n.handle(one_to_one("m", committed(base + 1, base + 2)), ms(11), 0);
+    assert_eq!(n.state().index().0, base + 2);
+    assert_eq!(n.metrics().untrusted_messages, 1);
 }
 
 /// A node that founded a cluster alone, as master at 2 s, founded at
