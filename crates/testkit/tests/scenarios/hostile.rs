@@ -96,6 +96,10 @@ fn attack(sim: &mut Sim, h: &NodeId, round: u64, entries: bool) {
                 entries: forged_entries(next, st.term()),
             };
             sim.forge_direct(h, &to, Direct::Range(forged));
+            // The master's word of a commit, to a Raft member, from a
+            // node that is not the master.
+            let forged = forged_entries(next, st.term());
+            sim.forge_direct(h, &to, Direct::Committed(forged));
         }
         let offer = SnapshotOffer {
             session: round,
