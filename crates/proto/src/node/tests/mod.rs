@@ -485,9 +485,9 @@ fn the_metrics_timer_reports_capacity_to_the_members_and_asks_for_a_measurement(
     assert_eq!(unheard, [vec![]], "m heard");
 }
 
-/// Committed entries `from..=to` (no-ops), as the master gossips them.
-fn committed(from: u64, to: u64) -> Input {
-    let entries = (from..=to)
+/// Entries `from..=to`, no-ops of term 1.
+fn noops(from: u64, to: u64) -> Vec<shoal_model::LogEntry> {
+    (from..=to)
         .map(|i| shoal_model::LogEntry {
             idx: EventIdx(i),
             term: Term(1),
@@ -495,8 +495,12 @@ fn committed(from: u64, to: u64) -> Input {
             data: shoal_model::encode_event(&Event::Noop),
             context: vec![],
         })
-        .collect();
-    gossiped(entries)
+        .collect()
+}
+
+/// Committed entries `from..=to` (no-ops), as the master gossips them.
+fn committed(from: u64, to: u64) -> Input {
+    gossiped(noops(from, to))
 }
 
 /// Committed entries as the master "m" gossips them.
