@@ -2,6 +2,7 @@
 //! redials what drops, greets peers, and turns swarm events into the
 //! node's `NetEvent`s.
 
+use crate::dialer::Learnt;
 use crate::fault::Delay;
 use crate::greeting::{believe, Greeting};
 use crate::handshake::{handshake_failed, Handshake};
@@ -40,6 +41,18 @@ pub(crate) struct Actor {
     /// The dial pending to each peer this actor dialled, until it connects
     /// or fails (within the transport's connect timeout).
     pub dialing: HashMap<PeerId, (ConnectionId, Instant)>,
+    /// The connections this actor dialled (its own, or a frame's), and
+    /// their peers (`redial::to_close`).
+    pub made: HashMap<ConnectionId, PeerId>,
+    /// The members this node was last told to keep (`NetCommand::Keep`).
+    pub members: HashSet<PeerId>,
+    /// The peers given by the user (`NetConfig::peers`), kept whatever
+    /// the members.
+    pub given: HashSet<PeerId>,
+    /// When a frame last went to each connected peer.
+    pub last_sent: HashMap<PeerId, Instant>,
+    /// How many connections each connected peer holds.
+    pub open: HashMap<PeerId, usize>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -148,7 +161,7 @@ impl Actor {
                 if let Some(addr) = addr {
                     if !self.connected.contains(&to) && !self.peer_addrs.contains_key(&to) {
                         // It may not know this node: dialled at once.
-                        self.remember(to, addr, false);
+                        self.remember(to, addr, Learnt::Addressee);
                     }
                 }
                 self.send(to, bytes);
@@ -181,11 +194,7 @@ impl Actor {
                     gossip.unsubscribe(&t);
                 }
             }
-            NetCommand::Dial(addr) => {
-                // A member in State: it is told of this node as well.
-                let wait = self.first_dial_wait(&addr);
-                self.redials.add(addr, Instant::now(), wait);
-            }
+            NetCommand::Keep(addrs) => self.keep(addrs),
             NetCommand::Reconnect(peer) => {
                 debug!(peer = %peer, "silent: reconnecting");
                 self.reconnect(peer);
@@ -203,6 +212,7 @@ impl Actor {
     /// Sends a one-to-one frame: on the peer's lane, or on a stream of
     /// its own if it is large.
     fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
+        self.last_sent.insert(to, Instant::now());
         if bytes.len() <= LANE_MAX_FRAME {
             self.lanes.send(to, bytes);
         } else {
@@ -286,9 +296,15 @@ impl Actor {
                 peer_id,
                 connection_id,
                 endpoint,
+                num_established,
                 ..
             } => {
-                self.dial_ended(Some(peer_id), connection_id);
+                self.connection_made(
+                    peer_id,
+                    connection_id,
+                    endpoint.is_dialer(),
+                    num_established.get(),
+                );
                 self.count_connections();
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -298,18 +314,26 @@ impl Actor {
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     // An explicit peer given without its id: now we know it.
-                    if peer_of(&addr).is_none() {
-                        self.redials.remove(&addr);
-                        self.remember(peer_id, addr, true);
+                    if peer_of(&addr).is_none() && self.redials.remove(&addr) {
+                        self.given.insert(peer_id);
+                        self.remember(peer_id, addr, Learnt::Asked);
                     }
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
                 self.count_connections();
+                self.made.remove(&connection_id);
+                if num_established == 0 {
+                    self.last_sent.remove(&peer_id);
+                    self.open.remove(&peer_id);
+                } else {
+                    self.open.insert(peer_id, num_established as usize);
+                }
                 if num_established == 0 && self.connected.remove(&peer_id) {
                     debug!(peer = %peer_id, "disconnected");
                     self.stuck.forget(&peer_id);
@@ -321,7 +345,7 @@ impl Actor {
                     if !self.peer_addrs.contains_key(&peer) {
                         info!(peer = %peer, addr = %addr, "discovered by mdns");
                     }
-                    self.remember(peer, addr, true);
+                    self.remember(peer, addr, Learnt::Found);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -337,7 +361,7 @@ impl Actor {
                     .find(|a| !is_unspecified(a))
                     .cloned()
                 {
-                    self.remember(peer_id, addr, true);
+                    self.remember(peer_id, addr, Learnt::Found);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {

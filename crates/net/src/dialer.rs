@@ -1,13 +1,15 @@
 //! How the network actor keeps its peers connected: what it dials when
-//! (`redial`), so that a pair of peers holds one connection.
+//! (`redial`), so that a pair of peers holds one connection and a node
+//! dials a bounded number of the peers it found.
 
 use crate::actor::{peer_of, Actor};
-use crate::redial::first_dial_wait;
+use crate::redial::{first_dial_wait, rank, to_close, FOUND_PICKS, IDLE_FOR};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
@@ -17,6 +19,20 @@ use tracing::debug;
 /// then reports the dial ended; this only bounds what a report never
 /// made would cost (the peer not redialled).
 const PENDING_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How the actor came to know a peer's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Learnt {
+    /// Given by the user: kept dialled, and of two peers the smaller id
+    /// dials first (the peer may have been given ours).
+    Asked,
+    /// From mDNS or identify: the peer knows ours as well. Dialled while
+    /// picked (`FOUND_PICKS`), the smaller id first.
+    Found,
+    /// A frame is sent to it: it may not know this node, so dialled at
+    /// once (by the frame), and kept dialled while picked.
+    Addressee,
+}
 
 /// Whether a dial of ours to `peer` is pending (`PENDING_AT_MOST`).
 fn pending(
@@ -49,7 +65,9 @@ impl Actor {
             now,
             |a| peer_of(a).is_some_and(|p| connected.contains(&p)),
             |a| peer_of(a).is_some_and(|p| pending(dialing, &p, now)),
+            FOUND_PICKS,
         );
+        self.close_idle(now);
         for addr in due {
             // A fresh port: two nodes dialling each other at the same
             // instant could otherwise merge their attempts and fail the
@@ -81,6 +99,51 @@ impl Actor {
         }
     }
 
+    /// Connection `id` to `peer` is set up, `open` the peer's count.
+    pub(crate) fn connection_made(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        dialer: bool,
+        open: u32,
+    ) {
+        self.open.insert(peer, open as usize);
+        if dialer {
+            self.made.insert(id, peer);
+        }
+        self.dial_ended(Some(peer), id);
+    }
+
+    /// Closes the connections this node made and no longer needs
+    /// (`to_close`): it keeps those to peers asked for, picked, or in its
+    /// gossip mesh; a peer's other connections, and connections to peers
+    /// it sent no frame to for a while, it closes.
+    fn close_idle(&mut self, now: Instant) {
+        // A stamp that old says no more than none (and peers never
+        // reached would otherwise stay).
+        self.last_sent.retain(|_, t| now < *t + IDLE_FOR);
+        let made: Vec<_> = self.made.iter().map(|(c, p)| (*c, *p)).collect();
+        let picked: HashSet<PeerId> = (self.redials.picked(FOUND_PICKS).into_iter())
+            .filter_map(peer_of)
+            .collect();
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mesh: HashSet<&PeerId> = gossip.all_mesh_peers().collect();
+        let (redials, last_sent, open) = (&self.redials, &self.last_sent, &self.open);
+        let close = to_close(
+            &made,
+            |p| picked.contains(p) || mesh.contains(p) || redials.asked(|a| peer_of(a) == Some(*p)),
+            |p| last_sent.get(p).copied(),
+            |p| open.get(p).copied().unwrap_or(0),
+            now,
+        );
+        for c in close {
+            if self.swarm.close_connection(c) {
+                self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.made.remove(&c);
+        }
+    }
+
     /// A dial of ours to `peer` ended, as connection `id` or with an error.
     pub(crate) fn dial_ended(&mut self, peer: Option<PeerId>, id: ConnectionId) {
         if let Some(p) = peer {
@@ -90,10 +153,28 @@ impl Actor {
         }
     }
 
-    /// Keeps `peer` dialled at `addr`. `mutual`: the peer knows this
-    /// node's address as well (mDNS, identify, members in State), so of
-    /// the two the smaller id dials first.
-    pub(crate) fn remember(&mut self, peer: PeerId, addr: Multiaddr, mutual: bool) {
+    /// Keeps the members in `addrs` connected; those kept before and not
+    /// named now become found peers, kept while picked.
+    pub(crate) fn keep(&mut self, addrs: Vec<Multiaddr>) {
+        let now = Instant::now();
+        let before = std::mem::take(&mut self.members);
+        for addr in addrs {
+            // A member in State: it is told of this node as well.
+            let wait = self.first_dial_wait(&addr);
+            self.members.extend(peer_of(&addr));
+            self.redials.add(addr, now, wait, None);
+        }
+        let local = self.swarm.local_peer_id().to_bytes();
+        for p in before.difference(&self.members) {
+            if !self.given.contains(p) {
+                let rank = rank(&local, &p.to_bytes());
+                self.redials.demote(|a| peer_of(a) == Some(*p), rank);
+            }
+        }
+    }
+
+    /// Keeps `peer` dialled at `addr`, as `learnt` says.
+    pub(crate) fn remember(&mut self, peer: PeerId, addr: Multiaddr, learnt: Learnt) {
         if peer == *self.swarm.local_peer_id() {
             return;
         }
@@ -104,12 +185,15 @@ impl Actor {
         };
         self.swarm.add_peer_address(peer, addr);
         self.peer_addrs.insert(peer, full.clone());
-        let wait = if mutual {
-            self.first_dial_wait(&full)
-        } else {
-            Duration::ZERO
+        let wait = match learnt {
+            Learnt::Asked | Learnt::Found => self.first_dial_wait(&full),
+            Learnt::Addressee => Duration::ZERO,
         };
+        let found = (learnt != Learnt::Asked)
+            .then(|| rank(&self.swarm.local_peer_id().to_bytes(), &peer.to_bytes()));
         self.redials
-            .replace(full, Instant::now(), wait, |a| peer_of(a) == Some(peer));
+            .replace(full, Instant::now(), wait, found, |a| {
+                peer_of(a) == Some(peer)
+            });
     }
 }

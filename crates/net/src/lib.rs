@@ -16,11 +16,17 @@
 //! | `actor` | the task that owns the Swarm |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
-//! dials and reports a peer rarely, so every address learnt is remembered
-//! and redialled with backoff. A pair should hold one connection: a
-//! pending dial is waited for, and of two peers that know each other the
-//! smaller id dials first (`redial`); two dials that still cross leave a
-//! pair two (`shoal_net_connections` counts them).
+//! dials and reports a peer rarely, so every address learnt is remembered.
+//! A node keeps connected, and redials with backoff, the peers it was
+//! given, the members the node names (`NetCommand::Keep`), and six of the
+//! others it found, picked by a hash of the pair; a connection it made
+//! that it has no reason to keep (to a peer a frame went to once, or a
+//! second one to a peer) it closes once idle, so a follower holds about a
+//! dozen peers however large the cluster (`redial`). A pair should hold one
+//! connection: a pending dial is waited for, and of two peers that know
+//! each other the smaller id dials first; two dials that still cross leave
+//! a pair two for a while (`shoal_net_connections` counts connections,
+//! `shoal_net_idle_closed` those closed).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events,
 //! snapshot requests). Each message is signed by its publisher inside its
@@ -128,8 +134,10 @@ pub enum NetCommand {
         topic: Topic,
         on: bool,
     },
-    /// Keep this address connected.
-    Dial(Multiaddr),
+    /// Keep these addresses connected, all of them: the members this node
+    /// talks to. A peer named before and not now is kept no longer, but
+    /// as a peer found (`redial::FOUND_PICKS`).
+    Keep(Vec<Multiaddr>),
     /// This peer fell silent: close its connections (one may be
     /// black-holed by a cut link, its retransmissions backing off for
     /// minutes) and dial it afresh at once.
@@ -223,6 +231,9 @@ pub struct NetCounters {
     /// Connections open to peers now (a gauge); a pair may hold several
     /// when their dials crossed.
     pub connections: AtomicU64,
+    /// Connections this node made and closed once it had no reason to
+    /// keep them (`redial::to_close`).
+    pub idle_closed: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -241,6 +252,7 @@ pub struct NetStats {
     pub gossip_reconnects: u64,
     pub gossip_refused: u64,
     pub connections: u64,
+    pub idle_closed: u64,
 }
 
 /// Hands an event to the node. The node drains this channel on every turn
@@ -283,6 +295,7 @@ impl NetHandle {
             gossip_reconnects: c.gossip_reconnects.load(Ordering::Relaxed),
             gossip_refused: c.gossip_refused.load(Ordering::Relaxed),
             connections: c.connections.load(Ordering::Relaxed),
+            idle_closed: c.idle_closed.load(Ordering::Relaxed),
         }
     }
 }
@@ -375,6 +388,11 @@ pub async fn spawn(
         peer_addrs: BTreeMap::new(),
         connected: HashSet::new(),
         dialing: HashMap::new(),
+        made: HashMap::new(),
+        last_sent: HashMap::new(),
+        members: HashSet::new(),
+        given: HashSet::new(),
+        open: HashMap::new(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,
@@ -394,7 +412,10 @@ pub async fn spawn(
     if !cfg.solitary {
         for addr in cfg.peers {
             // Given by the user: dialled at once, whatever the ids.
-            actor.redials.add(addr, Instant::now(), Duration::ZERO);
+            actor.given.extend(actor::peer_of(&addr));
+            actor
+                .redials
+                .add(addr, Instant::now(), Duration::ZERO, None);
         }
     }
     tokio::spawn(actor.run(cmd_rx));

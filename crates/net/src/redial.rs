@@ -16,13 +16,25 @@
 //! connected still makes its own dial (libp2p-stream's, request-response's)
 //! at once, which may cross the peer's.
 //!
+//! A node keeps connections to the peers it was asked to (explicit peers,
+//! members in State: a follower talks to those) and to a few of the others
+//! it found (mDNS, identify, a frame's addressee): the `FOUND_PICKS` that
+//! rank first by a hash of the pair both ends compute alike (`rank`),
+//! passing over those its dials fail to reach. The picks do not depend on
+//! the order peers were found in, so no peer draws everyone's dials for
+//! having started first. At fifty hosts mDNS finds every host, and a
+//! connection to each cost every follower sockets, keep-alives and
+//! crossed duplicate connections that grew with the cluster; a gossip mesh
+//! needs six peers (`bench/README.md`). A connection this node made that
+//! it has no reason to keep is closed once idle (`to_close`).
+//!
 //! The schedule is written here rather than taken from a crate: `backoff`
 //! is unmaintained (RUSTSEC-2025-0012), and `backon` and `tokio-retry`
 //! retry one future each on tokio's clock, where this keeps a schedule per
 //! address in a map on the caller's clock, so that it is tested without
 //! sockets or sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::Add;
 use std::time::Duration;
@@ -40,6 +52,10 @@ pub const MAX_ADDRESSES: usize = 4096;
 /// setup (`transport::CONNECT_TIMEOUT`), so that a dial of the smaller
 /// that is on its way is not crossed.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// Found peers a node keeps dialled. With the peers that pick it and its
+/// members, a follower holds about a dozen: enough for a gossip mesh (six)
+/// and its lazy peers.
+pub const FOUND_PICKS: usize = 6;
 
 /// How long after its peer is learnt or lost an address is first dialled,
 /// from this node's id and the peer's: at once by the smaller, after
@@ -52,12 +68,65 @@ pub fn first_dial_wait<P: Ord>(local: &P, peer: Option<&P>) -> Duration {
     }
 }
 
+/// Where a found peer stands among those a node may dial: a hash of the
+/// pair, the same from either end, so that the peers one ranks first tend
+/// to rank it first too.
+pub fn rank(a: &[u8], b: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let d = Sha256::new().chain_update(lo).chain_update(hi).finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("eight bytes"))
+}
+
+/// A connection this node made is closed, if it has no reason to be
+/// kept, once no frame went to its peer for this long: longer than a
+/// lane's writer waits before it closes its lane (60 s), so that no lane
+/// of ours is cut.
+pub const IDLE_FOR: Duration = Duration::from_secs(90);
+
+/// Of the connections this node made, `(connection, peer)`, which to
+/// close now. A peer sent a frame within `IDLE_FOR` (`last_sent`) keeps
+/// them all. Of the rest, a connection to a peer reached over another as
+/// well (`open` counts a peer's connections) is closed, and so is the
+/// last one to a peer not `kept` (asked for, picked, or in the gossip
+/// mesh). Without this, every replica that answered a joiner, every peer
+/// a frame ever went to, and every peer once picked would stay connected
+/// for good: gossipsub's streams keep every connection busy.
+pub fn to_close<C: Copy, P: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>>(
+    made: &[(C, P)],
+    kept: impl Fn(&P) -> bool,
+    last_sent: impl Fn(&P) -> Option<T>,
+    open: impl Fn(&P) -> usize,
+    now: T,
+) -> Vec<C> {
+    let mut left: HashMap<P, usize> = HashMap::new();
+    let mut close = Vec::new();
+    for (c, p) in made {
+        if last_sent(p).is_some_and(|t| now < t + IDLE_FOR) {
+            continue;
+        }
+        let n = left.entry(p.clone()).or_insert_with(|| open(p));
+        if *n > 1 || (*n == 1 && !kept(p)) {
+            *n -= 1;
+            close.push(*c);
+        }
+    }
+    close
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Entry<T> {
     next: T,
     backoff: Duration,
     /// `first_dial_wait` for this address.
     wait: Duration,
+    /// `None`: asked for, dialled until connected. `Some(rank)`: found,
+    /// dialled while picked (`Redials::picked`).
+    found: Option<u64>,
+    /// Dialled, and not connected since.
+    tried: bool,
+    /// A dial ended without a connection since the peer last connected.
+    failed: bool,
 }
 
 /// Addresses `A` to keep dialled, on the caller's clock `T`.
@@ -76,24 +145,44 @@ impl<A, T> Default for Redials<A, T> {
 
 impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A, T> {
     /// Dials `addr` from now on: after `wait` (`first_dial_wait`) if it
-    /// is new, else on its schedule.
-    pub fn add(&mut self, addr: A, now: T, wait: Duration) {
+    /// is new, else on its schedule. `found`: `None` if asked for (kept
+    /// so once asked), else its `rank`.
+    pub fn add(&mut self, addr: A, now: T, wait: Duration, found: Option<u64>) {
         if self.entries.len() >= MAX_ADDRESSES && !self.entries.contains_key(&addr) {
             return;
         }
-        self.entries.entry(addr).or_insert(Entry {
+        let e = self.entries.entry(addr).or_insert(Entry {
             next: now + wait,
             backoff: REDIAL_MIN,
             wait,
+            found,
+            tried: false,
+            failed: false,
         });
+        if found.is_none() {
+            e.found = None;
+        }
     }
 
     /// Replaces every address for which `same_peer` holds with `addr`: a
     /// peer's newest address is the one to dial. An address already held
-    /// keeps its schedule: learning it again is no reason to dial.
-    pub fn replace(&mut self, addr: A, now: T, wait: Duration, same_peer: impl Fn(&A) -> bool) {
-        self.entries.retain(|a, _| *a == addr || !same_peer(a));
-        self.add(addr, now, wait);
+    /// keeps its schedule: learning it again is no reason to dial. A peer
+    /// asked for stays asked for under its new address.
+    pub fn replace(
+        &mut self,
+        addr: A,
+        now: T,
+        wait: Duration,
+        found: Option<u64>,
+        same_peer: impl Fn(&A) -> bool,
+    ) {
+        let mut asked = found.is_none();
+        self.entries.retain(|a, e| {
+            let keep = *a == addr || !same_peer(a);
+            asked |= !keep && e.found.is_none();
+            keep
+        });
+        self.add(addr, now, wait, found.filter(|_| !asked));
     }
 
     /// Dials every address for which `same_peer` holds at once, from the
@@ -108,8 +197,27 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
         }
     }
 
-    pub fn remove(&mut self, addr: &A) {
-        self.entries.remove(addr);
+    /// Every address for which `same_peer` holds is kept from now on only
+    /// as a found one, at `rank`.
+    pub fn demote(&mut self, same_peer: impl Fn(&A) -> bool, rank: u64) {
+        for (a, e) in self.entries.iter_mut() {
+            if same_peer(a) {
+                e.found = Some(rank);
+            }
+        }
+    }
+
+    /// Whether an address for which `same_peer` holds is dialled because
+    /// this node was asked to.
+    pub fn asked(&self, same_peer: impl Fn(&A) -> bool) -> bool {
+        self.entries
+            .iter()
+            .any(|(a, e)| e.found.is_none() && same_peer(a))
+    }
+
+    /// Stops dialling `addr`; whether it was dialled.
+    pub fn remove(&mut self, addr: &A) -> bool {
+        self.entries.remove(addr).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -120,27 +228,52 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
         self.entries.is_empty()
     }
 
-    /// The addresses to dial now. `connected` says whether an address's
-    /// peer is connected: its backoff then starts over, and once it drops
-    /// it is dialled after its `wait`. `dialing` says whether a dial to
-    /// its peer is pending: it is not dialled again until that ends (a
-    /// connection's setup is bounded), and then at once if it is due.
+    /// The found addresses this node keeps: the `picks` that rank first,
+    /// and the `picks` that rank first of those whose dials have not
+    /// failed since they last connected. So an unreachable peer does not
+    /// hold a place, and is still dialled, to take it back once it answers.
+    pub fn picked(&self, picks: usize) -> HashSet<&A> {
+        let mut found: Vec<_> = self
+            .entries
+            .iter()
+            .filter_map(|(a, e)| e.found.map(|rank| (rank, e.failed, a)))
+            .collect();
+        found.sort_unstable_by_key(|(rank, _, _)| *rank);
+        let best = found.iter().take(picks);
+        let reached = found.iter().filter(|(_, failed, _)| !failed).take(picks);
+        best.chain(reached).map(|(_, _, a)| *a).collect()
+    }
+
+    /// The addresses to dial now: those asked for and those picked (of
+    /// `picks`, `picked`). `connected` says whether an address's peer is
+    /// connected: its backoff then starts over, and once it drops it is
+    /// dialled after its `wait`. `dialing` says whether a dial to its peer
+    /// is pending: it is not dialled again until that ends (a connection's
+    /// setup is bounded), and then at once if it is due.
     pub fn due(
         &mut self,
         now: T,
         connected: impl Fn(&A) -> bool,
         dialing: impl Fn(&A) -> bool,
+        picks: usize,
     ) -> Vec<A> {
-        let mut out = Vec::new();
         for (addr, e) in self.entries.iter_mut() {
             if connected(addr) {
                 e.backoff = REDIAL_MIN;
                 e.next = now + e.wait;
-                continue;
+                (e.tried, e.failed) = (false, false);
+            } else if e.tried && !dialing(addr) {
+                (e.tried, e.failed) = (false, true);
             }
-            if e.next <= now && !dialing(addr) {
+        }
+        let picked: HashSet<A> = self.picked(picks).into_iter().cloned().collect();
+        let mut out = Vec::new();
+        for (addr, e) in self.entries.iter_mut() {
+            let wanted = e.found.is_none() || picked.contains(addr);
+            if wanted && e.next <= now && !connected(addr) && !dialing(addr) {
                 e.next = now + e.backoff;
                 e.backoff = (e.backoff * 2).min(REDIAL_MAX);
+                e.tried = true;
                 out.push(addr.clone());
             }
         }
@@ -160,7 +293,7 @@ mod tests {
 
     /// The addresses due at `t` with nothing connected and no dial pending.
     fn due(r: &mut Redials<&'static str, Duration>, t: u64) -> Vec<&'static str> {
-        let mut d = r.due(ms(t), |_| false, |_| false);
+        let mut d = r.due(ms(t), |_| false, |_| false, usize::MAX);
         d.sort();
         d
     }
@@ -168,7 +301,7 @@ mod tests {
     #[test]
     fn an_unreachable_address_is_dialled_with_a_doubling_backoff_to_the_cap() {
         let mut r = Redials::default();
-        r.add("a", NOW, NOW);
+        r.add("a", NOW, NOW, None);
         let mut dialled_at = Vec::new();
         for t in (0..=12_000).step_by(250) {
             if !due(&mut r, t).is_empty() {
@@ -182,11 +315,14 @@ mod tests {
     #[test]
     fn a_connection_resets_the_backoff_and_a_drop_is_redialled_soon() {
         let mut r = Redials::default();
-        r.add("a", NOW, NOW);
+        r.add("a", NOW, NOW, None);
         for t in [0, 500, 1500] {
             assert_eq!(due(&mut r, t), ["a"]);
         }
-        assert!(r.due(ms(4000), |_| true, |_| false).is_empty(), "connected");
+        assert!(
+            r.due(ms(4000), |_| true, |_| false, 0).is_empty(),
+            "connected"
+        );
         // It drops: redialled at once, then from the minimum.
         assert_eq!(due(&mut r, 4000), ["a"]);
         assert!(due(&mut r, 4400).is_empty());
@@ -196,10 +332,10 @@ mod tests {
     #[test]
     fn a_peers_newest_address_replaces_the_old_ones() {
         let mut r = Redials::default();
-        r.add("p@1", NOW, NOW);
-        r.add("p@2", NOW, NOW);
-        r.add("q@1", NOW, NOW);
-        r.replace("p@3", ms(10), NOW, |a| a.starts_with("p@"));
+        r.add("p@1", NOW, NOW, None);
+        r.add("p@2", NOW, NOW, None);
+        r.add("q@1", NOW, NOW, None);
+        r.replace("p@3", ms(10), NOW, None, |a| a.starts_with("p@"));
         assert_eq!(due(&mut r, 10), ["p@3", "q@1"]);
         assert_eq!(r.len(), 2);
     }
@@ -207,26 +343,26 @@ mod tests {
     #[test]
     fn an_address_learnt_again_keeps_its_schedule() {
         let mut r = Redials::default();
-        r.add("p@1", NOW, NOW);
-        r.add("p@2", NOW, NOW);
+        r.add("p@1", NOW, NOW, None);
+        r.add("p@2", NOW, NOW, None);
         assert_eq!(due(&mut r, 0), ["p@1", "p@2"]);
         // mDNS or identify tells of p@1 again while its dial is pending.
-        r.replace("p@1", ms(100), NOW, |a| a.starts_with("p@"));
+        r.replace("p@1", ms(100), NOW, None, |a| a.starts_with("p@"));
         assert!(due(&mut r, 100).is_empty(), "not due again at once");
         assert_eq!(due(&mut r, 500), ["p@1"], "on its schedule");
         assert_eq!(r.len(), 1, "the peer's other address is gone");
-        r.add("p@1", ms(600), NOW);
+        r.add("p@1", ms(600), NOW, None);
         assert!(due(&mut r, 600).is_empty());
     }
 
     #[test]
     fn a_peer_with_a_dial_pending_is_not_dialled_again_until_it_ends() {
         let mut r = Redials::default();
-        r.add("a", NOW, NOW);
+        r.add("a", NOW, NOW, None);
         assert_eq!(due(&mut r, 0), ["a"]);
         // The dial is pending for two seconds (a busy host's handshake).
         for t in [500, 1000, 1500, 2000] {
-            assert!(r.due(ms(t), |_| false, |_| true).is_empty(), "at {t}");
+            assert!(r.due(ms(t), |_| false, |_| true, 0).is_empty(), "at {t}");
         }
         // It failed: the address is dialled at once, on the backoff it had.
         assert_eq!(due(&mut r, 2250), ["a"]);
@@ -242,19 +378,131 @@ mod tests {
         // The larger side: not dialled at once, nor at once after a drop.
         let wait = first_dial_wait(&7, Some(&2));
         let mut r = Redials::default();
-        r.add("2@a", NOW, wait);
+        r.add("2@a", NOW, wait, None);
         assert!(due(&mut r, 0).is_empty());
-        assert!(r.due(ms(1000), |_| true, |_| false).is_empty(), "it came");
+        assert!(
+            r.due(ms(1000), |_| true, |_| false, 0).is_empty(),
+            "it came"
+        );
         assert!(due(&mut r, 1250).is_empty(), "dropped: waits again");
         let waited = ms(1000) + ANSWER_WAIT;
         assert_eq!(due(&mut r, waited.as_millis() as u64), ["2@a"]);
     }
 
     #[test]
+    fn the_found_peers_that_rank_first_are_dialled_whenever_they_were_found() {
+        let mut r = Redials::default();
+        r.add("m", NOW, NOW, None);
+        r.add("f3", NOW, NOW, Some(3));
+        r.add("f4", NOW, NOW, Some(4));
+        // Two picks: the member asked for, and the two best found so far.
+        let mut d = r.due(NOW, |_| false, |_| false, 2);
+        d.sort();
+        assert_eq!(d, ["f3", "f4", "m"]);
+        let up = |a: &&str| ["f3", "f4", "m"].contains(a);
+        assert!(r.due(ms(100), up, |_| false, 2).is_empty());
+        // Better ranked peers found later take the picks: dialled, and
+        // the ones they displace are no longer picked (see `to_close`).
+        r.add("f1", ms(200), NOW, Some(1));
+        r.add("f2", ms(200), NOW, Some(2));
+        let mut d = r.due(ms(200), up, |_| false, 2);
+        d.sort();
+        assert_eq!(d, ["f1", "f2"]);
+        let mut picked: Vec<_> = r.picked(2).into_iter().copied().collect();
+        picked.sort();
+        assert_eq!(picked, ["f1", "f2"]);
+        // A displaced peer that drops is not dialled again; a member is.
+        let gone = |a: &&str| ["f1", "f2"].contains(a);
+        assert_eq!(r.due(ms(300), gone, |_| false, 2), ["m"]);
+    }
+
+    #[test]
+    fn an_unreachable_found_peer_does_not_hold_a_place_and_takes_it_back() {
+        let mut r = Redials::default();
+        r.add("f1", NOW, NOW, Some(1));
+        r.add("f2", NOW, NOW, Some(2));
+        assert_eq!(r.due(NOW, |_| false, |_| false, 1), ["f1"]);
+        // While its dial is pending, f1 keeps its place.
+        assert!(r.due(ms(500), |_| false, |_| true, 1).is_empty());
+        // It failed: f2 is picked as well, and f1 still dialled.
+        let mut d = r.due(ms(2000), |_| false, |_| false, 1);
+        d.sort();
+        assert_eq!(d, ["f1", "f2"]);
+        let f2_up = |a: &&str| *a == "f2";
+        assert_eq!(r.due(ms(3000), f2_up, |_| false, 1), ["f1"]);
+        // f1 answers again: f2 is no longer picked.
+        assert!(r.due(ms(4000), |_| true, |_| false, 1).is_empty());
+        assert_eq!(r.picked(1).into_iter().collect::<Vec<_>>(), [&"f1"]);
+    }
+
+    #[test]
+    fn a_peer_asked_for_stays_so_whatever_finds_it_until_it_is_demoted() {
+        let mut r = Redials::default();
+        // A member in State, then mDNS tells of it at another address.
+        r.add("m@1", NOW, NOW, None);
+        r.replace("m@2", NOW, NOW, Some(9), |a| a.starts_with("m@"));
+        // Found first, asked for later.
+        r.add("n@1", NOW, NOW, Some(8));
+        r.add("n@1", NOW, NOW, None);
+        r.add("f@1", NOW, NOW, Some(1));
+        let mut d = r.due(NOW, |_| false, |_| false, 0);
+        d.sort();
+        assert_eq!(d, ["m@2", "n@1"], "no picks: only those asked for");
+        // n is no longer a member: kept only while picked.
+        r.demote(|a| a.starts_with("n@"), 8);
+        assert_eq!(r.due(ms(5000), |_| false, |_| false, 0), ["m@2"]);
+        let mut d = r.due(ms(7000), |_| false, |_| false, 1);
+        d.sort();
+        assert_eq!(d, ["f@1", "m@2"]);
+    }
+
+    #[test]
+    fn a_connection_this_node_made_is_closed_once_idle_unless_kept() {
+        // (connection, peer): k is kept (asked for, picked, or in the
+        // mesh), a was sent a frame 10 s ago, b 100 s ago, c never.
+        let made = [(1, "k"), (2, "a"), (3, "b"), (4, "c")];
+        let sent = |p: &&str| match *p {
+            "a" => Some(ms(90_000)),
+            "b" | "k" => Some(NOW),
+            _ => None,
+        };
+        let one = |_: &&str| 1;
+        let kept = |p: &&str| *p == "k";
+        let now = ms(100_000);
+        assert_eq!(to_close(&made, kept, sent, one, now), [3, 4]);
+        // A frame IDLE_FOR ago: idle.
+        let t = ms(90_000) + IDLE_FOR;
+        assert_eq!(to_close(&made, kept, sent, one, t), [2, 3, 4]);
+        assert!(to_close(&made, |_| true, sent, one, t).is_empty());
+    }
+
+    #[test]
+    fn an_idle_second_connection_is_closed_even_to_a_kept_peer() {
+        // This node made connections 1 and 2 to b, which holds three, and
+        // 3 to c, which holds two.
+        let made = [(1, "b"), (2, "b"), (3, "c")];
+        let open = |p: &&str| if *p == "b" { 3 } else { 2 };
+        let close = to_close(&made, |_| true, |_| None, open, NOW);
+        assert_eq!(close, [1, 2, 3]);
+        // Both of a peer's connections made here: one stays if kept.
+        let two = |_: &&str| 2;
+        assert_eq!(to_close(&made[..2], |_| true, |_| None, two, NOW), [1]);
+        assert_eq!(to_close(&made[..2], |_| false, |_| None, two, NOW), [1, 2]);
+        let busy = |_: &&str| Some(NOW);
+        assert!(to_close(&made, |_| false, busy, open, NOW).is_empty());
+    }
+
+    #[test]
+    fn both_ends_of_a_pair_rank_it_alike_and_pairs_differ() {
+        assert_eq!(rank(b"a", b"b"), rank(b"b", b"a"));
+        assert_ne!(rank(b"a", b"b"), rank(b"a", b"c"));
+    }
+
+    #[test]
     fn a_silent_peer_is_redialled_at_once_from_the_shortest_backoff() {
         let mut r = Redials::default();
-        r.add("p@1", NOW, NOW);
-        r.add("q@1", NOW, NOW);
+        r.add("p@1", NOW, NOW, None);
+        r.add("q@1", NOW, NOW, None);
         for t in [0, 500, 1500] {
             due(&mut r, t);
         }

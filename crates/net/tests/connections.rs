@@ -41,11 +41,9 @@ async fn peers_that_dial_each_other_keep_one_connection_a_pair() {
     }
     // Every node is told of every other at once, as members in State are.
     for n in &nodes {
-        for m in &nodes {
-            if n.peer != m.peer {
-                assert!(n.net.try_send(NetCommand::Dial(m.addr.clone())));
-            }
-        }
+        let others = nodes.iter().filter(|m| m.peer != n.peer);
+        let addrs = others.map(|m| m.addr.clone()).collect();
+        assert!(n.net.try_send(NetCommand::Keep(addrs)));
     }
     one_connection_per_pair(&nodes, "formed").await;
     // Every node opens a lane to every other at once.

@@ -478,7 +478,7 @@ impl Sim {
                 Output::CatchUp(p) => {
                     self.catch_up.insert(from.clone(), (p.received, p.total));
                 }
-                Output::Dial(_) | Output::Reconnect(_) | Output::SnapshotInstalled { .. } => {}
+                Output::Keep(_) | Output::Reconnect(_) | Output::SnapshotInstalled { .. } => {}
                 Output::StartRun(run) => {
                     self.start_run(&from, run.task, run.token, run.attempt, &run.spec.runner)
                 }

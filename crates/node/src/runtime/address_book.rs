@@ -1,6 +1,5 @@
 //! Where the network actor reaches other nodes: node ids parsed into peer
-//! ids, addresses parsed into multiaddrs, and the member addresses already
-//! handed to the actor to keep connected. Each is a bounded LRU cache, so
+//! ids, addresses parsed into multiaddrs. Each is a bounded LRU cache, so
 //! a cluster whose members come and go never grows it.
 //!
 //! Addresses are cached by their text, not by node: a node that comes
@@ -19,7 +18,6 @@ const CAPACITY: usize = 4096;
 pub(super) struct AddressBook {
     peers: LruCache<NodeId, Peer>,
     addrs: LruCache<String, Addr>,
-    dialled: LruCache<String, ()>,
 }
 
 impl Default for AddressBook {
@@ -34,7 +32,6 @@ impl AddressBook {
         AddressBook {
             peers: LruCache::new(cap),
             addrs: LruCache::new(cap),
-            dialled: LruCache::new(cap),
         }
     }
 
@@ -56,23 +53,6 @@ impl AddressBook {
         let a: Addr = text.parse().ok()?;
         self.addrs.put(text.to_owned(), a.clone());
         Some(a)
-    }
-
-    /// A member's address to keep connected: Some the first time it is
-    /// seen (hand it to the actor), None after, or if it does not parse.
-    pub fn undialled(&mut self, text: &str) -> Result<Option<Addr>, String> {
-        if self.dialled.get(text).is_some() {
-            return Ok(None);
-        }
-        let a = self
-            .addr(text)
-            .ok_or_else(|| format!("{text} is not a multiaddr"))?;
-        Ok(Some(a))
-    }
-
-    /// The actor took a dial of this address.
-    pub fn dialled(&mut self, text: &str) {
-        self.dialled.put(text.to_owned(), ());
     }
 }
 
@@ -96,15 +76,5 @@ mod tests {
         }
         assert_eq!(book.addrs.len(), 2, "least recently used entries go");
         assert!(book.addr("nonsense").is_none());
-    }
-
-    #[test]
-    fn a_member_address_is_dialled_once() {
-        let mut book = AddressBook::default();
-        let a = "/ip4/127.0.0.1/tcp/4100";
-        assert!(book.undialled(a).unwrap().is_some());
-        book.dialled(a);
-        assert!(book.undialled(a).unwrap().is_none());
-        assert!(book.undialled("bogus").is_err());
     }
 }

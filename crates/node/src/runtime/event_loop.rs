@@ -352,7 +352,7 @@ impl EventLoop {
                         warn!(on, "network busy: committed gossip not switched");
                     }
                 }
-                Output::Dial(addr) => self.dial(&addr),
+                Output::Keep(addrs) => self.keep(&addrs),
                 Output::Reconnect(node) => {
                     if let Some(peer) = self.book.peer(&node) {
                         let _ = self.net.try_send(NetCommand::Reconnect(peer));

@@ -252,7 +252,7 @@ impl<L: LogStore> Node<L> {
     /// is asked to keep connections to every member still in the cluster.
     pub(super) fn members_changed(&mut self) {
         self.refresh_raft_peers();
-        self.dial_pending = true;
+        self.keep_pending = true;
     }
 
     /// Members heard before and not for three heartbeat intervals are
@@ -286,18 +286,22 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    pub(super) fn dial_members(&mut self, out: &mut Vec<Output>) {
-        if !std::mem::take(&mut self.dial_pending) {
+    pub(super) fn keep_members(&mut self, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.keep_pending) {
             return;
         }
         // A follower keeps connections to the members it talks to, not to
         // every other follower: connections grow with N, not N squared.
-        for (id, n) in self.state.nodes() {
-            let wanted = self.expects_heartbeats_from(n.role);
-            if *id != self.cfg.node && n.liveness != Liveness::Left && !n.addr.is_empty() && wanted
-            {
-                out.push(Output::Dial(n.addr.clone()));
-            }
+        let keep = self.state.nodes().iter().filter(|(id, n)| {
+            **id != self.cfg.node
+                && n.liveness != Liveness::Left
+                && !n.addr.is_empty()
+                && self.expects_heartbeats_from(n.role)
+        });
+        let keep: Vec<String> = keep.map(|(_, n)| n.addr.clone()).collect();
+        if keep != self.kept {
+            self.kept = keep.clone();
+            out.push(Output::Keep(keep));
         }
     }
 }

@@ -120,8 +120,10 @@ pub enum Output {
     /// comes by snapshot, the tail by range), so it does not take them,
     /// nor relay them, nor slow their senders while it loads.
     FollowCommitted(bool),
-    /// A member's address: keep a connection to it.
-    Dial(String),
+    /// The addresses of the members this node talks to, all of them: keep
+    /// a connection to each. One named before and not now is kept no
+    /// longer (a voter that became a follower).
+    Keep(Vec<String>),
     /// A member fell silent (no heartbeat for three intervals): drop the
     /// connection to it and dial it afresh, so that the path is new once
     /// the link or partition heals rather than a connection whose

@@ -118,8 +118,10 @@ pub struct Node<L: LogStore> {
     storage: Option<storage::StorageFault>,
     /// When a node that waits for its `--peer`s last said so.
     peer_wait_said: Option<Duration>,
-    /// Members changed since the shell was last asked to dial them.
-    dial_pending: bool,
+    /// Members changed since the shell was last told whom to keep.
+    keep_pending: bool,
+    /// The members' addresses the shell was last told to keep.
+    kept: Vec<String>,
     /// Members silent for three heartbeat intervals, reconnected once each
     /// time they fall silent (`reconnect_silent`).
     silent: discovery::Silence,
@@ -214,7 +216,8 @@ impl<L: LogStore> Node<L> {
             next_join: now,
             peer_wait_said: None,
             storage: None,
-            dial_pending: true,
+            keep_pending: true,
+            kept: Vec::new(),
             silent: Default::default(),
             host: HostMeasure::default(),
             local_snapshot_building: false,
@@ -419,7 +422,7 @@ impl<L: LogStore> Node<L> {
             }
         }
         self.follow(out);
-        self.dial_members(out);
+        self.keep_members(out);
     }
 
     /// The next time something is due, as the one wake-up to ask for. A

@@ -94,17 +94,18 @@ impl EventLoop {
         }
     }
 
-    /// A member's address: the actor keeps it connected (and redials it
-    /// when it drops).
-    pub(super) fn dial(&mut self, text: &str) {
-        match self.book.undialled(text) {
-            Ok(Some(addr)) => {
-                if self.net.try_send(NetCommand::Dial(addr)) {
-                    self.book.dialled(text);
-                }
+    /// The members' addresses: the actor keeps each connected (and
+    /// redials it when it drops), and those it kept before no longer.
+    pub(super) fn keep(&mut self, texts: &[String]) {
+        let mut addrs = Vec::with_capacity(texts.len());
+        for text in texts {
+            match self.book.addr(text) {
+                Some(a) => addrs.push(a),
+                None => warn!(addr = %text, "a member's address does not parse"),
             }
-            Ok(None) => {}
-            Err(e) => warn!(addr = %text, error = %e, "a member's address does not parse"),
+        }
+        if !self.net.try_send(NetCommand::Keep(addrs)) {
+            warn!("the network actor is saturated: the members to keep were not passed on");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! that fails, in `storage`.
 
 mod joining;
+mod members;
 mod storage;
 
 use super::*;
@@ -330,71 +331,6 @@ fn an_earlier_run_replayed_or_a_later_process_does_not_stop_this_one() {
     // A process that started after this one: it is the one to stop.
     let out = n.handle(own_heartbeat(10_500, 11_000), ms(1100), 11_100);
     assert!(!out.iter().any(|o| matches!(o, Output::Fatal(_))));
-}
-
-#[test]
-fn a_follower_dials_the_members_once_per_change() {
-    let mut n = start(Some("c"), Some(cluster_state(&["m", ME, "a"], vec![])));
-    let out = n.handle(Input::Wake, ms(0), 0);
-    let dialled: Vec<&str> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Dial(a) => Some(a.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(dialled, ["mem://m"], "the member, not the other follower");
-    let out = n.handle(Input::Wake, ms(300), 0);
-    assert!(!out.iter().any(|o| matches!(o, Output::Dial(_))));
-}
-
-#[test]
-fn a_member_silent_for_three_heartbeats_is_reconnected_once_per_silence() {
-    let mut n = follower(cluster_state(&["m", ME, "a"], vec![]));
-    // "m" (a member) and "a" (a follower, which sends its heartbeats to
-    // the members only) are heard at 100 ms, then fall silent.
-    let heard = |n: &mut Node<MemLog>, at| {
-        n.handle(heartbeat("m", Some("c"), 1, 1), ms(at), 0);
-        n.handle(heartbeat("a", Some("c"), 1, 1), ms(at), 0);
-    };
-    heard(&mut n, 100);
-    let reconnects = |n: &mut Node<MemLog>, from: u64, to: u64| -> Vec<(u64, String)> {
-        let mut seen = Vec::new();
-        for t in (from..=to).step_by(300) {
-            for o in n.handle(Input::Wake, ms(t), 0) {
-                if let Output::Reconnect(id) = o {
-                    seen.push((t, id.to_string()));
-                }
-            }
-        }
-        seen
-    };
-    assert_eq!(
-        reconnects(&mut n, 300, 3000),
-        [(1200, "m".to_owned())],
-        "once, after 900 ms"
-    );
-    // Heard again, then silent again: reconnected again.
-    heard(&mut n, 3100);
-    assert_eq!(reconnects(&mut n, 3300, 4500), [(4200, "m".to_owned())]);
-}
-
-#[test]
-fn silence_while_this_node_was_held_up_is_not_the_members() {
-    let mut n = follower(cluster_state(&["m", ME], vec![]));
-    n.handle(heartbeat("m", Some("c"), 1, 1), ms(100), 0);
-    n.handle(Input::Wake, ms(300), 0);
-    // Nothing ran here for two seconds (a starved host): "m"'s heartbeats
-    // may wait in this node's own queue. It is given 900 ms from now.
-    let mut reconnected = Vec::new();
-    for t in (2300..=3500).step_by(300) {
-        for o in n.handle(Input::Wake, ms(t), 0) {
-            if let Output::Reconnect(id) = o {
-                reconnected.push((t, id.to_string()));
-            }
-        }
-    }
-    assert_eq!(reconnected, [(3200, "m".to_owned())]);
 }
 
 #[test]
