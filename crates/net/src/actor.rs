@@ -44,6 +44,9 @@ pub(crate) struct Actor {
     /// The connections this actor dialled (its own, or a frame's), and
     /// their peers (`redial::to_close`).
     pub made: HashMap<ConnectionId, PeerId>,
+    /// `NetConfig::found_picks` and `NetConfig::idle_for`.
+    pub found_picks: usize,
+    pub idle_for: Duration,
     /// The members this node was last told to keep (`NetCommand::Keep`).
     pub members: HashSet<PeerId>,
     /// The peers given by the user (`NetConfig::peers`), kept whatever

@@ -3,7 +3,7 @@
 //! dials a bounded number of the peers it found.
 
 use crate::actor::{peer_of, Actor};
-use crate::redial::{first_dial_wait, rank, to_close, FOUND_PICKS, IDLE_FOR};
+use crate::redial::{first_dial_wait, rank, to_close};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
@@ -27,7 +27,7 @@ pub(crate) enum Learnt {
     /// dials first (the peer may have been given ours).
     Asked,
     /// From mDNS or identify: the peer knows ours as well. Dialled while
-    /// picked (`FOUND_PICKS`), the smaller id first.
+    /// picked (`NetConfig::found_picks`), the smaller id first.
     Found,
     /// A frame is sent to it: it may not know this node, so dialled at
     /// once (by the frame), and kept dialled while picked.
@@ -65,7 +65,7 @@ impl Actor {
             now,
             |a| peer_of(a).is_some_and(|p| connected.contains(&p)),
             |a| peer_of(a).is_some_and(|p| pending(dialing, &p, now)),
-            FOUND_PICKS,
+            self.found_picks,
         );
         self.close_idle(now);
         for addr in due {
@@ -121,9 +121,10 @@ impl Actor {
     fn close_idle(&mut self, now: Instant) {
         // A stamp that old says no more than none (and peers never
         // reached would otherwise stay).
-        self.last_sent.retain(|_, t| now < *t + IDLE_FOR);
+        let idle_for = self.idle_for;
+        self.last_sent.retain(|_, t| now < *t + idle_for);
         let made: Vec<_> = self.made.iter().map(|(c, p)| (*c, *p)).collect();
-        let picked: HashSet<PeerId> = (self.redials.picked(FOUND_PICKS).into_iter())
+        let picked: HashSet<PeerId> = (self.redials.picked(self.found_picks).into_iter())
             .filter_map(peer_of)
             .collect();
         let gossip = &self.swarm.behaviour().gossipsub;
@@ -135,6 +136,7 @@ impl Actor {
             |p| last_sent.get(p).copied(),
             |p| open.get(p).copied().unwrap_or(0),
             now,
+            self.idle_for,
         );
         for c in close {
             if self.swarm.close_connection(c) {

@@ -183,6 +183,11 @@ pub struct NetConfig {
     /// node that runs commands without a cluster key, see `shoal up
     /// --allow-exec`).
     pub solitary: bool,
+    /// Found peers kept dialled (`redial::FOUND_PICKS`).
+    pub found_picks: usize,
+    /// How long a connection this node made and has no reason to keep
+    /// stays after the last frame to its peer (`redial::IDLE_FOR`).
+    pub idle_for: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -391,6 +396,8 @@ pub async fn spawn(
         made: HashMap::new(),
         last_sent: HashMap::new(),
         members: HashSet::new(),
+        found_picks: cfg.found_picks,
+        idle_for: cfg.idle_for,
         given: HashSet::new(),
         open: HashMap::new(),
         counters: counters.clone(),

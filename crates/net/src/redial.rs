@@ -85,7 +85,8 @@ pub fn rank(a: &[u8], b: &[u8]) -> u64 {
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// Of the connections this node made, `(connection, peer)`, which to
-/// close now. A peer sent a frame within `IDLE_FOR` (`last_sent`) keeps
+/// close now. A peer sent a frame within `idle_for` (`IDLE_FOR` unless a
+/// test says otherwise; `last_sent`) keeps
 /// them all. Of the rest, a connection to a peer reached over another as
 /// well (`open` counts a peer's connections) is closed, and so is the
 /// last one to a peer not `kept` (asked for, picked, or in the gossip
@@ -98,11 +99,12 @@ pub fn to_close<C: Copy, P: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Out
     last_sent: impl Fn(&P) -> Option<T>,
     open: impl Fn(&P) -> usize,
     now: T,
+    idle_for: Duration,
 ) -> Vec<C> {
     let mut left: HashMap<P, usize> = HashMap::new();
     let mut close = Vec::new();
     for (c, p) in made {
-        if last_sent(p).is_some_and(|t| now < t + IDLE_FOR) {
+        if last_sent(p).is_some_and(|t| now < t + idle_for) {
             continue;
         }
         let n = left.entry(p.clone()).or_insert_with(|| open(p));
@@ -469,11 +471,11 @@ mod tests {
         let one = |_: &&str| 1;
         let kept = |p: &&str| *p == "k";
         let now = ms(100_000);
-        assert_eq!(to_close(&made, kept, sent, one, now), [3, 4]);
+        assert_eq!(to_close(&made, kept, sent, one, now, IDLE_FOR), [3, 4]);
         // A frame IDLE_FOR ago: idle.
         let t = ms(90_000) + IDLE_FOR;
-        assert_eq!(to_close(&made, kept, sent, one, t), [2, 3, 4]);
-        assert!(to_close(&made, |_| true, sent, one, t).is_empty());
+        assert_eq!(to_close(&made, kept, sent, one, t, IDLE_FOR), [2, 3, 4]);
+        assert!(to_close(&made, |_| true, sent, one, t, IDLE_FOR).is_empty());
     }
 
     #[test]
@@ -482,14 +484,20 @@ mod tests {
         // 3 to c, which holds two.
         let made = [(1, "b"), (2, "b"), (3, "c")];
         let open = |p: &&str| if *p == "b" { 3 } else { 2 };
-        let close = to_close(&made, |_| true, |_| None, open, NOW);
+        let close = to_close(&made, |_| true, |_| None, open, NOW, IDLE_FOR);
         assert_eq!(close, [1, 2, 3]);
         // Both of a peer's connections made here: one stays if kept.
         let two = |_: &&str| 2;
-        assert_eq!(to_close(&made[..2], |_| true, |_| None, two, NOW), [1]);
-        assert_eq!(to_close(&made[..2], |_| false, |_| None, two, NOW), [1, 2]);
+        assert_eq!(
+            to_close(&made[..2], |_| true, |_| None, two, NOW, IDLE_FOR),
+            [1]
+        );
+        assert_eq!(
+            to_close(&made[..2], |_| false, |_| None, two, NOW, IDLE_FOR),
+            [1, 2]
+        );
         let busy = |_: &&str| Some(NOW);
-        assert!(to_close(&made, |_| false, busy, open, NOW).is_empty());
+        assert!(to_close(&made, |_| false, busy, open, NOW, IDLE_FOR).is_empty());
     }
 
     #[test]

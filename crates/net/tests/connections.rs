@@ -1,13 +1,15 @@
 //! How many connections a pair of real actors on loopback holds: one,
 //! when both are told of each other at once (members in State), and again
 //! after one of them drops the pair's connection. Frames all arrive, in
-//! order, though the lanes of several peers reach a node at once.
+//! order, though the lanes of several peers reach a node at once. A
+//! connection a node made only to send a frame is closed once idle, one
+//! to a member it keeps is not.
 
 mod common;
 
-use common::{eventually, next_direct, node, Node, WAIT};
+use common::{eventually, next_direct, node, node_with, Node, WAIT};
 use shoal_net::redial::ANSWER_WAIT;
-use shoal_net::{NetCommand, NetEvent};
+use shoal_net::{NetCommand, NetConfig, NetEvent, Topic};
 use std::time::Duration;
 use tokio::time::timeout;
 
@@ -84,4 +86,46 @@ async fn peers_that_dial_each_other_keep_one_connection_a_pair() {
         }
     }
     one_connection_per_pair(&nodes, "redialled").await;
+}
+
+/// Keeps no peer it finds, and lets what it made go a second after its
+/// last frame.
+fn keeps_little(c: &mut NetConfig) {
+    c.found_picks = 0;
+    c.idle_for = Duration::from_secs(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_for_a_frame_is_closed_once_idle_unless_its_peer_is_kept() {
+    let a = node_with(vec![], keeps_little).await;
+    let mut stranger = node_with(vec![], keeps_little).await;
+    let mut member = node_with(vec![], keeps_little).await;
+    // In no gossip mesh of a's: a peer there is kept as well.
+    for topic in [Topic::Committed, Topic::Transient, Topic::Snapshot] {
+        assert!(stranger
+            .net
+            .try_send(NetCommand::Subscribe { topic, on: false }));
+    }
+    assert!(a.net.try_send(NetCommand::Keep(vec![member.addr.clone()])));
+    eventually("the member connected", || a.net.stats().connections == 1).await;
+    for to in [&stranger, &member] {
+        assert!(a.net.try_send(NetCommand::Send {
+            to: to.peer,
+            addr: Some(to.addr.clone()),
+            bytes: vec![7],
+        }));
+    }
+    assert_eq!(next_direct(&mut stranger).await, (a.peer, vec![7]));
+    assert_eq!(next_direct(&mut member).await, (a.peer, vec![7]));
+    eventually("the stranger's connection closed", || {
+        a.net.stats().idle_closed == 1 && a.net.stats().connections == 1
+    })
+    .await;
+    // The member's stays, well past its last frame.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let stats = a.net.stats();
+        assert_eq!((stats.connections, stats.idle_closed), (1, 1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -19,9 +19,14 @@ pub struct Node {
 }
 
 pub async fn node(peers: Vec<Multiaddr>) -> Node {
+    node_with(peers, |_| {}).await
+}
+
+/// A node whose settings `set` changes first.
+pub async fn node_with(peers: Vec<Multiaddr>, set: impl FnOnce(&mut NetConfig)) -> Node {
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
-    let cfg = NetConfig {
+    let mut cfg = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         peers,
         mdns: false,
@@ -32,7 +37,10 @@ pub async fn node(peers: Vec<Multiaddr>) -> Node {
             started_ms: 1,
         },
         solitary: false,
+        found_picks: shoal_net::redial::FOUND_PICKS,
+        idle_for: shoal_net::redial::IDLE_FOR,
     };
+    set(&mut cfg);
     let (net, mut events) = shoal_net::spawn(key, cfg).await.unwrap();
     let addr = loop {
         match timeout(WAIT, events.recv()).await.unwrap().unwrap() {

@@ -134,6 +134,8 @@ pub async fn start(
             max_message_bytes: MAX_MESSAGE_BYTES + 1024,
             incarnation,
             solitary,
+            found_picks: shoal_net::redial::FOUND_PICKS,
+            idle_for: shoal_net::redial::IDLE_FOR,
         },
     )
     .await?;
