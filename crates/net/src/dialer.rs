@@ -142,7 +142,11 @@ impl Actor {
             if self.swarm.close_connection(c) {
                 self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
             }
-            self.made.remove(&c);
+            // Counted out at once: until the swarm reports it closed, the
+            // peer's other connection must not look like a second one.
+            if let Some(n) = self.made.remove(&c).and_then(|p| self.open.get_mut(&p)) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
