@@ -123,16 +123,20 @@ impl Actor {
         // reached would otherwise stay).
         let idle_for = self.idle_for;
         self.last_sent.retain(|_, t| now < *t + idle_for);
+        if self.made.is_empty() {
+            return;
+        }
         let made: Vec<_> = self.made.iter().map(|(c, p)| (*c, *p)).collect();
         let picked: HashSet<PeerId> = (self.redials.picked(self.found_picks).into_iter())
             .filter_map(peer_of)
             .collect();
         let gossip = &self.swarm.behaviour().gossipsub;
         let mesh: HashSet<&PeerId> = gossip.all_mesh_peers().collect();
-        let (redials, last_sent, open) = (&self.redials, &self.last_sent, &self.open);
+        let (members, given) = (&self.members, &self.given);
+        let (last_sent, open) = (&self.last_sent, &self.open);
         let close = to_close(
             &made,
-            |p| picked.contains(p) || mesh.contains(p) || redials.asked(|a| peer_of(a) == Some(*p)),
+            |p| picked.contains(p) || mesh.contains(p) || members.contains(p) || given.contains(p),
             |p| last_sent.get(p).copied(),
             |p| open.get(p).copied().unwrap_or(0),
             now,

@@ -86,8 +86,7 @@ pub const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// Of the connections this node made, `(connection, peer)`, which to
 /// close now. A peer sent a frame within `idle_for` (`IDLE_FOR` unless a
-/// test says otherwise; `last_sent`) keeps
-/// them all. Of the rest, a connection to a peer reached over another as
+/// test says otherwise; `last_sent`) keeps them all. Of the rest, a connection to a peer reached over another as
 /// well (`open` counts a peer's connections) is closed, and so is the
 /// last one to a peer not `kept` (asked for, picked, or in the gossip
 /// mesh). Without this, every replica that answered a joiner, every peer
@@ -207,14 +206,6 @@ impl<A: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Output = T>> Redials<A,
                 e.found = Some(rank);
             }
         }
-    }
-
-    /// Whether an address for which `same_peer` holds is dialled because
-    /// this node was asked to.
-    pub fn asked(&self, same_peer: impl Fn(&A) -> bool) -> bool {
-        self.entries
-            .iter()
-            .any(|(a, e)| e.found.is_none() && same_peer(a))
     }
 
     /// Stops dialling `addr`; whether it was dialled.
