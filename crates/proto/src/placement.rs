@@ -1,12 +1,13 @@
 //! The master's side of tasks, without IO: which queued task goes to which
 //! node, and which leases ran out.
 //!
-//! A queued task goes to an alive node that fits it: the node it names if
-//! it names one, the labels it asks for, a node that runs user commands if
-//! it is one, and the CPU and memory it requests, from the nodes' latest
-//! metrics less what was granted since. Among those, the node with the
-//! most free memory per run wins. A task queued again after a transient
-//! failure waits an exponential backoff first.
+//! A queued task goes to an alive node that this master heard since its
+//! election and lately (`HeardLately`), and that fits it: the node it
+//! names if it names one, the labels it asks for, a node that runs user
+//! commands if it is one, and the CPU and memory it requests, from the
+//! nodes' latest metrics less what was granted since. Among those, the
+//! node with the most free memory per run wins. A task queued again after
+//! a transient failure waits an exponential backoff first.
 //!
 //! A deployment's missing replicas are placed the same way, spread first
 //! (the node with the fewest replicas of that deployment wins), each with a
@@ -55,6 +56,16 @@ impl Default for PlacementConfig {
         }
     }
 }
+
+/// Whether the master heard a node since its election and lately (within
+/// half the node timeout, before its failure detector would suspect it:
+/// `master::liveness::heard_lately`). State records a node suspect only
+/// once the master's proposal is applied, and a master elected a moment
+/// ago counts a node's silence from its election: a node cut off with the
+/// last master is alive in State until then, and work placed on it would
+/// only wait for its lease to run out, an attempt lost. Every node that
+/// can be reached is heard within a heartbeat of an election.
+pub type HeardLately<'a> = &'a dyn Fn(&NodeId) -> bool;
 
 /// What a node last said of its capacity.
 #[derive(Clone, Debug)]
@@ -201,11 +212,13 @@ impl Planner {
     }
 
     /// The plan tick: lease expiries and grants to propose.
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &mut self,
         cfg: &PlacementConfig,
         state: &State,
         caps: &Capacities,
+        heard: HeardLately,
         now: Duration,
         leader_since: Duration,
         node_timeout: Duration,
@@ -263,7 +276,7 @@ impl Planner {
                     continue;
                 }
             }
-            let Some(node) = choose_for_task(cfg, state, caps, t, now, &granted) else {
+            let Some(node) = choose_for_task(cfg, state, caps, heard, t, now, &granted) else {
                 continue;
             };
             let used = granted.entry(node.clone()).or_default();
@@ -293,6 +306,7 @@ impl Planner {
         cfg: &PlacementConfig,
         state: &State,
         caps: &Capacities,
+        heard: HeardLately,
         now: Duration,
         settled: bool,
     ) -> Vec<Event> {
@@ -339,6 +353,7 @@ impl Planner {
                     cfg,
                     state,
                     caps,
+                    heard,
                     now,
                     &d.spec.runner,
                     &d.spec.resources,
@@ -381,6 +396,7 @@ fn choose_for_task(
     cfg: &PlacementConfig,
     state: &State,
     caps: &Capacities,
+    heard: HeardLately,
     t: &Task,
     now: Duration,
     granted: &BTreeMap<NodeId, (u32, u64, u32)>,
@@ -390,6 +406,7 @@ fn choose_for_task(
         cfg,
         state,
         caps,
+        heard,
         now,
         &spec.runner,
         &spec.resources,
@@ -400,13 +417,14 @@ fn choose_for_task(
     )
 }
 
-/// The alive node that fits best: fewest `spread` first, then the most
-/// free memory per run.
+/// The alive node heard lately that fits best: fewest `spread` first,
+/// then the most free memory per run.
 #[allow(clippy::too_many_arguments)]
 fn choose_node(
     cfg: &PlacementConfig,
     state: &State,
     caps: &Capacities,
+    heard: HeardLately,
     now: Duration,
     runner: &Runner,
     resources: &shoal_model::Resources,
@@ -418,7 +436,7 @@ fn choose_node(
     let needs_exec = matches!(runner, Runner::Exec { .. });
     let mut best: Option<((std::cmp::Reverse<u32>, u64), &NodeId)> = None;
     for (node, info) in state.nodes() {
-        if info.liveness != Liveness::Alive || caps.off_work(node, info) {
+        if info.liveness != Liveness::Alive || !heard(node) || caps.off_work(node, info) {
             continue;
         }
         if only.is_some_and(|n| n != node) {

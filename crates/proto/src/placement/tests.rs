@@ -42,6 +42,11 @@ fn caps(nodes: &[(&str, u32)], at: Duration) -> Capacities {
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every node heard lately.
+fn heard_all(_: &NodeId) -> bool {
+    true
+}
+
 #[test]
 fn a_lease_expires_at_its_length_plus_the_margin() {
     let mut s = cluster_state(&["m", "a"]);
@@ -51,12 +56,20 @@ fn a_lease_expires_at_its_length_plus_the_margin() {
     let none = Capacities::default();
     // First seen at 10 s by a master elected at 0.
     assert!(p
-        .plan(&cfg, &s, &none, secs(10), secs(0), NODE_TIMEOUT)
+        .plan(&cfg, &s, &none, &heard_all, secs(10), secs(0), NODE_TIMEOUT)
         .is_empty());
     assert!(p
-        .plan(&cfg, &s, &none, ms(15_999), secs(0), NODE_TIMEOUT)
+        .plan(
+            &cfg,
+            &s,
+            &none,
+            &heard_all,
+            ms(15_999),
+            secs(0),
+            NODE_TIMEOUT
+        )
         .is_empty());
-    let got = p.plan(&cfg, &s, &none, secs(16), secs(0), NODE_TIMEOUT);
+    let got = p.plan(&cfg, &s, &none, &heard_all, secs(16), secs(0), NODE_TIMEOUT);
     assert_eq!(
         got,
         vec![Event::TaskLeaseExpired {
@@ -65,7 +78,7 @@ fn a_lease_expires_at_its_length_plus_the_margin() {
         }]
     );
     assert!(
-        p.plan(&cfg, &s, &none, secs(17), secs(0), NODE_TIMEOUT)
+        p.plan(&cfg, &s, &none, &heard_all, secs(17), secs(0), NODE_TIMEOUT)
             .is_empty(),
         "proposed once"
     );
@@ -78,7 +91,7 @@ fn a_renewal_from_the_holder_moves_the_deadline_and_one_from_another_node_does_n
     let cfg = PlacementConfig::default();
     let mut p = Planner::default();
     let none = Capacities::default();
-    p.plan(&cfg, &s, &none, secs(0), secs(0), NODE_TIMEOUT);
+    p.plan(&cfg, &s, &none, &heard_all, secs(0), secs(0), NODE_TIMEOUT);
     let lease = [(TaskId::from("t"), token)];
     assert!(p.renew(&NodeId::from("b"), &lease, &s, secs(5)).is_empty());
     assert_eq!(
@@ -86,10 +99,10 @@ fn a_renewal_from_the_holder_moves_the_deadline_and_one_from_another_node_does_n
         vec![token]
     );
     assert!(p
-        .plan(&cfg, &s, &none, secs(6), secs(0), NODE_TIMEOUT)
+        .plan(&cfg, &s, &none, &heard_all, secs(6), secs(0), NODE_TIMEOUT)
         .is_empty());
     assert_eq!(
-        p.plan(&cfg, &s, &none, secs(11), secs(0), NODE_TIMEOUT)
+        p.plan(&cfg, &s, &none, &heard_all, secs(11), secs(0), NODE_TIMEOUT)
             .len(),
         1
     );
@@ -108,7 +121,7 @@ fn a_queued_task_goes_to_an_alive_node_with_room_for_it() {
     let cfg = PlacementConfig::default();
     let mut p = Planner::default();
     let c = caps(&[("m", 1000), ("a", 500), ("b", 2000)], secs(0));
-    let got = p.plan(&cfg, &s, &c, secs(1), secs(0), NODE_TIMEOUT);
+    let got = p.plan(&cfg, &s, &c, &heard_all, secs(1), secs(0), NODE_TIMEOUT);
     assert!(
         matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "b"),
         "{got:?}"
@@ -117,11 +130,55 @@ fn a_queued_task_goes_to_an_alive_node_with_room_for_it() {
     let mut p = Planner::default();
     let small = caps(&[("m", 1000), ("a", 500), ("b", 1000)], secs(0));
     assert!(p
-        .plan(&cfg, &s, &small, secs(1), secs(0), NODE_TIMEOUT)
+        .plan(&cfg, &s, &small, &heard_all, secs(1), secs(0), NODE_TIMEOUT)
         .is_empty());
     let mut p = Planner::default();
     assert!(p
-        .plan(&cfg, &s, &c, secs(6), secs(0), NODE_TIMEOUT)
+        .plan(&cfg, &s, &c, &heard_all, secs(6), secs(0), NODE_TIMEOUT)
+        .is_empty());
+}
+
+#[test]
+fn a_node_not_heard_lately_gets_no_task_nor_replica() {
+    let mut s = cluster_state(&["m", "a", "b"]);
+    command(
+        &mut s,
+        "t",
+        Op::TaskSubmit {
+            spec: task_spec(100, None),
+        },
+    );
+    deploy(&mut s, "web", 1);
+    let cfg = PlacementConfig::default();
+    // "b" has the most room; the master has not heard it lately.
+    let c = caps(&[("m", 1000), ("a", 1000), ("b", 8000)], secs(0));
+    let heard_all_but_b = |n: &NodeId| n.as_str() != "b";
+    let mut p = Planner::default();
+    let got = p.plan(
+        &cfg,
+        &s,
+        &c,
+        &heard_all_but_b,
+        secs(1),
+        secs(0),
+        NODE_TIMEOUT,
+    );
+    assert!(
+        matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() != "b"),
+        "{got:?}"
+    );
+    let got = p.plan_replicas(&cfg, &s, &c, &heard_all_but_b, secs(1), true);
+    assert!(
+        matches!(&got[..], [Event::ReplicaPlaced { node, .. }] if node.as_str() != "b"),
+        "{got:?}"
+    );
+    // Heard by none, not even itself: nothing is placed.
+    let mut p = Planner::default();
+    assert!(p
+        .plan(&cfg, &s, &c, &|_| false, secs(1), secs(0), NODE_TIMEOUT)
+        .is_empty());
+    assert!(p
+        .plan_replicas(&cfg, &s, &c, &|_| false, secs(1), true)
         .is_empty());
 }
 
@@ -142,8 +199,14 @@ fn deploy(state: &mut State, name: &str, replicas: u32) {
 /// Plans `state`'s replicas and applies the placements; returns them as
 /// (node, port).
 fn place(state: &mut State, caps: &Capacities) -> Vec<(String, u16)> {
-    let events =
-        Planner::default().plan_replicas(&PlacementConfig::default(), state, caps, secs(10), true);
+    let events = Planner::default().plan_replicas(
+        &PlacementConfig::default(),
+        state,
+        caps,
+        &heard_all,
+        secs(10),
+        true,
+    );
     let mut placed = Vec::new();
     for e in events {
         if let Event::ReplicaPlaced { node, port, .. } = &e {
@@ -273,7 +336,7 @@ fn a_drained_node_gets_no_new_work_and_its_replicas_move_off_it() {
     command(&mut s, "drain-b", drain);
     // The replica on b is taken off, then placed again, on a.
     let cfg = PlacementConfig::default();
-    let off = Planner::default().plan_replicas(&cfg, &s, &c, secs(10), true);
+    let off = Planner::default().plan_replicas(&cfg, &s, &c, &heard_all, secs(10), true);
     assert!(
         matches!(&off[..], [Event::ReplicaUnplaced { replica, .. }]
             if s.deployments()["web"].placements[replica].node.as_str() == "b"),
@@ -293,7 +356,7 @@ fn a_drained_node_gets_no_new_work_and_its_replicas_move_off_it() {
         },
     );
     let c = caps(&[("a", 200), ("b", 4000)], secs(10));
-    let got = Planner::default().plan(&cfg, &s, &c, secs(11), secs(0), NODE_TIMEOUT);
+    let got = Planner::default().plan(&cfg, &s, &c, &heard_all, secs(11), secs(0), NODE_TIMEOUT);
     assert!(
         matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "a"),
         "{got:?}"
@@ -314,7 +377,7 @@ fn a_node_that_takes_no_work_gets_no_task_and_its_replicas_move_off_it() {
     };
     c.on_metrics(no_work, secs(10));
     let cfg = PlacementConfig::default();
-    let off = Planner::default().plan_replicas(&cfg, &s, &c, secs(10), true);
+    let off = Planner::default().plan_replicas(&cfg, &s, &c, &heard_all, secs(10), true);
     assert!(
         matches!(&off[..], [Event::ReplicaUnplaced { .. }]),
         "{off:?}"
@@ -330,7 +393,7 @@ fn a_node_that_takes_no_work_gets_no_task_and_its_replicas_move_off_it() {
             spec: task_spec(100, None),
         },
     );
-    let got = Planner::default().plan(&cfg, &s, &c, secs(11), secs(0), NODE_TIMEOUT);
+    let got = Planner::default().plan(&cfg, &s, &c, &heard_all, secs(11), secs(0), NODE_TIMEOUT);
     assert!(
         matches!(&got[..], [Event::TaskGranted { node, .. }] if node.as_str() == "a"),
         "{got:?}"

@@ -120,6 +120,51 @@ fn an_isolated_worker_stops_its_run_before_the_master_places_it_again() {
     }
 }
 
+/// A master elected across a partition places nothing on the nodes it
+/// does not hear, though State still records them alive: each task of one
+/// attempt ends well.
+#[test]
+fn a_new_master_places_no_task_on_a_node_cut_off_with_the_old_one() {
+    for seed in seeds(8) {
+        let (mut sim, ids) = cluster(seed, 5);
+        let old = sim.master().expect("formed");
+        let st = sim.state_of(&old).unwrap();
+        let follower = ids
+            .iter()
+            .find(|n| st.nodes()[*n].role == shoal_model::Role::Follower)
+            .expect("five nodes, three voters")
+            .clone();
+        let cut = [old.clone(), follower.clone()];
+        let rest: Vec<NodeId> = ids.iter().filter(|n| !cut.contains(n)).cloned().collect();
+        sim.partition(&cut, &rest);
+        let ok = sim.run_until(secs(20), |s| s.masters().iter().any(|m| rest.contains(m)));
+        assert!(ok, "seed {seed}: the majority elected no master");
+        let new = sim
+            .masters()
+            .into_iter()
+            .find(|m| rest.contains(m))
+            .unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|_| submit_task(&mut sim, &new, synthetic(2, 20, 0, 1)))
+            .collect();
+        for id in &tasks {
+            finished(&mut sim, &new, id, secs(30));
+            let t = sim.state_of(&new).unwrap().tasks()[id].clone();
+            assert!(
+                matches!(
+                    t.status,
+                    shoal_model::TaskStatus::Finished { exit_code: 0, .. }
+                ),
+                "seed {seed}: {:?} on {:?} (cut off: {cut:?})",
+                t.status,
+                t.node
+            );
+        }
+        sim.heal();
+        sim.expect_converged(secs(30));
+    }
+}
+
 #[test]
 fn transient_failures_retry_with_backoff_and_stop_at_the_bound() {
     for seed in seeds(6) {

@@ -20,6 +20,13 @@ pub struct Periods {
     pub voter_grace: Duration,
 }
 
+/// Whether a node last heard at `seen` was heard within half the node
+/// timeout: the detector leaves it alive, and the master places work on
+/// it (`placement::HeardLately`).
+pub fn heard_lately(seen: Option<Duration>, now: Duration, node_timeout: Duration) -> bool {
+    seen.is_some_and(|t| now.saturating_sub(t) < node_timeout / 2)
+}
+
 #[derive(Debug, Default)]
 pub struct LivenessTracker {
     /// Changes proposed, not yet applied.
@@ -63,8 +70,7 @@ impl LivenessTracker {
             } else {
                 let seen = last_seen(node);
                 let silent = now.saturating_sub(seen.unwrap_or(since).max(since));
-                let heard_recently = seen.is_some_and(|t| now.saturating_sub(t) < suspect_after);
-                if heard_recently {
+                if heard_lately(seen, now, node_timeout) {
                     Liveness::Alive
                 } else if silent >= node_timeout && settled {
                     Liveness::Dead

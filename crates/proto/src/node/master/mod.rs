@@ -20,7 +20,7 @@ use crate::placement::Planner;
 use crate::sequencer::Sequencer;
 use crate::wire::Refusal;
 use expiry::{Expiry, Retention};
-use liveness::{LivenessTracker, Periods};
+use liveness::{heard_lately, LivenessTracker, Periods};
 use shoal_model::{encode_event, Event, NodeId, RaftId};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -204,10 +204,20 @@ impl<L: LogStore> Node<L> {
                 .plan(&self.state, now, earliest, self.wall_ms, retention),
         );
         let caps = &self.capacities;
+        // Work goes to a node heard in this term, and lately: one cut off
+        // with the last master is alive in State until this one's
+        // detector has had time to say otherwise.
+        let since = m.since;
+        let heard = |n: &NodeId| {
+            let seen = self.peers.last_seen(n);
+            *n == self.cfg.node
+                || (seen >= Some(since) && heard_lately(seen, now, self.cfg.node_timeout))
+        };
         events.extend(m.planner.plan(
             &self.cfg.placement,
             &self.state,
             caps,
+            &heard,
             now,
             m.since,
             self.cfg.node_timeout,
@@ -216,6 +226,7 @@ impl<L: LogStore> Node<L> {
             &self.cfg.placement,
             &self.state,
             caps,
+            &heard,
             now,
             settled,
         ));
