@@ -12,6 +12,7 @@
 
 use super::catch_up::Source;
 use super::io::{Output, PeerSummary};
+use super::master::liveness::heard_lately;
 use super::Node;
 use crate::log_store::LogStore;
 use crate::placement::Capacities;
@@ -418,10 +419,13 @@ impl<L: LogStore> Node<L> {
         }
         let same_cluster = cluster == self.cluster;
         let commit = hb.commit;
-        // A node heard for the first time gets this one's heartbeat at
-        // once: a joiner then knows the master, the commit and its
-        // sources within a round trip of its first heartbeat.
-        if !self.peers.known(&from) {
+        // A node heard for the first time, or again after a silence, gets
+        // this one's heartbeat at once: a joiner then knows the master,
+        // the commit and its sources within a round trip of its first
+        // heartbeat, and so does a node back from a partition or a cut
+        // link (a follower hears the members' heartbeats by gossip, whose
+        // connections across the cut may wait seconds for TCP to retry).
+        if !heard_lately(self.peers.last_seen(&from), self.now, self.cfg.node_timeout) {
             let hb = self.own_heartbeat();
             let hb = TransientEvent::Heartbeat(hb);
             self.send(from.clone(), Direct::Transient(hb), out);

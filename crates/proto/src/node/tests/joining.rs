@@ -29,7 +29,7 @@ fn a_new_node_heartbeats_and_asks_to_be_woken_for_the_next_one() {
 }
 
 #[test]
-fn a_node_heard_for_the_first_time_gets_a_heartbeat_back_one_to_one() {
+fn a_node_heard_for_the_first_time_or_after_a_silence_gets_a_heartbeat_back_one_to_one() {
     let mut n = follower(cluster_state(&["m", "me"], vec![]));
     let out = n.handle(heartbeat("j", None, 0, 0), ms(10), 0);
     let replies = all_sent(&out);
@@ -43,6 +43,30 @@ fn a_node_heard_for_the_first_time_gets_a_heartbeat_back_one_to_one() {
     // Heard again: it knows this node already.
     let out = n.handle(heartbeat("j", None, 0, 0), ms(20), 0);
     assert!(all_sent(&out).is_empty(), "{out:?}");
+    // What goes to "j" (this node's own timers send to the members).
+    let to_j = |out: &[Output]| -> Vec<Direct> {
+        (all_sent(out).into_iter())
+            .filter(|(to, _)| to == "j")
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(1000), 0);
+    assert!(
+        to_j(&out).is_empty(),
+        "silent for less than a second: {out:?}"
+    );
+    // Heard again after more than half the node timeout (back from a cut
+    // link): the heartbeat goes back at once, once.
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(2100), 0);
+    assert!(
+        matches!(
+            &to_j(&out)[..],
+            [Direct::Transient(TransientEvent::Heartbeat(_))]
+        ),
+        "{out:?}"
+    );
+    let out = n.handle(heartbeat("j", None, 0, 0), ms(2200), 0);
+    assert!(to_j(&out).is_empty(), "{out:?}");
 }
 
 #[test]
