@@ -80,13 +80,22 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Every host's status, asked of all at once: asked in turn, one host
+/// slow to answer (back from a partition, or busy) would hold up the
+/// others' answers, and a round of fifty would take seconds.
+fn statuses(api: &Api, hosts: &[usize]) -> Vec<Option<Value>> {
+    std::thread::scope(|s| {
+        let asked: Vec<_> = (hosts.iter())
+            .map(|i| s.spawn(move || api.get(*i, "/v1/status")))
+            .collect();
+        asked.into_iter().map(|h| h.join().ok().flatten()).collect()
+    })
+}
+
 /// Every host's status answers, each with the master the first names:
 /// the statuses.
 fn one_master(api: &Api, hosts: &[usize]) -> Option<Vec<Value>> {
-    let st: Vec<Value> = hosts
-        .iter()
-        .map(|i| api.get(*i, "/v1/status"))
-        .collect::<Option<_>>()?;
+    let st: Vec<Value> = statuses(api, hosts).into_iter().collect::<Option<_>>()?;
     let master = &st.first()?["master_id"];
     st.iter()
         .all(|s| !master.is_null() && s["master_id"] == *master)
@@ -114,21 +123,34 @@ pub fn caught_up(api: &Api, hosts: &[usize], target: u64) -> bool {
 }
 
 pub fn max_commit(api: &Api, hosts: &[usize]) -> u64 {
-    hosts
-        .iter()
-        .filter_map(|i| api.get(*i, "/v1/status"))
+    statuses(api, hosts)
+        .into_iter()
+        .flatten()
         .filter_map(|s| s["commit_index"].as_u64())
         .max()
         .unwrap_or(0)
 }
 
-pub fn wait(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub fn wait(limit: Duration, f: impl FnMut() -> bool) -> Option<Duration> {
+    wait_every(limit, Duration::from_millis(20), f)
+}
+
+/// `wait` for a check that asks every one of `hosts` (`statuses`): a
+/// round every 20 ms per five hosts, so that each node is asked about as
+/// often whatever the cluster's size (fifty nodes share this machine's
+/// cores with the checker).
+pub fn wait_rounds(limit: Duration, hosts: usize, f: impl FnMut() -> bool) -> Option<Duration> {
+    let every = Duration::from_millis(20 * (hosts as u64 / 5).max(1));
+    wait_every(limit, every, f)
+}
+
+fn wait_every(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < limit {
         if f() {
             return Some(t.elapsed());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
     None
 }
