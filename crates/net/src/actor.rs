@@ -56,6 +56,8 @@ pub(crate) struct Actor {
     pub last_sent: HashMap<PeerId, Instant>,
     /// How many connections each connected peer holds.
     pub open: HashMap<PeerId, usize>,
+    /// Every open connection's peer, and when it was established.
+    pub established: HashMap<ConnectionId, (PeerId, Instant)>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -331,6 +333,7 @@ impl Actor {
             } => {
                 self.count_connections();
                 self.made.remove(&connection_id);
+                self.established.remove(&connection_id);
                 if num_established == 0 {
                     self.last_sent.remove(&peer_id);
                     self.open.remove(&peer_id);

@@ -3,7 +3,7 @@
 //! dials a bounded number of the peers it found.
 
 use crate::actor::{peer_of, Actor};
-use crate::redial::{first_dial_wait, rank, to_close};
+use crate::redial::{first_dial_wait, rank, superseded, to_close, SUPERSEDED_AFTER};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
@@ -112,6 +112,23 @@ impl Actor {
             self.made.insert(id, peer);
         }
         self.dial_ended(Some(peer), id);
+        let now = Instant::now();
+        let older: Vec<(ConnectionId, Instant)> = (self.established.iter())
+            .filter(|(_, (p, _))| *p == peer)
+            .map(|(c, (_, at))| (*c, *at))
+            .collect();
+        self.established.insert(id, (peer, now));
+        for c in superseded(&older, now, SUPERSEDED_AFTER) {
+            if self.swarm.close_connection(c) {
+                self.counters.superseded.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %peer, "closed a connection the peer superseded");
+            }
+            self.established.remove(&c);
+            self.made.remove(&c);
+            if let Some(n) = self.open.get_mut(&peer) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// Closes the connections this node made and no longer needs

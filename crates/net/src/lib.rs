@@ -26,7 +26,10 @@
 //! connection: a pending dial is waited for, and of two peers that know
 //! each other the smaller id dials first; two dials that still cross leave
 //! a pair two for a while (`shoal_net_connections` counts connections,
-//! `shoal_net_idle_closed` those closed).
+//! `shoal_net_idle_closed` those closed). A peer that dials again while
+//! this node holds an older connection to it has lost that one (a
+//! partition or a cut link kept its close from arriving): the older is
+//! closed at once (`shoal_net_superseded`).
 //!
 //! Gossipsub carries broadcast only (committed events, transient events,
 //! snapshot requests). Each message is signed by its publisher inside its
@@ -239,6 +242,9 @@ pub struct NetCounters {
     /// Connections this node made and closed once it had no reason to
     /// keep them (`redial::to_close`).
     pub idle_closed: AtomicU64,
+    /// Connections closed because their peer opened a newer one
+    /// (`redial::superseded`).
+    pub superseded: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -258,6 +264,7 @@ pub struct NetStats {
     pub gossip_refused: u64,
     pub connections: u64,
     pub idle_closed: u64,
+    pub superseded: u64,
 }
 
 /// Hands an event to the node. The node drains this channel on every turn
@@ -301,6 +308,7 @@ impl NetHandle {
             gossip_refused: c.gossip_refused.load(Ordering::Relaxed),
             connections: c.connections.load(Ordering::Relaxed),
             idle_closed: c.idle_closed.load(Ordering::Relaxed),
+            superseded: c.superseded.load(Ordering::Relaxed),
         }
     }
 }
@@ -400,6 +408,7 @@ pub async fn spawn(
         idle_for: cfg.idle_for,
         given: HashSet::new(),
         open: HashMap::new(),
+        established: HashMap::new(),
         counters: counters.clone(),
         gossip_seq: sealed::first_seq(),
         key: keypair,

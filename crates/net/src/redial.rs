@@ -115,6 +115,32 @@ pub fn to_close<C: Copy, P: Eq + Hash + Clone, T: Copy + Ord + Add<Duration, Out
     close
 }
 
+/// A connection older than this when the peer opens another is taken
+/// for one the peer lost: two dials that crossed both end within the
+/// transport's connect timeout (2 s).
+pub const SUPERSEDED_AFTER: Duration = Duration::from_secs(5);
+
+/// A peer opened a connection while this node holds `older` ones to it,
+/// `(connection, established)`: which to close. A peer dials only when it
+/// holds no connection to this node (one per pair is made at dial time),
+/// so one that dials again has lost the ones before, though this node may
+/// not know: the peer's close never arrived across a partition or a cut
+/// link. Kept, such a half-open connection would carry this node's lane
+/// and gossip into a socket that TCP retries at growing intervals, for
+/// seconds after the heal. Those established `after` or more before `now`
+/// are closed; younger ones are dials that crossed, left to `to_close`.
+pub fn superseded<C: Copy, T: Copy + Ord + Add<Duration, Output = T>>(
+    older: &[(C, T)],
+    now: T,
+    after: Duration,
+) -> Vec<C> {
+    older
+        .iter()
+        .filter(|(_, at)| *at + after <= now)
+        .map(|(c, _)| *c)
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Entry<T> {
     next: T,
@@ -283,6 +309,17 @@ mod tests {
     }
 
     const NOW: Duration = Duration::ZERO;
+
+    #[test]
+    fn a_peer_dialling_again_supersedes_its_older_connections_not_a_crossing_dial() {
+        let older = [("lost", ms(1_000)), ("crossed", ms(9_000))];
+        assert_eq!(superseded(&older, ms(10_000), SUPERSEDED_AFTER), ["lost"]);
+        assert!(superseded(&older, ms(5_999), SUPERSEDED_AFTER).is_empty());
+        assert_eq!(
+            superseded(&older, ms(14_000), SUPERSEDED_AFTER),
+            ["lost", "crossed"]
+        );
+    }
 
     /// The addresses due at `t` with nothing connected and no dial pending.
     fn due(r: &mut Redials<&'static str, Duration>, t: u64) -> Vec<&'static str> {
