@@ -31,6 +31,17 @@ const HELLO_EVERY: Duration = Duration::from_secs(1);
 /// A warning about what peers keep doing is given at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// An open connection, as the actor keeps it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conn {
+    pub peer: PeerId,
+    /// When it was set up (`redial::superseded`).
+    pub at: Instant,
+    /// Whether this actor dialled it (its own dial, or a frame's): only
+    /// those it closes when idle (`redial::to_close`).
+    pub made: bool,
+}
+
 pub(crate) struct Actor {
     pub swarm: Swarm<Behaviour>,
     pub events: mpsc::Sender<NetEvent>,
@@ -41,9 +52,6 @@ pub(crate) struct Actor {
     /// The dial pending to each peer this actor dialled, until it connects
     /// or fails (within the transport's connect timeout).
     pub dialing: HashMap<PeerId, (ConnectionId, Instant)>,
-    /// The connections this actor dialled (its own, or a frame's), and
-    /// their peers (`redial::to_close`).
-    pub made: HashMap<ConnectionId, PeerId>,
     /// `NetConfig::found_picks` and `NetConfig::idle_for`.
     pub found_picks: usize,
     pub idle_for: Duration,
@@ -54,10 +62,10 @@ pub(crate) struct Actor {
     pub given: HashSet<PeerId>,
     /// When a frame last went to each connected peer.
     pub last_sent: HashMap<PeerId, Instant>,
-    /// How many connections each connected peer holds.
-    pub open: HashMap<PeerId, usize>,
-    /// Every open connection's peer, and when it was established.
-    pub established: HashMap<ConnectionId, (PeerId, Instant)>,
+    /// Every open connection: its peer, when it was set up, and whether
+    /// this actor dialled it. One being closed is taken out at once, not
+    /// when the swarm reports it closed.
+    pub conns: HashMap<ConnectionId, Conn>,
     pub counters: Arc<NetCounters>,
     /// Signs this process's greetings.
     pub key: Keypair,
@@ -301,15 +309,9 @@ impl Actor {
                 peer_id,
                 connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
-                self.connection_made(
-                    peer_id,
-                    connection_id,
-                    endpoint.is_dialer(),
-                    num_established.get(),
-                );
+                self.connection_made(peer_id, connection_id, endpoint.is_dialer());
                 self.count_connections();
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -332,13 +334,9 @@ impl Actor {
                 ..
             } => {
                 self.count_connections();
-                self.made.remove(&connection_id);
-                self.established.remove(&connection_id);
+                self.conns.remove(&connection_id);
                 if num_established == 0 {
                     self.last_sent.remove(&peer_id);
-                    self.open.remove(&peer_id);
-                } else {
-                    self.open.insert(peer_id, num_established as usize);
                 }
                 if num_established == 0 && self.connected.remove(&peer_id) {
                     debug!(peer = %peer_id, "disconnected");

@@ -2,7 +2,7 @@
 //! (`redial`), so that a pair of peers holds one connection and a node
 //! dials a bounded number of the peers it found.
 
-use crate::actor::{peer_of, Actor};
+use crate::actor::{peer_of, Actor, Conn};
 use crate::redial::{first_dial_wait, rank, superseded, to_close, SUPERSEDED_AFTER};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -99,36 +99,34 @@ impl Actor {
         }
     }
 
-    /// Connection `id` to `peer` is set up, `open` the peer's count.
-    pub(crate) fn connection_made(
-        &mut self,
-        peer: PeerId,
-        id: ConnectionId,
-        dialer: bool,
-        open: u32,
-    ) {
-        self.open.insert(peer, open as usize);
-        if dialer {
-            self.made.insert(id, peer);
-        }
+    /// Connection `id` to `peer` is set up (`dialer`: by this actor).
+    pub(crate) fn connection_made(&mut self, peer: PeerId, id: ConnectionId, dialer: bool) {
         self.dial_ended(Some(peer), id);
         let now = Instant::now();
-        let older: Vec<(ConnectionId, Instant)> = (self.established.iter())
-            .filter(|(_, (p, _))| *p == peer)
-            .map(|(c, (_, at))| (*c, *at))
+        let older: Vec<(ConnectionId, Instant)> = (self.conns.iter())
+            .filter(|(_, c)| c.peer == peer)
+            .map(|(id, c)| (*id, c.at))
             .collect();
-        self.established.insert(id, (peer, now));
+        let conn = Conn {
+            peer,
+            at: now,
+            made: dialer,
+        };
+        self.conns.insert(id, conn);
         for c in superseded(&older, now, SUPERSEDED_AFTER) {
-            if self.swarm.close_connection(c) {
+            if self.close(c) {
                 self.counters.superseded.fetch_add(1, Ordering::Relaxed);
                 debug!(peer = %peer, "closed a connection the peer superseded");
             }
-            self.established.remove(&c);
-            self.made.remove(&c);
-            if let Some(n) = self.open.get_mut(&peer) {
-                *n = n.saturating_sub(1);
-            }
         }
+    }
+
+    /// Closes connection `c` and counts it out at once: until the swarm
+    /// reports it closed, the peer's other connection must not look like
+    /// a second one. Whether the swarm had it open.
+    fn close(&mut self, c: ConnectionId) -> bool {
+        self.conns.remove(&c);
+        self.swarm.close_connection(c)
     }
 
     /// Closes the connections this node made and no longer needs
@@ -140,17 +138,23 @@ impl Actor {
         // reached would otherwise stay).
         let idle_for = self.idle_for;
         self.last_sent.retain(|_, t| now < *t + idle_for);
-        if self.made.is_empty() {
+        let made: Vec<_> = (self.conns.iter())
+            .filter(|(_, c)| c.made)
+            .map(|(id, c)| (*id, c.peer))
+            .collect();
+        if made.is_empty() {
             return;
         }
-        let made: Vec<_> = self.made.iter().map(|(c, p)| (*c, *p)).collect();
+        let mut open: HashMap<PeerId, usize> = HashMap::new();
+        for c in self.conns.values() {
+            *open.entry(c.peer).or_default() += 1;
+        }
         let picked: HashSet<PeerId> = (self.redials.picked(self.found_picks).into_iter())
             .filter_map(peer_of)
             .collect();
         let gossip = &self.swarm.behaviour().gossipsub;
         let mesh: HashSet<&PeerId> = gossip.all_mesh_peers().collect();
-        let (members, given) = (&self.members, &self.given);
-        let (last_sent, open) = (&self.last_sent, &self.open);
+        let (members, given, last_sent) = (&self.members, &self.given, &self.last_sent);
         let close = to_close(
             &made,
             |p| picked.contains(p) || mesh.contains(p) || members.contains(p) || given.contains(p),
@@ -160,13 +164,8 @@ impl Actor {
             self.idle_for,
         );
         for c in close {
-            if self.swarm.close_connection(c) {
+            if self.close(c) {
                 self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
-            }
-            // Counted out at once: until the swarm reports it closed, the
-            // peer's other connection must not look like a second one.
-            if let Some(n) = self.made.remove(&c).and_then(|p| self.open.get_mut(&p)) {
-                *n = n.saturating_sub(1);
             }
         }
     }

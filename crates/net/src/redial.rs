@@ -86,8 +86,9 @@ pub const IDLE_FOR: Duration = Duration::from_secs(90);
 
 /// Of the connections this node made, `(connection, peer)`, which to
 /// close now. A peer sent a frame within `idle_for` (`IDLE_FOR` unless a
-/// test says otherwise; `last_sent`) keeps them all. Of the rest, a connection to a peer reached over another as
-/// well (`open` counts a peer's connections) is closed, and so is the
+/// test says otherwise; `last_sent`) keeps them all. Of the rest, a
+/// connection to a peer reached over another as well (`open` counts a
+/// peer's connections) is closed, and so is the
 /// last one to a peer not `kept` (asked for, picked, or in the gossip
 /// mesh). Without this, every replica that answered a joiner, every peer
 /// a frame ever went to, and every peer once picked would stay connected
