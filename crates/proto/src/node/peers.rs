@@ -106,6 +106,12 @@ impl Peers {
         self.map.get(node).is_some_and(|p| self.fresh(p, now))
     }
 
+    /// Heard from within half the node timeout, as the master's failure
+    /// detector counts (`liveness::heard_lately`).
+    pub fn heard_lately(&self, node: &NodeId, now: Duration) -> bool {
+        heard_lately(self.last_seen(node), now, self.node_timeout)
+    }
+
     fn fresh(&self, p: &Peer, now: Duration) -> bool {
         now.saturating_sub(p.last_seen) < self.node_timeout
     }
@@ -425,7 +431,7 @@ impl<L: LogStore> Node<L> {
         // heartbeat, and so does a node back from a partition or a cut
         // link (a follower hears the members' heartbeats by gossip, whose
         // connections across the cut may wait seconds for TCP to retry).
-        if !heard_lately(self.peers.last_seen(&from), self.now, self.cfg.node_timeout) {
+        if !self.peers.heard_lately(&from, self.now) {
             let hb = self.own_heartbeat();
             let hb = TransientEvent::Heartbeat(hb);
             self.send(from.clone(), Direct::Transient(hb), out);

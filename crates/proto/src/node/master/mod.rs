@@ -20,7 +20,7 @@ use crate::placement::Planner;
 use crate::sequencer::Sequencer;
 use crate::wire::Refusal;
 use expiry::{Expiry, Retention};
-use liveness::{heard_lately, LivenessTracker, Periods};
+use liveness::{LivenessTracker, Periods};
 use shoal_model::{encode_event, Event, NodeId, RaftId};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -209,9 +209,8 @@ impl<L: LogStore> Node<L> {
         // detector has had time to say otherwise.
         let since = m.since;
         let heard = |n: &NodeId| {
-            let seen = self.peers.last_seen(n);
             *n == self.cfg.node
-                || (seen >= Some(since) && heard_lately(seen, now, self.cfg.node_timeout))
+                || (self.peers.last_seen(n) >= Some(since) && self.peers.heard_lately(n, now))
         };
         events.extend(m.planner.plan(
             &self.cfg.placement,
