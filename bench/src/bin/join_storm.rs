@@ -20,6 +20,10 @@
 //! those that did not, how many are behind and how many hold another
 //! State at the master's index). `STORM_JOINER_DIR` puts the joiners' data on another
 //! filesystem than the members' (a tmpfs for disks of their own).
+//! `STORM_AFTER_S` keeps the writes going that many seconds more once
+//! every joiner has caught up (`after`): the master's p99 with the same
+//! twenty-three nodes and no storm, to tell what the storm costs from
+//! what the cluster's size does.
 //! `STORM_WRITES_CSV` names a file for every write's start (Unix ms) and
 //! latency, to set slow writes against the nodes' logs.
 //! `STORM_JOINER_IDLE` runs the joiners under SCHED_IDLE (`chrt --idle`)
@@ -145,6 +149,53 @@ fn write_csv(path: &Path, writes: &[(Instant, Duration)]) -> Result<()> {
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The writes once the storm is over: `STORM_AFTER_S` seconds of them
+/// (none by default), counted from when every joiner holds what the
+/// master had applied at the storm's end, so that the cluster is as
+/// large as in the storm and serves no snapshot. The window, and what
+/// the master and the members did in it.
+fn steady(
+    c: &Client,
+    master: u16,
+    apis: &[u16],
+    joiners: &[Node],
+    limit: u64,
+    served: impl Fn() -> Vec<(f64, f64)>,
+) -> Result<Option<(Instant, Instant, Value)>> {
+    let secs: u64 = shoal_bench::env("STORM_AFTER_S")?.unwrap_or(0);
+    if secs == 0 {
+        return Ok(None);
+    }
+    let tail = master_applied(c, master)?;
+    wait_every(Duration::from_secs(limit), POLL, || {
+        joiners.iter().all(|j| applied(c, j.api) >= tail)
+    });
+    let sent = || sum_metric(c, apis, "shoal_snapshot_bytes_sent_total");
+    let ranges = || sum_metric(c, apis, "shoal_ranges_served_total");
+    let cpu = || per_node(c, apis, "process_cpu_seconds_total");
+    let (served_from, cpu_from, sent_from, ranges_from) = (served(), cpu(), sent(), ranges());
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (served_to, cpu_to, to) = (served(), cpu(), Instant::now());
+    let window = (to - from).as_secs_f64();
+    let cores: Vec<f64> = cpu_from
+        .iter()
+        .zip(&cpu_to)
+        .map(|(a, b)| (b - a) / window)
+        .collect();
+    let master_p99 = histogram_quantile(&served_from, &served_to, 0.99).map(|s| s * 1e3);
+    Ok(Some((
+        from,
+        to,
+        json!({
+            "master_write_p99_ms": master_p99,
+            "member_cpu_cores": cores,
+            "bulk_bytes_sent": sent() - sent_from,
+            "ranges_served": ranges() - ranges_from,
+        }),
+    )))
+}
+
 fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) -> Result<Value> {
     let master = &members[0];
     // On a LAN each joiner saves its snapshot to a disk of its own; here
@@ -260,6 +311,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let turn_secs_storm = turn_secs();
     let served_storm = served();
     let syncs_storm = syncs();
+    let after = steady(c, master.api, &apis, &nodes, limit, served)?;
     let writes = load.stop();
     let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b.1 - a.1).collect()
@@ -282,6 +334,12 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     }
     let (idle_p99, idle_n) = p99_ms(&writes, idle_from, t0);
     let (storm_p99, storm_n) = p99_ms(&writes, t0, done);
+    let after = after.map(|(from, to, mut a)| {
+        let (p99, n) = p99_ms(&writes, from, to);
+        a["writes"] = n.into();
+        a["write_p99_ms"] = p99.into();
+        a
+    });
     let joiner_apis: Vec<u16> = nodes.iter().map(|n| n.api).collect();
     let size = (0..joiners)
         .filter_map(|i| saved_snapshot_len(&joiner_root.join(format!("storm{i}"))))
@@ -407,6 +465,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "member_fsync_p99_ms_before": sync_ms(&syncs_before, &syncs_idle, 0.99),
         "member_fsync_p99_ms_during": sync_ms(&syncs_idle, &syncs_storm, 0.99),
         "writes_before": idle_n,
+        "after": after,
         "writes_during": storm_n,
         "raft_terms_started_before": term_idle - term_before,
         "raft_terms_started_during": term_storm - term_idle,
