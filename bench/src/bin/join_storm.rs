@@ -149,6 +149,13 @@ fn write_csv(path: &Path, writes: &[(Instant, Duration)]) -> Result<()> {
     std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Cores each member kept busy over a window, from their CPU seconds
+/// at its start and end.
+fn cores(from: &[f64], to: &[f64], window: Duration) -> Vec<f64> {
+    let secs = window.as_secs_f64();
+    from.iter().zip(to).map(|(a, b)| (b - a) / secs).collect()
+}
+
 /// The writes once the storm is over: `STORM_AFTER_S` seconds of them
 /// (none by default), counted from when every joiner holds what the
 /// master had applied at the storm's end, so that the cluster is as
@@ -177,12 +184,7 @@ fn steady(
     let from = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let (served_to, cpu_to, to) = (served(), cpu(), Instant::now());
-    let window = (to - from).as_secs_f64();
-    let cores: Vec<f64> = cpu_from
-        .iter()
-        .zip(&cpu_to)
-        .map(|(a, b)| (b - a) / window)
-        .collect();
+    let cores = cores(&cpu_from, &cpu_to, to - from);
     let master_p99 = histogram_quantile(&served_from, &served_to, 0.99).map(|s| s * 1e3);
     Ok(Some((
         from,
@@ -318,11 +320,6 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     };
     let delta = |from: &[f64], to: &[f64]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b - a).collect()
-    };
-    // Cores each member kept busy over a window.
-    let cores = |from: &[f64], to: &[f64], window: Duration| -> Vec<f64> {
-        let secs = window.as_secs_f64();
-        from.iter().zip(to).map(|(a, b)| (b - a) / secs).collect()
     };
     let member_cores_before = cores(&cpu_before, &cpu_idle, t0 - idle_from);
     let member_cores_during = cores(&cpu_idle, &cpu_storm, done - t0);

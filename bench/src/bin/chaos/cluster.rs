@@ -144,15 +144,10 @@ pub fn wait_rounds(limit: Duration, hosts: usize, f: impl FnMut() -> bool) -> Op
     wait_every(limit, every, f)
 }
 
-fn wait_every(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+/// `procs::wait_every`, and how long `f` took to hold.
+fn wait_every(limit: Duration, every: Duration, f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(every);
-    }
-    None
+    shoal_bench::procs::wait_every(limit, every, f).then(|| t.elapsed())
 }
 
 pub fn master_host(api: &Api, hosts: &[usize]) -> Option<usize> {

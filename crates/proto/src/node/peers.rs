@@ -112,6 +112,12 @@ impl Peers {
         heard_lately(self.last_seen(node), now, self.node_timeout)
     }
 
+    /// Heard from since `since` (a master's election), and lately.
+    pub fn heard_lately_since(&self, node: &NodeId, since: Duration, now: Duration) -> bool {
+        let seen = self.last_seen(node);
+        seen >= Some(since) && heard_lately(seen, now, self.node_timeout)
+    }
+
     fn fresh(&self, p: &Peer, now: Duration) -> bool {
         now.saturating_sub(p.last_seen) < self.node_timeout
     }

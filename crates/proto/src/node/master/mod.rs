@@ -208,10 +208,8 @@ impl<L: LogStore> Node<L> {
         // with the last master is alive in State until this one's
         // detector has had time to say otherwise.
         let since = m.since;
-        let heard = |n: &NodeId| {
-            *n == self.cfg.node
-                || (self.peers.last_seen(n) >= Some(since) && self.peers.heard_lately(n, now))
-        };
+        let heard =
+            |n: &NodeId| *n == self.cfg.node || self.peers.heard_lately_since(n, since, now);
         events.extend(m.planner.plan(
             &self.cfg.placement,
             &self.state,
