@@ -97,6 +97,8 @@ pub struct Sim {
     pub received: BTreeMap<NodeId, u64>,
     /// Wake-ups delivered, per node.
     pub wakes: BTreeMap<NodeId, u64>,
+    /// Committed gossip messages each node published.
+    pub committed_gossip: BTreeMap<NodeId, u64>,
     /// Every run started, in order.
     pub runs: Vec<SimRun>,
     /// Snapshots encoded to serve others (not to save), per node.
@@ -160,6 +162,7 @@ impl Sim {
             runs: Vec::new(),
             serve_builds: BTreeMap::new(),
             received: BTreeMap::new(),
+            committed_gossip: BTreeMap::new(),
             catch_up: BTreeMap::new(),
             task_output: BTreeMap::new(),
             refusals_expected: false,
@@ -411,6 +414,9 @@ impl Sim {
                         )
                     });
                     let committed = matches!(frame.msg, wire::Gossip::Committed(_));
+                    if committed {
+                        *self.committed_gossip.entry(from.clone()).or_default() += 1;
+                    }
                     let others: Vec<NodeId> = self
                         .nodes
                         .iter()

@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub heartbeat_every: Duration,
     pub raft_tick: Duration,
     pub plan_every: Duration,
+    /// The master gossips what it committed at most this often
+    /// (`publish`).
+    pub publish_every: Duration,
     /// How long an empty node listens for a cluster before founding one.
     pub discovery_window: Duration,
     /// Found a cluster only after hearing some peer (the node was given
@@ -97,6 +100,7 @@ impl NodeConfig {
             // stall of one voter's disk.
             raft_tick: Duration::from_millis(50),
             plan_every: Duration::from_millis(250),
+            publish_every: Duration::from_millis(20),
             discovery_window: Duration::from_secs(2),
             found_with_peers_only: false,
             catch_up: CatchUpConfig::default(),

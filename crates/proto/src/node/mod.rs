@@ -35,6 +35,7 @@ mod leave;
 pub mod master;
 mod messages;
 mod peers;
+mod publish;
 mod raft;
 mod reads;
 mod serve;
@@ -144,6 +145,8 @@ pub struct Node<L: LogStore> {
     log_given_up: bool,
     /// Whether the shell was last told to receive committed gossip.
     following_committed: Option<bool>,
+    /// What this node committed as master and has yet to gossip.
+    publish: publish::Paced,
 }
 
 impl<L: LogStore> std::fmt::Debug for Node<L> {
@@ -231,6 +234,7 @@ impl<L: LogStore> Node<L> {
             fatal: false,
             log_given_up: false,
             following_committed: None,
+            publish: publish::Paced::new(cfg.publish_every),
             cfg,
         };
         node.refresh_raft_peers();
@@ -387,6 +391,7 @@ impl<L: LogStore> Node<L> {
                 Timer::Plan => self.plan(),
                 Timer::Discovery => self.discover(out),
                 Timer::Storage => self.retry_storage(out),
+                Timer::Publish => self.publish_committed(false, out),
             }
             if self.fatal {
                 return;

@@ -6,6 +6,7 @@
 
 use super::io::Output;
 use super::master::MasterState;
+use super::publish::Release;
 use super::timers::Timer;
 use super::{Node, StartError};
 use crate::consensus::{RaftBase, RaftCore, RaftError, RaftOutput, Won};
@@ -262,6 +263,10 @@ impl<L: LogStore> Node<L> {
             }
         }
         self.sync_master_role();
+        if !self.is_master() {
+            // What it held as master goes out in the same turn it stops.
+            self.publish_committed(true, out);
+        }
     }
 
     /// Creates the master's state when this node starts leading and drops
@@ -281,33 +286,60 @@ impl<L: LogStore> Node<L> {
         }
     }
 
-    /// What the master committed goes to the followers on gossip and to
-    /// the other Raft members one-to-one (`Direct::Committed`), in batches
-    /// of at most `BROADCAST_BATCH_BYTES`.
-    fn broadcast_committed(&self, entries: &[LogEntry], out: &mut Vec<Output>) {
+    /// What the master committed goes to the other Raft members
+    /// one-to-one (`Direct::Committed`) at once, and to the followers on
+    /// gossip, paced (`publish`).
+    fn broadcast_committed(&mut self, entries: &[LogEntry], out: &mut Vec<Output>) {
         let members: Vec<NodeId> = [Role::Voter, Role::Learner]
             .into_iter()
             .flat_map(|role| self.state.members(role))
             .map(|(_, n)| n)
             .collect();
-        let mut publish = |batch: Vec<LogEntry>| {
+        for batch in batches(entries) {
             for to in &members {
-                self.send(to.clone(), Direct::Committed(batch.clone()), out);
+                self.send(to.clone(), Direct::Committed(batch.to_vec()), out);
             }
-            out.push(Output::Broadcast(self.frame(Gossip::Committed(batch))));
-        };
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for e in entries {
-            if bytes + e.size_hint() > BROADCAST_BATCH_BYTES && !batch.is_empty() {
-                publish(std::mem::take(&mut batch));
-                bytes = 0;
-            }
-            bytes += e.size_hint();
-            batch.push(e.clone());
         }
-        if !batch.is_empty() {
-            publish(batch);
+        self.publish.hold(entries);
+        self.publish_committed(false, out);
+    }
+
+    /// Gossips the commits held, if they are due (or `force`), else sets
+    /// the timer for when they are.
+    pub(super) fn publish_committed(&mut self, force: bool, out: &mut Vec<Output>) {
+        match self.publish.release(self.now, force) {
+            Release::Nothing => {}
+            Release::At(at) => self.timers.set(Timer::Publish, at),
+            Release::Now(entries) => {
+                self.timers.cancel(Timer::Publish);
+                for batch in batches(&entries) {
+                    let frame = self.frame(Gossip::Committed(batch.to_vec()));
+                    out.push(Output::Broadcast(frame));
+                }
+            }
         }
     }
+}
+
+/// `entries` cut into runs of at most `BROADCAST_BATCH_BYTES` (one entry
+/// at least).
+fn batches(entries: &[LogEntry]) -> impl Iterator<Item = &[LogEntry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|e| {
+                bytes += e.size_hint();
+                bytes <= BROADCAST_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        Some(batch)
+    })
 }

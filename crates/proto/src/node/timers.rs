@@ -22,6 +22,8 @@ pub enum Timer {
     Discovery,
     /// A node whose disk failed tries it again.
     Storage,
+    /// The master gossips the commits it held (`publish`).
+    Publish,
 }
 
 #[derive(Debug, Default)]

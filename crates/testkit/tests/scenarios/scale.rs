@@ -93,3 +93,67 @@ fn two_hundred_nodes_join_follow_fail_over_and_stay_cheap_per_follower() {
         "seed {seed}: a member's traffic grew faster than N: {member_20}/s to {member}/s"
     );
 }
+
+/// A write every 2 ms for a second through the master of six nodes, its
+/// committed gossip paced at `every`: the committed messages the master
+/// published meanwhile. Every node applies every write.
+fn stream_of_writes(seed: u64, every: Duration) -> u64 {
+    let template = move |id: NodeId, seed| {
+        let mut cfg = shoal_testkit::default_config(id, seed);
+        cfg.publish_every = every;
+        cfg
+    };
+    let (mut sim, ids) = formed(
+        Sim::with_config(seed, NetConfig::default(), Box::new(template)),
+        6,
+    );
+    let m = sim.master().unwrap();
+    let published = |s: &Sim| s.committed_gossip.get(&m).copied().unwrap_or(0);
+    let before = published(&sim);
+    let handles: Vec<u64> = (0..WRITES)
+        .map(|_| {
+            let h = sim.submit(&m, incr("hits"));
+            sim.run_for(WRITE_EVERY);
+            h
+        })
+        .collect();
+    let done = sim.run_until(secs(10), |s| handles.iter().all(|h| s.reply(*h).is_some()));
+    assert!(done, "seed {seed}: writes unanswered");
+    let sent = published(&sim) - before;
+    sim.expect_converged(secs(10));
+    for n in &ids {
+        assert_eq!(
+            counter(&sim, n, "hits"),
+            i64::from(WRITES),
+            "seed {seed}: {n}"
+        );
+    }
+    sent
+}
+
+const WRITES: u32 = 500;
+const WRITE_EVERY: Duration = Duration::from_millis(2);
+
+/// Under a steady stream of writes the master gossips what it committed
+/// at most once per `publish_every`, so a follower's messages do not grow
+/// with the write rate (unpaced, the same stream takes a message for
+/// nearly every commit); every follower still applies every write.
+#[test]
+fn the_master_gossips_a_stream_of_commits_paced() {
+    for seed in seeds(3) {
+        let every = shoal_testkit::default_config(NodeId::from("n1"), seed).publish_every;
+        let window = WRITE_EVERY * WRITES;
+        let most = (window.as_millis() / every.as_millis()) as u64 + 2;
+        let paced = stream_of_writes(seed, every);
+        let unpaced = stream_of_writes(seed, Duration::ZERO);
+        eprintln!("seed {seed}: {paced} committed messages paced, {unpaced} unpaced");
+        assert!(
+            paced <= most,
+            "seed {seed}: {paced} committed messages in {window:?}, at most {most} paced"
+        );
+        assert!(
+            unpaced > 2 * most,
+            "seed {seed}: only {unpaced} committed messages unpaced: the stream tests nothing"
+        );
+    }
+}
