@@ -39,6 +39,13 @@ pub(super) fn spawn<F: FnOnce() + Send + 'static>(name: &str, work: F) {
     }
 }
 
+/// A long-lived thread named `name`, at `BULK_NICE` below the thread
+/// that calls this: for work that nothing on a commit's path waits for
+/// (the host meter, which reads `/proc`).
+pub(super) fn background<F: FnOnce() + Send + 'static>(name: &str, body: F) -> std::io::Result<()> {
+    thread_below(name, caller_nice(), body)
+}
+
 /// The calling thread's nice value.
 fn caller_nice() -> i32 {
     rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(0)

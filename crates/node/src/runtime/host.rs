@@ -27,9 +27,10 @@ pub(super) struct Meter {
     ports: Option<(Instant, PortRange, Vec<u16>)>,
 }
 
-/// The meter on a thread of its own: a measurement reads `/proc` and
-/// `statfs`, which the event loop must not wait for. Results come back on
-/// the channel given to `spawn`.
+/// The meter on a thread of its own, below the node in CPU priority
+/// (`bulk::background`): a measurement reads `/proc` and `statfs`, which
+/// the event loop must not wait for. Results come back on the channel
+/// given to `spawn`.
 pub(super) struct MeterThread {
     ask: SyncSender<PortRange>,
 }
@@ -41,16 +42,17 @@ impl MeterThread {
         // One request waits at most: asked again before it was taken, the
         // node has a measurement coming already.
         let (ask, asked) = sync_channel::<PortRange>(1);
-        let started = std::thread::Builder::new()
-            .name("host-meter".into())
-            .spawn(move || {
-                let mut meter = Meter::new(data_dir);
-                while let Ok(range) = asked.recv() {
-                    if done.blocking_send(meter.measure(range)).is_err() {
-                        return;
-                    }
+        // Below the node in CPU priority, as bulk work: on a host with
+        // many sockets one reading of the ports is milliseconds of kernel
+        // time, which the event loop should not queue behind.
+        let started = super::bulk::background("host-meter", move || {
+            let mut meter = Meter::new(data_dir);
+            while let Ok(range) = asked.recv() {
+                if done.blocking_send(meter.measure(range)).is_err() {
+                    return;
                 }
-            });
+            }
+        });
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the host meter: capacity reported as zeros");
         }
@@ -234,6 +236,15 @@ mod tests {
         let m = rx.blocking_recv().expect("a measurement");
         assert_eq!(m.ports_taken, [port]);
         assert!(m.mem_free_bytes > 0, "{m:?}");
+        // It runs below the node, as bulk work does.
+        let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let below = (here + super::super::bulk::BULK_NICE).min(19);
+        let meters = meter_nices();
+        assert!(!meters.is_empty(), "a thread named host-meter");
+        assert!(
+            meters.iter().all(|n| *n == below),
+            "{meters:?}, not {below}"
+        );
         drop(meter);
         assert!(rx.blocking_recv().is_none(), "the thread is gone");
     }
@@ -248,5 +259,22 @@ mod tests {
         assert!(m.cpu_free_milli <= cores * 1000, "{m:?}");
         assert!(m.mem_free_bytes > 0, "{m:?}");
         assert!(m.disk_free_bytes > 0, "{m:?}");
+    }
+
+    /// The nice value of each of this process's threads named host-meter
+    /// (`/proc/self/task/*/stat`: the 19th field, the 17th after the name).
+    fn meter_nices() -> Vec<i32> {
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+            else {
+                continue;
+            };
+            if name == "host-meter" {
+                nices.extend(rest.split(' ').nth(16).and_then(|n| n.parse::<i32>().ok()));
+            }
+        }
+        nices
     }
 }
