@@ -13,7 +13,7 @@
 //! election costs each write a hop, and the cores each member kept busy),
 //! the same p99 as the master timed the writes from request to answer
 //! (`shoal_api_write_seconds`, interpolated within its buckets, which are
-//! a factor of two apart), and whether every joiner ends with
+//! a factor of √2 apart), and whether every joiner ends with
 //! the master's state
 //! hash: once the writes stop, each has `STORM_SETTLE_S` (300 by default)
 //! to reach the master's index with its State (how long each took; for

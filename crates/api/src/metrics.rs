@@ -29,7 +29,9 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new(node: &NodeHandle, version: &str) -> Arc<Self> {
         let mut registry = Registry::default();
-        let writes = Timed::new(exponential_buckets(0.0005, 2.0, 16));
+        // Buckets a factor of √2 apart, 0.25 ms to 23 s: a quantile is
+        // read to within that factor, not within a doubling.
+        let writes = Timed::new(exponential_buckets(0.00025, std::f64::consts::SQRT_2, 34));
         registry.register(
             "shoal_api_write_seconds",
             "Writes answered by this API (committed, or refused), from request to answer.",
