@@ -18,7 +18,7 @@ use tracing::{debug, error, warn};
 pub(super) const BULK_NICE: i32 = 10;
 
 /// The highest nice value Linux has.
-const NICE_MAX: i32 = 19;
+pub(super) const NICE_MAX: i32 = 19;
 
 /// Runs `work` on a new thread named `name`, at `BULK_NICE` below the
 /// thread that calls this. Where no thread can be made, on the runtime's

@@ -171,6 +171,7 @@ fn listening(table: &str) -> impl Iterator<Item = u16> + '_ {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bulk;
     use super::*;
 
     #[test]
@@ -238,7 +239,7 @@ mod tests {
         assert!(m.mem_free_bytes > 0, "{m:?}");
         // It runs below the node, as bulk work does.
         let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let below = (here + super::super::bulk::BULK_NICE).min(19);
+        let below = (here + bulk::BULK_NICE).min(bulk::NICE_MAX);
         let meters = meter_nices();
         assert!(!meters.is_empty(), "a thread named host-meter");
         assert!(
