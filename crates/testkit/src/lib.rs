@@ -32,6 +32,7 @@ use shoal_model::{
 };
 use shoal_proto::log_store::MemLog;
 use shoal_proto::node::{Input, Node, NodeConfig, Saved};
+use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, CommandReply, Direct, Gossip};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -122,6 +123,14 @@ impl std::fmt::Debug for Sim {
 
 /// The node configuration scenarios use: the defaults, with a short
 /// discovery window so that one node founds promptly.
+/// The snapshot a node's builder makes of `state` (`Output::BuildSnapshot`),
+/// at compression level 1 to keep the tests quick: the same bytes on
+/// every node that builds the same State.
+pub fn encoded_snapshot(state: &State, chunk_bytes: u32) -> EncodedSnapshot {
+    let (bytes, sha) = shoal_log::encode_snapshot(state, 1);
+    EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes)
+}
+
 pub fn default_config(node: NodeId, seed: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(node.clone(), format!("sim://{node}"), seed);
     cfg.discovery_window = Duration::from_millis(500);

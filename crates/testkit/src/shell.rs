@@ -5,10 +5,8 @@
 use super::network::{Delivery, Payload};
 use super::{Sim, HOST_CAPACITY};
 use rand::Rng;
-use shoal_log::encode_snapshot;
 use shoal_model::{NodeId, TaskId};
 use shoal_proto::node::{Output, RangeRead};
-use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use shoal_proto::wire::{self, Direct, Frame};
 use std::time::Duration;
 
@@ -73,15 +71,13 @@ impl Sim {
                     save,
                     chunk_bytes,
                 } => {
-                    let (bytes, sha) = encode_snapshot(&state, 1);
+                    let snap = crate::encoded_snapshot(&state, chunk_bytes);
                     if save {
                         self.nodes.get_mut(&from).expect("known node").disk.snapshot =
-                            Some((bytes.clone(), sha));
-                    }
-                    if !save {
+                            Some((snap.bytes.read_all().expect("bytes in memory"), snap.sha256));
+                    } else {
                         *self.serve_builds.entry(from.clone()).or_default() += 1;
                     }
-                    let snap = EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes);
                     let at = self.now + Duration::from_millis(5);
                     self.deliver_to_self(&from, at, Payload::SnapshotBuilt(snap, save));
                 }

@@ -1,10 +1,9 @@
 //! A single node on a real disk: the durable log and the snapshot store.
 //! Restart = load the newest local snapshot, replay the local tail.
 
-use shoal_log::{encode_snapshot, DurableLog, LogConfig, SnapshotStore};
+use shoal_log::{DurableLog, LogConfig, SnapshotStore};
 use shoal_model::{ClusterId, Command, CommandId, NodeId, Op, Outcome, State};
 use shoal_proto::node::{Input, Node, NodeConfig, Output, Saved};
-use shoal_proto::snapshot_transfer::EncodedSnapshot;
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,15 +70,14 @@ impl<'a> Disk<'a> {
                         save,
                         chunk_bytes,
                     } => {
-                        let (bytes, sha) = encode_snapshot(&state, 1);
+                        let snap = shoal_testkit::encoded_snapshot(&state, chunk_bytes);
                         if save {
                             self.saved.push(state.index().0);
                             SnapshotStore::open(&self.dir.join("snapshots"))
                                 .unwrap()
-                                .save(state.index(), &bytes, &sha)
+                                .save(state.index(), &snap.bytes.read_all().unwrap(), &snap.sha256)
                                 .unwrap();
                         }
-                        let snap = EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes);
                         let save = if save { Saved::Saved } else { Saved::NotAsked };
                         queue.push(Input::SnapshotBuilt { snap, save });
                     }
