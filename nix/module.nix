@@ -16,7 +16,10 @@
 let
   cfg = config.services.shoal;
   toml = pkgs.formats.toml { };
-  settings = { data-dir = "/var/lib/shoal"; } // cfg.settings;
+  # Behind the opened firewall, large frames need a port known ahead.
+  settings = { data-dir = "/var/lib/shoal"; }
+    // lib.optionalAttrs cfg.openFirewall { bulk-port = 4102; }
+    // cfg.settings;
   configFile = toml.generate "shoal.toml" settings;
   keyFlag = lib.optionalString (cfg.clusterKeyFile != null)
     " --cluster-key \${CREDENTIALS_DIRECTORY}/cluster-key";
@@ -57,7 +60,7 @@ in
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the peer port (TCP 4100) and mDNS (UDP 5353).";
+      description = "Open the peer ports (TCP 4100, and 4102 for large frames: the module sets bulk-port to it unless settings name another) and mDNS (UDP 5353).";
     };
   };
 
@@ -107,7 +110,7 @@ in
     };
 
     networking.firewall = lib.mkIf cfg.openFirewall {
-      allowedTCPPorts = [ 4100 ];
+      allowedTCPPorts = [ 4100 settings.bulk-port ];
       allowedUDPPorts = [ 5353 ];
     };
   };

@@ -48,6 +48,19 @@ pub struct UpArgs {
     /// A peer to dial, for networks where multicast discovery is blocked.
     #[arg(long, env = "SHOAL_PEER", value_delimiter = ',')]
     peer: Vec<String>,
+    /// The TCP port, on the first --listen address's host, where peers
+    /// connect for large frames (snapshot chunks, long ranges), driven
+    /// below the node's priority so that commits never wait behind them.
+    /// 0: one the system picks, told to each peer as it is needed; give
+    /// a fixed one where a firewall stands between hosts (a peer that
+    /// cannot reach it gets large frames on the --listen connection).
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 0,
+        env = "SHOAL_BULK_PORT"
+    )]
+    bulk_port: u16,
     /// Turn mDNS discovery off.
     #[arg(long, env = "SHOAL_NO_MDNS")]
     no_mdns: bool,
@@ -239,6 +252,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         listen,
         peers,
         mdns: !args.no_mdns,
+        bulk_port: args.bulk_port,
         cluster_key,
         voters: args.voters as usize,
         no_snapshot: args.no_snapshot,

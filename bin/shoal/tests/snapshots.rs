@@ -189,6 +189,11 @@ fn a_paced_source_holds_chunks_back_and_its_joiner_still_catches_up() {
     let sent = procs[0].metric("snapshot_bytes_sent_total");
     assert!(sent > 1.5 * MIB, "more than the burst of one chunk: {sent}");
     assert!(
+        procs[0].metric("net_bulk_sent_total") >= 1.0,
+        "chunks on a connection of their own:\n{}",
+        procs[0].log()
+    );
+    assert!(
         procs[0].metric("bulk_held_total") >= 1.0,
         "nothing held back:\n{}",
         procs[0].log()

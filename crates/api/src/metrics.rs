@@ -141,6 +141,7 @@ impl NodeFigures {
             ("shoal_peers", "Peers heard from within the node timeout.", s.peers.len() as f64),
             ("shoal_is_master", "1 on the master.", master),
             ("shoal_net_connections", "Connections open to peers (a pair may hold several when their dials crossed).", v.net.connections as f64),
+            ("shoal_net_bulk_connections", "Connections open to peers for large frames (snapshot chunks, long ranges), driven by a thread of their own below the node's priority.", v.net.bulk_connections as f64),
         ]
     }
 
@@ -185,6 +186,7 @@ impl NodeFigures {
             ("shoal_net_gossip_send_dropped", "Gossip messages dropped because a peer's send queue was full (it reads too slowly).", n.gossip_send_dropped),
             ("shoal_net_gossip_reconnects", "Peers reconnected because gossip to them stayed blocked for 15 s or was refused (a connection whose gossip handler gave up).", n.gossip_reconnects),
             ("shoal_net_idle_closed", "Connections this node made and closed: a second connection to a peer, or one to a peer it does not keep (not a member, not picked, not in its gossip mesh), once no frame went to that peer for 90 s.", n.idle_closed),
+            ("shoal_net_bulk_sent", "Large frames (snapshot chunks, long ranges) sent on a connection of their own; the rest of them went on the main connection while the peer had not dialled one yet.", n.bulk_sent),
             ("shoal_net_superseded", "Connections closed because their peer opened a newer one: the peer lost the older (a partition or a cut link kept its close from arriving).", n.superseded),
             ("shoal_net_gossip_refused", "Gossip messages refused, and relayed to no one: not sealed, or not signed by the peer they name.", n.gossip_refused),
             ("shoal_net_dropped_events", "Network events dropped because the node's queue was full.", n.dropped_events),

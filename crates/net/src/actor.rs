@@ -93,6 +93,9 @@ pub(crate) struct Actor {
     pub stuck_warned: Option<Instant>,
     /// Each peer's long-lived stream for small one-to-one frames.
     pub lanes: Lanes,
+    /// Large frames' own connections (`bulk`), and the ports peers tell.
+    pub bulk: Option<crate::bulk::Link>,
+    pub bulk_ports: Option<mpsc::Receiver<(PeerId, u16)>>,
 }
 
 /// Whether a rate-limited warning last given at `last` is due again
@@ -121,6 +124,14 @@ fn is_unspecified(addr: &Multiaddr) -> bool {
     })
 }
 
+/// The next port a peer tells, or never.
+async fn next_port(ports: &mut Option<mpsc::Receiver<(PeerId, u16)>>) -> Option<(PeerId, u16)> {
+    match ports {
+        Some(ports) => ports.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -144,6 +155,11 @@ impl Actor {
                 ev = futures::StreamExt::select_next_some(&mut self.swarm) => self.swarm_event(ev),
                 _ = redial_tick.tick() => self.redial(),
                 _ = hello_tick.tick() => self.greet_round(),
+                Some((peer, port)) = next_port(&mut self.bulk_ports) => {
+                    if let Some(bulk) = &mut self.bulk {
+                        bulk.invited_by(peer, port);
+                    }
+                }
                 _ = until(self.delay.next_due()) => {
                     if let Some(cmd) = self.delay.pop_due(Instant::now()) {
                         self.execute(cmd);
@@ -223,14 +239,21 @@ impl Actor {
     }
 
     /// Sends a one-to-one frame: on the peer's lane, or on a stream of
-    /// its own if it is large.
+    /// its own if it is large, on the bulk connection where there is one.
     fn send(&mut self, to: PeerId, bytes: Vec<u8>) {
         self.last_sent.insert(to, Instant::now());
         if bytes.len() <= LANE_MAX_FRAME {
             self.lanes.send(to, bytes);
-        } else {
-            self.swarm.behaviour_mut().direct.send_request(&to, bytes);
+            return;
         }
+        let bytes = match &mut self.bulk {
+            Some(bulk) => match bulk.send(to, bytes) {
+                Some(bytes) => bytes,
+                None => return,
+            },
+            None => bytes,
+        };
+        self.swarm.behaviour_mut().direct.send_request(&to, bytes);
     }
 
     /// Reconnects a peer whose gossip is stuck (`stuck`), counted and
@@ -313,6 +336,9 @@ impl Actor {
             } => {
                 self.connection_made(peer_id, connection_id, endpoint.is_dialer());
                 self.count_connections();
+                if let Some(bulk) = &mut self.bulk {
+                    bulk.reached(peer_id, endpoint.get_remote_address());
+                }
                 if self.connected.insert(peer_id) {
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.emit(NetEvent::Connected(peer_id));
@@ -337,6 +363,9 @@ impl Actor {
                 self.conns.remove(&connection_id);
                 if num_established == 0 {
                     self.last_sent.remove(&peer_id);
+                    if let Some(bulk) = &mut self.bulk {
+                        bulk.gone(&peer_id);
+                    }
                 }
                 if num_established == 0 && self.connected.remove(&peer_id) {
                     debug!(peer = %peer_id, "disconnected");

@@ -14,6 +14,7 @@
 //! | `identity_watch` | two live processes with one identity (pure) |
 //! | `fault` | test-only delay of outgoing messages (pure) |
 //! | `actor` | the task that owns the Swarm |
+//! | `bulk` | large frames on a swarm and a thread of their own |
 //!
 //! Discovery: mDNS (on by default) and explicit peer addresses. mDNS never
 //! dials and reports a peer rarely, so every address learnt is remembered.
@@ -40,7 +41,9 @@
 //! commands, requests) follow each other on one long-lived stream per
 //! peer (`lane`). Large ones (snapshot chunks, long ranges) go over a
 //! request-response protocol whose request is one frame and whose
-//! response is an empty acknowledgement. Either way a reply (a range, a
+//! response is an empty acknowledgement, on connections of their own
+//! driven by a thread of their own once the peer has dialled them
+//! (`bulk`), on the main ones until then. Either way a reply (a range, a
 //! snapshot chunk) travels as a frame of its own. We
 //! keep it so rather than answer on the response: most frames have no
 //! reply (Raft, forwarded commands answered by the sender's own apply),
@@ -58,6 +61,7 @@
 //! refused, on evidence it can check (see `identity_watch`, `greeting`).
 
 mod actor;
+pub mod bulk;
 pub mod codec;
 mod dialer;
 pub mod fault;
@@ -88,6 +92,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::warn;
 
 /// One-to-one protocol name; the version is part of it.
 pub const DIRECT_PROTOCOL: &str = "/shoal/direct/1";
@@ -99,6 +104,8 @@ pub const COMMITTED_TOPIC: &str = "shoal/2/committed";
 pub const TRANSIENT_TOPIC: &str = "shoal/2/transient";
 /// Requests for a snapshot; the offers and bytes go one-to-one.
 pub const SNAPSHOT_TOPIC: &str = "shoal/snapshot/2";
+/// Large frames, as `DIRECT_PROTOCOL`, on the bulk swarm (`bulk`).
+pub const BULK_PROTOCOL: &str = "/shoal/bulk/1";
 /// Commands and events waiting between the actor and the node.
 const CHANNEL: usize = 4096;
 
@@ -191,6 +198,12 @@ pub struct NetConfig {
     /// How long a connection this node made and has no reason to keep
     /// stays after the last frame to its peer (`redial::IDLE_FOR`).
     pub idle_for: Duration,
+    /// Starts the thread that drives the connections for large frames
+    /// (`bulk`); `None` sends them on the main connections.
+    pub bulk_thread: Option<bulk::ThreadStarter>,
+    /// The bulk swarm's port on the first listen address's host; 0: one
+    /// the system picks.
+    pub bulk_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +258,10 @@ pub struct NetCounters {
     /// Connections closed because their peer opened a newer one
     /// (`redial::superseded`).
     pub superseded: AtomicU64,
+    /// Large frames sent on a bulk connection (`bulk`).
+    pub bulk_sent: AtomicU64,
+    /// Bulk connections open now (a gauge).
+    pub bulk_connections: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -265,6 +282,8 @@ pub struct NetStats {
     pub connections: u64,
     pub idle_closed: u64,
     pub superseded: u64,
+    pub bulk_sent: u64,
+    pub bulk_connections: u64,
 }
 
 /// Hands an event to the node. The node drains this channel on every turn
@@ -309,6 +328,8 @@ impl NetHandle {
             connections: c.connections.load(Ordering::Relaxed),
             idle_closed: c.idle_closed.load(Ordering::Relaxed),
             superseded: c.superseded.load(Ordering::Relaxed),
+            bulk_sent: c.bulk_sent.load(Ordering::Relaxed),
+            bulk_connections: c.bulk_connections.load(Ordering::Relaxed),
         }
     }
 }
@@ -394,6 +415,28 @@ pub async fn spawn(
         .accept(libp2p::StreamProtocol::new(lane::LANE_PROTOCOL))
         .map_err(|e| NetError::Setup(e.to_string()))?;
     tokio::spawn(lane::serve(incoming, ev_tx.clone(), counters.clone()));
+    let bulk = match cfg.bulk_thread.filter(|_| !cfg.solitary) {
+        None => None,
+        Some(starter) => {
+            let started = bulk::start(
+                keypair.clone(),
+                &cfg,
+                starter,
+                control.clone(),
+                ev_tx.clone(),
+                counters.clone(),
+            )
+            .await;
+            match started {
+                Ok(started) => Some(started),
+                Err(e) => {
+                    warn!(error = %e, "large frames go on the main connections");
+                    None
+                }
+            }
+        }
+    };
+    let (bulk, bulk_ports) = bulk.unzip();
     let mut actor = actor::Actor {
         swarm,
         events: ev_tx,
@@ -422,6 +465,8 @@ pub async fn spawn(
         stuck: Default::default(),
         stuck_warned: None,
         lanes: lane::Lanes::new(control, counters.clone()),
+        bulk,
+        bulk_ports,
     };
     if !cfg.solitary {
         for addr in cfg.peers {

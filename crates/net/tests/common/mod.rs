@@ -39,6 +39,8 @@ pub async fn node_with(peers: Vec<Multiaddr>, set: impl FnOnce(&mut NetConfig)) 
         solitary: false,
         found_picks: shoal_net::redial::FOUND_PICKS,
         idle_for: shoal_net::redial::IDLE_FOR,
+        bulk_thread: Some(shoal_net::bulk::plain_thread),
+        bulk_port: 0,
     };
     set(&mut cfg);
     let (net, mut events) = shoal_net::spawn(key, cfg).await.unwrap();

@@ -28,6 +28,8 @@ pub struct NodeOptions {
     pub listen: Vec<shoal_net::Addr>,
     pub peers: Vec<shoal_net::Addr>,
     pub mdns: bool,
+    /// Where peers connect for large frames (`NetConfig::bulk_port`).
+    pub bulk_port: u16,
     pub cluster_key: Option<shoal_net::ClusterKey>,
     pub voters: usize,
     pub no_snapshot: bool,
@@ -136,6 +138,10 @@ pub async fn start(
             solitary,
             found_picks: shoal_net::redial::FOUND_PICKS,
             idle_for: shoal_net::redial::IDLE_FOR,
+            // Large frames' connections below the node, with the rest of
+            // its bulk work: a commit never waits behind a chunk.
+            bulk_thread: Some(super::bulk::background),
+            bulk_port: opts.bulk_port,
         },
     )
     .await?;
