@@ -7,6 +7,7 @@ use super::{Sim, HOST_CAPACITY};
 use rand::Rng;
 use shoal_model::{NodeId, TaskId};
 use shoal_proto::node::{Output, RangeRead};
+use shoal_proto::snapshot_transfer::ChunkRead;
 use shoal_proto::wire::{self, Direct, Frame};
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ impl Sim {
                 Output::Send { to, frame } => self.send(&from, &to, &frame),
                 Output::SendRange { to, frame } => {
                     self.send(&from, &to, &frame.map(RangeRead::reply))
+                }
+                Output::SendChunk { to, frame } => {
+                    self.send(&from, &to, &frame.map(ChunkRead::reply))
                 }
                 Output::Broadcast(frame) => {
                     let bytes = wire::encode(&frame).unwrap_or_else(|e| {

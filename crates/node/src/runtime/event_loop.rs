@@ -55,6 +55,8 @@ pub(super) struct EventLoop {
     bad_frames: u64,
     send_overflow: u64,
     ranges: RangeServer,
+    /// Snapshot chunks, read and encoded off the loop as ranges are.
+    chunks: RangeServer,
     /// Snapshot chunks and range replies go out through it.
     bulk: Pacer<NetCommand>,
     /// Set by a network event the node cannot go on after.
@@ -134,6 +136,7 @@ impl EventLoop {
             bad_frames: 0,
             send_overflow: 0,
             ranges: RangeServer::default(),
+            chunks: RangeServer::new("shoal-chunk"),
             bulk,
             fatal: None,
             runs,
@@ -322,7 +325,14 @@ impl EventLoop {
                     });
                 }
                 Output::Send { to, frame } => self.send(&to, &frame),
-                Output::SendRange { to, frame } => self.send_range(&to, frame),
+                Output::SendRange { to, frame } => {
+                    let ranges = self.ranges.clone();
+                    self.send_later(&to, frame, &ranges)
+                }
+                Output::SendChunk { to, frame } => {
+                    let chunks = self.chunks.clone();
+                    self.send_later(&to, frame, &chunks)
+                }
                 Output::Broadcast(frame) => self.broadcast(&frame),
                 Output::Reply { to, reply } => {
                     if let Some(tx) = self.replies.remove(&to) {
@@ -452,7 +462,10 @@ impl EventLoop {
             listen: self.listen.clone(),
             started: self.started,
             bad_frames: self.bad_frames,
-            send_overflow: self.send_overflow + self.ranges.overflow() + self.bulk.dropped(),
+            send_overflow: self.send_overflow
+                + self.ranges.overflow()
+                + self.chunks.overflow()
+                + self.bulk.dropped(),
             ranges_deferred: self.ranges.deferred(),
             bulk_held: self.bulk.held(),
             catch_up: self.catch_up,

@@ -5,7 +5,7 @@
 use crate::log_store::LaterRead;
 use crate::pending::ReplyTo;
 use crate::replicas::ReplicaRun;
-use crate::snapshot_transfer::{EncodedSnapshot, Progress};
+use crate::snapshot_transfer::{ChunkRead, EncodedSnapshot, Progress};
 use crate::wire::{CommandReply, Direct, Frame, Gossip, RangeReply};
 use crate::worker::{StopReason, TaskRun};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,12 @@ pub enum Output {
     SendRange {
         to: NodeId,
         frame: Frame<RangeRead>,
+    },
+    /// Read this snapshot chunk where blocking is allowed, not on the
+    /// loop, and send `to` the frame `ChunkRead::reply` makes of it.
+    SendChunk {
+        to: NodeId,
+        frame: Frame<ChunkRead>,
     },
     Broadcast(Frame<Gossip>),
     Reply {

@@ -146,9 +146,10 @@ impl<L: LogStore> Node<L> {
                     self.metrics.snapshot_offers_sent += 1;
                     self.send(to, Direct::SnapshotOffer(offer), out);
                 }
-                ServeAction::Send { to, chunk } => {
-                    self.metrics.snapshot_bytes_sent += chunk.data.len() as u64;
-                    self.send(to, Direct::SnapshotChunk(chunk), out);
+                ServeAction::Send { to, read } => {
+                    self.metrics.snapshot_bytes_sent += read.len() as u64;
+                    let frame = self.frame(read);
+                    out.push(Output::SendChunk { to, frame });
                 }
                 ServeAction::Refuse {
                     to,

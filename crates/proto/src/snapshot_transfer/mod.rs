@@ -30,7 +30,7 @@ pub struct Progress {
     /// State entries decoded so far.
     pub entries: u64,
 }
-pub use server::{Point, ServeAction, SnapshotServer};
+pub use server::{ChunkRead, Point, ServeAction, SnapshotServer};
 
 use crate::wire::SnapshotOffer;
 use sha2::{Digest, Sha256};

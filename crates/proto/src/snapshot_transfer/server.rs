@@ -1,9 +1,11 @@
 //! The serving side: offers of a cached encoded snapshot, and its chunks.
 
 use super::EncodedSnapshot;
-use crate::wire::{SnapshotChunk, SnapshotOffer, SnapshotRequest};
+use crate::wire::{Direct, SnapshotChunk, SnapshotOffer, SnapshotRequest};
+use shoal_log::SnapshotBytes;
 use shoal_model::{EventIdx, NodeId};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,9 +14,10 @@ pub enum ServeAction {
         to: NodeId,
         offer: SnapshotOffer,
     },
+    /// Read this chunk and send it (`ChunkRead::reply`).
     Send {
         to: NodeId,
-        chunk: SnapshotChunk,
+        read: ChunkRead,
     },
     Refuse {
         to: NodeId,
@@ -223,9 +226,9 @@ impl SnapshotServer {
         }
     }
 
-    /// A chunk of a held snapshot. A snapshot held in its file costs one
-    /// read of at most a chunk here, from the page cache while the file is
-    /// fresh. A read that fails refuses the request with why.
+    /// A chunk of a held snapshot, to be read by whoever sends it
+    /// (`ChunkRead`): a snapshot held in its file costs one read of at
+    /// most a chunk, from the page cache while the file is fresh.
     pub fn on_request(&mut self, to: NodeId, req: SnapshotRequest, now: Duration) -> ServeAction {
         let refuse = |to, reason| ServeAction::Refuse {
             to,
@@ -242,11 +245,14 @@ impl SnapshotServer {
             return refuse(to, format!("chunk {} is past the end", req.chunk));
         }
         let len = (total - start).min(u64::from(s.chunk_bytes)) as usize;
-        let data = match s.bytes.read_at(start, len) {
-            Ok(data) => data,
-            Err(e) => return refuse(to, format!("cannot read snapshot {}: {e}", s.index)),
+        let read = ChunkRead {
+            session: req.session,
+            index: s.index,
+            chunk: req.chunk,
+            bytes: s.bytes.clone(),
+            start,
+            len,
         };
-        let index = s.index;
         held.served_at = Some(now);
         if self.serving.len() >= MAX_TRACKED {
             self.busy(now);
@@ -254,13 +260,66 @@ impl SnapshotServer {
         if self.serving.len() < MAX_TRACKED {
             self.serving.insert((to.clone(), req.session), now);
         }
-        ServeAction::Send {
-            to,
-            chunk: SnapshotChunk {
-                session: req.session,
-                index,
-                chunk: req.chunk,
+        ServeAction::Send { to, read }
+    }
+}
+
+/// A snapshot chunk read where blocking is allowed, not on the event
+/// loop (`Output::SendChunk`): a chunk of a megabyte read from its file
+/// and encoded held a member's loop for most of a millisecond, in a join
+/// storm some ten times a second, and every write met those stretches.
+#[derive(Clone, Debug)]
+pub struct ChunkRead {
+    session: u64,
+    index: EventIdx,
+    chunk: u32,
+    bytes: Arc<dyn SnapshotBytes>,
+    start: u64,
+    len: usize,
+}
+
+/// Two reads are the same where they read the same span of the same
+/// snapshot bytes, for the same session.
+impl PartialEq for ChunkRead {
+    fn eq(&self, other: &Self) -> bool {
+        let same_bytes = std::ptr::addr_eq(Arc::as_ptr(&self.bytes), Arc::as_ptr(&other.bytes));
+        same_bytes
+            && (self.session, self.index, self.chunk, self.start, self.len)
+                == (
+                    other.session,
+                    other.index,
+                    other.chunk,
+                    other.start,
+                    other.len,
+                )
+    }
+}
+
+impl Eq for ChunkRead {}
+
+impl ChunkRead {
+    /// The chunk's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk, or a refusal that says why it cannot be read: blocks
+    /// on the snapshot's file.
+    pub fn reply(self) -> Direct {
+        match self.bytes.read_at(self.start, self.len) {
+            Ok(data) => Direct::SnapshotChunk(SnapshotChunk {
+                session: self.session,
+                index: self.index,
+                chunk: self.chunk,
                 data,
+            }),
+            Err(e) => Direct::SnapshotRefused {
+                session: self.session,
+                reason: format!("cannot read snapshot {}: {e}", self.index),
             },
         }
     }

@@ -1,11 +1,12 @@
-//! What the loop sends: one-to-one frames, range replies (read and
-//! encoded off the loop, `RangeServer`), gossip, and dials to members.
+//! What the loop sends: one-to-one frames, range replies and snapshot
+//! chunks (read and encoded off the loop, `RangeServer`), gossip, and
+//! dials to members.
 //! Snapshot chunks and range replies go through the bulk pacer.
 
+use super::super::ranges::{Later, RangeServer};
 use super::EventLoop;
 use shoal_model::NodeId;
 use shoal_net::{Addr, NetCommand, Peer, Topic};
-use shoal_proto::node::RangeRead;
 use shoal_proto::wire::{self, Direct, Frame, Gossip};
 use tracing::{error, warn};
 
@@ -31,18 +32,12 @@ impl EventLoop {
         };
         match wire::encode(frame) {
             Ok(bytes) => {
-                let len = bytes.len() as u64;
                 let cmd = NetCommand::Send {
                     to: peer,
                     addr,
                     bytes,
                 };
-                let sent = if matches!(frame.msg, Direct::SnapshotChunk(_)) {
-                    self.bulk.send(cmd, len)
-                } else {
-                    self.net.try_send(cmd)
-                };
-                if !sent {
+                if !self.net.try_send(cmd) {
                     self.send_overflow += 1;
                 }
             }
@@ -50,14 +45,19 @@ impl EventLoop {
         }
     }
 
-    /// A range reply, read and encoded off the loop: what sends it holds
-    /// a handle of its own to the network.
-    pub(super) fn send_range(&mut self, to: &NodeId, frame: Frame<RangeRead>) {
+    /// A range reply or a snapshot chunk, read and encoded off the loop
+    /// by `server`: what sends it holds a handle of its own to the network.
+    pub(super) fn send_later<R: Later>(
+        &mut self,
+        to: &NodeId,
+        frame: Frame<R>,
+        server: &RangeServer,
+    ) {
         let Some((peer, addr)) = self.target(to) else {
             return;
         };
         let bulk = self.bulk.clone();
-        self.ranges.serve(frame, move |bytes| {
+        server.serve(frame, move |bytes| {
             let len = bytes.len() as u64;
             let cmd = NetCommand::Send {
                 to: peer,

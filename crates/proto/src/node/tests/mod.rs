@@ -100,6 +100,7 @@ fn all_sent(out: &[Output]) -> Vec<(String, Direct)> {
         .filter_map(|o| match o {
             Output::Send { to, frame } => Some((to.to_string(), frame.msg.clone())),
             Output::SendRange { to, frame } => Some((to.to_string(), frame.msg.clone().reply())),
+            Output::SendChunk { to, frame } => Some((to.to_string(), frame.msg.clone().reply())),
             _ => None,
         })
         .collect()

@@ -2,7 +2,7 @@
 //! slow, lossy, lying or killed mid-transfer.
 
 use super::*;
-use crate::wire::{SnapshotChunk, SnapshotRequest};
+use crate::wire::{Direct, SnapshotChunk, SnapshotRequest};
 use shoal_log::encode_snapshot;
 use shoal_model::*;
 use std::collections::BTreeMap;
@@ -145,7 +145,10 @@ fn drive(
                         continue;
                     }
                     let arrival = match s.server.on_request(me.clone(), req, now) {
-                        ServeAction::Send { mut chunk, .. } => {
+                        ServeAction::Send { read, .. } => {
+                            let Direct::SnapshotChunk(mut chunk) = read.reply() else {
+                                panic!("a held snapshot's chunk that does not read");
+                            };
                             s.sent += 1;
                             if (s.loses)(s.sent) {
                                 continue;

@@ -84,7 +84,7 @@ fn receivers_of_one_point_share_one_build_and_a_follower_offers_only_what_it_hol
         chunk,
     };
     assert!(
-        matches!(member.on_request(a.clone(), req(at(10), 0), ms(40_002)), ServeAction::Send { chunk, .. } if chunk.index == at(10))
+        matches!(member.on_request(a.clone(), req(at(10), 0), ms(40_002)), ServeAction::Send { read, .. } if matches!(read.clone().reply(), Direct::SnapshotChunk(c) if c.index == at(10)))
     );
     assert!(
         matches!(member.on_request(a.clone(), req(at(3), 0), ms(40_002)), ServeAction::Refuse { reason, .. } if reason.contains("no longer held"))
@@ -361,7 +361,7 @@ impl SnapshotBytes for Unreadable {
 }
 
 #[test]
-fn a_chunk_that_cannot_be_read_is_refused_with_why() {
+fn a_chunk_that_cannot_be_read_is_refused_with_why_when_it_is_read() {
     let mut server = SnapshotServer::default();
     server.on_built(
         EncodedSnapshot {
@@ -379,13 +379,15 @@ fn a_chunk_that_cannot_be_read_is_refused_with_why() {
         chunk: 0,
     };
     let me = NodeId::from("me");
-    match server.on_request(me.clone(), req, ms(0)) {
-        ServeAction::Refuse {
-            to,
-            session: 3,
-            reason,
-        } => {
-            assert_eq!(to, me);
+    // The loop hands the read on; whoever reads it (off the loop) sends
+    // the refusal instead of the chunk.
+    let ServeAction::Send { to, read } = server.on_request(me.clone(), req, ms(0)) else {
+        panic!("the read is left to the sender");
+    };
+    assert_eq!(to, me);
+    assert_eq!(read.len(), 100);
+    match read.reply() {
+        Direct::SnapshotRefused { session: 3, reason } => {
             assert!(reason.contains("disk failed"), "{reason}");
         }
         other => panic!("{other:?}"),
