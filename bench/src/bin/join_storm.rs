@@ -384,6 +384,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "shoal_net_dropped_events_total",
     ]
     .map(|m| sum_metric(c, &all_apis, m));
+    // Large frames each member sent on a connection of their own, and
+    // all nodes together.
+    let member_bulk = per_node(c, &apis, "shoal_net_bulk_sent_total");
+    let bulk = sum_metric(c, &all_apis, "shoal_net_bulk_sent_total");
     let builds: Vec<f64> = per_node(c, &apis, "shoal_snapshot_builds_total")
         .iter()
         .zip(&builds_before)
@@ -458,6 +462,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "net_send_failures": net_lost[0],
         "net_inbound_failures": net_lost[1],
         "net_dropped_events": net_lost[2],
+        "bulk_frames_sent": bulk,
+        "member_bulk_frames_sent": member_bulk,
         "snapshot_builds_per_member": builds,
         "writes_per_s": rate,
         "joiner_cpus": cpus,
