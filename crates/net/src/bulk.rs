@@ -28,8 +28,12 @@
 //! reach it there (another address, a firewall) keeps getting large
 //! frames on the main swarm.
 //!
-//! Bounded: the bulk thread's queue holds `QUEUE` frames (a frame that
-//! finds it full goes on the main swarm); at most `MAX_DIALS` bulk dials
+//! Bounded: the bytes handed to the bulk thread and not yet acknowledged
+//! or failed are at most `NetConfig::bulk_in_flight` (`MAX_IN_FLIGHT`):
+//! past it a large frame is dropped, counted as a failed send, and its
+//! asker asks again when it is late, as the node's pacer does. The bulk
+//! thread's queue holds `QUEUE` frames (a frame that finds it full goes on
+//! the main swarm); at most `MAX_DIALS` bulk dials
 //! are under way; an invitation is two bytes read within
 //! `INVITE_TIMEOUT`, `READERS` at a time; a bulk connection with no frame
 //! under way closes after 30 s.
@@ -39,7 +43,7 @@ use crate::{emit, NetConfig, NetCounters, NetError, NetEvent};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, Message};
+use libp2p::request_response::{self, Message, OutboundRequestId};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
@@ -47,7 +51,7 @@ use libp2p_stream::{Control, IncomingStreams};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +60,9 @@ use tracing::{debug, warn};
 
 /// The protocol that tells a peer this node's bulk port.
 pub const BULK_PORT_PROTOCOL: &str = "/shoal/bulk-port/1";
+/// Bytes of large frames under way on the bulk connections, at most, by
+/// default (`NetConfig::bulk_in_flight`).
+pub const MAX_IN_FLIGHT: u64 = 64 << 20;
 /// Frames and dials waiting for the bulk thread.
 const QUEUE: usize = 1024;
 /// A peer not yet connected for bulk is told the port again after this.
@@ -90,6 +97,10 @@ pub(crate) struct Link {
     tx: mpsc::Sender<Command>,
     /// Peers the bulk swarm holds a connection to.
     connected: Arc<Mutex<HashSet<PeerId>>>,
+    /// Bytes handed to the bulk thread and not yet acknowledged or
+    /// failed, and how many may be.
+    in_flight: Arc<AtomicU64>,
+    max_in_flight: u64,
     /// The bulk swarm's port.
     port: u16,
     /// Opens invitations on the main swarm.
@@ -107,6 +118,13 @@ impl Link {
     pub fn send(&mut self, to: PeerId, bytes: Vec<u8>) -> Option<Vec<u8>> {
         let connected = lock(&self.connected).contains(&to);
         if connected {
+            let len = bytes.len() as u64;
+            let before = self.in_flight.fetch_add(len, Ordering::Relaxed);
+            if before > 0 && before + len > self.max_in_flight {
+                self.in_flight.fetch_sub(len, Ordering::Relaxed);
+                self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
             match self.tx.try_send(Command::Send { to, bytes }) {
                 Ok(()) => {
                     self.counters.bulk_sent.fetch_add(1, Ordering::Relaxed);
@@ -114,6 +132,7 @@ impl Link {
                 }
                 // The bulk thread is behind (or gone): the main swarm.
                 Err(e) => {
+                    self.in_flight.fetch_sub(len, Ordering::Relaxed);
                     let Command::Send { bytes, .. } = e.into_inner() else {
                         return None;
                     };
@@ -201,9 +220,12 @@ pub(crate) async fn start(
     let mut swarm = build_bulk_swarm(keypair, cfg)?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let connected = Arc::new(Mutex::new(HashSet::new()));
+    let in_flight = Arc::new(AtomicU64::new(0));
     let (port_tx, port_rx) = oneshot::channel();
     let run = Run {
         connected: connected.clone(),
+        in_flight: in_flight.clone(),
+        sizes: HashMap::new(),
         counters: counters.clone(),
         events,
         dialing: HashSet::new(),
@@ -245,6 +267,8 @@ pub(crate) async fn start(
     let link = Link {
         tx,
         connected,
+        in_flight,
+        max_in_flight: cfg.bulk_in_flight,
         port,
         control,
         invited: HashMap::new(),
@@ -301,6 +325,9 @@ async fn read_ports(
 /// The bulk thread's loop.
 struct Run {
     connected: Arc<Mutex<HashSet<PeerId>>>,
+    in_flight: Arc<AtomicU64>,
+    /// Each frame under way, by its request: its length.
+    sizes: HashMap<OutboundRequestId, u64>,
     counters: Arc<NetCounters>,
     events: mpsc::Sender<NetEvent>,
     dialing: HashSet<PeerId>,
@@ -353,7 +380,9 @@ impl Run {
     fn command(&mut self, swarm: &mut Swarm<BulkBehaviour>, cmd: Command) {
         match cmd {
             Command::Send { to, bytes } => {
-                swarm.behaviour_mut().frames.send_request(&to, bytes);
+                let len = bytes.len() as u64;
+                let id = swarm.behaviour_mut().frames.send_request(&to, bytes);
+                self.sizes.insert(id, len);
             }
             Command::Dial { peer, addr } => {
                 if swarm.is_connected(&peer)
@@ -417,7 +446,17 @@ impl Run {
                         },
                     );
                 }
-                request_response::Event::OutboundFailure { peer, error, .. } => {
+                request_response::Event::Message {
+                    message: Message::Response { request_id, .. },
+                    ..
+                } => self.done(request_id),
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                } => {
+                    self.done(request_id);
                     self.counters.send_failures.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer, error = %error, "bulk send failed");
                 }
@@ -433,6 +472,13 @@ impl Run {
                 warn!(reason = ?reason, "the bulk listener closed: large frames go on the main connections");
             }
             _ => {}
+        }
+    }
+
+    /// A frame was acknowledged or failed: its bytes are under way no more.
+    fn done(&mut self, request: OutboundRequestId) {
+        if let Some(len) = self.sizes.remove(&request) {
+            self.in_flight.fetch_sub(len, Ordering::Relaxed);
         }
     }
 

@@ -204,6 +204,9 @@ pub struct NetConfig {
     /// The bulk swarm's port on the first listen address's host; 0: one
     /// the system picks.
     pub bulk_port: u16,
+    /// Bytes of large frames under way on bulk connections, at most
+    /// (`bulk::MAX_IN_FLIGHT`).
+    pub bulk_in_flight: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

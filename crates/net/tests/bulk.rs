@@ -203,3 +203,38 @@ async fn a_bulk_port_given_is_used_and_one_taken_leaves_large_frames_on_the_main
     assert_eq!(c.net.stats().bulk_connections, 0);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_past_the_bytes_in_flight_are_dropped_and_counted_and_the_rest_arrive() {
+    let mut b = node(vec![]).await;
+    // One frame under way at a time, at most.
+    let a = node_with(vec![b.addr.clone()], |c| c.bulk_in_flight = 1).await;
+    until_on_bulk(&a, &mut b).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = a.net.stats();
+    for i in 0..10 {
+        send(&a, &b, large(100 + i));
+    }
+    let mut heard = Vec::new();
+    eventually("each frame heard or counted as failed", || {
+        while let Ok(ev) = b.events.try_recv() {
+            if let shoal_net::NetEvent::Direct { from, bytes } = ev {
+                assert_eq!(from, a.peer);
+                assert!(bytes == large(bytes[1]), "whole");
+                heard.push(bytes[1]);
+            }
+        }
+        let failed = a.net.stats().send_failures - before.send_failures;
+        heard.len() as u64 + failed == 10
+    })
+    .await;
+    assert!(heard.len() < 10, "some dropped: {:?}", a.net.stats());
+    assert!(
+        heard.contains(&100),
+        "the first went: nothing was under way"
+    );
+    // Once those are through, a frame goes again.
+    send(&a, &b, large(200));
+    assert_eq!(next_large(&mut b).await, (a.peer, 200));
+    assert_eq!(b.net.stats().inbound_failures, 0);
+}

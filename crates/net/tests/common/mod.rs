@@ -41,6 +41,7 @@ pub async fn node_with(peers: Vec<Multiaddr>, set: impl FnOnce(&mut NetConfig)) 
         idle_for: shoal_net::redial::IDLE_FOR,
         bulk_thread: Some(shoal_net::bulk::plain_thread),
         bulk_port: 0,
+        bulk_in_flight: shoal_net::bulk::MAX_IN_FLIGHT,
     };
     set(&mut cfg);
     let (net, mut events) = shoal_net::spawn(key, cfg).await.unwrap();

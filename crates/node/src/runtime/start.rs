@@ -142,6 +142,7 @@ pub async fn start(
             // its bulk work: a commit never waits behind a chunk.
             bulk_thread: Some(super::bulk::background),
             bulk_port: opts.bulk_port,
+            bulk_in_flight: shoal_net::bulk::MAX_IN_FLIGHT,
         },
     )
     .await?;
