@@ -39,7 +39,7 @@
 //! under way closes after 30 s.
 
 use crate::transport::{build_bulk_swarm, BulkBehaviour, BulkBehaviourEvent};
-use crate::{emit, NetConfig, NetCounters, NetError, NetEvent};
+use crate::{emit, host_of, tcp_port, NetConfig, NetCounters, NetError, NetEvent};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -186,15 +186,6 @@ impl Link {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The IP address in `addr`, if it has one.
-fn host_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
-        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
-        _ => None,
-    })
 }
 
 /// Where the bulk swarm listens: the first listen address's host, on
@@ -351,11 +342,7 @@ impl Run {
                 ev = swarm.select_next_some() => {
                     match &ev {
                         SwarmEvent::NewListenAddr { address, .. } => {
-                            let listening = address.iter().find_map(|p| match p {
-                                Protocol::Tcp(p) => Some(p),
-                                _ => None,
-                            });
-                            if let (Some(tell), Some(p)) = (port.take(), listening) {
+                            if let (Some(tell), Some(p)) = (port.take(), tcp_port(address)) {
                                 debug!(addr = %address, "bulk frames listening");
                                 let _ = tell.send(Ok(p));
                             }

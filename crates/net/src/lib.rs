@@ -355,22 +355,29 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// The IP address in `addr`, if it has one.
+pub fn host_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(std::net::IpAddr::V4(a)),
+        Protocol::Ip6(a) => Some(std::net::IpAddr::V6(a)),
+        _ => None,
+    })
+}
+
+/// The TCP port in `addr`, if it has one.
+pub fn tcp_port(addr: &Multiaddr) -> Option<u16> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Tcp(p) => Some(p),
+        _ => None,
+    })
+}
+
 /// Refuses a TCP listen address whose port some process already listens
 /// on. libp2p binds with SO_REUSEPORT, so two nodes on one port would both
 /// bind and share its connections between them; a plain bind (no
 /// SO_REUSEPORT) finds the port taken.
 fn port_free(addr: &Multiaddr) -> Result<(), NetError> {
-    let mut ip = None;
-    let mut port = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
-            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    let (Some(ip), Some(port)) = (ip, port) else {
+    let (Some(ip), Some(port)) = (host_of(addr), tcp_port(addr)) else {
         return Ok(());
     };
     if port == 0 {

@@ -159,14 +159,7 @@ async fn a_hostile_peers_invitations_are_counted_and_the_node_goes_on() {
     // does (b's own main port): b dials the hostile peer's host there,
     // fails, and goes on.
     invite(1u16.to_be_bytes().to_vec()).await;
-    let main_port = b
-        .addr
-        .iter()
-        .find_map(|p| match p {
-            shoal_net::Protocol::Tcp(p) => Some(p),
-            _ => None,
-        })
-        .unwrap();
+    let main_port = shoal_net::tcp_port(&b.addr).unwrap();
     invite(main_port.to_be_bytes().to_vec()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(b.net.stats().bulk_connections, 0, "{:?}", b.net.stats());

@@ -121,8 +121,6 @@ impl std::fmt::Debug for Sim {
     }
 }
 
-/// The node configuration scenarios use: the defaults, with a short
-/// discovery window so that one node founds promptly.
 /// The snapshot a node's builder makes of `state` (`Output::BuildSnapshot`),
 /// at compression level 1 to keep the tests quick: the same bytes on
 /// every node that builds the same State.
@@ -131,6 +129,8 @@ pub fn encoded_snapshot(state: &State, chunk_bytes: u32) -> EncodedSnapshot {
     EncodedSnapshot::new(state.index(), bytes, sha, chunk_bytes)
 }
 
+/// The node configuration scenarios use: the defaults, with a short
+/// discovery window so that one node founds promptly.
 pub fn default_config(node: NodeId, seed: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(node.clone(), format!("sim://{node}"), seed);
     cfg.discovery_window = Duration::from_millis(500);

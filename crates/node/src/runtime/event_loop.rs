@@ -8,7 +8,7 @@ use super::handle::{Call, CatchUpProgress, View, MAX_CALLS};
 use super::host;
 use super::inbound::{inbound, Inbound};
 use super::pacer::Pacer;
-use super::ranges::RangeServer;
+use super::ranges::ReadServer;
 use super::snapshot_builder::SnapshotBuilder;
 use super::start::{wall_ms, NodeError};
 use super::timings::thread_cpu;
@@ -54,9 +54,9 @@ pub(super) struct EventLoop {
     last_progress_log: Option<Instant>,
     bad_frames: u64,
     send_overflow: u64,
-    ranges: RangeServer,
+    ranges: ReadServer,
     /// Snapshot chunks, read and encoded off the loop as ranges are.
-    chunks: RangeServer,
+    chunks: ReadServer,
     /// Snapshot chunks and range replies go out through it.
     bulk: Pacer<NetCommand>,
     /// Set by a network event the node cannot go on after.
@@ -135,8 +135,8 @@ impl EventLoop {
             last_progress_log: None,
             bad_frames: 0,
             send_overflow: 0,
-            ranges: RangeServer::default(),
-            chunks: RangeServer::new("shoal-chunk"),
+            ranges: ReadServer::default(),
+            chunks: ReadServer::new("shoal-chunk"),
             bulk,
             fatal: None,
             runs,
@@ -326,12 +326,14 @@ impl EventLoop {
                 }
                 Output::Send { to, frame } => self.send(&to, &frame),
                 Output::SendRange { to, frame } => {
-                    let ranges = self.ranges.clone();
-                    self.send_later(&to, frame, &ranges)
+                    if let Some(send) = self.bulk_sender(&to) {
+                        self.ranges.serve(frame, send);
+                    }
                 }
                 Output::SendChunk { to, frame } => {
-                    let chunks = self.chunks.clone();
-                    self.send_later(&to, frame, &chunks)
+                    if let Some(send) = self.bulk_sender(&to) {
+                        self.chunks.serve(frame, send);
+                    }
                 }
                 Output::Broadcast(frame) => self.broadcast(&frame),
                 Output::Reply { to, reply } => {

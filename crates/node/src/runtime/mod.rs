@@ -10,7 +10,7 @@
 //! | `event_loop` | the one task that owns the core: inputs in, outputs performed |
 //! | `inbound` | network events into the core's inputs, sender checks |
 //! | `address_book` | peer ids and addresses, parsed once, bounded |
-//! | `ranges` | range replies read and encoded off the loop, bounded |
+//! | `ranges` | range replies and snapshot chunks read and encoded off the loop, bounded |
 //! | `pacer` | bulk bytes served at most `--bulk-rate` a second |
 //! | `snapshot_builder` | encoding snapshots off the loop |
 //! | `bulk` | threads for bulk work, below the rest of the node in CPU priority |

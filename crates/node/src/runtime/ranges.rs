@@ -63,7 +63,7 @@ impl Later for ChunkRead {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct RangeServer {
+pub(super) struct ReadServer {
     readers: Pool,
     tickets: Arc<Semaphore>,
     counts: Arc<Counts>,
@@ -75,16 +75,16 @@ struct Counts {
     overflow: AtomicU64,
 }
 
-impl Default for RangeServer {
+impl Default for ReadServer {
     fn default() -> Self {
-        RangeServer::new("shoal-range")
+        ReadServer::new("shoal-range")
     }
 }
 
-impl RangeServer {
+impl ReadServer {
     /// A server whose `READ_SLOTS` threads are named `name`.
-    pub fn new(name: &str) -> RangeServer {
-        RangeServer {
+    pub fn new(name: &str) -> ReadServer {
+        ReadServer {
             readers: Pool::new(name, READ_SLOTS),
             tickets: Arc::new(Semaphore::new(QUEUED)),
             counts: Arc::default(),
@@ -163,7 +163,7 @@ mod tests {
 
     /// Keeps every reader of `server` busy until the sender returned is
     /// dropped: requests queue and none is read yet.
-    fn occupy(server: &RangeServer) -> std::sync::mpsc::Sender<()> {
+    fn occupy(server: &ReadServer) -> std::sync::mpsc::Sender<()> {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let held = std::sync::Arc::new(std::sync::Mutex::new(held));
         for _ in 0..READ_SLOTS {
@@ -187,7 +187,7 @@ mod tests {
         log.append(&(1..=10).map(entry).collect::<Vec<_>>())
             .unwrap();
         let loop_nice = nice_here();
-        let server = RangeServer::default();
+        let server = ReadServer::default();
         // Every reader busy with work of the test's: requests queue and
         // none is read yet.
         let release = occupy(&server);
@@ -264,7 +264,7 @@ mod tests {
             }
         };
         let loop_nice = nice_here();
-        let server = RangeServer::new("chunk-test");
+        let server = ReadServer::new("chunk-test");
         let release = occupy(&server);
         let (tx, mut rx) = mpsc::unbounded_channel();
         for i in 0..=QUEUED {

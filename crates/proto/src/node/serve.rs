@@ -147,7 +147,7 @@ impl<L: LogStore> Node<L> {
                     self.send(to, Direct::SnapshotOffer(offer), out);
                 }
                 ServeAction::Send { to, read } => {
-                    self.metrics.snapshot_bytes_sent += read.len() as u64;
+                    self.metrics.snapshot_bytes_sent += read.size() as u64;
                     let frame = self.frame(read);
                     out.push(Output::SendChunk { to, frame });
                 }

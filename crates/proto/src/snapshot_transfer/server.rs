@@ -298,13 +298,9 @@ impl PartialEq for ChunkRead {
 impl Eq for ChunkRead {}
 
 impl ChunkRead {
-    /// The chunk's length in bytes.
-    pub fn len(&self) -> usize {
+    /// The chunk's size in bytes.
+    pub fn size(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The chunk, or a refusal that says why it cannot be read: blocks

@@ -1,9 +1,8 @@
 //! What the loop sends: one-to-one frames, range replies and snapshot
-//! chunks (read and encoded off the loop, `RangeServer`), gossip, and
+//! chunks (read and encoded off the loop by a `ReadServer`), gossip, and
 //! dials to members.
 //! Snapshot chunks and range replies go through the bulk pacer.
 
-use super::super::ranges::{Later, RangeServer};
 use super::EventLoop;
 use shoal_model::NodeId;
 use shoal_net::{Addr, NetCommand, Peer, Topic};
@@ -45,19 +44,17 @@ impl EventLoop {
         }
     }
 
-    /// A range reply or a snapshot chunk, read and encoded off the loop
-    /// by `server`: what sends it holds a handle of its own to the network.
-    pub(super) fn send_later<R: Later>(
+    /// What hands `to` a range reply or a snapshot chunk once a
+    /// `ReadServer` has read and encoded it off the loop, through the bulk
+    /// pacer: it holds a handle of its own to the network. None for a
+    /// node whose peer id is not known, counted.
+    pub(super) fn bulk_sender(
         &mut self,
         to: &NodeId,
-        frame: Frame<R>,
-        server: &RangeServer,
-    ) {
-        let Some((peer, addr)) = self.target(to) else {
-            return;
-        };
+    ) -> Option<impl FnOnce(Vec<u8>) -> bool + Send + 'static> {
+        let (peer, addr) = self.target(to)?;
         let bulk = self.bulk.clone();
-        server.serve(frame, move |bytes| {
+        Some(move |bytes: Vec<u8>| {
             let len = bytes.len() as u64;
             let cmd = NetCommand::Send {
                 to: peer,
@@ -65,7 +62,7 @@ impl EventLoop {
                 bytes,
             };
             bulk.send(cmd, len)
-        });
+        })
     }
 
     /// The peer id and address to send `to` at; none for a node whose

@@ -385,7 +385,7 @@ fn a_chunk_that_cannot_be_read_is_refused_with_why_when_it_is_read() {
         panic!("the read is left to the sender");
     };
     assert_eq!(to, me);
-    assert_eq!(read.len(), 100);
+    assert_eq!(read.size(), 100);
     match read.reply() {
         Direct::SnapshotRefused { session: 3, reason } => {
             assert!(reason.contains("disk failed"), "{reason}");
