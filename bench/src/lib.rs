@@ -137,6 +137,19 @@ pub fn args(n: u64, mode: &str) -> Result<(u64, String), std::num::ParseIntError
     Ok((n, it.next().unwrap_or_else(|| mode.to_owned())))
 }
 
+/// A fresh directory for a bench's nodes, removed when the guard it
+/// returns is dropped; kept (and said where on stderr) when the
+/// environment variable `keep` is set, to read the nodes' logs after.
+pub fn scratch(keep: &str) -> std::io::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().to_owned();
+    if std::env::var_os(keep).is_some() {
+        eprintln!("logs kept in {}", tmp.keep().display());
+        return Ok((root, None));
+    }
+    Ok((root, Some(tmp)))
+}
+
 /// A figure runner's setting from the environment: `None` when unset, an
 /// error naming it when it does not parse.
 pub fn env<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>

@@ -133,14 +133,7 @@ fn main() -> Result<()> {
     let load_rate: Option<u32> = shoal_bench::env("CATCHUP_WRITES")?;
     let bin = shoal_bin()?;
     // Node logs land beside their data directories (DIR.log).
-    let tmp = tempfile::tempdir()?;
-    let root = tmp.path().to_owned();
-    let _tmp = if std::env::var_os("CATCHUP_KEEP").is_some() {
-        eprintln!("logs kept in {}", tmp.keep().display());
-        None
-    } else {
-        Some(tmp)
-    };
+    let (root, _tmp) = shoal_bench::scratch("CATCHUP_KEEP")?;
     let c = shoal_bench::nodes::client(Duration::from_secs(30))?;
     // The cluster keeps its whole log, so that the replay path can fetch it.
     let retain = ["--log-retain", "100000000"];

@@ -118,6 +118,25 @@ fn steady(
     )))
 }
 
+/// What `storm` reads of the cluster at one moment, to set against the
+/// next.
+struct Reading {
+    /// The master's Raft term.
+    term: f64,
+    /// The master's log fsyncs: all, and those over 100 ms.
+    fsyncs: (f64, f64),
+    /// Each member's CPU seconds.
+    cpu: Vec<f64>,
+    /// Each member's loop turns, all and over 10 ms: by wall, by CPU.
+    turns: [Vec<(f64, f64)>; 2],
+    /// Each member's seconds in loop turns: by wall, by CPU.
+    turn_secs: [Vec<f64>; 2],
+    /// The master's write histogram.
+    served: Vec<(f64, f64)>,
+    /// Each member's fsync histogram.
+    syncs: Vec<Vec<(f64, f64)>>,
+}
+
 fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) -> Result<Value> {
     let master = &members[0];
     // On a LAN each joiner saves its snapshot to a disk of its own; here
@@ -169,12 +188,10 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         ]
         .map(|name| per_node(c, &apis, name))
     };
-    let turns_before = turns();
     // The master's own time per write, from request to answer
     // (`shoal_api_write_seconds`): what its loop, Raft and disk took,
     // without the client's wait for a core of its own.
     let served = || histogram(c, master.api, "shoal_api_write_seconds");
-    let served_before = served();
     // Each member's Raft log fsyncs (`shoal_log_sync_seconds`): a commit
     // waits for the master's and a voter's.
     let syncs = || -> Vec<Vec<(f64, f64)>> {
@@ -182,23 +199,25 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
             .map(|a| histogram(c, *a, "shoal_log_sync_seconds"))
             .collect()
     };
-    let syncs_before = syncs();
-    let term_before = terms();
-    let fsyncs_before = fsyncs();
-    let cpu_before = cpu();
+    // All of the above at one moment: before the idle window, after it
+    // (the storm starts), and once every joiner has caught up.
+    let read = || Reading {
+        term: terms(),
+        fsyncs: fsyncs(),
+        cpu: cpu(),
+        turns: turns(),
+        turn_secs: turn_secs(),
+        served: served(),
+        syncs: syncs(),
+    };
+    let before = read();
     let idle_from = Instant::now();
     // 6,000 writes at the default rate, against the storm's 12,000-20,000:
     // a p99 over 2,000 (10 s) moved with every stall it caught or missed.
-    let idle: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(30);
-    std::thread::sleep(Duration::from_secs(idle));
+    let idle_s: u64 = shoal_bench::env("STORM_IDLE_S")?.unwrap_or(30);
+    std::thread::sleep(Duration::from_secs(idle_s));
     let target = master_applied(c, master.api)?;
-    let term_idle = terms();
-    let fsyncs_idle = fsyncs();
-    let cpu_idle = cpu();
-    let turns_idle = turns();
-    let turn_secs_idle = turn_secs();
-    let served_idle = served();
-    let syncs_idle = syncs();
+    let idle = read();
     let t0 = Instant::now();
     // On a LAN each joiner is a host of its own; here all share the
     // members' cores, so they run at the lowest priority.
@@ -228,13 +247,7 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         caught.iter().all(Option::is_some)
     });
     let done = Instant::now();
-    let term_storm = terms();
-    let fsyncs_storm = fsyncs();
-    let cpu_storm = cpu();
-    let turns_storm = turns();
-    let turn_secs_storm = turn_secs();
-    let served_storm = served();
-    let syncs_storm = syncs();
+    let storm = read();
     let after = steady(c, master.api, &apis, &nodes, limit, served)?;
     let writes = load.stop();
     let slow_turns = |from: &[(f64, f64)], to: &[(f64, f64)]| -> Vec<f64> {
@@ -243,8 +256,8 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
     let delta = |from: &[f64], to: &[f64]| -> Vec<f64> {
         from.iter().zip(to).map(|(a, b)| b - a).collect()
     };
-    let member_cores_before = cores(&cpu_before, &cpu_idle, t0 - idle_from);
-    let member_cores_during = cores(&cpu_idle, &cpu_storm, done - t0);
+    let member_cores_before = cores(&before.cpu, &idle.cpu, t0 - idle_from);
+    let member_cores_during = cores(&idle.cpu, &storm.cpu, done - t0);
     // Joiners that did not catch up within the limit are reported as
     // such; the figures below are of those that did.
     let caught_up = caught.iter().flatten().count();
@@ -387,26 +400,26 @@ fn storm(c: &Client, bin: &Path, root: &Path, members: &[Node], joiners: usize) 
         "write_p99_ms_before": idle_p99,
         "write_max_ms_before": idle_max,
         "write_p99_ms_during": storm_p99,
-        "master_write_p99_ms_before": histogram_quantile(&served_before, &served_idle, 0.99).map(|s| s * 1e3),
-        "master_write_p99_ms_during": histogram_quantile(&served_idle, &served_storm, 0.99).map(|s| s * 1e3),
-        "member_fsync_p50_ms_before": sync_ms(&syncs_before, &syncs_idle, 0.5),
-        "member_fsync_p50_ms_during": sync_ms(&syncs_idle, &syncs_storm, 0.5),
-        "member_fsync_p99_ms_before": sync_ms(&syncs_before, &syncs_idle, 0.99),
-        "member_fsync_p99_ms_during": sync_ms(&syncs_idle, &syncs_storm, 0.99),
+        "master_write_p99_ms_before": histogram_quantile(&before.served, &idle.served, 0.99).map(|s| s * 1e3),
+        "master_write_p99_ms_during": histogram_quantile(&idle.served, &storm.served, 0.99).map(|s| s * 1e3),
+        "member_fsync_p50_ms_before": sync_ms(&before.syncs, &idle.syncs, 0.5),
+        "member_fsync_p50_ms_during": sync_ms(&idle.syncs, &storm.syncs, 0.5),
+        "member_fsync_p99_ms_before": sync_ms(&before.syncs, &idle.syncs, 0.99),
+        "member_fsync_p99_ms_during": sync_ms(&idle.syncs, &storm.syncs, 0.99),
         "writes_before": idle_n,
         "after": after,
         "writes_during": storm_n,
-        "raft_terms_started_before": term_idle - term_before,
-        "raft_terms_started_during": term_storm - term_idle,
-        "member_loop_turns_over_10ms_before": slow_turns(&turns_before[0], &turns_idle[0]),
-        "member_loop_turns_over_10ms_during": slow_turns(&turns_idle[0], &turns_storm[0]),
-        "member_loop_turns_cpu_over_10ms_during": slow_turns(&turns_idle[1], &turns_storm[1]),
-        "member_loop_s_during": delta(&turn_secs_idle[0], &turn_secs_storm[0]),
-        "member_loop_cpu_s_during": delta(&turn_secs_idle[1], &turn_secs_storm[1]),
-        "master_fsyncs_before": fsyncs_idle.0 - fsyncs_before.0,
-        "master_fsyncs_over_100ms_before": fsyncs_idle.1 - fsyncs_before.1,
-        "master_fsyncs_during": fsyncs_storm.0 - fsyncs_idle.0,
-        "master_fsyncs_over_100ms_during": fsyncs_storm.1 - fsyncs_idle.1,
+        "raft_terms_started_before": idle.term - before.term,
+        "raft_terms_started_during": storm.term - idle.term,
+        "member_loop_turns_over_10ms_before": slow_turns(&before.turns[0], &idle.turns[0]),
+        "member_loop_turns_over_10ms_during": slow_turns(&idle.turns[0], &storm.turns[0]),
+        "member_loop_turns_cpu_over_10ms_during": slow_turns(&idle.turns[1], &storm.turns[1]),
+        "member_loop_s_during": delta(&idle.turn_secs[0], &storm.turn_secs[0]),
+        "member_loop_cpu_s_during": delta(&idle.turn_secs[1], &storm.turn_secs[1]),
+        "master_fsyncs_before": idle.fsyncs.0 - before.fsyncs.0,
+        "master_fsyncs_over_100ms_before": idle.fsyncs.1 - before.fsyncs.1,
+        "master_fsyncs_during": storm.fsyncs.0 - idle.fsyncs.0,
+        "master_fsyncs_over_100ms_during": storm.fsyncs.1 - idle.fsyncs.1,
         "member_cpu_cores_before": member_cores_before,
         "member_cpu_cores_during": member_cores_during,
         "equal_state_hash": equal,
@@ -479,14 +492,7 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20);
     let bin = shoal_bin()?;
-    let tmp = tempfile::tempdir()?;
-    let root = tmp.path().to_owned();
-    let _tmp = if std::env::var_os("STORM_KEEP").is_some() {
-        eprintln!("logs kept in {}", tmp.keep().display());
-        None
-    } else {
-        Some(tmp)
-    };
+    let (root, _tmp) = shoal_bench::scratch("STORM_KEEP")?;
     let c = shoal_bench::nodes::client(Duration::from_secs(30))?;
     let (first, _) = preloaded(&bin, &c, &root.join("n1"), n, &[])?;
     let rest: Vec<Node> = (2..=3)
