@@ -103,6 +103,30 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
             == json!(5)),
         "versions on the page"
     );
+    // A follower hears only the members, and shows every node's build
+    // all the same: its API asks a member for the reports it lacks.
+    let follower_ids: Vec<String> = (roles(&procs[0]).into_iter())
+        .filter(|(_, role)| role == "follower")
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!follower_ids.is_empty(), "{:?}", roles(&procs[0]));
+    for id in &follower_ids {
+        let f = &procs[ids.iter().position(|i| i == id).unwrap()];
+        let builds = || -> usize {
+            let nodes = f.get("/v1/nodes").map(|v| v["nodes"].clone());
+            let list = nodes.and_then(|n| n.as_array().cloned());
+            list.unwrap_or_default()
+                .iter()
+                .filter(|n| n["version"].as_str().is_some_and(|v| !v.is_empty()))
+                .count()
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || builds() == 5),
+            "follower {id} shows {} builds: {:?}",
+            builds(),
+            f.get("/v1/nodes")
+        );
+    }
     // The topology draws each role its own way: one master and the other
     // voters as circles, the followers as squares (two more voters and two
     // followers, or three and one if a loaded machine had a follower

@@ -114,6 +114,7 @@ pub(crate) async fn stream(
             loop {
                 tick.tick().await;
                 let s = node.state().await?;
+                node.want_reports();
                 let mut v = view_json(&s, &node.view());
                 // "last heard" and "reported" move on every tick; compare without
                 // them.

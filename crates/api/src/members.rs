@@ -118,6 +118,7 @@ pub(crate) struct Nodes {
 )]
 pub(crate) async fn nodes(AxState(node): AxState<NodeHandle>) -> ApiResult<Nodes> {
     let state = node.state().await.ok_or_else(stopped)?;
+    node.want_reports();
     let nodes = nodes_view(&state, &node.view());
     Ok(Json(Nodes {
         index: state.index(),

@@ -1,9 +1,9 @@
-//! What the cores' unit tests share: States built from events, and log
-//! entries.
+//! What the cores' unit tests share: States built from events, log
+//! entries, and nodes' reports.
 
 use shoal_model::{
     ClusterId, Command, CommandId, EntryKind, Envelope, Event, EventIdx, FencingToken, LogEntry,
-    NodeId, Op, Resources, Runner, State, TaskId, TaskSpec, Term,
+    NodeId, NodeMetrics, Op, PortRange, Resources, Runner, State, TaskId, TaskSpec, Term,
 };
 
 /// Applies `event` as the next entry of `state`.
@@ -102,4 +102,26 @@ pub fn leased_task(
         },
     );
     FencingToken(state.index().0)
+}
+
+/// A node's metrics: `cpu` free, 1 GiB, on a host of its own.
+pub fn metrics(node: &str, cpu: u32) -> NodeMetrics {
+    NodeMetrics {
+        node: NodeId::from(node),
+        cpu_free_milli: cpu,
+        mem_free_bytes: 1 << 30,
+        disk_free_bytes: 1 << 40,
+        running: 0,
+        labels: Default::default(),
+        exec: false,
+        host: node.bytes().fold(0, |h, b| h * 131 + u64::from(b)),
+        replica_ports: PortRange::DEFAULT,
+        ports_taken: vec![],
+        version: String::new(),
+        started_ms: 0,
+        unheard: vec![],
+        api: String::new(),
+        worker: true,
+        voter: true,
+    }
 }

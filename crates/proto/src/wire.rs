@@ -2,19 +2,19 @@
 //!
 //! One-to-one messages (`Direct`) carry Raft traffic, the master's word
 //! of what it committed to the other Raft members, range fetches,
-//! snapshot offers and chunks, forwarded commands, lease renewals and task
-//! output. Broadcast messages (`Gossip`) carry committed entries, transient
+//! snapshot offers and chunks, forwarded commands, lease renewals, task
+//! output, and the reports a member relays to a follower's dashboard. Broadcast messages (`Gossip`) carry committed entries, transient
 //! events and requests for a snapshot. Every frame starts with the
 //! protocol version and the sender's cluster id; a node drops (and counts)
 //! frames of another version or another cluster.
 
 use serde::{Deserialize, Serialize};
 use shoal_model::{
-    ClusterId, Command, CommandId, EventIdx, FencingToken, LogEntry, NodeId, Outcome, OutputChunk,
-    TaskId, TransientEvent,
+    ClusterId, Command, CommandId, EventIdx, FencingToken, LogEntry, NodeId, NodeMetrics, Outcome,
+    OutputChunk, TaskId, TransientEvent,
 };
 
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 /// The largest frame any node sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// Snapshot chunk payload size: well under the message cap.
@@ -113,6 +113,23 @@ pub enum Direct {
     /// and the members take no committed gossip (they would relay the
     /// followers' traffic on the core their acknowledgements need).
     Committed(Vec<LogEntry>),
+    /// A follower whose API is read asks a member for what the other
+    /// nodes last reported (capacity, build, hearing): a follower hears
+    /// only the members, which hear every node.
+    ReportsWanted,
+    /// A member's answer: the reports it holds, at most `MAX_RELAYED`.
+    Reports(Vec<RelayedReport>),
+}
+
+/// Reports one `Direct::Reports` carries at most (a LAN cluster is far
+/// smaller; each report is bounded, see `placement::Capacities`).
+pub const MAX_RELAYED: usize = 256;
+
+/// A node's report as a member holds it, and how long ago it came.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedReport {
+    pub metrics: NodeMetrics,
+    pub age_ms: u64,
 }
 
 /// Broadcast messages.

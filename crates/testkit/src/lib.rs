@@ -373,6 +373,12 @@ impl Sim {
         self.input(via, Input::WatchOutput(task.clone()));
     }
 
+    /// A client of `via` reads the nodes' reports (`/v1/nodes`, the
+    /// dashboard); renew it as the page does.
+    pub fn want_reports(&mut self, via: &NodeId) {
+        self.input(via, Input::WantReports);
+    }
+
     pub fn state_of(&self, id: &NodeId) -> Option<&State> {
         self.node(id).map(|n| n.state())
     }

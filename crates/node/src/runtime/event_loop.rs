@@ -297,6 +297,7 @@ impl EventLoop {
                 None
             }
             Call::WatchOutput(task) => Some(Input::WatchOutput(task)),
+            Call::WantReports => Some(Input::WantReports),
             Call::ReadOutput(task, tx) => {
                 let _ = tx.send(self.node.task_output(&task));
                 None

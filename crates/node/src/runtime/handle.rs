@@ -66,6 +66,8 @@ pub(super) enum Call {
     ReadIndex(oneshot::Sender<CommandReply>),
     /// A client follows a task's output: subscribe at the node running it.
     WatchOutput(TaskId),
+    /// The nodes' reports are read here: a follower asks a member.
+    WantReports,
     /// What this node keeps of a task's output.
     ReadOutput(TaskId, oneshot::Sender<Vec<OutputChunk>>),
     /// Whether some live node runs user commands.
@@ -177,6 +179,14 @@ impl NodeHandle {
     /// Asks for a task's output to be sent here for a few seconds.
     pub fn watch_output(&self, task: &TaskId) {
         let _ = self.tx.try_send(Call::WatchOutput(task.clone()));
+    }
+
+    /// The nodes' reports are being read here (`/v1/nodes`, the
+    /// dashboard): on a follower, ask a member for those it does not hear
+    /// (`View::capacities` holds them a moment later). Call it on every
+    /// read; a follower asks at most once a metrics interval.
+    pub fn want_reports(&self) {
+        let _ = self.tx.try_send(Call::WantReports);
     }
 
     /// What this node keeps of a task's output (bounded ring).

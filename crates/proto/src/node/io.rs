@@ -52,6 +52,10 @@ pub enum Input {
     /// A client of this node follows a task's output: ask the node that
     /// runs it to send it here for a while. Renewed by the client.
     WatchOutput(TaskId),
+    /// This node's API shows the nodes' reports (`/v1/nodes`, the
+    /// dashboard): a follower asks a member for those it does not hear
+    /// (`reports`). Renewed while they are read.
+    WantReports,
     /// Stop taking work and hand back what runs here (`shoal leave`).
     Drain,
     /// The log fsync `Output::SyncLog` asked for ended.

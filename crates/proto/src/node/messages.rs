@@ -148,6 +148,8 @@ impl<L: LogStore> Node<L> {
             Direct::ReadIndexReply { id, result } => {
                 self.on_read_index_reply(&from, id, result, out)
             }
+            Direct::ReportsWanted => self.on_reports_wanted(from, out),
+            Direct::Reports(reports) => self.on_reports(&from, reports),
         }
     }
 }

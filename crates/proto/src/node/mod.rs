@@ -17,6 +17,7 @@
 //! | `commands` | admission of client commands, routing to the master, replies |
 //! | `serve` | ranges, snapshot offers and chunks for other replicas; snapshot points |
 //! | `work` | tasks and replicas run here, leases, capacity, task output |
+//! | `reports` | the reports a member relays to a follower whose API is read |
 //! | `leave` | leaving on purpose |
 //! | `storage` | a disk that stops taking writes, and recovering from it |
 //! | `timers` | the core's timers; the one wake-up it asks for |
@@ -38,6 +39,7 @@ mod peers;
 mod publish;
 mod raft;
 mod reads;
+mod reports;
 mod serve;
 mod storage;
 mod timers;
@@ -108,6 +110,8 @@ pub struct Node<L: LogStore> {
     reads: Reads,
     peers: Peers,
     capacities: Capacities,
+    /// Reports asked of a member, or served to followers (`reports`).
+    relay: reports::Relay,
     worker: Worker,
     replicas: Replicas,
     /// Placements may have changed: compare the replicas with State.
@@ -214,6 +218,7 @@ impl<L: LogStore> Node<L> {
             master: None,
             snapshots: SnapshotServer::default(),
             capacities: Capacities::default(),
+            relay: Default::default(),
             replicas_dirty: true,
             leaving: None,
             next_join: now,
@@ -370,6 +375,7 @@ impl<L: LogStore> Node<L> {
             } => self.on_run_exited(token, exit_code, class, out),
             Input::RunOutput(chunk) => self.record_output(chunk, out),
             Input::WatchOutput(task) => self.watch_output(&task, out),
+            Input::WantReports => self.want_reports(out),
             Input::Drain => self.drain(out),
             Input::LogSynced { id, result } => self.on_log_synced(id, result, out),
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::testing::{cluster_state, command, leased_task, task_spec};
+use crate::testing::{cluster_state, command, leased_task, metrics, task_spec};
 use shoal_model::Op;
 
 fn secs(n: u64) -> Duration {
@@ -8,28 +8,6 @@ fn secs(n: u64) -> Duration {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// A node's metrics: `cpu` free, 1 GiB, on a host of its own.
-fn metrics(node: &str, cpu: u32) -> NodeMetrics {
-    NodeMetrics {
-        node: NodeId::from(node),
-        cpu_free_milli: cpu,
-        mem_free_bytes: 1 << 30,
-        disk_free_bytes: 1 << 40,
-        running: 0,
-        labels: Default::default(),
-        exec: false,
-        host: node.bytes().fold(0, |h, b| h * 131 + u64::from(b)),
-        replica_ports: PortRange::DEFAULT,
-        ports_taken: vec![],
-        version: String::new(),
-        started_ms: 0,
-        unheard: vec![],
-        api: String::new(),
-        worker: true,
-        voter: true,
-    }
 }
 
 fn caps(nodes: &[(&str, u32)], at: Duration) -> Capacities {

@@ -511,3 +511,47 @@ fn after_a_partition_heals_under_loss_every_replica_holds_the_committed_history(
         }
     }
 }
+
+#[test]
+fn a_follower_whose_page_is_open_holds_the_reports_of_nodes_it_does_not_hear() {
+    for seed in seeds(10) {
+        let (mut sim, _) = cluster(seed, 5);
+        let m = sim.master().unwrap();
+        let followers = sim.state_of(&m).unwrap().members(Role::Follower);
+        let [(_, a), (_, b)] = followers.as_slice() else {
+            panic!("seed {seed}: two followers: {followers:?}");
+        };
+        let age_at_a = |sim: &Sim| {
+            let caps = sim.node(a).unwrap().capacities();
+            caps.into_iter()
+                .find(|(r, _)| &r.node == b)
+                .map(|(_, age)| age)
+        };
+        // A follower reports to the members only: what a holds of b, if
+        // anything, came while b joined, and only ages.
+        sim.run_for(secs(5));
+        let before = age_at_a(&sim);
+        assert!(
+            before.is_none_or(|age| age >= secs(5)),
+            "seed {seed}: {before:?}"
+        );
+        // a's page is open: it asks a member, and holds b's report as
+        // fresh as the member does (b reports every second).
+        for _ in 0..4 {
+            sim.want_reports(a);
+            sim.run_for(Duration::from_millis(500));
+        }
+        let open = age_at_a(&sim);
+        assert!(
+            open.is_some_and(|age| age < secs(2)),
+            "seed {seed}: {open:?}"
+        );
+        // The page closed: nobody asks, and the report only ages.
+        sim.run_for(secs(5));
+        let closed = age_at_a(&sim);
+        assert!(
+            closed.is_some_and(|age| age >= secs(4)),
+            "seed {seed}: {closed:?}"
+        );
+    }
+}

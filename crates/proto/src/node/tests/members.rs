@@ -88,3 +88,58 @@ fn silence_while_this_node_was_held_up_is_not_the_members() {
     }
     assert_eq!(reconnected, [(3200, "m".to_owned())]);
 }
+
+/// The frames `out` sends, to whom, of the reports' relay.
+fn relay_sent(out: &[Output]) -> Vec<(String, Direct)> {
+    (sent(out).into_iter())
+        .filter(|(_, m)| matches!(m, Direct::ReportsWanted | Direct::Reports(_)))
+        .collect()
+}
+
+fn relayed(node: &str, age_ms: u64) -> crate::wire::RelayedReport {
+    let metrics = testing::metrics(node, 500);
+    crate::wire::RelayedReport { metrics, age_ms }
+}
+
+#[test]
+fn a_follower_whose_reports_are_read_asks_a_member_once_a_metrics_interval() {
+    let mut n = follower(cluster_state(&["m", ME, "f"], vec![]));
+    let ask = vec![("m".to_owned(), Direct::ReportsWanted)];
+    assert_eq!(relay_sent(&n.handle(Input::WantReports, ms(10), 0)), ask);
+    assert_eq!(relay_sent(&n.handle(Input::WantReports, ms(500), 0)), []);
+    assert_eq!(relay_sent(&n.handle(Input::WantReports, ms(1010), 0)), ask);
+    // What m relays is kept by age; its own report, never.
+    let age_of = |n: &Node<MemLog>, id: &str| {
+        let caps = n.capacities().into_iter();
+        caps.filter(|(m, _)| m.node.as_str() == id)
+            .map(|(m, age)| (m.cpu_free_milli, age))
+            .next()
+    };
+    let mine = age_of(&n, ME).map(|(cpu, _)| cpu);
+    let reports = Direct::Reports(vec![relayed("f", 300), relayed(ME, 0)]);
+    n.handle(direct("m", reports), ms(1100), 0);
+    assert_eq!(age_of(&n, "f"), Some((500, ms(300))));
+    assert_eq!(age_of(&n, ME).map(|(cpu, _)| cpu), mine);
+    assert_ne!(
+        mine,
+        Some(500),
+        "its own report differs from the relayed one"
+    );
+    // An older report than the one held is not.
+    let mut older = relayed("f", 900);
+    older.metrics.cpu_free_milli = 1;
+    n.handle(direct("m", Direct::Reports(vec![older])), ms(1100), 0);
+    assert_eq!(age_of(&n, "f"), Some((500, ms(300))));
+    // A follower's word on another node is not believed, and counted.
+    let untrusted = n.metrics().untrusted_messages;
+    let mut forged = relayed("m", 0);
+    forged.metrics.cpu_free_milli = 1;
+    n.handle(direct("f", Direct::Reports(vec![forged])), ms(1200), 0);
+    assert_eq!(n.metrics().untrusted_messages, untrusted + 1);
+    assert!(age_of(&n, "m").is_none_or(|(cpu, _)| cpu != 1));
+    // Nor is a follower asked: it does not answer.
+    assert_eq!(
+        relay_sent(&n.handle(direct("f", Direct::ReportsWanted), ms(1300), 0)),
+        []
+    );
+}
