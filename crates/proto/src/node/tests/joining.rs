@@ -467,6 +467,50 @@ fn a_node_its_state_does_not_record_yet_heartbeats_to_the_members_only() {
     );
 }
 
+/// Whom a node's heartbeat went to in `out`: None for a broadcast.
+fn heartbeat_targets(out: &[Output]) -> Vec<Option<String>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Frame {
+                msg: Gossip::Transient(TransientEvent::Heartbeat(_)),
+                ..
+            }) => Some(None),
+            Output::Send {
+                to,
+                frame:
+                    Frame {
+                        msg: Direct::Transient(TransientEvent::Heartbeat(_)),
+                        ..
+                    },
+            } => Some(Some(to.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_joiner_heartbeats_to_the_master_its_peers_name_while_it_loads() {
+    // No State yet: nobody to send to but everyone.
+    let mut n = start(None, None);
+    let out = n.handle(Input::Wake, ms(0), 0);
+    assert_eq!(heartbeat_targets(&out), vec![None], "{out:?}");
+    // Two voters of cluster "c" name m master (as `heartbeat` does).
+    n.handle(heartbeat("m", Some("c"), 10, 10), ms(5), 0);
+    n.handle(heartbeat("v", Some("c"), 10, 10), ms(6), 0);
+    // Once it has listened a heartbeat interval it believes them, and
+    // while its snapshot loads its heartbeats go to m alone: no other
+    // node of the cluster relays them.
+    for t in [300, 600, 900] {
+        let out = n.handle(Input::Wake, ms(t), 0);
+        assert!(n.state().nodes().is_empty(), "still loading");
+        assert_eq!(
+            heartbeat_targets(&out),
+            vec![Some("m".to_owned())],
+            "at {t} ms: {out:?}"
+        );
+    }
+}
+
 /// A member that started from a local snapshot holds it again
 /// (`Saved::Loaded`) and offers it to a joiner, with no build, while the
 /// entries its log holds after it take at most a sixteenth of its bytes;
