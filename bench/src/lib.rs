@@ -169,11 +169,8 @@ where
 /// PID) when its guard drops.
 pub mod procs {
     use anyhow::Context;
-    use std::collections::BTreeSet;
-    use std::net::TcpListener;
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
-    use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     /// A child process, killed and reaped on drop.
@@ -209,22 +206,7 @@ pub mod procs {
         Ok(Guard(child))
     }
 
-    /// A loopback port free at the time of asking and not handed out
-    /// before by this process (the kernel may give a port it just
-    /// released to the next bind).
-    pub fn free_port() -> u16 {
-        static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free loopback port");
-            if given.insert(port) {
-                return port;
-            }
-        }
-    }
+    pub use shoal_testkit::ports::free_port;
 
     /// Polls `f` every 5 ms until it holds or `limit` passes.
     pub fn wait(limit: Duration, f: impl FnMut() -> bool) -> bool {

@@ -16,6 +16,7 @@
 mod checks;
 mod hostile;
 mod network;
+pub mod ports;
 mod runs;
 mod shell;
 

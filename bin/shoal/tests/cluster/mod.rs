@@ -4,38 +4,11 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A loopback port free at the time of asking, never handed out before
-/// in this test process, below the kernel's ephemeral range
-/// (`ip_local_port_range`) and the ports nodes hand their replicas
-/// (20000-29999 by default): a port from the ephemeral range (what
-/// binding port 0 gives) may be taken by any outgoing connection, a node
-/// dialling another, before the node it was picked for binds it.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    const LOWEST: u32 = 10_000;
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral.min(20_000).saturating_sub(LOWEST).max(1_000);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    // Test processes that run at once start at different places.
-    let start = u64::from(std::process::id()) * 7_919;
-    (0..span)
-        .map(|i| (LOWEST as u64 + (start + u64::from(i)) % u64::from(span)) as u16)
-        .find(|p| !given.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .inspect(|p| {
-            given.insert(*p);
-        })
-        .expect("a free loopback port below the ephemeral range")
-}
+pub use shoal_testkit::ports::free_port;
 
 pub struct Proc {
     pub name: String,
