@@ -43,13 +43,19 @@ fn load(p: &Proc, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     })
 }
 
+/// The members as a node lists them (`/v1/nodes`); none if it does not
+/// answer.
+fn node_list(p: &Proc) -> Vec<Value> {
+    let nodes = p.get("/v1/nodes").map(|v| v["nodes"].clone());
+    nodes
+        .and_then(|n| n.as_array().cloned())
+        .unwrap_or_default()
+}
+
 /// Each member's role, as a node lists them.
 fn roles(p: &Proc) -> Vec<(String, String)> {
-    let nodes = p.get("/v1/nodes").map(|v| v["nodes"].clone());
-    let list = nodes
-        .and_then(|n| n.as_array().cloned())
-        .unwrap_or_default();
-    list.iter()
+    node_list(p)
+        .iter()
         .map(|n| {
             let s = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
             (s("node_id"), s("role"))
@@ -113,10 +119,7 @@ fn the_dashboard_shows_a_cluster_under_load_and_what_happens_to_it() {
     for id in &follower_ids {
         let f = &procs[ids.iter().position(|i| i == id).unwrap()];
         let builds = || -> usize {
-            let nodes = f.get("/v1/nodes").map(|v| v["nodes"].clone());
-            let list = nodes.and_then(|n| n.as_array().cloned());
-            list.unwrap_or_default()
-                .iter()
+            (node_list(f).iter())
                 .filter(|n| n["version"].as_str().is_some_and(|v| !v.is_empty()))
                 .count()
         };
@@ -537,10 +540,8 @@ fn the_history_samples_every_second_and_marks_a_peer_that_dies() {
             && n["started_ms"].as_u64() > Some(0)
     };
     let all_reported = wait_for(Duration::from_secs(10), || {
-        procs[0]
-            .get("/v1/nodes")
-            .and_then(|v| v["nodes"].as_array().cloned())
-            .is_some_and(|n| n.len() == 3 && n.iter().all(reported))
+        let n = node_list(&procs[0]);
+        n.len() == 3 && n.iter().all(reported)
     });
     assert!(all_reported, "{:?}", procs[0].get("/v1/nodes"));
     // Three voters first: a death with two would leave no majority to

@@ -3,7 +3,8 @@
 //! One-to-one messages (`Direct`) carry Raft traffic, the master's word
 //! of what it committed to the other Raft members, range fetches,
 //! snapshot offers and chunks, forwarded commands, lease renewals, task
-//! output, and the reports a member relays to a follower's dashboard. Broadcast messages (`Gossip`) carry committed entries, transient
+//! output, and the reports a member relays to a follower's dashboard.
+//! Broadcast messages (`Gossip`) carry committed entries, transient
 //! events and requests for a snapshot. Every frame starts with the
 //! protocol version and the sender's cluster id; a node drops (and counts)
 //! frames of another version or another cluster.
